@@ -1,0 +1,38 @@
+// Errors and internal assertions.
+//
+// moetron::Error is what crosses a boundary (a bad file, config, or argument): its message
+// names the culprit and what would be valid. MOETRON_CHECK guards internal invariants; a
+// failure there is a bug in moetron, reported with the source location.
+#pragma once
+
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+namespace moetron {
+
+class Error : public std::runtime_error {
+ public:
+  explicit Error(const std::string& what) : std::runtime_error(what) {}
+};
+
+namespace detail {
+[[noreturn]] void check_failed(const char* file, int line, const char* expr, const std::string& msg);
+
+// Builds a message from stream-able parts: concat("bad value ", v, " for ", name).
+template <typename... Parts>
+std::string concat(const Parts&... parts) {
+  std::ostringstream os;
+  (os << ... << parts);
+  return os.str();
+}
+}  // namespace detail
+
+}  // namespace moetron
+
+#define MOETRON_CHECK(cond, ...)                                                          \
+  do {                                                                                    \
+    if (!(cond)) [[unlikely]]                                                             \
+      ::moetron::detail::check_failed(__FILE__, __LINE__, #cond,                          \
+                                      ::moetron::detail::concat("" __VA_OPT__(, ) __VA_ARGS__)); \
+  } while (0)

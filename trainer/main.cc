@@ -1,0 +1,40 @@
+// moetron: one program, one subcommand per task.
+#include <cstdio>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "trainer/commands.h"
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: moetron <command> [args]\n"
+    "  train CONFIG [--set a.b=value ...]     train a model\n"
+    "  validate CONFIG [--set a.b=value ...]  check a config and print it resolved\n"
+    "  prepare [options]                      turn text files into token shards (see --help)\n";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fputs(kUsage, stderr);
+    return 2;
+  }
+  const std::string command = argv[1];
+  const std::vector<std::string> args(argv + 2, argv + argc);
+  try {
+    if (command == "train") return moetron::run_train(args);
+    if (command == "validate") return moetron::run_validate(args);
+    if (command == "prepare") return moetron::run_prepare(args);
+    if (command == "-h" || command == "--help" || command == "help") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+    std::fprintf(stderr, "moetron: unknown command '%s'\n%s", command.c_str(), kUsage);
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "moetron %s: error: %s\n", command.c_str(), e.what());
+    return 1;
+  }
+}
