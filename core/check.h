@@ -17,7 +17,8 @@ class Error : public std::runtime_error {
 };
 
 namespace detail {
-[[noreturn]] void check_failed(const char* file, int line, const char* expr, const std::string& msg);
+[[noreturn]] void check_failed(const char* file, int line, const char* expr,
+                               const std::string& msg);
 
 // Builds a message from stream-able parts: concat("bad value ", v, " for ", name).
 template <typename... Parts>
@@ -30,9 +31,9 @@ std::string concat(const Parts&... parts) {
 
 }  // namespace moetron
 
-#define MOETRON_CHECK(cond, ...)                                                          \
-  do {                                                                                    \
-    if (!(cond)) [[unlikely]]                                                             \
-      ::moetron::detail::check_failed(__FILE__, __LINE__, #cond,                          \
+#define MOETRON_CHECK(cond, ...)                                                                 \
+  do {                                                                                           \
+    if (!(cond)) [[unlikely]]                                                                    \
+      ::moetron::detail::check_failed(__FILE__, __LINE__, #cond,                                 \
                                       ::moetron::detail::concat("" __VA_OPT__(, ) __VA_ARGS__)); \
   } while (0)

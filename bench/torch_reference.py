@@ -1,0 +1,141 @@
+#!/usr/bin/python3
+"""PyTorch side of the CPU training benchmark: the model of tests/reference/model.py (the
+definition in docs/model.md) trained for a few steps on random tokens.
+
+    /usr/bin/python3 bench/torch_reference.py --vocab 4096 --hidden 256 --layers 4 --heads 4 \
+        --kv-heads 4 --intermediate 1024 --seq 256 --batch 8 --mtp-depth 1 --threads 2 \
+        --warmup-steps 2 --steps 5
+
+Prints one JSON line: impl, tokens_per_s (batch*seq tokens per timed step, mean over the timed
+steps), step_s (each timed step), torch_version, threads, loss_first / loss_last (total loss of
+the first and last timed step), blas (torch's build BLAS setting) and blas_libs (the BLAS/LAPACK
+libraries actually loaded in this process).
+
+A step is forward, loss, backward, gradient clipping, AdamW step, zero_grad, as the C++ trainer.
+Attention uses PyTorch's fused scaled-dot-product attention (causal), AdamW its multi-tensor
+(foreach) implementation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "reference"))
+import model as ref  # noqa: E402
+
+
+def blas_summary() -> dict:
+    cfg = torch.__config__.show()
+    m = re.search(r"BLAS_INFO=([^,\s]+)", cfg)
+    info = {"blas": f"BLAS_INFO={m.group(1)}" if m else "unknown"}
+    libs = set()
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                path = line.split()[-1] if len(line.split()) >= 6 else ""
+                base = os.path.basename(path)
+                if re.search(r"(blas|lapack|mkl|blis|atlas)", base, re.I):
+                    libs.add(os.path.realpath(path))
+    except OSError:
+        pass
+    info["blas_libs"] = sorted(libs)
+    for path in info["blas_libs"]:  # OpenBLAS reports its build and the kernel core it chose
+        if "openblas" in os.path.basename(path):
+            try:
+                import ctypes
+                lib = ctypes.CDLL(path)
+                for fn in ("openblas_get_config", "openblas_get_corename"):
+                    getattr(lib, fn).restype = ctypes.c_char_p
+                info["openblas_config"] = lib.openblas_get_config().decode()
+                info["openblas_core"] = lib.openblas_get_corename().decode()
+            except (OSError, AttributeError):
+                pass
+    info["openblas_env"] = {k: v for k, v in os.environ.items() if k.startswith("OPENBLAS")}
+    return info
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--vocab", type=int, default=4096)
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--kv-heads", type=int, default=0, help="0 means --heads")
+    ap.add_argument("--intermediate", type=int, default=1024)
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--mtp-depth", type=int, default=1)
+    ap.add_argument("--mtp-loss-weight", type=float, default=0.3)
+    ap.add_argument("--tie-embeddings", action="store_true")
+    ap.add_argument("--rope-style", default=ref.ROTATE_HALF, choices=[ref.ROTATE_HALF, ref.INTERLEAVED])
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--warmup-steps", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--weight-decay", type=float, default=0.1)
+    ap.add_argument("--grad-clip", type=float, default=1.0, help="<= 0 disables clipping")
+    ap.add_argument("--init-std", type=float, default=0.02)
+    ap.add_argument("--seed", type=int, default=1234)
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass
+    torch.autograd.set_detect_anomaly(False)
+
+    cfg = ref.ModelConfig(vocab_size=args.vocab, hidden_size=args.hidden,
+                          num_hidden_layers=args.layers, num_attention_heads=args.heads,
+                          num_key_value_heads=args.kv_heads, intermediate_size=args.intermediate,
+                          rope_style=args.rope_style, tie_word_embeddings=args.tie_embeddings,
+                          num_nextn_predict_layers=args.mtp_depth,
+                          mtp_loss_weight=args.mtp_loss_weight)
+    ocfg = ref.OptimConfig(lr=args.lr, weight_decay=args.weight_decay, grad_clip=args.grad_clip)
+    g = torch.Generator().manual_seed(args.seed)
+    params = ref.init_params(cfg, g, init_std=args.init_std)
+    window = torch.randint(0, args.vocab, (args.batch, args.seq + 1 + args.mtp_depth), generator=g)
+    opt = ref.make_optimizer(params, ocfg, foreach=True)
+
+    def step():
+        losses = ref.model_loss(params, cfg, window, fast=True)
+        losses["total"].backward()
+        if ocfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(list(params.values()), ocfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return losses["total"].item()
+
+    for _ in range(args.warmup_steps):
+        step()
+    times, losses = [], []
+    for _ in range(args.steps):
+        t0 = time.perf_counter()
+        losses.append(step())
+        times.append(time.perf_counter() - t0)
+
+    tokens = args.batch * args.seq
+    result = {
+        "impl": "pytorch",
+        "tokens_per_s": tokens * len(times) / sum(times) if times else 0.0,
+        "step_s": [round(t, 6) for t in times],
+        "torch_version": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "loss_first": losses[0] if losses else None,
+        "loss_last": losses[-1] if losses else None,
+        "params": sum(p.numel() for p in params.values()),
+        "config": {k: v for k, v in vars(args).items()},
+    }
+    result.update(blas_summary())
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+// Output head + softmax cross-entropy, a chunk of rows at a time: only [chunk, vocab] logits
+// exist at once, and they are turned into their own gradient in place.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "core/cpu/fast_math.h"
+#include "core/cpu/kernels.h"
+
+namespace moetron::cpu {
+
+int64_t ce_chunk_rows(int64_t rows, int64_t vocab) {
+  // ~8 MiB of logits: big enough for efficient GEMMs, small enough to stay out of the way.
+  constexpr int64_t kLogitBudget = int64_t{1} << 21;
+  return std::max<int64_t>(1, std::min(rows, std::max<int64_t>(64, kLogitBudget / vocab)));
+}
+
+double head_cross_entropy(const float* h, const float* w, const int32_t* targets, int64_t rows,
+                          int64_t dim, int64_t vocab, float grad_scale, float* dh, float* dw,
+                          float* workspace) {
+  const int64_t chunk = ce_chunk_rows(rows, vocab);
+  std::vector<double> row_loss(static_cast<size_t>(rows));
+  for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+    const int64_t n = std::min(chunk, rows - r0);
+    float* logits = workspace;
+    sgemm(false, true, n, vocab, dim, 1.0f, h + r0 * dim, dim, w, dim, 0.0f, logits, vocab);
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < n; ++r) {
+      float* z = logits + r * vocab;
+      float mx = -std::numeric_limits<float>::infinity();
+      for (int64_t c = 0; c < vocab; ++c) mx = std::max(mx, z[c]);
+      float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t c = 0; c < vocab; ++c) sum += fast_exp(z[c] - mx);
+      const int32_t t = targets[r0 + r];
+      row_loss[r0 + r] = std::log(static_cast<double>(sum)) + mx - z[t];
+      if (dh) {
+        const float k = grad_scale / sum;
+#pragma omp simd
+        for (int64_t c = 0; c < vocab; ++c) z[c] = fast_exp(z[c] - mx) * k;
+        z[t] -= grad_scale;
+      }
+    }
+    if (dh) {
+      sgemm(false, false, n, dim, vocab, 1.0f, logits, vocab, w, dim, 0.0f, dh + r0 * dim, dim);
+      sgemm(true, false, vocab, dim, n, 1.0f, logits, vocab, h + r0 * dim, dim, 1.0f, dw, dim);
+    }
+  }
+  double total = 0.0;
+  for (double l : row_loss) total += l;
+  return total;
+}
+
+}  // namespace moetron::cpu

@@ -1,0 +1,115 @@
+// Elementwise kernels: simple loops GCC vectorizes (-O3 -march=native), threaded with OpenMP
+// over static chunks so results do not depend on scheduling.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "core/cpu/fast_math.h"
+#include "core/cpu/kernels.h"
+
+namespace moetron::cpu {
+namespace {
+// Below this many elements a parallel region costs more than it saves.
+constexpr int64_t kParallelMin = 1 << 15;
+}  // namespace
+
+void fill(float* x, int64_t n, float value) {
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) x[i] = value;
+}
+
+void add(const float* a, const float* b, float* out, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+}
+
+void axpy(float alpha, const float* x, float* y, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
+void scale(float* x, int64_t n, float s) {
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) x[i] *= s;
+}
+
+double sum_squares(const float* x, int64_t n) {
+  // Fixed-size blocks summed in order: the result is independent of the thread count.
+  constexpr int64_t kBlock = 4096;
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  double total = 0.0;
+  std::vector<double> partial(static_cast<size_t>(blocks));
+#pragma omp parallel for schedule(static) if (n > kParallelMin)
+  for (int64_t b = 0; b < blocks; ++b) {
+    double s = 0.0;
+    const int64_t end = std::min(n, (b + 1) * kBlock);
+    for (int64_t i = b * kBlock; i < end; ++i) s += static_cast<double>(x[i]) * x[i];
+    partial[b] = s;
+  }
+  for (double s : partial) total += s;
+  return total;
+}
+
+bool all_finite(const float* x, int64_t n) {
+  int bad = 0;
+#pragma omp parallel for reduction(| : bad) schedule(static) if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) bad |= !std::isfinite(x[i]);
+  return !bad;
+}
+
+void copy_block(const float* src, int64_t ld_src, float* dst, int64_t ld_dst, int64_t rows,
+                int64_t cols) {
+#pragma omp parallel for schedule(static) if (rows * cols > kParallelMin && rows > 1)
+  for (int64_t r = 0; r < rows; ++r)
+    std::memcpy(dst + r * ld_dst, src + r * ld_src, static_cast<size_t>(cols) * sizeof(float));
+}
+
+void swiglu_forward(const float* gate_up, float* out, int64_t rows, int64_t width) {
+#pragma omp parallel for schedule(static) if (rows * width > kParallelMin)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* g = gate_up + r * 2 * width;
+    const float* u = g + width;
+    float* o = out + r * width;
+#pragma omp simd
+    for (int64_t i = 0; i < width; ++i) o[i] = g[i] * fast_sigmoid(g[i]) * u[i];
+  }
+}
+
+void swiglu_backward(const float* dout, const float* gate_up, float* dgate_up, int64_t rows,
+                     int64_t width) {
+#pragma omp parallel for schedule(static) if (rows * width > kParallelMin)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* g = gate_up + r * 2 * width;
+    const float* u = g + width;
+    const float* d = dout + r * width;
+    float* dg = dgate_up + r * 2 * width;
+    float* du = dg + width;
+#pragma omp simd
+    for (int64_t i = 0; i < width; ++i) {
+      const float s = fast_sigmoid(g[i]);
+      du[i] = d[i] * g[i] * s;
+      dg[i] = d[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
+    }
+  }
+}
+
+void adamw(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
+           float beta2, float eps, float weight_decay, int64_t step) {
+  // torch.optim.AdamW (non-fused): decay, then the bias-corrected Adam step.
+  // Scalars in double, then rounded once, as PyTorch does with its Python-float scalars.
+  const double t = static_cast<double>(step);
+  const float step_size = static_cast<float>(lr / (1.0 - std::pow(double{beta1}, t)));
+  const float bc2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(double{beta2}, t)));
+  const float decay = static_cast<float>(1.0 - double{lr} * weight_decay);
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    const float gi = g[i];
+    m[i] = m[i] + (1.0f - beta1) * (gi - m[i]);
+    v[i] = beta2 * v[i] + (1.0f - beta2) * gi * gi;
+    const float denom = std::sqrt(v[i]) / bc2_sqrt + eps;
+    p[i] = p[i] * decay - step_size * m[i] / denom;
+  }
+}
+
+}  // namespace moetron::cpu

@@ -1,0 +1,63 @@
+// CPU kernels behind core/ops.h: raw row-major fp32 memory, shapes already checked.
+#pragma once
+
+#include <cstdint>
+
+namespace moetron::cpu {
+
+// Row-major sgemm: C[m,n] = alpha * op(A) op(B) + beta * C with leading dims lda/ldb/ldc.
+// Runs on the calling thread alone when called inside a parallel region.
+void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+           int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+// The OpenBLAS path, kept as fallback and cross-check of the oneDNN one.
+void sgemm_openblas(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                    const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+                    int64_t ldc);
+const char* gemm_backend();
+
+void fill(float* x, int64_t n, float value);
+void add(const float* a, const float* b, float* out, int64_t n);
+void axpy(float alpha, const float* x, float* y, int64_t n);
+void scale(float* x, int64_t n, float s);
+double sum_squares(const float* x, int64_t n);
+bool all_finite(const float* x, int64_t n);
+// Copies a [rows, cols] block between matrices of row strides ld_src / ld_dst.
+void copy_block(const float* src, int64_t ld_src, float* dst, int64_t ld_dst, int64_t rows,
+                int64_t cols);
+
+void rmsnorm_forward(const float* x, const float* w, float eps, float* y, float* rstd, int64_t rows,
+                     int64_t cols);
+void rmsnorm_backward(const float* dy, const float* x, const float* w, const float* rstd, float* dx,
+                      float* dw, bool accumulate_dx, int64_t rows, int64_t cols);
+
+void rope_tables(int64_t seq, int64_t head_dim, float theta, float* cos, float* sin);
+void rope(float* x, const float* cos, const float* sin, int64_t batch, int64_t seq, int64_t heads,
+          int64_t head_dim, bool interleaved, bool inverse);
+
+struct AttentionShape {
+  int64_t batch, seq, heads, kv_heads, head_dim;
+};
+void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v,
+                       float* out, float* lse);
+void attention_backward(const AttentionShape& s, const float* dout, const float* q, const float* k,
+                        const float* v, const float* out, const float* lse, float* dq, float* dk,
+                        float* dv);
+
+// gate_up rows are [gate (width) | up (width)].
+void swiglu_forward(const float* gate_up, float* out, int64_t rows, int64_t width);
+void swiglu_backward(const float* dout, const float* gate_up, float* dgate_up, int64_t rows,
+                     int64_t width);
+
+void embedding_forward(const int32_t* ids, int64_t n, const float* table, int64_t dim, float* out);
+void embedding_backward(const int32_t* ids, int64_t n, const float* dout, int64_t dim,
+                        float* dtable, int64_t vocab);
+
+int64_t ce_chunk_rows(int64_t rows, int64_t vocab);
+double head_cross_entropy(const float* h, const float* w, const int32_t* targets, int64_t rows,
+                          int64_t dim, int64_t vocab, float grad_scale, float* dh, float* dw,
+                          float* workspace);
+
+void adamw(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
+           float beta2, float eps, float weight_decay, int64_t step);
+
+}  // namespace moetron::cpu

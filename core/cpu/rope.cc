@@ -1,0 +1,48 @@
+// Rotary position embedding on [batch, seq, heads, head_dim].
+#include <cmath>
+
+#include "core/cpu/kernels.h"
+
+namespace moetron::cpu {
+
+void rope_tables(int64_t seq, int64_t head_dim, float theta, float* cos, float* sin) {
+  // fp32 like Hugging Face's inv_freq = 1 / theta^(2j/hd) and angle = pos * inv_freq.
+  const int64_t half = head_dim / 2;
+  for (int64_t j = 0; j < half; ++j) {
+    const float inv_freq =
+        1.0f / std::pow(theta, static_cast<float>(2 * j) / static_cast<float>(head_dim));
+    for (int64_t t = 0; t < seq; ++t) {
+      const float angle = static_cast<float>(t) * inv_freq;
+      cos[t * half + j] = std::cos(angle);
+      sin[t * half + j] = std::sin(angle);
+    }
+  }
+}
+
+void rope(float* x, const float* cos, const float* sin, int64_t batch, int64_t seq, int64_t heads,
+          int64_t head_dim, bool interleaved, bool inverse) {
+  const int64_t half = head_dim / 2;
+  // Pair j is (j, j + half) for rotate-half, (2j, 2j + 1) for interleaved.
+  const int64_t a_stride = interleaved ? 2 : 1;
+  const int64_t b_offset = interleaved ? 1 : half;
+  const float sign = inverse ? -1.0f : 1.0f;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t t = 0; t < seq; ++t) {
+      const float* ct = cos + t * half;
+      const float* st = sin + t * half;
+      for (int64_t h = 0; h < heads; ++h) {
+        float* xh = x + ((b * seq + t) * heads + h) * head_dim;
+#pragma omp simd
+        for (int64_t j = 0; j < half; ++j) {
+          float& xa = xh[j * a_stride];
+          float& xb = xh[j * a_stride + b_offset];
+          const float a = xa, bv = xb, s = sign * st[j];
+          xa = a * ct[j] - bv * s;
+          xb = bv * ct[j] + a * s;
+        }
+      }
+    }
+}
+
+}  // namespace moetron::cpu

@@ -1,0 +1,62 @@
+#include <cuda_runtime.h>
+
+#include <memory>
+
+#include "core/check.h"
+#include "core/cuda/device.h"
+
+namespace moetron::cuda {
+namespace {
+
+void check(cudaError_t err, const char* what) {
+  if (err != cudaSuccess) throw Error(std::string("CUDA ") + what + ": " + cudaGetErrorString(err));
+}
+
+struct DeviceFree {
+  void operator()(float* p) const { cudaFree(p); }
+};
+using DeviceBuffer = std::unique_ptr<float, DeviceFree>;
+
+DeviceBuffer device_alloc(size_t n) {
+  float* p = nullptr;
+  check(cudaMalloc(&p, n * sizeof(float)), "cudaMalloc");
+  return DeviceBuffer(p);
+}
+
+__global__ void add_kernel(const float* a, const float* b, float* out, int64_t n) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) out[i] = a[i] + b[i];
+}
+
+}  // namespace
+
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no device" error
+    return 0;
+  }
+  return n;
+}
+
+std::string device_description(int index) {
+  cudaDeviceProp p{};
+  check(cudaGetDeviceProperties(&p, index), "cudaGetDeviceProperties");
+  return std::string(p.name) + " (sm_" + std::to_string(p.major) + std::to_string(p.minor) + ", " +
+         std::to_string(p.totalGlobalMem >> 30) + " GiB)";
+}
+
+void add(std::span<const float> a, std::span<const float> b, std::span<float> out) {
+  MOETRON_CHECK(a.size() == b.size() && a.size() == out.size(), "cuda::add sizes");
+  const size_t n = a.size(), bytes = n * sizeof(float);
+  DeviceBuffer da = device_alloc(n), db = device_alloc(n), dout = device_alloc(n);
+  check(cudaMemcpy(da.get(), a.data(), bytes, cudaMemcpyHostToDevice), "copy a");
+  check(cudaMemcpy(db.get(), b.data(), bytes, cudaMemcpyHostToDevice), "copy b");
+  const int threads = 256;
+  add_kernel<<<static_cast<unsigned>((n + threads - 1) / threads), threads>>>(
+      da.get(), db.get(), dout.get(), static_cast<int64_t>(n));
+  check(cudaGetLastError(), "add_kernel launch");
+  check(cudaMemcpy(out.data(), dout.get(), bytes, cudaMemcpyDeviceToHost), "copy out");
+}
+
+}  // namespace moetron::cuda

@@ -1,0 +1,94 @@
+// `moetron prepare`: command-line front end of prepare_dataset().
+#include <charconv>
+#include <cstdio>
+#include <string_view>
+
+#include "core/check.h"
+#include "data/prepare.h"
+#include "trainer/commands.h"
+
+namespace moetron {
+namespace {
+
+using detail::concat;
+
+constexpr const char* kUsage =
+    "usage: moetron prepare --input PATH [--input PATH ...] --output DIR [options]\n"
+    "  --input PATH        a text file, or a directory read recursively in sorted order\n"
+    "                      (skips hidden, binary and .dat/.u8 files); repeatable\n"
+    "  --output DIR        dataset directory: shards + manifest.json (+ tokenizer.model)\n"
+    "  --tokenizer KIND    byte (default) or sentencepiece\n"
+    "  --vocab-size N      sentencepiece: train a BPE model of N pieces (default 4096)\n"
+    "  --sp-model FILE     sentencepiece: use this .model instead of training one\n"
+    "  --val-fraction F    share of documents held out for validation, in [0, 1) (default 0.05)\n"
+    "  --shard-tokens N    tokens per shard file (default 16777216)\n"
+    "  --fortunes          documents are fortune(6) entries separated by lines of \"%\";\n"
+    "                      directories are read top level only\n";
+
+template <typename T>
+T parse_number(std::string_view flag, const std::string& text) {
+  T value{};
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || p != text.data() + text.size())
+    throw Error(concat("prepare: ", flag, " expects a number, got \"", text, "\""));
+  return value;
+}
+
+}  // namespace
+
+int run_prepare(std::span<const std::string> args) {
+  data::PrepareOptions o;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& flag = args[i];
+    if (flag == "-h" || flag == "--help") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+    if (flag == "--fortunes") {
+      o.fortunes = true;
+      continue;
+    }
+    auto value = [&]() -> const std::string& {
+      if (i + 1 >= args.size()) throw Error(concat("prepare: ", flag, " needs a value\n", kUsage));
+      return args[++i];
+    };
+    if (flag == "--input")
+      o.inputs.emplace_back(value());
+    else if (flag == "--output")
+      o.output = value();
+    else if (flag == "--tokenizer")
+      o.tokenizer = value();
+    else if (flag == "--vocab-size")
+      o.vocab_size = parse_number<int>(flag, value());
+    else if (flag == "--sp-model")
+      o.sp_model = value();
+    else if (flag == "--val-fraction")
+      o.val_fraction = parse_number<double>(flag, value());
+    else if (flag == "--shard-tokens")
+      o.shard_tokens = parse_number<uint64_t>(flag, value());
+    else
+      throw Error(concat("prepare: unknown flag \"", flag, "\"; valid flags:\n", kUsage));
+  }
+  if (o.tokenizer == "sentencepiece" && o.vocab_size == 0 && o.sp_model.empty())
+    std::fputs("prepare: no --vocab-size given, training a 4096-piece SentencePiece model\n",
+               stderr);
+
+  const data::PrepareResult r = data::prepare_dataset(o);
+  const data::Manifest& m = r.manifest;
+  std::printf("prepared %s\n", o.output.c_str());
+  std::printf("  inputs     %llu files (%llu skipped)\n", static_cast<unsigned long long>(r.files),
+              static_cast<unsigned long long>(r.skipped_files));
+  std::printf("  tokenizer  %s (vocab %d, %s tokens, %.1fs)\n", m.tokenizer_identity.c_str(),
+              m.vocab_size, m.token_width == 2 ? "u16" : "u32", r.tokenizer_seconds);
+  for (data::Split s : {data::Split::train, data::Split::val}) {
+    const data::SplitEntry& e = m.split(s);
+    std::printf("  %-5s      %llu documents, %llu tokens, %zu shards\n",
+                std::string(data::split_name(s)).c_str(),
+                static_cast<unsigned long long>(e.documents),
+                static_cast<unsigned long long>(e.tokens), e.shards.size());
+  }
+  std::printf("  took       %.1fs\n", r.total_seconds);
+  return 0;
+}
+
+}  // namespace moetron

@@ -1,0 +1,46 @@
+// The text side of `moetron prepare`: which files are read, how they divide into documents, and
+// which documents go to the validation split.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace moetron::data {
+
+struct InputFiles {
+  std::vector<std::filesystem::path> files;  // in reading order
+  uint64_t skipped = 0;                      // binary, .dat/.u8 or duplicate files passed over
+};
+
+// Expands `inputs`: a file is taken as given; a directory contributes its regular files in
+// sorted path order, recursively unless `top_level_only` (fortune's off/ and translated
+// subdirectories then stay out). Directory scans skip hidden files, .dat/.u8 files, files that
+// look binary (a NUL byte in the first 8 KiB) and files already listed. Throws Error for a
+// missing input or a named file that looks binary.
+InputFiles list_input_files(std::span<const std::filesystem::path> inputs, bool top_level_only);
+
+// Reads documents one at a time: a whole file each, or with `fortunes` each entry between lines
+// holding only "%". Trailing whitespace is trimmed and empty documents are skipped.
+class DocumentReader {
+ public:
+  DocumentReader(std::vector<std::filesystem::path> files, bool fortunes);
+  bool next(std::string& doc);  // false at the end
+
+ private:
+  std::vector<std::filesystem::path> files_;
+  bool fortunes_;
+  size_t file_ = 0;
+  std::string text_;  // the current file
+  size_t pos_ = 0;
+  bool loaded_ = false;
+};
+
+// The split rule: a document is in val when the hash of its bytes, read as a fraction in [0, 1),
+// is below `val_fraction`. Depends on content alone, so duplicates share a split.
+bool is_val_document(std::string_view doc, double val_fraction);
+
+}  // namespace moetron::data

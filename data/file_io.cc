@@ -1,0 +1,114 @@
+#include "data/file_io.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "core/check.h"
+
+namespace moetron::data {
+namespace {
+
+using detail::concat;
+
+std::string errno_text() {
+  return std::strerror(errno);
+}
+
+// Owns a file descriptor.
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+  // Closes now so the caller sees the error (close can report a failed write-back).
+  int close() { return ::close(std::exchange(fd_, -1)); }
+
+ private:
+  int fd_;
+};
+
+}  // namespace
+
+MappedFile::MappedFile(const std::filesystem::path& file) : path_(file) {
+  Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) throw Error(concat("cannot open ", file, ": ", errno_text()));
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) throw Error(concat("cannot stat ", file, ": ", errno_text()));
+  if (!S_ISREG(st.st_mode)) throw Error(concat(file, " is not a regular file"));
+  size_ = static_cast<size_t>(st.st_size);
+  if (size_ == 0) return;  // mmap rejects length 0; an empty span is the right view
+  void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd.get(), 0);
+  if (p == MAP_FAILED) throw Error(concat("cannot mmap ", file, ": ", errno_text()));
+  data_ = static_cast<const std::byte*>(p);
+}
+
+MappedFile::~MappedFile() {
+  if (data_) ::munmap(const_cast<std::byte*>(data_), size_);
+}
+
+MappedFile::MappedFile(MappedFile&& other) noexcept
+    : path_(std::move(other.path_)),
+      data_(std::exchange(other.data_, nullptr)),
+      size_(std::exchange(other.size_, 0)) {}
+
+MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
+  if (this != &other) {
+    if (data_) ::munmap(const_cast<std::byte*>(data_), size_);
+    path_ = std::move(other.path_);
+    data_ = std::exchange(other.data_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+  }
+  return *this;
+}
+
+std::string read_file(const std::filesystem::path& file) {
+  MappedFile map(file);
+  auto b = map.bytes();
+  return std::string(reinterpret_cast<const char*>(b.data()), b.size());
+}
+
+void write_file_atomic(const std::filesystem::path& file,
+                       std::span<const std::span<const std::byte>> parts) {
+  // The pid keeps concurrent writers (e.g. two prepare runs) off each other's temp files.
+  std::filesystem::path tmp = file;
+  tmp += concat(".tmp.", ::getpid());
+  Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  if (fd.get() < 0) throw Error(concat("cannot create ", tmp, ": ", errno_text()));
+  try {
+    for (auto part : parts) {
+      const std::byte* p = part.data();
+      size_t left = part.size();
+      while (left > 0) {
+        ssize_t n = ::write(fd.get(), p, left);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) throw Error(concat("cannot write ", tmp, ": ", errno_text()));
+        p += n;
+        left -= static_cast<size_t>(n);
+      }
+    }
+    if (::fsync(fd.get()) != 0) throw Error(concat("cannot fsync ", tmp, ": ", errno_text()));
+    if (fd.close() != 0) throw Error(concat("cannot close ", tmp, ": ", errno_text()));
+    if (::rename(tmp.c_str(), file.c_str()) != 0)
+      throw Error(concat("cannot rename ", tmp, " to ", file, ": ", errno_text()));
+  } catch (...) {
+    ::unlink(tmp.c_str());
+    throw;
+  }
+}
+
+void write_file_atomic(const std::filesystem::path& file, std::string_view text) {
+  const std::span<const std::byte> part = std::as_bytes(std::span(text.data(), text.size()));
+  write_file_atomic(file, std::span(&part, 1));
+}
+
+}  // namespace moetron::data

@@ -1,0 +1,38 @@
+#include "models/block.h"
+
+#include "core/ops.h"
+#include "models/swiglu.h"
+
+namespace moetron {
+
+Block::Block(ParamTable& params, const std::string& prefix, const ModelDims& d,
+             const RopeTables& rope)
+    : input_norm_(params, prefix + "input_layernorm.weight", d.hidden, d.eps, d.rows()),
+      attn_(params, prefix + "self_attn.", d, rope),
+      post_attn_norm_(params, prefix + "post_attention_layernorm.weight", d.hidden, d.eps,
+                      d.rows()),
+      mlp_(std::make_unique<SwiGLU>(params, prefix + "mlp.", d.hidden, d.intermediate, d.rows())) {
+  for (Tensor* t : {&xn_, &attn_out_, &h_, &hn_, &mlp_out_, &dh_, &dnorm_})
+    *t = Tensor::empty({d.rows(), d.hidden});
+}
+
+void Block::forward(const Tensor& x, Tensor& y) {
+  input_norm_.forward(x, xn_);
+  attn_.forward(xn_, attn_out_);
+  ops::add(x, attn_out_, h_);
+  post_attn_norm_.forward(h_, hn_);
+  mlp_->forward(hn_, mlp_out_);
+  ops::add(h_, mlp_out_, y);
+}
+
+void Block::backward(const Tensor& dy, const Tensor& x, Tensor& dx) {
+  // Residuals pass dy straight through; each branch adds its part through its norm.
+  mlp_->backward(dy, hn_, dnorm_);
+  ops::copy(dy, dh_);
+  post_attn_norm_.backward(dnorm_, h_, dh_, /*accumulate_dx=*/true);
+  attn_.backward(dh_, xn_, dnorm_);
+  ops::copy(dh_, dx);
+  input_norm_.backward(dnorm_, x, dx, /*accumulate_dx=*/true);
+}
+
+}  // namespace moetron

@@ -1,0 +1,33 @@
+// Pre-norm transformer block (DeepSeek-V3 layout):
+//   h = x + self_attn(input_layernorm(x));  y = h + mlp(post_attention_layernorm(h))
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "models/attention.h"
+#include "models/feed_forward.h"
+#include "models/rmsnorm.h"
+
+namespace moetron {
+
+class Block {
+ public:
+  // prefix names the layer, e.g. "model.layers.3."
+  Block(ParamTable& params, const std::string& prefix, const ModelDims& dims,
+        const RopeTables& rope);
+  // x, y: [rows, hidden]. x must stay unchanged until backward.
+  void forward(const Tensor& x, Tensor& y);
+  // dx is overwritten.
+  void backward(const Tensor& dy, const Tensor& x, Tensor& dx);
+
+ private:
+  RMSNorm input_norm_;
+  Attention attn_;
+  RMSNorm post_attn_norm_;
+  std::unique_ptr<FeedForward> mlp_;
+  Tensor xn_, attn_out_, h_, hn_, mlp_out_;  // saved activations
+  Tensor dh_, dnorm_;                        // gradient scratch
+};
+
+}  // namespace moetron

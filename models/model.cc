@@ -1,0 +1,131 @@
+#include "models/model.h"
+
+#include <string>
+
+#include "core/ops.h"
+
+namespace moetron {
+namespace {
+
+ParamRef make_head_weight(ParamTable& params, const ModelDims& d, const Embedding& embed) {
+  if (d.tied_head) return embed.table();
+  return params.add("lm_head.weight", {d.vocab, d.hidden}, ParamKind::matrix,
+                    {ShardGroup::tensor, 0});
+}
+
+}  // namespace
+
+Model::Model(const config::ModelConfig& cfg, int64_t batch, int64_t seq)
+    : dims_(model_dims(cfg, batch, seq)),
+      rope_(RopeTables::make(dims_)),
+      embed_(params_, dims_.vocab, dims_.hidden),
+      blocks_([&] {
+        std::vector<std::unique_ptr<Block>> blocks;
+        for (int64_t l = 0; l < dims_.layers; ++l)
+          blocks.push_back(std::make_unique<Block>(
+              params_, "model.layers." + std::to_string(l) + ".", dims_, rope_));
+        return blocks;
+      }()),
+      final_norm_(params_, "model.norm.weight", dims_.hidden, dims_.eps, dims_.rows()),
+      head_weight_(make_head_weight(params_, dims_, embed_)),
+      mtp_([&] {
+        std::vector<std::unique_ptr<MtpModule>> mtp;
+        for (int64_t k = 0; k < dims_.mtp_depth; ++k)
+          mtp.push_back(std::make_unique<MtpModule>(params_, dims_.layers + k, dims_, rope_));
+        return mtp;
+      }()),
+      head_(head_weight_, dims_.rows(), dims_.vocab) {
+  params_.allocate();
+  const int64_t rows = dims_.rows();
+  const Shape act{rows, dims_.hidden};
+  ids_.assign(dims_.mtp_depth + 1, std::vector<int32_t>(rows));
+  targets_.assign(dims_.mtp_depth + 1, std::vector<int32_t>(rows));
+  for (int64_t l = 0; l <= dims_.layers; ++l) x_.push_back(Tensor::empty(act));
+  for (Tensor* t : {&h0_, &dh0_, &dx_a_, &dx_b_}) *t = Tensor::empty(act);
+  for (int64_t k = 0; k < dims_.mtp_depth; ++k) {
+    emb_.push_back(Tensor::empty(act));
+    d_head_in_.push_back(Tensor::empty(act));
+    d_emb_.push_back(Tensor::empty(act));
+    d_prev_.push_back(Tensor::empty(act));
+  }
+}
+
+void Model::gather_tokens(std::span<const int32_t> windows) {
+  const int64_t w = dims_.window();
+  if (static_cast<int64_t>(windows.size()) != dims_.batch * w)
+    throw Error(detail::concat("model expects ", dims_.batch, " windows of ", w, " tokens, got ",
+                               windows.size(), " tokens"));
+  for (int64_t k = 0; k <= dims_.mtp_depth; ++k)
+    for (int64_t b = 0; b < dims_.batch; ++b)
+      for (int64_t t = 0; t < dims_.seq; ++t) {
+        ids_[k][b * dims_.seq + t] = windows[b * w + t + k];
+        targets_[k][b * dims_.seq + t] = windows[b * w + t + k + 1];
+      }
+}
+
+Losses Model::run(std::span<const int32_t> windows, float mtp_weight, bool backward,
+                  float grad_scale) {
+  gather_tokens(windows);
+  const int64_t depth = dims_.mtp_depth;
+  const float mtp_scale = depth > 0 ? mtp_weight / static_cast<float>(depth) : 0.0f;
+  Losses losses;
+
+  embed_.forward(ids_[0], x_[0]);
+  for (size_t l = 0; l < blocks_.size(); ++l) blocks_[l]->forward(x_[l], x_[l + 1]);
+  final_norm_.forward(x_.back(), h0_);
+  losses.main = head_.loss(h0_, targets_[0], grad_scale, backward ? &dh0_ : nullptr);
+  losses.total = losses.main;
+  for (int64_t k = 0; k < depth; ++k) {
+    embed_.forward(ids_[k + 1], emb_[k]);
+    mtp_[k]->forward(emb_[k], k == 0 ? h0_ : mtp_[k - 1]->output());
+    const double ce = head_.loss(mtp_[k]->head_input(), targets_[k + 1], grad_scale * mtp_scale,
+                                 backward ? &d_head_in_[k] : nullptr);
+    losses.mtp.push_back(ce);
+    losses.total += mtp_scale * ce;
+  }
+  if (!backward) return losses;
+
+  for (int64_t k = depth - 1; k >= 0; --k) {
+    Tensor& d_prev = k == 0 ? dh0_ : d_prev_[k];
+    if (k > 0) ops::fill(d_prev, 0.0f);
+    const Tensor d_out = k + 1 < depth ? d_prev_[k + 1] : Tensor();
+    mtp_[k]->backward(d_head_in_[k], d_out, emb_[k], k == 0 ? h0_ : mtp_[k - 1]->output(),
+                      d_emb_[k], d_prev);
+    embed_.backward(ids_[k + 1], d_emb_[k]);
+  }
+  final_norm_.backward(dh0_, x_.back(), dx_a_, /*accumulate_dx=*/false);
+  for (int64_t l = dims_.layers - 1; l >= 0; --l) {
+    blocks_[l]->backward(dx_a_, x_[l], dx_b_);
+    std::swap(dx_a_, dx_b_);
+  }
+  embed_.backward(ids_[0], dx_a_);
+  return losses;
+}
+
+Losses Model::forward_backward(std::span<const int32_t> windows, float mtp_weight,
+                               float grad_scale) {
+  return run(windows, mtp_weight, true, grad_scale);
+}
+
+Losses Model::evaluate(std::span<const int32_t> windows, float mtp_weight) {
+  return run(windows, mtp_weight, false, 0.0f);
+}
+
+double Model::train_flops_per_token() const {
+  const double d = static_cast<double>(dims_.hidden);
+  const double q = static_cast<double>(dims_.heads * dims_.head_dim);
+  const double kv = static_cast<double>(dims_.kv_heads * dims_.head_dim);
+  const double block_params =
+      d * (2 * q + 2 * kv) + 3 * d * static_cast<double>(dims_.intermediate);
+  // Causal attention: scores and weighted values, (T + 1) / 2 keys per query on average.
+  const double attn = 2.0 * 2.0 * q * (static_cast<double>(dims_.seq) + 1.0) / 2.0;
+  const double head = d * static_cast<double>(dims_.vocab);
+  const double layers = static_cast<double>(dims_.layers),
+               depth = static_cast<double>(dims_.mtp_depth);
+  const double forward =
+      2.0 * ((layers + depth) * block_params + depth * 2.0 * d * d + (1.0 + depth) * head) +
+      (layers + depth) * attn;
+  return 3.0 * forward;
+}
+
+}  // namespace moetron

@@ -1,0 +1,55 @@
+#include "models/mtp.h"
+
+#include <array>
+
+#include "core/ops.h"
+#include "models/linear.h"
+
+namespace moetron {
+
+MtpModule::MtpModule(ParamTable& params, int64_t layer_index, const ModelDims& d,
+                     const RopeTables& rope)
+    : params_(params),
+      enorm_(params, "model.layers." + std::to_string(layer_index) + ".enorm.weight", d.hidden,
+             d.eps, d.rows()),
+      hnorm_(params, "model.layers." + std::to_string(layer_index) + ".hnorm.weight", d.hidden,
+             d.eps, d.rows()),
+      eh_proj_(params.add("model.layers." + std::to_string(layer_index) + ".eh_proj.weight",
+                          {d.hidden, 2 * d.hidden}, ParamKind::matrix)),
+      block_(params, "model.layers." + std::to_string(layer_index) + ".", d, rope),
+      head_norm_(params, "model.layers." + std::to_string(layer_index) + ".shared_head.norm.weight",
+                 d.hidden, d.eps, d.rows()) {
+  for (Tensor* t : {&emb_n_, &h_prev_n_, &x_, &h_, &head_in_, &dh_, &dx_, &d_emb_n_, &d_h_prev_n_})
+    *t = Tensor::empty({d.rows(), d.hidden});
+  cat_ = Tensor::empty({d.rows(), 2 * d.hidden});
+  dcat_ = Tensor::empty({d.rows(), 2 * d.hidden});
+}
+
+void MtpModule::forward(const Tensor& emb, const Tensor& h_prev) {
+  enorm_.forward(emb, emb_n_);
+  hnorm_.forward(h_prev, h_prev_n_);
+  const std::array<Tensor, 2> parts{emb_n_, h_prev_n_};  // embedding first, as in V3's weights
+  ops::concat_cols(parts, cat_);
+  linear_forward(cat_, eh_proj_.value(), x_);
+  block_.forward(x_, h_);
+  head_norm_.forward(h_, head_in_);
+}
+
+void MtpModule::backward(const Tensor& d_head_input, const Tensor& d_output, const Tensor& emb,
+                         const Tensor& h_prev, Tensor& d_emb, Tensor& d_h_prev) {
+  if (d_output.defined()) {
+    ops::copy(d_output, dh_);
+    head_norm_.backward(d_head_input, h_, dh_, /*accumulate_dx=*/true);
+  } else {
+    head_norm_.backward(d_head_input, h_, dh_, /*accumulate_dx=*/false);
+  }
+  block_.backward(dh_, x_, dx_);
+  Tensor dw = eh_proj_.grad();
+  linear_backward(dx_, cat_, eh_proj_.value(), dw, dcat_);
+  std::array<Tensor, 2> parts{d_emb_n_, d_h_prev_n_};
+  ops::split_cols(dcat_, parts);
+  enorm_.backward(d_emb_n_, emb, d_emb, /*accumulate_dx=*/false);
+  hnorm_.backward(d_h_prev_n_, h_prev, d_h_prev, /*accumulate_dx=*/true);
+}
+
+}  // namespace moetron

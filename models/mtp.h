@@ -1,0 +1,34 @@
+// One DeepSeek-V3 multi-token-prediction module (k = 1..D), Hugging Face layer index L + k - 1:
+//   x = eh_proj(concat[enorm(embed(t[i+k])), hnorm(h_prev)]);  h = Block(x)
+//   head input = shared_head.norm(h)   (the head itself is the model's shared one)
+#pragma once
+
+#include <string>
+
+#include "models/block.h"
+
+namespace moetron {
+
+class MtpModule {
+ public:
+  MtpModule(ParamTable& params, int64_t layer_index, const ModelDims& dims, const RopeTables& rope);
+  // emb: embeddings of the tokens k ahead; h_prev: h_{k-1}. Both stay unchanged until backward.
+  void forward(const Tensor& emb, const Tensor& h_prev);
+  const Tensor& output() const { return h_; }            // h_k, input of module k + 1
+  const Tensor& head_input() const { return head_in_; }  // shared_head.norm(h_k)
+  // d_head_input: gradient at the head input; d_output: gradient reaching h_k from module
+  // k + 1 (undefined for the last module). Writes d_emb; adds into d_h_prev.
+  void backward(const Tensor& d_head_input, const Tensor& d_output, const Tensor& emb,
+                const Tensor& h_prev, Tensor& d_emb, Tensor& d_h_prev);
+
+ private:
+  const ParamTable& params_;
+  RMSNorm enorm_, hnorm_;
+  ParamRef eh_proj_;
+  Block block_;
+  RMSNorm head_norm_;
+  Tensor emb_n_, h_prev_n_, cat_, x_, h_, head_in_;  // saved activations
+  Tensor dh_, dx_, dcat_, d_emb_n_, d_h_prev_n_;     // gradient scratch
+};
+
+}  // namespace moetron

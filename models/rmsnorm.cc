@@ -1,0 +1,19 @@
+#include "models/rmsnorm.h"
+
+#include "core/ops.h"
+
+namespace moetron {
+
+RMSNorm::RMSNorm(ParamTable& params, const std::string& name, int64_t dim, float eps, int64_t rows)
+    : weight_(params.add(name, {dim}, ParamKind::norm)), eps_(eps), rstd_(Tensor::empty({rows})) {}
+
+void RMSNorm::forward(const Tensor& x, Tensor& y) {
+  ops::rmsnorm_forward(x, weight_.value(), eps_, y, rstd_);
+}
+
+void RMSNorm::backward(const Tensor& dy, const Tensor& x, Tensor& dx, bool accumulate_dx) {
+  Tensor dw = weight_.grad();
+  ops::rmsnorm_backward(dy, x, weight_.value(), rstd_, dx, dw, accumulate_dx);
+}
+
+}  // namespace moetron

@@ -1,0 +1,449 @@
+// The op-conformance harness. Every op case runs on every backend present and is compared with
+// an independent double-precision reference written here; its gradient mode checks each op's
+// backward against central finite differences of L = sum(forward(x) * dy). Adding an op means
+// adding one case to kCases, not a new test.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/cpu/kernels.h"
+#include "core/ops.h"
+#include "core/threads.h"
+
+namespace moetron {
+namespace {
+
+Tensor random_tensor(Shape shape, std::mt19937& gen, float scale = 1.0f) {
+  Tensor t = Tensor::empty(std::move(shape));
+  std::normal_distribution<float> normal(0.0f, scale);
+  for (float& x : t.span<float>()) x = normal(gen);
+  return t;
+}
+
+std::vector<double> to_double(const Tensor& t) {
+  return {t.span<float>().begin(), t.span<float>().end()};
+}
+
+::testing::AssertionResult close(std::span<const float> actual, const std::vector<double>& expected,
+                                 double rtol, double atol) {
+  if (actual.size() != expected.size())
+    return ::testing::AssertionFailure() << "size " << actual.size() << " vs " << expected.size();
+  size_t bad = 0, worst = 0;
+  double worst_err = -1.0;
+  for (size_t i = 0; i < actual.size(); ++i) {
+    const double err = std::abs(actual[i] - expected[i]);
+    const double excess = err - (atol + rtol * std::abs(expected[i]));
+    if (excess > 0 || std::isnan(actual[i])) ++bad;
+    if (excess > worst_err) worst_err = excess, worst = i;
+  }
+  if (bad == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure()
+         << bad << " of " << actual.size() << " mismatch; worst [" << worst << "] " << actual[worst]
+         << " vs " << expected[worst];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Independent references (double, naive loops).
+
+std::vector<double> ref_matmul(const Tensor& a, bool ta, const Tensor& b, bool tb, int64_t m,
+                               int64_t n, int64_t k) {
+  std::vector<double> c(static_cast<size_t>(m * n), 0.0);
+  const float* A = a.data<float>();
+  const float* B = b.data<float>();
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      double s = 0;
+      for (int64_t p = 0; p < k; ++p)
+        s += static_cast<double>(ta ? A[p * m + i] : A[i * k + p]) *
+             (tb ? B[j * k + p] : B[p * n + j]);
+      c[i * n + j] = s;
+    }
+  return c;
+}
+
+// out [B,T,H,hd] of causal attention with GQA.
+std::vector<double> ref_attention(const Tensor& q, const Tensor& k, const Tensor& v) {
+  const int64_t B = q.dim(0), T = q.dim(1), H = q.dim(2), hd = q.dim(3), KV = k.dim(2);
+  std::vector<double> out(static_cast<size_t>(q.numel()));
+  const float *Q = q.data<float>(), *K = k.data<float>(), *V = v.data<float>();
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t g = h / (H / KV);
+      for (int64_t i = 0; i < T; ++i) {
+        std::vector<double> s(static_cast<size_t>(i + 1));
+        double mx = -1e300;
+        for (int64_t j = 0; j <= i; ++j) {
+          double d = 0;
+          for (int64_t c = 0; c < hd; ++c)
+            d += static_cast<double>(Q[((b * T + i) * H + h) * hd + c]) *
+                 K[((b * T + j) * KV + g) * hd + c];
+          s[j] = d / std::sqrt(static_cast<double>(hd));
+          mx = std::max(mx, s[j]);
+        }
+        double sum = 0;
+        for (double& x : s) sum += (x = std::exp(x - mx));
+        for (int64_t c = 0; c < hd; ++c) {
+          double o = 0;
+          for (int64_t j = 0; j <= i; ++j) o += s[j] / sum * V[((b * T + j) * KV + g) * hd + c];
+          out[((b * T + i) * H + h) * hd + c] = o;
+        }
+      }
+    }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gradient cases: forward maps inputs to one output; backward maps (inputs, dy) to one
+// gradient per input (an empty tensor where the input takes no gradient, e.g. ids).
+
+struct GradCase {
+  std::string name;
+  std::function<std::vector<Tensor>(std::mt19937&)> make_inputs;
+  std::function<Tensor(const std::vector<Tensor>&)> forward;
+  std::function<std::vector<Tensor>(const std::vector<Tensor>&, const Tensor& dy)> backward;
+  double rtol = 2e-2, atol = 2e-3;
+};
+
+std::vector<GradCase> grad_cases() {
+  std::vector<GradCase> cases;
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      const std::string name = std::string("matmul_") + (ta ? "T" : "N") + (tb ? "T" : "N");
+      cases.push_back(
+          {name,
+           [=](std::mt19937& g) {
+             return std::vector<Tensor>{random_tensor(ta ? Shape{7, 5} : Shape{5, 7}, g),
+                                        random_tensor(tb ? Shape{9, 7} : Shape{7, 9}, g)};
+           },
+           [=](const std::vector<Tensor>& in) {
+             Tensor c = Tensor::empty({5, 9});
+             ops::matmul(in[0], ta, in[1], tb, c);
+             return c;
+           },
+           [=](const std::vector<Tensor>& in, const Tensor& dy) {
+             Tensor da = Tensor::empty(in[0].shape()), db = Tensor::empty(in[1].shape());
+             // d(op(A)) = dy op(B)^T ; d(op(B)) = op(A)^T dy, transposed back where needed.
+             if (ta)
+               ops::matmul(in[1], tb, dy, true, da);
+             else
+               ops::matmul(dy, false, in[1], !tb, da);
+             if (tb)
+               ops::matmul(dy, true, in[0], ta, db);
+             else
+               ops::matmul(in[0], !ta, dy, false, db);
+             return std::vector<Tensor>{da, db};
+           }});
+    }
+  cases.push_back({"rmsnorm",
+                   [](std::mt19937& g) {
+                     Tensor w = random_tensor({24}, g, 0.3f);
+                     for (float& x : w.span<float>()) x += 1.0f;
+                     return std::vector<Tensor>{random_tensor({6, 24}, g), w};
+                   },
+                   [](const std::vector<Tensor>& in) {
+                     Tensor y = Tensor::empty(in[0].shape()), r = Tensor::empty({6});
+                     ops::rmsnorm_forward(in[0], in[1], 1e-5f, y, r);
+                     return y;
+                   },
+                   [](const std::vector<Tensor>& in, const Tensor& dy) {
+                     Tensor y = Tensor::empty(in[0].shape()), r = Tensor::empty({6});
+                     ops::rmsnorm_forward(in[0], in[1], 1e-5f, y, r);
+                     Tensor dx = Tensor::empty(in[0].shape()), dw = Tensor::zeros({24});
+                     ops::rmsnorm_backward(dy, in[0], in[1], r, dx, dw, false);
+                     return std::vector<Tensor>{dx, dw};
+                   }});
+  for (auto style : {ops::RopeStyle::rotate_half, ops::RopeStyle::interleaved}) {
+    const std::string name =
+        style == ops::RopeStyle::rotate_half ? "rope_rotate_half" : "rope_interleaved";
+    auto fwd = [=](const std::vector<Tensor>& in) {
+      Tensor cos = Tensor::empty({5, 4}), sin = Tensor::empty({5, 4});
+      ops::rope_tables(5, 8, 10000.0f, cos, sin);
+      Tensor y = Tensor::empty(in[0].shape());
+      ops::copy(in[0], y);
+      ops::rope(y, cos, sin, style, false);
+      return y;
+    };
+    cases.push_back({name,
+                     [](std::mt19937& g) {
+                       return std::vector<Tensor>{random_tensor({2, 5, 3, 8}, g)};
+                     },
+                     fwd,
+                     [=](const std::vector<Tensor>&, const Tensor& dy) {
+                       Tensor cos = Tensor::empty({5, 4}), sin = Tensor::empty({5, 4});
+                       ops::rope_tables(5, 8, 10000.0f, cos, sin);
+                       Tensor dx = Tensor::empty(dy.shape());
+                       ops::copy(dy, dx);
+                       ops::rope(dx, cos, sin, style, true);
+                       return std::vector<Tensor>{dx};
+                     }});
+  }
+  for (int64_t kv : {4, 2, 1}) {
+    // T = 70 spans two query blocks with a ragged edge.
+    auto make = [=](std::mt19937& g) {
+      return std::vector<Tensor>{random_tensor({2, 70, 4, 8}, g), random_tensor({2, 70, kv, 8}, g),
+                                 random_tensor({2, 70, kv, 8}, g)};
+    };
+    auto fwd = [](const std::vector<Tensor>& in) {
+      Tensor out = Tensor::empty(in[0].shape()), lse = Tensor::empty({2, 4, 70});
+      ops::attention_forward(in[0], in[1], in[2], out, lse);
+      return out;
+    };
+    cases.push_back({"attention_kv" + std::to_string(kv), make, fwd,
+                     [=](const std::vector<Tensor>& in, const Tensor& dy) {
+                       Tensor out = Tensor::empty(in[0].shape()), lse = Tensor::empty({2, 4, 70});
+                       ops::attention_forward(in[0], in[1], in[2], out, lse);
+                       Tensor dq = Tensor::empty(in[0].shape()), dk = Tensor::empty(in[1].shape()),
+                              dv = Tensor::empty(in[2].shape());
+                       ops::attention_backward(dy, in[0], in[1], in[2], out, lse, dq, dk, dv);
+                       return std::vector<Tensor>{dq, dk, dv};
+                     }});
+  }
+  cases.push_back({"swiglu",
+                   [](std::mt19937& g) {
+                     return std::vector<Tensor>{random_tensor({5, 2 * 12}, g, 2.0f)};
+                   },
+                   [](const std::vector<Tensor>& in) {
+                     Tensor y = Tensor::empty({5, 12});
+                     ops::swiglu_forward(in[0], y);
+                     return y;
+                   },
+                   [](const std::vector<Tensor>& in, const Tensor& dy) {
+                     Tensor d = Tensor::empty(in[0].shape());
+                     ops::swiglu_backward(dy, in[0], d);
+                     return std::vector<Tensor>{d};
+                   }});
+  {
+    // 300 rows x 37 vocab: several chunks never align with the row count.
+    static const std::vector<int32_t> targets = [] {
+      std::vector<int32_t> t(300);
+      for (size_t i = 0; i < t.size(); ++i) t[i] = static_cast<int32_t>((i * 7 + 3) % 37);
+      return t;
+    }();
+    auto loss_tensor = [](const std::vector<Tensor>& in, Tensor* dh, Tensor* dw, float scale) {
+      Tensor ws = Tensor::empty({ops::ce_workspace_size(300, 37)});
+      // The mean keeps the float objective precise enough for finite differences.
+      const double l = ops::head_cross_entropy(in[0], in[1], targets, scale / 300, dh, dw, ws);
+      Tensor y = Tensor::empty({1});
+      y.span<float>()[0] = static_cast<float>(l / 300);
+      return y;
+    };
+    cases.push_back(
+        {"head_cross_entropy",
+         [](std::mt19937& g) {
+           return std::vector<Tensor>{random_tensor({300, 16}, g),
+                                      random_tensor({37, 16}, g, 0.5f)};
+         },
+         [=](const std::vector<Tensor>& in) { return loss_tensor(in, nullptr, nullptr, 0); },
+         [=](const std::vector<Tensor>& in, const Tensor& dy) {
+           Tensor dh = Tensor::empty(in[0].shape()), dw = Tensor::zeros(in[1].shape());
+           loss_tensor(in, &dh, &dw, dy.span<float>()[0]);
+           return std::vector<Tensor>{dh, dw};
+         },
+         2e-2, 1e-3});
+  }
+  return cases;
+}
+
+class OpGradient : public ::testing::TestWithParam<GradCase> {};
+
+TEST_P(OpGradient, BackwardMatchesFiniteDifferences) {
+  const GradCase& c = GetParam();
+  std::mt19937 gen(42);
+  std::vector<Tensor> in = c.make_inputs(gen);
+  const Tensor y = c.forward(in);
+  const Tensor dy = random_tensor(y.shape(), gen);
+  const std::vector<Tensor> grads = c.backward(in, dy);
+  ASSERT_EQ(grads.size(), in.size());
+  auto objective = [&] {
+    const Tensor out = c.forward(in);
+    double s = 0;
+    for (int64_t i = 0; i < out.numel(); ++i)
+      s += static_cast<double>(out.span<float>()[i]) * dy.span<float>()[i];
+    return s;
+  };
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (!grads[i].defined()) continue;
+    const auto x = in[i].span<float>();
+    // Up to 40 coordinates per input, spread over the tensor.
+    const int64_t n = in[i].numel(), stride = std::max<int64_t>(1, n / 40);
+    double max_grad = 0;
+    for (float gval : grads[i].span<float>()) max_grad = std::max(max_grad, std::abs(double{gval}));
+    for (int64_t j = 0; j < n; j += stride) {
+      const float orig = x[j];
+      const float h = 1e-2f * std::max(1.0f, std::abs(orig));
+      x[j] = orig + h;
+      const double up = objective();
+      x[j] = orig - h;
+      const double down = objective();
+      x[j] = orig;
+      const double fd = (up - down) / (2.0 * static_cast<double>(h));
+      const double an = grads[i].span<float>()[j];
+      EXPECT_NEAR(an, fd, c.atol + c.rtol * std::max(std::abs(fd), 0.1 * max_grad))
+          << c.name << " input " << i << " element " << j;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Ops, OpGradient, ::testing::ValuesIn(grad_cases()),
+                         [](const auto& info) { return info.param.name; });
+
+// ---------------------------------------------------------------------------------------------
+// Forward conformance against the double references, over shape classes.
+
+TEST(OpForward, MatmulAllTransposesAndShapes) {
+  std::mt19937 gen(1);
+  for (auto [m, n, k] : {std::tuple{1, 1, 1}, {3, 5, 7}, {64, 48, 33}, {129, 65, 257}})
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) {
+        const Tensor a = random_tensor(ta ? Shape{k, m} : Shape{m, k}, gen);
+        const Tensor b = random_tensor(tb ? Shape{n, k} : Shape{k, n}, gen);
+        Tensor c = random_tensor({m, n}, gen);
+        std::vector<double> expect = ref_matmul(a, ta, b, tb, m, n, k);
+        const std::vector<double> c0 = to_double(c);
+        for (size_t i = 0; i < expect.size(); ++i) expect[i] = 0.5 * expect[i] + 2.0 * c0[i];
+        ops::matmul(a, ta, b, tb, c, 0.5f, 2.0f);
+        EXPECT_TRUE(close(c.span<float>(), expect, 1e-4, 1e-4))
+            << m << "x" << n << "x" << k << " ta=" << ta << " tb=" << tb;
+      }
+}
+
+TEST(OpForward, OneDnnAgreesWithOpenBlas) {
+  std::mt19937 gen(2);
+  const Tensor a = random_tensor({100, 70}, gen), b = random_tensor({70, 90}, gen);
+  Tensor c1 = Tensor::empty({100, 90}), c2 = Tensor::empty({100, 90});
+  cpu::sgemm(false, false, 100, 90, 70, 1.0f, a.data<float>(), 70, b.data<float>(), 90, 0.0f,
+             c1.data<float>(), 90);
+  cpu::sgemm_openblas(false, false, 100, 90, 70, 1.0f, a.data<float>(), 70, b.data<float>(), 90,
+                      0.0f, c2.data<float>(), 90);
+  EXPECT_TRUE(close(c1.span<float>(), to_double(c2), 1e-5, 1e-5)) << cpu::gemm_backend();
+}
+
+TEST(OpForward, MatmulBatched) {
+  std::mt19937 gen(3);
+  const Tensor a = random_tensor({3, 4, 6}, gen), b = random_tensor({3, 5, 6}, gen);
+  Tensor c = Tensor::empty({3, 4, 5});
+  ops::matmul_batched(a, false, b, true, c);
+  for (int64_t i = 0; i < 3; ++i) {
+    const auto expect = ref_matmul(a.slice(i, i + 1), false, b.slice(i, i + 1), true, 4, 5, 6);
+    EXPECT_TRUE(close(c.slice(i, i + 1).span<float>(), expect, 1e-5, 1e-5)) << "batch " << i;
+  }
+}
+
+TEST(OpForward, AttentionMatchesNaiveAcrossBlockEdges) {
+  std::mt19937 gen(4);
+  for (auto [t, h, kv] : {std::tuple{1, 2, 1}, {63, 4, 2}, {64, 2, 2}, {65, 4, 1}, {200, 2, 1}}) {
+    const Tensor q = random_tensor({2, t, h, 16}, gen), k = random_tensor({2, t, kv, 16}, gen),
+                 v = random_tensor({2, t, kv, 16}, gen);
+    Tensor out = Tensor::empty(q.shape()), lse = Tensor::empty({2, h, t});
+    ops::attention_forward(q, k, v, out, lse);
+    EXPECT_TRUE(close(out.span<float>(), ref_attention(q, k, v), 1e-4, 1e-5))
+        << "T=" << t << " H=" << h << " KV=" << kv;
+  }
+}
+
+TEST(OpForward, CrossEntropyMatchesLogSoftmax) {
+  std::mt19937 gen(5);
+  const Tensor h = random_tensor({10, 8}, gen), w = random_tensor({50, 8}, gen, 3.0f);
+  std::vector<int32_t> targets(10);
+  for (int i = 0; i < 10; ++i) targets[i] = i * 5;
+  Tensor ws = Tensor::empty({ops::ce_workspace_size(10, 50)});
+  const double got = ops::head_cross_entropy(h, w, targets, 0.0f, nullptr, nullptr, ws);
+  const auto logits = ref_matmul(h, false, w, true, 10, 50, 8);
+  double expect = 0;
+  for (int r = 0; r < 10; ++r) {
+    double mx = -1e300, s = 0;
+    for (int c = 0; c < 50; ++c) mx = std::max(mx, logits[r * 50 + c]);
+    for (int c = 0; c < 50; ++c) s += std::exp(logits[r * 50 + c] - mx);
+    expect += std::log(s) + mx - logits[r * 50 + targets[r]];
+  }
+  EXPECT_NEAR(got, expect, 1e-4 * std::abs(expect));
+}
+
+TEST(OpForward, AdamWMatchesTheFormula) {
+  Tensor p = Tensor::empty({3}), g = Tensor::empty({3}), m = Tensor::zeros({3}),
+         v = Tensor::zeros({3});
+  std::vector<double> P{1.0, -2.0, 0.5}, G{0.1, -0.3, 2.0}, M(3, 0), V(3, 0);
+  for (int i = 0; i < 3; ++i)
+    p.span<float>()[i] = static_cast<float>(P[i]), g.span<float>()[i] = static_cast<float>(G[i]);
+  const double lr = 0.01, b1 = 0.9, b2 = 0.95, eps = 1e-8, wd = 0.1;
+  for (int64_t step = 1; step <= 3; ++step) {
+    ops::adamw(p, g, m, v, {static_cast<float>(lr), 0.9f, 0.95f, 1e-8f, 0.1f, step});
+    for (int i = 0; i < 3; ++i) {
+      P[i] *= 1 - lr * wd;
+      M[i] = b1 * M[i] + (1 - b1) * G[i];
+      V[i] = b2 * V[i] + (1 - b2) * G[i] * G[i];
+      const double mhat = M[i] / (1 - std::pow(b1, step)), vhat = V[i] / (1 - std::pow(b2, step));
+      P[i] -= lr * mhat / (std::sqrt(vhat) + eps);
+    }
+  }
+  EXPECT_TRUE(close(p.span<float>(), P, 1e-5, 1e-6));
+}
+
+TEST(OpForward, ElementwiseAndReductions) {
+  std::mt19937 gen(6);
+  const int64_t n = 100003;  // odd, larger than the parallel threshold
+  Tensor a = random_tensor({n}, gen), b = random_tensor({n}, gen), c = Tensor::empty({n});
+  ops::add(a, b, c);
+  std::vector<double> expect(n);
+  double ss = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    expect[i] = double{a.span<float>()[i]} + b.span<float>()[i];
+    ss += double{a.span<float>()[i]} * a.span<float>()[i];
+  }
+  EXPECT_TRUE(close(c.span<float>(), expect, 1e-6, 1e-6));
+  EXPECT_NEAR(ops::sum_squares(a), ss, 1e-9 * ss);
+  EXPECT_TRUE(ops::all_finite(a));
+  a.span<float>()[n - 1] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_FALSE(ops::all_finite(a));
+  ops::axpy(2.0f, b, c);
+  for (int64_t i = 0; i < n; i += 997)
+    EXPECT_NEAR(c.span<float>()[i], expect[i] + 2.0 * b.span<float>()[i], 1e-5);
+}
+
+TEST(OpForward, ColumnsSplitAndConcatRoundTrip) {
+  std::mt19937 gen(7);
+  const Tensor src = random_tensor({4, 10}, gen);
+  std::array<Tensor, 2> parts{Tensor::empty({4, 3}), Tensor::empty({4, 7})};
+  ops::split_cols(src, parts);
+  EXPECT_EQ(parts[1].span<float>()[0], src.span<float>()[3]);
+  Tensor back = Tensor::empty({4, 10});
+  ops::concat_cols(std::span<const Tensor>(parts), back);
+  EXPECT_TRUE(close(back.span<float>(), to_double(src), 0, 0));
+}
+
+TEST(OpErrors, ShapeMismatchAndBadIdsAreReported) {
+  Tensor a = Tensor::zeros({2, 3}), b = Tensor::zeros({4, 5}), c = Tensor::zeros({2, 5});
+  EXPECT_THROW(ops::matmul(a, false, b, false, c), Error);
+  const Tensor table = Tensor::zeros({10, 4});
+  Tensor out = Tensor::zeros({1, 4});
+  const std::vector<int32_t> ids{10};
+  try {
+    ops::embedding_forward(ids, table, out);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("token id 10"), std::string::npos) << e.what();
+  }
+}
+
+TEST(OpDeterminism, SameInputsGiveBitwiseSameAttentionGradients) {
+  std::mt19937 gen(8);
+  const Tensor q = random_tensor({2, 130, 4, 16}, gen), k = random_tensor({2, 130, 2, 16}, gen),
+               v = random_tensor({2, 130, 2, 16}, gen), dy = random_tensor(q.shape(), gen);
+  auto run = [&] {
+    Tensor out = Tensor::empty(q.shape()), lse = Tensor::empty({2, 4, 130});
+    ops::attention_forward(q, k, v, out, lse);
+    Tensor dq = Tensor::empty(q.shape()), dk = Tensor::empty(k.shape()),
+           dv = Tensor::empty(v.shape());
+    ops::attention_backward(dy, q, k, v, out, lse, dq, dk, dv);
+    return std::vector<float>(dk.span<float>().begin(), dk.span<float>().end());
+  };
+  EXPECT_EQ(run(), run());
+}
+
+}  // namespace
+}  // namespace moetron

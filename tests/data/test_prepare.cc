@@ -1,0 +1,215 @@
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <set>
+
+#include "core/check.h"
+#include "data/corpus.h"
+#include "data/loader.h"
+#include "data/manifest.h"
+#include "tests/data/test_util.h"
+#include "trainer/commands.h"
+
+namespace moetron::data {
+namespace {
+
+using testing::TempDir;
+namespace fs = std::filesystem;
+
+int prepare(std::vector<std::string> args) {
+  return run_prepare(args);
+}
+
+void expect_prepare_error(std::vector<std::string> args, std::initializer_list<std::string> parts) {
+  try {
+    prepare(std::move(args));
+    FAIL() << "expected an Error";
+  } catch (const Error& e) {
+    for (const auto& p : parts)
+      EXPECT_NE(std::string(e.what()).find(p), std::string::npos)
+          << "missing \"" << p << "\" in: " << e.what();
+  }
+}
+
+// A fortune-style corpus: numbered entries, a .dat index, a symlink and a subdirectory.
+std::vector<std::string> write_fortunes(const fs::path& dir, int entries) {
+  std::vector<std::string> docs;
+  std::string a, b;
+  for (int i = 0; i < entries; ++i) {
+    std::string doc = "Fortune number " + std::to_string(i) + ":\n\tsays " +
+                      testing::generated_corpus(1 + i % 3, i);
+    doc.pop_back();  // documents are stored without their trailing newline
+    docs.push_back(doc);
+    (i % 2 ? a : b) += doc + "\n%\n";
+  }
+  testing::write_text(dir / "alpha", a);
+  testing::write_text(dir / "beta", b);
+  testing::write_text(dir / "alpha.dat", std::string("\0\0\0\x02binary", 10));
+  fs::create_symlink(dir / "alpha", dir / "alpha.u8");
+  testing::write_text(dir / "off" / "rot13", "Gur dhvpx oebja sbk\n%\nshould not be read\n%\n");
+  return docs;
+}
+
+// All documents of a split, recovered by decoding its token stream.
+std::vector<std::string> documents_of(const fs::path& dir, Split split) {
+  Dataset ds(dir, split);
+  std::vector<int32_t> tokens(ds.num_tokens());
+  ds.copy(0, tokens);
+  const auto tok = load_tokenizer(dir, ds.manifest());
+  const std::string text = tok->decode(tokens);
+  std::vector<std::string> docs;
+  // Fortune documents here are at most a few lines and never hold an empty line, so "\n" + a
+  // "Fortune number" start marks document boundaries.
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t next = text.find("\nFortune number ", pos);
+    next = next == std::string::npos ? text.size() : next + 1;
+    docs.push_back(text.substr(pos, next - pos - 1));
+    pos = next;
+  }
+  return docs;
+}
+
+TEST(Prepare, ByteEndToEndSplitsByDocument) {
+  TempDir dir;
+  const auto docs = write_fortunes(dir / "in", 300);
+  ASSERT_EQ(prepare({"--input", (dir / "in").string(), "--output", (dir / "out").string(),
+                     "--fortunes", "--val-fraction", "0.2", "--shard-tokens", "5000"}),
+            0);
+  const Manifest m = read_manifest(dir / "out");
+  EXPECT_EQ(m.tokenizer_kind, "byte");
+  EXPECT_EQ(m.vocab_size, 256);
+  EXPECT_EQ(m.tokenizer_identity, "byte");
+  EXPECT_EQ(m.train.documents + m.val.documents, 300u);
+  EXPECT_GT(m.val.documents, 30u);
+  EXPECT_LT(m.val.documents, 90u);
+  EXPECT_GT(m.train.shards.size(), 2u);  // --shard-tokens cut the train split
+  for (const auto& s : m.train.shards) EXPECT_LE(s.tokens, 5000u);
+
+  // Every document lands in exactly one split, whole; the subdirectory and index files are out.
+  const auto train = documents_of(dir / "out", Split::train);
+  const auto val = documents_of(dir / "out", Split::val);
+  EXPECT_EQ(train.size(), m.train.documents);
+  EXPECT_EQ(val.size(), m.val.documents);
+  std::multiset<std::string> got(train.begin(), train.end());
+  got.insert(val.begin(), val.end());
+  EXPECT_EQ(got, std::multiset<std::string>(docs.begin(), docs.end()));
+  for (const auto& d : val) EXPECT_TRUE(is_val_document(d, 0.2));
+  for (const auto& d : train) EXPECT_FALSE(is_val_document(d, 0.2));
+
+  // Files alpha then beta (sorted), each in file order.
+  EXPECT_EQ(train.front(), is_val_document(docs[1], 0.2) ? docs[3] : docs[1]);
+}
+
+TEST(Prepare, IsDeterministicAndLeavesNoTempFiles) {
+  TempDir dir;
+  write_fortunes(dir / "in", 50);
+  for (const char* out : {"o1", "o2"})
+    ASSERT_EQ(
+        prepare({"--input", (dir / "in").string(), "--output", (dir / out).string(), "--fortunes"}),
+        0);
+  auto m1 = read_manifest(dir / "o1"), m2 = read_manifest(dir / "o2");
+  m1.inputs.clear(), m2.inputs.clear();
+  EXPECT_EQ(manifest_to_json(m1), manifest_to_json(m2));
+  for (const auto& e : fs::directory_iterator(dir / "o1"))
+    EXPECT_EQ(e.path().string().find(".tmp"), std::string::npos) << e.path();
+}
+
+TEST(Prepare, WithoutFortunesFilesAreDocumentsAndDirectoriesRecurse) {
+  TempDir dir;
+  testing::write_text(dir / "in" / "a.txt", "first file\n\n");
+  testing::write_text(dir / "in" / "sub" / "b.txt", "second file");
+  testing::write_text(dir / "in" / ".hidden", "hidden");
+  testing::write_text(dir / "in" / "blob.bin", std::string("x\0y", 3));
+  ASSERT_EQ(prepare({"--input", (dir / "in").string(), "--output", (dir / "out").string(),
+                     "--val-fraction", "0"}),
+            0);
+  Dataset ds(dir / "out", Split::train);
+  std::vector<int32_t> tokens(ds.num_tokens());
+  ds.copy(0, tokens);
+  EXPECT_EQ(ByteTokenizer().decode(tokens), "first file\nsecond file\n");
+  EXPECT_EQ(Dataset(dir / "out", Split::val).num_tokens(), 0u);
+}
+
+TEST(Prepare, SentencePieceEndToEnd) {
+  TempDir dir;
+  const auto docs = write_fortunes(dir / "in", 400);
+  ASSERT_EQ(prepare({"--input", (dir / "in").string(), "--output", (dir / "out").string(),
+                     "--fortunes", "--tokenizer", "sentencepiece", "--vocab-size", "320"}),
+            0);
+  const Manifest m = read_manifest(dir / "out");
+  EXPECT_EQ(m.tokenizer_kind, "sentencepiece");
+  EXPECT_EQ(m.vocab_size, 320);
+  EXPECT_EQ(m.tokenizer_model, "tokenizer.model");
+  EXPECT_EQ(m.tokenizer_identity,
+            sentencepiece_identity(testing::read_text(dir / "out" / "tokenizer.model")));
+  const auto train = documents_of(dir / "out", Split::train);
+  const auto val = documents_of(dir / "out", Split::val);
+  std::multiset<std::string> got(train.begin(), train.end());
+  got.insert(val.begin(), val.end());
+  EXPECT_EQ(got, std::multiset<std::string>(docs.begin(), docs.end()));
+
+  // Reusing the model gives the same identity and tokens.
+  ASSERT_EQ(prepare({"--input", (dir / "in").string(), "--output", (dir / "out2").string(),
+                     "--fortunes", "--tokenizer", "sentencepiece", "--sp-model",
+                     (dir / "out" / "tokenizer.model").string()}),
+            0);
+  const Manifest m2 = read_manifest(dir / "out2");
+  EXPECT_EQ(m2.tokenizer_identity, m.tokenizer_identity);
+  EXPECT_EQ(m2.train.shards[0].checksum, m.train.shards[0].checksum);
+
+  // A dataset read with another tokenizer's model is refused.
+  fs::copy_file(dir / "out" / "tokenizer.model", dir / "out2" / "tokenizer.model",
+                fs::copy_options::overwrite_existing);
+  write_fortunes(dir / "in2", 60);
+  ASSERT_EQ(prepare({"--input", (dir / "in2").string(), "--output", (dir / "out3").string(),
+                     "--fortunes", "--tokenizer", "sentencepiece", "--vocab-size", "300"}),
+            0);
+  fs::copy_file(dir / "out3" / "tokenizer.model", dir / "out" / "tokenizer.model",
+                fs::copy_options::overwrite_existing);
+  EXPECT_THROW(load_tokenizer(dir / "out", read_manifest(dir / "out")), Error);
+}
+
+TEST(Prepare, ClearErrors) {
+  TempDir dir;
+  const std::string out = (dir / "out").string();
+  expect_prepare_error({"--input", (dir / "nope").string(), "--output", out},
+                       {"nope", "does not exist"});
+  expect_prepare_error({"--output", out}, {"no --input"});
+  expect_prepare_error({"--input", "x", "--bogus"}, {"unknown flag \"--bogus\"", "--shard-tokens"});
+  expect_prepare_error({"--input", "x", "--output"}, {"--output needs a value"});
+  expect_prepare_error({"--input", "x", "--output", out, "--vocab-size", "512"},
+                       {"--vocab-size", "sentencepiece only"});
+  expect_prepare_error({"--input", "x", "--output", out, "--tokenizer", "wordpiece"},
+                       {"wordpiece", "valid: byte, sentencepiece"});
+  expect_prepare_error({"--input", "x", "--output", out, "--val-fraction", "abc"},
+                       {"--val-fraction expects a number"});
+  expect_prepare_error({"--input", "x", "--output", out, "--val-fraction", "1"}, {"[0, 1)"});
+
+  testing::write_text(dir / "empty" / "a", "\n\n  \n");
+  testing::write_text(dir / "empty" / "b", "");
+  expect_prepare_error({"--input", (dir / "empty").string(), "--output", out},
+                       {"hold no documents"});
+  testing::write_text(dir / "bin" / "x.dat", "x");
+  expect_prepare_error({"--input", (dir / "bin").string(), "--output", out},
+                       {"no text files found"});
+  EXPECT_FALSE(fs::exists(dir / "out" / "manifest.json"));
+}
+
+TEST(Prepare, RealFortunesTopLevelByte) {
+  const fs::path fortunes = "/usr/share/games/fortunes";
+  if (!fs::exists(fortunes / "fortunes")) GTEST_SKIP() << "fortunes package not installed";
+  TempDir dir;
+  ASSERT_EQ(
+      prepare({"--input", fortunes.string(), "--output", (dir / "out").string(), "--fortunes"}), 0);
+  const Manifest m = read_manifest(dir / "out");
+  EXPECT_GT(m.train.documents, 10000u);
+  EXPECT_GT(m.train.tokens, 2'000'000u);
+  Dataset ds(dir / "out", Split::val);
+  Loader l(ds, 257, 4, 1);
+  std::vector<int32_t> batch(4 * 257);
+  l.next(batch);
+}
+
+}  // namespace
+}  // namespace moetron::data

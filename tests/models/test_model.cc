@@ -1,0 +1,140 @@
+// The whole model against the PyTorch goldens: losses, step-0 gradients, gradient norms and
+// weights after three clipped AdamW steps; plus bitwise determinism.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "models/model.h"
+#include "tests/models/layer_check.h"
+#include "trainer/optimizer.h"
+
+namespace moetron {
+namespace {
+
+using test::all_close;
+using test::Golden;
+using test::golden_path;
+
+config::ModelConfig model_config(const Golden& g) {
+  config::ModelConfig m;
+  m.set_vocab_size(static_cast<int>(g.attr_num("vocab_size")));
+  m.set_hidden_size(static_cast<int>(g.attr_num("hidden_size")));
+  m.set_num_hidden_layers(static_cast<int>(g.attr_num("num_hidden_layers")));
+  m.set_num_attention_heads(static_cast<int>(g.attr_num("num_attention_heads")));
+  m.set_num_key_value_heads(static_cast<int>(g.attr_num("num_key_value_heads")));
+  m.set_intermediate_size(static_cast<int>(g.attr_num("intermediate_size")));
+  m.set_rope_theta(static_cast<float>(g.attr_num("rope_theta")));
+  m.set_rope_style(g.attr_str("rope_style") == "interleaved" ? config::ModelConfig::INTERLEAVED
+                                                             : config::ModelConfig::ROTATE_HALF);
+  m.set_rms_norm_eps(static_cast<float>(g.attr_num("rms_norm_eps")));
+  m.set_tie_word_embeddings(g.attr_num("tie_word_embeddings") != 0);
+  m.set_num_nextn_predict_layers(static_cast<int>(g.attr_num("num_nextn_predict_layers")));
+  return m;
+}
+
+config::OptimizerConfig optimizer_config(const Golden& g) {
+  config::OptimizerConfig o;
+  o.set_lr(static_cast<float>(g.attr_num("lr")));
+  o.set_beta1(static_cast<float>(g.attr_num("beta1")));
+  o.set_beta2(static_cast<float>(g.attr_num("beta2")));
+  o.set_eps(static_cast<float>(g.attr_num("eps")));
+  o.set_weight_decay(static_cast<float>(g.attr_num("weight_decay")));
+  o.set_grad_clip(static_cast<float>(g.attr_num("grad_clip")));
+  o.set_decay_norms_and_embeddings(g.attr_num("decay_norms_and_embeddings") != 0);
+  return o;
+}
+
+class ModelGolden : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(ModelGolden, ThreeAdamWStepsMatchReference) {
+  const Golden g(golden_path(GetParam()));
+  const auto batch = static_cast<int64_t>(g.attr_num("batch"));
+  const auto seq = static_cast<int64_t>(g.attr_num("seq_len"));
+  const auto depth = static_cast<int64_t>(g.attr_num("num_nextn_predict_layers"));
+  const auto lambda = static_cast<float>(g.attr_num("mtp_loss_weight"));
+  Model model(model_config(g), batch, seq);
+  test::load_params(model.params(), g, "/params");
+  AdamW opt(model.params(), optimizer_config(g));
+
+  const std::vector<int32_t> tokens = g.ints("/tokens");
+  const std::vector<float> total = g.floats("/losses/total"), main = g.floats("/losses/main"),
+                           mtp = g.floats("/losses/mtp"), norms = g.floats("/grad_norm");
+  const size_t per_step = static_cast<size_t>(batch * model.dims().window());
+  ASSERT_EQ(tokens.size(), 3 * per_step);
+  for (int step = 0; step < 3; ++step) {
+    ops::fill(model.params().flat_grads(), 0.0f);
+    const Losses l = model.forward_backward(
+        std::span<const int32_t>(tokens).subspan(step * per_step, per_step), lambda, 1.0f);
+    EXPECT_NEAR(l.total, total[step], 2e-5 * total[step]) << "step " << step;
+    EXPECT_NEAR(l.main, main[step], 2e-5 * main[step]) << "step " << step;
+    for (int64_t k = 0; k < depth; ++k)
+      EXPECT_NEAR(l.mtp[k], mtp[step * depth + k], 2e-5 * mtp[step * depth + k])
+          << "step " << step << " mtp " << k + 1;
+    if (step == 0) test::expect_param_grads(model.params(), g, "/grads0", 1e-3f, 1e-5f);
+    const double norm = opt.grad_norm();
+    EXPECT_NEAR(norm, norms[step], 1e-4 * norms[step]) << "step " << step;
+    opt.step(g.attr_num("lr"), norm);
+  }
+  for (const ParamInfo& p : model.params().infos())
+    EXPECT_TRUE(all_close(model.params().value(model.params().find(p.name)).span<float>(),
+                          g.floats("/params_final/" + p.name), 1e-3f, 1e-4f))
+        << "final value of " << p.name;
+}
+
+INSTANTIATE_TEST_SUITE_P(Model, ModelGolden, ::testing::Values("model_mtp.h5", "model_tied.h5"));
+
+TEST(Model, SameSeedGivesBitwiseSameLossesAndGradients) {
+  const Golden g(golden_path("model_mtp.h5"));
+  auto run = [&] {
+    Model model(model_config(g), 2, 24);
+    model.params().init(99, 0.05f);
+    const std::vector<int32_t> tokens = g.ints("/tokens");
+    const Losses l = model.forward_backward(
+        std::span<const int32_t>(tokens).first(static_cast<size_t>(2 * model.dims().window())),
+        0.3f, 1.0f);
+    const auto grads = model.params().flat_grads().span<float>();
+    return std::make_pair(l.total, std::vector<float>(grads.begin(), grads.end()));
+  };
+  const auto a = run(), b = run();
+  EXPECT_EQ(a.first, b.first);
+  EXPECT_EQ(a.second, b.second);
+}
+
+TEST(Model, ParameterNamesFollowHuggingFaceLayout) {
+  const Golden g(golden_path("model_mtp.h5"));
+  Model model(model_config(g), 1, 4);
+  std::vector<std::string> names;
+  for (const ParamInfo& p : model.params().infos()) names.push_back(p.name);
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, g.names("/params"));
+}
+
+TEST(Model, FiniteDifferencesOfTheWholeLoss) {
+  const Golden g(golden_path("model_tied.h5"));
+  Model model(model_config(g), 2, 24);
+  test::load_params(model.params(), g, "/params");
+  const std::vector<int32_t> all = g.ints("/tokens");
+  const auto tokens =
+      std::span<const int32_t>(all).first(static_cast<size_t>(2 * model.dims().window()));
+  ops::fill(model.params().flat_grads(), 0.0f);
+  model.forward_backward(tokens, 0.5f, 1.0f);
+  Tensor one = Tensor::empty({1});
+  one.span<float>()[0] = 1.0f;
+  auto fwd = [&] {
+    Tensor y = Tensor::empty({1});
+    y.span<float>()[0] = static_cast<float>(model.evaluate(tokens, 0.5f).total);
+    return y;
+  };
+  for (const char* name :
+       {"model.embed_tokens.weight", "model.layers.0.self_attn.k_proj.weight",
+        "model.layers.2.eh_proj.weight", "model.layers.2.hnorm.weight", "model.norm.weight"}) {
+    const int id = model.params().find(name);
+    ASSERT_GE(id, 0) << name;
+    test::expect_finite_differences(name, model.params().value(id), model.params().grad(id), fwd,
+                                    one, 12, 3e-2, 2e-3);
+  }
+}
+
+}  // namespace
+}  // namespace moetron

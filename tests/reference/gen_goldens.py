@@ -1,0 +1,388 @@
+#!/usr/bin/python3
+"""Writes the HDF5 goldens in tests/reference/goldens/ from the PyTorch reference (model.py).
+
+    /usr/bin/python3 tests/reference/gen_goldens.py [--out DIR] [--check]
+
+Every file has its own torch.Generator with a fixed seed, so the output does not depend on the
+order of generation; all float data is float32, tokens/targets int32. See README.md beside
+this file for the layout. --check also runs self-consistency checks of the reference
+(explicit vs fused attention, RoPE vs complex rotation, fp32 vs fp64 gradients, AdamW by hand).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import h5py
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import model as ref  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+# --------------------------------------------------------------------------------------------
+# Writing helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _np(t):
+    if isinstance(t, torch.Tensor):
+        t = t.detach().cpu()
+        if t.dtype in (torch.int64, torch.int32):
+            return t.numpy().astype(np.int32)
+        return t.numpy().astype(np.float32)
+    return np.asarray(t, dtype=np.float32)
+
+
+def _attr(v):
+    if isinstance(v, bool):
+        return np.int64(int(v))  # no HDF5 enum bools: readers take numbers
+    if isinstance(v, int):
+        return np.int64(v)
+    if isinstance(v, float):
+        return np.float64(v)
+    return str(v)
+
+
+class Writer:
+    def __init__(self, path: str, attrs: dict):
+        self.path = path
+        # HDF5 1.10 format (readable by libhdf5 >= 1.10): compact groups, single-chunk index.
+        # No object timestamps anywhere, so the bytes are reproducible.
+        fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+        fapl.set_libver_bounds(h5py.h5f.LIBVER_V110, h5py.h5f.LIBVER_V110)
+        fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
+        fcpl.set_obj_track_times(False)
+        self.f = h5py.File(h5py.h5f.create(path.encode(), h5py.h5f.ACC_TRUNC, fapl=fapl, fcpl=fcpl))
+        attrs = dict(attrs)
+        attrs["torch_version"] = torch.__version__
+        attrs["generator"] = "tests/reference/gen_goldens.py"
+        for k, v in attrs.items():
+            self.f.attrs[k] = _attr(v)
+
+    def group(self, name: str):
+        """Creates the groups along name without timestamps."""
+        parts = name.split("/")[:-1]
+        for i in range(len(parts)):
+            g = "/".join(parts[: i + 1])
+            if g not in self.f:
+                gcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
+                gcpl.set_obj_track_times(False)
+                h5py.h5g.create(self.f.id, g.encode(), gcpl=gcpl)
+
+    def put(self, name: str, value):
+        self.group(name)
+        data = _np(value)
+        if data.nbytes >= 4096:  # one chunk, byte-shuffled + deflate: ~14% smaller
+            self.f.create_dataset(name, data=data, chunks=data.shape, shuffle=True,
+                                  compression="gzip", compression_opts=9, track_times=False)
+        else:
+            self.f.create_dataset(name, data=data, track_times=False)
+
+    def close(self):
+        self.f.close()
+
+
+def randn(g, *shape, std=1.0):
+    return std * torch.randn(*shape, generator=g)
+
+
+def layer_grads(fn, inputs: dict, params: dict, g):
+    """Runs y = fn(inputs, params), backward with a random dy; returns y, dy, grads."""
+    inputs = {k: v.clone().requires_grad_(True) for k, v in inputs.items()}
+    params = {k: v.clone().requires_grad_(True) for k, v in params.items()}
+    y = fn(inputs, params)
+    dy = randn(g, *y.shape)
+    (y * dy).sum().backward()
+    return y, dy, {k: v.grad for k, v in inputs.items()}, {k: v.grad for k, v in params.items()}
+
+
+def write_layer(path, attrs, fn, inputs, params, g):
+    y, dy, gin, gpar = layer_grads(fn, inputs, params, g)
+    w = Writer(path, attrs)
+    for k, v in params.items():
+        w.put(f"params/{k}", v)
+    for k, v in inputs.items():
+        w.put(f"inputs/{k}", v)
+    w.put("inputs/dy", dy)
+    w.put("outputs/y", y)
+    for k, v in gin.items():
+        w.put(f"grads/{k}", v)
+    for k, v in gpar.items():
+        w.put(f"grads/params/{k}", v)
+    w.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Layer goldens
+# --------------------------------------------------------------------------------------------
+
+
+def gen_rmsnorm(out):
+    g = torch.Generator().manual_seed(1001)
+    N, d, eps = 23, 40, 1e-5
+    x = randn(g, N, d, std=2.0)
+    w = 1.0 + randn(g, d, std=0.2)
+    write_layer(os.path.join(out, "rmsnorm.h5"), dict(eps=eps, rows=N, hidden_size=d),
+                lambda i, p: ref.rms_norm(i["x"], p["weight"], eps), {"x": x}, {"weight": w}, g)
+
+
+def gen_rope(out, style, seed):
+    g = torch.Generator().manual_seed(seed)
+    B, T, H, hd, theta = 2, 19, 2, 16, 10000.0
+    x = randn(g, B, T, H, hd)
+
+    def fn(i, p):
+        cos, sin = ref.rope_cos_sin(T, hd, theta)
+        return ref.apply_rope(i["x"], cos, sin, style)
+
+    write_layer(os.path.join(out, f"rope_{style}.h5"),
+                dict(rope_theta=theta, rope_style=style, batch=B, seq_len=T, heads=H, head_dim=hd),
+                fn, {"x": x}, {}, g)
+
+
+def gen_attention(out, name, seed, kv, style):
+    g = torch.Generator().manual_seed(seed)
+    B, T, d, H, theta = 2, 33, 32, 4, 10000.0
+    hd = d // H
+    x = randn(g, B, T, d)
+    params = {
+        "q_proj.weight": randn(g, H * hd, d, std=0.3),
+        "k_proj.weight": randn(g, kv * hd, d, std=0.3),
+        "v_proj.weight": randn(g, kv * hd, d, std=0.3),
+        "o_proj.weight": randn(g, d, H * hd, std=0.3),
+    }
+    write_layer(os.path.join(out, f"{name}.h5"),
+                dict(batch=B, seq_len=T, hidden_size=d, heads=H, kv_heads=kv, head_dim=hd,
+                     rope_theta=theta, rope_style=style),
+                lambda i, p: ref.attention(i["x"], p, "", H, kv, theta, style), {"x": x}, params, g)
+
+
+def gen_attention_core_long(out):
+    g = torch.Generator().manual_seed(1201)
+    B, T, H, KV, hd = 1, 150, 2, 1, 16
+    inputs = {"q": randn(g, B, T, H, hd, std=1.5), "k": randn(g, B, T, KV, hd, std=1.5),
+              "v": randn(g, B, T, KV, hd)}
+    write_layer(os.path.join(out, "attention_core_long.h5"),
+                dict(batch=B, seq_len=T, heads=H, kv_heads=KV, head_dim=hd,
+                     scale=1.0 / float(np.sqrt(hd))),
+                lambda i, p: ref.attention_core(i["q"], i["k"], i["v"]), inputs, {}, g)
+
+
+def gen_swiglu(out):
+    g = torch.Generator().manual_seed(1301)
+    N, d, I = 29, 32, 40
+    x = randn(g, N, d)
+    params = {"gate_proj.weight": randn(g, I, d, std=0.3), "up_proj.weight": randn(g, I, d, std=0.3),
+              "down_proj.weight": randn(g, d, I, std=0.3)}
+    write_layer(os.path.join(out, "swiglu.h5"), dict(rows=N, hidden_size=d, intermediate_size=I),
+                lambda i, p: ref.swiglu(i["x"], p, ""), {"x": x}, params, g)
+
+
+def gen_block(out):
+    g = torch.Generator().manual_seed(1401)
+    cfg = ref.ModelConfig(hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
+                          intermediate_size=48, rope_theta=10000.0, rope_style=ref.ROTATE_HALF,
+                          rms_norm_eps=1e-5)
+    B, T = 2, 17
+    x = randn(g, B, T, cfg.hidden_size)
+    params = {}
+    for n, s in ref.block_param_shapes(cfg).items():
+        params[n] = (1.0 + randn(g, *s, std=0.2)) if ref.is_norm(n) else randn(g, *s, std=0.2)
+    write_layer(os.path.join(out, "block.h5"),
+                dict(batch=B, seq_len=T, hidden_size=cfg.hidden_size, heads=cfg.num_attention_heads,
+                     kv_heads=cfg.kv_heads, head_dim=cfg.head_dim,
+                     intermediate_size=cfg.intermediate_size, rope_theta=cfg.rope_theta,
+                     rope_style=cfg.rope_style, rms_norm_eps=cfg.rms_norm_eps),
+                lambda i, p: ref.block(i["x"], p, "", cfg), {"x": x}, params, g)
+
+
+def gen_head_ce(out):
+    g = torch.Generator().manual_seed(1501)
+    N, d, V = 71, 16, 211
+    h = randn(g, N, d).requires_grad_(True)
+    W = randn(g, V, d, std=0.3).requires_grad_(True)
+    targets = torch.randint(0, V, (N,), generator=g)
+    logits = h @ W.t()
+    row = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    loss = row.mean()
+    loss.backward()
+    w = Writer(os.path.join(out, "head_ce.h5"), dict(rows=N, hidden_size=d, vocab_size=V))
+    w.put("inputs/h", h)
+    w.put("inputs/targets", targets.int())
+    w.put("params/weight", W)
+    w.put("outputs/loss", loss)  # scalar dataset
+    w.put("outputs/row_loss", row)  # per-row CE, for debugging
+    w.put("grads/h", h.grad)
+    w.put("grads/params/weight", W.grad)
+    w.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Whole-model goldens: 3 AdamW steps
+# --------------------------------------------------------------------------------------------
+
+
+def gen_model(out, fname, seed, cfg: ref.ModelConfig, ocfg: ref.OptimConfig, B, T, steps=3,
+              init_std=0.1, norm_noise=0.1):
+    g = torch.Generator().manual_seed(seed)
+    params = ref.init_params(cfg, g, init_std=init_std, norm_noise=norm_noise)
+    D = cfg.num_nextn_predict_layers
+    tokens = torch.randint(0, cfg.vocab_size, (steps, B, T + 1 + D), generator=g)
+    init = {k: v.detach().clone() for k, v in params.items()}
+    opt = ref.make_optimizer(params, ocfg)
+    total, main, mtp, norms, grads0 = [], [], [], [], None
+    for s in range(steps):
+        r = ref.forward_backward(params, cfg, tokens[s])
+        if s == 0:
+            grads0 = {k: v.grad.detach().clone() for k, v in params.items()}
+        norms.append(ref.optimizer_step(params, ocfg, opt))
+        total.append(r["total"]); main.append(r["main"]); mtp.append(r["mtp"])
+
+    attrs = cfg.to_dict()
+    attrs.update(lr=ocfg.lr, beta1=ocfg.beta1, beta2=ocfg.beta2, eps=ocfg.eps,
+                 weight_decay=ocfg.weight_decay, grad_clip=ocfg.grad_clip,
+                 decay_norms_and_embeddings=ocfg.decay_norms_and_embeddings,
+                 batch=B, seq_len=T, steps=steps, seed=seed, init_std=init_std,
+                 norm_noise=norm_noise, head_dim=cfg.head_dim)
+    attrs["num_key_value_heads"] = cfg.kv_heads
+    w = Writer(os.path.join(out, fname), attrs)
+    for k, v in init.items():
+        w.put(f"params/{k}", v)
+    w.put("tokens", tokens.int())
+    w.put("losses/total", torch.tensor(total))
+    w.put("losses/main", torch.tensor(main))
+    w.put("losses/mtp", torch.tensor(mtp).reshape(steps, D))
+    for k, v in grads0.items():
+        w.put(f"grads0/{k}", v)
+    w.put("grad_norm", torch.tensor(norms))
+    for k, v in params.items():
+        w.put(f"params_final/{k}", v)
+    w.close()
+    clipped = [n > ocfg.grad_clip for n in norms]
+    print(f"  {fname}: total={['%.5f' % t for t in total]} grad_norm={['%.4f' % n for n in norms]} "
+          f"clip={ocfg.grad_clip} clipped={clipped}")
+
+
+def gen_models(out):
+    mtp_cfg = ref.ModelConfig(vocab_size=97, hidden_size=32, num_hidden_layers=2,
+                              num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
+                              rope_theta=10000.0, rope_style=ref.ROTATE_HALF, rms_norm_eps=1e-5,
+                              tie_word_embeddings=False, num_nextn_predict_layers=2,
+                              mtp_loss_weight=0.3)
+    # grad_clip 2.5 sits between the step norms, so some steps clip and some do not.
+    mtp_opt = ref.OptimConfig(lr=1e-2, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1,
+                              grad_clip=2.5)
+    gen_model(out, "model_mtp.h5", 2001, mtp_cfg, mtp_opt, B=2, T=24)
+
+    tied_cfg = ref.ModelConfig(vocab_size=97, hidden_size=32, num_hidden_layers=2,
+                               num_attention_heads=4, num_key_value_heads=2, intermediate_size=48,
+                               rope_theta=10000.0, rope_style=ref.INTERLEAVED, rms_norm_eps=1e-6,
+                               tie_word_embeddings=True, num_nextn_predict_layers=1,
+                               mtp_loss_weight=0.5)
+    # A large clip: this file never clips (the unclipped path).
+    tied_opt = ref.OptimConfig(lr=2e-2, beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.05,
+                               grad_clip=100.0)
+    gen_model(out, "model_tied.h5", 2002, tied_cfg, tied_opt, B=2, T=24)
+
+
+# --------------------------------------------------------------------------------------------
+# Self-checks of the reference
+# --------------------------------------------------------------------------------------------
+
+
+def self_check():
+    g = torch.Generator().manual_seed(7)
+    # RoPE against complex rotation.
+    B, T, H, hd = 2, 9, 3, 8
+    x = torch.randn(B, T, H, hd, generator=g, dtype=torch.float64)
+    cos, sin = ref.rope_cos_sin(T, hd, 500.0)
+    ang = torch.complex(cos.double(), sin.double())[None, :, None, :]
+    inter = torch.view_as_real(torch.view_as_complex(x.reshape(B, T, H, hd // 2, 2)) * ang).reshape(x.shape)
+    assert torch.allclose(ref.apply_rope(x, cos.double(), sin.double(), ref.INTERLEAVED), inter)
+    half = torch.complex(x[..., : hd // 2], x[..., hd // 2 :]) * ang
+    assert torch.allclose(ref.apply_rope(x, cos.double(), sin.double(), ref.ROTATE_HALF),
+                          torch.cat([half.real, half.imag], -1))
+    # Explicit vs fused attention, GQA against a per-head loop.
+    q = torch.randn(2, 13, 4, 8, generator=g); k = torch.randn(2, 13, 2, 8, generator=g)
+    v = torch.randn(2, 13, 2, 8, generator=g)
+    a = ref.attention_core(q, k, v)
+    assert torch.allclose(a, ref.attention_core(q, k, v, fast=True), atol=1e-5)
+    for h in range(4):
+        s = q[:, :, h] @ k[:, :, h // 2].transpose(1, 2) / np.sqrt(8)
+        s = s.masked_fill(torch.ones(13, 13, dtype=torch.bool).triu(1), float("-inf"))
+        assert torch.allclose(a[:, :, h], s.softmax(-1) @ v[:, :, h // 2], atol=1e-5)
+    # fp32 model gradients vs fp64.
+    cfg = ref.ModelConfig(vocab_size=31, num_nextn_predict_layers=2, tie_word_embeddings=True)
+    p32 = ref.init_params(cfg, torch.Generator().manual_seed(3), init_std=0.1, norm_noise=0.1)
+    p64 = {k: v.detach().double().requires_grad_(True) for k, v in p32.items()}
+    w = torch.randint(0, 31, (2, 11 + 3), generator=g)
+    ref.model_loss(p32, cfg, w)["total"].backward()
+    ref.model_loss(p64, cfg, w)["total"].backward()
+    worst = max(((p32[k].grad.double() - p64[k].grad).abs().max() / (p64[k].grad.abs().max() + 1e-12)).item()
+                for k in p32)
+    print(f"  fp32 vs fp64 model grads: worst relative (to max) error {worst:.2e}")
+    assert worst < 1e-4
+    # AdamW by hand (docs/model.md) vs torch.optim.AdamW with clipping.
+    ocfg = ref.OptimConfig(lr=1e-2, weight_decay=0.1, grad_clip=0.5)
+    params = ref.init_params(cfg, torch.Generator().manual_seed(3), init_std=0.1, norm_noise=0.1)
+    mine = {k: v.detach().clone() for k, v in params.items()}
+    m = {k: torch.zeros_like(v) for k, v in mine.items()}
+    vv = {k: torch.zeros_like(v) for k, v in mine.items()}
+    opt = ref.make_optimizer(params, ocfg)
+    for t in range(1, 4):
+        ref.forward_backward(params, cfg, w)
+        grads = {k: p.grad.detach().clone() for k, p in params.items()}
+        norm = ref.optimizer_step(params, ocfg, opt)
+        scale = min(1.0, ocfg.grad_clip / (norm + 1e-6))
+        for k in mine:
+            gk = grads[k] * scale
+            if not (ref.is_norm(k) or k == "model.embed_tokens.weight"):
+                mine[k] -= ocfg.lr * ocfg.weight_decay * mine[k]
+            m[k] = ocfg.beta1 * m[k] + (1 - ocfg.beta1) * gk
+            vv[k] = ocfg.beta2 * vv[k] + (1 - ocfg.beta2) * gk * gk
+            denom = vv[k].sqrt() / np.sqrt(1 - ocfg.beta2 ** t) + ocfg.eps
+            mine[k] -= ocfg.lr / (1 - ocfg.beta1 ** t) * m[k] / denom
+        # Keep the by-hand copy on torch's trajectory (so only one step's rounding compares).
+        worst = max((mine[k] - params[k].detach()).abs().max().item() for k in mine)
+        assert worst < 1e-6, worst
+        mine = {k: v.detach().clone() for k, v in params.items()}
+    print("  self-checks passed")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.path.join(HERE, "goldens"))
+    ap.add_argument("--check", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(1)  # deterministic, and kind to shared machines
+    if args.check:
+        self_check()
+    os.makedirs(args.out, exist_ok=True)
+    print(f"torch {torch.__version__}, writing {args.out}")
+    gen_rmsnorm(args.out)
+    gen_rope(args.out, ref.ROTATE_HALF, 1101)
+    gen_rope(args.out, ref.INTERLEAVED, 1102)
+    gen_attention(args.out, "attention_mha_rotate_half", 1111, kv=4, style=ref.ROTATE_HALF)
+    gen_attention(args.out, "attention_gqa_interleaved", 1112, kv=2, style=ref.INTERLEAVED)
+    gen_attention_core_long(args.out)
+    gen_swiglu(args.out)
+    gen_block(args.out)
+    gen_head_ce(args.out)
+    gen_models(args.out)
+    total = 0
+    for f in sorted(os.listdir(args.out)):
+        if f.endswith(".h5"):
+            size = os.path.getsize(os.path.join(args.out, f))
+            total += size
+            print(f"  {f:32s} {size / 1024:7.1f} KiB")
+    print(f"  total {total / 1024:.1f} KiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+#include "trainer/metrics.h"
+
+#include <cmath>
+#include <cstdio>
+
+#include "core/check.h"
+
+namespace moetron {
+
+JsonLine& JsonLine::add(const std::string& key, double value) {
+  char buf[32];
+  if (std::isfinite(value))
+    std::snprintf(buf, sizeof buf, "%.9g", value);
+  else
+    std::snprintf(buf, sizeof buf, "null");  // JSON has no NaN; the log line says which
+  fields_.emplace_back(key, buf);
+  return *this;
+}
+
+JsonLine& JsonLine::add(const std::string& key, int64_t value) {
+  fields_.emplace_back(key, std::to_string(value));
+  return *this;
+}
+
+JsonLine& JsonLine::add(const std::string& key, const std::string& value) {
+  std::string s = "\"";
+  for (char c : value) {
+    if (c == '"' || c == '\\') s += '\\';
+    if (c == '\n') {
+      s += "\\n";
+      continue;
+    }
+    s += c;
+  }
+  fields_.emplace_back(key, s + "\"");
+  return *this;
+}
+
+std::string JsonLine::str() const {
+  std::string s = "{";
+  for (size_t i = 0; i < fields_.size(); ++i)
+    s += (i ? ", \"" : "\"") + fields_[i].first + "\": " + fields_[i].second;
+  return s + "}";
+}
+
+MetricsWriter::MetricsWriter(const std::string& path) : path_(path), out_(path, std::ios::trunc) {
+  if (!out_) throw Error("cannot open metrics file " + path + " for writing");
+}
+
+void MetricsWriter::write(const JsonLine& line) {
+  out_ << line.str() << '\n';
+  out_.flush();
+  if (!out_) throw Error("writing " + path_ + " failed");
+}
+
+}  // namespace moetron

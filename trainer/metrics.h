@@ -1,0 +1,34 @@
+// One JSON object per line (metrics.jsonl): flushed after every record, so a crash or a
+// signal never loses what was already written.
+#pragma once
+
+#include <cstdint>
+#include <fstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace moetron {
+
+class JsonLine {
+ public:
+  JsonLine& add(const std::string& key, double value);
+  JsonLine& add(const std::string& key, int64_t value);
+  JsonLine& add(const std::string& key, const std::string& value);
+  std::string str() const;
+
+ private:
+  std::vector<std::pair<std::string, std::string>> fields_;  // key, encoded value
+};
+
+class MetricsWriter {
+ public:
+  explicit MetricsWriter(const std::string& path);
+  void write(const JsonLine& line);
+
+ private:
+  std::string path_;
+  std::ofstream out_;
+};
+
+}  // namespace moetron
