@@ -98,7 +98,7 @@ TrainResult train(const config::RunConfig& cfg, std::ostream& console,
   Log log(console, run_dir / "train.log");
   MetricsWriter metrics((run_dir / "metrics.jsonl").string());
 
-  const double peak_gflops = measure_gemm_gflops(1024, 3);
+  const double peak_gflops = measure_gemm_gflops(2048, 3);
   const double flops_per_token = model.train_flops_per_token();
   const int64_t tokens_per_step =
       static_cast<int64_t>(dc.grad_accum_steps()) * dims.batch * dims.seq;
@@ -191,7 +191,7 @@ TrainResult train(const config::RunConfig& cfg, std::ostream& console,
     line.add("lr", lr).add("grad_norm", gnorm).add("mtp_weight", static_cast<double>(lambda));
 
     const bool last = step + 1 == total_steps;
-    if ((step + 1) % lc.log_interval() == 0 || last) {
+    if (step == 0 || (step + 1) % lc.log_interval() == 0 || last) {
       const double elapsed = seconds_since(window_start);
       const double tok_s = static_cast<double>(window_steps * tokens_per_step) / elapsed;
       const double mfu = tok_s * flops_per_token / (peak_gflops * 1e9);

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package moetron needs to build, test, prepare data and benchmark.
+# Idempotent and non-interactive: when everything is present it changes nothing.
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config
+  libopenmpi-dev openmpi-bin              # MPI
+  libhdf5-openmpi-dev hdf5-tools          # parallel HDF5 (MPI-IO)
+  libprotobuf-dev protobuf-compiler       # configs
+  libdnnl-dev libopenblas-dev             # GEMM: oneDNN, OpenBLAS fallback
+  libsentencepiece-dev                    # SentencePiece tokenizer
+  libgtest-dev                            # tests
+  fortunes fortunes-min                   # the embedded default dataset
+  python3-torch python3-h5py python3-numpy  # PyTorch reference (goldens, benchmark)
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: all ${#packages[@]} packages present"
+  exit 0
+fi
+echo "setup: installing ${missing[*]}"
+sudo_cmd=()
+[ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+export DEBIAN_FRONTEND=noninteractive
+"${sudo_cmd[@]}" apt-get update -qq
+"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"

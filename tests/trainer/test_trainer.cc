@@ -1,0 +1,215 @@
+// The training loop end to end on a small generated dataset: loss falls, runs are bitwise
+// reproducible, gradient accumulation equals a bigger batch, divergence stops cleanly, a real
+// SIGTERM stops a real process with its metrics intact; plus the schedules.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "core/check.h"
+#include "data/prepare.h"
+#include "tests/data/test_util.h"
+#include "trainer/config.h"
+#include "trainer/lr_schedule.h"
+#include "trainer/trainer.h"
+
+namespace moetron {
+namespace {
+
+using data::testing::TempDir;
+
+// A prepared byte-level dataset shared by the tests of this file.
+const std::filesystem::path& dataset_dir() {
+  static TempDir dir;
+  static const bool prepared = [] {
+    // One document per file: 24 of them, so the split has some of each.
+    for (int i = 0; i < 24; ++i)
+      data::testing::write_text(dir / ("corpus/" + std::to_string(i) + ".txt"),
+                                data::testing::generated_corpus(300, i + 1));
+    data::PrepareOptions o;
+    o.inputs = {dir / "corpus"};
+    o.output = dir / "prepared";
+    o.val_fraction = 0.3;
+    data::prepare_dataset(o);
+    return true;
+  }();
+  (void)prepared;
+  static const std::filesystem::path path = dir / "prepared";
+  return path;
+}
+
+config::RunConfig small_run(const std::filesystem::path& run_dir, int steps) {
+  config::RunConfig cfg = parse_config_text(R"(
+    model { vocab_size: 256 hidden_size: 32 num_hidden_layers: 2 num_attention_heads: 4
+            num_key_value_heads: 2 intermediate_size: 64 num_nextn_predict_layers: 1 }
+    data { seq_len: 32 micro_batch_size: 4 }
+    optimizer { lr: 3e-3 }
+    logging { log_interval: 5 val_interval: 10 val_batches: 2 }
+    threads: 2
+  )",
+                                            "test");
+  cfg.mutable_data()->set_dataset_dir(dataset_dir().string());
+  cfg.mutable_schedule()->set_total_steps(steps);
+  cfg.mutable_schedule()->set_warmup_steps(std::min(5, steps));
+  cfg.mutable_logging()->set_run_dir(run_dir.string());
+  validate_config(cfg);
+  return cfg;
+}
+
+std::vector<std::string> lines_of(const std::filesystem::path& file) {
+  std::ifstream in(file);
+  std::vector<std::string> lines;
+  for (std::string l; std::getline(in, l);) lines.push_back(l);
+  return lines;
+}
+
+TEST(Train, LossFallsAndRunDirectoryIsComplete) {
+  TempDir run;
+  std::ostringstream log;
+  const TrainResult r = train(small_run(run.path(), 60), log);
+  ASSERT_EQ(r.steps, 60);
+  EXPECT_LT(r.main_losses.back(), r.main_losses.front() - 1.5) << log.str();
+  EXPECT_TRUE(std::isfinite(r.final_val_loss));
+  EXPECT_TRUE(std::filesystem::exists(run / "config.pbtxt"));
+  EXPECT_NO_THROW(parse_config_text(data::testing::read_text(run / "config.pbtxt"), "resolved"));
+  const auto metrics = lines_of(run / "metrics.jsonl");
+  EXPECT_EQ(metrics.size(), 60u + 6u);  // one per step, one per validation (every 10)
+  EXPECT_NE(metrics.front().find("\"kind\": \"train\""), std::string::npos);
+  EXPECT_NE(log.str().find("step    60/60 | loss"), std::string::npos) << log.str();
+  EXPECT_NE(log.str().find("MFU"), std::string::npos);
+  EXPECT_NE(data::testing::read_text(run / "train.log").find("step    60/60"), std::string::npos);
+}
+
+TEST(Train, SameConfigAndSeedGiveBitwiseSameLosses) {
+  TempDir a, b;
+  std::ostringstream log;
+  const TrainResult ra = train(small_run(a.path(), 12), log);
+  const TrainResult rb = train(small_run(b.path(), 12), log);
+  EXPECT_EQ(ra.losses, rb.losses);
+  config::RunConfig other = small_run(b.path(), 12);
+  other.set_seed(other.seed() + 1);
+  EXPECT_NE(train(other, log).losses, ra.losses);
+}
+
+TEST(Train, GradientAccumulationEqualsTheBiggerBatch) {
+  TempDir a, b;
+  std::ostringstream log;
+  config::RunConfig accum = small_run(a.path(), 4);
+  accum.mutable_data()->set_grad_accum_steps(2);
+  config::RunConfig big = small_run(b.path(), 4);
+  big.mutable_data()->set_micro_batch_size(8);
+  // The loader numbers samples over the whole step, so both see the same 8 windows per step.
+  const TrainResult ra = train(accum, log), rb = train(big, log);
+  for (size_t i = 0; i < ra.losses.size(); ++i)
+    EXPECT_NEAR(ra.losses[i], rb.losses[i], 2e-5 * rb.losses[i]) << "step " << i;
+}
+
+TEST(Train, DivergenceStopsWithAClearErrorAndKeepsTheMetrics) {
+  TempDir run;
+  config::RunConfig cfg = small_run(run.path(), 20);
+  cfg.mutable_optimizer()->set_lr(1e30f);
+  cfg.mutable_optimizer()->set_grad_clip(0.0f);
+  cfg.mutable_schedule()->set_warmup_steps(0);
+  std::ostringstream log;
+  try {
+    train(cfg, log);
+    FAIL() << "expected divergence";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("training diverged at step"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("optimizer.lr"), std::string::npos) << msg;
+  }
+  const auto metrics = lines_of(run / "metrics.jsonl");
+  ASSERT_FALSE(metrics.empty());
+  for (const auto& l : metrics) EXPECT_EQ(l.back(), '}');
+}
+
+TEST(Train, VocabularyLargerThanTheModelIsRejectedBeforeTraining) {
+  TempDir run;
+  config::RunConfig cfg = small_run(run.path(), 2);
+  cfg.mutable_model()->set_vocab_size(100);
+  std::ostringstream log;
+  try {
+    train(cfg, log);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model.vocab_size = 100"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Train, SigtermStopsARealRunCleanly) {
+  TempDir run;
+  config::RunConfig cfg = small_run(run / "out", 100000);
+  cfg.mutable_logging()->set_val_interval(0);
+  const std::filesystem::path config_file = run / "run.pbtxt";
+  std::ofstream(config_file) << config_to_text(cfg);
+  const std::string binary = std::string(MOETRON_BINARY_DIR) + "/trainer/moetron";
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const std::string out = (run / "stdout.txt").string();
+    freopen(out.c_str(), "w", stdout);
+    execl(binary.c_str(), binary.c_str(), "train", config_file.c_str(), nullptr);
+    _exit(127);
+  }
+  // Wait until it has trained a few steps, then stop it the way a scheduler would.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (lines_of(run / "out/metrics.jsonl").size() < 3 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_EQ(kill(pid, SIGTERM), 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 128 + SIGTERM);
+  const std::string log = data::testing::read_text(run / "out/train.log");
+  EXPECT_NE(log.find("stopping on signal after step"), std::string::npos) << log;
+  for (const auto& l : lines_of(run / "out/metrics.jsonl")) EXPECT_EQ(l.back(), '}');
+}
+
+TEST(Schedule, WarmupThenCosineToTheFloor) {
+  config::ScheduleConfig s;
+  s.set_kind(config::ScheduleConfig::COSINE);
+  s.set_warmup_steps(10);
+  s.set_total_steps(110);
+  s.set_min_lr_ratio(0.1f);
+  EXPECT_DOUBLE_EQ(learning_rate(s, 1.0, 0), 0.1);
+  EXPECT_DOUBLE_EQ(learning_rate(s, 1.0, 9), 1.0);
+  EXPECT_DOUBLE_EQ(learning_rate(s, 1.0, 10), 1.0);
+  EXPECT_NEAR(learning_rate(s, 1.0, 60), 0.55, 1e-8);  // min_lr_ratio is a float
+  EXPECT_NEAR(learning_rate(s, 1.0, 110), 0.1, 1e-8);
+}
+
+TEST(Schedule, WarmupStableDecayAndConstant) {
+  config::ScheduleConfig s;
+  s.set_kind(config::ScheduleConfig::WARMUP_STABLE_DECAY);
+  s.set_warmup_steps(10);
+  s.set_total_steps(100);
+  s.set_decay_fraction(0.2f);
+  s.set_min_lr_ratio(0.0f);
+  EXPECT_DOUBLE_EQ(learning_rate(s, 2.0, 50), 2.0);
+  EXPECT_DOUBLE_EQ(learning_rate(s, 2.0, 79), 2.0);
+  EXPECT_NEAR(learning_rate(s, 2.0, 89), 1.0, 1e-12);
+  EXPECT_NEAR(learning_rate(s, 2.0, 99), 0.0, 1e-12);
+  s.set_kind(config::ScheduleConfig::CONSTANT);
+  EXPECT_DOUBLE_EQ(learning_rate(s, 2.0, 99), 2.0);
+}
+
+TEST(Schedule, MtpWeightChangesAtItsSteps) {
+  config::ScheduleConfig s;
+  s.set_mtp_loss_weight(0.3f);
+  auto* c = s.add_mtp_loss_weight_changes();
+  c->set_from_step(100);
+  c->set_weight(0.1f);
+  EXPECT_FLOAT_EQ(mtp_loss_weight(s, 99), 0.3f);
+  EXPECT_FLOAT_EQ(mtp_loss_weight(s, 100), 0.1f);
+}
+
+}  // namespace
+}  // namespace moetron
