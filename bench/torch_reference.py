@@ -14,6 +14,13 @@ libraries actually loaded in this process).
 A step is forward, loss, backward, gradient clipping, AdamW step, zero_grad, as the C++ trainer.
 Attention uses PyTorch's fused scaled-dot-product attention (causal), AdamW its multi-tensor
 (foreach) implementation.
+
+With --n-routed-experts > 0 the model is tests/reference/moe.py's (docs/moe.md): layers
+>= --first-k-dense and the MTP blocks use the MoE FFN, in its fast form (route, permute the kept
+assignments by expert, one SwiGLU per expert on its contiguous rows via index_select, combine
+with index_add), the loss includes the weighted auxiliary losses, and the aux-loss-free bias is
+updated after each optimizer step. The JSON line then also has moe_counts_last (tokens per
+expert of each MoE layer in the last step) and moe_dropped_last.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "reference"))
 import model as ref  # noqa: E402
+import moe  # noqa: E402
 
 
 def blas_summary() -> dict:
@@ -83,6 +91,22 @@ def main():
     ap.add_argument("--grad-clip", type=float, default=1.0, help="<= 0 disables clipping")
     ap.add_argument("--init-std", type=float, default=0.02)
     ap.add_argument("--seed", type=int, default=1234)
+    # Mixture of experts (configs/moetron.proto model.moe); 0 routed experts = dense model.
+    ap.add_argument("--n-routed-experts", type=int, default=0, help="0 = dense")
+    ap.add_argument("--experts-per-tok", type=int, default=1)
+    ap.add_argument("--moe-intermediate", type=int, default=256)
+    ap.add_argument("--n-shared-experts", type=int, default=0)
+    ap.add_argument("--first-k-dense", type=int, default=1)
+    ap.add_argument("--routed-scaling", type=float, default=1.0)
+    ap.add_argument("--scoring-func", default=moe.SIGMOID, choices=[moe.SIGMOID, moe.SOFTMAX])
+    ap.add_argument("--norm-topk-prob", type=int, default=1, choices=[0, 1])
+    ap.add_argument("--n-group", type=int, default=1)
+    ap.add_argument("--topk-group", type=int, default=1)
+    ap.add_argument("--bias-update-speed", type=float, default=0.0)
+    ap.add_argument("--seq-aux-alpha", type=float, default=0.0)
+    ap.add_argument("--aux-loss-coeff", type=float, default=0.0)
+    ap.add_argument("--z-loss-coeff", type=float, default=0.0)
+    ap.add_argument("--capacity-factor", type=float, default=0.0, help="0 = dropless")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -92,25 +116,56 @@ def main():
         pass
     torch.autograd.set_detect_anomaly(False)
 
-    cfg = ref.ModelConfig(vocab_size=args.vocab, hidden_size=args.hidden,
-                          num_hidden_layers=args.layers, num_attention_heads=args.heads,
-                          num_key_value_heads=args.kv_heads, intermediate_size=args.intermediate,
-                          rope_style=args.rope_style, tie_word_embeddings=args.tie_embeddings,
-                          num_nextn_predict_layers=args.mtp_depth,
-                          mtp_loss_weight=args.mtp_loss_weight)
+    dense_kw = dict(vocab_size=args.vocab, hidden_size=args.hidden,
+                    num_hidden_layers=args.layers, num_attention_heads=args.heads,
+                    num_key_value_heads=args.kv_heads, intermediate_size=args.intermediate,
+                    rope_style=args.rope_style, tie_word_embeddings=args.tie_embeddings,
+                    num_nextn_predict_layers=args.mtp_depth,
+                    mtp_loss_weight=args.mtp_loss_weight)
+    use_moe = args.n_routed_experts > 0
     ocfg = ref.OptimConfig(lr=args.lr, weight_decay=args.weight_decay, grad_clip=args.grad_clip)
     g = torch.Generator().manual_seed(args.seed)
-    params = ref.init_params(cfg, g, init_std=args.init_std)
+    moe_last = {}
+    if not use_moe:
+        cfg = ref.ModelConfig(**dense_kw)
+        params = ref.init_params(cfg, g, init_std=args.init_std)
+        opt = ref.make_optimizer(params, ocfg, foreach=True)
+        train_params = params
+    else:
+        cfg = moe.MoeModelConfig(
+            **dense_kw, n_routed_experts=args.n_routed_experts,
+            num_experts_per_tok=args.experts_per_tok, moe_intermediate_size=args.moe_intermediate,
+            n_shared_experts=args.n_shared_experts, first_k_dense_replace=args.first_k_dense,
+            routed_scaling_factor=args.routed_scaling, scoring_func=args.scoring_func,
+            norm_topk_prob=bool(args.norm_topk_prob), n_group=args.n_group,
+            topk_group=args.topk_group, bias_update_speed=args.bias_update_speed,
+            seq_aux_loss_alpha=args.seq_aux_alpha, aux_loss_coeff=args.aux_loss_coeff,
+            z_loss_coeff=args.z_loss_coeff, capacity_factor=args.capacity_factor)
+        cfg.moe.validate()
+        params = moe.init_params(cfg, g, init_std=args.init_std)
+        opt = moe.make_optimizer(params, ocfg, foreach=True)
+        train_params = moe.trainable(params)
     window = torch.randint(0, args.vocab, (args.batch, args.seq + 1 + args.mtp_depth), generator=g)
-    opt = ref.make_optimizer(params, ocfg, foreach=True)
 
     def step():
-        losses = ref.model_loss(params, cfg, window, fast=True)
+        if use_moe:
+            losses = moe.model_loss(params, cfg, window, fast=True)
+        else:
+            losses = ref.model_loss(params, cfg, window, fast=True)
         losses["total"].backward()
+        if use_moe:  # experts that got no token: zero gradient, as the C++ dense buffers
+            for p in train_params.values():
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
         if ocfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(list(params.values()), ocfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(list(train_params.values()), ocfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if use_moe:
+            counts = {k: st["counts"] for k, st in losses["moe"].items()}
+            moe.update_biases(params, cfg, counts)
+            moe_last["counts"] = {k: c.tolist() for k, c in counts.items()}
+            moe_last["dropped"] = {k: st["dropped"] for k, st in losses["moe"].items()}
         return losses["total"].item()
 
     for _ in range(args.warmup_steps):
@@ -130,9 +185,12 @@ def main():
         "threads": torch.get_num_threads(),
         "loss_first": losses[0] if losses else None,
         "loss_last": losses[-1] if losses else None,
-        "params": sum(p.numel() for p in params.values()),
+        "params": sum(p.numel() for p in train_params.values()),
         "config": {k: v for k, v in vars(args).items()},
     }
+    if use_moe:
+        result["moe_counts_last"] = moe_last["counts"]
+        result["moe_dropped_last"] = moe_last["dropped"]
     result.update(blas_summary())
     print(json.dumps(result))
 

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "core/tensor.h"
 
@@ -74,5 +75,77 @@ struct AdamWStep {
   int64_t step;
 };
 void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWStep& s);
+
+}  // namespace moetron::ops
+
+// ---------------------------------------------------------------------------------------------
+// Mixture-of-experts routing (docs/moe.md). Index tensors are i32.
+namespace moetron::ops {
+
+enum class Scoring { sigmoid, softmax };
+struct RouterConfig {
+  int64_t experts = 0, k = 1, n_group = 1, topk_group = 1;
+  Scoring scoring = Scoring::sigmoid;
+  bool norm_topk_prob = true;
+  float scaling = 1.0f;
+};
+
+// logits [N, E] -> scores [N, E]; selection by top-k of scores + bias within the best groups
+// (ties to the lower index) -> topk_idx [N, k] (i32); gates [N, k] from the unbiased scores.
+void router_forward(const Tensor& logits, const Tensor& bias, const RouterConfig& cfg,
+                    Tensor& scores, Tensor& topk_idx, Tensor& gates);
+// Adds the gradient of the gates (dgates [N, k]) into dscores [N, E], then turns dscores into
+// logit gradients added into dlogits [N, E] (sigmoid or softmax backward).
+void router_backward(const Tensor& dgates, const Tensor& scores, const Tensor& topk_idx,
+                     const RouterConfig& cfg, Tensor& dscores, Tensor& dlogits);
+
+// The balance losses of one MoE layer (coefficient-weighted) and router statistics.
+struct BalanceConfig {
+  float seq_alpha = 0, aux_coeff = 0, z_coeff = 0;
+  int64_t batch = 1, seq = 1;  // N = batch * seq rows, sequences of seq rows
+};
+struct BalanceLosses {
+  double seq_aux = 0, aux = 0, z = 0, entropy = 0;
+  double total() const { return seq_aux + aux + z; }
+};
+// counts [E] are the assignments per expert after top-k (for the batch loss). With grads
+// requested, dscores and dlogits are overwritten with grad_scale * the losses' gradients.
+BalanceLosses balance_losses(const Tensor& logits, const Tensor& scores, const Tensor& topk_idx,
+                             std::span<const int64_t> counts, const RouterConfig& rc,
+                             const BalanceConfig& bc, float grad_scale, Tensor* dscores,
+                             Tensor* dlogits);
+
+// Which permuted row carries which (token, slot): assignments sorted by expert, stable in
+// token order, with per-expert capacity (0 = dropless; lowest-score overflow dropped).
+struct DispatchPlan {
+  std::vector<int64_t> counts;     // [E] assignments routed to each expert (before capacity)
+  std::vector<int64_t> offsets;    // [E + 1] kept rows of expert e: [offsets[e], offsets[e+1])
+  std::vector<int32_t> row_token;  // [R] token of each permuted row
+  std::vector<int32_t> slot_row;   // [N * k] permuted row of each slot, -1 when dropped
+  int64_t dropped = 0;
+};
+void plan_dispatch(const Tensor& topk_idx, const Tensor& scores, int64_t experts, int64_t capacity,
+                   DispatchPlan& plan);
+
+// dst[r] = src[row_token[r]] for the first row_token.size() rows of dst.
+void gather_rows(const Tensor& src, std::span<const int32_t> row_token, Tensor& dst);
+// dst[t] (+)= sum_j w[t*k+j] * src[slot_row[t*k+j]] over kept slots; weights may be undefined (1).
+void combine_rows(const Tensor& src, std::span<const int32_t> slot_row, const Tensor& weights,
+                  int64_t k, Tensor& dst, bool accumulate);
+// Backward of combine_rows with weights: dsrc[row] = w * dy[t]; dweights[slot] = dy[t].src[row]
+// (0 for dropped slots).
+void combine_rows_backward(const Tensor& dy, const Tensor& src, std::span<const int32_t> slot_row,
+                           const Tensor& weights, int64_t k, Tensor& dsrc, Tensor& dweights);
+
+// Aux-loss-free balancing: bias[e] += speed * sign(mean(counts) - counts[e]).
+void balance_bias_update(Tensor& bias, std::span<const int64_t> counts, float speed);
+
+// Grouped GEMM over experts: rows [offsets[e], offsets[e+1]) of x times weights[e]^T into the
+// same rows of y ([R, out]); and its weight gradient dweights[e] += dy_e^T x_e.
+void grouped_matmul(const Tensor& x, std::span<const Tensor> weights,
+                    std::span<const int64_t> offsets, Tensor& y);
+void grouped_matmul_backward(const Tensor& dy, const Tensor& x, std::span<const Tensor> weights,
+                             std::span<const int64_t> offsets, std::span<Tensor> dweights,
+                             Tensor& dx);
 
 }  // namespace moetron::ops

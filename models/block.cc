@@ -5,13 +5,22 @@
 
 namespace moetron {
 
+namespace {
+std::unique_ptr<FeedForward> make_mlp(ParamTable& params, const std::string& prefix,
+                                      const ModelDims& d, bool moe) {
+  if (moe) return std::make_unique<MoE>(params, prefix, d);
+  return std::make_unique<SwiGLU>(params, prefix, d.hidden, d.intermediate, d.rows());
+}
+}  // namespace
+
 Block::Block(ParamTable& params, const std::string& prefix, const ModelDims& d,
-             const RopeTables& rope)
+             const RopeTables& rope, bool moe)
     : input_norm_(params, prefix + "input_layernorm.weight", d.hidden, d.eps, d.rows()),
       attn_(params, prefix + "self_attn.", d, rope),
       post_attn_norm_(params, prefix + "post_attention_layernorm.weight", d.hidden, d.eps,
                       d.rows()),
-      mlp_(std::make_unique<SwiGLU>(params, prefix + "mlp.", d.hidden, d.intermediate, d.rows())) {
+      mlp_(make_mlp(params, prefix + "mlp.", d, moe)),
+      moe_(moe ? static_cast<MoE*>(mlp_.get()) : nullptr) {
   for (Tensor* t : {&xn_, &attn_out_, &h_, &hn_, &mlp_out_, &dh_, &dnorm_})
     *t = Tensor::empty({d.rows(), d.hidden});
 }

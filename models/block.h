@@ -7,25 +7,28 @@
 
 #include "models/attention.h"
 #include "models/feed_forward.h"
+#include "models/moe.h"
 #include "models/rmsnorm.h"
 
 namespace moetron {
 
 class Block {
  public:
-  // prefix names the layer, e.g. "model.layers.3."
+  // prefix names the layer, e.g. "model.layers.3."; moe picks the MoE FFN over the dense one.
   Block(ParamTable& params, const std::string& prefix, const ModelDims& dims,
-        const RopeTables& rope);
+        const RopeTables& rope, bool moe = false);
   // x, y: [rows, hidden]. x must stay unchanged until backward.
   void forward(const Tensor& x, Tensor& y);
   // dx is overwritten.
   void backward(const Tensor& dy, const Tensor& x, Tensor& dx);
+  MoE* moe() const { return moe_; }  // null for a dense block
 
  private:
   RMSNorm input_norm_;
   Attention attn_;
   RMSNorm post_attn_norm_;
   std::unique_ptr<FeedForward> mlp_;
+  MoE* moe_ = nullptr;
   Tensor xn_, attn_out_, h_, hn_, mlp_out_;  // saved activations
   Tensor dh_, dnorm_;                        // gradient scratch
 };

@@ -19,6 +19,24 @@ ModelDims model_dims(const config::ModelConfig& cfg, int64_t batch, int64_t seq)
   d.rope_style = cfg.rope_style() == config::ModelConfig::INTERLEAVED ? ops::RopeStyle::interleaved
                                                                       : ops::RopeStyle::rotate_half;
   d.tied_head = cfg.tie_word_embeddings();
+  const config::MoeConfig& m = cfg.moe();
+  d.moe.experts = m.n_routed_experts();
+  d.moe.k = m.num_experts_per_tok();
+  d.moe.intermediate = m.moe_intermediate_size();
+  d.moe.shared = m.n_shared_experts();
+  d.moe.first_dense = m.first_k_dense_replace();
+  d.moe.n_group = m.n_group();
+  d.moe.topk_group = m.topk_group();
+  d.moe.scaling = m.routed_scaling_factor();
+  d.moe.capacity_factor = m.capacity_factor();
+  d.moe.scoring = m.scoring_func() == config::MoeConfig::SOFTMAX ? ops::Scoring::softmax
+                                                                 : ops::Scoring::sigmoid;
+  d.moe.norm_topk_prob = m.norm_topk_prob();
+  d.moe.seq_aux_alpha = m.seq_aux_loss_alpha();
+  d.moe.aux_coeff = m.aux_loss_coeff();
+  d.moe.z_coeff = m.z_loss_coeff();
+  d.moe.bias_update_speed = m.bias_update_speed();
+  d.moe.bias_freeze_step = m.bias_freeze_step();
   return d;
 }
 

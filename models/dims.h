@@ -8,6 +8,18 @@
 
 namespace moetron {
 
+// The MoE FFN's sizes and routing settings (docs/moe.md); experts == 0 means a dense model.
+struct MoeDims {
+  int64_t experts = 0, k = 1, intermediate = 0, shared = 0, first_dense = 0;
+  int64_t n_group = 1, topk_group = 1;
+  float scaling = 1.0f, capacity_factor = 0.0f;
+  ops::Scoring scoring = ops::Scoring::sigmoid;
+  bool norm_topk_prob = true;
+  float seq_aux_alpha = 0.0f, aux_coeff = 0.0f, z_coeff = 0.0f;
+  float bias_update_speed = 0.0f;
+  int64_t bias_freeze_step = 0;
+};
+
 struct ModelDims {
   int64_t batch = 1, seq = 1;  // micro-batch shape; rows = batch * seq
   int64_t hidden = 0, heads = 0, kv_heads = 0, head_dim = 0, intermediate = 0, vocab = 0;
@@ -15,10 +27,13 @@ struct ModelDims {
   float eps = 1e-6f, rope_theta = 10000.0f;
   ops::RopeStyle rope_style = ops::RopeStyle::rotate_half;
   bool tied_head = false;
+  MoeDims moe;
 
   int64_t rows() const { return batch * seq; }
   // Tokens one sample draws: T inputs, their next tokens, and D more for the MTP modules.
   int64_t window() const { return seq + 1 + mtp_depth; }
+  // Whether layer `index` (Hugging Face numbering; MTP blocks follow the main ones) is MoE.
+  bool is_moe_layer(int64_t index) const { return moe.experts > 0 && index >= moe.first_dense; }
 };
 
 ModelDims model_dims(const config::ModelConfig& cfg, int64_t batch, int64_t seq);

@@ -1,5 +1,6 @@
 #include "models/model.h"
 
+#include <algorithm>
 #include <string>
 
 #include "core/ops.h"
@@ -22,8 +23,9 @@ Model::Model(const config::ModelConfig& cfg, int64_t batch, int64_t seq)
       blocks_([&] {
         std::vector<std::unique_ptr<Block>> blocks;
         for (int64_t l = 0; l < dims_.layers; ++l)
-          blocks.push_back(std::make_unique<Block>(
-              params_, "model.layers." + std::to_string(l) + ".", dims_, rope_));
+          blocks.push_back(std::make_unique<Block>(params_,
+                                                   "model.layers." + std::to_string(l) + ".", dims_,
+                                                   rope_, dims_.is_moe_layer(l)));
         return blocks;
       }()),
       final_norm_(params_, "model.norm.weight", dims_.hidden, dims_.eps, dims_.rows()),
@@ -36,6 +38,11 @@ Model::Model(const config::ModelConfig& cfg, int64_t batch, int64_t seq)
       }()),
       head_(head_weight_, dims_.rows(), dims_.vocab) {
   params_.allocate();
+  for (const auto& b : blocks_)
+    if (b->moe()) moe_layers_.push_back(b->moe());
+  for (const auto& m : mtp_)
+    if (m->moe()) moe_layers_.push_back(m->moe());
+  begin_step();
   const int64_t rows = dims_.rows();
   const Shape act{rows, dims_.hidden};
   ids_.assign(dims_.mtp_depth + 1, std::vector<int32_t>(rows));
@@ -69,6 +76,7 @@ Losses Model::run(std::span<const int32_t> windows, float mtp_weight, bool backw
   const int64_t depth = dims_.mtp_depth;
   const float mtp_scale = depth > 0 ? mtp_weight / static_cast<float>(depth) : 0.0f;
   Losses losses;
+  for (MoE* moe : moe_layers_) moe->set_aux_grad_scale(backward ? grad_scale : 0.0f);
 
   embed_.forward(ids_[0], x_[0]);
   for (size_t l = 0; l < blocks_.size(); ++l) blocks_[l]->forward(x_[l], x_[l + 1]);
@@ -83,6 +91,20 @@ Losses Model::run(std::span<const int32_t> windows, float mtp_weight, bool backw
     losses.mtp.push_back(ce);
     losses.total += mtp_scale * ce;
   }
+  for (size_t i = 0; i < moe_layers_.size(); ++i) {
+    const MoeStats& st = moe_layers_[i]->stats();
+    losses.aux += st.losses.total();
+    if (!backward) continue;
+    MoeStepStats& acc = moe_step_[i];
+    for (size_t e = 0; e < st.counts.size(); ++e) acc.counts[e] += st.counts[e];
+    acc.dropped += st.dropped;
+    acc.entropy += st.losses.entropy;
+    acc.seq_aux += st.losses.seq_aux;
+    acc.aux += st.losses.aux;
+    acc.z += st.losses.z;
+    ++acc.micro_batches;
+  }
+  losses.total += losses.aux;
   if (!backward) return losses;
 
   for (int64_t k = depth - 1; k >= 0; --k) {
@@ -109,6 +131,28 @@ Losses Model::forward_backward(std::span<const int32_t> windows, float mtp_weigh
 
 Losses Model::evaluate(std::span<const int32_t> windows, float mtp_weight) {
   return run(windows, mtp_weight, false, 0.0f);
+}
+
+double MoeStepStats::max_violation() const {
+  double sum = 0, mx = 0;
+  for (int64_t c : counts) sum += static_cast<double>(c), mx = std::max(mx, static_cast<double>(c));
+  const double mean = counts.empty() ? 0.0 : sum / static_cast<double>(counts.size());
+  return mean > 0 ? (mx - mean) / mean : 0.0;
+}
+
+void Model::begin_step() {
+  moe_step_.assign(moe_layers_.size(), {});
+  for (size_t i = 0; i < moe_layers_.size(); ++i) {
+    moe_step_[i].name = moe_layers_[i]->name();
+    moe_step_[i].counts.assign(static_cast<size_t>(dims_.moe.experts), 0);
+  }
+}
+
+void Model::update_router_biases(int64_t step) {
+  const MoeDims& m = dims_.moe;
+  if (m.bias_update_speed <= 0 || (m.bias_freeze_step > 0 && step >= m.bias_freeze_step)) return;
+  for (size_t i = 0; i < moe_layers_.size(); ++i)
+    moe_layers_[i]->update_bias(moe_step_[i].counts, m.bias_update_speed);
 }
 
 double Model::train_flops_per_token() const {

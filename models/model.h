@@ -4,6 +4,7 @@
 
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "configs/moetron.pb.h"
@@ -16,9 +17,21 @@
 namespace moetron {
 
 struct Losses {
-  double total = 0.0;       // main + lambda / D * sum(mtp)
+  double total = 0.0;       // main + lambda / D * sum(mtp) + aux
   double main = 0.0;        // mean CE of the main head
   std::vector<double> mtp;  // mean CE of each MTP module, unweighted
+  double aux = 0.0;         // MoE balance losses of every MoE layer, weighted
+};
+
+// One MoE layer over one optimizer step (all its micro-batches).
+struct MoeStepStats {
+  std::string name;             // e.g. "model.layers.3.mlp.gate"
+  std::vector<int64_t> counts;  // assignments per expert, summed over micro-batches
+  int64_t dropped = 0;
+  double entropy = 0, seq_aux = 0, aux = 0, z = 0;  // sums over micro-batches
+  int64_t micro_batches = 0;
+  // (max load - mean load) / mean load.
+  double max_violation() const;
 };
 
 class Model {
@@ -36,8 +49,15 @@ class Model {
   Losses forward_backward(std::span<const int32_t> windows, float mtp_weight, float grad_scale);
   Losses evaluate(std::span<const int32_t> windows, float mtp_weight);
 
-  // Matmul FLOPs of one forward + backward per token (3x forward), for MFU.
+  // Matmul FLOPs of one forward + backward per token (3x forward), for MFU; MoE layers count
+  // only the experts a token is routed to.
   double train_flops_per_token() const;
+
+  // MoE bookkeeping per optimizer step: begin_step() clears the statistics that each
+  // forward_backward adds to; update_router_biases() applies the aux-loss-free rule with them.
+  void begin_step();
+  const std::vector<MoeStepStats>& moe_step_stats() const { return moe_step_; }
+  void update_router_biases(int64_t step);
 
  private:
   Losses run(std::span<const int32_t> windows, float mtp_weight, bool backward, float grad_scale);
@@ -52,6 +72,8 @@ class Model {
   ParamRef head_weight_;
   std::vector<std::unique_ptr<MtpModule>> mtp_;
   OutputHead head_;
+  std::vector<MoE*> moe_layers_;  // every MoE FFN: main blocks, then MTP blocks
+  std::vector<MoeStepStats> moe_step_;
 
   // ids_[k] / targets_[k]: inputs and targets of depth k (0 = main), [rows] each.
   std::vector<std::vector<int32_t>> ids_, targets_;

@@ -16,7 +16,8 @@ MtpModule::MtpModule(ParamTable& params, int64_t layer_index, const ModelDims& d
              d.eps, d.rows()),
       eh_proj_(params.add("model.layers." + std::to_string(layer_index) + ".eh_proj.weight",
                           {d.hidden, 2 * d.hidden}, ParamKind::matrix)),
-      block_(params, "model.layers." + std::to_string(layer_index) + ".", d, rope),
+      block_(params, "model.layers." + std::to_string(layer_index) + ".", d, rope,
+             d.is_moe_layer(layer_index)),
       head_norm_(params, "model.layers." + std::to_string(layer_index) + ".shared_head.norm.weight",
                  d.hidden, d.eps, d.rows()) {
   for (Tensor* t : {&emb_n_, &h_prev_n_, &x_, &h_, &head_in_, &dh_, &dx_, &d_emb_n_, &d_h_prev_n_})

@@ -16,6 +16,7 @@ class MtpModule {
   void forward(const Tensor& emb, const Tensor& h_prev);
   const Tensor& output() const { return h_; }            // h_k, input of module k + 1
   const Tensor& head_input() const { return head_in_; }  // shared_head.norm(h_k)
+  MoE* moe() const { return block_.moe(); }
   // d_head_input: gradient at the head input; d_output: gradient reaching h_k from module
   // k + 1 (undefined for the last module). Writes d_emb; adds into d_h_prev.
   void backward(const Tensor& d_head_input, const Tensor& d_output, const Tensor& emb,

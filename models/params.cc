@@ -69,8 +69,8 @@ void ParamTable::init(uint64_t seed, float std) {
   for (int id = 0; id < static_cast<int>(infos_.size()); ++id) {
     const ParamInfo& p = infos_[id];
     Tensor v = value(id);
-    if (p.kind == ParamKind::norm) {
-      ops::fill(v, 1.0f);
+    if (p.kind == ParamKind::norm || p.kind == ParamKind::buffer) {
+      ops::fill(v, p.kind == ParamKind::norm ? 1.0f : 0.0f);
       continue;
     }
     uint64_t h = 1469598103934665603ull;  // FNV-1a of the name

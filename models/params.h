@@ -19,7 +19,9 @@ struct ShardSpec {
   int dim = -1;
 };
 
-enum class ParamKind : uint8_t { matrix, norm, embedding };
+// buffer: state saved with the model but not trained (no gradient, no optimizer), e.g. the
+// router's balancing bias.
+enum class ParamKind : uint8_t { matrix, norm, embedding, buffer };
 
 struct ParamInfo {
   std::string name;
@@ -70,8 +72,8 @@ class ParamTable {
   const Tensor& flat_values() const { return params_; }
   const Tensor& flat_grads() const { return grads_; }
 
-  // Normal(0, std) for matrices and embeddings, ones for norms; each parameter from its own
-  // generator seeded by (seed, name), so the init does not depend on layout or order.
+  // Normal(0, std) for matrices and embeddings, ones for norms, zeros for buffers; each from its
+  // own generator seeded by (seed, name), so the init does not depend on layout or order.
   void init(uint64_t seed, float std);
 
  private:

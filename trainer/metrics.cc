@@ -36,6 +36,13 @@ JsonLine& JsonLine::add(const std::string& key, const std::string& value) {
   return *this;
 }
 
+JsonLine& JsonLine::add(const std::string& key, std::span<const int64_t> values) {
+  std::string s = "[";
+  for (size_t i = 0; i < values.size(); ++i) s += (i ? ", " : "") + std::to_string(values[i]);
+  fields_.emplace_back(key, s + "]");
+  return *this;
+}
+
 std::string JsonLine::str() const {
   std::string s = "{";
   for (size_t i = 0; i < fields_.size(); ++i)

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <fstream>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -15,6 +16,7 @@ class JsonLine {
   JsonLine& add(const std::string& key, double value);
   JsonLine& add(const std::string& key, int64_t value);
   JsonLine& add(const std::string& key, const std::string& value);
+  JsonLine& add(const std::string& key, std::span<const int64_t> values);
   std::string str() const;
 
  private:

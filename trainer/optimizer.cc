@@ -24,6 +24,7 @@ void AdamW::step(double lr, double grad_norm) {
   }
   ++step_;
   for (const ParamInfo& p : params_.infos()) {
+    if (p.kind == ParamKind::buffer) continue;  // state, not trained
     const bool decays = p.kind == ParamKind::matrix || cfg_.decay_norms_and_embeddings();
     const ops::AdamWStep s{static_cast<float>(lr),
                            cfg_.beta1(),

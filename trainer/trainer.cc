@@ -1,5 +1,6 @@
 #include "trainer/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -155,6 +156,7 @@ TrainResult train(const config::RunConfig& cfg, std::ostream& console,
       break;
     }
     ops::fill(model.params().flat_grads(), 0.0f);
+    model.begin_step();
     const float lambda = mtp_loss_weight(sc, step);
     Losses acc;
     acc.mtp.assign(static_cast<size_t>(dims.mtp_depth), 0.0);
@@ -163,6 +165,7 @@ TrainResult train(const config::RunConfig& cfg, std::ostream& console,
       const Losses l = model.forward_backward(tokens, lambda, grad_scale);
       acc.total += l.total * grad_scale;
       acc.main += l.main * grad_scale;
+      acc.aux += l.aux * grad_scale;
       for (size_t k = 0; k < l.mtp.size(); ++k) acc.mtp[k] += l.mtp[k] * grad_scale;
     }
     const double gnorm = optimizer.grad_norm();
@@ -178,6 +181,7 @@ TrainResult train(const config::RunConfig& cfg, std::ostream& console,
     }
     const double lr = learning_rate(sc, cfg.optimizer().lr(), step);
     optimizer.step(lr, gnorm);
+    model.update_router_biases(step);
     result.losses.push_back(acc.total);
     result.main_losses.push_back(acc.main);
     result.steps = step + 1;
@@ -189,6 +193,20 @@ TrainResult train(const config::RunConfig& cfg, std::ostream& console,
     for (size_t k = 0; k < acc.mtp.size(); ++k)
       line.add("mtp_loss_" + std::to_string(k + 1), acc.mtp[k]);
     line.add("lr", lr).add("grad_norm", gnorm).add("mtp_weight", static_cast<double>(lambda));
+    double worst_maxvio = 0;
+    if (!model.moe_step_stats().empty()) {
+      line.add("aux_loss", acc.aux);
+      for (const MoeStepStats& m : model.moe_step_stats()) {
+        const double n = static_cast<double>(std::max<int64_t>(1, m.micro_batches));
+        const std::string p = "moe." + m.name + ".";
+        line.add(p + "counts", m.counts).add(p + "max_violation", m.max_violation());
+        line.add(p + "dropped", m.dropped).add(p + "entropy", m.entropy / n);
+        line.add(p + "seq_aux_loss", m.seq_aux / n).add(p + "aux_loss", m.aux / n);
+        line.add(p + "z_loss", m.z / n);
+        worst_maxvio = std::max(worst_maxvio, m.max_violation());
+      }
+      line.add("max_violation", worst_maxvio);
+    }
 
     const bool last = step + 1 == total_steps;
     if (step == 0 || (step + 1) % lc.log_interval() == 0 || last) {
@@ -201,6 +219,8 @@ TrainResult train(const config::RunConfig& cfg, std::ostream& console,
       os << "step " << std::setw(5) << step + 1 << "/" << total_steps << std::fixed
          << std::setprecision(4) << " | loss " << acc.main;
       if (dims.mtp_depth > 0) os << " | mtp " << mean(acc.mtp);
+      if (!model.moe_step_stats().empty())
+        os << " | MaxVio " << std::setprecision(2) << worst_maxvio;
       os << std::scientific << std::setprecision(2) << " | lr " << lr << std::fixed
          << std::setprecision(3) << " | gnorm " << gnorm << std::setprecision(0) << " | " << tok_s
          << " tok/s" << std::setprecision(1) << " | MFU " << 100.0 * mfu << "%"

@@ -537,7 +537,7 @@ TEST(Load, ShippedConfigsValidate) {
   const auto tiny = load_config(std::string(MOETRON_SOURCE_DIR) + "/configs/tiny.pbtxt", {});
   EXPECT_EQ(tiny.model().vocab_size(), 256);
   EXPECT_EQ(kv_heads(tiny.model()), 2);
-  EXPECT_EQ(tiny.schedule().total_steps(), 600);
+  EXPECT_EQ(tiny.schedule().total_steps(), 1500);
   EXPECT_EQ(tiny.logging().run_dir(), "runs/tiny");
   const auto bench = load_config(std::string(MOETRON_SOURCE_DIR) + "/configs/bench-cpu.pbtxt", {});
   EXPECT_EQ(bench.model().vocab_size(), 4096);

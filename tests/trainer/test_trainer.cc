@@ -161,7 +161,8 @@ TEST(Train, SigtermStopsARealRunCleanly) {
   }
   // Wait until it has trained a few steps, then stop it the way a scheduler would.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (lines_of(run / "out/metrics.jsonl").size() < 3 && std::chrono::steady_clock::now() < deadline)
+  while (lines_of(run / "out/metrics.jsonl").size() < 3 &&
+         std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   ASSERT_EQ(kill(pid, SIGTERM), 0);
   int status = 0;

@@ -1,0 +1,273 @@
+// The MoE FFN against the PyTorch goldens (routing, gates, capacity, balance losses, output,
+// gradients, bias update), including the edge cases, plus finite differences and the
+// whole MoE model over three AdamW steps with aux-loss-free bias updates.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "models/model.h"
+#include "models/moe.h"
+#include "tests/models/layer_check.h"
+#include "trainer/optimizer.h"
+
+namespace moetron {
+namespace {
+
+using test::all_close;
+using test::Golden;
+using test::golden_path;
+
+MoeDims moe_dims(const Golden& g) {
+  MoeDims m;
+  m.experts = static_cast<int64_t>(g.attr_num("n_routed_experts"));
+  m.k = static_cast<int64_t>(g.attr_num("num_experts_per_tok"));
+  m.intermediate = static_cast<int64_t>(g.attr_num("moe_intermediate_size"));
+  m.shared = static_cast<int64_t>(g.attr_num("n_shared_experts"));
+  m.n_group = static_cast<int64_t>(g.attr_num("n_group"));
+  m.topk_group = static_cast<int64_t>(g.attr_num("topk_group"));
+  m.scaling = static_cast<float>(g.attr_num("routed_scaling_factor"));
+  m.capacity_factor = static_cast<float>(g.attr_num("capacity_factor"));
+  m.scoring =
+      g.attr_str("scoring_func") == "softmax" ? ops::Scoring::softmax : ops::Scoring::sigmoid;
+  m.norm_topk_prob = g.attr_num("norm_topk_prob") != 0;
+  m.seq_aux_alpha = static_cast<float>(g.attr_num("seq_aux_loss_alpha"));
+  m.aux_coeff = static_cast<float>(g.attr_num("aux_loss_coeff"));
+  m.z_coeff = static_cast<float>(g.attr_num("z_loss_coeff"));
+  m.bias_update_speed = static_cast<float>(g.attr_num("bias_update_speed"));
+  return m;
+}
+
+std::vector<float> as_floats(std::span<const int32_t> v) {
+  return {v.begin(), v.end()};
+}
+
+class MoeGolden : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(MoeGolden, MatchesReference) {
+  const Golden g(golden_path(GetParam()));
+  ModelDims d;
+  d.batch = static_cast<int64_t>(g.attr_num("batch"));
+  d.seq = static_cast<int64_t>(g.attr_num("seq_len"));
+  d.hidden = static_cast<int64_t>(g.attr_num("hidden_size"));
+  d.moe = moe_dims(g);
+  ParamTable params;
+  MoE moe(params, "", d);
+  params.allocate();
+  test::load_params(params, g, "/params");
+  Tensor x = test::tensor_from(g, "/inputs/x", {d.rows(), d.hidden});
+  const Tensor dy = test::tensor_from(g, "/inputs/dy", {d.rows(), d.hidden});
+  Tensor y = Tensor::empty({d.rows(), d.hidden}), dx = Tensor::empty({d.rows(), d.hidden});
+  moe.forward(x, y);
+
+  // Routing: chosen experts in order, gates, kept slots, counts, dropped.
+  EXPECT_EQ(as_floats(moe.topk_idx().span<int32_t>()), as_floats(g.ints("/outputs/topk_idx")));
+  EXPECT_TRUE(all_close(moe.gates().span<float>(), g.floats("/outputs/gates"), 1e-5f, 1e-6f));
+  std::vector<float> kept;
+  for (int32_t row : moe.plan().slot_row) kept.push_back(row >= 0 ? 1.0f : 0.0f);
+  EXPECT_EQ(kept, as_floats(g.ints("/outputs/kept")));
+  std::vector<float> counts(moe.stats().counts.begin(), moe.stats().counts.end());
+  EXPECT_EQ(counts, as_floats(g.ints("/outputs/counts")));
+  EXPECT_EQ(moe.stats().dropped, g.ints("/outputs/dropped")[0]);
+  // Balance losses and entropy.
+  const ops::BalanceLosses& l = moe.stats().losses;
+  EXPECT_NEAR(l.seq_aux, g.floats("/outputs/seq_aux_loss")[0], 1e-6 + 1e-5 * std::abs(l.seq_aux));
+  EXPECT_NEAR(l.aux, g.floats("/outputs/aux_loss")[0], 1e-6 + 1e-5 * std::abs(l.aux));
+  EXPECT_NEAR(l.z, g.floats("/outputs/z_loss")[0], 1e-7 + 1e-5 * std::abs(l.z));
+  EXPECT_NEAR(l.entropy, g.floats("/outputs/entropy")[0], 1e-5);
+  // Output and gradients (of sum(y * dy) + the balance losses).
+  EXPECT_TRUE(all_close(y.span<float>(), g.floats("/outputs/y"), 1e-4f, 1e-5f)) << "forward";
+  moe.backward(dy, x, dx);
+  EXPECT_TRUE(all_close(dx.span<float>(), g.floats("/grads/x"), 1e-4f, 1e-5f)) << "input grad";
+  test::expect_param_grads(params, g, "/grads/params", 1e-4f, 1e-5f);
+  // The aux-loss-free bias update from this batch's counts.
+  moe.update_bias(moe.stats().counts, d.moe.bias_update_speed);
+  EXPECT_TRUE(
+      all_close(moe.bias().value().span<float>(), g.floats("/outputs/bias_after"), 0, 1e-7f));
+}
+
+INSTANTIATE_TEST_SUITE_P(Moe, MoeGolden,
+                         ::testing::Values("moe_sigmoid_grouped.h5", "moe_softmax.h5",
+                                           "moe_unused_expert.h5", "moe_one_expert.h5",
+                                           "moe_k_equals_e.h5", "moe_ties.h5", "moe_capacity.h5"));
+
+TEST(Moe, FiniteDifferencesOfExpertsRouterAndInput) {
+  const Golden g(golden_path("moe_sigmoid_grouped.h5"));
+  ModelDims d;
+  d.batch = 2;
+  d.seq = 12;
+  d.hidden = 16;
+  d.moe = moe_dims(g);
+  ParamTable params;
+  MoE moe(params, "", d);
+  params.allocate();
+  test::load_params(params, g, "/params");
+  Tensor x = test::tensor_from(g, "/inputs/x", {24, 16});
+  const Tensor dy = test::tensor_from(g, "/inputs/dy", {24, 16});
+  Tensor y = Tensor::empty({24, 16}), dx = Tensor::empty({24, 16});
+  // The objective sum(y * dy) alone: no balance losses in the gradient for this check.
+  moe.set_aux_grad_scale(0.0f);
+  moe.forward(x, y);
+  moe.backward(dy, x, dx);
+  auto fwd = [&] {
+    moe.forward(x, y);
+    return y;
+  };
+  // Small steps: routing is piecewise constant, and these steps change no selection.
+  test::expect_finite_differences("x", x, dx, fwd, dy, 16, 2e-2, 2e-3);
+  for (const char* name : {"gate.weight", "experts.3.up_proj.weight", "experts.5.down_proj.weight",
+                           "shared_experts.gate_proj.weight"}) {
+    const int id = params.find(name);
+    test::expect_finite_differences(name, params.value(id), params.grad(id), fwd, dy, 16, 2e-2,
+                                    2e-3);
+  }
+}
+
+TEST(Moe, BiasUpdateMovesAnImbalancedRouterTowardsBalance) {
+  // A router that sends most tokens to one expert; the aux-loss-free rule alone, applied
+  // step after step on the same batch, must spread the load.
+  ModelDims d;
+  d.batch = 4;
+  d.seq = 32;
+  d.hidden = 16;
+  d.moe.experts = 8;
+  d.moe.k = 2;
+  d.moe.intermediate = 8;
+  ParamTable params;
+  MoE moe(params, "", d);
+  params.allocate();
+  params.init(5, 0.3f);
+  Tensor gate = params.value(params.find("gate.weight"));
+  Tensor x = Tensor::empty({d.rows(), 16}), y = Tensor::empty({d.rows(), 16});
+  std::mt19937 gen(3);
+  std::normal_distribution<float> normal(0.5f, 1.0f);  // a shared direction all tokens lean to
+  for (float& v : x.span<float>()) v = normal(gen);
+  for (int64_t c = 0; c < 16; ++c) gate.span<float>()[2 * 16 + c] += 0.4f;  // expert 2 favoured
+  auto max_violation = [&] {
+    moe.forward(x, y);
+    const auto& c = moe.stats().counts;
+    double mean = 0, mx = 0;
+    for (int64_t v : c) mean += v / 8.0, mx = std::max(mx, double(v));
+    return (mx - mean) / mean;
+  };
+  const double before = max_violation();
+  for (int step = 0; step < 300; ++step) {
+    max_violation();
+    moe.update_bias(moe.stats().counts, 0.01f);
+  }
+  const double after = max_violation();
+  EXPECT_GT(before, 1.5);
+  EXPECT_LT(after, 0.5) << "before " << before;
+}
+
+config::ModelConfig moe_model_config(const Golden& g) {
+  config::ModelConfig m;
+  m.set_vocab_size(static_cast<int>(g.attr_num("vocab_size")));
+  m.set_hidden_size(static_cast<int>(g.attr_num("hidden_size")));
+  m.set_num_hidden_layers(static_cast<int>(g.attr_num("num_hidden_layers")));
+  m.set_num_attention_heads(static_cast<int>(g.attr_num("num_attention_heads")));
+  m.set_num_key_value_heads(static_cast<int>(g.attr_num("num_key_value_heads")));
+  m.set_intermediate_size(static_cast<int>(g.attr_num("intermediate_size")));
+  m.set_rope_theta(static_cast<float>(g.attr_num("rope_theta")));
+  m.set_rope_style(g.attr_str("rope_style") == "interleaved" ? config::ModelConfig::INTERLEAVED
+                                                             : config::ModelConfig::ROTATE_HALF);
+  m.set_rms_norm_eps(static_cast<float>(g.attr_num("rms_norm_eps")));
+  m.set_tie_word_embeddings(g.attr_num("tie_word_embeddings") != 0);
+  m.set_num_nextn_predict_layers(static_cast<int>(g.attr_num("num_nextn_predict_layers")));
+  config::MoeConfig* e = m.mutable_moe();
+  const MoeDims md = moe_dims(g);
+  e->set_n_routed_experts(static_cast<int>(md.experts));
+  e->set_num_experts_per_tok(static_cast<int>(md.k));
+  e->set_moe_intermediate_size(static_cast<int>(md.intermediate));
+  e->set_n_shared_experts(static_cast<int>(md.shared));
+  e->set_first_k_dense_replace(static_cast<int>(g.attr_num("first_k_dense_replace")));
+  e->set_routed_scaling_factor(md.scaling);
+  e->set_scoring_func(md.scoring == ops::Scoring::softmax ? config::MoeConfig::SOFTMAX
+                                                          : config::MoeConfig::SIGMOID);
+  e->set_norm_topk_prob(md.norm_topk_prob);
+  e->set_n_group(static_cast<int>(md.n_group));
+  e->set_topk_group(static_cast<int>(md.topk_group));
+  e->set_bias_update_speed(md.bias_update_speed);
+  e->set_seq_aux_loss_alpha(md.seq_aux_alpha);
+  e->set_aux_loss_coeff(md.aux_coeff);
+  e->set_z_loss_coeff(md.z_coeff);
+  e->set_capacity_factor(md.capacity_factor);
+  return m;
+}
+
+// Weights after AdamW steps: within 1e-3 relative, except that an element whose gradients
+// were below AdamW's eps in some step (an expert that received few tokens) has its update
+// m / (sqrt(v) + eps) set by the rounding of tiny numbers; those (at most 2% of a tensor) may
+// differ by up to a few learning rates.
+void expect_adam_close(std::span<const float> got, const std::vector<float>& want, double lr,
+                       const std::string& name) {
+  ASSERT_EQ(got.size(), want.size()) << name;
+  size_t loose = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double diff = std::abs(double{got[i]} - want[i]);
+    if (diff <= 1e-4 + 1e-3 * std::abs(want[i])) continue;
+    ++loose;
+    EXPECT_LE(diff, 3 * lr) << name << "[" << i << "]: " << got[i] << " vs " << want[i];
+  }
+  EXPECT_LE(loose, got.size() / 50 + 1) << name;
+}
+
+TEST(MoeModel, ThreeAdamWStepsWithBiasUpdatesMatchReference) {
+  const Golden g(golden_path("model_moe.h5"));
+  const auto batch = static_cast<int64_t>(g.attr_num("batch"));
+  const auto seq = static_cast<int64_t>(g.attr_num("seq_len"));
+  const auto lambda = static_cast<float>(g.attr_num("mtp_loss_weight"));
+  Model model(moe_model_config(g), batch, seq);
+  test::load_params(model.params(), g, "/params");
+  config::OptimizerConfig oc;
+  oc.set_lr(static_cast<float>(g.attr_num("lr")));
+  oc.set_beta1(static_cast<float>(g.attr_num("beta1")));
+  oc.set_beta2(static_cast<float>(g.attr_num("beta2")));
+  oc.set_eps(static_cast<float>(g.attr_num("eps")));
+  oc.set_weight_decay(static_cast<float>(g.attr_num("weight_decay")));
+  oc.set_grad_clip(static_cast<float>(g.attr_num("grad_clip")));
+  AdamW opt(model.params(), oc);
+
+  const std::vector<int32_t> tokens = g.ints("/tokens");
+  const size_t per_step = static_cast<size_t>(batch * model.dims().window());
+  const std::vector<float> total = g.floats("/losses/total"), aux = g.floats("/losses/aux"),
+                           norms = g.floats("/grad_norm");
+  for (int step = 0; step < 3; ++step) {
+    ops::fill(model.params().flat_grads(), 0.0f);
+    model.begin_step();
+    const Losses l = model.forward_backward(
+        std::span<const int32_t>(tokens).subspan(step * per_step, per_step), lambda, 1.0f);
+    EXPECT_NEAR(l.total, total[step], 2e-5 * total[step]) << "step " << step;
+    EXPECT_NEAR(l.aux, aux[step], 1e-6 + 1e-4 * aux[step]) << "step " << step;
+    for (const MoeStepStats& m : model.moe_step_stats()) {
+      const std::string layer = m.name.substr(0, m.name.find(".mlp"));
+      const std::vector<int32_t> want = g.ints("/counts/" + layer);
+      std::vector<int32_t> got(m.counts.begin(), m.counts.end());
+      EXPECT_EQ(got, std::vector<int32_t>(want.begin() + step * got.size(),
+                                          want.begin() + (step + 1) * got.size()))
+          << layer << " step " << step;
+    }
+    if (step == 0) test::expect_param_grads(model.params(), g, "/grads0", 1e-3f, 1e-5f);
+    const double norm = opt.grad_norm();
+    EXPECT_NEAR(norm, norms[step], 1e-4 * norms[step]) << "step " << step;
+    opt.step(g.attr_num("lr"), norm);
+    model.update_router_biases(step);
+  }
+  for (const ParamInfo& p : model.params().infos()) {
+    const Tensor v = model.params().value(model.params().find(p.name));
+    if (p.kind == ParamKind::buffer) {
+      const std::vector<float> hist =
+          g.floats("/bias/" + p.name);  // [4, E]: before each step, after
+      EXPECT_TRUE(all_close(v.span<float>(),
+                            std::span<const float>(hist).subspan(3 * v.numel(), v.numel()), 0,
+                            1e-6f))
+          << "bias " << p.name;
+      continue;
+    }
+    expect_adam_close(v.span<float>(), g.floats("/params_final/" + p.name), g.attr_num("lr"),
+                      p.name);
+  }
+}
+
+}  // namespace
+}  // namespace moetron

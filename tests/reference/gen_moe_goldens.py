@@ -1,0 +1,429 @@
+#!/usr/bin/python3
+"""Writes the MoE HDF5 goldens (tests/reference/goldens/moe_*.h5, model_moe.h5) from the
+PyTorch reference in moe.py (docs/moe.md).
+
+    /usr/bin/python3 tests/reference/gen_moe_goldens.py [--out DIR] [--check]
+
+Same conventions as gen_goldens.py (its Writer is reused): a fixed seed per file, float32
+data, int32 integers, no timestamps, byte-reproducible. See the MoE section of README.md.
+--check runs self-checks first: pairwise-rank top-k vs a stable sort, the backward formulas of
+docs/moe.md vs autograd, fp32 vs fp64 gradients (layer cases and a whole MoE model), the
+permutation (fast) path vs the per-expert loop, the bias rule, the ties case, capacity by brute
+force, and the dense reduction (n_routed_experts = 0 is model.py exactly).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+
+import h5py
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gen_goldens as gg  # noqa: E402
+import model as ref  # noqa: E402
+import moe  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+GENERATOR = "tests/reference/gen_moe_goldens.py"
+
+
+class Writer(gg.Writer):
+    """gen_goldens.Writer with this script's name in the `generator` attribute."""
+
+    def __init__(self, path: str, attrs: dict):
+        fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+        fapl.set_libver_bounds(h5py.h5f.LIBVER_V110, h5py.h5f.LIBVER_V110)
+        fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
+        fcpl.set_obj_track_times(False)
+        self.path = path
+        self.f = h5py.File(h5py.h5f.create(path.encode(), h5py.h5f.ACC_TRUNC, fapl=fapl, fcpl=fcpl))
+        attrs = dict(attrs)
+        attrs["torch_version"] = torch.__version__
+        attrs["generator"] = GENERATOR
+        for k, v in attrs.items():
+            self.f.attrs[k] = gg._attr(v)
+
+
+def moe_attrs(cfg: moe.MoeConfig) -> dict:
+    a = {f: getattr(cfg, f) for f in moe.MoeConfig.__dataclass_fields__}
+    a["norm_topk_prob"] = int(bool(cfg.norm_topk_prob))
+    return a
+
+
+# --------------------------------------------------------------------------------------------
+# Layer goldens
+# --------------------------------------------------------------------------------------------
+
+
+def layer_params(cfg: moe.MoeConfig, d: int, g: torch.Generator, std=0.3, gate_std=0.5) -> dict:
+    """Random weights in moe_param_shapes order; the bias is zeros (callers set it)."""
+    params = {}
+    for n, s in moe.moe_param_shapes(cfg, d).items():
+        if moe.is_bias(n):
+            params[n] = torch.zeros(s)
+        else:
+            params[n] = gg.randn(g, *s, std=gate_std if n == "gate.weight" else std)
+    return params
+
+
+def layer_run(cfg, x, params, dy, seq_len, fast=False):
+    """Forward + backward of sum(y * dy) + seq_aux + aux + z; returns (out, grad_x, grads)."""
+    x = x.clone().requires_grad_(True)
+    p = {k: v.clone().requires_grad_(not moe.is_bias(k)) for k, v in params.items()}
+    out = moe.moe_ffn(x, p, "", cfg, seq_len=seq_len, fast=fast)
+    obj = (out["y"] * dy).sum() + out["seq_aux"] + out["aux"] + out["z"]
+    obj.backward()
+    grads = {k: (v.grad if v.grad is not None else torch.zeros_like(v))
+             for k, v in p.items() if not moe.is_bias(k)}
+    gx = x.grad if x.grad is not None else torch.zeros_like(x)
+    return out, gx, grads
+
+
+def gen_layer(out_dir, fname, seed, cfg: moe.MoeConfig, B=2, T=12, d=16, bias_fn=None,
+              zero_gate=False, check=None):
+    cfg.validate()
+    g = torch.Generator().manual_seed(seed)
+    N = B * T
+    x = gg.randn(g, N, d)
+    params = layer_params(cfg, d, g)
+    if zero_gate:
+        params["gate.weight"] = torch.zeros_like(params["gate.weight"])
+    if bias_fn is not None:
+        params[moe.BIAS_SUFFIX] = bias_fn(g, cfg.n_routed_experts).float()
+    dy = gg.randn(g, N, d)
+    o, gx, grads = layer_run(cfg, x, params, dy, T)
+    bias_after = moe.update_bias(params[moe.BIAS_SUFFIX], o["counts"], cfg.bias_update_speed)
+    if check is not None:
+        check(cfg, x, params, o)
+
+    attrs = dict(batch=B, seq_len=T, rows=N, hidden_size=d, seed=seed)
+    attrs.update(moe_attrs(cfg))
+    w = Writer(os.path.join(out_dir, fname), attrs)
+    for k, v in params.items():
+        w.put(f"params/{k}", v)
+    w.put("inputs/x", x)
+    w.put("inputs/dy", dy)
+    w.put("outputs/y", o["y"])
+    w.put("outputs/topk_idx", o["topk_idx"].int())
+    w.put("outputs/gates", o["gates"])
+    w.put("outputs/kept", o["kept"].int())
+    w.put("outputs/counts", o["counts"].int())
+    w.put("outputs/dropped", torch.tensor(o["dropped"], dtype=torch.int32))
+    w.put("outputs/seq_aux_loss", o["seq_aux"])
+    w.put("outputs/aux_loss", o["aux"])
+    w.put("outputs/z_loss", o["z"])
+    w.put("outputs/entropy", torch.tensor(o["entropy"]))
+    w.put("outputs/bias_after", bias_after)
+    w.put("grads/x", gx)
+    for k, v in grads.items():
+        w.put(f"grads/params/{k}", v)
+    w.close()
+    print(f"  {fname}: counts={o['counts'].tolist()} dropped={o['dropped']} "
+          f"seq_aux={o['seq_aux'].item():.6g} aux={o['aux'].item():.6g} z={o['z'].item():.6g} "
+          f"entropy={o['entropy']:.5f}")
+    return o
+
+
+def _unbiased_differs(cfg, x, params, o):
+    s = moe.scores_of(x @ params["gate.weight"].t(), cfg.scoring_func)
+    unb = moe.select_experts(s, torch.zeros(cfg.n_routed_experts), cfg)
+    n = int((unb != o["topk_idx"]).any(-1).sum())
+    assert n > 0, "bias did not change any selection"
+    print(f"    bias changes the selection of {n}/{x.shape[0]} tokens")
+
+
+def _unused(e):
+    def check(cfg, x, params, o):
+        assert o["counts"][e] == 0
+    return check
+
+
+def _one(e):
+    def check(cfg, x, params, o):
+        assert o["counts"][e] == x.shape[0] and o["counts"].sum() == x.shape[0]
+    return check
+
+
+def _ties(cfg, x, params, o):
+    k = cfg.num_experts_per_tok
+    assert (o["topk_idx"] == torch.arange(k)[None, :]).all(), "ties must go to the lowest indices"
+
+
+def _dropped(cfg, x, params, o):
+    assert o["dropped"] > 0
+
+
+def layer_cases():
+    """(file, seed, MoeConfig, kwargs of gen_layer)."""
+    coeffs = dict(seq_aux_loss_alpha=0.01, aux_loss_coeff=0.01, z_loss_coeff=0.001,
+                  bias_update_speed=0.001)
+    return [
+        ("moe_sigmoid_grouped.h5", 4001,
+         moe.MoeConfig(n_routed_experts=8, num_experts_per_tok=2, moe_intermediate_size=12,
+                       n_shared_experts=1, routed_scaling_factor=2.5, scoring_func=moe.SIGMOID,
+                       norm_topk_prob=True, n_group=4, topk_group=2, **coeffs),
+         dict(bias_fn=lambda g, E: gg.randn(g, E, std=0.15), check=_unbiased_differs)),
+        ("moe_softmax.h5", 4002,
+         moe.MoeConfig(n_routed_experts=6, num_experts_per_tok=2, moe_intermediate_size=10,
+                       n_shared_experts=0, routed_scaling_factor=1.0, scoring_func=moe.SOFTMAX,
+                       norm_topk_prob=False, n_group=1, topk_group=1, **coeffs),
+         dict(bias_fn=lambda g, E: gg.randn(g, E, std=0.05))),
+        ("moe_unused_expert.h5", 4003,
+         moe.MoeConfig(n_routed_experts=6, num_experts_per_tok=2, moe_intermediate_size=8,
+                       n_shared_experts=1, routed_scaling_factor=1.0, scoring_func=moe.SIGMOID,
+                       norm_topk_prob=True, **coeffs),
+         dict(bias_fn=lambda g, E: torch.tensor([0.0, 0.0, 0.0, -10.0, 0.0, 0.0]), check=_unused(3))),
+        ("moe_one_expert.h5", 4004,
+         moe.MoeConfig(n_routed_experts=4, num_experts_per_tok=1, moe_intermediate_size=8,
+                       n_shared_experts=0, routed_scaling_factor=1.5, scoring_func=moe.SIGMOID,
+                       norm_topk_prob=False, **coeffs),
+         dict(bias_fn=lambda g, E: torch.tensor([0.0, 0.0, 10.0, 0.0]), check=_one(2))),
+        ("moe_k_equals_e.h5", 4005,
+         moe.MoeConfig(n_routed_experts=4, num_experts_per_tok=4, moe_intermediate_size=8,
+                       n_shared_experts=1, routed_scaling_factor=2.5, scoring_func=moe.SIGMOID,
+                       norm_topk_prob=True, **coeffs),
+         dict(bias_fn=lambda g, E: gg.randn(g, E, std=0.1))),
+        ("moe_ties.h5", 4006,
+         moe.MoeConfig(n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=8,
+                       n_shared_experts=1, routed_scaling_factor=2.5, scoring_func=moe.SIGMOID,
+                       norm_topk_prob=True, n_group=2, topk_group=1, **coeffs),
+         dict(zero_gate=True, check=_ties)),
+        ("moe_capacity.h5", 4007,
+         moe.MoeConfig(n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=8,
+                       n_shared_experts=1, routed_scaling_factor=2.5, scoring_func=moe.SIGMOID,
+                       norm_topk_prob=True, capacity_factor=0.5, **coeffs),
+         dict(bias_fn=lambda g, E: gg.randn(g, E, std=0.05), check=_dropped)),
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# Whole-model golden
+# --------------------------------------------------------------------------------------------
+
+
+def model_moe_config() -> moe.MoeModelConfig:
+    return moe.MoeModelConfig(
+        vocab_size=97, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+        num_key_value_heads=2, intermediate_size=64, rope_theta=10000.0,
+        rope_style=ref.ROTATE_HALF, rms_norm_eps=1e-5, tie_word_embeddings=False,
+        num_nextn_predict_layers=1, mtp_loss_weight=0.3,
+        n_routed_experts=8, num_experts_per_tok=2, moe_intermediate_size=16, n_shared_experts=1,
+        first_k_dense_replace=1, routed_scaling_factor=2.5, scoring_func=moe.SIGMOID,
+        norm_topk_prob=True, n_group=2, topk_group=1, bias_update_speed=0.01,
+        seq_aux_loss_alpha=0.001, aux_loss_coeff=0.0, z_loss_coeff=0.0001, capacity_factor=0.0)
+
+
+def gen_model_moe(out_dir, fname="model_moe.h5", seed=3001, B=2, T=16, steps=3, init_std=0.1,
+                  norm_noise=0.1):
+    cfg = model_moe_config()
+    cfg.moe.validate()
+    ocfg = ref.OptimConfig(lr=1e-2, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, grad_clip=1.0)
+    g = torch.Generator().manual_seed(seed)
+    params = moe.init_params(cfg, g, init_std=init_std, norm_noise=norm_noise)
+    D = cfg.num_nextn_predict_layers
+    tokens = torch.randint(0, cfg.vocab_size, (steps, B, T + 1 + D), generator=g)
+    init = {k: v.detach().clone() for k, v in params.items()}
+    opt = moe.make_optimizer(params, ocfg)
+    bias_names = list(moe.biases(params))
+    bias_hist = {n: [params[n].clone()] for n in bias_names}
+    counts_hist = {n: [] for n in bias_names}
+    total, main, mtp, aux, norms, grads0 = [], [], [], [], [], None
+    for s in range(steps):
+        r = moe.forward_backward(params, cfg, tokens[s])
+        if s == 0:
+            grads0 = {k: v.grad.detach().clone() for k, v in moe.trainable(params).items()}
+        norms.append(moe.optimizer_step(params, ocfg, opt))
+        moe.update_biases(params, cfg, r["counts"])
+        for n in bias_names:
+            bias_hist[n].append(params[n].clone())
+            counts_hist[n].append(r["counts"][n[: -len(moe.BIAS_SUFFIX)]])
+        total.append(r["total"]); main.append(r["main"]); mtp.append(r["mtp"]); aux.append(r["aux"])
+
+    attrs = cfg.to_dict()
+    attrs["norm_topk_prob"] = int(bool(cfg.norm_topk_prob))
+    attrs.update(lr=ocfg.lr, beta1=ocfg.beta1, beta2=ocfg.beta2, eps=ocfg.eps,
+                 weight_decay=ocfg.weight_decay, grad_clip=ocfg.grad_clip,
+                 decay_norms_and_embeddings=ocfg.decay_norms_and_embeddings,
+                 batch=B, seq_len=T, steps=steps, seed=seed, init_std=init_std,
+                 norm_noise=norm_noise, head_dim=cfg.head_dim)
+    attrs["num_key_value_heads"] = cfg.kv_heads
+    w = Writer(os.path.join(out_dir, fname), attrs)
+    for k, v in init.items():
+        w.put(f"params/{k}", v)
+    w.put("tokens", tokens.int())
+    w.put("losses/total", torch.tensor(total))
+    w.put("losses/main", torch.tensor(main))
+    w.put("losses/mtp", torch.tensor(mtp).reshape(steps, D))
+    w.put("losses/aux", torch.tensor(aux))
+    for k, v in grads0.items():
+        w.put(f"grads0/{k}", v)
+    w.put("grad_norm", torch.tensor(norms))
+    for k, v in params.items():
+        w.put(f"params_final/{k}", v)
+    for n in bias_names:
+        layer = n[: -len(".mlp." + moe.BIAS_SUFFIX)]  # model.layers.{l}
+        w.put(f"bias/{n}", torch.stack(bias_hist[n]))
+        w.put(f"counts/{layer}", torch.stack(counts_hist[n]).int())
+    w.close()
+    clipped = [n > ocfg.grad_clip for n in norms]
+    print(f"  {fname}: total={['%.5f' % t for t in total]} aux={['%.3g' % a for a in aux]} "
+          f"grad_norm={['%.4f' % n for n in norms]} clip={ocfg.grad_clip} clipped={clipped}")
+    for n in bias_names:
+        print(f"    {n[:-len(moe.BIAS_SUFFIX)]} counts={[c.tolist() for c in counts_hist[n]]}")
+    return clipped
+
+
+# --------------------------------------------------------------------------------------------
+# Self-checks
+# --------------------------------------------------------------------------------------------
+
+
+def _rel(a, b):
+    return ((a.double() - b.double()).abs().max() / (b.double().abs().max() + 1e-30)).item()
+
+
+def self_check():
+    g = torch.Generator().manual_seed(11)
+    # 1. Pairwise-rank order vs a stable sort of the negated key (ties: lower index first).
+    for _ in range(20):
+        v = torch.randint(0, 4, (7, 9), generator=g).float()
+        v[0, 3] = float("-inf"); v[1, :] = float("-inf")
+        assert torch.equal(moe.order_desc(v), torch.sort(-v, dim=-1, stable=True).indices)
+    # 2. The backward formulas of docs/moe.md vs autograd (gates from chosen scores).
+    s = torch.rand(5, 3, generator=g, dtype=torch.float64).requires_grad_(True)
+    c = 2.5
+    gates = c * s / (s.sum(-1, keepdim=True) + 1e-20)
+    dg = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    (ds,) = torch.autograd.grad((gates * dg).sum(), s)
+    S = s.detach().sum(-1, keepdim=True) + 1e-20
+    assert torch.allclose(ds, c * (dg / S - (dg * s.detach()).sum(-1, keepdim=True) / S ** 2))
+    u = torch.randn(5, 6, generator=g, dtype=torch.float64).requires_grad_(True)
+    dsf = torch.randn(5, 6, generator=g, dtype=torch.float64)
+    for fn in (moe.SIGMOID, moe.SOFTMAX):
+        sc = moe.scores_of(u, fn)
+        (du,) = torch.autograd.grad((sc * dsf).sum(), u)
+        sd = sc.detach()
+        want = dsf * sd * (1 - sd) if fn == moe.SIGMOID else sd * (dsf - (dsf * sd).sum(-1, keepdim=True))
+        assert torch.allclose(du, want)
+    # 3. The bias rule.
+    b = torch.tensor([0.5, 0.0, -0.25, 1.0])
+    nb = moe.update_bias(b, torch.tensor([5, 3, 4, 4]), 0.125)  # mean 4
+    assert torch.equal(nb, torch.tensor([0.375, 0.125, -0.25, 1.0])), nb
+    # 4. Per layer case: fp32 vs fp64 grads, fast vs reference path, capacity by brute force.
+    worst_all = 0.0
+    for fname, seed, cfg, kw in layer_cases():
+        gl = torch.Generator().manual_seed(seed)
+        B, T, d = 2, 12, 16
+        N = B * T
+        x = gg.randn(gl, N, d)
+        params = layer_params(cfg, d, gl)
+        if kw.get("zero_gate"):
+            params["gate.weight"].zero_()
+        if kw.get("bias_fn"):
+            params[moe.BIAS_SUFFIX] = kw["bias_fn"](gl, cfg.n_routed_experts).float()
+        dy = gg.randn(gl, N, d)
+        o32, gx32, g32 = layer_run(cfg, x, params, dy, T)
+        o64, gx64, g64 = layer_run(cfg, x.double(), {k: v.double() for k, v in params.items()},
+                                   dy.double(), T)
+        assert torch.equal(o32["topk_idx"], o64["topk_idx"]) and torch.equal(o32["kept"], o64["kept"])
+        worst = max([_rel(gx32, gx64), _rel(o32["y"], o64["y"])] + [_rel(g32[k], g64[k]) for k in g32])
+        worst_all = max(worst_all, worst)
+        assert worst < 1e-4, (fname, worst)
+        of, gxf, gf = layer_run(cfg, x, params, dy, T, fast=True)
+        assert torch.equal(of["topk_idx"], o32["topk_idx"])
+        assert _rel(of["y"], o32["y"]) < 1e-5 and _rel(gxf, gx32) < 1e-5
+        assert all(_rel(gf[k], g32[k]) < 1e-5 or g32[k].abs().max() == 0 for k in g32)
+        # Brute-force routing in Python for every token.
+        sc = moe.scores_of(x @ params["gate.weight"].t(), cfg.scoring_func)
+        bias = params[moe.BIAS_SUFFIX]
+        E, k = cfg.n_routed_experts, cfg.num_experts_per_tok
+        for t in range(N):
+            sel = (sc[t] + bias).tolist()  # the same fp32 sums
+            if cfg.n_group > 1:
+                gsz = E // cfg.n_group
+                gscore = []
+                for gi in range(cfg.n_group):
+                    vals = sorted(sel[gi * gsz:(gi + 1) * gsz], reverse=True)
+                    gscore.append(vals[0] + vals[1] if cfg.scoring_func == moe.SIGMOID else vals[0])
+                best = sorted(range(cfg.n_group), key=lambda i: (-gscore[i], i))[: cfg.topk_group]
+                sel = [v if e // gsz in best else float("-inf") for e, v in enumerate(sel)]
+            want = sorted(range(E), key=lambda e: (-sel[e], e))[:k]
+            assert o32["topk_idx"][t].tolist() == want, (fname, t)
+        C = moe.capacity(cfg, N)
+        for e in range(E):
+            assign = [(t, j) for t in range(N) for j in range(k) if o32["topk_idx"][t, j] == e]
+            assert o32["counts"][e] == len(assign)
+            if C:
+                ranked = sorted(assign, key=lambda a: (-sc[a[0], e].item(), a[0]))
+                for r, (t, j) in enumerate(ranked):
+                    assert o32["kept"][t, j] == (1 if r < C else 0)
+        if C:
+            assert o32["dropped"] == sum(max(0, c - C) for c in o32["counts"].tolist())
+        else:
+            assert o32["dropped"] == 0
+        if fname == "moe_ties.h5":
+            assert (o32["topk_idx"] == torch.tensor([0, 1])).all()
+    print(f"  layer cases: fp32 vs fp64 worst relative error {worst_all:.2e}; fast path = loop; "
+          f"routing and capacity match brute force")
+    # 5. Dense reduction: n_routed_experts = 0 is model.py.
+    dcfg = moe.MoeModelConfig(vocab_size=31, num_nextn_predict_layers=2, tie_word_embeddings=True)
+    pd = moe.init_params(dcfg, torch.Generator().manual_seed(3), init_std=0.1, norm_noise=0.1)
+    pr = ref.init_params(dcfg, torch.Generator().manual_seed(3), init_std=0.1, norm_noise=0.1)
+    w = torch.randint(0, 31, (2, 14), generator=g)
+    assert list(pd) == list(pr) and all(torch.equal(pd[k], pr[k]) for k in pd)
+    assert moe.model_loss(pd, dcfg, w)["total"].item() == ref.model_loss(pr, dcfg, w)["total"].item()
+    # 6. Whole MoE model fp32 vs fp64 gradients (random bias so routing is biased).
+    cfg = model_moe_config()
+    cfg.vocab_size = 31
+    p32 = moe.init_params(cfg, torch.Generator().manual_seed(5), init_std=0.1, norm_noise=0.1)
+    for n in moe.biases(p32):
+        p32[n] = 0.1 * torch.randn(cfg.n_routed_experts, generator=g)
+    p64 = {k: v.detach().double().requires_grad_(v.requires_grad) for k, v in p32.items()}
+    w = torch.randint(0, 31, (2, 11 + 2), generator=g)
+    r32 = moe.forward_backward(p32, cfg, w)
+    r64 = moe.forward_backward(p64, cfg, w)
+    for n in r32["counts"]:
+        assert torch.equal(r32["counts"][n], r64["counts"][n])
+    worst = max(_rel(p32[k].grad, p64[k].grad) for k in moe.trainable(p32))
+    print(f"  fp32 vs fp64 MoE model grads: worst relative (to max) error {worst:.2e}; "
+          f"aux fp32 {r32['aux']:.8g} fp64 {r64['aux']:.8g}")
+    assert worst < 1e-4
+    assert abs(r32["total"] - r64["total"]) < 1e-5 * abs(r64["total"])
+    # Fast path of the whole model.
+    p32f = {k: v.detach().clone().requires_grad_(v.requires_grad) for k, v in p32.items()}
+    rf = moe.forward_backward(p32f, cfg, w, fast=True)
+    assert abs(rf["total"] - r32["total"]) < 1e-6 * abs(r32["total"])
+    assert max(_rel(p32f[k].grad, p32[k].grad) for k in moe.trainable(p32)) < 1e-5
+    print("  self-checks passed")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.path.join(HERE, "goldens"))
+    ap.add_argument("--check", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    if args.check:
+        self_check()
+    os.makedirs(args.out, exist_ok=True)
+    print(f"torch {torch.__version__}, writing {args.out}")
+    names = []
+    for fname, seed, cfg, kw in layer_cases():
+        gen_layer(args.out, fname, seed, cfg, **kw)
+        names.append(fname)
+    gen_model_moe(args.out)
+    names.append("model_moe.h5")
+    total = 0
+    for f in names:
+        size = os.path.getsize(os.path.join(args.out, f))
+        total += size
+        print(f"  {f:32s} {size / 1024:7.1f} KiB")
+    print(f"  total {total / 1024:.1f} KiB")
+
+
+if __name__ == "__main__":
+    main()
