@@ -13,6 +13,7 @@ packages=(
   libgtest-dev                            # tests
   fortunes fortunes-min                   # the embedded default dataset
   python3-torch python3-h5py python3-numpy  # PyTorch reference (goldens, benchmark)
+  python3-matplotlib                      # expert-load heatmaps (bench/plot_expert_load.py)
 )
 
 missing=()

@@ -142,6 +142,10 @@ bool Golden::has(const std::string& dataset) const {
   return obj.ok() && H5Iget_type(obj.get()) == H5I_DATASET;
 }
 
+bool Golden::has_attr(const std::string& name) const {
+  return H5Aexists(file_, name.c_str()) > 0;
+}
+
 double Golden::attr_num(const std::string& name) const {
   Handle attr = open_root_attr(file_, path_, name);
   Handle type(H5Aget_type(attr.get()), H5Tclose);

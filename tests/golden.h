@@ -31,6 +31,7 @@ class Golden {
   // True when the path exists and is a dataset.
   bool has(const std::string& dataset) const;
   // Root-group attributes: a numeric one (any integer or float type) or a string one.
+  bool has_attr(const std::string& name) const;
   double attr_num(const std::string& name) const;
   std::string attr_str(const std::string& name) const;
   // Names of the members of a group, sorted ("/" is the root).

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "models/model.h"
+#include "tests/models/golden_config.h"
 #include "tests/models/layer_check.h"
 #include "trainer/optimizer.h"
 
@@ -15,35 +16,8 @@ namespace {
 using test::all_close;
 using test::Golden;
 using test::golden_path;
-
-config::ModelConfig model_config(const Golden& g) {
-  config::ModelConfig m;
-  m.set_vocab_size(static_cast<int>(g.attr_num("vocab_size")));
-  m.set_hidden_size(static_cast<int>(g.attr_num("hidden_size")));
-  m.set_num_hidden_layers(static_cast<int>(g.attr_num("num_hidden_layers")));
-  m.set_num_attention_heads(static_cast<int>(g.attr_num("num_attention_heads")));
-  m.set_num_key_value_heads(static_cast<int>(g.attr_num("num_key_value_heads")));
-  m.set_intermediate_size(static_cast<int>(g.attr_num("intermediate_size")));
-  m.set_rope_theta(static_cast<float>(g.attr_num("rope_theta")));
-  m.set_rope_style(g.attr_str("rope_style") == "interleaved" ? config::ModelConfig::INTERLEAVED
-                                                             : config::ModelConfig::ROTATE_HALF);
-  m.set_rms_norm_eps(static_cast<float>(g.attr_num("rms_norm_eps")));
-  m.set_tie_word_embeddings(g.attr_num("tie_word_embeddings") != 0);
-  m.set_num_nextn_predict_layers(static_cast<int>(g.attr_num("num_nextn_predict_layers")));
-  return m;
-}
-
-config::OptimizerConfig optimizer_config(const Golden& g) {
-  config::OptimizerConfig o;
-  o.set_lr(static_cast<float>(g.attr_num("lr")));
-  o.set_beta1(static_cast<float>(g.attr_num("beta1")));
-  o.set_beta2(static_cast<float>(g.attr_num("beta2")));
-  o.set_eps(static_cast<float>(g.attr_num("eps")));
-  o.set_weight_decay(static_cast<float>(g.attr_num("weight_decay")));
-  o.set_grad_clip(static_cast<float>(g.attr_num("grad_clip")));
-  o.set_decay_norms_and_embeddings(g.attr_num("decay_norms_and_embeddings") != 0);
-  return o;
-}
+using test::model_config;
+using test::optimizer_config;
 
 class ModelGolden : public ::testing::TestWithParam<const char*> {};
 

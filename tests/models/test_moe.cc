@@ -8,6 +8,7 @@
 
 #include "models/model.h"
 #include "models/moe.h"
+#include "tests/models/golden_config.h"
 #include "tests/models/layer_check.h"
 #include "trainer/optimizer.h"
 
@@ -17,26 +18,9 @@ namespace {
 using test::all_close;
 using test::Golden;
 using test::golden_path;
-
-MoeDims moe_dims(const Golden& g) {
-  MoeDims m;
-  m.experts = static_cast<int64_t>(g.attr_num("n_routed_experts"));
-  m.k = static_cast<int64_t>(g.attr_num("num_experts_per_tok"));
-  m.intermediate = static_cast<int64_t>(g.attr_num("moe_intermediate_size"));
-  m.shared = static_cast<int64_t>(g.attr_num("n_shared_experts"));
-  m.n_group = static_cast<int64_t>(g.attr_num("n_group"));
-  m.topk_group = static_cast<int64_t>(g.attr_num("topk_group"));
-  m.scaling = static_cast<float>(g.attr_num("routed_scaling_factor"));
-  m.capacity_factor = static_cast<float>(g.attr_num("capacity_factor"));
-  m.scoring =
-      g.attr_str("scoring_func") == "softmax" ? ops::Scoring::softmax : ops::Scoring::sigmoid;
-  m.norm_topk_prob = g.attr_num("norm_topk_prob") != 0;
-  m.seq_aux_alpha = static_cast<float>(g.attr_num("seq_aux_loss_alpha"));
-  m.aux_coeff = static_cast<float>(g.attr_num("aux_loss_coeff"));
-  m.z_coeff = static_cast<float>(g.attr_num("z_loss_coeff"));
-  m.bias_update_speed = static_cast<float>(g.attr_num("bias_update_speed"));
-  return m;
-}
+using test::model_config;
+using test::moe_dims;
+using test::optimizer_config;
 
 std::vector<float> as_floats(std::span<const int32_t> v) {
   return {v.begin(), v.end()};
@@ -160,41 +144,6 @@ TEST(Moe, BiasUpdateMovesAnImbalancedRouterTowardsBalance) {
   EXPECT_LT(after, 0.5) << "before " << before;
 }
 
-config::ModelConfig moe_model_config(const Golden& g) {
-  config::ModelConfig m;
-  m.set_vocab_size(static_cast<int>(g.attr_num("vocab_size")));
-  m.set_hidden_size(static_cast<int>(g.attr_num("hidden_size")));
-  m.set_num_hidden_layers(static_cast<int>(g.attr_num("num_hidden_layers")));
-  m.set_num_attention_heads(static_cast<int>(g.attr_num("num_attention_heads")));
-  m.set_num_key_value_heads(static_cast<int>(g.attr_num("num_key_value_heads")));
-  m.set_intermediate_size(static_cast<int>(g.attr_num("intermediate_size")));
-  m.set_rope_theta(static_cast<float>(g.attr_num("rope_theta")));
-  m.set_rope_style(g.attr_str("rope_style") == "interleaved" ? config::ModelConfig::INTERLEAVED
-                                                             : config::ModelConfig::ROTATE_HALF);
-  m.set_rms_norm_eps(static_cast<float>(g.attr_num("rms_norm_eps")));
-  m.set_tie_word_embeddings(g.attr_num("tie_word_embeddings") != 0);
-  m.set_num_nextn_predict_layers(static_cast<int>(g.attr_num("num_nextn_predict_layers")));
-  config::MoeConfig* e = m.mutable_moe();
-  const MoeDims md = moe_dims(g);
-  e->set_n_routed_experts(static_cast<int>(md.experts));
-  e->set_num_experts_per_tok(static_cast<int>(md.k));
-  e->set_moe_intermediate_size(static_cast<int>(md.intermediate));
-  e->set_n_shared_experts(static_cast<int>(md.shared));
-  e->set_first_k_dense_replace(static_cast<int>(g.attr_num("first_k_dense_replace")));
-  e->set_routed_scaling_factor(md.scaling);
-  e->set_scoring_func(md.scoring == ops::Scoring::softmax ? config::MoeConfig::SOFTMAX
-                                                          : config::MoeConfig::SIGMOID);
-  e->set_norm_topk_prob(md.norm_topk_prob);
-  e->set_n_group(static_cast<int>(md.n_group));
-  e->set_topk_group(static_cast<int>(md.topk_group));
-  e->set_bias_update_speed(md.bias_update_speed);
-  e->set_seq_aux_loss_alpha(md.seq_aux_alpha);
-  e->set_aux_loss_coeff(md.aux_coeff);
-  e->set_z_loss_coeff(md.z_coeff);
-  e->set_capacity_factor(md.capacity_factor);
-  return m;
-}
-
 // Weights after AdamW steps: within 1e-3 relative, except that an element whose gradients
 // were below AdamW's eps in some step (an expert that received few tokens) has its update
 // m / (sqrt(v) + eps) set by the rounding of tiny numbers; those (at most 2% of a tensor) may
@@ -217,16 +166,9 @@ TEST(MoeModel, ThreeAdamWStepsWithBiasUpdatesMatchReference) {
   const auto batch = static_cast<int64_t>(g.attr_num("batch"));
   const auto seq = static_cast<int64_t>(g.attr_num("seq_len"));
   const auto lambda = static_cast<float>(g.attr_num("mtp_loss_weight"));
-  Model model(moe_model_config(g), batch, seq);
+  Model model(model_config(g), batch, seq);
   test::load_params(model.params(), g, "/params");
-  config::OptimizerConfig oc;
-  oc.set_lr(static_cast<float>(g.attr_num("lr")));
-  oc.set_beta1(static_cast<float>(g.attr_num("beta1")));
-  oc.set_beta2(static_cast<float>(g.attr_num("beta2")));
-  oc.set_eps(static_cast<float>(g.attr_num("eps")));
-  oc.set_weight_decay(static_cast<float>(g.attr_num("weight_decay")));
-  oc.set_grad_clip(static_cast<float>(g.attr_num("grad_clip")));
-  AdamW opt(model.params(), oc);
+  AdamW opt(model.params(), optimizer_config(g));
 
   const std::vector<int32_t> tokens = g.ints("/tokens");
   const size_t per_step = static_cast<size_t>(batch * model.dims().window());

@@ -15,7 +15,6 @@ force, and the dense reduction (n_routed_experts = 0 is model.py exactly).
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 

@@ -21,7 +21,6 @@ import sys
 from dataclasses import dataclass, fields
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import model as ref  # noqa: E402
