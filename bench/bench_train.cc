@@ -54,8 +54,10 @@ int run(std::span<const std::string> args) {
   for (int s = 0; s < warmup + steps; ++s) {
     const auto t0 = std::chrono::steady_clock::now();
     ops::fill(model.params().flat_grads(), 0.0f);
+    model.begin_step();
     const Losses l = model.forward_backward(tokens, cfg.schedule().mtp_loss_weight(), 1.0f);
     opt.step(cfg.optimizer().lr(), opt.grad_norm());
+    model.update_router_biases(s);
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (s >= warmup) {
       step_s.push_back(dt);
@@ -87,6 +89,17 @@ int run(std::span<const std::string> args) {
   j.add("weight_decay", static_cast<double>(cfg.optimizer().weight_decay()));
   j.add("grad_clip", static_cast<double>(cfg.optimizer().grad_clip()));
   j.add("init_std", static_cast<double>(mc.init_std()));
+  const MoeDims& m = d.moe;  // the MoE settings, for the reference
+  j.add("n_routed_experts", m.experts).add("experts_per_tok", m.k);
+  j.add("moe_intermediate", m.intermediate).add("n_shared_experts", m.shared);
+  j.add("first_k_dense", m.first_dense).add("routed_scaling", static_cast<double>(m.scaling));
+  j.add("scoring_func", std::string(m.scoring == ops::Scoring::softmax ? "softmax" : "sigmoid"));
+  j.add("norm_topk_prob", int64_t{m.norm_topk_prob}).add("n_group", m.n_group);
+  j.add("topk_group", m.topk_group).add("bias_update_speed", static_cast<double>(m.bias_update_speed));
+  j.add("seq_aux_alpha", static_cast<double>(m.seq_aux_alpha));
+  j.add("aux_loss_coeff", static_cast<double>(m.aux_coeff));
+  j.add("z_loss_coeff", static_cast<double>(m.z_coeff));
+  j.add("capacity_factor", static_cast<double>(m.capacity_factor));
   j.add("steps", static_cast<int64_t>(steps)).add("warmup_steps", static_cast<int64_t>(warmup));
   std::cout << j.str() << std::endl;
   return 0;

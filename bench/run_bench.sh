@@ -34,6 +34,12 @@ a = ["--vocab", j["vocab"], "--hidden", j["hidden"], "--layers", j["layers"], "-
      "--rope-style", j["rope_style"], "--threads", j["threads"], "--lr", j["lr"],
      "--weight-decay", j["weight_decay"], "--grad-clip", j["grad_clip"], "--init-std", j["init_std"]]
 if j["tie_embeddings"] == "true": a.append("--tie-embeddings")
+if j["n_routed_experts"] > 0:
+    for key in ("n_routed_experts", "experts_per_tok", "moe_intermediate", "n_shared_experts",
+                "first_k_dense", "routed_scaling", "scoring_func", "norm_topk_prob", "n_group",
+                "topk_group", "bias_update_speed", "seq_aux_alpha", "aux_loss_coeff",
+                "z_loss_coeff", "capacity_factor"):
+        a += ["--" + key.replace("_", "-"), j[key]]
 print(" ".join(str(x) for x in a))' "$ours")
 # shellcheck disable=SC2086
 theirs=$(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE /usr/bin/python3 bench/torch_reference.py \

@@ -159,17 +159,22 @@ double Model::train_flops_per_token() const {
   const double d = static_cast<double>(dims_.hidden);
   const double q = static_cast<double>(dims_.heads * dims_.head_dim);
   const double kv = static_cast<double>(dims_.kv_heads * dims_.head_dim);
-  const double block_params =
-      d * (2 * q + 2 * kv) + 3 * d * static_cast<double>(dims_.intermediate);
+  const double attn_params = d * (2 * q + 2 * kv);
+  const double dense_ffn = 3 * d * static_cast<double>(dims_.intermediate);
+  // MoE: the router plus only the experts a token uses (k routed + the shared ones).
+  const MoeDims& m = dims_.moe;
+  const double moe_ffn = 3 * d * static_cast<double>(m.intermediate * (m.k + m.shared)) +
+                         d * static_cast<double>(m.experts);
+  double matmul_params = 0;
+  for (int64_t l = 0; l < dims_.layers + dims_.mtp_depth; ++l)
+    matmul_params += attn_params + (dims_.is_moe_layer(l) ? moe_ffn : dense_ffn);
+  const double depth = static_cast<double>(dims_.mtp_depth);
+  matmul_params += depth * 2.0 * d * d;                                    // eh_proj
+  matmul_params += (1.0 + depth) * d * static_cast<double>(dims_.vocab);  // head, per depth
   // Causal attention: scores and weighted values, (T + 1) / 2 keys per query on average.
   const double attn = 2.0 * 2.0 * q * (static_cast<double>(dims_.seq) + 1.0) / 2.0;
-  const double head = d * static_cast<double>(dims_.vocab);
-  const double layers = static_cast<double>(dims_.layers),
-               depth = static_cast<double>(dims_.mtp_depth);
-  const double forward =
-      2.0 * ((layers + depth) * block_params + depth * 2.0 * d * d + (1.0 + depth) * head) +
-      (layers + depth) * attn;
-  return 3.0 * forward;
+  const double blocks = static_cast<double>(dims_.layers) + depth;
+  return 3.0 * (2.0 * matmul_params + blocks * attn);
 }
 
 }  // namespace moetron

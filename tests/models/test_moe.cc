@@ -213,3 +213,30 @@ TEST(MoeModel, ThreeAdamWStepsWithBiasUpdatesMatchReference) {
 
 }  // namespace
 }  // namespace moetron
+
+namespace moetron {
+namespace {
+
+TEST(MoeModel, FlopsCountOnlyTheActiveExperts) {
+  // An MoE model costs what a dense one of width (k + shared) * moe_intermediate costs, plus
+  // its router, in every MoE layer (the MTP block included).
+  config::ModelConfig dense;
+  dense.set_vocab_size(64);
+  dense.set_hidden_size(32);
+  dense.set_num_hidden_layers(3);
+  dense.set_num_attention_heads(4);
+  dense.set_intermediate_size(3 * 16);
+  dense.set_num_nextn_predict_layers(1);
+  config::ModelConfig sparse = dense;
+  sparse.mutable_moe()->set_n_routed_experts(8);
+  sparse.mutable_moe()->set_num_experts_per_tok(2);
+  sparse.mutable_moe()->set_moe_intermediate_size(16);
+  sparse.mutable_moe()->set_n_shared_experts(1);
+  sparse.mutable_moe()->set_first_k_dense_replace(1);
+  const Model a(dense, 1, 8), b(sparse, 1, 8);
+  const double router = 3.0 * 2.0 * 32 * 8;  // per token, forward + backward
+  EXPECT_DOUBLE_EQ(b.train_flops_per_token() - a.train_flops_per_token(), 3 * router);
+}
+
+}  // namespace
+}  // namespace moetron
