@@ -11,7 +11,6 @@ size_t dtype_size(DType dtype) {
     case DType::f32:
       return 4;
     case DType::bf16:
-      return 2;
     case DType::f16:
       return 2;
     case DType::i32:

@@ -15,7 +15,7 @@ void report(moetron_spm_sink sink, const std::string& message) {
   sink.fn(sink.ctx, message.data(), message.size());
 }
 
-class Sentences : public sentencepiece::SentenceIterator {
+class Sentences final : public sentencepiece::SentenceIterator {
  public:
   Sentences(moetron_spm_next_fn next, void* ctx) : next_(next), ctx_(ctx) { Next(); }
   bool done() const override { return done_; }

@@ -30,7 +30,7 @@ double seconds_since(Clock::time_point t0) {
 }
 
 std::string format_duration(double s) {
-  const auto total = static_cast<int64_t>(s + 0.5);
+  const int64_t total = std::llround(s);
   std::ostringstream os;
   if (total >= 3600) os << total / 3600 << "h";
   if (total >= 60) os << (total / 60) % 60 << "m";

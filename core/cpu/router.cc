@@ -57,8 +57,10 @@ void router_forward(const Router& r, const float* logits, const float* bias, flo
           if (r.softmax) {
             group_score[g] = *std::max_element(gs, gs + per_group);
           } else {
-            top_n(gs, per_group, 2, best.data());
-            group_score[g] = gs[best[0]] + gs[best[1]];
+            // The sum of the group's two best (its only one when a group has one expert).
+            const int64_t two = std::min<int64_t>(2, per_group);
+            top_n(gs, per_group, two, best.data());
+            group_score[g] = gs[best[0]] + (two == 2 ? gs[best[1]] : 0.0f);
           }
         }
         top_n(group_score.data(), r.n_group, r.topk_group, best.data());

@@ -447,3 +447,27 @@ TEST(OpDeterminism, SameInputsGiveBitwiseSameAttentionGradients) {
 
 }  // namespace
 }  // namespace moetron
+
+namespace moetron {
+namespace {
+
+TEST(OpRouter, GroupsOfOneExpertRankByTheirOnlyScore) {
+  // 4 experts in 4 groups, 2 groups kept, top-2: the two best experts, best first.
+  Tensor logits = Tensor::empty({1, 4}), bias = Tensor::zeros({4});
+  const float u[4] = {0.1f, 2.0f, -1.0f, 1.0f};
+  std::copy(u, u + 4, logits.span<float>().begin());
+  Tensor scores = Tensor::empty({1, 4}), idx = Tensor::empty({1, 2}, DType::i32),
+         gates = Tensor::empty({1, 2});
+  ops::RouterConfig rc;
+  rc.experts = 4;
+  rc.k = 2;
+  rc.n_group = 4;
+  rc.topk_group = 2;
+  ops::router_forward(logits, bias, rc, scores, idx, gates);
+  EXPECT_EQ(idx.span<int32_t>()[0], 1);
+  EXPECT_EQ(idx.span<int32_t>()[1], 3);
+  EXPECT_NEAR(gates.span<float>()[0] + gates.span<float>()[1], 1.0f, 1e-6f);
+}
+
+}  // namespace
+}  // namespace moetron
