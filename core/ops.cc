@@ -187,7 +187,8 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
                         const Tensor& out, const Tensor& lse, Tensor& dq, Tensor& dk, Tensor& dv) {
   const cpu::AttentionShape s = attention_shape(q, k, v);
   MOETRON_CHECK(dout.shape() == q.shape() && out.shape() == q.shape() && dq.shape() == q.shape() &&
-                    dk.shape() == k.shape() && dv.shape() == v.shape(),
+                    dk.shape() == k.shape() && dv.shape() == v.shape() &&
+                    lse.numel() == s.batch * s.heads * s.seq,
                 "attention_backward: shapes");
   cpu::attention_backward(s, dout.data<float>(), q.data<float>(), k.data<float>(), v.data<float>(),
                           out.data<float>(), lse.data<float>(), dq.data<float>(), dk.data<float>(),
@@ -230,6 +231,9 @@ void embedding_backward(std::span<const int32_t> ids, const Tensor& dout, Tensor
   require_cpu_f32(dtable, "embedding_backward", "dtable");
   MOETRON_CHECK(dout.rows() == static_cast<int64_t>(ids.size()) && dout.cols() == dtable.cols(),
                 "embedding_backward: shapes");
+  for (int32_t id : ids)
+    MOETRON_CHECK(id >= 0 && id < dtable.rows(), "embedding_backward: id ", id, " of ",
+                  dtable.rows());
   cpu::embedding_backward(ids.data(), static_cast<int64_t>(ids.size()), dout.data<float>(),
                           dout.cols(), dtable.data<float>(), dtable.rows());
 }

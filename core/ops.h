@@ -110,7 +110,7 @@ struct BalanceLosses {
 };
 // counts [E] are the assignments per expert after top-k (for the batch loss). With grads
 // requested, dscores and dlogits are overwritten with grad_scale * the losses' gradients.
-BalanceLosses balance_losses(const Tensor& logits, const Tensor& scores, const Tensor& topk_idx,
+BalanceLosses balance_losses(const Tensor& logits, const Tensor& scores,
                              std::span<const int64_t> counts, const RouterConfig& rc,
                              const BalanceConfig& bc, float grad_scale, Tensor* dscores,
                              Tensor* dlogits);

@@ -48,14 +48,13 @@ void router_backward(const Tensor& dgates, const Tensor& scores, const Tensor& t
                        dscores.data<float>(), dlogits.data<float>());
 }
 
-BalanceLosses balance_losses(const Tensor& logits, const Tensor& scores, const Tensor& topk_idx,
+BalanceLosses balance_losses(const Tensor& logits, const Tensor& scores,
                              std::span<const int64_t> counts, const RouterConfig& rc,
                              const BalanceConfig& bc, float grad_scale, Tensor* dscores,
                              Tensor* dlogits) {
   const cpu::Router r = router_of(logits, rc);
   MOETRON_CHECK(static_cast<int64_t>(counts.size()) == rc.experts && bc.batch * bc.seq == r.tokens,
                 "balance_losses: ", counts.size(), " counts, ", bc.batch, "x", bc.seq, " rows");
-  (void)topk_idx;
   MOETRON_CHECK((dscores == nullptr) == (dlogits == nullptr), "balance_losses: grads go together");
   if (dscores) {
     require_rows(*dscores, r.tokens, rc.experts, DType::f32, "balance dscores");

@@ -81,7 +81,7 @@ class Tensor {
   Device device() const { return storage_ ? storage_->device() : Device{}; }
   // The 2-D view every matrix op uses: leading dims flattened into rows.
   int64_t cols() const { return shape_.empty() ? 1 : shape_.back(); }
-  int64_t rows() const { return shape_.empty() ? 1 : numel() / cols(); }
+  int64_t rows() const { return shape_.empty() ? 1 : (cols() == 0 ? 0 : numel() / cols()); }
 
   // A view of `shape` starting `offset` elements into this tensor.
   Tensor view(int64_t offset, Shape shape) const;

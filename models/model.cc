@@ -169,7 +169,7 @@ double Model::train_flops_per_token() const {
   for (int64_t l = 0; l < dims_.layers + dims_.mtp_depth; ++l)
     matmul_params += attn_params + (dims_.is_moe_layer(l) ? moe_ffn : dense_ffn);
   const double depth = static_cast<double>(dims_.mtp_depth);
-  matmul_params += depth * 2.0 * d * d;                                    // eh_proj
+  matmul_params += depth * 2.0 * d * d;                                   // eh_proj
   matmul_params += (1.0 + depth) * d * static_cast<double>(dims_.vocab);  // head, per depth
   // Causal attention: scores and weighted values, (T + 1) / 2 keys per query on average.
   const double attn = 2.0 * 2.0 * q * (static_cast<double>(dims_.seq) + 1.0) / 2.0;

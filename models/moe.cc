@@ -66,9 +66,8 @@ void MoE::forward(const Tensor& x, Tensor& y) {
   ops::plan_dispatch(topk_idx_, scores_, router_.experts, capacity_, plan_);
   stats_.counts = plan_.counts;
   stats_.dropped = plan_.dropped;
-  // The balance losses' gradients are computed here, with the scale of the coming backward.
-  stats_.losses = ops::balance_losses(logits_, scores_, topk_idx_, plan_.counts, router_, balance_,
-                                      aux_grad_scale_, &dscores_, &dlogits_);
+  stats_.losses = ops::balance_losses(logits_, scores_, plan_.counts, router_, balance_, 0.0f,
+                                      nullptr, nullptr);
 
   const int64_t kept = plan_.offsets.back();
   ops::gather_rows(x, plan_.row_token, x_perm_);
@@ -99,7 +98,14 @@ void MoE::backward(const Tensor& dy, const Tensor& x, Tensor& dx) {
   ops::grouped_matmul_backward(d_gu, x_perm_.slice(0, kept), expert_gate_up(), plan_.offsets,
                                d_gate_up, dx_perm);
   ops::combine_rows(dx_perm_, plan_.slot_row, Tensor(), router_.k, dx, /*accumulate=*/false);
-  // Router: gates' gradient on top of the balance losses' (already in dscores_/dlogits_).
+  // Router: the balance losses' gradients, then the gates' on top.
+  if (balance_.seq_alpha > 0 || balance_.aux_coeff > 0 || balance_.z_coeff > 0) {
+    ops::balance_losses(logits_, scores_, plan_.counts, router_, balance_, aux_grad_scale_,
+                        &dscores_, &dlogits_);
+  } else {
+    ops::fill(dscores_, 0.0f);
+    ops::fill(dlogits_, 0.0f);
+  }
   ops::router_backward(dgates_, scores_, topk_idx_, router_, dscores_, dlogits_);
   Tensor dgate = gate_.grad();
   linear_backward(dlogits_, x, gate_.value(), dgate, dx, /*accumulate_dx=*/true);

@@ -29,8 +29,7 @@ class MoE : public FeedForward {
   void forward(const Tensor& x, Tensor& y) override;
   void backward(const Tensor& dy, const Tensor& x, Tensor& dx) override;
 
-  // Weight of the balance losses' gradients in the next backward (the loss scale of the
-  // micro-batch; 0 in evaluation).
+  // Weight of the balance losses' gradients in backward (the loss scale of the micro-batch).
   void set_aux_grad_scale(float scale) { aux_grad_scale_ = scale; }
   const MoeStats& stats() const { return stats_; }
   // Routing of the last forward: chosen experts [N, k] (i32), gates [N, k], and the plan.

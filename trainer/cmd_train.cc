@@ -11,9 +11,23 @@
 namespace moetron {
 namespace {
 
-std::atomic<bool> g_stop{false};  // the only state a signal handler may touch
-extern "C" void on_stop_signal(int) {
-  g_stop.store(true);
+// The only state a signal handler touches: the number of the signal that asked to stop.
+std::atomic<int> g_stop_signal{0};
+static_assert(std::atomic<int>::is_always_lock_free);
+
+extern "C" void on_stop_signal(int sig) {
+  g_stop_signal.store(sig);
+}
+
+// The first SIGINT/SIGTERM asks the run to stop after its current step; SA_RESETHAND restores
+// the default action, so a second one ends the process at once.
+void install_stop_handlers() {
+  struct sigaction action {};
+  action.sa_handler = on_stop_signal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESETHAND;
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
 }
 
 }  // namespace
@@ -24,10 +38,9 @@ int run_train(std::span<const std::string> args) {
     throw Error("train: unexpected argument '" + parsed.rest.front() +
                 "'\nusage: moetron train CONFIG [--set a.b=value ...]");
   const config::RunConfig cfg = load_config(parsed.path, parsed.overrides);
-  std::signal(SIGINT, on_stop_signal);
-  std::signal(SIGTERM, on_stop_signal);
-  const TrainResult result = train(cfg, std::cout, &g_stop);
-  return result.interrupted ? 128 + SIGTERM : 0;
+  install_stop_handlers();
+  const TrainResult result = train(cfg, std::cout, &g_stop_signal);
+  return result.stop_signal != 0 ? 128 + result.stop_signal : 0;
 }
 
 }  // namespace moetron

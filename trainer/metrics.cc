@@ -25,12 +25,16 @@ JsonLine& JsonLine::add(const std::string& key, int64_t value) {
 JsonLine& JsonLine::add(const std::string& key, const std::string& value) {
   std::string s = "\"";
   for (char c : value) {
-    if (c == '"' || c == '\\') s += '\\';
-    if (c == '\n') {
-      s += "\\n";
-      continue;
+    if (c == '"' || c == '\\') {
+      s += '\\';
+      s += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char esc[8];
+      std::snprintf(esc, sizeof esc, "\\u%04x", c);
+      s += esc;
+    } else {
+      s += c;
     }
-    s += c;
   }
   fields_.emplace_back(key, s + "\"");
   return *this;

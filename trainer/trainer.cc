@@ -7,6 +7,7 @@
 #include <fstream>
 #include <iomanip>
 #include <limits>
+#include <optional>
 #include <ostream>
 #include <sstream>
 
@@ -64,7 +65,8 @@ double mean(const std::vector<double>& v) {
 }  // namespace
 
 TrainResult train(const config::RunConfig& cfg, std::ostream& console,
-                  const std::atomic<bool>* stop) {
+                  const std::atomic<int>* stop) {
+  auto stop_requested = [&] { return stop != nullptr && stop->load() != 0; };
   set_compute_threads(cfg.threads());
   const auto& mc = cfg.model();
   const auto& dc = cfg.data();
@@ -73,7 +75,10 @@ TrainResult train(const config::RunConfig& cfg, std::ostream& console,
 
   // Data first: a bad dataset should fail before any large allocation.
   const data::Dataset train_set(dc.dataset_dir(), data::Split::train);
-  const data::Dataset val_set(dc.dataset_dir(), data::Split::val);
+  const bool validate = lc.val_batches() > 0;
+  const std::optional<data::Dataset> val_set =
+      validate ? std::optional<data::Dataset>(std::in_place, dc.dataset_dir(), data::Split::val)
+               : std::nullopt;
   if (train_set.vocab_size() > mc.vocab_size())
     throw Error(detail::concat("model.vocab_size = ", mc.vocab_size(), " is smaller than the ",
                                "vocabulary of dataset ", dc.dataset_dir(), " (",
@@ -87,6 +92,9 @@ TrainResult train(const config::RunConfig& cfg, std::ostream& console,
 
   const auto window = static_cast<int>(dims.window());
   data::Loader train_loader(train_set, window, dc.micro_batch_size(), cfg.seed());
+  // The validation loader checks the split is long enough: now, not at the first evaluation.
+  const uint64_t val_seed = cfg.seed() ^ 0x5eed5eedull;
+  if (validate) data::Loader(*val_set, window, dc.micro_batch_size(), val_seed);
   std::vector<int32_t> tokens(static_cast<size_t>(dims.batch * dims.window()));
 
   const std::filesystem::path run_dir = lc.run_dir();
@@ -109,17 +117,21 @@ TrainResult train(const config::RunConfig& cfg, std::ostream& console,
        << " layers, MTP D=" << dims.mtp_depth << ", " << tokens_per_step << " tokens/step, "
        << compute_threads() << " threads, GEMM peak " << std::fixed << std::setprecision(0)
        << peak_gflops << " GFLOP/s; train " << train_set.num_tokens() << " tokens, val "
-       << val_set.num_tokens() << " tokens; run dir " << run_dir.string();
+       << (validate ? val_set->num_tokens() : 0) << " tokens; run dir " << run_dir.string();
     log.line(os.str());
   }
 
-  auto evaluate = [&](int64_t step) {
+  // Validation after `step` steps, with the MTP weight the last of them trained with.
+  auto evaluate = [&](int64_t step, float lambda) {
     // The same validation windows every time: a fixed seed and a fresh cursor.
-    data::Loader val_loader(val_set, window, dc.micro_batch_size(), cfg.seed() ^ 0x5eed5eedull);
+    data::Loader val_loader(*val_set, window, dc.micro_batch_size(), val_seed);
     std::vector<double> main, total;
     std::vector<double> mtp(static_cast<size_t>(dims.mtp_depth), 0.0);
-    const float lambda = mtp_loss_weight(sc, step);
     for (int i = 0; i < lc.val_batches(); ++i) {
+      if (stop_requested()) {
+        log.line(detail::concat("val  step ", step, " | cut short by a signal, not recorded"));
+        return std::numeric_limits<double>::quiet_NaN();
+      }
       val_loader.next(tokens);
       const Losses l = model.evaluate(tokens, lambda);
       main.push_back(l.main);
@@ -149,10 +161,10 @@ TrainResult train(const config::RunConfig& cfg, std::ostream& console,
   const float grad_scale = 1.0f / static_cast<float>(dc.grad_accum_steps());
 
   for (int64_t step = 0; step < total_steps; ++step) {
-    if (stop && stop->load()) {
-      log.line(detail::concat("stopping on signal after step ", step, " of ", total_steps,
-                              "; metrics and log are complete up to there"));
-      result.interrupted = true;
+    if (stop_requested()) {
+      result.stop_signal = stop->load();
+      log.line(detail::concat("stopping on signal ", result.stop_signal, " after step ", step,
+                              " of ", total_steps, "; metrics and log are complete up to there"));
       break;
     }
     ops::fill(model.params().flat_grads(), 0.0f);
@@ -231,10 +243,11 @@ TrainResult train(const config::RunConfig& cfg, std::ostream& console,
       window_steps = 0;
     }
     metrics.write(line);
-    if (lc.val_batches() > 0 &&
-        ((lc.val_interval() > 0 && (step + 1) % lc.val_interval() == 0) || last)) {
-      result.final_val_loss = evaluate(step + 1);
-      window_start = Clock::now();  // evaluation time is not training throughput
+    if (validate && ((lc.val_interval() > 0 && (step + 1) % lc.val_interval() == 0) || last)) {
+      result.final_val_loss = evaluate(step + 1, lambda);
+      // Evaluation time is not training throughput: the window restarts after it.
+      window_start = Clock::now();
+      window_steps = 0;
     }
   }
   log.line(detail::concat("done: ", result.steps, " steps in ",

@@ -17,12 +17,13 @@ struct TrainResult {
   std::vector<double> losses;       // total training loss of each step
   std::vector<double> main_losses;  // main-head loss of each step
   double final_val_loss = 0.0;      // main-head validation loss at the end (NaN if none)
-  bool interrupted = false;         // stopped early by SIGINT/SIGTERM
+  int stop_signal = 0;              // the signal that stopped the run early, 0 if none
 };
 
 // Runs cfg (already validated) and returns what it measured. Progress goes to `log` and to
-// run_dir/train.log. `stop` is polled between steps (set by a signal handler).
+// run_dir/train.log. `stop` (a signal number, set by a signal handler) is polled between steps
+// and between validation batches; the run then ends cleanly after the current step.
 TrainResult train(const config::RunConfig& cfg, std::ostream& log,
-                  const std::atomic<bool>* stop = nullptr);
+                  const std::atomic<int>* stop = nullptr);
 
 }  // namespace moetron

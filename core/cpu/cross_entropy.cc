@@ -11,7 +11,8 @@
 namespace moetron::cpu {
 
 int64_t ce_chunk_rows(int64_t rows, int64_t vocab) {
-  // ~8 MiB of logits: big enough for efficient GEMMs, small enough to stay out of the way.
+  // ~8 MiB of logits (at least 64 rows, so more for vocabularies above 32k): big enough for
+  // efficient GEMMs, small enough to stay out of the way.
   constexpr int64_t kLogitBudget = int64_t{1} << 21;
   return std::max<int64_t>(1, std::min(rows, std::max<int64_t>(64, kLogitBudget / vocab)));
 }

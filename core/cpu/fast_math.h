@@ -10,7 +10,7 @@ namespace moetron::cpu {
 
 inline float fast_exp(float x) {
   // exp(x) = 2^n * exp(r), n = round(x / ln2), r = x - n ln2 in [-ln2/2, ln2/2].
-  x = x < -87.3f ? -87.3f : (x > 88.7f ? 88.7f : x);
+  x = x < -87.3f ? -87.3f : (x > 88.37f ? 88.37f : x);  // 2^128 would be +inf
   // Round to nearest by the 1.5 * 2^23 trick: plain adds vectorize, nearbyint may not.
   const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
   const float r = std::fma(n, -0.693145751953125f, std::fma(n, -1.428606765330187e-06f, x));

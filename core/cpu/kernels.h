@@ -6,7 +6,8 @@
 namespace moetron::cpu {
 
 // Row-major sgemm: C[m,n] = alpha * op(A) op(B) + beta * C with leading dims lda/ldb/ldc.
-// Runs on the calling thread alone when called inside a parallel region.
+// With oneDNN (OpenMP runtime) a call inside a parallel region runs on the calling thread
+// alone; the OpenBLAS fallback may start its own threads there (slower, still correct).
 void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
            int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
 // The OpenBLAS path, kept as fallback and cross-check of the oneDNN one.

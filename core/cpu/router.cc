@@ -118,15 +118,18 @@ void balance_losses(const Router& r, const Balance& b, const float* logits, cons
   // Per-sequence f (top-k of the unbiased scores) and the batch f; both constants.
   std::vector<double> f_seq(static_cast<size_t>(b.batch * E), 0.0), f_batch(static_cast<size_t>(E));
   std::vector<int32_t> idx(static_cast<size_t>(r.k));
-  for (int64_t t = 0; t < N; ++t) {
-    top_n(scores + t * E, E, r.k, idx.data());
-    for (int32_t e : idx) f_seq[(t / T) * E + e] += static_cast<double>(E) / (r.k * T);
+  if (b.seq_alpha > 0) {
+    for (int64_t t = 0; t < N; ++t) {
+      top_n(scores + t * E, E, r.k, idx.data());
+      for (int32_t e : idx) f_seq[(t / T) * E + e] += static_cast<double>(E) / (r.k * T);
+    }
   }
   for (int64_t e = 0; e < E; ++e) f_batch[e] = static_cast<double>(counts[e]) / (N * r.k);
   std::vector<double> p_seq(static_cast<size_t>(b.batch * E), 0.0),
       p_batch(static_cast<size_t>(E), 0.0);
   double z = 0, entropy = 0;
   std::vector<float> p(static_cast<size_t>(E));
+  std::vector<double> dp(static_cast<size_t>(E));
   for (int64_t t = 0; t < N; ++t) {
     const float* s = scores + t * E;
     const float* u = logits + t * E;
@@ -149,7 +152,6 @@ void balance_losses(const Router& r, const Balance& b, const float* logits, cons
     float* du = dlogits + t * E;
     // dL/dp, then through p = s / sum(s): ds_j = (dp_j - sum_i dp_i p_i) / sum.
     double dot = 0;
-    std::vector<double> dp(static_cast<size_t>(E));
     for (int64_t e = 0; e < E; ++e) {
       dp[e] = b.seq_alpha / static_cast<double>(b.batch) * f_seq[(t / T) * E + e] / T +
               b.aux_coeff * E * f_batch[e] / N;

@@ -211,8 +211,7 @@ TEST(Validate, NonNegative) {
   for (const char* path :
        {"model.num_nextn_predict_layers", "model.num_key_value_heads", "optimizer.weight_decay",
         "optimizer.grad_clip", "schedule.warmup_steps", "schedule.mtp_loss_weight",
-        "logging.val_interval", "logging.val_batches", "checkpoint.interval", "threads",
-        "model.moe.n_routed_experts"}) {
+        "logging.val_interval", "logging.val_batches", "threads", "model.moe.n_routed_experts"}) {
     SCOPED_TRACE(path);
     const std::string msg = invalid({std::string(path) + "=-1"});
     EXPECT_CONTAINS(msg, std::string(path) + " = -1: must be >= 0");
@@ -224,6 +223,12 @@ TEST(Validate, ZeroIsFineWhereAllowed) {
                 "schedule.mtp_loss_weight=0", "logging.val_interval=0", "logging.val_batches=0",
                 "model.num_nextn_predict_layers=0", "model.num_key_value_heads=0", "threads=0",
                 "optimizer.beta1=0", "schedule.min_lr_ratio=0"});
+}
+
+TEST(Validate, CheckpointSettingsAreRejectedUntilCheckpointsExist) {
+  EXPECT_CONTAINS(invalid({"checkpoint.interval=100"}),
+                  "checkpoint.interval = 100: checkpoints arrive in a later release; valid: 0");
+  EXPECT_CONTAINS(invalid({"checkpoint.dir=ckpt"}), "checkpoint.dir = \"ckpt\"");
 }
 
 TEST(Validate, Betas) {

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "core/check.h"
+#include "data/loader.h"
 #include "data/prepare.h"
 #include "tests/data/test_util.h"
 #include "trainer/config.h"
@@ -144,7 +145,9 @@ TEST(Train, VocabularyLargerThanTheModelIsRejectedBeforeTraining) {
   }
 }
 
-TEST(Train, SigtermStopsARealRunCleanly) {
+// Runs the real program on a long run, sends `sig` once it has trained a few steps, and
+// checks that it stops cleanly with status 128 + sig and complete logs.
+void expect_clean_stop_on(int sig) {
   TempDir run;
   config::RunConfig cfg = small_run(run / "out", 100000);
   cfg.mutable_logging()->set_val_interval(0);
@@ -159,19 +162,47 @@ TEST(Train, SigtermStopsARealRunCleanly) {
     execl(binary.c_str(), binary.c_str(), "train", config_file.c_str(), nullptr);
     _exit(127);
   }
-  // Wait until it has trained a few steps, then stop it the way a scheduler would.
+  // Wait until it has trained a few steps, then stop it the way a scheduler or a user would.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (lines_of(run / "out/metrics.jsonl").size() < 3 &&
          std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  ASSERT_EQ(kill(pid, SIGTERM), 0);
+  ASSERT_EQ(kill(pid, sig), 0);
   int status = 0;
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
   ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << WTERMSIG(status);
-  EXPECT_EQ(WEXITSTATUS(status), 128 + SIGTERM);
+  EXPECT_EQ(WEXITSTATUS(status), 128 + sig);
   const std::string log = data::testing::read_text(run / "out/train.log");
-  EXPECT_NE(log.find("stopping on signal after step"), std::string::npos) << log;
+  EXPECT_NE(log.find("stopping on signal " + std::to_string(sig) + " after step"),
+            std::string::npos)
+      << log;
   for (const auto& l : lines_of(run / "out/metrics.jsonl")) EXPECT_EQ(l.back(), '}');
+}
+
+TEST(Train, SigtermStopsARealRunCleanly) {
+  expect_clean_stop_on(SIGTERM);
+}
+TEST(Train, SigintStopsARealRunCleanly) {
+  expect_clean_stop_on(SIGINT);
+}
+
+TEST(Train, TooShortValidationSplitFailsBeforeTraining) {
+  TempDir run;
+  config::RunConfig cfg = small_run(run.path(), 5);
+  const data::Dataset val(dataset_dir(), data::Split::val);
+  const data::Dataset train_split(dataset_dir(), data::Split::train);
+  ASSERT_LT(val.num_tokens() + 2, train_split.num_tokens());
+  // A window one token longer than the whole validation split.
+  cfg.mutable_data()->set_seq_len(static_cast<int>(val.num_tokens()) - 1);
+  cfg.mutable_data()->set_micro_batch_size(1);
+  std::ostringstream log;
+  try {
+    train(cfg, log);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("val split"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(lines_of(run / "metrics.jsonl").empty());
 }
 
 TEST(Schedule, WarmupThenCosineToTheFloor) {
