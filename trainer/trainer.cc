@@ -62,6 +62,44 @@ double mean(const std::vector<double>& v) {
   return v.empty() ? 0.0 : s / static_cast<double>(v.size());
 }
 
+// Per-layer MoE statistics of one step into the metrics record; returns the worst MaxVio.
+double add_moe_metrics(const std::vector<MoeStepStats>& layers, double aux_loss, JsonLine& line) {
+  double worst = 0;
+  line.add("aux_loss", aux_loss);
+  for (const MoeStepStats& m : layers) {
+    const double n = static_cast<double>(std::max<int64_t>(1, m.micro_batches));
+    const std::string p = "moe." + m.name + ".";
+    line.add(p + "counts", m.counts).add(p + "max_violation", m.max_violation());
+    line.add(p + "dropped", m.dropped).add(p + "entropy", m.entropy / n);
+    line.add(p + "seq_aux_loss", m.seq_aux / n).add(p + "aux_loss", m.aux / n);
+    line.add(p + "z_loss", m.z / n);
+    worst = std::max(worst, m.max_violation());
+  }
+  line.add("max_violation", worst);
+  return worst;
+}
+
+// What one progress line shows.
+struct Progress {
+  int64_t step, total_steps;
+  double main_loss;
+  std::optional<double> mtp_loss, max_violation;
+  double lr, grad_norm, tokens_per_s, mfu, eta_s;
+};
+
+std::string progress_line(const Progress& p) {
+  std::ostringstream os;
+  os << "step " << std::setw(5) << p.step << "/" << p.total_steps << std::fixed
+     << std::setprecision(4) << " | loss " << p.main_loss;
+  if (p.mtp_loss) os << " | mtp " << *p.mtp_loss;
+  if (p.max_violation) os << std::setprecision(2) << " | MaxVio " << *p.max_violation;
+  os << std::scientific << std::setprecision(2) << " | lr " << p.lr << std::fixed
+     << std::setprecision(3) << " | gnorm " << p.grad_norm << std::setprecision(0) << " | "
+     << p.tokens_per_s << " tok/s" << std::setprecision(1) << " | MFU " << 100.0 * p.mfu << "%"
+     << " | ETA " << format_duration(p.eta_s);
+  return os.str();
+}
+
 }  // namespace
 
 TrainResult train(const config::RunConfig& cfg, std::ostream& console,
@@ -205,20 +243,8 @@ TrainResult train(const config::RunConfig& cfg, std::ostream& console,
     for (size_t k = 0; k < acc.mtp.size(); ++k)
       line.add("mtp_loss_" + std::to_string(k + 1), acc.mtp[k]);
     line.add("lr", lr).add("grad_norm", gnorm).add("mtp_weight", static_cast<double>(lambda));
-    double worst_maxvio = 0;
-    if (!model.moe_step_stats().empty()) {
-      line.add("aux_loss", acc.aux);
-      for (const MoeStepStats& m : model.moe_step_stats()) {
-        const double n = static_cast<double>(std::max<int64_t>(1, m.micro_batches));
-        const std::string p = "moe." + m.name + ".";
-        line.add(p + "counts", m.counts).add(p + "max_violation", m.max_violation());
-        line.add(p + "dropped", m.dropped).add(p + "entropy", m.entropy / n);
-        line.add(p + "seq_aux_loss", m.seq_aux / n).add(p + "aux_loss", m.aux / n);
-        line.add(p + "z_loss", m.z / n);
-        worst_maxvio = std::max(worst_maxvio, m.max_violation());
-      }
-      line.add("max_violation", worst_maxvio);
-    }
+    const bool moe = !model.moe_step_stats().empty();
+    const double worst_maxvio = moe ? add_moe_metrics(model.moe_step_stats(), acc.aux, line) : 0.0;
 
     const bool last = step + 1 == total_steps;
     if (step == 0 || (step + 1) % lc.log_interval() == 0 || last) {
@@ -227,17 +253,10 @@ TrainResult train(const config::RunConfig& cfg, std::ostream& console,
       const double mfu = tok_s * flops_per_token / (peak_gflops * 1e9);
       const double eta = seconds_since(run_start) / static_cast<double>(step + 1) *
                          static_cast<double>(total_steps - step - 1);
-      std::ostringstream os;
-      os << "step " << std::setw(5) << step + 1 << "/" << total_steps << std::fixed
-         << std::setprecision(4) << " | loss " << acc.main;
-      if (dims.mtp_depth > 0) os << " | mtp " << mean(acc.mtp);
-      if (!model.moe_step_stats().empty())
-        os << " | MaxVio " << std::setprecision(2) << worst_maxvio;
-      os << std::scientific << std::setprecision(2) << " | lr " << lr << std::fixed
-         << std::setprecision(3) << " | gnorm " << gnorm << std::setprecision(0) << " | " << tok_s
-         << " tok/s" << std::setprecision(1) << " | MFU " << 100.0 * mfu << "%"
-         << " | ETA " << format_duration(eta);
-      log.line(os.str());
+      log.line(progress_line(
+          {step + 1, total_steps, acc.main,
+           dims.mtp_depth > 0 ? std::optional<double>(mean(acc.mtp)) : std::nullopt,
+           moe ? std::optional<double>(worst_maxvio) : std::nullopt, lr, gnorm, tok_s, mfu, eta}));
       line.add("tokens_per_s", tok_s).add("mfu", mfu);
       window_start = Clock::now();
       window_steps = 0;
