@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -143,6 +144,37 @@ TEST(Train, VocabularyLargerThanTheModelIsRejectedBeforeTraining) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("model.vocab_size = 100"), std::string::npos) << e.what();
   }
+}
+
+TEST(Train, MoeRunRecordsExpertLoadAndItsPictureRenders) {
+  TempDir run;
+  config::RunConfig cfg = small_run(run.path(), 12);
+  config::MoeConfig* moe = cfg.mutable_model()->mutable_moe();
+  moe->set_n_routed_experts(4);
+  moe->set_num_experts_per_tok(2);
+  moe->set_moe_intermediate_size(16);
+  moe->set_n_shared_experts(1);
+  moe->set_first_k_dense_replace(1);
+  moe->set_bias_update_speed(0.01f);
+  moe->set_seq_aux_loss_alpha(0.001f);
+  validate_config(cfg);
+  std::ostringstream log;
+  const TrainResult r = train(cfg, log);
+  EXPECT_EQ(r.steps, 12);
+  EXPECT_NE(log.str().find("| MaxVio "), std::string::npos) << log.str();
+  const auto metrics = lines_of(run / "metrics.jsonl");
+  ASSERT_FALSE(metrics.empty());
+  // The MoE layers: main layer 1 and the MTP block (layer 2).
+  for (const char* key : {"\"moe.model.layers.1.mlp.gate.counts\": [",
+                          "\"moe.model.layers.2.mlp.gate.max_violation\"", "\"aux_loss\"",
+                          "\"moe.model.layers.1.mlp.gate.entropy\"", "\"max_violation\""})
+    EXPECT_NE(metrics.front().find(key), std::string::npos) << key << " in " << metrics.front();
+  const std::string png = (run / "load.png").string();
+  const std::string cmd = "/usr/bin/python3 " + std::string(MOETRON_SOURCE_DIR) +
+                          "/bench/plot_expert_load.py " + (run / "metrics.jsonl").string() +
+                          " -o " + png + " > /dev/null";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd << " (needs python3-matplotlib: launch/setup.sh)";
+  EXPECT_GT(std::filesystem::file_size(png), 1000u);
 }
 
 // Runs the real program on a long run, sends `sig` once it has trained a few steps, and
