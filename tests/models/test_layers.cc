@@ -18,17 +18,23 @@ using test::all_close;
 using test::Golden;
 using test::golden_path;
 
-ModelDims dims_from(const Golden& g) {
+// Batch, sequence, heads and RoPE settings: what the rope and attention files share.
+ModelDims head_dims(const Golden& g) {
   ModelDims d;
   d.batch = static_cast<int64_t>(g.attr_num("batch"));
   d.seq = static_cast<int64_t>(g.attr_num("seq_len"));
-  d.hidden = static_cast<int64_t>(g.attr_num("hidden_size"));
   d.heads = static_cast<int64_t>(g.attr_num("heads"));
-  d.kv_heads = static_cast<int64_t>(g.attr_num("kv_heads"));
   d.head_dim = static_cast<int64_t>(g.attr_num("head_dim"));
   d.rope_theta = static_cast<float>(g.attr_num("rope_theta"));
   d.rope_style = g.attr_str("rope_style") == "interleaved" ? ops::RopeStyle::interleaved
                                                            : ops::RopeStyle::rotate_half;
+  return d;
+}
+
+ModelDims dims_from(const Golden& g) {
+  ModelDims d = head_dims(g);
+  d.hidden = static_cast<int64_t>(g.attr_num("hidden_size"));
+  d.kv_heads = static_cast<int64_t>(g.attr_num("kv_heads"));
   return d;
 }
 
@@ -117,14 +123,7 @@ class RopeGolden : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(RopeGolden, MatchesReference) {
   const Golden g(golden_path(GetParam()));
-  ModelDims d;
-  d.batch = static_cast<int64_t>(g.attr_num("batch"));
-  d.seq = static_cast<int64_t>(g.attr_num("seq_len"));
-  d.heads = static_cast<int64_t>(g.attr_num("heads"));
-  d.head_dim = static_cast<int64_t>(g.attr_num("head_dim"));
-  d.rope_theta = static_cast<float>(g.attr_num("rope_theta"));
-  d.rope_style = g.attr_str("rope_style") == "interleaved" ? ops::RopeStyle::interleaved
-                                                           : ops::RopeStyle::rotate_half;
+  const ModelDims d = head_dims(g);
   const Shape s{d.batch, d.seq, d.heads, d.head_dim};
   const RopeTables rope = RopeTables::make(d);
   Tensor x = test::tensor_from(g, "/inputs/x", s);
