@@ -76,11 +76,8 @@ struct AdamWStep {
 };
 void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWStep& s);
 
-}  // namespace moetron::ops
-
 // ---------------------------------------------------------------------------------------------
-// Mixture-of-experts routing (docs/moe.md). Index tensors are i32.
-namespace moetron::ops {
+// Mixture-of-experts routing (docs/moe.md; kernels in core/ops_moe.cc). Index tensors are i32.
 
 enum class Scoring { sigmoid, softmax };
 struct RouterConfig {
