@@ -95,7 +95,8 @@ int run(std::span<const std::string> args) {
   j.add("first_k_dense", m.first_dense).add("routed_scaling", static_cast<double>(m.scaling));
   j.add("scoring_func", std::string(m.scoring == ops::Scoring::softmax ? "softmax" : "sigmoid"));
   j.add("norm_topk_prob", int64_t{m.norm_topk_prob}).add("n_group", m.n_group);
-  j.add("topk_group", m.topk_group).add("bias_update_speed", static_cast<double>(m.bias_update_speed));
+  j.add("topk_group", m.topk_group)
+      .add("bias_update_speed", static_cast<double>(m.bias_update_speed));
   j.add("seq_aux_alpha", static_cast<double>(m.seq_aux_alpha));
   j.add("aux_loss_coeff", static_cast<double>(m.aux_coeff));
   j.add("z_loss_coeff", static_cast<double>(m.z_coeff));
