@@ -50,7 +50,7 @@ def _attr(v):
 
 
 class Writer:
-    def __init__(self, path: str, attrs: dict):
+    def __init__(self, path: str, attrs: dict, generator: str = "tests/reference/gen_goldens.py"):
         self.path = path
         # HDF5 1.10 format (readable by libhdf5 >= 1.10): compact groups, single-chunk index.
         # No object timestamps anywhere, so the bytes are reproducible.
@@ -61,7 +61,7 @@ class Writer:
         self.f = h5py.File(h5py.h5f.create(path.encode(), h5py.h5f.ACC_TRUNC, fapl=fapl, fcpl=fcpl))
         attrs = dict(attrs)
         attrs["torch_version"] = torch.__version__
-        attrs["generator"] = "tests/reference/gen_goldens.py"
+        attrs["generator"] = generator
         for k, v in attrs.items():
             self.f.attrs[k] = _attr(v)
 
@@ -228,22 +228,34 @@ def gen_head_ce(out):
 # --------------------------------------------------------------------------------------------
 
 
-def gen_model(out, fname, seed, cfg: ref.ModelConfig, ocfg: ref.OptimConfig, B, T, steps=3,
-              init_std=0.1, norm_noise=0.1):
-    g = torch.Generator().manual_seed(seed)
-    params = ref.init_params(cfg, g, init_std=init_std, norm_noise=norm_noise)
-    D = cfg.num_nextn_predict_layers
-    tokens = torch.randint(0, cfg.vocab_size, (steps, B, T + 1 + D), generator=g)
-    init = {k: v.detach().clone() for k, v in params.items()}
-    opt = ref.make_optimizer(params, ocfg)
-    total, main, mtp, norms, grads0 = [], [], [], [], None
-    for s in range(steps):
-        r = ref.forward_backward(params, cfg, tokens[s])
+def train_steps(lib, params: dict, cfg, ocfg: ref.OptimConfig, tokens, after_step=None):
+    """The loop of a whole-model golden, for lib = model or moe: per window tokens[s],
+    lib.forward_backward, then lib.optimizer_step (AdamW with clipping), then after_step(result)
+    if given. Returns the per-step results of forward_backward, the pre-clip grad norms and the
+    step-0 gradients (of every parameter that has one)."""
+    opt = lib.make_optimizer(params, ocfg)
+    results, norms, grads0 = [], [], None
+    for s in range(len(tokens)):
+        r = lib.forward_backward(params, cfg, tokens[s])
         if s == 0:
-            grads0 = {k: v.grad.detach().clone() for k, v in params.items()}
-        norms.append(ref.optimizer_step(params, ocfg, opt))
-        total.append(r["total"]); main.append(r["main"]); mtp.append(r["mtp"])
+            grads0 = {k: v.grad.detach().clone() for k, v in params.items() if v.grad is not None}
+        norms.append(lib.optimizer_step(params, ocfg, opt))
+        if after_step is not None:
+            after_step(r)
+        results.append(r)
+    return results, norms, grads0
 
+
+def step_losses(results: list, D: int) -> dict:
+    """/losses/total and /losses/main [steps], /losses/mtp [steps, D] from train_steps results."""
+    return {"total": torch.tensor([r["total"] for r in results]),
+            "main": torch.tensor([r["main"] for r in results]),
+            "mtp": torch.tensor([r["mtp"] for r in results]).reshape(len(results), D)}
+
+
+def model_attrs(cfg: ref.ModelConfig, ocfg: ref.OptimConfig, B, T, steps, seed, init_std,
+                norm_noise) -> dict:
+    """Root attributes of a whole-model golden: the model config, the optimizer, the run."""
     attrs = cfg.to_dict()
     attrs.update(lr=ocfg.lr, beta1=ocfg.beta1, beta2=ocfg.beta2, eps=ocfg.eps,
                  weight_decay=ocfg.weight_decay, grad_clip=ocfg.grad_clip,
@@ -251,22 +263,44 @@ def gen_model(out, fname, seed, cfg: ref.ModelConfig, ocfg: ref.OptimConfig, B, 
                  batch=B, seq_len=T, steps=steps, seed=seed, init_std=init_std,
                  norm_noise=norm_noise, head_dim=cfg.head_dim)
     attrs["num_key_value_heads"] = cfg.kv_heads
-    w = Writer(os.path.join(out, fname), attrs)
+    return attrs
+
+
+def write_model_golden(path, attrs: dict, init: dict, tokens, losses: dict, grads0: dict, norms,
+                       final: dict, extra: dict | None = None, writer=Writer):
+    """Writes a whole-model golden, datasets in this order: /params/* (initial), /tokens,
+    /losses/<name> (in the order of `losses`), /grads0/*, /grad_norm, /params_final/*, then the
+    `extra` datasets by full name."""
+    w = writer(path, attrs)
     for k, v in init.items():
         w.put(f"params/{k}", v)
     w.put("tokens", tokens.int())
-    w.put("losses/total", torch.tensor(total))
-    w.put("losses/main", torch.tensor(main))
-    w.put("losses/mtp", torch.tensor(mtp).reshape(steps, D))
+    for k, v in losses.items():
+        w.put(f"losses/{k}", v)
     for k, v in grads0.items():
         w.put(f"grads0/{k}", v)
     w.put("grad_norm", torch.tensor(norms))
-    for k, v in params.items():
+    for k, v in final.items():
         w.put(f"params_final/{k}", v)
+    for k, v in (extra or {}).items():
+        w.put(k, v)
     w.close()
+
+
+def gen_model(out, fname, seed, cfg: ref.ModelConfig, ocfg: ref.OptimConfig, B, T, steps=3,
+              init_std=0.1, norm_noise=0.1):
+    g = torch.Generator().manual_seed(seed)
+    params = ref.init_params(cfg, g, init_std=init_std, norm_noise=norm_noise)
+    D = cfg.num_nextn_predict_layers
+    tokens = torch.randint(0, cfg.vocab_size, (steps, B, T + 1 + D), generator=g)
+    init = {k: v.detach().clone() for k, v in params.items()}
+    results, norms, grads0 = train_steps(ref, params, cfg, ocfg, tokens)
+    write_model_golden(os.path.join(out, fname),
+                       model_attrs(cfg, ocfg, B, T, steps, seed, init_std, norm_noise),
+                       init, tokens, step_losses(results, D), grads0, norms, params)
     clipped = [n > ocfg.grad_clip for n in norms]
-    print(f"  {fname}: total={['%.5f' % t for t in total]} grad_norm={['%.4f' % n for n in norms]} "
-          f"clip={ocfg.grad_clip} clipped={clipped}")
+    print(f"  {fname}: total={['%.5f' % r['total'] for r in results]} "
+          f"grad_norm={['%.4f' % n for n in norms]} clip={ocfg.grad_clip} clipped={clipped}")
 
 
 def gen_models(out):
@@ -355,7 +389,8 @@ def self_check():
     print("  self-checks passed")
 
 
-def main():
+def setup(self_check) -> str:
+    """Parses [--out DIR] [--check], runs self_check() under --check, makes DIR; returns DIR."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(HERE, "goldens"))
     ap.add_argument("--check", action="store_true")
@@ -365,23 +400,31 @@ def main():
         self_check()
     os.makedirs(args.out, exist_ok=True)
     print(f"torch {torch.__version__}, writing {args.out}")
-    gen_rmsnorm(args.out)
-    gen_rope(args.out, ref.ROTATE_HALF, 1101)
-    gen_rope(args.out, ref.INTERLEAVED, 1102)
-    gen_attention(args.out, "attention_mha_rotate_half", 1111, kv=4, style=ref.ROTATE_HALF)
-    gen_attention(args.out, "attention_gqa_interleaved", 1112, kv=2, style=ref.INTERLEAVED)
-    gen_attention_core_long(args.out)
-    gen_swiglu(args.out)
-    gen_block(args.out)
-    gen_head_ce(args.out)
-    gen_models(args.out)
+    return args.out
+
+
+def print_sizes(out, names):
     total = 0
-    for f in sorted(os.listdir(args.out)):
-        if f.endswith(".h5"):
-            size = os.path.getsize(os.path.join(args.out, f))
-            total += size
-            print(f"  {f:32s} {size / 1024:7.1f} KiB")
+    for f in names:
+        size = os.path.getsize(os.path.join(out, f))
+        total += size
+        print(f"  {f:32s} {size / 1024:7.1f} KiB")
     print(f"  total {total / 1024:.1f} KiB")
+
+
+def main():
+    out = setup(self_check)
+    gen_rmsnorm(out)
+    gen_rope(out, ref.ROTATE_HALF, 1101)
+    gen_rope(out, ref.INTERLEAVED, 1102)
+    gen_attention(out, "attention_mha_rotate_half", 1111, kv=4, style=ref.ROTATE_HALF)
+    gen_attention(out, "attention_gqa_interleaved", 1112, kv=2, style=ref.INTERLEAVED)
+    gen_attention_core_long(out)
+    gen_swiglu(out)
+    gen_block(out)
+    gen_head_ce(out)
+    gen_models(out)
+    print_sizes(out, sorted(f for f in os.listdir(out) if f.endswith(".h5")))
 
 
 if __name__ == "__main__":

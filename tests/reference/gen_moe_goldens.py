@@ -14,11 +14,9 @@ force, and the dense reduction (n_routed_experts = 0 is model.py exactly).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
-import h5py
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -26,7 +24,6 @@ import gen_goldens as gg  # noqa: E402
 import model as ref  # noqa: E402
 import moe  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 GENERATOR = "tests/reference/gen_moe_goldens.py"
 
 
@@ -34,17 +31,7 @@ class Writer(gg.Writer):
     """gen_goldens.Writer with this script's name in the `generator` attribute."""
 
     def __init__(self, path: str, attrs: dict):
-        fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
-        fapl.set_libver_bounds(h5py.h5f.LIBVER_V110, h5py.h5f.LIBVER_V110)
-        fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
-        fcpl.set_obj_track_times(False)
-        self.path = path
-        self.f = h5py.File(h5py.h5f.create(path.encode(), h5py.h5f.ACC_TRUNC, fapl=fapl, fcpl=fcpl))
-        attrs = dict(attrs)
-        attrs["torch_version"] = torch.__version__
-        attrs["generator"] = GENERATOR
-        for k, v in attrs.items():
-            self.f.attrs[k] = gg._attr(v)
+        super().__init__(path, attrs, generator=GENERATOR)
 
 
 def moe_attrs(cfg: moe.MoeConfig) -> dict:
@@ -226,50 +213,33 @@ def gen_model_moe(out_dir, fname="model_moe.h5", seed=3001, B=2, T=16, steps=3, 
     D = cfg.num_nextn_predict_layers
     tokens = torch.randint(0, cfg.vocab_size, (steps, B, T + 1 + D), generator=g)
     init = {k: v.detach().clone() for k, v in params.items()}
-    opt = moe.make_optimizer(params, ocfg)
     bias_names = list(moe.biases(params))
     bias_hist = {n: [params[n].clone()] for n in bias_names}
-    counts_hist = {n: [] for n in bias_names}
-    total, main, mtp, aux, norms, grads0 = [], [], [], [], [], None
-    for s in range(steps):
-        r = moe.forward_backward(params, cfg, tokens[s])
-        if s == 0:
-            grads0 = {k: v.grad.detach().clone() for k, v in moe.trainable(params).items()}
-        norms.append(moe.optimizer_step(params, ocfg, opt))
+
+    def after_step(r):
         moe.update_biases(params, cfg, r["counts"])
         for n in bias_names:
             bias_hist[n].append(params[n].clone())
-            counts_hist[n].append(r["counts"][n[: -len(moe.BIAS_SUFFIX)]])
-        total.append(r["total"]); main.append(r["main"]); mtp.append(r["mtp"]); aux.append(r["aux"])
 
-    attrs = cfg.to_dict()
+    results, norms, grads0 = gg.train_steps(moe, params, cfg, ocfg, tokens, after_step)
+    counts_hist = {n: [r["counts"][n[: -len(moe.BIAS_SUFFIX)]] for r in results]
+                   for n in bias_names}
+    aux = [r["aux"] for r in results]
+
+    attrs = gg.model_attrs(cfg, ocfg, B, T, steps, seed, init_std, norm_noise)
     attrs["norm_topk_prob"] = int(bool(cfg.norm_topk_prob))
-    attrs.update(lr=ocfg.lr, beta1=ocfg.beta1, beta2=ocfg.beta2, eps=ocfg.eps,
-                 weight_decay=ocfg.weight_decay, grad_clip=ocfg.grad_clip,
-                 decay_norms_and_embeddings=ocfg.decay_norms_and_embeddings,
-                 batch=B, seq_len=T, steps=steps, seed=seed, init_std=init_std,
-                 norm_noise=norm_noise, head_dim=cfg.head_dim)
-    attrs["num_key_value_heads"] = cfg.kv_heads
-    w = Writer(os.path.join(out_dir, fname), attrs)
-    for k, v in init.items():
-        w.put(f"params/{k}", v)
-    w.put("tokens", tokens.int())
-    w.put("losses/total", torch.tensor(total))
-    w.put("losses/main", torch.tensor(main))
-    w.put("losses/mtp", torch.tensor(mtp).reshape(steps, D))
-    w.put("losses/aux", torch.tensor(aux))
-    for k, v in grads0.items():
-        w.put(f"grads0/{k}", v)
-    w.put("grad_norm", torch.tensor(norms))
-    for k, v in params.items():
-        w.put(f"params_final/{k}", v)
+    losses = gg.step_losses(results, D)
+    losses["aux"] = torch.tensor(aux)
+    extra = {}
     for n in bias_names:
         layer = n[: -len(".mlp." + moe.BIAS_SUFFIX)]  # model.layers.{l}
-        w.put(f"bias/{n}", torch.stack(bias_hist[n]))
-        w.put(f"counts/{layer}", torch.stack(counts_hist[n]).int())
-    w.close()
+        extra[f"bias/{n}"] = torch.stack(bias_hist[n])
+        extra[f"counts/{layer}"] = torch.stack(counts_hist[n]).int()
+    gg.write_model_golden(os.path.join(out_dir, fname), attrs, init, tokens, losses, grads0, norms,
+                          params, extra, writer=Writer)
     clipped = [n > ocfg.grad_clip for n in norms]
-    print(f"  {fname}: total={['%.5f' % t for t in total]} aux={['%.3g' % a for a in aux]} "
+    print(f"  {fname}: total={['%.5f' % r['total'] for r in results]} "
+          f"aux={['%.3g' % a for a in aux]} "
           f"grad_norm={['%.4f' % n for n in norms]} clip={ocfg.grad_clip} clipped={clipped}")
     for n in bias_names:
         print(f"    {n[:-len(moe.BIAS_SUFFIX)]} counts={[c.tolist() for c in counts_hist[n]]}")
@@ -401,27 +371,14 @@ def self_check():
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default=os.path.join(HERE, "goldens"))
-    ap.add_argument("--check", action="store_true")
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    if args.check:
-        self_check()
-    os.makedirs(args.out, exist_ok=True)
-    print(f"torch {torch.__version__}, writing {args.out}")
+    out = gg.setup(self_check)
     names = []
     for fname, seed, cfg, kw in layer_cases():
-        gen_layer(args.out, fname, seed, cfg, **kw)
+        gen_layer(out, fname, seed, cfg, **kw)
         names.append(fname)
-    gen_model_moe(args.out)
+    gen_model_moe(out)
     names.append("model_moe.h5")
-    total = 0
-    for f in names:
-        size = os.path.getsize(os.path.join(args.out, f))
-        total += size
-        print(f"  {f:32s} {size / 1024:7.1f} KiB")
-    print(f"  total {total / 1024:.1f} KiB")
+    gg.print_sizes(out, names)
 
 
 if __name__ == "__main__":
