@@ -73,59 +73,98 @@ void attention_forward(const AttentionShape& s, const float* q, const float* k, 
 void attention_backward(const AttentionShape& s, const float* dout, const float* q, const float* k,
                         const float* v, const float* out, const float* lse, float* dq, float* dk,
                         float* dv) {
+  // Two passes, each writing only its own rows, so any thread count gives the same bits and
+  // small batches with few kv heads still use every thread (FlashAttention-2 would accumulate
+  // dq atomically instead; that is neither deterministic nor needed at CPU block sizes):
+  //   pass 1, per (batch, head, query block): dq;
+  //   pass 2, per (batch, kv head, key block): dk and dv, over the query blocks that see it.
+  // The probabilities P = exp(scale q.k - lse) and dS = P (dP - rowsum(dO O)) are recomputed
+  // in both.
   const int64_t hd = s.head_dim, group = s.heads / s.kv_heads;
   const HeadView qv{s.heads * hd}, kv{s.kv_heads * hd};
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const int64_t blocks = (s.seq + kQueryBlock - 1) / kQueryBlock;
-  // One task per (batch, kv head): it owns dk/dv of that head, so nothing races.
-  const int64_t tasks = s.batch * s.kv_heads;
+  auto lse_at = [&](int64_t b, int64_t h, int64_t t) { return lse[(b * s.heads + h) * s.seq + t]; };
+
+  // rowsum(dO * O) of every query row, [B, H, T].
+  std::vector<float> dsum(static_cast<size_t>(s.batch * s.heads * s.seq));
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < s.batch; ++b)
+    for (int64_t h = 0; h < s.heads; ++h)
+      for (int64_t t = 0; t < s.seq; ++t) {
+        const float* dor = dout + qv.offset(b, t, h, s.seq, hd);
+        const float* outr = out + qv.offset(b, t, h, s.seq, hd);
+        float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t c = 0; c < hd; ++c) acc += dor[c] * outr[c];
+        dsum[(b * s.heads + h) * s.seq + t] = acc;
+      }
+
+  // Turns scores (scale already applied) and dP of a [rows, cols] tile at query t0 and key c0
+  // into P and dS in place; entries above the causal diagonal become 0.
+  auto probs_and_dscores = [&](int64_t b, int64_t h, int64_t t0, int64_t rows, int64_t c0,
+                               int64_t cols, float* p, float* dp) {
+    for (int64_t r = 0; r < rows; ++r) {
+      float* pr = p + r * cols;
+      float* dpr = dp + r * cols;
+      const int64_t valid = std::clamp<int64_t>(t0 + r + 1 - c0, 0, cols);
+      const float l = lse_at(b, h, t0 + r), d = dsum[(b * s.heads + h) * s.seq + t0 + r];
+#pragma omp simd
+      for (int64_t c = 0; c < valid; ++c) {
+        pr[c] = fast_exp(pr[c] - l);
+        dpr[c] = pr[c] * (dpr[c] - d);
+      }
+      std::fill(pr + valid, pr + cols, 0.0f);
+      std::fill(dpr + valid, dpr + cols, 0.0f);
+    }
+  };
+
 #pragma omp parallel
   {
     std::vector<float> probs(static_cast<size_t>(kQueryBlock * s.seq));
     std::vector<float> dprobs(static_cast<size_t>(kQueryBlock * s.seq));
-#pragma omp for schedule(static)
-    for (int64_t task = 0; task < tasks; ++task) {
-      const int64_t b = task / s.kv_heads, kvh = task % s.kv_heads;
-      const float* kb = k + kv.offset(b, 0, kvh, s.seq, hd);
-      const float* vb = v + kv.offset(b, 0, kvh, s.seq, hd);
-      float* dkb = dk + kv.offset(b, 0, kvh, s.seq, hd);
-      float* dvb = dv + kv.offset(b, 0, kvh, s.seq, hd);
-      for (int64_t t = 0; t < s.seq; ++t) {
+    float* p = probs.data();
+    float* dp = dprobs.data();
+    // Pass 1: dq = scale dS K over keys [0, t1).
+#pragma omp for schedule(dynamic)
+    for (int64_t task = 0; task < s.batch * s.heads * blocks; ++task) {
+      const int64_t b = task / (s.heads * blocks), h = task / blocks % s.heads;
+      const int64_t blk = blocks - 1 - task % blocks;  // heavier blocks first
+      const int64_t t0 = blk * kQueryBlock, t1 = std::min(s.seq, t0 + kQueryBlock);
+      const int64_t at = qv.offset(b, t0, h, s.seq, hd);
+      const float* kb = k + kv.offset(b, 0, h / group, s.seq, hd);
+      const float* vb = v + kv.offset(b, 0, h / group, s.seq, hd);
+      sgemm(false, true, t1 - t0, t1, hd, scale, q + at, qv.ld, kb, kv.ld, 0.0f, p, t1);
+      sgemm(false, true, t1 - t0, t1, hd, 1.0f, dout + at, qv.ld, vb, kv.ld, 0.0f, dp, t1);
+      probs_and_dscores(b, h, t0, t1 - t0, 0, t1, p, dp);
+      sgemm(false, false, t1 - t0, hd, t1, scale, dp, t1, kb, kv.ld, 0.0f, dq + at, qv.ld);
+    }
+    // Pass 2: dk = scale dS^T Q and dv = P^T dO for keys [k0, k1), from every query block
+    // that sees them, in a fixed order (heads of the group, then query blocks).
+#pragma omp for schedule(dynamic)
+    for (int64_t task = 0; task < s.batch * s.kv_heads * blocks; ++task) {
+      const int64_t b = task / (s.kv_heads * blocks), kvh = task / blocks % s.kv_heads;
+      const int64_t kblk = task % blocks;
+      const int64_t k0 = kblk * kQueryBlock, k1 = std::min(s.seq, k0 + kQueryBlock);
+      const int64_t cols = k1 - k0, at_k = kv.offset(b, k0, kvh, s.seq, hd);
+      float* dkb = dk + at_k;
+      float* dvb = dv + at_k;
+      for (int64_t t = 0; t < cols; ++t) {
         std::fill(dkb + t * kv.ld, dkb + t * kv.ld + hd, 0.0f);
         std::fill(dvb + t * kv.ld, dvb + t * kv.ld + hd, 0.0f);
       }
-      for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
-        for (int64_t blk = 0; blk < blocks; ++blk) {
+      for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h)
+        for (int64_t blk = kblk; blk < blocks; ++blk) {
           const int64_t t0 = blk * kQueryBlock, t1 = std::min(s.seq, t0 + kQueryBlock);
-          const int64_t rows = t1 - t0;
-          const int64_t at = qv.offset(b, t0, h, s.seq, hd);
-          float* p = probs.data();
-          float* dp = dprobs.data();
-          sgemm(false, true, rows, t1, hd, scale, q + at, qv.ld, kb, kv.ld, 0.0f, p, t1);
-          sgemm(false, true, rows, t1, hd, 1.0f, dout + at, qv.ld, vb, kv.ld, 0.0f, dp, t1);
-          for (int64_t r = 0; r < rows; ++r) {
-            float* pr = p + r * t1;
-            float* dpr = dp + r * t1;
-            const int64_t valid = t0 + r + 1;
-            const float l = lse[(b * s.heads + h) * s.seq + t0 + r];
-            const float* dor = dout + at + r * qv.ld;
-            const float* outr = out + at + r * qv.ld;
-            float dsum = 0.0f;  // rowsum(dO * O) = rowsum(P * dP)
-#pragma omp simd reduction(+ : dsum)
-            for (int64_t c = 0; c < hd; ++c) dsum += dor[c] * outr[c];
-#pragma omp simd
-            for (int64_t c = 0; c < valid; ++c) {
-              pr[c] = fast_exp(pr[c] - l);
-              dpr[c] = pr[c] * (dpr[c] - dsum);  // dS, before the 1/sqrt(hd) of the scores
-            }
-            std::fill(pr + valid, pr + t1, 0.0f);
-            std::fill(dpr + valid, dpr + t1, 0.0f);
-          }
-          sgemm(false, false, rows, hd, t1, scale, dp, t1, kb, kv.ld, 0.0f, dq + at, qv.ld);
-          sgemm(true, false, t1, hd, rows, scale, dp, t1, q + at, qv.ld, 1.0f, dkb, kv.ld);
-          sgemm(true, false, t1, hd, rows, 1.0f, p, t1, dout + at, qv.ld, 1.0f, dvb, kv.ld);
+          const int64_t rows = t1 - t0, at_q = qv.offset(b, t0, h, s.seq, hd);
+          sgemm(false, true, rows, cols, hd, scale, q + at_q, qv.ld, k + at_k, kv.ld, 0.0f, p,
+                cols);
+          sgemm(false, true, rows, cols, hd, 1.0f, dout + at_q, qv.ld, v + at_k, kv.ld, 0.0f, dp,
+                cols);
+          probs_and_dscores(b, h, t0, rows, k0, cols, p, dp);
+          sgemm(true, false, cols, hd, rows, scale, dp, cols, q + at_q, qv.ld, 1.0f, dkb, kv.ld);
+          sgemm(true, false, cols, hd, rows, 1.0f, p, cols, dout + at_q, qv.ld, 1.0f, dvb, kv.ld);
         }
-      }
     }
   }
 }

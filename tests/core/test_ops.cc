@@ -471,3 +471,31 @@ TEST(OpRouter, GroupsOfOneExpertRankByTheirOnlyScore) {
 
 }  // namespace
 }  // namespace moetron
+
+namespace moetron {
+namespace {
+
+TEST(OpDeterminism, AttentionGradientsDoNotDependOnTheThreadCount) {
+  // Batch 1 with one kv head: the work is split over key and query blocks, not heads.
+  std::mt19937 gen(9);
+  const Tensor q = random_tensor({1, 200, 2, 16}, gen), k = random_tensor({1, 200, 1, 16}, gen),
+               v = random_tensor({1, 200, 1, 16}, gen), dy = random_tensor(q.shape(), gen);
+  auto grads = [&](int threads) {
+    set_compute_threads(threads);
+    Tensor out = Tensor::empty(q.shape()), lse = Tensor::empty({1, 2, 200});
+    ops::attention_forward(q, k, v, out, lse);
+    Tensor dq = Tensor::empty(q.shape()), dk = Tensor::empty(k.shape()),
+           dv = Tensor::empty(v.shape());
+    ops::attention_backward(dy, q, k, v, out, lse, dq, dk, dv);
+    std::vector<float> all;
+    for (const Tensor* t : {&dq, &dk, &dv})
+      all.insert(all.end(), t->span<float>().begin(), t->span<float>().end());
+    return all;
+  };
+  const std::vector<float> one = grads(1), two = grads(2);
+  set_compute_threads(0);
+  EXPECT_EQ(one, two);
+}
+
+}  // namespace
+}  // namespace moetron
