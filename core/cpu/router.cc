@@ -13,14 +13,17 @@ namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-// Indices of the n largest of v[0..size), largest first, ties to the lower index.
+// Indices of the n largest of v[0..size), largest first, ties to the lower index. Repeated
+// selection in the order (value desc, index asc): each pick is the best element that comes
+// after the previous pick, so nothing is allocated (it runs per token).
 void top_n(const float* v, int64_t size, int64_t n, int32_t* out) {
-  std::vector<uint8_t> taken(static_cast<size_t>(size), 0);
+  auto before = [v](int64_t a, int64_t b) { return v[a] > v[b] || (v[a] == v[b] && a < b); };
   for (int64_t j = 0; j < n; ++j) {
     int64_t best = -1;
-    for (int64_t e = 0; e < size; ++e)
-      if (!taken[e] && (best < 0 || v[e] > v[best])) best = e;
-    taken[best] = 1;
+    for (int64_t e = 0; e < size; ++e) {
+      if (j > 0 && !before(out[j - 1], e)) continue;
+      if (best < 0 || before(e, best)) best = e;
+    }
     out[j] = static_cast<int32_t>(best);
   }
 }
@@ -46,6 +49,7 @@ void router_forward(const Router& r, const float* logits, const float* bias, flo
   {
     std::vector<float> sel(static_cast<size_t>(E)), group_score(static_cast<size_t>(r.n_group));
     std::vector<int32_t> best(static_cast<size_t>(std::max(r.topk_group, int64_t{2})));
+    std::vector<uint8_t> keep(static_cast<size_t>(r.n_group));
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < r.tokens; ++t) {
       float* s = scores + t * E;
@@ -64,7 +68,7 @@ void router_forward(const Router& r, const float* logits, const float* bias, flo
           }
         }
         top_n(group_score.data(), r.n_group, r.topk_group, best.data());
-        std::vector<uint8_t> keep(static_cast<size_t>(r.n_group), 0);
+        std::fill(keep.begin(), keep.end(), 0);
         for (int64_t j = 0; j < r.topk_group; ++j) keep[best[j]] = 1;
         for (int64_t e = 0; e < E; ++e)
           if (!keep[e / per_group]) sel[e] = kNegInf;
