@@ -13,7 +13,6 @@ class AdamW {
   double grad_norm() const;
   // Clips the gradients to cfg.grad_clip given their norm, then applies one AdamW step.
   void step(double lr, double grad_norm);
-  int64_t steps_taken() const { return step_; }
 
  private:
   ParamTable& params_;
