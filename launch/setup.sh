@@ -9,6 +9,7 @@ packages=(
   libhdf5-openmpi-dev hdf5-tools          # parallel HDF5 (MPI-IO)
   libprotobuf-dev protobuf-compiler       # configs
   libdnnl-dev libopenblas-dev             # GEMM: oneDNN, OpenBLAS fallback
+  ocl-icd-opencl-dev                      # dnnl-config.cmake needs OpenCL (a Recommends only)
   libsentencepiece-dev                    # SentencePiece tokenizer
   libgtest-dev                            # tests
   fortunes fortunes-min                   # the embedded default dataset
