@@ -45,12 +45,16 @@ void rmsnorm_backward(const float* dy, const float* x, const float* w, const flo
 #pragma omp simd reduction(+ : dot)
       for (int64_t c = 0; c < cols; ++c) dot += w[c] * dyr[c] * xr[c];
       const float k = rs * rs * rs * dot / static_cast<float>(cols);
-      const float keep = accumulate_dx ? 1.0f : 0.0f;
+      // Overwriting must not read dx: it may hold anything, NaN included.
+      if (accumulate_dx) {
 #pragma omp simd
-      for (int64_t c = 0; c < cols; ++c) {
-        dxr[c] = keep * dxr[c] + rs * w[c] * dyr[c] - xr[c] * k;
-        dwp[c] += dyr[c] * xr[c] * rs;
+        for (int64_t c = 0; c < cols; ++c) dxr[c] += rs * w[c] * dyr[c] - xr[c] * k;
+      } else {
+#pragma omp simd
+        for (int64_t c = 0; c < cols; ++c) dxr[c] = rs * w[c] * dyr[c] - xr[c] * k;
       }
+#pragma omp simd
+      for (int64_t c = 0; c < cols; ++c) dwp[c] += dyr[c] * xr[c] * rs;
     }
   }
   for (int64_t p = 0; p < parts; ++p)

@@ -101,6 +101,14 @@ std::vector<double> ref_attention(const Tensor& q, const Tensor& k, const Tensor
 // Gradient cases: forward maps inputs to one output; backward maps (inputs, dy) to one
 // gradient per input (an empty tensor where the input takes no gradient, e.g. ids).
 
+// Outputs start as NaN: an op that overwrites must never read what was there (a freshly
+// allocated buffer may hold NaN from earlier use; found in rmsnorm_backward's dx).
+Tensor poisoned(Shape shape) {
+  Tensor t = Tensor::empty(std::move(shape));
+  ops::fill(t, std::numeric_limits<float>::quiet_NaN());
+  return t;
+}
+
 struct GradCase {
   std::string name;
   std::function<std::vector<Tensor>(std::mt19937&)> make_inputs;
@@ -114,30 +122,31 @@ std::vector<GradCase> grad_cases() {
   for (bool ta : {false, true})
     for (bool tb : {false, true}) {
       const std::string name = std::string("matmul_") + (ta ? "T" : "N") + (tb ? "T" : "N");
-      cases.push_back(
-          {name,
-           [=](std::mt19937& g) {
-             return std::vector<Tensor>{random_tensor(ta ? Shape{7, 5} : Shape{5, 7}, g),
-                                        random_tensor(tb ? Shape{9, 7} : Shape{7, 9}, g)};
-           },
-           [=](const std::vector<Tensor>& in) {
-             Tensor c = Tensor::empty({5, 9});
-             ops::matmul(in[0], ta, in[1], tb, c);
-             return c;
-           },
-           [=](const std::vector<Tensor>& in, const Tensor& dy) {
-             Tensor da = Tensor::empty(in[0].shape()), db = Tensor::empty(in[1].shape());
-             // d(op(A)) = dy op(B)^T ; d(op(B)) = op(A)^T dy, transposed back where needed.
-             if (ta)
-               ops::matmul(in[1], tb, dy, true, da);
-             else
-               ops::matmul(dy, false, in[1], !tb, da);
-             if (tb)
-               ops::matmul(dy, true, in[0], ta, db);
-             else
-               ops::matmul(in[0], !ta, dy, false, db);
-             return std::vector<Tensor>{da, db};
-           }});
+      cases.push_back({name,
+                       [=](std::mt19937& g) {
+                         return std::vector<Tensor>{
+                             random_tensor(ta ? Shape{7, 5} : Shape{5, 7}, g),
+                             random_tensor(tb ? Shape{9, 7} : Shape{7, 9}, g)};
+                       },
+                       [=](const std::vector<Tensor>& in) {
+                         Tensor c = poisoned({5, 9});
+                         ops::matmul(in[0], ta, in[1], tb, c);
+                         return c;
+                       },
+                       [=](const std::vector<Tensor>& in, const Tensor& dy) {
+                         Tensor da = poisoned(in[0].shape()), db = poisoned(in[1].shape());
+                         // d(op(A)) = dy op(B)^T ; d(op(B)) = op(A)^T dy, transposed back where
+                         // needed.
+                         if (ta)
+                           ops::matmul(in[1], tb, dy, true, da);
+                         else
+                           ops::matmul(dy, false, in[1], !tb, da);
+                         if (tb)
+                           ops::matmul(dy, true, in[0], ta, db);
+                         else
+                           ops::matmul(in[0], !ta, dy, false, db);
+                         return std::vector<Tensor>{da, db};
+                       }});
     }
   cases.push_back({"rmsnorm",
                    [](std::mt19937& g) {
@@ -146,14 +155,14 @@ std::vector<GradCase> grad_cases() {
                      return std::vector<Tensor>{random_tensor({6, 24}, g), w};
                    },
                    [](const std::vector<Tensor>& in) {
-                     Tensor y = Tensor::empty(in[0].shape()), r = Tensor::empty({6});
+                     Tensor y = poisoned(in[0].shape()), r = poisoned({6});
                      ops::rmsnorm_forward(in[0], in[1], 1e-5f, y, r);
                      return y;
                    },
                    [](const std::vector<Tensor>& in, const Tensor& dy) {
-                     Tensor y = Tensor::empty(in[0].shape()), r = Tensor::empty({6});
+                     Tensor y = poisoned(in[0].shape()), r = poisoned({6});
                      ops::rmsnorm_forward(in[0], in[1], 1e-5f, y, r);
-                     Tensor dx = Tensor::empty(in[0].shape()), dw = Tensor::zeros({24});
+                     Tensor dx = poisoned(in[0].shape()), dw = Tensor::zeros({24});
                      ops::rmsnorm_backward(dy, in[0], in[1], r, dx, dw, false);
                      return std::vector<Tensor>{dx, dw};
                    }});
@@ -161,9 +170,9 @@ std::vector<GradCase> grad_cases() {
     const std::string name =
         style == ops::RopeStyle::rotate_half ? "rope_rotate_half" : "rope_interleaved";
     auto fwd = [=](const std::vector<Tensor>& in) {
-      Tensor cos = Tensor::empty({5, 4}), sin = Tensor::empty({5, 4});
+      Tensor cos = poisoned({5, 4}), sin = poisoned({5, 4});
       ops::rope_tables(5, 8, 10000.0f, cos, sin);
-      Tensor y = Tensor::empty(in[0].shape());
+      Tensor y = poisoned(in[0].shape());
       ops::copy(in[0], y);
       ops::rope(y, cos, sin, style, false);
       return y;
@@ -174,9 +183,9 @@ std::vector<GradCase> grad_cases() {
                      },
                      fwd,
                      [=](const std::vector<Tensor>&, const Tensor& dy) {
-                       Tensor cos = Tensor::empty({5, 4}), sin = Tensor::empty({5, 4});
+                       Tensor cos = poisoned({5, 4}), sin = poisoned({5, 4});
                        ops::rope_tables(5, 8, 10000.0f, cos, sin);
-                       Tensor dx = Tensor::empty(dy.shape());
+                       Tensor dx = poisoned(dy.shape());
                        ops::copy(dy, dx);
                        ops::rope(dx, cos, sin, style, true);
                        return std::vector<Tensor>{dx};
@@ -189,16 +198,16 @@ std::vector<GradCase> grad_cases() {
                                  random_tensor({2, 70, kv, 8}, g)};
     };
     auto fwd = [](const std::vector<Tensor>& in) {
-      Tensor out = Tensor::empty(in[0].shape()), lse = Tensor::empty({2, 4, 70});
+      Tensor out = poisoned(in[0].shape()), lse = poisoned({2, 4, 70});
       ops::attention_forward(in[0], in[1], in[2], out, lse);
       return out;
     };
     cases.push_back({"attention_kv" + std::to_string(kv), make, fwd,
                      [=](const std::vector<Tensor>& in, const Tensor& dy) {
-                       Tensor out = Tensor::empty(in[0].shape()), lse = Tensor::empty({2, 4, 70});
+                       Tensor out = poisoned(in[0].shape()), lse = poisoned({2, 4, 70});
                        ops::attention_forward(in[0], in[1], in[2], out, lse);
-                       Tensor dq = Tensor::empty(in[0].shape()), dk = Tensor::empty(in[1].shape()),
-                              dv = Tensor::empty(in[2].shape());
+                       Tensor dq = poisoned(in[0].shape()), dk = poisoned(in[1].shape()),
+                              dv = poisoned(in[2].shape());
                        ops::attention_backward(dy, in[0], in[1], in[2], out, lse, dq, dk, dv);
                        return std::vector<Tensor>{dq, dk, dv};
                      }});
@@ -208,12 +217,12 @@ std::vector<GradCase> grad_cases() {
                      return std::vector<Tensor>{random_tensor({5, 2 * 12}, g, 2.0f)};
                    },
                    [](const std::vector<Tensor>& in) {
-                     Tensor y = Tensor::empty({5, 12});
+                     Tensor y = poisoned({5, 12});
                      ops::swiglu_forward(in[0], y);
                      return y;
                    },
                    [](const std::vector<Tensor>& in, const Tensor& dy) {
-                     Tensor d = Tensor::empty(in[0].shape());
+                     Tensor d = poisoned(in[0].shape());
                      ops::swiglu_backward(dy, in[0], d);
                      return std::vector<Tensor>{d};
                    }});
@@ -225,10 +234,10 @@ std::vector<GradCase> grad_cases() {
       return t;
     }();
     auto loss_tensor = [](const std::vector<Tensor>& in, Tensor* dh, Tensor* dw, float scale) {
-      Tensor ws = Tensor::empty({ops::ce_workspace_size(300, 37)});
+      Tensor ws = poisoned({ops::ce_workspace_size(300, 37)});
       // The mean keeps the float objective precise enough for finite differences.
       const double l = ops::head_cross_entropy(in[0], in[1], targets, scale / 300, dh, dw, ws);
-      Tensor y = Tensor::empty({1});
+      Tensor y = poisoned({1});
       y.span<float>()[0] = static_cast<float>(l / 300);
       return y;
     };
@@ -240,7 +249,7 @@ std::vector<GradCase> grad_cases() {
          },
          [=](const std::vector<Tensor>& in) { return loss_tensor(in, nullptr, nullptr, 0); },
          [=](const std::vector<Tensor>& in, const Tensor& dy) {
-           Tensor dh = Tensor::empty(in[0].shape()), dw = Tensor::zeros(in[1].shape());
+           Tensor dh = poisoned(in[0].shape()), dw = Tensor::zeros(in[1].shape());
            loss_tensor(in, &dh, &dw, dy.span<float>()[0]);
            return std::vector<Tensor>{dh, dw};
          },
