@@ -87,6 +87,57 @@ InputFiles list_input_files(std::span<const fs::path> inputs, bool top_level_onl
   return out;
 }
 
+size_t find_invalid_utf8(std::string_view text) {
+  const auto* b = reinterpret_cast<const unsigned char*>(text.data());
+  const size_t n = text.size();
+  size_t i = 0;
+  while (i < n) {
+    const unsigned char c = b[i];
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t len = 0;
+    unsigned char lo = 0x80, hi = 0xBF;  // the allowed range of the second byte
+    if (c >= 0xC2 && c <= 0xDF) {
+      len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      len = 3;
+      if (c == 0xE0) lo = 0xA0;  // no overlong forms
+      if (c == 0xED) hi = 0x9F;  // no surrogates
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      len = 4;
+      if (c == 0xF0) lo = 0x90;  // no overlong forms
+      if (c == 0xF4) hi = 0x8F;  // nothing above U+10FFFF
+    } else {
+      return i;
+    }
+    if (i + len > n || b[i + 1] < lo || b[i + 1] > hi) return i;
+    for (size_t k = 2; k < len; ++k)
+      if (b[i + k] < 0x80 || b[i + k] > 0xBF) return i;
+    i += len;
+  }
+  return std::string_view::npos;
+}
+
+uint64_t check_utf8(std::span<const fs::path> files, bool reject) {
+  uint64_t invalid = 0;
+  for (const fs::path& file : files) {
+    const MappedFile map(file);
+    const std::string_view text(reinterpret_cast<const char*>(map.bytes().data()),
+                                map.bytes().size());
+    const size_t bad = find_invalid_utf8(text);
+    if (bad == std::string_view::npos) continue;
+    if (reject)
+      throw Error(concat(file.string(), ": invalid UTF-8 at byte offset ", bad, " (byte 0x",
+                         std::hex, static_cast<int>(static_cast<unsigned char>(text[bad])),
+                         std::dec, "). SentencePiece needs UTF-8 text: fix or leave out the file, ",
+                         "or pass --allow-invalid-utf8 to have invalid bytes replaced by U+FFFD"));
+    ++invalid;
+  }
+  return invalid;
+}
+
 DocumentReader::DocumentReader(std::vector<fs::path> files, bool fortunes)
     : files_(std::move(files)), fortunes_(fortunes) {}
 

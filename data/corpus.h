@@ -23,6 +23,14 @@ struct InputFiles {
 // missing input or a named file that looks binary.
 InputFiles list_input_files(std::span<const std::filesystem::path> inputs, bool top_level_only);
 
+// Byte offset of the first byte of `text` that does not start a valid UTF-8 sequence
+// (overlong forms, surrogates and code points above U+10FFFF are invalid), or npos.
+size_t find_invalid_utf8(std::string_view text);
+
+// Files among `files` that hold invalid UTF-8. With `reject`, throws Error naming the first
+// such file and the byte offset instead.
+uint64_t check_utf8(std::span<const std::filesystem::path> files, bool reject);
+
 // Reads documents one at a time: a whole file each, or with `fortunes` each entry between lines
 // holding only "%". Trailing whitespace is trimmed and empty documents are skipped.
 class DocumentReader {

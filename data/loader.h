@@ -57,6 +57,7 @@ class Loader {
   LoaderCursor cursor() const { return cursor_; }
   void seek(LoaderCursor c) { cursor_ = c; }
 
+  const Dataset& dataset() const { return ds_; }
   int window() const { return window_; }
   int batch() const { return batch_; }
   // Where row `row` of draw `draw` starts in the split's token stream.

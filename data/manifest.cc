@@ -92,9 +92,14 @@ void write_manifest(const std::filesystem::path& dir, const Manifest& m) {
 
 Manifest read_manifest(const std::filesystem::path& dir) {
   const auto file = dir / kManifestFile;
-  if (!std::filesystem::exists(file))
-    throw Error(concat(file, " not found: ", dir,
+  if (!std::filesystem::exists(file)) {
+    const std::string relative =
+        dir.is_relative() ? concat(" (a relative path, resolved against the working directory ",
+                                   std::filesystem::current_path(), ")")
+                          : std::string();
+    throw Error(concat(file, " not found: ", dir, relative,
                        " is not a prepared dataset (create one with `moetron prepare`)"));
+  }
   const JsonValue root = parse_json(read_file(file), file.string());
   if (root.kind != JsonValue::Kind::object)
     throw Error(concat(file, ": expected a JSON object at the top level"));

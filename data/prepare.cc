@@ -1,7 +1,15 @@
 #include "data/prepare.h"
 
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 
 #include "core/check.h"
 #include "data/corpus.h"
@@ -76,6 +84,106 @@ void validate(const PrepareOptions& o) {
   if (!(o.val_fraction >= 0 && o.val_fraction < 1))
     throw Error(concat("prepare: --val-fraction ", o.val_fraction, " must be in [0, 1)"));
   if (o.shard_tokens < 1) throw Error("prepare: --shard-tokens must be >= 1");
+  if (o.allow_invalid_utf8 && o.tokenizer != "sentencepiece")
+    throw Error("prepare: --allow-invalid-utf8 applies to --tokenizer sentencepiece only");
+}
+
+// `p` absolute, symlinks resolved where they exist, without a trailing separator.
+fs::path clean_path(const fs::path& p) {
+  fs::path c = fs::weakly_canonical(fs::absolute(p)).lexically_normal();
+  if (c.filename().empty() && c.has_parent_path()) c = c.parent_path();
+  return c;
+}
+
+// Whether `inner` is `outer` or lies inside it.
+bool is_within(const fs::path& inner, const fs::path& outer) {
+  const fs::path rel = clean_path(inner).lexically_relative(clean_path(outer));
+  return !rel.empty() && *rel.begin() != "..";
+}
+
+// The output must not swallow an input, and an input must not lie inside what gets replaced.
+void check_output_location(const PrepareOptions& o) {
+  for (const fs::path& in : o.inputs) {
+    if (is_within(o.output, in))
+      throw Error(concat("prepare: --output ", o.output, " lies inside --input ", in,
+                         ": the dataset would be read as its own input; choose an output "
+                         "outside the inputs"));
+    if (is_within(in, o.output))
+      throw Error(concat("prepare: --input ", in, " lies inside --output ", o.output,
+                         ", which prepare replaces as a whole; move the input or choose "
+                         "another output"));
+  }
+  std::error_code ec;
+  if (fs::exists(o.output, ec) &&
+      (!fs::is_directory(o.output) ||
+       (!fs::is_empty(o.output) && !fs::exists(o.output / kManifestFile))))
+    throw Error(concat("prepare: --output ", o.output, " exists and is not a moetron dataset (no ",
+                       kManifestFile,
+                       "); prepare replaces only datasets: choose another output or remove it"));
+}
+
+// OUTPUT.partial-PID: beside the output, so the final rename stays on one file system.
+std::string staging_prefix(const fs::path& output) {
+  return clean_path(output).filename().string() + ".partial-";
+}
+fs::path staging_dir(const fs::path& output, pid_t pid) {
+  return clean_path(output).parent_path() / (staging_prefix(output) + std::to_string(pid));
+}
+
+// Removes the staging directories that killed prepares of this output left behind.
+void remove_stale_staging(const fs::path& output) {
+  const std::string prefix = staging_prefix(output);
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(clean_path(output).parent_path(), ec)) {
+    const std::string name = e.path().filename().string();
+    pid_t pid = 0;
+    const char* end = name.data() + name.size();
+    if (!name.starts_with(prefix)) continue;
+    const auto [last, err] = std::from_chars(name.data() + prefix.size(), end, pid);
+    if (err != std::errc() || last != end || pid <= 0) continue;
+    if (::kill(pid, 0) == 0 || errno == EPERM) continue;  // its prepare still runs
+    fs::remove_all(e.path(), ec);
+  }
+}
+
+// Removes the staging directory unless the dataset was published.
+class StagingGuard {
+ public:
+  explicit StagingGuard(fs::path dir) : dir_(std::move(dir)) {}
+  ~StagingGuard() {
+    std::error_code ec;
+    if (!published_) fs::remove_all(dir_, ec);
+  }
+  StagingGuard(const StagingGuard&) = delete;
+  StagingGuard& operator=(const StagingGuard&) = delete;
+  void published() { published_ = true; }
+
+ private:
+  fs::path dir_;
+  bool published_ = false;
+};
+
+// Moves the finished staging directory to `output`, swapping out an existing dataset in one
+// atomic step; the old dataset ends up at `staging` and is removed.
+void publish(const fs::path& staging, const fs::path& output) {
+  if (!fs::exists(output)) {
+    fs::rename(staging, output);
+    return;
+  }
+  if (::renameat2(AT_FDCWD, staging.c_str(), AT_FDCWD, output.c_str(), RENAME_EXCHANGE) == 0) {
+    fs::remove_all(staging);
+    return;
+  }
+  if (errno != EINVAL && errno != ENOSYS)
+    throw Error(
+        concat("prepare: cannot move ", staging, " to ", output, ": ", std::strerror(errno)));
+  // A file system without RENAME_EXCHANGE: two renames; a kill between them leaves the old
+  // dataset complete at OUTPUT.old-PID and the new one at the staging path.
+  const fs::path old =
+      output.parent_path() / (output.filename().string() + ".old-" + std::to_string(::getpid()));
+  fs::rename(output, old);
+  fs::rename(staging, output);
+  fs::remove_all(old);
 }
 
 }  // namespace
@@ -91,9 +199,15 @@ PrepareResult prepare_dataset(const PrepareOptions& o) {
     throw Error(concat("prepare: no text files found in the inputs (", input.skipped,
                        " skipped as binary, .dat/.u8, hidden or duplicate)"));
 
-  fs::create_directories(o.output);
-  // No manifest while shards are being replaced: readers see a complete dataset or none.
-  fs::remove(o.output / kManifestFile);
+  check_output_location(o);
+  remove_stale_staging(o.output);
+  const fs::path out = staging_dir(o.output, ::getpid());
+  fs::remove_all(out);
+  fs::create_directories(out);
+  StagingGuard staging(out);
+  // Before any tokenizer sees the text: SentencePiece would replace invalid bytes silently.
+  if (o.tokenizer == "sentencepiece")
+    result.invalid_utf8_files = check_utf8(input.files, !o.allow_invalid_utf8);
 
   Manifest& m = result.manifest;
   const auto tok_start = Clock::now();
@@ -103,7 +217,7 @@ PrepareResult prepare_dataset(const PrepareOptions& o) {
   } else if (!o.sp_model.empty()) {
     auto sp = std::make_unique<SentencePieceTokenizer>(o.sp_model);
     // A copy inside the directory keeps the dataset self-describing.
-    write_file_atomic(o.output / kModelFile, sp->model_bytes());
+    write_file_atomic(out / kModelFile, sp->model_bytes());
     tok = std::move(sp);
     m.tokenizer_model = kModelFile;
   } else {
@@ -115,8 +229,7 @@ PrepareResult prepare_dataset(const PrepareOptions& o) {
       return false;
     };
     tok = std::make_unique<SentencePieceTokenizer>(SentencePieceTokenizer::train(
-        train_docs, o.vocab_size ? o.vocab_size : kDefaultSentencePieceVocab,
-        o.output / kModelFile));
+        train_docs, o.vocab_size ? o.vocab_size : kDefaultSentencePieceVocab, out / kModelFile));
     m.tokenizer_model = kModelFile;
   }
   result.tokenizer_seconds = seconds_since(tok_start);
@@ -129,8 +242,8 @@ PrepareResult prepare_dataset(const PrepareOptions& o) {
   m.fortunes = o.fortunes;
   m.val_fraction = o.val_fraction;
 
-  SplitWriter train(o.output, Split::train, *tok, o.shard_tokens, m.train);
-  SplitWriter val(o.output, Split::val, *tok, o.shard_tokens, m.val);
+  SplitWriter train(out, Split::train, *tok, o.shard_tokens, m.train);
+  SplitWriter val(out, Split::val, *tok, o.shard_tokens, m.val);
   DocumentReader reader(input.files, o.fortunes);
   std::string doc;
   while (reader.next(doc)) {
@@ -146,7 +259,9 @@ PrepareResult prepare_dataset(const PrepareOptions& o) {
   if (m.train.documents == 0)
     throw Error(concat("prepare: every one of the ", m.val.documents,
                        " documents went to val; lower --val-fraction"));
-  write_manifest(o.output, m);
+  write_manifest(out, m);
+  publish(out, clean_path(o.output));
+  staging.published();
   result.total_seconds = seconds_since(start);
   return result;
 }

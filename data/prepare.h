@@ -19,16 +19,24 @@ struct PrepareOptions {
   double val_fraction = 0.05;
   uint64_t shard_tokens = uint64_t{1} << 24;
   bool fortunes = false;
+  // SentencePiece: accept text that is not valid UTF-8 (invalid bytes become U+FFFD) instead
+  // of stopping at the first invalid byte.
+  bool allow_invalid_utf8 = false;
 };
 
 struct PrepareResult {
   Manifest manifest;
   uint64_t files = 0, skipped_files = 0;
+  uint64_t invalid_utf8_files = 0;  // with allow_invalid_utf8: files whose bytes were replaced
   double tokenizer_seconds = 0, total_seconds = 0;
 };
 
-// Writes shards atomically and manifest.json last (removing any old manifest first), so the
-// directory is either a complete dataset or has no manifest. Throws Error on bad options or input.
+// Builds the dataset in a staging directory beside the output (OUTPUT.partial-PID) and moves it
+// into place only when complete: an existing dataset at OUTPUT is swapped out atomically
+// (renameat2 RENAME_EXCHANGE) and then removed, so a failed or killed prepare leaves the old
+// dataset untouched. Refuses an output inside an input (or an input inside the output) and an
+// existing output that is not a dataset. Stale staging directories of dead processes are
+// removed. Throws Error on bad options or input.
 PrepareResult prepare_dataset(const PrepareOptions& options);
 
 }  // namespace moetron::data

@@ -1,14 +1,20 @@
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <random>
 #include <set>
+#include <thread>
 
 #include "core/check.h"
 #include "data/corpus.h"
 #include "data/loader.h"
 #include "data/manifest.h"
 #include "tests/data/test_util.h"
-#include "trainer/commands.h"
+#include "trainer/cli/commands.h"
 
 namespace moetron::data {
 namespace {
@@ -194,6 +200,153 @@ TEST(Prepare, ClearErrors) {
   expect_prepare_error({"--input", (dir / "bin").string(), "--output", out},
                        {"no text files found"});
   EXPECT_FALSE(fs::exists(dir / "out" / "manifest.json"));
+  for (const auto& e : fs::directory_iterator(dir.path()))
+    EXPECT_EQ(e.path().filename().string().find(".partial-"), std::string::npos) << e.path();
+}
+
+// The manifest text of a dataset that loads completely (both splits verified), or "" if not.
+std::string loadable_manifest(const fs::path& dir) {
+  try {
+    Dataset train(dir, Split::train);
+    Dataset val(dir, Split::val);
+    return testing::read_text(dir / "manifest.json");
+  } catch (const Error&) {
+    return "";
+  }
+}
+
+TEST(Prepare, AFailedReplaceKeepsTheOldDatasetAndLeavesNoStaging) {
+  TempDir dir;
+  write_fortunes(dir / "in", 50);
+  const std::string out = (dir / "out").string();
+  ASSERT_EQ(prepare({"--input", (dir / "in").string(), "--output", out, "--fortunes"}), 0);
+  const std::string before = loadable_manifest(out);
+  ASSERT_FALSE(before.empty());
+  testing::write_text(dir / "empty" / "a", "\n\n");
+  expect_prepare_error({"--input", (dir / "empty").string(), "--output", out},
+                       {"hold no documents"});
+  EXPECT_EQ(loadable_manifest(out), before);
+  // A replace that succeeds swaps the whole directory: no file of the old one survives.
+  testing::write_text(dir / "out" / "train-99999.bin", "stale");
+  testing::write_text(dir / "other" / "a.txt", "other text");
+  ASSERT_EQ(prepare({"--input", (dir / "other").string(), "--output", out}), 0);
+  EXPECT_FALSE(fs::exists(dir / "out" / "train-99999.bin"));
+  EXPECT_NE(loadable_manifest(out), before);
+  for (const auto& e : fs::directory_iterator(dir.path()))
+    EXPECT_EQ(e.path().filename().string().find(".partial-"), std::string::npos) << e.path();
+}
+
+TEST(Prepare, RefusesAnOutputThatWouldSwallowAnInputOrAForeignDirectory) {
+  TempDir dir;
+  write_fortunes(dir / "d", 20);
+  const std::string d = (dir / "d").string();
+  expect_prepare_error({"--input", d, "--output", d, "--fortunes"},
+                       {"--output", "lies inside --input", d});
+  expect_prepare_error({"--input", d, "--output", d + "/sub/"}, {"lies inside --input"});
+  expect_prepare_error({"--input", d + "/alpha", "--output", d},
+                       {"--input", "lies inside --output", "replaces as a whole"});
+  testing::write_text(dir / "mine" / "notes.txt", "keep me");
+  expect_prepare_error({"--input", d, "--output", (dir / "mine").string()},
+                       {"exists and is not a moetron dataset"});
+  EXPECT_EQ(testing::read_text(dir / "mine" / "notes.txt"), "keep me");
+  EXPECT_TRUE(fs::exists(dir / "d" / "alpha"));
+}
+
+TEST(Prepare, SentencePieceStopsAtInvalidUtf8UnlessAllowed) {
+  TempDir dir;
+  write_fortunes(dir / "in", 200);
+  testing::write_text(dir / "in" / "gamma", "caf\xc3\xa9 is fine\n%\nbut \xff is not\n%\n");
+  const std::vector<std::string> args{
+      "--input",    (dir / "in").string(), "--output",      (dir / "out").string(),
+      "--fortunes", "--tokenizer",         "sentencepiece", "--vocab-size",
+      "320"};
+  expect_prepare_error(args, {(dir / "in" / "gamma").string(), "invalid UTF-8 at byte offset 20",
+                              "0xff", "--allow-invalid-utf8"});
+  EXPECT_FALSE(fs::exists(dir / "out"));
+  std::vector<std::string> allowed = args;
+  allowed.push_back("--allow-invalid-utf8");
+  ASSERT_EQ(prepare(allowed), 0);
+  EXPECT_FALSE(loadable_manifest(dir / "out").empty());
+  // Bytes are bytes for the byte tokenizer.
+  ASSERT_EQ(prepare({"--input", (dir / "in").string(), "--output", (dir / "bytes").string(),
+                     "--fortunes"}),
+            0);
+  expect_prepare_error(
+      {"--input", (dir / "in").string(), "--output", (dir / "x").string(), "--allow-invalid-utf8"},
+      {"sentencepiece only"});
+}
+
+// Runs the real `moetron prepare` and kills it with SIGKILL after `delay`; returns when it is gone.
+void prepare_killed_after(const std::vector<std::string>& args, std::chrono::microseconds delay) {
+  const std::string binary = std::string(MOETRON_BINARY_DIR) + "/trainer/moetron";
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    freopen("/dev/null", "w", stdout);
+    freopen("/dev/null", "w", stderr);
+    std::vector<char*> argv{const_cast<char*>(binary.c_str()), const_cast<char*>("prepare")};
+    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(binary.c_str(), argv.data());
+    _exit(127);
+  }
+  std::this_thread::sleep_for(delay);
+  kill(pid, SIGKILL);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+}
+
+TEST(Prepare, KillNineDuringAReplaceNeverLosesTheDataset) {
+  TempDir dir;
+  write_fortunes(dir / "small", 40);
+  // Enough text, in small fsynced shards, for a replace to take a while.
+  for (int f = 0; f < 8; ++f)
+    testing::write_text(dir / "big" / ("part" + std::to_string(f) + ".txt"),
+                        testing::generated_corpus(12000, f + 7));
+  const std::string out = (dir / "out").string();
+  const std::vector<std::string> small{"--input", (dir / "small").string(), "--output", out,
+                                       "--fortunes"};
+  const std::vector<std::string> big{"--input", (dir / "big").string(), "--output",
+                                     out,       "--shard-tokens",       "20000"};
+  ASSERT_EQ(prepare(small), 0);
+  const std::string old_manifest = loadable_manifest(out);
+  // How long an uninterrupted replace takes, then kills spread over that time.
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(prepare(big), 0);
+  const auto full =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
+  const std::string new_manifest = loadable_manifest(out);
+  ASSERT_FALSE(new_manifest.empty());
+  std::mt19937 gen(7);
+  int old_seen = 0, new_seen = 0;
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_EQ(prepare(i % 2 ? big : small), 0);  // start from either dataset
+    const std::string before = loadable_manifest(out);
+    std::uniform_int_distribution<int64_t> at(0, full.count());
+    prepare_killed_after(i % 2 ? small : big, std::chrono::microseconds(at(gen)));
+    const std::string after = loadable_manifest(out);
+    ASSERT_FALSE(after.empty()) << "kill " << i << " left no loadable dataset at " << out;
+    EXPECT_TRUE(after == before || after == (i % 2 ? old_manifest : new_manifest)) << "kill " << i;
+    (after == before ? old_seen : new_seen)++;
+  }
+  std::cout << "after 20 kills: " << old_seen << " kept the dataset being replaced, " << new_seen
+            << " found the replacement complete" << std::endl;
+  // The staging directories the kills left are removed by the next prepare.
+  ASSERT_EQ(prepare(small), 0);
+  for (const auto& e : fs::directory_iterator(dir.path()))
+    EXPECT_EQ(e.path().filename().string().find(".partial-"), std::string::npos) << e.path();
+}
+
+TEST(Utf8, FindsTheFirstInvalidByte) {
+  EXPECT_EQ(find_invalid_utf8("plain ascii"), std::string_view::npos);
+  EXPECT_EQ(find_invalid_utf8("\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"), std::string_view::npos);
+  EXPECT_EQ(find_invalid_utf8("ab\x80"), 2u);            // a stray continuation byte
+  EXPECT_EQ(find_invalid_utf8("a\xc0\xaf"), 1u);         // overlong '/'
+  EXPECT_EQ(find_invalid_utf8("a\xe0\x80\xaf"), 1u);     // overlong, 3 bytes
+  EXPECT_EQ(find_invalid_utf8("\xed\xa0\x80"), 0u);      // a UTF-16 surrogate
+  EXPECT_EQ(find_invalid_utf8("\xf4\x90\x80\x80"), 0u);  // above U+10FFFF
+  EXPECT_EQ(find_invalid_utf8("ok\xe2\x82"), 2u);        // truncated at the end
+  EXPECT_EQ(find_invalid_utf8("\xe2\x28\xa1"), 0u);      // bad continuation
 }
 
 TEST(Prepare, RealFortunesTopLevelByte) {
