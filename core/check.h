@@ -16,6 +16,14 @@ class Error : public std::runtime_error {
   explicit Error(const std::string& what) : std::runtime_error(what) {}
 };
 
+// An Error that every rank of a job raises alike at the same point (a bad config, a layout
+// that does not fit, a diverged step): rank 0 alone reports it and every rank exits cleanly,
+// where any other error is reported by its rank and aborts the whole job.
+class CollectiveError : public Error {
+ public:
+  explicit CollectiveError(const std::string& what) : Error(what) {}
+};
+
 namespace detail {
 [[noreturn]] void check_failed(const char* file, int line, const char* expr,
                                const std::string& msg);

@@ -20,11 +20,13 @@
 #include "trainer/lr_schedule.h"
 #include "trainer/metrics.h"
 #include "trainer/optimizer.h"
+#include "trainer/run_dir.h"
 
 namespace moetron {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using detail::concat;
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -100,95 +102,117 @@ std::string progress_line(const Progress& p) {
   return os.str();
 }
 
-}  // namespace
+// What to change when training diverges, with today's values.
+std::string divergence_advice(const config::RunConfig& cfg) {
+  std::ostringstream os;
+  os << "Lower optimizer.lr (now " << cfg.optimizer().lr()
+     << ") or raise schedule.warmup_steps (now " << cfg.schedule().warmup_steps() << ")";
+  if (cfg.optimizer().grad_clip() <= 0.0f)
+    os << ", or set optimizer.grad_clip (e.g. 1.0; clipping is off)";
+  return os.str() + ".";
+}
 
-TrainResult train(const config::RunConfig& cfg, std::ostream& console,
-                  const std::atomic<int>* stop) {
-  auto stop_requested = [&] { return stop != nullptr && stop->load() != 0; };
-  set_compute_threads(cfg.threads());
-  const auto& mc = cfg.model();
-  const auto& dc = cfg.data();
-  const auto& sc = cfg.schedule();
-  const auto& lc = cfg.logging();
+// What the log and metrics hold when the run stops before finishing step `step`.
+std::string recorded_up_to(int64_t step) {
+  return step > 1 ? concat("are complete up to step ", step - 1) : "hold no training step yet";
+}
 
-  // Data first: a bad dataset should fail before any large allocation.
-  const data::Dataset train_set(dc.dataset_dir(), data::Split::train);
-  const bool validate = lc.val_batches() > 0;
-  const std::optional<data::Dataset> val_set =
-      validate ? std::optional<data::Dataset>(std::in_place, dc.dataset_dir(), data::Split::val)
-               : std::nullopt;
-  if (train_set.vocab_size() > mc.vocab_size())
-    throw Error(detail::concat("model.vocab_size = ", mc.vocab_size(), " is smaller than the ",
-                               "vocabulary of dataset ", dc.dataset_dir(), " (",
-                               train_set.vocab_size(), " tokens, ", train_set.tokenizer_identity(),
-                               "); set it to at least ", train_set.vocab_size()));
-
-  Model model(mc, dc.micro_batch_size(), dc.seq_len());
-  const ModelDims& dims = model.dims();
-  model.params().init(cfg.seed(), mc.init_std());
-  AdamW optimizer(model.params(), cfg.optimizer());
-
-  const auto window = static_cast<int>(dims.window());
-  data::Loader train_loader(train_set, window, dc.micro_batch_size(), cfg.seed());
-  // The validation loader checks the split is long enough: now, not at the first evaluation.
-  const uint64_t val_seed = cfg.seed() ^ 0x5eed5eedull;
-  if (validate) data::Loader(*val_set, window, dc.micro_batch_size(), val_seed);
-  std::vector<int32_t> tokens(static_cast<size_t>(dims.batch * dims.window()));
-
-  const std::filesystem::path run_dir = lc.run_dir();
-  std::filesystem::create_directories(run_dir);
-  {
-    std::ofstream resolved(run_dir / "config.pbtxt", std::ios::trunc);
-    resolved << config_to_text(cfg);
-    if (!resolved) throw Error("cannot write " + (run_dir / "config.pbtxt").string());
+// One run, from a validated config and checked data to the last step. The data, the run
+// directory and the log are set up by train() before this exists.
+class Run {
+ public:
+  Run(const config::RunConfig& cfg, const data::Dataset& train_set,
+      const std::optional<data::Dataset>& val_set, const std::filesystem::path& run_dir, Log& log,
+      const std::atomic<int>* stop)
+      : cfg_(cfg),
+        val_set_(val_set),
+        run_dir_(run_dir),
+        log_(log),
+        stop_(stop),
+        model_(cfg.model(), cfg.data().micro_batch_size(), cfg.data().seq_len()),
+        optimizer_(model_.params(), cfg.optimizer()),
+        train_loader_(train_set, window(), cfg.data().micro_batch_size(), cfg.seed()),
+        tokens_(static_cast<size_t>(model_.dims().batch * model_.dims().window())),
+        metrics_((run_dir / "metrics.jsonl").string()) {
+    model_.params().init(cfg.seed(), cfg.model().init_std());
   }
-  Log log(console, run_dir / "train.log");
-  MetricsWriter metrics((run_dir / "metrics.jsonl").string());
 
+  TrainResult run();
+
+ private:
+  int window() const { return static_cast<int>(model_.dims().window()); }
+  bool stop_requested() const { return stop_ != nullptr && stop_->load() != 0; }
+  static uint64_t val_seed(uint64_t seed) { return seed ^ 0x5eed5eedull; }
+  void log_header(double peak_gflops, int64_t tokens_per_step);
+  double evaluate(int64_t step, float lambda);
+
+  const config::RunConfig& cfg_;
+  const std::optional<data::Dataset>& val_set_;
+  std::filesystem::path run_dir_;
+  Log& log_;
+  const std::atomic<int>* stop_;
+  Model model_;
+  AdamW optimizer_;
+  data::Loader train_loader_;
+  std::vector<int32_t> tokens_;
+  MetricsWriter metrics_;
+};
+
+void Run::log_header(double peak_gflops, int64_t tokens_per_step) {
+  const ModelDims& dims = model_.dims();
+  std::ostringstream os;
+  os << "moetron: " << model_.params().numel() << " parameters, " << dims.layers
+     << " layers, MTP D=" << dims.mtp_depth << ", " << tokens_per_step << " tokens/step, "
+     << compute_threads() << " threads, GEMM peak " << std::fixed << std::setprecision(0)
+     << peak_gflops << " GFLOP/s; train " << train_loader_.dataset().num_tokens() << " tokens, val "
+     << (val_set_ ? val_set_->num_tokens() : 0) << " tokens; run dir " << run_dir_.string();
+  log_.line(os.str());
+}
+
+// Validation after `step` steps, with the MTP weight the last of them trained with.
+double Run::evaluate(int64_t step, float lambda) {
+  const config::LoggingConfig& lc = cfg_.logging();
+  // The same validation windows every time: a fixed seed and a fresh cursor.
+  data::Loader val_loader(*val_set_, window(), cfg_.data().micro_batch_size(),
+                          val_seed(cfg_.seed()));
+  std::vector<double> main, total;
+  std::vector<double> mtp(static_cast<size_t>(model_.dims().mtp_depth), 0.0);
+  for (int i = 0; i < lc.val_batches(); ++i) {
+    if (stop_requested()) {
+      log_.line(concat("val  step ", step, " | cut short by a signal, not recorded"));
+      return std::numeric_limits<double>::quiet_NaN();
+    }
+    val_loader.next(tokens_);
+    const Losses l = model_.evaluate(tokens_, lambda);
+    main.push_back(l.main);
+    total.push_back(l.total);
+    for (size_t k = 0; k < l.mtp.size(); ++k) mtp[k] += l.mtp[k] / lc.val_batches();
+  }
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(4) << "val  step " << step << " | loss " << mean(main);
+  JsonLine line;
+  line.add("kind", std::string("val")).add("step", step).add("val_loss", mean(main));
+  line.add("val_total_loss", mean(total));
+  for (size_t k = 0; k < mtp.size(); ++k) {
+    os << " | mtp" << k + 1 << " " << mtp[k];
+    line.add("val_mtp_loss_" + std::to_string(k + 1), mtp[k]);
+  }
+  log_.line(os.str());
+  metrics_.write(line);
+  return mean(main);
+}
+
+TrainResult Run::run() {
+  const config::DataConfig& dc = cfg_.data();
+  const config::ScheduleConfig& sc = cfg_.schedule();
+  const config::LoggingConfig& lc = cfg_.logging();
+  const ModelDims& dims = model_.dims();
   const double peak_gflops = measure_gemm_gflops(2048, 3);
-  const double flops_per_token = model.train_flops_per_token();
+  const double flops_per_token = model_.train_flops_per_token();
   const int64_t tokens_per_step =
       static_cast<int64_t>(dc.grad_accum_steps()) * dims.batch * dims.seq;
-  {
-    std::ostringstream os;
-    os << "moetron: " << model.params().numel() << " parameters, " << dims.layers
-       << " layers, MTP D=" << dims.mtp_depth << ", " << tokens_per_step << " tokens/step, "
-       << compute_threads() << " threads, GEMM peak " << std::fixed << std::setprecision(0)
-       << peak_gflops << " GFLOP/s; train " << train_set.num_tokens() << " tokens, val "
-       << (validate ? val_set->num_tokens() : 0) << " tokens; run dir " << run_dir.string();
-    log.line(os.str());
-  }
-
-  // Validation after `step` steps, with the MTP weight the last of them trained with.
-  auto evaluate = [&](int64_t step, float lambda) {
-    // The same validation windows every time: a fixed seed and a fresh cursor.
-    data::Loader val_loader(*val_set, window, dc.micro_batch_size(), val_seed);
-    std::vector<double> main, total;
-    std::vector<double> mtp(static_cast<size_t>(dims.mtp_depth), 0.0);
-    for (int i = 0; i < lc.val_batches(); ++i) {
-      if (stop_requested()) {
-        log.line(detail::concat("val  step ", step, " | cut short by a signal, not recorded"));
-        return std::numeric_limits<double>::quiet_NaN();
-      }
-      val_loader.next(tokens);
-      const Losses l = model.evaluate(tokens, lambda);
-      main.push_back(l.main);
-      total.push_back(l.total);
-      for (size_t k = 0; k < l.mtp.size(); ++k) mtp[k] += l.mtp[k] / lc.val_batches();
-    }
-    std::ostringstream os;
-    os << std::fixed << std::setprecision(4) << "val  step " << step << " | loss " << mean(main);
-    JsonLine line;
-    line.add("kind", std::string("val")).add("step", step).add("val_loss", mean(main));
-    line.add("val_total_loss", mean(total));
-    for (size_t k = 0; k < mtp.size(); ++k) {
-      os << " | mtp" << k + 1 << " " << mtp[k];
-      line.add("val_mtp_loss_" + std::to_string(k + 1), mtp[k]);
-    }
-    log.line(os.str());
-    metrics.write(line);
-    return mean(main);
-  };
+  log_header(peak_gflops, tokens_per_step);
+  const bool validate = val_set_.has_value();
 
   TrainResult result;
   result.final_val_loss = std::numeric_limits<double>::quiet_NaN();
@@ -198,43 +222,46 @@ TrainResult train(const config::RunConfig& cfg, std::ostream& console,
   const int64_t total_steps = sc.total_steps();
   const float grad_scale = 1.0f / static_cast<float>(dc.grad_accum_steps());
 
-  for (int64_t step = 0; step < total_steps; ++step) {
+  // `step` counts from 1: the step being taken now.
+  for (int64_t step = 1; step <= total_steps; ++step) {
     if (stop_requested()) {
-      result.stop_signal = stop->load();
-      log.line(detail::concat("stopping on signal ", result.stop_signal, " after step ", step,
-                              " of ", total_steps, "; metrics and log are complete up to there"));
+      result.stop_signal = stop_->load();
+      log_.line(concat("stopping on signal ", result.stop_signal,
+                       step > 1 ? concat(" after step ", step - 1, " of ", total_steps)
+                                : std::string(" before the first step"),
+                       "; metrics.jsonl and train.log ", recorded_up_to(step)));
       break;
     }
-    ops::fill(model.params().flat_grads(), 0.0f);
-    model.begin_step();
-    const float lambda = mtp_loss_weight(sc, step);
+    const int64_t index = step - 1;  // the schedules' 0-based step index
+    ops::fill(model_.params().flat_grads(), 0.0f);
+    model_.begin_step();
+    const float lambda = mtp_loss_weight(sc, index);
     Losses acc;
     acc.mtp.assign(static_cast<size_t>(dims.mtp_depth), 0.0);
     for (int micro = 0; micro < dc.grad_accum_steps(); ++micro) {
-      train_loader.next(tokens);
-      const Losses l = model.forward_backward(tokens, lambda, grad_scale);
+      train_loader_.next(tokens_);
+      const Losses l = model_.forward_backward(tokens_, lambda, grad_scale);
       acc.total += l.total * grad_scale;
       acc.main += l.main * grad_scale;
       acc.aux += l.aux * grad_scale;
       for (size_t k = 0; k < l.mtp.size(); ++k) acc.mtp[k] += l.mtp[k] * grad_scale;
     }
-    const double gnorm = optimizer.grad_norm();
+    const double gnorm = optimizer_.grad_norm();
     if (!std::isfinite(acc.total) || !std::isfinite(gnorm)) {
-      log.line(detail::concat("step ", step, ": non-finite ",
-                              std::isfinite(acc.total) ? "gradient norm" : "loss", " (loss ",
-                              acc.total, ", grad norm ", gnorm, ")"));
-      throw Error(detail::concat(
-          "training diverged at step ", step, ": loss ", acc.total, ", grad norm ", gnorm,
-          ". The weights were not updated with it; metrics.jsonl and train.log in ",
-          run_dir.string(), " are complete up to step ", step - 1,
-          ". Lower optimizer.lr, raise schedule.warmup_steps or set optimizer.grad_clip."));
+      log_.line(concat("step ", step, ": non-finite ",
+                       std::isfinite(acc.total) ? "gradient norm" : "loss", " (loss ", acc.total,
+                       ", grad norm ", gnorm, ")"));
+      throw Error(concat("training diverged at step ", step, ": loss ", acc.total, ", grad norm ",
+                         gnorm, ". The weights were not updated with it; metrics.jsonl and ",
+                         "train.log in ", run_dir_.string(), " ", recorded_up_to(step), ". ",
+                         divergence_advice(cfg_)));
     }
-    const double lr = learning_rate(sc, cfg.optimizer().lr(), step);
-    optimizer.step(lr, gnorm);
-    model.update_router_biases(step);
+    const double lr = learning_rate(sc, cfg_.optimizer().lr(), index);
+    optimizer_.step(lr, gnorm);
+    model_.update_router_biases(index);
     result.losses.push_back(acc.total);
     result.main_losses.push_back(acc.main);
-    result.steps = step + 1;
+    result.steps = step;
     ++window_steps;
 
     JsonLine line;
@@ -243,35 +270,78 @@ TrainResult train(const config::RunConfig& cfg, std::ostream& console,
     for (size_t k = 0; k < acc.mtp.size(); ++k)
       line.add("mtp_loss_" + std::to_string(k + 1), acc.mtp[k]);
     line.add("lr", lr).add("grad_norm", gnorm).add("mtp_weight", static_cast<double>(lambda));
-    const bool moe = !model.moe_step_stats().empty();
-    const double worst_maxvio = moe ? add_moe_metrics(model.moe_step_stats(), acc.aux, line) : 0.0;
+    const bool moe = !model_.moe_step_stats().empty();
+    const double worst_maxvio = moe ? add_moe_metrics(model_.moe_step_stats(), acc.aux, line) : 0.0;
 
-    const bool last = step + 1 == total_steps;
-    if (step == 0 || (step + 1) % lc.log_interval() == 0 || last) {
+    const bool last = step == total_steps;
+    if (step == 1 || step % lc.log_interval() == 0 || last) {
       const double elapsed = seconds_since(window_start);
       const double tok_s = static_cast<double>(window_steps * tokens_per_step) / elapsed;
       const double mfu = tok_s * flops_per_token / (peak_gflops * 1e9);
-      const double eta = seconds_since(run_start) / static_cast<double>(step + 1) *
-                         static_cast<double>(total_steps - step - 1);
-      log.line(progress_line(
-          {step + 1, total_steps, acc.main,
+      const double eta = seconds_since(run_start) / static_cast<double>(step) *
+                         static_cast<double>(total_steps - step);
+      log_.line(progress_line(
+          {step, total_steps, acc.main,
            dims.mtp_depth > 0 ? std::optional<double>(mean(acc.mtp)) : std::nullopt,
            moe ? std::optional<double>(worst_maxvio) : std::nullopt, lr, gnorm, tok_s, mfu, eta}));
       line.add("tokens_per_s", tok_s).add("mfu", mfu);
       window_start = Clock::now();
       window_steps = 0;
     }
-    metrics.write(line);
-    if (validate && ((lc.val_interval() > 0 && (step + 1) % lc.val_interval() == 0) || last)) {
-      result.final_val_loss = evaluate(step + 1, lambda);
+    metrics_.write(line);
+    if (validate && ((lc.val_interval() > 0 && step % lc.val_interval() == 0) || last)) {
+      result.final_val_loss = evaluate(step, lambda);
       // Evaluation time is not training throughput: the window restarts after it.
       window_start = Clock::now();
       window_steps = 0;
     }
   }
-  log.line(detail::concat("done: ", result.steps, " steps in ",
-                          format_duration(seconds_since(run_start))));
+  log_.line(concat("done: ", result.steps, " steps in ", format_duration(seconds_since(run_start)),
+                   ". Nothing was saved: moetron does not write checkpoints yet, so the trained ",
+                   "weights end with this process (metrics.jsonl and train.log in ",
+                   run_dir_.string(), " are complete)"));
   return result;
+}
+
+}  // namespace
+
+TrainResult train(const config::RunConfig& cfg, std::ostream& console,
+                  const TrainOptions& options) {
+  set_compute_threads(cfg.threads());
+  const auto& mc = cfg.model();
+  const auto& dc = cfg.data();
+  const auto& lc = cfg.logging();
+
+  // Data first: a bad dataset, or a window longer than a split, fails before any large
+  // allocation and before the run directory is touched.
+  const data::Dataset train_set(dc.dataset_dir(), data::Split::train);
+  const bool validate = lc.val_batches() > 0;
+  const std::optional<data::Dataset> val_set =
+      validate ? std::optional<data::Dataset>(std::in_place, dc.dataset_dir(), data::Split::val)
+               : std::nullopt;
+  if (train_set.vocab_size() > mc.vocab_size())
+    throw Error(concat("model.vocab_size = ", mc.vocab_size(), " is smaller than the ",
+                       "vocabulary of dataset ", dc.dataset_dir(), " (", train_set.vocab_size(),
+                       " tokens, ", train_set.tokenizer_identity(), "); set it to at least ",
+                       train_set.vocab_size()));
+  const int window = dc.seq_len() + 1 + mc.num_nextn_predict_layers();
+  data::Loader(train_set, window, dc.micro_batch_size(), cfg.seed());  // throws if too short
+  if (validate) data::Loader(*val_set, window, dc.micro_batch_size(), cfg.seed());
+
+  const RunDirectory run_dir(lc.run_dir(), options.overwrite);
+  {
+    std::ofstream resolved(run_dir / "config.pbtxt", std::ios::trunc);
+    resolved << config_to_text(cfg);
+    if (!resolved) throw Error("cannot write " + (run_dir / "config.pbtxt").string());
+  }
+  Log log(console, run_dir / "train.log");
+  try {
+    Run run(cfg, train_set, val_set, run_dir.path(), log, options.stop);
+    return run.run();
+  } catch (const std::exception& e) {
+    log.line(std::string("error: ") + e.what());  // train.log tells the whole story
+    throw;
+  }
 }
 
 }  // namespace moetron

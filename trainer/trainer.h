@@ -20,10 +20,18 @@ struct TrainResult {
   int stop_signal = 0;              // the signal that stopped the run early, 0 if none
 };
 
+struct TrainOptions {
+  // Replace the files of an earlier run in logging.run_dir instead of refusing (docs/runs.md).
+  bool overwrite = false;
+  // A signal number, set from outside (trainer/cli/stop_signals.h), polled between steps and
+  // between validation batches; the run then ends cleanly after the current step.
+  const std::atomic<int>* stop = nullptr;
+};
+
 // Runs cfg (already validated) and returns what it measured. Progress goes to `log` and to
-// run_dir/train.log. `stop` (a signal number, set by a signal handler) is polled between steps
-// and between validation batches; the run then ends cleanly after the current step.
+// run_dir/train.log. Steps are counted from 1 in everything a user sees: "step k" is the k-th
+// optimizer step, and a record for step k describes the model after k updates.
 TrainResult train(const config::RunConfig& cfg, std::ostream& log,
-                  const std::atomic<int>* stop = nullptr);
+                  const TrainOptions& options = {});
 
 }  // namespace moetron

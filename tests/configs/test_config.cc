@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "core/check.h"
-#include "trainer/commands.h"
+#include "trainer/cli/commands.h"
 #include "trainer/config.h"
 
 namespace moetron {

@@ -18,59 +18,20 @@
 #include "data/loader.h"
 #include "data/prepare.h"
 #include "tests/data/test_util.h"
+#include "tests/trainer/train_fixture.h"
+#include "trainer/cli/commands.h"
 #include "trainer/config.h"
 #include "trainer/lr_schedule.h"
+#include "trainer/run_dir.h"
 #include "trainer/trainer.h"
 
 namespace moetron {
 namespace {
 
 using data::testing::TempDir;
-
-// A prepared byte-level dataset shared by the tests of this file.
-const std::filesystem::path& dataset_dir() {
-  static TempDir dir;
-  static const bool prepared = [] {
-    // One document per file: 24 of them, so the split has some of each.
-    for (int i = 0; i < 24; ++i)
-      data::testing::write_text(dir / ("corpus/" + std::to_string(i) + ".txt"),
-                                data::testing::generated_corpus(300, i + 1));
-    data::PrepareOptions o;
-    o.inputs = {dir / "corpus"};
-    o.output = dir / "prepared";
-    o.val_fraction = 0.3;
-    data::prepare_dataset(o);
-    return true;
-  }();
-  (void)prepared;
-  static const std::filesystem::path path = dir / "prepared";
-  return path;
-}
-
-config::RunConfig small_run(const std::filesystem::path& run_dir, int steps) {
-  config::RunConfig cfg = parse_config_text(R"(
-    model { vocab_size: 256 hidden_size: 32 num_hidden_layers: 2 num_attention_heads: 4
-            num_key_value_heads: 2 intermediate_size: 64 num_nextn_predict_layers: 1 }
-    data { seq_len: 32 micro_batch_size: 4 }
-    optimizer { lr: 3e-3 }
-    logging { log_interval: 5 val_interval: 10 val_batches: 2 }
-    threads: 2
-  )",
-                                            "test");
-  cfg.mutable_data()->set_dataset_dir(dataset_dir().string());
-  cfg.mutable_schedule()->set_total_steps(steps);
-  cfg.mutable_schedule()->set_warmup_steps(std::min(5, steps));
-  cfg.mutable_logging()->set_run_dir(run_dir.string());
-  validate_config(cfg);
-  return cfg;
-}
-
-std::vector<std::string> lines_of(const std::filesystem::path& file) {
-  std::ifstream in(file);
-  std::vector<std::string> lines;
-  for (std::string l; std::getline(in, l);) lines.push_back(l);
-  return lines;
-}
+using testing::dataset_dir;
+using testing::lines_of;
+using testing::small_run;
 
 TEST(Train, LossFallsAndRunDirectoryIsComplete) {
   TempDir run;
@@ -83,19 +44,25 @@ TEST(Train, LossFallsAndRunDirectoryIsComplete) {
   EXPECT_NO_THROW(parse_config_text(data::testing::read_text(run / "config.pbtxt"), "resolved"));
   const auto metrics = lines_of(run / "metrics.jsonl");
   EXPECT_EQ(metrics.size(), 60u + 6u);  // one per step, one per validation (every 10)
-  EXPECT_NE(metrics.front().find("\"kind\": \"train\""), std::string::npos);
+  EXPECT_NE(metrics.front().find("\"kind\": \"train\", \"step\": 1,"), std::string::npos)
+      << metrics.front();  // steps count from 1 everywhere
+  EXPECT_NE(metrics.back().find("\"kind\": \"val\", \"step\": 60,"), std::string::npos)
+      << metrics.back();
   EXPECT_NE(log.str().find("step    60/60 | loss"), std::string::npos) << log.str();
   EXPECT_NE(log.str().find("MFU"), std::string::npos);
-  EXPECT_NE(data::testing::read_text(run / "train.log").find("step    60/60"), std::string::npos);
+  const std::string log_file = data::testing::read_text(run / "train.log");
+  EXPECT_NE(log_file.find("step    60/60"), std::string::npos);
+  EXPECT_NE(log_file.find("val  step 60 |"), std::string::npos);
+  EXPECT_NE(log_file.find("Nothing was saved"), std::string::npos) << log_file;
 }
 
 TEST(Train, SameConfigAndSeedGiveBitwiseSameLosses) {
-  TempDir a, b;
+  TempDir a, b, c;
   std::ostringstream log;
   const TrainResult ra = train(small_run(a.path(), 12), log);
   const TrainResult rb = train(small_run(b.path(), 12), log);
   EXPECT_EQ(ra.losses, rb.losses);
-  config::RunConfig other = small_run(b.path(), 12);
+  config::RunConfig other = small_run(c.path(), 12);
   other.set_seed(other.seed() + 1);
   EXPECT_NE(train(other, log).losses, ra.losses);
 }
@@ -125,12 +92,123 @@ TEST(Train, DivergenceStopsWithAClearErrorAndKeepsTheMetrics) {
     FAIL() << "expected divergence";
   } catch (const Error& e) {
     const std::string msg = e.what();
-    EXPECT_NE(msg.find("training diverged at step"), std::string::npos) << msg;
+    // Step 1 takes the huge update; step 2 sees the result. Steps count from 1.
+    EXPECT_NE(msg.find("training diverged at step 2:"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("are complete up to step 1."), std::string::npos) << msg;
     EXPECT_NE(msg.find("optimizer.lr"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("set optimizer.grad_clip"), std::string::npos) << msg;  // it is off
   }
+  EXPECT_NE(data::testing::read_text(run / "train.log").find("error: training diverged at step 2"),
+            std::string::npos);
   const auto metrics = lines_of(run / "metrics.jsonl");
   ASSERT_FALSE(metrics.empty());
   for (const auto& l : metrics) EXPECT_EQ(l.back(), '}');
+}
+
+TEST(Train, DivergenceAtTheFirstStepSaysNothingWasRecordedAndKnowsClippingIsOn) {
+  TempDir run;
+  config::RunConfig cfg = small_run(run.path(), 20);
+  cfg.mutable_model()->set_init_std(1e30f);  // the very first forward overflows
+  cfg.mutable_optimizer()->set_grad_clip(1.0f);
+  std::ostringstream log;
+  try {
+    train(cfg, log);
+    FAIL() << "expected divergence";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("training diverged at step 1:"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("hold no training step yet"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find("grad_clip"), std::string::npos) << msg;
+  }
+}
+
+TEST(Train, ANonEmptyRunDirectoryIsRefusedAndKeptUnlessOverwriting) {
+  TempDir run;
+  std::ostringstream log;
+  train(small_run(run.path(), 3), log);
+  const std::string metrics = data::testing::read_text(run / "metrics.jsonl");
+  const std::string train_log = data::testing::read_text(run / "train.log");
+  config::RunConfig again = small_run(run.path(), 5);
+  try {
+    train(again, log);
+    FAIL() << "expected the run directory to be refused";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find(run.path().string()), std::string::npos) << msg;
+    EXPECT_NE(msg.find("is not empty"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("--overwrite"), std::string::npos) << msg;
+  }
+  // Nothing of the first run was touched.
+  EXPECT_EQ(data::testing::read_text(run / "metrics.jsonl"), metrics);
+  EXPECT_EQ(data::testing::read_text(run / "train.log"), train_log);
+  // A user file stays; the run's own files are replaced.
+  data::testing::write_text(run / "notes.txt", "mine");
+  TrainOptions overwrite;
+  overwrite.overwrite = true;
+  const TrainResult r = train(again, log, overwrite);
+  EXPECT_EQ(r.steps, 5);
+  EXPECT_EQ(lines_of(run / "metrics.jsonl").size(), 5u + 1u);
+  EXPECT_EQ(data::testing::read_text(run / "notes.txt"), "mine");
+}
+
+TEST(Train, ARunDirectoryInUseIsRefused) {
+  TempDir run;
+  const RunDirectory holder(run.path(), false);  // as another process would hold it
+  std::ostringstream log;
+  try {
+    train(small_run(run.path(), 3), log);
+    FAIL() << "expected the locked run directory to be refused";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("is in use by another moetron run (pid " + std::to_string(getpid())),
+              std::string::npos)
+        << msg;
+    EXPECT_NE(msg.find("choose another logging.run_dir"), std::string::npos) << msg;
+  }
+  EXPECT_FALSE(std::filesystem::exists(run / "train.log"));
+}
+
+TEST(Train, ErrorsAfterStartUpReachTrainLog) {
+  TempDir run;
+  config::RunConfig cfg = small_run(run.path(), 3);
+  // Passes every check, then cannot be allocated: the error must reach train.log too.
+  cfg.mutable_model()->set_vocab_size(1 << 30);
+  cfg.mutable_model()->set_hidden_size(4096);
+  cfg.mutable_model()->set_num_attention_heads(32);
+  std::ostringstream log;
+  EXPECT_THROW(train(cfg, log), Error);
+  const auto lines = lines_of(run / "train.log");
+  ASSERT_FALSE(lines.empty());
+  EXPECT_NE(lines.back().find("error: out of memory allocating"), std::string::npos)
+      << lines.back();
+}
+
+TEST(Train, WindowsLongerThanTheDataFailBeforeTheModelIsAllocated) {
+  TempDir run;
+  config::RunConfig cfg = small_run(run.path(), 3);
+  // A model this size would not fit in memory; the data check must come first.
+  cfg.mutable_data()->set_seq_len(1 << 28);
+  std::ostringstream log;
+  try {
+    train(cfg, log);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("train split has"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(std::filesystem::exists(run / "train.log"));
+}
+
+TEST(Train, EveryCommandPrintsItsUsageForHelp) {
+  for (const char* flag : {"--help", "-h"}) {
+    for (auto* command : {&run_train, &run_validate, &run_prepare}) {
+      const std::vector<std::string> args{flag};
+      ::testing::internal::CaptureStdout();
+      const int rc = (*command)(args);
+      const std::string out = ::testing::internal::GetCapturedStdout();
+      EXPECT_EQ(rc, 0) << flag;
+      EXPECT_NE(out.find("usage: moetron "), std::string::npos) << out;
+    }
+  }
 }
 
 TEST(Train, VocabularyLargerThanTheModelIsRejectedBeforeTraining) {

@@ -5,7 +5,7 @@
 
 #include "core/check.h"
 #include "data/prepare.h"
-#include "trainer/commands.h"
+#include "trainer/cli/commands.h"
 
 namespace moetron {
 namespace {
@@ -23,7 +23,10 @@ constexpr const char* kUsage =
     "  --val-fraction F    share of documents held out for validation, in [0, 1) (default 0.05)\n"
     "  --shard-tokens N    tokens per shard file (default 16777216)\n"
     "  --fortunes          documents are fortune(6) entries separated by lines of \"%\";\n"
-    "                      directories are read top level only\n";
+    "                      directories are read top level only\n"
+    "  --allow-invalid-utf8  sentencepiece: replace bytes that are not UTF-8 by U+FFFD\n"
+    "                      (default: stop with the file and byte offset)\n"
+    "  The dataset is built beside DIR and replaces it only when complete (docs/data.md).\n";
 
 template <typename T>
 T parse_number(std::string_view flag, const std::string& text) {
@@ -44,8 +47,8 @@ int run_prepare(std::span<const std::string> args) {
       std::fputs(kUsage, stdout);
       return 0;
     }
-    if (flag == "--fortunes") {
-      o.fortunes = true;
+    if (flag == "--fortunes" || flag == "--allow-invalid-utf8") {
+      (flag == "--fortunes" ? o.fortunes : o.allow_invalid_utf8) = true;
       continue;
     }
     auto value = [&]() -> const std::string& {
@@ -87,6 +90,9 @@ int run_prepare(std::span<const std::string> args) {
                 static_cast<unsigned long long>(e.documents),
                 static_cast<unsigned long long>(e.tokens), e.shards.size());
   }
+  if (r.invalid_utf8_files > 0)
+    std::printf("  utf-8      %llu files held invalid UTF-8, replaced by U+FFFD\n",
+                static_cast<unsigned long long>(r.invalid_utf8_files));
   std::printf("  took       %.1fs\n", r.total_seconds);
   return 0;
 }

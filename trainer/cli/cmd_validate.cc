@@ -4,7 +4,7 @@
 #include <string>
 
 #include "core/check.h"
-#include "trainer/commands.h"
+#include "trainer/cli/commands.h"
 #include "trainer/config.h"
 
 namespace moetron {
@@ -19,18 +19,11 @@ constexpr const char* kUsage =
 }  // namespace
 
 int run_validate(std::span<const std::string> args) {
-  for (const std::string& a : args) {
-    if (a == "-h" || a == "--help") {
-      std::printf("%s\n", kUsage);
-      return 0;
-    }
+  if (wants_help(args)) {
+    std::printf("%s\n", kUsage);
+    return 0;
   }
-  ConfigArgs parsed;
-  try {
-    parsed = parse_config_args(args);
-  } catch (const Error& e) {
-    throw Error(detail::concat(e.what(), "\n", kUsage));  // a usage mistake: show the usage
-  }
+  const ConfigArgs parsed = parse_command_args(args, kUsage);
   if (!parsed.rest.empty())
     throw Error(detail::concat("unexpected argument '", parsed.rest.front(), "'\n", kUsage));
   const config::RunConfig cfg = load_config(parsed.path, parsed.overrides);

@@ -5,10 +5,17 @@
 #include <span>
 #include <string>
 
+#include "trainer/config.h"
+
 namespace moetron {
 
-int run_validate(std::span<const std::string> args);  // trainer/cmd_validate.cc
-int run_prepare(std::span<const std::string> args);   // data/cmd_prepare.cc
-int run_train(std::span<const std::string> args);     // trainer/cmd_train.cc
+int run_validate(std::span<const std::string> args);  // cmd_validate.cc
+int run_prepare(std::span<const std::string> args);   // cmd_prepare.cc
+int run_train(std::span<const std::string> args);     // cmd_train.cc
+
+// Whether the arguments ask for the usage (-h or --help anywhere).
+bool wants_help(std::span<const std::string> args);
+// parse_config_args, with `usage` appended to its errors (a usage mistake shows the usage).
+ConfigArgs parse_command_args(std::span<const std::string> args, const char* usage);
 
 }  // namespace moetron

@@ -2,21 +2,25 @@
 #include <cstdio>
 #include <exception>
 #include <string>
+#include <string_view>
 #include <vector>
 
-#include "trainer/commands.h"
+#include "trainer/cli/commands.h"
+#include "trainer/cli/stop_signals.h"
 
 namespace {
 
 constexpr const char* kUsage =
     "usage: moetron <command> [args]\n"
-    "  train CONFIG [--set a.b=value ...]     train a model\n"
+    "  train CONFIG [--set a.b=value ...]     train a model (--overwrite: reuse a run dir)\n"
     "  validate CONFIG [--set a.b=value ...]  check a config and print it resolved\n"
     "  prepare [options]                      turn text files into token shards (see --help)\n";
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Before anything can start a thread: see stop_signals.h.
+  moetron::block_stop_signals();
   if (argc < 2) {
     std::fputs(kUsage, stderr);
     return 2;
@@ -34,7 +38,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "moetron: unknown command '%s'\n%s", command.c_str(), kUsage);
     return 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "moetron %s: error: %s\n", command.c_str(), e.what());
+    std::string_view msg = e.what();
+    if (msg.starts_with(command + ": ")) msg.remove_prefix(command.size() + 2);  // said once
+    std::fprintf(stderr, "moetron %s: error: %.*s\n", command.c_str(), static_cast<int>(msg.size()),
+                 msg.data());
     return 1;
   }
 }

@@ -1,0 +1,79 @@
+#include "trainer/cli/stop_signals.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <ctime>
+
+namespace moetron {
+namespace {
+
+// The one piece of process-wide state: a signal handler can reach nothing else.
+std::atomic<int> g_stop_signal{0};
+static_assert(std::atomic<int>::is_always_lock_free);
+
+void say(const char* text) {
+  size_t n = 0;
+  while (text[n] != '\0') ++n;
+  [[maybe_unused]] const ssize_t written = ::write(STDERR_FILENO, text, n);
+}
+
+// Async-signal-safe: called from the receiving thread and from the handler alike.
+void record(int sig) {
+  int expected = 0;
+  if (g_stop_signal.compare_exchange_strong(expected, sig)) {
+    say("\nmoetron: stop signal received: stopping after the current step "
+        "(send it again to stop at once)\n");
+    return;
+  }
+  say("\nmoetron: second stop signal: exiting now\n");
+  _exit(128 + sig);
+}
+
+extern "C" void on_stop_signal(int sig) {
+  record(sig);
+}
+
+sigset_t stop_set() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  return set;
+}
+
+}  // namespace
+
+void block_stop_signals() {
+  const sigset_t set = stop_set();
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  // Also replaces SIG_IGN, which a shell sets for SIGINT in background jobs: an ignored signal
+  // is discarded before anyone can receive it.
+  struct sigaction action {};
+  action.sa_handler = on_stop_signal;
+  action.sa_mask = set;
+  action.sa_flags = SA_RESTART;
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+}
+
+StopSignals::StopSignals()
+    : thread_([this] {
+        const sigset_t set = stop_set();
+        const timespec poll{0, 100'000'000};  // how soon the destructor's request is seen
+        while (!quit_) {
+          const int sig = sigtimedwait(&set, nullptr, &poll);
+          if (sig > 0) record(sig);  // otherwise a timeout or EINTR
+        }
+      }) {}
+
+StopSignals::~StopSignals() {
+  quit_ = true;
+  thread_.join();
+}
+
+const std::atomic<int>& StopSignals::requested() const {
+  return g_stop_signal;
+}
+
+}  // namespace moetron

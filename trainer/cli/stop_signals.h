@@ -1,0 +1,34 @@
+// SIGINT and SIGTERM as a polled stop request, never as an interruption of library code.
+//
+// block_stop_signals() runs first in main(), so every thread the process starts from then on
+// (OpenMP, oneDNN, MPI) inherits the blocked mask and no stop signal lands inside their code.
+// StopSignals receives them synchronously on its own thread with sigtimedwait. Threads that
+// libraries started before main() (OpenBLAS's pool, created when the library loads) cannot be
+// masked from here: for them a handler (SA_RESTART, async-signal-safe) does the same thing.
+// The first signal is stored for the trainer to poll; a second one ends the process at once with
+// status 128 + signal (everything written so far is already flushed).
+#pragma once
+
+#include <atomic>
+#include <thread>
+
+namespace moetron {
+
+void block_stop_signals();
+
+class StopSignals {
+ public:
+  StopSignals();   // needs block_stop_signals() to have run in the main thread
+  ~StopSignals();  // stops the receiving thread
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+
+  // 0 until a stop signal arrives, then its number.
+  const std::atomic<int>& requested() const;
+
+ private:
+  std::atomic<bool> quit_{false};
+  std::thread thread_;
+};
+
+}  // namespace moetron
