@@ -18,7 +18,8 @@
 #include "models/model.h"
 #include "trainer/config.h"
 #include "trainer/metrics.h"
-#include "trainer/optimizer.h"
+#include "parallel/process_groups.h"
+#include "trainer/train_step.h"
 
 namespace moetron {
 namespace {
@@ -43,7 +44,8 @@ int run(std::span<const std::string> args) {
   Model model(mc, cfg.data().micro_batch_size(), cfg.data().seq_len());
   const ModelDims& d = model.dims();
   model.params().init(cfg.seed(), mc.init_std());
-  AdamW opt(model.params(), cfg.optimizer());
+  const ProcessGroups alone;
+  TrainStep step(model, cfg.optimizer(), alone, 1);
   std::mt19937 gen(static_cast<uint32_t>(cfg.seed()));
   std::uniform_int_distribution<int32_t> token(0, static_cast<int32_t>(d.vocab) - 1);
   std::vector<int32_t> tokens(static_cast<size_t>(d.batch * d.window()));
@@ -53,11 +55,11 @@ int run(std::span<const std::string> args) {
   double loss_first = 0, loss_last = 0;
   for (int s = 0; s < warmup + steps; ++s) {
     const auto t0 = std::chrono::steady_clock::now();
-    ops::fill(model.params().flat_grads(), 0.0f);
-    model.begin_step();
-    const Losses l = model.forward_backward(tokens, cfg.schedule().mtp_loss_weight(), 1.0f);
-    opt.step(cfg.optimizer().lr(), opt.grad_norm());
-    model.update_router_biases(s);
+    const StepResult r = step.run(s, cfg.optimizer().lr(), cfg.schedule().mtp_loss_weight(),
+                                  [&](std::span<int32_t> out) {
+                                    std::copy(tokens.begin(), tokens.end(), out.begin());
+                                  });
+    const Losses& l = r.losses;
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (s >= warmup) {
       step_s.push_back(dt);

@@ -1,6 +1,8 @@
 // Shape and device checks for every op, then the kernel of the tensors' device.
 #include "core/ops.h"
 
+#include <algorithm>
+
 #include "core/cpu/kernels.h"
 
 namespace moetron::ops {
@@ -213,29 +215,86 @@ void swiglu_backward(const Tensor& dout, const Tensor& gate_up, Tensor& dgate_up
                        dout.rows(), dout.cols());
 }
 
-void embedding_forward(std::span<const int32_t> ids, const Tensor& table, Tensor& out) {
+namespace {
+
+// The shard with its defaults resolved against a table or logits of `rows` rows/columns.
+VocabShard resolve(const VocabShard& s, int64_t rows) {
+  VocabShard r = s;
+  if (r.vocab < 0) r.vocab = rows;
+  if (r.valid < 0) r.valid = std::min(rows, r.vocab - r.first);
+  MOETRON_CHECK(r.first >= 0 && r.valid >= 0 && r.valid <= rows && r.first + r.valid <= r.vocab,
+                "vocabulary block [", r.first, ", +", r.valid, ") of ", r.vocab, " with ", rows,
+                " rows");
+  return r;
+}
+
+void check_ids(std::span<const int32_t> ids, int64_t vocab, const char* what) {
+  for (int32_t id : ids)
+    if (id < 0 || id >= vocab)
+      throw Error(detail::concat(what, " id ", id, " is outside the vocabulary [0, ", vocab, ")"));
+}
+
+}  // namespace
+
+void embedding_forward(std::span<const int32_t> ids, const Tensor& table, Tensor& out,
+                       const VocabShard& shard) {
   require_cpu_f32(table, "embedding", "table");
   require_cpu_f32(out, "embedding", "out");
   MOETRON_CHECK(out.rows() == static_cast<int64_t>(ids.size()) && out.cols() == table.cols(),
                 "embedding: ", ids.size(), " ids into ", shape_str(out.shape()));
-  for (int32_t id : ids)
-    if (id < 0 || id >= table.rows())
-      throw Error(
-          detail::concat("token id ", id, " is outside the vocabulary [0, ", table.rows(), ")"));
+  const VocabShard s = resolve(shard, table.rows());
+  check_ids(ids, s.vocab, "token");
   cpu::embedding_forward(ids.data(), static_cast<int64_t>(ids.size()), table.data<float>(),
-                         table.cols(), out.data<float>());
+                         s.first, s.valid, table.cols(), out.data<float>());
 }
 
-void embedding_backward(std::span<const int32_t> ids, const Tensor& dout, Tensor& dtable) {
+void embedding_backward(std::span<const int32_t> ids, const Tensor& dout, Tensor& dtable,
+                        const VocabShard& shard) {
   require_cpu_f32(dout, "embedding_backward", "dout");
   require_cpu_f32(dtable, "embedding_backward", "dtable");
   MOETRON_CHECK(dout.rows() == static_cast<int64_t>(ids.size()) && dout.cols() == dtable.cols(),
                 "embedding_backward: shapes");
+  const VocabShard s = resolve(shard, dtable.rows());
   for (int32_t id : ids)
-    MOETRON_CHECK(id >= 0 && id < dtable.rows(), "embedding_backward: id ", id, " of ",
-                  dtable.rows());
+    MOETRON_CHECK(id >= 0 && id < s.vocab, "embedding_backward: id ", id, " of ", s.vocab);
   cpu::embedding_backward(ids.data(), static_cast<int64_t>(ids.size()), dout.data<float>(),
-                          dout.cols(), dtable.data<float>(), dtable.rows());
+                          dout.cols(), dtable.data<float>(), s.first, s.valid);
+}
+
+void ce_shard_stats(const Tensor& logits, std::span<const int32_t> targets,
+                    const VocabShard& shard, Tensor& stats) {
+  require_cpu_f32(logits, "ce_shard_stats", "logits");
+  require_cpu_f32(stats, "ce_shard_stats", "stats");
+  MOETRON_CHECK(static_cast<int64_t>(targets.size()) == logits.rows() &&
+                    stats.numel() == logits.rows() * 3,
+                "ce_shard_stats: ", targets.size(), " targets, logits ",
+                shape_str(logits.shape()), ", stats ", shape_str(stats.shape()));
+  const VocabShard s = resolve(shard, logits.cols());
+  check_ids(targets, s.vocab, "target");
+  cpu::ce_shard_stats(logits.data<float>(), targets.data(), logits.rows(), logits.cols(), s.first,
+                      s.valid, stats.data<float>());
+}
+
+double ce_combine_stats(const Tensor& all_stats, Tensor& lse) {
+  require_cpu_f32(all_stats, "ce_combine_stats", "all_stats");
+  require_cpu_f32(lse, "ce_combine_stats", "lse");
+  const int64_t rows = lse.numel();
+  MOETRON_CHECK(rows > 0 && all_stats.numel() % (rows * 3) == 0, "ce_combine_stats: ",
+                shape_str(all_stats.shape()), " for ", rows, " rows");
+  return cpu::ce_combine_stats(all_stats.data<float>(), all_stats.numel() / (rows * 3), rows,
+                               lse.data<float>());
+}
+
+void ce_shard_backward(Tensor& logits, std::span<const int32_t> targets, const VocabShard& shard,
+                       const Tensor& lse, float grad_scale) {
+  require_cpu_f32(logits, "ce_shard_backward", "logits");
+  require_cpu_f32(lse, "ce_shard_backward", "lse");
+  MOETRON_CHECK(static_cast<int64_t>(targets.size()) == logits.rows() &&
+                    lse.numel() == logits.rows(),
+                "ce_shard_backward: shapes");
+  const VocabShard s = resolve(shard, logits.cols());
+  cpu::ce_shard_backward(logits.data<float>(), targets.data(), logits.rows(), logits.cols(),
+                         s.first, s.valid, lse.data<float>(), grad_scale);
 }
 
 int64_t ce_workspace_size(int64_t rows, int64_t vocab) {

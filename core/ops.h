@@ -56,9 +56,19 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
 void swiglu_forward(const Tensor& gate_up, Tensor& out);
 void swiglu_backward(const Tensor& dout, const Tensor& gate_up, Tensor& dgate_up);
 
-// Embedding rows: out[i] = table[ids[i]]; backward accumulates into dtable.
-void embedding_forward(std::span<const int32_t> ids, const Tensor& table, Tensor& out);
-void embedding_backward(std::span<const int32_t> ids, const Tensor& dout, Tensor& dtable);
+// A tensor-parallel block of the vocabulary: rows (or logit columns) of ids [first, first +
+// valid) of a vocabulary of `vocab` ids; rows past `valid` are padding. vocab = -1: the block is
+// the whole vocabulary (its row count).
+struct VocabShard {
+  int64_t first = 0, valid = -1, vocab = -1;
+};
+
+// Embedding rows: out[i] = table[ids[i]] (zero for ids of another rank's block); backward
+// accumulates into dtable. Ids outside [0, vocab) are an Error.
+void embedding_forward(std::span<const int32_t> ids, const Tensor& table, Tensor& out,
+                       const VocabShard& shard = {});
+void embedding_backward(std::span<const int32_t> ids, const Tensor& dout, Tensor& dtable,
+                        const VocabShard& shard = {});
 
 // Output head fused with cross-entropy: logits = h @ w^T, processed in row chunks so the
 // [rows, vocab] logits never exist at once. Returns the sum over rows of CE(logits, target).
@@ -68,6 +78,17 @@ void embedding_backward(std::span<const int32_t> ids, const Tensor& dout, Tensor
 int64_t ce_workspace_size(int64_t rows, int64_t vocab);
 double head_cross_entropy(const Tensor& h, const Tensor& w, std::span<const int32_t> targets,
                           float grad_scale, Tensor* dh, Tensor* dw, Tensor& workspace);
+
+// Vocabulary-parallel cross-entropy in three pieces, for logits [rows, cols] of this rank's
+// vocabulary block (no rank ever holds all logits; docs/parallelism.md):
+// stats [rows, 3] = this block's (max logit, sum exp(logit - max), the target's logit or 0);
+void ce_shard_stats(const Tensor& logits, std::span<const int32_t> targets,
+                    const VocabShard& shard, Tensor& stats);
+// every block's stats [parts, rows, 3] -> lse [rows]; returns the sum over rows of lse - target;
+double ce_combine_stats(const Tensor& all_stats, Tensor& lse);
+// logits -> their gradient in place: grad_scale * (softmax - onehot), padding columns zero.
+void ce_shard_backward(Tensor& logits, std::span<const int32_t> targets, const VocabShard& shard,
+                       const Tensor& lse, float grad_scale);
 
 // AdamW as torch.optim.AdamW: decoupled decay, bias-corrected moments; step counts from 1.
 struct AdamWStep {

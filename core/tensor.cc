@@ -16,6 +16,7 @@ size_t dtype_size(DType dtype) {
     case DType::i32:
       return 4;
     case DType::i64:
+    case DType::f64:
       return 8;
     case DType::u8:
       return 1;
@@ -35,6 +36,8 @@ const char* dtype_name(DType dtype) {
       return "i32";
     case DType::i64:
       return "i64";
+    case DType::f64:
+      return "f64";
     case DType::u8:
       return "u8";
   }

@@ -13,7 +13,7 @@
 
 namespace moetron {
 
-enum class DType : uint8_t { f32, bf16, f16, i32, i64, u8 };
+enum class DType : uint8_t { f32, bf16, f16, i32, i64, u8, f64 };
 size_t dtype_size(DType dtype);
 const char* dtype_name(DType dtype);
 
@@ -34,6 +34,10 @@ constexpr DType dtype_of<int64_t>() {
 template <>
 constexpr DType dtype_of<uint8_t>() {
   return DType::u8;
+}
+template <>
+constexpr DType dtype_of<double>() {
+  return DType::f64;
 }
 
 enum class DeviceKind : uint8_t { cpu, cuda };
@@ -94,6 +98,10 @@ class Tensor {
     MOETRON_CHECK(dtype_of<T>() == dtype_, "tensor is ", dtype_name(dtype_));
     return reinterpret_cast<T*>(static_cast<char*>(storage_->data()) +
                                 offset_ * static_cast<int64_t>(dtype_size(dtype_)));
+  }
+  // The first byte, whatever the dtype (for code that moves bytes: communication, I/O).
+  void* raw_data() const {
+    return static_cast<char*>(storage_->data()) + offset_ * static_cast<int64_t>(dtype_size(dtype_));
   }
   template <typename T>
   std::span<T> span() const {

@@ -19,21 +19,25 @@ Attention::Attention(ParamTable& params, const std::string& prefix, const ModelD
     : params_(params),
       rope_(rope),
       rows_(d.rows()),
-      q_width_(d.heads * d.head_dim),
-      kv_width_(d.kv_heads * d.head_dim) {
+      q_width_(d.local_heads() * d.head_dim),
+      kv_width_(d.local_kv_heads() * d.head_dim) {
   const int64_t q_width = q_width_, kv_width = kv_width_;
-  const ShardSpec column{ShardGroup::tensor, 0}, row{ShardGroup::tensor, 1};
-  q_proj_ = params.add(prefix + "q_proj.weight", {q_width, d.hidden}, ParamKind::matrix, column);
-  k_proj_ = params.add(prefix + "k_proj.weight", {kv_width, d.hidden}, ParamKind::matrix, column);
-  v_proj_ = params.add(prefix + "v_proj.weight", {kv_width, d.hidden}, ParamKind::matrix, column);
-  o_proj_ = params.add(prefix + "o_proj.weight", {d.hidden, q_width}, ParamKind::matrix, row);
-  const Shape q_shape{d.batch, d.seq, d.heads, d.head_dim};
-  const Shape kv_shape{d.batch, d.seq, d.kv_heads, d.head_dim};
+  const int64_t q_global = d.heads * d.head_dim, kv_global = d.kv_heads * d.head_dim;
+  q_proj_ = params.add(prefix + "q_proj.weight", {q_width, d.hidden}, ParamKind::matrix,
+                       d.tp_shard(0, q_width, q_global));
+  k_proj_ = params.add(prefix + "k_proj.weight", {kv_width, d.hidden}, ParamKind::matrix,
+                       d.tp_shard(0, kv_width, kv_global));
+  v_proj_ = params.add(prefix + "v_proj.weight", {kv_width, d.hidden}, ParamKind::matrix,
+                       d.tp_shard(0, kv_width, kv_global));
+  o_proj_ = params.add(prefix + "o_proj.weight", {d.hidden, q_width}, ParamKind::matrix,
+                       d.tp_shard(1, q_width, q_global));
+  const Shape q_shape{d.batch, d.seq, d.local_heads(), d.head_dim};
+  const Shape kv_shape{d.batch, d.seq, d.local_kv_heads(), d.head_dim};
   qkv_ = Tensor::empty({d.rows(), q_width + 2 * kv_width});
   dqkv_ = Tensor::empty(qkv_.shape());
   for (Tensor* t : {&q_, &out_, &dout_, &dq_}) *t = Tensor::empty(q_shape);
   for (Tensor* t : {&k_, &v_, &dk_, &dv_}) *t = Tensor::empty(kv_shape);
-  lse_ = Tensor::empty({d.batch, d.heads, d.seq});
+  lse_ = Tensor::empty({d.batch, d.local_heads(), d.seq});
 }
 
 void Attention::forward(const Tensor& x, Tensor& y) {

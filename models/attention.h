@@ -1,5 +1,8 @@
 // Self-attention sublayer (MHA/GQA with RoPE): o_proj(attn(rope(q), rope(k), v)).
-// q_proj, k_proj and v_proj are registered consecutively and run as one fused GEMM.
+// q_proj, k_proj and v_proj are registered consecutively and run as one fused GEMM. Under
+// tensor parallelism each rank holds heads/tp query heads and kv_heads/tp key/value heads
+// (column-parallel q/k/v, row-parallel o_proj): forward returns this rank's partial sum of the
+// output, backward its partial sum of dx; the caller sums them over the group.
 #pragma once
 
 #include <string>

@@ -7,20 +7,21 @@ namespace moetron {
 
 namespace {
 std::unique_ptr<FeedForward> make_mlp(ParamTable& params, const std::string& prefix,
-                                      const ModelDims& d, bool moe) {
-  if (moe) return std::make_unique<MoE>(params, prefix, d);
-  return std::make_unique<SwiGLU>(params, prefix, d.hidden, d.intermediate, d.rows());
+                                      const ModelDims& d, bool moe, const ParallelContext& ctx) {
+  if (moe) return std::make_unique<MoE>(params, prefix, d, ctx);
+  return std::make_unique<SwiGLU>(params, prefix, d, d.intermediate);
 }
 }  // namespace
 
 Block::Block(ParamTable& params, const std::string& prefix, const ModelDims& d,
-             const RopeTables& rope, bool moe)
+             const RopeTables& rope, bool moe, const ParallelContext& ctx)
     : input_norm_(params, prefix + "input_layernorm.weight", d.hidden, d.eps, d.rows()),
       attn_(params, prefix + "self_attn.", d, rope),
       post_attn_norm_(params, prefix + "post_attention_layernorm.weight", d.hidden, d.eps,
                       d.rows()),
-      mlp_(make_mlp(params, prefix + "mlp.", d, moe)),
-      moe_(moe ? static_cast<MoE*>(mlp_.get()) : nullptr) {
+      mlp_(make_mlp(params, prefix + "mlp.", d, moe, ctx)),
+      moe_(moe ? static_cast<MoE*>(mlp_.get()) : nullptr),
+      tp_comm_(d.tp > 1 ? ctx.tp_comm : nullptr) {
   for (Tensor* t : {&xn_, &attn_out_, &h_, &hn_, &mlp_out_, &dh_, &dnorm_})
     *t = Tensor::empty({d.rows(), d.hidden});
 }
@@ -28,18 +29,22 @@ Block::Block(ParamTable& params, const std::string& prefix, const ModelDims& d,
 void Block::forward(const Tensor& x, Tensor& y) {
   input_norm_.forward(x, xn_);
   attn_.forward(xn_, attn_out_);
+  sum_over_tp(attn_out_);
   ops::add(x, attn_out_, h_);
   post_attn_norm_.forward(h_, hn_);
   mlp_->forward(hn_, mlp_out_);
+  sum_over_tp(mlp_out_);
   ops::add(h_, mlp_out_, y);
 }
 
 void Block::backward(const Tensor& dy, const Tensor& x, Tensor& dx) {
   // Residuals pass dy straight through; each branch adds its part through its norm.
   mlp_->backward(dy, hn_, dnorm_);
+  sum_over_tp(dnorm_);
   ops::copy(dy, dh_);
   post_attn_norm_.backward(dnorm_, h_, dh_, /*accumulate_dx=*/true);
   attn_.backward(dh_, xn_, dnorm_);
+  sum_over_tp(dnorm_);
   ops::copy(dh_, dx);
   input_norm_.backward(dnorm_, x, dx, /*accumulate_dx=*/true);
 }

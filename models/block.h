@@ -1,5 +1,8 @@
 // Pre-norm transformer block (DeepSeek-V3 layout):
 //   h = x + self_attn(input_layernorm(x));  y = h + mlp(post_attention_layernorm(h))
+// Under tensor parallelism the attention and FFN return partial sums; the block sums them over
+// the group (one all-reduce each way per sublayer, Megatron's g/f operators), so x, h and y and
+// their gradients are whole and the same on every rank of the group.
 #pragma once
 
 #include <memory>
@@ -16,7 +19,7 @@ class Block {
  public:
   // prefix names the layer, e.g. "model.layers.3."; moe picks the MoE FFN over the dense one.
   Block(ParamTable& params, const std::string& prefix, const ModelDims& dims,
-        const RopeTables& rope, bool moe = false);
+        const RopeTables& rope, bool moe, const ParallelContext& ctx);
   // x, y: [rows, hidden]. x must stay unchanged until backward.
   void forward(const Tensor& x, Tensor& y);
   // dx is overwritten.
@@ -24,11 +27,16 @@ class Block {
   MoE* moe() const { return moe_; }  // null for a dense block
 
  private:
+  void sum_over_tp(Tensor& t) const {
+    if (tp_comm_) tp_comm_->all_reduce(t);
+  }
+
   RMSNorm input_norm_;
   Attention attn_;
   RMSNorm post_attn_norm_;
   std::unique_ptr<FeedForward> mlp_;
   MoE* moe_ = nullptr;
+  Communicator* tp_comm_;
   Tensor xn_, attn_out_, h_, hn_, mlp_out_;  // saved activations
   Tensor dh_, dnorm_;                        // gradient scratch
 };

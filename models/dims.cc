@@ -1,8 +1,10 @@
+#include "core/check.h"
 #include "models/dims.h"
 
 namespace moetron {
 
-ModelDims model_dims(const config::ModelConfig& cfg, int64_t batch, int64_t seq) {
+ModelDims model_dims(const config::ModelConfig& cfg, int64_t batch, int64_t seq,
+                     const ParallelContext& ctx) {
   ModelDims d;
   d.batch = batch;
   d.seq = seq;
@@ -37,6 +39,16 @@ ModelDims model_dims(const config::ModelConfig& cfg, int64_t batch, int64_t seq)
   d.moe.z_coeff = m.z_loss_coeff();
   d.moe.bias_update_speed = m.bias_update_speed();
   d.moe.bias_freeze_step = m.bias_freeze_step();
+  d.tp = ctx.tp;
+  d.tp_rank = ctx.tp_rank;
+  d.ep = ctx.ep;
+  d.ep_rank = ctx.ep_rank;
+  MOETRON_CHECK(d.heads % d.tp == 0 && d.kv_heads % d.tp == 0 && d.intermediate % d.tp == 0,
+                "tp ", d.tp, " does not divide the heads, KV heads or FFN width");
+  if (d.moe.experts > 0)
+    MOETRON_CHECK(d.moe.experts % d.ep == 0 && (d.moe.shared * d.moe.intermediate) % d.tp == 0 &&
+                      d.rows() % d.tp == 0,
+                  "tp ", d.tp, " / ep ", d.ep, " do not divide the MoE layer");
   return d;
 }
 

@@ -1,22 +1,27 @@
-// Token embedding table [vocab, hidden] (model.embed_tokens.weight).
+// Token embedding table [vocab, hidden] (model.embed_tokens.weight). Under tensor parallelism
+// each rank holds a block of the (padded) vocabulary and the rows are summed over the group.
 #pragma once
 
 #include <span>
 
+#include "models/dims.h"
 #include "models/params.h"
 
 namespace moetron {
 
 class Embedding {
  public:
-  Embedding(ParamTable& params, int64_t vocab, int64_t hidden);
+  Embedding(ParamTable& params, const ModelDims& dims, const ParallelContext& ctx);
   void forward(std::span<const int32_t> ids, Tensor& out) const;
-  // The table's gradient accumulates.
+  // The table's gradient accumulates (dout is the full gradient on every rank).
   void backward(std::span<const int32_t> ids, const Tensor& dout) const;
   const ParamRef& table() const { return table_; }
+  const ops::VocabShard& shard() const { return shard_; }
 
  private:
   ParamRef table_;
+  ops::VocabShard shard_;
+  Communicator* tp_comm_;
 };
 
 }  // namespace moetron

@@ -1,19 +1,59 @@
 #include "models/head.h"
 
-#include "core/ops.h"
+#include <algorithm>
 
 namespace moetron {
 
-OutputHead::OutputHead(ParamRef weight, int64_t rows, int64_t vocab)
-    : weight_(weight), workspace_(Tensor::empty({ops::ce_workspace_size(rows, vocab)})) {}
+OutputHead::OutputHead(ParamRef weight, const ops::VocabShard& shard, const ModelDims& d,
+                       const ParallelContext& ctx)
+    : weight_(weight), shard_(shard), tp_comm_(d.tp > 1 ? ctx.tp_comm : nullptr) {
+  const int64_t rows = d.rows(), cols = d.local_vocab();
+  if (!tp_comm_) {
+    chunk_rows_ = rows;
+    workspace_ = Tensor::empty({ops::ce_workspace_size(rows, cols)});
+    return;
+  }
+  // About 8 MiB of logits per chunk, as the fused single-rank kernel.
+  chunk_rows_ = std::clamp<int64_t>((int64_t{1} << 21) / cols, 1, rows);
+  workspace_ = Tensor::empty({chunk_rows_, cols});
+  stats_ = Tensor::empty({chunk_rows_, 3});
+  all_stats_ = Tensor::empty({static_cast<int64_t>(d.tp), chunk_rows_, 3});
+  lse_ = Tensor::empty({chunk_rows_});
+}
 
 double OutputHead::loss(const Tensor& h, std::span<const int32_t> targets, float grad_weight,
                         Tensor* dh) {
   const auto rows = static_cast<float>(h.rows());
+  if (tp_comm_) return sharded_loss(h, targets, grad_weight / rows, dh) / rows;
   Tensor dw = weight_.grad();
   const double sum = ops::head_cross_entropy(h, weight_.value(), targets, grad_weight / rows, dh,
                                              dh ? &dw : nullptr, workspace_);
   return sum / rows;
+}
+
+double OutputHead::sharded_loss(const Tensor& h, std::span<const int32_t> targets,
+                                float grad_scale, Tensor* dh) {
+  const Tensor w = weight_.value();
+  Tensor dw = weight_.grad();
+  double total = 0.0;
+  for (int64_t r0 = 0; r0 < h.rows(); r0 += chunk_rows_) {
+    const int64_t n = std::min(chunk_rows_, h.rows() - r0);
+    const Tensor hc = h.slice(r0, r0 + n);
+    const auto tc = targets.subspan(static_cast<size_t>(r0), static_cast<size_t>(n));
+    Tensor logits = workspace_.slice(0, n), stats = stats_.slice(0, n), lse = lse_.slice(0, n);
+    ops::matmul(hc, false, w, true, logits);
+    ops::ce_shard_stats(logits, tc, shard_, stats);
+    Tensor all = all_stats_.view(0, {all_stats_.dim(0), n, 3});
+    tp_comm_->all_gather(stats, all);
+    total += ops::ce_combine_stats(all, lse);
+    if (!dh) continue;
+    ops::ce_shard_backward(logits, tc, shard_, lse, grad_scale);
+    Tensor dhc = dh->slice(r0, r0 + n);
+    ops::matmul(logits, false, w, false, dhc);
+    ops::matmul(logits, true, hc, false, dw, 1.0f, 1.0f);
+  }
+  if (dh) tp_comm_->all_reduce(*dh);  // each rank's vocabulary block adds its part
+  return total;
 }
 
 }  // namespace moetron

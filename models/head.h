@@ -1,23 +1,36 @@
-// The output head fused with cross-entropy: logits never exist beyond one chunk of rows.
-// The weight is lm_head.weight, or the embedding table when tied.
+// The output head fused with cross-entropy: logits never exist beyond one chunk of rows. The
+// weight is lm_head.weight, or the embedding table when tied. Under tensor parallelism each
+// rank holds a block of the vocabulary and only the per-row statistics cross ranks (Megatron's
+// vocabulary-parallel cross-entropy): no rank materialises the full logits.
 #pragma once
 
 #include <span>
 
+#include "core/ops.h"
+#include "models/dims.h"
 #include "models/params.h"
 
 namespace moetron {
 
 class OutputHead {
  public:
-  OutputHead(ParamRef weight, int64_t rows, int64_t vocab);
+  OutputHead(ParamRef weight, const ops::VocabShard& shard, const ModelDims& dims,
+             const ParallelContext& ctx);
   // Mean CE over the rows of h [rows, hidden]. With dh non-null, dh = grad_weight * dmean/dh
-  // and the weight's gradient accumulates grad_weight * dmean/dW.
+  // (the full gradient on every rank) and the weight's gradient accumulates grad_weight *
+  // dmean/dW.
   double loss(const Tensor& h, std::span<const int32_t> targets, float grad_weight, Tensor* dh);
 
  private:
+  double sharded_loss(const Tensor& h, std::span<const int32_t> targets, float grad_scale,
+                      Tensor* dh);
+
   ParamRef weight_;
-  Tensor workspace_;
+  ops::VocabShard shard_;
+  Communicator* tp_comm_;
+  int64_t chunk_rows_;
+  Tensor workspace_;                  // logits of one chunk
+  Tensor stats_, all_stats_, lse_;    // tensor parallel: per-row statistics of one chunk
 };
 
 }  // namespace moetron

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <string>
+#include <string_view>
 
 #include "core/ops.h"
 
@@ -10,22 +11,30 @@ namespace {
 
 ParamRef make_head_weight(ParamTable& params, const ModelDims& d, const Embedding& embed) {
   if (d.tied_head) return embed.table();
-  return params.add("lm_head.weight", {d.vocab, d.hidden}, ParamKind::matrix,
-                    {ShardGroup::tensor, 0});
+  return params.add("lm_head.weight", {d.local_vocab(), d.hidden}, ParamKind::matrix,
+                    d.tp_shard(0, d.local_vocab(), d.vocab));
+}
+
+// The layer index N of a "model.layers.N." name, or -1.
+int64_t layer_of(const std::string& name) {
+  constexpr std::string_view prefix = "model.layers.";
+  if (!name.starts_with(prefix)) return -1;
+  return std::stoll(name.substr(prefix.size()));
 }
 
 }  // namespace
 
-Model::Model(const config::ModelConfig& cfg, int64_t batch, int64_t seq)
-    : dims_(model_dims(cfg, batch, seq)),
+Model::Model(const config::ModelConfig& cfg, int64_t batch, int64_t seq,
+             const ParallelContext& ctx)
+    : dims_(model_dims(cfg, batch, seq, ctx)),
       rope_(RopeTables::make(dims_)),
-      embed_(params_, dims_.vocab, dims_.hidden),
+      embed_(params_, dims_, ctx),
       blocks_([&] {
         std::vector<std::unique_ptr<Block>> blocks;
         for (int64_t l = 0; l < dims_.layers; ++l)
           blocks.push_back(std::make_unique<Block>(params_,
                                                    "model.layers." + std::to_string(l) + ".", dims_,
-                                                   rope_, dims_.is_moe_layer(l)));
+                                                   rope_, dims_.is_moe_layer(l), ctx));
         return blocks;
       }()),
       final_norm_(params_, "model.norm.weight", dims_.hidden, dims_.eps, dims_.rows()),
@@ -33,11 +42,12 @@ Model::Model(const config::ModelConfig& cfg, int64_t batch, int64_t seq)
       mtp_([&] {
         std::vector<std::unique_ptr<MtpModule>> mtp;
         for (int64_t k = 0; k < dims_.mtp_depth; ++k)
-          mtp.push_back(std::make_unique<MtpModule>(params_, dims_.layers + k, dims_, rope_));
+          mtp.push_back(
+              std::make_unique<MtpModule>(params_, dims_.layers + k, dims_, rope_, ctx));
         return mtp;
       }()),
-      head_(head_weight_, dims_.rows(), dims_.vocab) {
-  params_.allocate();
+      head_(head_weight_, embed_.shard(), dims_, ctx) {
+  params_.allocate([this](const ParamInfo& p) { return unit_of(p); });
   for (const auto& b : blocks_)
     if (b->moe()) moe_layers_.push_back(b->moe());
   for (const auto& m : mtp_)
@@ -57,6 +67,14 @@ Model::Model(const config::ModelConfig& cfg, int64_t batch, int64_t seq)
   }
 }
 
+int Model::unit_of(const ParamInfo& p) const {
+  const int64_t layer = layer_of(p.name);
+  if (layer >= dims_.layers) return static_cast<int>(dims_.mtp_depth - 1 - (layer - dims_.layers));
+  if (layer >= 0) return block_unit(layer);
+  if (p.name == "model.embed_tokens.weight") return embedding_unit();
+  return head_unit();  // model.norm.weight, lm_head.weight
+}
+
 void Model::gather_tokens(std::span<const int32_t> windows) {
   const int64_t w = dims_.window();
   if (static_cast<int64_t>(windows.size()) != dims_.batch * w)
@@ -71,7 +89,10 @@ void Model::gather_tokens(std::span<const int32_t> windows) {
 }
 
 Losses Model::run(std::span<const int32_t> windows, float mtp_weight, bool backward,
-                  float grad_scale) {
+                  float grad_scale, const GradReadyHook& on_ready) {
+  auto ready = [&](int unit) {
+    if (on_ready) on_ready(unit);
+  };
   gather_tokens(windows);
   const int64_t depth = dims_.mtp_depth;
   const float mtp_scale = depth > 0 ? mtp_weight / static_cast<float>(depth) : 0.0f;
@@ -114,23 +135,27 @@ Losses Model::run(std::span<const int32_t> windows, float mtp_weight, bool backw
     mtp_[k]->backward(d_head_in_[k], d_out, emb_[k], k == 0 ? h0_ : mtp_[k - 1]->output(),
                       d_emb_[k], d_prev);
     embed_.backward(ids_[k + 1], d_emb_[k]);
+    ready(static_cast<int>(depth - 1 - k));
   }
   final_norm_.backward(dh0_, x_.back(), dx_a_, /*accumulate_dx=*/false);
+  ready(head_unit());  // the head's gradients were complete after the forward pass
   for (int64_t l = dims_.layers - 1; l >= 0; --l) {
     blocks_[l]->backward(dx_a_, x_[l], dx_b_);
     std::swap(dx_a_, dx_b_);
+    ready(block_unit(l));
   }
   embed_.backward(ids_[0], dx_a_);
+  ready(embedding_unit());
   return losses;
 }
 
 Losses Model::forward_backward(std::span<const int32_t> windows, float mtp_weight,
-                               float grad_scale) {
-  return run(windows, mtp_weight, true, grad_scale);
+                               float grad_scale, const GradReadyHook& on_ready) {
+  return run(windows, mtp_weight, true, grad_scale, on_ready);
 }
 
 Losses Model::evaluate(std::span<const int32_t> windows, float mtp_weight) {
-  return run(windows, mtp_weight, false, 0.0f);
+  return run(windows, mtp_weight, false, 0.0f, {});
 }
 
 double MoeStepStats::max_violation() const {
@@ -148,11 +173,13 @@ void Model::begin_step() {
   }
 }
 
-void Model::update_router_biases(int64_t step) {
+void Model::update_router_biases(int64_t step, const std::vector<MoeStepStats>& loads) {
   const MoeDims& m = dims_.moe;
   if (m.bias_update_speed <= 0 || (m.bias_freeze_step > 0 && step >= m.bias_freeze_step)) return;
+  MOETRON_CHECK(loads.size() == moe_layers_.size(), loads.size(), " loads for ",
+                moe_layers_.size(), " MoE layers");
   for (size_t i = 0; i < moe_layers_.size(); ++i)
-    moe_layers_[i]->update_bias(moe_step_[i].counts, m.bias_update_speed);
+    moe_layers_[i]->update_bias(loads[i].counts, m.bias_update_speed);
 }
 
 double Model::train_flops_per_token() const {

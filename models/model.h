@@ -2,6 +2,7 @@
 // Parameters live in one ParamTable; activations are allocated once for the micro-batch shape.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -36,7 +37,9 @@ struct MoeStepStats {
 
 class Model {
  public:
-  Model(const config::ModelConfig& cfg, int64_t batch, int64_t seq);
+  // ctx: this rank's place in a parallel job (the default: one rank alone).
+  Model(const config::ModelConfig& cfg, int64_t batch, int64_t seq,
+        const ParallelContext& ctx = {});
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
 
@@ -45,8 +48,12 @@ class Model {
   const ParamTable& params() const { return params_; }
 
   // windows: [batch, window()] token ids. Adds grad_scale * d(total)/d(param) into the gradient
-  // buffer (zero it between optimizer steps); mtp_weight is lambda.
-  Losses forward_backward(std::span<const int32_t> windows, float mtp_weight, float grad_scale);
+  // buffer (zero it between optimizer steps); mtp_weight is lambda. With a hook set, it is called
+  // with each gradient-ready unit (ParamTable::units()) as soon as backward has finished that
+  // unit's gradients, in unit order 0, 1, ... (data parallelism starts reducing them then).
+  using GradReadyHook = std::function<void(int unit)>;
+  Losses forward_backward(std::span<const int32_t> windows, float mtp_weight, float grad_scale,
+                          const GradReadyHook& on_ready = {});
   Losses evaluate(std::span<const int32_t> windows, float mtp_weight);
 
   // Matmul FLOPs of one forward + backward per token (3x forward), for MFU; MoE layers count
@@ -54,13 +61,22 @@ class Model {
   double train_flops_per_token() const;
 
   // MoE bookkeeping per optimizer step: begin_step() clears the statistics that each
-  // forward_backward adds to; update_router_biases() applies the aux-loss-free rule with them.
+  // forward_backward adds to; update_router_biases() applies the aux-loss-free rule with the
+  // step's loads (this rank's, or as the trainer reduced them over the data-parallel group).
+  // `step` is the 0-based index of the step just taken.
   void begin_step();
   const std::vector<MoeStepStats>& moe_step_stats() const { return moe_step_; }
-  void update_router_biases(int64_t step);
+  void update_router_biases(int64_t step, const std::vector<MoeStepStats>& loads);
 
  private:
-  Losses run(std::span<const int32_t> windows, float mtp_weight, bool backward, float grad_scale);
+  Losses run(std::span<const int32_t> windows, float mtp_weight, bool backward, float grad_scale,
+             const GradReadyHook& on_ready);
+  // Gradient-ready units, in the order backward finishes them: the MTP modules (last first),
+  // the final norm with the head, the blocks (last first), the embedding.
+  int unit_of(const ParamInfo& p) const;
+  int head_unit() const { return static_cast<int>(dims_.mtp_depth); }
+  int block_unit(int64_t layer) const { return head_unit() + 1 + static_cast<int>(dims_.layers - 1 - layer); }
+  int embedding_unit() const { return head_unit() + 1 + static_cast<int>(dims_.layers); }
   void gather_tokens(std::span<const int32_t> windows);
 
   ModelDims dims_;

@@ -7,10 +7,19 @@
 
 namespace moetron {
 
-MoE::MoE(ParamTable& params, const std::string& prefix, const ModelDims& d)
-    : params_(params), name_(prefix + "gate") {
+MoE::MoE(ParamTable& params, const std::string& prefix, const ModelDims& d,
+         const ParallelContext& ctx)
+    : params_(params),
+      name_(prefix + "gate"),
+      hidden_(d.hidden),
+      inter_(d.moe.intermediate),
+      slice_begin_(d.token_slice_begin()),
+      slice_end_(d.token_slice_end()),
+      whole_(d.tp == 1),
+      tp_comm_(d.tp > 1 ? ctx.tp_comm : nullptr),
+      dispatcher_(d.moe.experts, d.ep > 1 ? ctx.ep_comm : nullptr) {
   const MoeDims& m = d.moe;
-  const int64_t rows = d.rows(), slots = rows * m.k, inter = m.intermediate;
+  const int64_t rows = d.rows(), slots = rows * m.k;
   router_ = {m.experts, m.k, m.n_group, m.topk_group, m.scoring, m.norm_topk_prob, m.scaling};
   balance_ = {m.seq_aux_alpha, m.aux_coeff, m.z_coeff, d.batch, d.seq};
   if (m.capacity_factor > 0)
@@ -19,32 +28,26 @@ MoE::MoE(ParamTable& params, const std::string& prefix, const ModelDims& d)
                   static_cast<double>(m.experts)));
   gate_ = params.add(prefix + "gate.weight", {m.experts, d.hidden}, ParamKind::matrix);
   bias_ = params.add(prefix + "gate.e_score_correction_bias", {m.experts}, ParamKind::buffer);
-  const ShardSpec expert_shard{ShardGroup::expert, 0};
-  for (int64_t e = 0; e < m.experts; ++e) {
+  for (int64_t e = d.first_local_expert(); e < d.first_local_expert() + d.local_experts(); ++e) {
     const std::string p = prefix + "experts." + std::to_string(e) + ".";
     // gate and up adjacent: one fused [2I, d] GEMM per expert.
-    gate_proj_.push_back(
-        params.add(p + "gate_proj.weight", {inter, d.hidden}, ParamKind::matrix, expert_shard));
-    up_proj_.push_back(
-        params.add(p + "up_proj.weight", {inter, d.hidden}, ParamKind::matrix, expert_shard));
-    down_proj_.push_back(
-        params.add(p + "down_proj.weight", {d.hidden, inter}, ParamKind::matrix, expert_shard));
+    gate_proj_.push_back(params.add(p + "gate_proj.weight", {inter_, d.hidden}, ParamKind::matrix,
+                                    ShardSpec::expert()));
+    up_proj_.push_back(params.add(p + "up_proj.weight", {inter_, d.hidden}, ParamKind::matrix,
+                                  ShardSpec::expert()));
+    down_proj_.push_back(params.add(p + "down_proj.weight", {d.hidden, inter_},
+                                    ParamKind::matrix, ShardSpec::expert()));
   }
   if (m.shared > 0)
-    shared_ = std::make_unique<SwiGLU>(params, prefix + "shared_experts.", d.hidden,
-                                       m.shared * inter, rows);
-  logits_ = Tensor::empty({rows, m.experts});
-  scores_ = Tensor::empty({rows, m.experts});
-  dlogits_ = Tensor::empty({rows, m.experts});
-  dscores_ = Tensor::empty({rows, m.experts});
+    shared_ = std::make_unique<SwiGLU>(params, prefix + "shared_experts.", d, m.shared * inter_);
+  for (Tensor* t : {&logits_, &scores_, &dlogits_, &dscores_})
+    *t = Tensor::empty({rows, m.experts});
   topk_idx_ = Tensor::empty({rows, m.k}, DType::i32);
   gates_ = Tensor::empty({rows, m.k});
   dgates_ = Tensor::empty({rows, m.k});
-  for (Tensor* t : {&x_perm_, &out_perm_, &d_out_perm_, &dx_perm_})
-    *t = Tensor::empty({slots, d.hidden});
-  for (Tensor* t : {&gate_up_, &d_gate_up_}) *t = Tensor::empty({slots, 2 * inter});
-  for (Tensor* t : {&act_, &d_act_}) *t = Tensor::empty({slots, inter});
+  if (tp_comm_) dgates_slice_ = Tensor::empty({slice_end_ - slice_begin_, m.k});
   if (shared_) d_shared_ = Tensor::empty({rows, d.hidden});
+  send_counts_.assign(static_cast<size_t>(m.experts), 0);
 }
 
 std::vector<Tensor> MoE::expert_gate_up() const {
@@ -60,6 +63,33 @@ std::vector<Tensor> MoE::expert_down() const {
   return w;
 }
 
+void MoE::select_slice() {
+  const int64_t experts = router_.experts, k = router_.k;
+  if (whole_) {
+    for (int64_t e = 0; e < experts; ++e)
+      send_counts_[static_cast<size_t>(e)] = plan_.offsets[e + 1] - plan_.offsets[e];
+    return;
+  }
+  // The plan's rows are grouped by expert and in token order within an expert, so keeping the
+  // rows of this slice keeps both orders.
+  std::fill(send_counts_.begin(), send_counts_.end(), 0);
+  row_token_.clear();
+  std::vector<int32_t> new_row(plan_.row_token.size(), -1);
+  for (int64_t e = 0; e < experts; ++e)
+    for (int64_t r = plan_.offsets[e]; r < plan_.offsets[e + 1]; ++r) {
+      const int32_t t = plan_.row_token[static_cast<size_t>(r)];
+      if (t < slice_begin_ || t >= slice_end_) continue;
+      new_row[static_cast<size_t>(r)] = static_cast<int32_t>(row_token_.size());
+      row_token_.push_back(t);
+      ++send_counts_[static_cast<size_t>(e)];
+    }
+  slot_row_.assign(plan_.slot_row.size(), -1);
+  for (int64_t s = slice_begin_ * k; s < slice_end_ * k; ++s) {
+    const int32_t r = plan_.slot_row[static_cast<size_t>(s)];
+    if (r >= 0) slot_row_[static_cast<size_t>(s)] = new_row[static_cast<size_t>(r)];
+  }
+}
+
 void MoE::forward(const Tensor& x, Tensor& y) {
   linear_forward(x, gate_.value(), logits_);
   ops::router_forward(logits_, bias_.value(), router_, scores_, topk_idx_, gates_);
@@ -69,35 +99,52 @@ void MoE::forward(const Tensor& x, Tensor& y) {
   stats_.losses = ops::balance_losses(logits_, scores_, plan_.counts, router_, balance_, 0.0f,
                                       nullptr, nullptr);
 
-  const int64_t kept = plan_.offsets.back();
-  ops::gather_rows(x, plan_.row_token, x_perm_);
-  Tensor x_perm = x_perm_.slice(0, kept), gate_up = gate_up_.slice(0, kept);
-  Tensor act = act_.slice(0, kept), out = out_perm_.slice(0, kept);
-  ops::grouped_matmul(x_perm, expert_gate_up(), plan_.offsets, gate_up);
-  ops::swiglu_forward(gate_up, act);
-  ops::grouped_matmul(act, expert_down(), plan_.offsets, out);
+  select_slice();
+  dispatcher_.plan(send_counts_);
+  const int64_t sent = dispatcher_.sent_rows(), local = dispatcher_.local_rows();
+  const std::vector<int64_t>& offsets = dispatcher_.local_offsets();
+  x_sent_ = x_sent_buf_.rows(sent, hidden_);
+  ops::gather_rows(x, row_tokens(), x_sent_);
+  x_local_ = dispatcher_.local() ? x_sent_ : x_local_buf_.rows(local, hidden_);
+  if (!dispatcher_.local()) dispatcher_.dispatch(x_sent_, x_local_);
+  gate_up_ = gate_up_buf_.rows(local, 2 * inter_);
+  act_ = act_buf_.rows(local, inter_);
+  out_local_ = out_local_buf_.rows(local, hidden_);
+  ops::grouped_matmul(x_local_, expert_gate_up(), offsets, gate_up_);
+  ops::swiglu_forward(gate_up_, act_);
+  ops::grouped_matmul(act_, expert_down(), offsets, out_local_);
+  out_sent_ = dispatcher_.local() ? out_local_ : out_sent_buf_.rows(sent, hidden_);
+  if (!dispatcher_.local()) dispatcher_.combine(out_local_, out_sent_);
   if (shared_) shared_->forward(x, y);
-  ops::combine_rows(out_perm_, plan_.slot_row, gates_, router_.k, y,
+  ops::combine_rows(out_sent_, slot_rows(), gates_, router_.k, y,
                     /*accumulate=*/shared_ != nullptr);
 }
 
 void MoE::backward(const Tensor& dy, const Tensor& x, Tensor& dx) {
-  const int64_t kept = plan_.offsets.back();
-  ops::combine_rows_backward(dy, out_perm_, plan_.slot_row, gates_, router_.k, d_out_perm_,
-                             dgates_);
+  const int64_t sent = dispatcher_.sent_rows(), local = dispatcher_.local_rows();
+  const std::vector<int64_t>& offsets = dispatcher_.local_offsets();
+  Tensor d_sent = d_sent_buf_.rows(sent, hidden_);
+  ops::combine_rows_backward(dy, out_sent_, slot_rows(), gates_, router_.k, d_sent, dgates_);
+  if (tp_comm_) {  // the router needs the gates' gradients of every slice
+    ops::copy(dgates_.slice(slice_begin_, slice_end_), dgates_slice_);
+    tp_comm_->all_gather(dgates_slice_, dgates_);
+  }
   std::vector<Tensor> d_down, d_gate_up;
   for (size_t e = 0; e < down_proj_.size(); ++e) {
     d_down.push_back(down_proj_[e].grad());
     d_gate_up.push_back(params_.fused_grad(gate_proj_[e], up_proj_[e]));
   }
-  Tensor d_act = d_act_.slice(0, kept), d_gu = d_gate_up_.slice(0, kept);
-  Tensor dx_perm = dx_perm_.slice(0, kept);
-  ops::grouped_matmul_backward(d_out_perm_.slice(0, kept), act_.slice(0, kept), expert_down(),
-                               plan_.offsets, d_down, d_act);
-  ops::swiglu_backward(d_act, gate_up_.slice(0, kept), d_gu);
-  ops::grouped_matmul_backward(d_gu, x_perm_.slice(0, kept), expert_gate_up(), plan_.offsets,
-                               d_gate_up, dx_perm);
-  ops::combine_rows(dx_perm_, plan_.slot_row, Tensor(), router_.k, dx, /*accumulate=*/false);
+  Tensor d_local = dispatcher_.local() ? d_sent : d_local_buf_.rows(local, hidden_);
+  if (!dispatcher_.local()) dispatcher_.dispatch(d_sent, d_local);
+  Tensor d_act = d_act_buf_.rows(local, inter_), d_gu = d_gate_up_buf_.rows(local, 2 * inter_);
+  Tensor dx_local = dx_local_buf_.rows(local, hidden_);
+  ops::grouped_matmul_backward(d_local, act_, expert_down(), offsets, d_down, d_act);
+  ops::swiglu_backward(d_act, gate_up_, d_gu);
+  ops::grouped_matmul_backward(d_gu, x_local_, expert_gate_up(), offsets, d_gate_up, dx_local);
+  // d_sent is free again: it takes the input gradients back.
+  if (!dispatcher_.local()) dispatcher_.combine(dx_local, d_sent);
+  ops::combine_rows(dispatcher_.local() ? dx_local : d_sent, slot_rows(), Tensor(), router_.k, dx,
+                    /*accumulate=*/false);
   // Router: the balance losses' gradients, then the gates' on top.
   if (balance_.seq_alpha > 0 || balance_.aux_coeff > 0 || balance_.z_coeff > 0) {
     ops::balance_losses(logits_, scores_, plan_.counts, router_, balance_, aux_grad_scale_,
@@ -107,8 +154,13 @@ void MoE::backward(const Tensor& dy, const Tensor& x, Tensor& dx) {
     ops::fill(dlogits_, 0.0f);
   }
   ops::router_backward(dgates_, scores_, topk_idx_, router_, dscores_, dlogits_);
+  // The router ran on every token: its weight gradient is whole on every rank, and its part of
+  // dx is added for this rank's slice only, so the sum over ranks counts it once.
   Tensor dgate = gate_.grad();
-  linear_backward(dlogits_, x, gate_.value(), dgate, dx, /*accumulate_dx=*/true);
+  ops::matmul(dlogits_, true, x, false, dgate, 1.0f, 1.0f);
+  Tensor dx_slice = dx.slice(slice_begin_, slice_end_);
+  ops::matmul(dlogits_.slice(slice_begin_, slice_end_), false, gate_.value(), false, dx_slice, 1.0f,
+              1.0f);
   if (shared_) {
     shared_->backward(dy, x, d_shared_);
     ops::axpy(1.0f, d_shared_, dx);

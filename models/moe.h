@@ -1,17 +1,26 @@
 // DeepSeek-V3 mixture-of-experts FFN (docs/moe.md): router -> dispatch plan -> permute ->
 // grouped expert GEMMs -> un-permute and combine with the gates, plus shared experts.
-// The permuted rows (x_perm_ in, out_perm_ back) are the seam where expert parallelism will
-// exchange tokens between ranks.
+//
+// In parallel (docs/parallelism.md): every rank of a tensor-parallel group routes all tokens of
+// the micro-batch (the router is small, and routing, capacity and the balance losses then keep
+// their single-process meaning exactly), but dispatches only its slice of them (rows
+// [rows / tp * tp_rank, ...)); the TokenDispatcher sends them to the expert-parallel ranks that
+// hold their experts (n_routed_experts / ep per rank). Shared experts are split like a dense
+// FFN. forward returns this rank's partial sum of the output (routed rows of its slice plus its
+// part of the shared experts) and backward its partial sum of dx; the block sums them.
 #pragma once
 
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "models/dims.h"
 #include "models/feed_forward.h"
 #include "models/params.h"
+#include "models/row_buffer.h"
 #include "models/swiglu.h"
+#include "models/token_dispatcher.h"
 
 namespace moetron {
 
@@ -25,14 +34,16 @@ struct MoeStats {
 class MoE : public FeedForward {
  public:
   // prefix names the module, e.g. "model.layers.3.mlp."
-  MoE(ParamTable& params, const std::string& prefix, const ModelDims& dims);
+  MoE(ParamTable& params, const std::string& prefix, const ModelDims& dims,
+      const ParallelContext& ctx);
   void forward(const Tensor& x, Tensor& y) override;
   void backward(const Tensor& dy, const Tensor& x, Tensor& dx) override;
 
   // Weight of the balance losses' gradients in backward (the loss scale of the micro-batch).
   void set_aux_grad_scale(float scale) { aux_grad_scale_ = scale; }
   const MoeStats& stats() const { return stats_; }
-  // Routing of the last forward: chosen experts [N, k] (i32), gates [N, k], and the plan.
+  // Routing of the last forward (all tokens of the micro-batch): chosen experts [N, k] (i32),
+  // gates [N, k], and the plan.
   const Tensor& topk_idx() const { return topk_idx_; }
   const Tensor& gates() const { return gates_; }
   const ops::DispatchPlan& plan() const { return plan_; }
@@ -42,6 +53,10 @@ class MoE : public FeedForward {
   const std::string& name() const { return name_; }
 
  private:
+  // This rank's share of the plan: the kept rows of its token slice, in plan order.
+  void select_slice();
+  std::span<const int32_t> slot_rows() const { return whole_ ? plan_.slot_row : slot_row_; }
+  std::span<const int32_t> row_tokens() const { return whole_ ? plan_.row_token : row_token_; }
   std::vector<Tensor> expert_gate_up() const;
   std::vector<Tensor> expert_down() const;
 
@@ -50,16 +65,26 @@ class MoE : public FeedForward {
   ops::RouterConfig router_;
   ops::BalanceConfig balance_;
   int64_t capacity_ = 0;  // per expert; 0 = dropless
+  int64_t hidden_, inter_;
+  int64_t slice_begin_, slice_end_;  // this rank's tokens
+  bool whole_;                       // tp = 1: the slice is every token
+  Communicator* tp_comm_;
+  TokenDispatcher dispatcher_;
   ParamRef gate_, bias_;
-  std::vector<ParamRef> gate_proj_, up_proj_, down_proj_;
+  std::vector<ParamRef> gate_proj_, up_proj_, down_proj_;  // this rank's experts
   std::unique_ptr<SwiGLU> shared_;
   float aux_grad_scale_ = 1.0f;
   MoeStats stats_;
   ops::DispatchPlan plan_;
-  // Saved activations.
-  Tensor logits_, scores_, topk_idx_, gates_, x_perm_, gate_up_, act_, out_perm_;
-  // Gradient scratch.
-  Tensor dlogits_, dscores_, dgates_, d_out_perm_, d_act_, d_gate_up_, dx_perm_, d_shared_;
+  std::vector<int64_t> send_counts_;  // [experts] rows of the slice per expert
+  std::vector<int32_t> row_token_, slot_row_;  // tp > 1: the slice's rows and slots
+  // Router tensors over all tokens, saved for backward.
+  Tensor logits_, scores_, topk_idx_, gates_;
+  Tensor dlogits_, dscores_, dgates_, dgates_slice_, d_shared_;
+  // Rows of this rank: sent (its slice, by global expert) and local (its experts' inputs).
+  RowBuffer x_sent_buf_, x_local_buf_, gate_up_buf_, act_buf_, out_local_buf_, out_sent_buf_;
+  RowBuffer d_sent_buf_, d_local_buf_, d_act_buf_, d_gate_up_buf_, dx_local_buf_;
+  Tensor x_sent_, x_local_, gate_up_, act_, out_local_, out_sent_;  // saved for backward
 };
 
 }  // namespace moetron

@@ -8,7 +8,7 @@
 namespace moetron {
 
 MtpModule::MtpModule(ParamTable& params, int64_t layer_index, const ModelDims& d,
-                     const RopeTables& rope)
+                     const RopeTables& rope, const ParallelContext& ctx)
     : params_(params),
       enorm_(params, "model.layers." + std::to_string(layer_index) + ".enorm.weight", d.hidden,
              d.eps, d.rows()),
@@ -17,7 +17,7 @@ MtpModule::MtpModule(ParamTable& params, int64_t layer_index, const ModelDims& d
       eh_proj_(params.add("model.layers." + std::to_string(layer_index) + ".eh_proj.weight",
                           {d.hidden, 2 * d.hidden}, ParamKind::matrix)),
       block_(params, "model.layers." + std::to_string(layer_index) + ".", d, rope,
-             d.is_moe_layer(layer_index)),
+             d.is_moe_layer(layer_index), ctx),
       head_norm_(params, "model.layers." + std::to_string(layer_index) + ".shared_head.norm.weight",
                  d.hidden, d.eps, d.rows()) {
   for (Tensor* t : {&emb_n_, &h_prev_n_, &x_, &h_, &head_in_, &dh_, &dx_, &d_emb_n_, &d_h_prev_n_})

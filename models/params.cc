@@ -1,6 +1,9 @@
 #include "models/params.h"
 
+#include <algorithm>
+#include <numeric>
 #include <random>
+#include <utility>
 
 #include "core/ops.h"
 
@@ -16,16 +19,63 @@ Tensor ParamRef::grad() const {
 ParamRef ParamTable::add(std::string name, Shape shape, ParamKind kind, ShardSpec shard) {
   MOETRON_CHECK(!allocated(), "parameter ", name, " added after allocation");
   MOETRON_CHECK(!by_name_.contains(name), "duplicate parameter ", name);
+  Shape global = shape;
+  if (shard.group == ShardGroup::tensor) {
+    MOETRON_CHECK(shape.size() == 2 && (shard.dim == 0 || shard.dim == 1) &&
+                      shard.begin < shard.global_size,
+                  "bad tensor shard of ", name);
+    global[static_cast<size_t>(shard.dim)] = shard.global_size;
+  }
   const int id = static_cast<int>(infos_.size());
   by_name_.emplace(name, id);
-  const int64_t n = shape_numel(shape);
-  infos_.push_back({std::move(name), std::move(shape), numel_, kind, shard});
-  numel_ += n;
+  ParamInfo info;
+  info.name = std::move(name);
+  info.shape = std::move(shape);
+  info.global_shape = std::move(global);
+  info.kind = kind;
+  info.shard = shard;
+  numel_ += info.numel();
+  infos_.push_back(std::move(info));
   return {this, id};
 }
 
-void ParamTable::allocate() {
+void ParamTable::allocate(const std::function<int(const ParamInfo&)>& unit_of) {
   MOETRON_CHECK(!allocated(), "parameters allocated twice");
+  int units = 1;
+  for (ParamInfo& p : infos_) {
+    p.unit = unit_of ? unit_of(p) : 0;
+    MOETRON_CHECK(p.unit >= 0, "negative unit for ", p.name);
+    units = std::max(units, p.unit + 1);
+  }
+  // Dense segment, then expert segment; by unit within each, registration order within a unit.
+  std::vector<int> order(infos_.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+    const ParamInfo &pa = infos_[static_cast<size_t>(a)], &pb = infos_[static_cast<size_t>(b)];
+    return std::pair(pa.is_expert(), pa.unit) < std::pair(pb.is_expert(), pb.unit);
+  });
+  units_.assign(static_cast<size_t>(units), {});
+  std::vector<bool> seen_dense(static_cast<size_t>(units)), seen_expert(static_cast<size_t>(units));
+  int64_t at = 0;
+  dense_numel_ = 0;
+  for (int id : order) {
+    ParamInfo& p = infos_[static_cast<size_t>(id)];
+    if (!p.is_expert()) dense_numel_ = at + p.numel();
+    UnitRanges& u = units_[static_cast<size_t>(p.unit)];
+    auto& seen = p.is_expert() ? seen_expert : seen_dense;
+    int64_t& begin = p.is_expert() ? u.expert_begin : u.dense_begin;
+    int64_t& end = p.is_expert() ? u.expert_end : u.dense_end;
+    if (!seen[static_cast<size_t>(p.unit)]) begin = at;
+    seen[static_cast<size_t>(p.unit)] = true;
+    p.offset = at;
+    at += p.numel();
+    end = at;
+  }
+  // Units with nothing in a segment get an empty range at the segment's boundary.
+  for (size_t u = 0; u < units_.size(); ++u) {
+    if (!seen_dense[u]) units_[u].dense_begin = units_[u].dense_end = dense_numel_;
+    if (!seen_expert[u]) units_[u].expert_begin = units_[u].expert_end = numel_;
+  }
   params_ = Tensor::zeros({numel_});
   grads_ = Tensor::zeros({numel_});
 }
@@ -67,19 +117,31 @@ Tensor ParamTable::fused_grad(const ParamRef& first, const ParamRef& last) const
 void ParamTable::init(uint64_t seed, float std) {
   MOETRON_CHECK(allocated(), "init before allocate");
   for (int id = 0; id < static_cast<int>(infos_.size()); ++id) {
-    const ParamInfo& p = infos_[id];
+    const ParamInfo& p = infos_[static_cast<size_t>(id)];
     Tensor v = value(id);
-    if (p.kind == ParamKind::norm || p.kind == ParamKind::buffer) {
-      ops::fill(v, p.kind == ParamKind::norm ? 1.0f : 0.0f);
-      continue;
-    }
+    ops::fill(v, p.kind == ParamKind::norm ? 1.0f : 0.0f);
+    if (p.kind == ParamKind::norm || p.kind == ParamKind::buffer) continue;
     uint64_t h = 1469598103934665603ull;  // FNV-1a of the name
     for (unsigned char c : p.name) h = (h ^ c) * 1099511628211ull;
     std::seed_seq seq{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32),
                       static_cast<uint32_t>(h), static_cast<uint32_t>(h >> 32)};
     std::mt19937_64 gen(seq);
     std::normal_distribution<float> normal(0.0f, std);
-    for (float& x : v.span<float>()) x = normal(gen);
+    float* out = v.data<float>();
+    if (p.shard.group != ShardGroup::tensor) {
+      for (int64_t i = 0; i < p.numel(); ++i) out[i] = normal(gen);
+      continue;
+    }
+    // Draw the logical tensor in order and keep this rank's block (padding stays zero).
+    const int64_t rows = p.global_shape[0], cols = p.numel() / p.shape[0];
+    const int64_t global_cols = shape_numel(p.global_shape) / rows;
+    const int64_t b = p.shard.begin, local = p.shape[static_cast<size_t>(p.shard.dim)];
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < global_cols; ++c) {
+        const float x = normal(gen);
+        if (p.shard.dim == 0 && r >= b && r < b + local) out[(r - b) * cols + c] = x;
+        if (p.shard.dim == 1 && c >= b && c < b + local) out[r * cols + (c - b)] = x;
+      }
   }
 }
 

@@ -1,9 +1,15 @@
-// The parameter table: every parameter's Hugging Face name, logical shape, shard spec and
-// place in one flat buffer (gradients in a second buffer at the same offsets). This one table
-// drives initialisation, the optimizer, gradient sync, checkpoints and export.
+// The parameter table: every parameter's Hugging Face name, local and logical shape, shard spec
+// and place in one flat buffer (gradients in a second buffer at the same offsets). This one
+// table drives initialisation, the optimizer, gradient sync, checkpoints and export.
+//
+// The flat buffer has two segments, one per reduction group: dense parameters (reduced over the
+// data-parallel group) first, then routed-expert parameters (reduced over the expert-data-
+// parallel group). Within a segment parameters are ordered by gradient-ready unit (the order in
+// which backward finishes them), so each unit's gradients are one contiguous range per segment.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -12,11 +18,22 @@
 
 namespace moetron {
 
-// Which process group splits a parameter, and along which dim (dim -1 = replicated).
+// How this rank's copy of a parameter relates to the logical tensor.
+//  replicated: the whole tensor, the same on every rank.
+//  tensor: a block of the tensor-parallel split along `dim`: global indices [begin, begin +
+//    local extent) of a logical extent `global_size`; the block may run past it (vocabulary
+//    padding), and those rows are zero and never trained.
+//  expert: a routed expert's whole tensor, held by the expert-parallel rank that owns it.
 enum class ShardGroup : uint8_t { replicated, tensor, expert };
 struct ShardSpec {
   ShardGroup group = ShardGroup::replicated;
   int dim = -1;
+  int64_t begin = 0, global_size = 0;
+
+  static ShardSpec tensor(int dim, int64_t begin, int64_t global_size) {
+    return {ShardGroup::tensor, dim, begin, global_size};
+  }
+  static ShardSpec expert() { return {ShardGroup::expert, -1, 0, 0}; }
 };
 
 // buffer: state saved with the model but not trained (no gradient, no optimizer), e.g. the
@@ -25,10 +42,20 @@ enum class ParamKind : uint8_t { matrix, norm, embedding, buffer };
 
 struct ParamInfo {
   std::string name;
-  Shape shape;
+  Shape shape;         // this rank's block
+  Shape global_shape;  // the logical tensor (Hugging Face shape)
   int64_t offset = 0;  // elements into the flat buffers
   ParamKind kind = ParamKind::matrix;
   ShardSpec shard;
+  int unit = 0;  // gradient-ready unit
+
+  bool is_expert() const { return shard.group == ShardGroup::expert; }
+  int64_t numel() const { return shape_numel(shape); }
+};
+
+// One gradient-ready unit's ranges in the two segments: [begin, end) element offsets.
+struct UnitRanges {
+  int64_t dense_begin = 0, dense_end = 0, expert_begin = 0, expert_end = 0;
 };
 
 class ParamTable;
@@ -49,17 +76,21 @@ class ParamRef {
 
 class ParamTable {
  public:
-  // Registration: names must be unique; parameters are laid out in registration order, so
-  // consecutive ones can be used as one fused matrix (see fused_value).
+  // Registration: names must be unique. `shape` is this rank's block. Parameters registered one
+  // after the other with the same unit stay adjacent, so they can be used as one fused matrix
+  // (see fused_value).
   ParamRef add(std::string name, Shape shape, ParamKind kind, ShardSpec shard = {});
-  // Allocates the flat parameter and gradient buffers (gradients zeroed).
-  void allocate();
+  // Lays out the segments (unit_of gives each parameter's gradient-ready unit, 0 if absent) and
+  // allocates the flat parameter and gradient buffers (gradients zeroed).
+  void allocate(const std::function<int(const ParamInfo&)>& unit_of = {});
   bool allocated() const { return params_.defined(); }
 
   const std::vector<ParamInfo>& infos() const { return infos_; }
   const ParamInfo& info(int id) const { return infos_.at(static_cast<size_t>(id)); }
   int find(const std::string& name) const;  // -1 when absent
   int64_t numel() const { return numel_; }
+  int64_t dense_numel() const { return dense_numel_; }  // the expert segment starts here
+  const std::vector<UnitRanges>& units() const { return units_; }  // indexed by unit
 
   Tensor value(int id) const;
   Tensor grad(int id) const;
@@ -73,7 +104,8 @@ class ParamTable {
   const Tensor& flat_grads() const { return grads_; }
 
   // Normal(0, std) for matrices and embeddings, ones for norms, zeros for buffers; each from its
-  // own generator seeded by (seed, name), so the init does not depend on layout or order.
+  // own generator seeded by (seed, name) over the logical tensor, of which this rank keeps its
+  // block: the init does not depend on the layout or the order.
   void init(uint64_t seed, float std);
 
  private:
@@ -81,7 +113,8 @@ class ParamTable {
 
   std::vector<ParamInfo> infos_;
   std::unordered_map<std::string, int> by_name_;
-  int64_t numel_ = 0;
+  int64_t numel_ = 0, dense_numel_ = 0;
+  std::vector<UnitRanges> units_;
   Tensor params_, grads_;
 };
 

@@ -5,19 +5,21 @@
 
 namespace moetron {
 
-SwiGLU::SwiGLU(ParamTable& params, const std::string& prefix, int64_t hidden, int64_t intermediate,
-               int64_t rows)
-    : params_(params),
-      gate_(params.add(prefix + "gate_proj.weight", {intermediate, hidden}, ParamKind::matrix,
-                       {ShardGroup::tensor, 0})),
-      up_(params.add(prefix + "up_proj.weight", {intermediate, hidden}, ParamKind::matrix,
-                     {ShardGroup::tensor, 0})),
-      down_(params.add(prefix + "down_proj.weight", {hidden, intermediate}, ParamKind::matrix,
-                       {ShardGroup::tensor, 1})),
-      gate_up_(Tensor::empty({rows, 2 * intermediate})),
-      act_(Tensor::empty({rows, intermediate})),
-      dact_(Tensor::empty({rows, intermediate})),
-      dgate_up_(Tensor::empty({rows, 2 * intermediate})) {}
+SwiGLU::SwiGLU(ParamTable& params, const std::string& prefix, const ModelDims& d,
+               int64_t intermediate)
+    : params_(params) {
+  const int64_t local = intermediate / d.tp;
+  gate_ = params.add(prefix + "gate_proj.weight", {local, d.hidden}, ParamKind::matrix,
+                     d.tp_shard(0, local, intermediate));
+  up_ = params.add(prefix + "up_proj.weight", {local, d.hidden}, ParamKind::matrix,
+                   d.tp_shard(0, local, intermediate));
+  down_ = params.add(prefix + "down_proj.weight", {d.hidden, local}, ParamKind::matrix,
+                     d.tp_shard(1, local, intermediate));
+  gate_up_ = Tensor::empty({d.rows(), 2 * local});
+  act_ = Tensor::empty({d.rows(), local});
+  dact_ = Tensor::empty({d.rows(), local});
+  dgate_up_ = Tensor::empty({d.rows(), 2 * local});
+}
 
 void SwiGLU::forward(const Tensor& x, Tensor& y) {
   linear_forward(x, params_.fused_value(gate_, up_), gate_up_);

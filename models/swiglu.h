@@ -1,9 +1,13 @@
 // Dense SwiGLU FFN: down(silu(gate(x)) * up(x)). gate_proj and up_proj are registered next to
-// each other and run as one fused [2I, d] GEMM.
+// each other and run as one fused [2I, d] GEMM. Under tensor parallelism (Megatron) gate and up
+// are split by rows (column-parallel) and down by columns (row-parallel): forward returns this
+// rank's partial sum of the output and backward its partial sum of dx; the caller sums them
+// over the group.
 #pragma once
 
 #include <string>
 
+#include "models/dims.h"
 #include "models/feed_forward.h"
 #include "models/params.h"
 
@@ -11,9 +15,9 @@ namespace moetron {
 
 class SwiGLU : public FeedForward {
  public:
-  // prefix names the module, e.g. "model.layers.0.mlp."
-  SwiGLU(ParamTable& params, const std::string& prefix, int64_t hidden, int64_t intermediate,
-         int64_t rows);
+  // prefix names the module, e.g. "model.layers.0.mlp."; intermediate is the logical width.
+  SwiGLU(ParamTable& params, const std::string& prefix, const ModelDims& dims,
+         int64_t intermediate);
   void forward(const Tensor& x, Tensor& y) override;
   void backward(const Tensor& dy, const Tensor& x, Tensor& dx) override;
 

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <iterator>
 #include <limits>
+#include <numeric>
 #include <string_view>
 #include <utility>
 
@@ -442,12 +443,40 @@ void check_moe(const config::MoeConfig& e, int num_layers) {
   }
 }
 
-void check_parallel(const config::ParallelConfig& p) {
-  const std::pair<const char*, int> sizes[] = {
-      {"parallel.dp", p.dp()}, {"parallel.tp", p.tp()}, {"parallel.ep", p.ep()}};
-  for (const auto& [path, v] : sizes) {
-    if (v != 1) fail(path, v, "parallel training arrives in a later release; valid: 1");
+// The rules of the layout that do not depend on the world size (parallel/layout.cc checks the
+// rest at launch).
+void check_parallel(const config::RunConfig& cfg) {
+  const config::ParallelConfig& p = cfg.parallel();
+  const config::ModelConfig& m = cfg.model();
+  const config::MoeConfig& e = m.moe();
+  non_negative("parallel.dp", p.dp());
+  positive("parallel.tp", p.tp());
+  positive("parallel.ep", p.ep());
+  const int tp = p.tp();
+  // Each rule: a size tp must divide, and what it is.
+  std::vector<std::pair<int64_t, std::string>> split_by_tp = {
+      {m.num_attention_heads(), "model.num_attention_heads"},
+      {kv_heads(m), "model.num_key_value_heads (KV heads are split, not replicated)"},
+      {m.intermediate_size(), "model.intermediate_size"}};
+  if (e.n_routed_experts() > 0) {
+    split_by_tp.push_back({int64_t{e.n_shared_experts()} * e.moe_intermediate_size(),
+                           "model.moe.n_shared_experts * moe_intermediate_size"});
+    split_by_tp.push_back({int64_t{cfg.data().micro_batch_size()} * cfg.data().seq_len(),
+                           "data.micro_batch_size * data.seq_len (MoE layers split the tokens)"});
   }
+  for (const auto& [size, what] : split_by_tp) {
+    if (size % tp == 0) continue;
+    int64_t common = m.num_attention_heads();
+    for (const auto& rule : split_by_tp) common = std::gcd(common, rule.first);
+    fail("parallel.tp", tp,
+         concat("must divide ", what, " = ", size, " (valid: ", divisors(common), ")"));
+  }
+  if (p.ep() > 1 && e.n_routed_experts() == 0)
+    fail("parallel.ep", p.ep(), "needs an MoE model (model.moe.n_routed_experts > 0); valid: 1");
+  if (e.n_routed_experts() > 0 && e.n_routed_experts() % p.ep() != 0)
+    fail("parallel.ep", p.ep(),
+         concat("must divide model.moe.n_routed_experts = ", e.n_routed_experts(),
+                " (valid: ", divisors(e.n_routed_experts()), ")"));
 }
 
 void check_data(const config::DataConfig& d) {
@@ -502,7 +531,7 @@ void validate_impl(const config::RunConfig& cfg) {
   check_finite(cfg, "");  // first, so that range checks never see NaN
   check_model(cfg.model());
   check_moe(cfg.model().moe(), cfg.model().num_hidden_layers());
-  check_parallel(cfg.parallel());
+  check_parallel(cfg);
   check_data(cfg.data());
   check_optimizer(cfg.optimizer());
   check_schedule(cfg.schedule());

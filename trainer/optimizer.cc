@@ -1,41 +1,51 @@
 #include "trainer/optimizer.h"
 
-#include <cmath>
+#include <algorithm>
 
 #include "core/ops.h"
 
 namespace moetron {
 
-AdamW::AdamW(ParamTable& params, const config::OptimizerConfig& cfg)
-    : params_(params),
-      cfg_(cfg),
-      m_(Tensor::zeros({params.numel()})),
-      v_(Tensor::zeros({params.numel()})) {}
-
-double AdamW::grad_norm() const {
-  return std::sqrt(ops::sum_squares(params_.flat_grads()));
+AdamW::AdamW(ParamTable& params, const config::OptimizerConfig& cfg,
+             std::vector<std::pair<int64_t, int64_t>> owned)
+    : params_(params), cfg_(cfg), owned_(std::move(owned)) {
+  if (owned_.empty()) owned_.emplace_back(0, params.numel());
+  int64_t n = 0;
+  for (const auto& [b, e] : owned_) n += e - b;
+  m_ = Tensor::zeros({n});
+  v_ = Tensor::zeros({n});
 }
 
 void AdamW::step(double lr, double grad_norm) {
+  Tensor& grads = params_.flat_grads();
   if (cfg_.grad_clip() > 0.0f) {
     // torch.nn.utils.clip_grad_norm_: scale by clip / (norm + 1e-6) when that is below 1.
     const double coef = cfg_.grad_clip() / (grad_norm + 1e-6);
-    if (coef < 1.0) ops::scale(params_.flat_grads(), static_cast<float>(coef));
+    if (coef < 1.0)
+      for (const auto& [b, e] : owned_) {
+        Tensor g = grads.view(b, {e - b});
+        ops::scale(g, static_cast<float>(coef));
+      }
   }
   ++step_;
-  for (const ParamInfo& p : params_.infos()) {
-    if (p.kind == ParamKind::buffer) continue;  // state, not trained
-    const bool decays = p.kind == ParamKind::matrix || cfg_.decay_norms_and_embeddings();
-    const ops::AdamWStep s{static_cast<float>(lr),
-                           cfg_.beta1(),
-                           cfg_.beta2(),
-                           cfg_.eps(),
-                           decays ? cfg_.weight_decay() : 0.0f,
-                           step_};
-    const int64_t n = shape_numel(p.shape);
-    Tensor value = params_.flat_values().view(p.offset, {n});
-    Tensor m = m_.view(p.offset, {n}), v = v_.view(p.offset, {n});
-    ops::adamw(value, params_.flat_grads().view(p.offset, {n}), m, v, s);
+  int64_t moment = 0;  // where the current range's moments start
+  for (const auto& [b, e] : owned_) {
+    for (const ParamInfo& p : params_.infos()) {
+      const int64_t pb = std::max(b, p.offset), pe = std::min(e, p.offset + p.numel());
+      if (pb >= pe || p.kind == ParamKind::buffer) continue;  // buffers: state, not trained
+      const bool decays = p.kind == ParamKind::matrix || cfg_.decay_norms_and_embeddings();
+      const ops::AdamWStep s{static_cast<float>(lr),
+                             cfg_.beta1(),
+                             cfg_.beta2(),
+                             cfg_.eps(),
+                             decays ? cfg_.weight_decay() : 0.0f,
+                             step_};
+      const int64_t n = pe - pb;
+      Tensor value = params_.flat_values().view(pb, {n});
+      Tensor m = m_.view(moment + pb - b, {n}), v = v_.view(moment + pb - b, {n});
+      ops::adamw(value, grads.view(pb, {n}), m, v, s);
+    }
+    moment += e - b;
   }
 }
 

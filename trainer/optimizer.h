@@ -1,5 +1,10 @@
-// AdamW over the parameter table, with global-norm gradient clipping (torch semantics).
+// AdamW over the parameter table, with global-norm gradient clipping (torch semantics). It
+// updates the element ranges it is given (all of them, or under ZeRO-1 this rank's part) and
+// keeps moments for those alone.
 #pragma once
+
+#include <utility>
+#include <vector>
 
 #include "configs/moetron.pb.h"
 #include "models/params.h"
@@ -8,16 +13,19 @@ namespace moetron {
 
 class AdamW {
  public:
-  AdamW(ParamTable& params, const config::OptimizerConfig& cfg);
-  // Global L2 norm of the gradients (before clipping).
-  double grad_norm() const;
-  // Clips the gradients to cfg.grad_clip given their norm, then applies one AdamW step.
+  // owned: [begin, end) element ranges of the flat buffers, ascending; empty = everything.
+  AdamW(ParamTable& params, const config::OptimizerConfig& cfg,
+        std::vector<std::pair<int64_t, int64_t>> owned = {});
+  // Clips the owned gradients to cfg.grad_clip given the global norm, then applies one AdamW
+  // step to the owned parameters.
   void step(double lr, double grad_norm);
+  int64_t steps() const { return step_; }
 
  private:
   ParamTable& params_;
   config::OptimizerConfig cfg_;
-  Tensor m_, v_;  // moments, laid out like the flat parameter buffer
+  std::vector<std::pair<int64_t, int64_t>> owned_;
+  Tensor m_, v_;  // moments of the owned elements, range after range
   int64_t step_ = 0;
 };
 

@@ -1,5 +1,7 @@
 #include "trainer/trainer.h"
 
+#include <signal.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -19,8 +21,10 @@
 #include "trainer/config.h"
 #include "trainer/lr_schedule.h"
 #include "trainer/metrics.h"
-#include "trainer/optimizer.h"
+#include "parallel/collective.h"
+#include "parallel/process_groups.h"
 #include "trainer/run_dir.h"
+#include "trainer/train_step.h"
 
 namespace moetron {
 namespace {
@@ -41,20 +45,22 @@ std::string format_duration(double s) {
   return os.str();
 }
 
-// Writes to the console and to train.log alike.
+// Writes to the console and to train.log alike; silent on ranks other than 0.
 class Log {
  public:
+  Log() = default;
   Log(std::ostream& console, const std::filesystem::path& file)
-      : console_(console), file_(file, std::ios::trunc) {
+      : console_(&console), file_(file, std::ios::trunc) {
     if (!file_) throw Error("cannot open " + file.string() + " for writing");
   }
   void line(const std::string& s) {
-    console_ << s << std::endl;
+    if (!console_) return;
+    *console_ << s << std::endl;
     file_ << s << std::endl;
   }
 
  private:
-  std::ostream& console_;
+  std::ostream* console_ = nullptr;
   std::ofstream file_;
 };
 
@@ -87,6 +93,7 @@ struct Progress {
   double main_loss;
   std::optional<double> mtp_loss, max_violation;
   double lr, grad_norm, tokens_per_s, mfu, eta_s;
+  std::optional<double> comm_share;  // several ranks: share of the time spent communicating
 };
 
 std::string progress_line(const Progress& p) {
@@ -97,8 +104,9 @@ std::string progress_line(const Progress& p) {
   if (p.max_violation) os << std::setprecision(2) << " | MaxVio " << *p.max_violation;
   os << std::scientific << std::setprecision(2) << " | lr " << p.lr << std::fixed
      << std::setprecision(3) << " | gnorm " << p.grad_norm << std::setprecision(0) << " | "
-     << p.tokens_per_s << " tok/s" << std::setprecision(1) << " | MFU " << 100.0 * p.mfu << "%"
-     << " | ETA " << format_duration(p.eta_s);
+     << p.tokens_per_s << " tok/s" << std::setprecision(1) << " | MFU " << 100.0 * p.mfu << "%";
+  if (p.comm_share) os << std::setprecision(0) << " | comm " << 100.0 * *p.comm_share << "%";
+  os << " | ETA " << format_duration(p.eta_s);
   return os.str();
 }
 
@@ -117,89 +125,141 @@ std::string recorded_up_to(int64_t step) {
   return step > 1 ? concat("are complete up to step ", step - 1) : "hold no training step yet";
 }
 
-// One run, from a validated config and checked data to the last step. The data, the run
-// directory and the log are set up by train() before this exists.
+// Per-group communication counters, as differences between two moments.
+class CommMeter {
+ public:
+  explicit CommMeter(const ProcessGroups& groups) : comms_(groups.all()) { mark(); }
+  void mark() {
+    last_.clear();
+    for (const Communicator* c : comms_) last_.push_back(c->stats());
+  }
+  // Adds "comm.<group>.bytes/.seconds/.calls" since the mark; returns the seconds.
+  double add_since_mark(JsonLine& line) const {
+    double seconds = 0;
+    for (size_t i = 0; i < comms_.size(); ++i) {
+      const CommStats& now = comms_[i]->stats();
+      const std::string p = "comm." + comms_[i]->name() + ".";
+      line.add(p + "bytes", now.bytes - last_[i].bytes).add(p + "calls", now.calls - last_[i].calls);
+      line.add(p + "seconds", now.seconds - last_[i].seconds);
+      seconds += now.seconds - last_[i].seconds;
+    }
+    return seconds;
+  }
+
+ private:
+  std::vector<Communicator*> comms_;
+  std::vector<CommStats> last_;
+};
+
+// One run, from checked data and the run directory to the last step.
 class Run {
  public:
-  Run(const config::RunConfig& cfg, const data::Dataset& train_set,
+  Run(const config::RunConfig& cfg, const ProcessGroups& groups, const data::Dataset& train_set,
       const std::optional<data::Dataset>& val_set, const std::filesystem::path& run_dir, Log& log,
       const std::atomic<int>* stop)
       : cfg_(cfg),
+        groups_(groups),
         val_set_(val_set),
         run_dir_(run_dir),
         log_(log),
         stop_(stop),
-        model_(cfg.model(), cfg.data().micro_batch_size(), cfg.data().seq_len()),
-        optimizer_(model_.params(), cfg.optimizer()),
-        train_loader_(train_set, window(), cfg.data().micro_batch_size(), cfg.seed()),
+        model_(cfg.model(), cfg.data().micro_batch_size(), cfg.data().seq_len(),
+               groups.model_context()),
+        step_(model_, cfg.optimizer(), groups, cfg.data().grad_accum_steps()),
+        train_loader_(train_set, window(), cfg.data().micro_batch_size(), cfg.seed(),
+                      groups.dp_rank(), groups.layout().dp),
         tokens_(static_cast<size_t>(model_.dims().batch * model_.dims().window())),
-        metrics_((run_dir / "metrics.jsonl").string()) {
+        comm_(groups) {
     model_.params().init(cfg.seed(), cfg.model().init_std());
+    if (groups.rank() == 0) metrics_.emplace((run_dir / "metrics.jsonl").string());
   }
 
   TrainResult run();
 
  private:
   int window() const { return static_cast<int>(model_.dims().window()); }
-  bool stop_requested() const { return stop_ != nullptr && stop_->load() != 0; }
+  // A stop request seen by any rank stops every rank at the same point.
+  bool stop_requested() const {
+    return any_rank(groups_.world(), stop_ != nullptr && stop_->load() != 0);
+  }
   static uint64_t val_seed(uint64_t seed) { return seed ^ 0x5eed5eedull; }
   void log_header(double peak_gflops, int64_t tokens_per_step);
   double evaluate(int64_t step, float lambda);
+  void write(const JsonLine& line) {
+    if (metrics_) metrics_->write(line);
+  }
 
   const config::RunConfig& cfg_;
+  const ProcessGroups& groups_;
   const std::optional<data::Dataset>& val_set_;
   std::filesystem::path run_dir_;
   Log& log_;
   const std::atomic<int>* stop_;
   Model model_;
-  AdamW optimizer_;
+  TrainStep step_;
   data::Loader train_loader_;
   std::vector<int32_t> tokens_;
-  MetricsWriter metrics_;
+  CommMeter comm_;
+  std::optional<MetricsWriter> metrics_;
 };
 
 void Run::log_header(double peak_gflops, int64_t tokens_per_step) {
   const ModelDims& dims = model_.dims();
+  const Layout& layout = groups_.layout();
   std::ostringstream os;
-  os << "moetron: " << model_.params().numel() << " parameters, " << dims.layers
-     << " layers, MTP D=" << dims.mtp_depth << ", " << tokens_per_step << " tokens/step, "
-     << compute_threads() << " threads, GEMM peak " << std::fixed << std::setprecision(0)
-     << peak_gflops << " GFLOP/s; train " << train_loader_.dataset().num_tokens() << " tokens, val "
+  os << "moetron: " << model_.params().numel() << " parameters";
+  if (layout.world > 1) os << " on rank 0";
+  os << ", " << dims.layers << " layers, MTP D=" << dims.mtp_depth << ", " << tokens_per_step
+     << " tokens/step, ";
+  if (layout.world > 1) os << layout.world << " ranks (" << layout.describe() << ") x ";
+  os << compute_threads() << " threads, GEMM peak " << std::fixed << std::setprecision(0)
+     << peak_gflops << " GFLOP/s" << (layout.world > 1 ? " per rank" : "") << "; train "
+     << train_loader_.dataset().num_tokens() << " tokens, val "
      << (val_set_ ? val_set_->num_tokens() : 0) << " tokens; run dir " << run_dir_.string();
   log_.line(os.str());
+  if (const std::string notes = layout_notes(cfg_, layout); !notes.empty())
+    log_.line("note: " + notes);
 }
 
-// Validation after `step` steps, with the MTP weight the last of them trained with.
+// Validation after `step` steps, with the MTP weight the last of them trained with. The
+// val_batches micro-batches are those one rank alone would draw, shared out over the
+// data-parallel ranks.
 double Run::evaluate(int64_t step, float lambda) {
   const config::LoggingConfig& lc = cfg_.logging();
+  const int dp = groups_.layout().dp, dp_rank = groups_.dp_rank();
   // The same validation windows every time: a fixed seed and a fresh cursor.
   data::Loader val_loader(*val_set_, window(), cfg_.data().micro_batch_size(),
-                          val_seed(cfg_.seed()));
-  std::vector<double> main, total;
-  std::vector<double> mtp(static_cast<size_t>(model_.dims().mtp_depth), 0.0);
-  for (int i = 0; i < lc.val_batches(); ++i) {
+                          val_seed(cfg_.seed()), dp_rank, dp);
+  const size_t depth = static_cast<size_t>(model_.dims().mtp_depth);
+  Tensor sums = Tensor::zeros({static_cast<int64_t>(2 + depth)}, DType::f64);  // main, total, mtp
+  double* s = sums.data<double>();
+  const int batches = lc.val_batches();
+  for (int draw = 0; draw * dp < batches; ++draw) {
     if (stop_requested()) {
       log_.line(concat("val  step ", step, " | cut short by a signal, not recorded"));
       return std::numeric_limits<double>::quiet_NaN();
     }
+    if (draw * dp + dp_rank >= batches) continue;  // the last round may not need every rank
     val_loader.next(tokens_);
     const Losses l = model_.evaluate(tokens_, lambda);
-    main.push_back(l.main);
-    total.push_back(l.total);
-    for (size_t k = 0; k < l.mtp.size(); ++k) mtp[k] += l.mtp[k] / lc.val_batches();
+    s[0] += l.main;
+    s[1] += l.total;
+    for (size_t k = 0; k < depth; ++k) s[2 + k] += l.mtp[k];
   }
+  if (groups_.dp()) groups_.dp()->all_reduce(sums);
+  for (int64_t i = 0; i < sums.numel(); ++i) s[i] /= batches;
   std::ostringstream os;
-  os << std::fixed << std::setprecision(4) << "val  step " << step << " | loss " << mean(main);
+  os << std::fixed << std::setprecision(4) << "val  step " << step << " | loss " << s[0];
   JsonLine line;
-  line.add("kind", std::string("val")).add("step", step).add("val_loss", mean(main));
-  line.add("val_total_loss", mean(total));
-  for (size_t k = 0; k < mtp.size(); ++k) {
-    os << " | mtp" << k + 1 << " " << mtp[k];
-    line.add("val_mtp_loss_" + std::to_string(k + 1), mtp[k]);
+  line.add("kind", std::string("val")).add("step", step).add("val_loss", s[0]);
+  line.add("val_total_loss", s[1]);
+  for (size_t k = 0; k < depth; ++k) {
+    os << " | mtp" << k + 1 << " " << s[2 + k];
+    line.add("val_mtp_loss_" + std::to_string(k + 1), s[2 + k]);
   }
   log_.line(os.str());
-  metrics_.write(line);
-  return mean(main);
+  write(line);
+  return s[0];
 }
 
 TrainResult Run::run() {
@@ -207,10 +267,11 @@ TrainResult Run::run() {
   const config::ScheduleConfig& sc = cfg_.schedule();
   const config::LoggingConfig& lc = cfg_.logging();
   const ModelDims& dims = model_.dims();
+  const int world = groups_.layout().world;
   const double peak_gflops = measure_gemm_gflops(2048, 3);
   const double flops_per_token = model_.train_flops_per_token();
-  const int64_t tokens_per_step =
-      static_cast<int64_t>(dc.grad_accum_steps()) * dims.batch * dims.seq;
+  const int64_t tokens_per_step = static_cast<int64_t>(dc.grad_accum_steps()) * dims.batch *
+                                  dims.seq * groups_.layout().dp;
   log_header(peak_gflops, tokens_per_step);
   const bool validate = val_set_.has_value();
 
@@ -219,13 +280,13 @@ TrainResult Run::run() {
   const auto run_start = Clock::now();
   auto window_start = Clock::now();
   int64_t window_steps = 0;
+  double window_comm_s = 0;
   const int64_t total_steps = sc.total_steps();
-  const float grad_scale = 1.0f / static_cast<float>(dc.grad_accum_steps());
 
   // `step` counts from 1: the step being taken now.
   for (int64_t step = 1; step <= total_steps; ++step) {
     if (stop_requested()) {
-      result.stop_signal = stop_->load();
+      result.stop_signal = stop_ != nullptr && stop_->load() != 0 ? stop_->load() : SIGTERM;
       log_.line(concat("stopping on signal ", result.stop_signal,
                        step > 1 ? concat(" after step ", step - 1, " of ", total_steps)
                                 : std::string(" before the first step"),
@@ -233,67 +294,64 @@ TrainResult Run::run() {
       break;
     }
     const int64_t index = step - 1;  // the schedules' 0-based step index
-    ops::fill(model_.params().flat_grads(), 0.0f);
-    model_.begin_step();
     const float lambda = mtp_loss_weight(sc, index);
-    Losses acc;
-    acc.mtp.assign(static_cast<size_t>(dims.mtp_depth), 0.0);
-    for (int micro = 0; micro < dc.grad_accum_steps(); ++micro) {
-      train_loader_.next(tokens_);
-      const Losses l = model_.forward_backward(tokens_, lambda, grad_scale);
-      acc.total += l.total * grad_scale;
-      acc.main += l.main * grad_scale;
-      acc.aux += l.aux * grad_scale;
-      for (size_t k = 0; k < l.mtp.size(); ++k) acc.mtp[k] += l.mtp[k] * grad_scale;
-    }
-    const double gnorm = optimizer_.grad_norm();
-    if (!std::isfinite(acc.total) || !std::isfinite(gnorm)) {
-      log_.line(concat("step ", step, ": non-finite ",
-                       std::isfinite(acc.total) ? "gradient norm" : "loss", " (loss ", acc.total,
-                       ", grad norm ", gnorm, ")"));
-      throw Error(concat("training diverged at step ", step, ": loss ", acc.total, ", grad norm ",
-                         gnorm, ". The weights were not updated with it; metrics.jsonl and ",
-                         "train.log in ", run_dir_.string(), " ", recorded_up_to(step), ". ",
-                         divergence_advice(cfg_)));
-    }
     const double lr = learning_rate(sc, cfg_.optimizer().lr(), index);
-    optimizer_.step(lr, gnorm);
-    model_.update_router_biases(index);
-    result.losses.push_back(acc.total);
-    result.main_losses.push_back(acc.main);
+    comm_.mark();
+    const StepResult r = step_.run(index, lr, lambda, [&](std::span<int32_t> tokens) {
+      train_loader_.next(tokens);
+    });
+    if (!r.finite) {
+      log_.line(concat("step ", step, ": non-finite ",
+                       std::isfinite(r.losses.total) ? "gradient norm" : "loss", " (loss ",
+                       r.losses.total, ", grad norm ", r.grad_norm, ")"));
+      throw CollectiveError(concat(
+          "training diverged at step ", step, ": loss ", r.losses.total, ", grad norm ",
+          r.grad_norm, ". The weights were not updated with it; metrics.jsonl and train.log in ",
+          run_dir_.string(), " ", recorded_up_to(step), ". ", divergence_advice(cfg_)));
+    }
+    result.losses.push_back(r.losses.total);
+    result.main_losses.push_back(r.losses.main);
     result.steps = step;
     ++window_steps;
 
     JsonLine line;
-    line.add("kind", std::string("train")).add("step", step).add("loss", acc.total);
-    line.add("main_loss", acc.main);
-    for (size_t k = 0; k < acc.mtp.size(); ++k)
-      line.add("mtp_loss_" + std::to_string(k + 1), acc.mtp[k]);
-    line.add("lr", lr).add("grad_norm", gnorm).add("mtp_weight", static_cast<double>(lambda));
-    const bool moe = !model_.moe_step_stats().empty();
-    const double worst_maxvio = moe ? add_moe_metrics(model_.moe_step_stats(), acc.aux, line) : 0.0;
+    line.add("kind", std::string("train")).add("step", step).add("loss", r.losses.total);
+    line.add("main_loss", r.losses.main);
+    for (size_t k = 0; k < r.losses.mtp.size(); ++k)
+      line.add("mtp_loss_" + std::to_string(k + 1), r.losses.mtp[k]);
+    line.add("lr", lr).add("grad_norm", r.grad_norm);
+    line.add("mtp_weight", static_cast<double>(lambda));
+    const bool moe = !r.moe.empty();
+    const double worst_maxvio = moe ? add_moe_metrics(r.moe, r.losses.aux, line) : 0.0;
+    if (world > 1) {
+      window_comm_s += comm_.add_since_mark(line);
+      line.add("comm.grad_sync_exposed_seconds", r.exposed_comm_seconds);
+    }
 
     const bool last = step == total_steps;
     if (step == 1 || step % lc.log_interval() == 0 || last) {
       const double elapsed = seconds_since(window_start);
       const double tok_s = static_cast<double>(window_steps * tokens_per_step) / elapsed;
-      const double mfu = tok_s * flops_per_token / (peak_gflops * 1e9);
+      const double mfu = tok_s * flops_per_token / (peak_gflops * 1e9 * world);
       const double eta = seconds_since(run_start) / static_cast<double>(step) *
                          static_cast<double>(total_steps - step);
       log_.line(progress_line(
-          {step, total_steps, acc.main,
-           dims.mtp_depth > 0 ? std::optional<double>(mean(acc.mtp)) : std::nullopt,
-           moe ? std::optional<double>(worst_maxvio) : std::nullopt, lr, gnorm, tok_s, mfu, eta}));
+          {step, total_steps, r.losses.main,
+           dims.mtp_depth > 0 ? std::optional<double>(mean(r.losses.mtp)) : std::nullopt,
+           moe ? std::optional<double>(worst_maxvio) : std::nullopt, lr, r.grad_norm, tok_s, mfu,
+           eta, world > 1 ? std::optional<double>(window_comm_s / elapsed) : std::nullopt}));
       line.add("tokens_per_s", tok_s).add("mfu", mfu);
       window_start = Clock::now();
       window_steps = 0;
+      window_comm_s = 0;
     }
-    metrics_.write(line);
+    write(line);
     if (validate && ((lc.val_interval() > 0 && step % lc.val_interval() == 0) || last)) {
       result.final_val_loss = evaluate(step, lambda);
       // Evaluation time is not training throughput: the window restarts after it.
       window_start = Clock::now();
       window_steps = 0;
+      window_comm_s = 0;
     }
   }
   log_.line(concat("done: ", result.steps, " steps in ", format_duration(seconds_since(run_start)),
@@ -307,36 +365,39 @@ TrainResult Run::run() {
 
 TrainResult train(const config::RunConfig& cfg, std::ostream& console,
                   const TrainOptions& options) {
+  const ProcessGroups alone;
+  const ProcessGroups& groups = options.groups ? *options.groups : alone;
+  const bool root = groups.rank() == 0;
   set_compute_threads(cfg.threads());
   const auto& mc = cfg.model();
   const auto& dc = cfg.data();
   const auto& lc = cfg.logging();
 
   // Data first: a bad dataset, or a window longer than a split, fails before any large
-  // allocation and before the run directory is touched.
-  const data::Dataset train_set(dc.dataset_dir(), data::Split::train);
-  const bool validate = lc.val_batches() > 0;
-  const std::optional<data::Dataset> val_set =
-      validate ? std::optional<data::Dataset>(std::in_place, dc.dataset_dir(), data::Split::val)
-               : std::nullopt;
-  if (train_set.vocab_size() > mc.vocab_size())
-    throw Error(concat("model.vocab_size = ", mc.vocab_size(), " is smaller than the ",
-                       "vocabulary of dataset ", dc.dataset_dir(), " (", train_set.vocab_size(),
-                       " tokens, ", train_set.tokenizer_identity(), "); set it to at least ",
-                       train_set.vocab_size()));
-  const int window = dc.seq_len() + 1 + mc.num_nextn_predict_layers();
-  data::Loader(train_set, window, dc.micro_batch_size(), cfg.seed());  // throws if too short
-  if (validate) data::Loader(*val_set, window, dc.micro_batch_size(), cfg.seed());
-
-  const RunDirectory run_dir(lc.run_dir(), options.overwrite);
-  {
-    std::ofstream resolved(run_dir / "config.pbtxt", std::ios::trunc);
+  // allocation and before the run directory is touched. Every rank checks; rank 0 takes the
+  // run directory; a failure anywhere stops every rank with the same message.
+  std::optional<data::Dataset> train_set, val_set;
+  std::optional<RunDirectory> run_dir;
+  run_collectively(groups.world(), [&] {
+    train_set.emplace(dc.dataset_dir(), data::Split::train);
+    if (lc.val_batches() > 0) val_set.emplace(dc.dataset_dir(), data::Split::val);
+    if (train_set->vocab_size() > mc.vocab_size())
+      throw Error(concat("model.vocab_size = ", mc.vocab_size(), " is smaller than the ",
+                         "vocabulary of dataset ", dc.dataset_dir(), " (", train_set->vocab_size(),
+                         " tokens, ", train_set->tokenizer_identity(), "); set it to at least ",
+                         train_set->vocab_size()));
+    const int window = dc.seq_len() + 1 + mc.num_nextn_predict_layers();
+    data::Loader(*train_set, window, dc.micro_batch_size(), cfg.seed());  // throws if too short
+    if (val_set) data::Loader(*val_set, window, dc.micro_batch_size(), cfg.seed());
+    if (!root) return;
+    run_dir.emplace(lc.run_dir(), options.overwrite);
+    std::ofstream resolved(*run_dir / "config.pbtxt", std::ios::trunc);
     resolved << config_to_text(cfg);
-    if (!resolved) throw Error("cannot write " + (run_dir / "config.pbtxt").string());
-  }
-  Log log(console, run_dir / "train.log");
+    if (!resolved) throw Error("cannot write " + (*run_dir / "config.pbtxt").string());
+  });
+  Log log = root ? Log(console, *run_dir / "train.log") : Log();
   try {
-    Run run(cfg, train_set, val_set, run_dir.path(), log, options.stop);
+    Run run(cfg, groups, *train_set, val_set, lc.run_dir(), log, options.stop);
     return run.run();
   } catch (const std::exception& e) {
     log.line(std::string("error: ") + e.what());  // train.log tells the whole story

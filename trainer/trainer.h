@@ -1,5 +1,6 @@
-// The training loop: data -> forward/backward (with gradient accumulation) -> clip -> AdamW,
-// validation on an interval, one progress line per log interval, metrics as JSONL.
+// The training loop: data -> the training step (micro-batches, gradient sync, clip, AdamW) ->
+// validation on an interval, one progress line per log interval, metrics as JSONL. On several
+// ranks every rank runs it; rank 0 alone writes the run directory and the console.
 #pragma once
 
 #include <atomic>
@@ -11,6 +12,8 @@
 #include "configs/moetron.pb.h"
 
 namespace moetron {
+
+class ProcessGroups;
 
 struct TrainResult {
   int64_t steps = 0;                // optimizer steps taken
@@ -26,6 +29,8 @@ struct TrainOptions {
   // A signal number, set from outside (trainer/cli/stop_signals.h), polled between steps and
   // between validation batches; the run then ends cleanly after the current step.
   const std::atomic<int>* stop = nullptr;
+  // This rank's process groups (parallel/process_groups.h); null: one process alone.
+  const ProcessGroups* groups = nullptr;
 };
 
 // Runs cfg (already validated) and returns what it measured. Progress goes to `log` and to

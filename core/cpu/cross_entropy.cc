@@ -53,4 +53,54 @@ double head_cross_entropy(const float* h, const float* w, const int32_t* targets
   return total;
 }
 
+void ce_shard_stats(const float* logits, const int32_t* targets, int64_t rows, int64_t cols,
+                    int64_t first, int64_t valid, float* stats) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* z = logits + r * cols;
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int64_t c = 0; c < valid; ++c) mx = std::max(mx, z[c]);
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t c = 0; c < valid; ++c) sum += fast_exp(z[c] - mx);
+    const int64_t t = targets[r] - first;
+    stats[r * 3] = valid > 0 ? mx : 0.0f;
+    stats[r * 3 + 1] = sum;
+    stats[r * 3 + 2] = t >= 0 && t < valid ? z[t] : 0.0f;  // exactly one block holds it
+  }
+}
+
+double ce_combine_stats(const float* all_stats, int64_t parts, int64_t rows, float* lse) {
+  double total = 0.0;
+  for (int64_t r = 0; r < rows; ++r) {
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int64_t p = 0; p < parts; ++p)
+      if (all_stats[(p * rows + r) * 3 + 1] > 0.0f) mx = std::max(mx, all_stats[(p * rows + r) * 3]);
+    double sum = 0.0, target = 0.0;
+    for (int64_t p = 0; p < parts; ++p) {
+      const float* s = all_stats + (p * rows + r) * 3;
+      if (s[1] > 0.0f) sum += static_cast<double>(s[1]) * std::exp(static_cast<double>(s[0] - mx));
+      target += s[2];
+    }
+    const double l = std::log(sum) + mx;
+    lse[r] = static_cast<float>(l);
+    total += l - target;
+  }
+  return total;
+}
+
+void ce_shard_backward(float* logits, const int32_t* targets, int64_t rows, int64_t cols,
+                       int64_t first, int64_t valid, const float* lse, float grad_scale) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    float* z = logits + r * cols;
+    const float l = lse[r];
+#pragma omp simd
+    for (int64_t c = 0; c < valid; ++c) z[c] = fast_exp(z[c] - l) * grad_scale;
+    for (int64_t c = valid; c < cols; ++c) z[c] = 0.0f;  // padding: no gradient
+    const int64_t t = targets[r] - first;
+    if (t >= 0 && t < valid) z[t] -= grad_scale;
+  }
+}
+
 }  // namespace moetron::cpu

@@ -49,11 +49,20 @@ void swiglu_forward(const float* gate_up, float* out, int64_t rows, int64_t widt
 void swiglu_backward(const float* dout, const float* gate_up, float* dgate_up, int64_t rows,
                      int64_t width);
 
-void embedding_forward(const int32_t* ids, int64_t n, const float* table, int64_t dim, float* out);
+// Rows of table (its first row is id `first`, `rows` of them); ids outside give zero rows.
+void embedding_forward(const int32_t* ids, int64_t n, const float* table, int64_t first,
+                       int64_t rows, int64_t dim, float* out);
 void embedding_backward(const int32_t* ids, int64_t n, const float* dout, int64_t dim,
-                        float* dtable, int64_t vocab);
+                        float* dtable, int64_t first, int64_t rows);
 
 int64_t ce_chunk_rows(int64_t rows, int64_t vocab);
+// Vocabulary-parallel cross-entropy pieces; logits [rows, cols], of which the first `valid`
+// columns are vocabulary ids first..first+valid-1.
+void ce_shard_stats(const float* logits, const int32_t* targets, int64_t rows, int64_t cols,
+                    int64_t first, int64_t valid, float* stats);
+double ce_combine_stats(const float* all_stats, int64_t parts, int64_t rows, float* lse);
+void ce_shard_backward(float* logits, const int32_t* targets, int64_t rows, int64_t cols,
+                       int64_t first, int64_t valid, const float* lse, float grad_scale);
 double head_cross_entropy(const float* h, const float* w, const int32_t* targets, int64_t rows,
                           int64_t dim, int64_t vocab, float grad_scale, float* dh, float* dw,
                           float* workspace);

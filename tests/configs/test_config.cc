@@ -276,13 +276,33 @@ schedule {
   EXPECT_CONTAINS(msg, "schedule.mtp_loss_weight_changes[0].from_step = -1: must be >= 0");
 }
 
-TEST(Validate, ParallelMustBeOne) {
-  for (const char* path : {"parallel.dp", "parallel.tp", "parallel.ep"}) {
-    SCOPED_TRACE(path);
-    const std::string msg = invalid({std::string(path) + "=2"});
-    EXPECT_CONTAINS(msg, std::string(path) + " = 2");
-    EXPECT_CONTAINS(msg, "parallel training arrives in a later release; valid: 1");
-  }
+TEST(Validate, ParallelSizesMustDivideWhatTheySplit) {
+  EXPECT_CONTAINS(invalid({"parallel.dp=-1"}), "parallel.dp = -1: must be >= 0");
+  for (const char* path : {"parallel.tp", "parallel.ep"})
+    EXPECT_CONTAINS(invalid({std::string(path) + "=0"}), std::string(path) + " = 0: must be > 0");
+  expect_valid({"parallel.dp=4", "parallel.tp=2"});
+  // kBase: 4 heads, 2 KV heads, FFN 384.
+  std::string msg = invalid({"parallel.tp=4"});
+  EXPECT_CONTAINS(msg, "parallel.tp = 4: must divide model.num_key_value_heads");
+  EXPECT_CONTAINS(msg, "= 2 (valid: 1, 2)");
+  msg = invalid({"parallel.tp=3"});
+  EXPECT_CONTAINS(msg, "parallel.tp = 3: must divide model.num_attention_heads = 4");
+  EXPECT_CONTAINS(invalid({"parallel.ep=2"}), "parallel.ep = 2: needs an MoE model");
+  // MoE: 8 experts, and the tokens of a micro-batch are split over tp.
+  EXPECT_CONTAINS(invalid_moe({"parallel.ep=3"}),
+                  "parallel.ep = 3: must divide model.moe.n_routed_experts = 8 (valid: 1, 2, 4, 8)");
+  config::RunConfig odd = with(kMoe);
+  apply_override(odd, "parallel.tp=2");
+  apply_override(odd, "data.micro_batch_size=1");
+  apply_override(odd, "data.seq_len=5");
+  EXPECT_CONTAINS(error_of([&] { validate_config(odd); }),
+                  "must divide data.micro_batch_size * data.seq_len");
+  config::RunConfig shared = with(kMoe);
+  apply_override(shared, "parallel.tp=2");
+  apply_override(shared, "model.moe.n_shared_experts=1");
+  apply_override(shared, "model.moe.moe_intermediate_size=7");
+  EXPECT_CONTAINS(error_of([&] { validate_config(shared); }),
+                  "must divide model.moe.n_shared_experts * moe_intermediate_size = 7");
 }
 
 TEST(Validate, EmptyDirectories) {

@@ -2,6 +2,11 @@
 // attribute names are the config field names; tests/reference/README.md).
 #pragma once
 
+#include <algorithm>
+#include <functional>
+#include <span>
+#include <vector>
+
 #include "configs/moetron.pb.h"
 #include "models/dims.h"
 #include "tests/golden.h"
@@ -64,6 +69,14 @@ inline config::ModelConfig model_config(const Golden& g) {
     e->set_capacity_factor(md.capacity_factor);
   }
   return m;
+}
+
+// A TrainStep batch source that hands out the golden's tokens from `offset` on.
+inline std::function<void(std::span<int32_t>)> feed(const std::vector<int32_t>& tokens,
+                                                    size_t offset) {
+  return [&tokens, offset](std::span<int32_t> out) {
+    std::copy_n(tokens.begin() + static_cast<std::ptrdiff_t>(offset), out.size(), out.begin());
+  };
 }
 
 inline config::OptimizerConfig optimizer_config(const Golden& g) {

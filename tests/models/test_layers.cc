@@ -143,7 +143,10 @@ TEST(Layers, SwiGLU) {
   const auto hidden = static_cast<int64_t>(g.attr_num("hidden_size"));
   const auto inter = static_cast<int64_t>(g.attr_num("intermediate_size"));
   LayerUnderTest l;
-  SwiGLU mlp(l.params, "", hidden, inter, rows);
+  ModelDims d;
+  d.batch = rows;
+  d.hidden = hidden;
+  SwiGLU mlp(l.params, "", d, inter);
   l.params.allocate();
   l.x = test::tensor_from(g, "/inputs/x", {rows, hidden});
   l.y = Tensor::empty({rows, hidden});
@@ -160,7 +163,7 @@ TEST(Layers, Block) {
   d.eps = static_cast<float>(g.attr_num("rms_norm_eps"));
   const RopeTables rope = RopeTables::make(d);
   LayerUnderTest l;
-  Block block(l.params, "", d, rope);
+  Block block(l.params, "", d, rope, /*moe=*/false, ParallelContext{});
   l.params.allocate();
   l.x = test::tensor_from(g, "/inputs/x", {d.rows(), d.hidden});
   l.y = Tensor::empty({d.rows(), d.hidden});
@@ -176,7 +179,11 @@ TEST(Layers, HeadCrossEntropy) {
   const auto hidden = static_cast<int64_t>(g.attr_num("hidden_size"));
   const auto vocab = static_cast<int64_t>(g.attr_num("vocab_size"));
   ParamTable params;
-  OutputHead head(params.add("weight", {vocab, hidden}, ParamKind::matrix), rows, vocab);
+  ModelDims d;
+  d.batch = rows;
+  d.hidden = hidden;
+  d.vocab = vocab;
+  OutputHead head(params.add("weight", {vocab, hidden}, ParamKind::matrix), {}, d, {});
   params.allocate();
   test::load_params(params, g, "/params");
   Tensor h = test::tensor_from(g, "/inputs/h", {rows, hidden});

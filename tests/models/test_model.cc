@@ -6,9 +6,10 @@
 #include <cmath>
 
 #include "models/model.h"
+#include "parallel/process_groups.h"
 #include "tests/models/golden_config.h"
 #include "tests/models/layer_check.h"
-#include "trainer/optimizer.h"
+#include "trainer/train_step.h"
 
 namespace moetron {
 namespace {
@@ -29,7 +30,8 @@ TEST_P(ModelGolden, ThreeAdamWStepsMatchReference) {
   const auto lambda = static_cast<float>(g.attr_num("mtp_loss_weight"));
   Model model(model_config(g), batch, seq);
   test::load_params(model.params(), g, "/params");
-  AdamW opt(model.params(), optimizer_config(g));
+  const ProcessGroups alone;
+  TrainStep train(model, optimizer_config(g), alone, 1);
 
   const std::vector<int32_t> tokens = g.ints("/tokens");
   const std::vector<float> total = g.floats("/losses/total"), main = g.floats("/losses/main"),
@@ -37,18 +39,19 @@ TEST_P(ModelGolden, ThreeAdamWStepsMatchReference) {
   const size_t per_step = static_cast<size_t>(batch * model.dims().window());
   ASSERT_EQ(tokens.size(), 3 * per_step);
   for (int step = 0; step < 3; ++step) {
-    ops::fill(model.params().flat_grads(), 0.0f);
-    const Losses l = model.forward_backward(
-        std::span<const int32_t>(tokens).subspan(step * per_step, per_step), lambda, 1.0f);
+    const StepResult r =
+        train.run(step, g.attr_num("lr"), lambda, test::feed(tokens, step * per_step),
+                  [&](const StepResult&) {
+                    if (step == 0)
+                      test::expect_param_grads(model.params(), g, "/grads0", 1e-3f, 1e-5f);
+                  });
+    const Losses& l = r.losses;
     EXPECT_NEAR(l.total, total[step], 2e-5 * total[step]) << "step " << step;
     EXPECT_NEAR(l.main, main[step], 2e-5 * main[step]) << "step " << step;
     for (int64_t k = 0; k < depth; ++k)
       EXPECT_NEAR(l.mtp[k], mtp[step * depth + k], 2e-5 * mtp[step * depth + k])
           << "step " << step << " mtp " << k + 1;
-    if (step == 0) test::expect_param_grads(model.params(), g, "/grads0", 1e-3f, 1e-5f);
-    const double norm = opt.grad_norm();
-    EXPECT_NEAR(norm, norms[step], 1e-4 * norms[step]) << "step " << step;
-    opt.step(g.attr_num("lr"), norm);
+    EXPECT_NEAR(r.grad_norm, norms[step], 1e-4 * norms[step]) << "step " << step;
   }
   for (const ParamInfo& p : model.params().infos())
     EXPECT_TRUE(all_close(model.params().value(model.params().find(p.name)).span<float>(),

@@ -8,9 +8,10 @@
 
 #include "models/model.h"
 #include "models/moe.h"
+#include "parallel/process_groups.h"
 #include "tests/models/golden_config.h"
 #include "tests/models/layer_check.h"
-#include "trainer/optimizer.h"
+#include "trainer/train_step.h"
 
 namespace moetron {
 namespace {
@@ -36,7 +37,7 @@ TEST_P(MoeGolden, MatchesReference) {
   d.hidden = static_cast<int64_t>(g.attr_num("hidden_size"));
   d.moe = moe_dims(g);
   ParamTable params;
-  MoE moe(params, "", d);
+  MoE moe(params, "", d, {});
   params.allocate();
   test::load_params(params, g, "/params");
   Tensor x = test::tensor_from(g, "/inputs/x", {d.rows(), d.hidden});
@@ -83,7 +84,7 @@ TEST(Moe, FiniteDifferencesOfExpertsRouterAndInput) {
   d.hidden = 16;
   d.moe = moe_dims(g);
   ParamTable params;
-  MoE moe(params, "", d);
+  MoE moe(params, "", d, {});
   params.allocate();
   test::load_params(params, g, "/params");
   Tensor x = test::tensor_from(g, "/inputs/x", {24, 16});
@@ -118,7 +119,7 @@ TEST(Moe, BiasUpdateMovesAnImbalancedRouterTowardsBalance) {
   d.moe.k = 2;
   d.moe.intermediate = 8;
   ParamTable params;
-  MoE moe(params, "", d);
+  MoE moe(params, "", d, {});
   params.allocate();
   params.init(5, 0.3f);
   Tensor gate = params.value(params.find("gate.weight"));
@@ -168,20 +169,24 @@ TEST(MoeModel, ThreeAdamWStepsWithBiasUpdatesMatchReference) {
   const auto lambda = static_cast<float>(g.attr_num("mtp_loss_weight"));
   Model model(model_config(g), batch, seq);
   test::load_params(model.params(), g, "/params");
-  AdamW opt(model.params(), optimizer_config(g));
+  const ProcessGroups alone;
+  TrainStep train(model, optimizer_config(g), alone, 1);
 
   const std::vector<int32_t> tokens = g.ints("/tokens");
   const size_t per_step = static_cast<size_t>(batch * model.dims().window());
   const std::vector<float> total = g.floats("/losses/total"), aux = g.floats("/losses/aux"),
                            norms = g.floats("/grad_norm");
   for (int step = 0; step < 3; ++step) {
-    ops::fill(model.params().flat_grads(), 0.0f);
-    model.begin_step();
-    const Losses l = model.forward_backward(
-        std::span<const int32_t>(tokens).subspan(step * per_step, per_step), lambda, 1.0f);
+    const StepResult r =
+        train.run(step, g.attr_num("lr"), lambda, test::feed(tokens, step * per_step),
+                  [&](const StepResult&) {
+                    if (step == 0)
+                      test::expect_param_grads(model.params(), g, "/grads0", 1e-3f, 1e-5f);
+                  });
+    const Losses& l = r.losses;
     EXPECT_NEAR(l.total, total[step], 2e-5 * total[step]) << "step " << step;
     EXPECT_NEAR(l.aux, aux[step], 1e-6 + 1e-4 * aux[step]) << "step " << step;
-    for (const MoeStepStats& m : model.moe_step_stats()) {
+    for (const MoeStepStats& m : r.moe) {
       const std::string layer = m.name.substr(0, m.name.find(".mlp"));
       const std::vector<int32_t> want = g.ints("/counts/" + layer);
       std::vector<int32_t> got(m.counts.begin(), m.counts.end());
@@ -189,11 +194,7 @@ TEST(MoeModel, ThreeAdamWStepsWithBiasUpdatesMatchReference) {
                                           want.begin() + (step + 1) * got.size()))
           << layer << " step " << step;
     }
-    if (step == 0) test::expect_param_grads(model.params(), g, "/grads0", 1e-3f, 1e-5f);
-    const double norm = opt.grad_norm();
-    EXPECT_NEAR(norm, norms[step], 1e-4 * norms[step]) << "step " << step;
-    opt.step(g.attr_num("lr"), norm);
-    model.update_router_biases(step);
+    EXPECT_NEAR(r.grad_norm, norms[step], 1e-4 * norms[step]) << "step " << step;
   }
   for (const ParamInfo& p : model.params().infos()) {
     const Tensor v = model.params().value(model.params().find(p.name));

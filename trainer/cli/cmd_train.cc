@@ -1,9 +1,17 @@
-// `moetron train CONFIG [--set a.b=value ...] [--overwrite]`
+// `moetron train CONFIG [--set a.b=value ...] [--overwrite]`, one process or every rank of an
+// MPI job.
 #include <cstdio>
 #include <iostream>
+#include <optional>
+#include <sstream>
 
 #include "core/check.h"
+#include "parallel/collective.h"
+#include "parallel/every_rank.h"
+#include "parallel/layout.h"
+#include "parallel/mpi_communicator.h"
 #include "parallel/mpi_runtime.h"
+#include "parallel/process_groups.h"
 #include "trainer/cli/commands.h"
 #include "trainer/cli/stop_signals.h"
 #include "trainer/config.h"
@@ -18,7 +26,32 @@ constexpr const char* kUsage =
     "  the --set overrides in order. Progress, metrics and the resolved config go to\n"
     "  logging.run_dir, which must be new or empty (docs/runs.md).\n"
     "  --overwrite   replace the files of an earlier run in logging.run_dir\n"
-    "  SIGINT/SIGTERM stop the run after the current step with status 130/143.";
+    "  Under mpirun/srun every rank runs it; parallel { dp tp ep } sets the layout\n"
+    "  (docs/parallelism.md). SIGINT/SIGTERM stop the run after the current step with\n"
+    "  status 130/143.";
+
+// Every rank must run the same config: compared as resolved text against rank 0's.
+void check_same_config(Communicator& world, const config::RunConfig& cfg) {
+  const std::string mine = config_to_text(cfg);
+  Tensor length = Tensor::empty({1}, DType::i64);
+  length.data<int64_t>()[0] = static_cast<int64_t>(mine.size());
+  world.broadcast(length, 0);
+  Tensor text = Tensor::zeros({std::max<int64_t>(length.data<int64_t>()[0], 1)}, DType::u8);
+  if (world.rank() == 0) std::copy(mine.begin(), mine.end(), text.data<uint8_t>());
+  world.broadcast(text, 0);
+  const std::string root(reinterpret_cast<const char*>(text.data<uint8_t>()),
+                         static_cast<size_t>(length.data<int64_t>()[0]));
+  if (root == mine) return;
+  std::istringstream a(root), b(mine);
+  std::string la, lb;
+  int line = 0;
+  while (++line, std::getline(a, la) && std::getline(b, lb) && la == lb) {
+  }
+  throw Error(detail::concat(
+      "was started with a different config than rank 0 (the resolved configs differ at line ",
+      line, ": rank 0 has \"", la, "\", this rank \"", lb,
+      "\"); start every rank with the same CONFIG and --set arguments"));
+}
 
 }  // namespace
 
@@ -35,28 +68,30 @@ int run_train(std::span<const std::string> args) {
     options.overwrite = true;
   }
   const MpiRuntime mpi;
-  try {
-    if (mpi.world_size() > 1)
-      throw CollectiveError(detail::concat(
-          "started as ", mpi.world_size(),
-          " ranks, but parallel training is not implemented "
-          "yet: every rank would train the same model into the same run directory. Start one "
-          "process (without mpirun/srun)"));
-    const config::RunConfig cfg = load_config(parsed.path, parsed.overrides);
+  return run_on_every_rank(mpi, "train", [&] {
+    config::RunConfig cfg;
+    std::optional<MpiCommunicator> world;
+    if (mpi.active()) world.emplace(MPI_COMM_WORLD, "world");
+    Layout layout;
+    // Before anything is allocated, on every rank: the same config, a layout that fits.
+    run_collectively(world ? &*world : nullptr, [&] {
+      cfg = load_config(parsed.path, parsed.overrides);
+      if (world) check_same_config(*world, cfg);
+      layout = resolve_layout(cfg, mpi.world_size());
+    });
+    // The resolved layout is what config.pbtxt records.
+    config::ParallelConfig* p = cfg.mutable_parallel();
+    p->set_dp(layout.dp);
+    p->set_tp(layout.tp);
+    p->set_ep(layout.ep);
+    const std::optional<ProcessGroups> groups =
+        mpi.active() ? std::optional<ProcessGroups>(std::in_place, layout) : std::nullopt;
     const StopSignals signals;
     options.stop = &signals.requested();
+    options.groups = groups ? &*groups : nullptr;
     const TrainResult result = train(cfg, std::cout, options);
     return result.stop_signal != 0 ? 128 + result.stop_signal : 0;
-  } catch (const CollectiveError& e) {
-    if (mpi.world_size() == 1) throw;
-    if (mpi.rank() == 0) std::fprintf(stderr, "moetron train: error: %s\n", e.what());
-    return 1;  // every rank saw it: each exits cleanly
-  } catch (const std::exception& e) {
-    if (mpi.world_size() == 1) throw;
-    std::fprintf(stderr, "moetron train: rank %d: error: %s\n", mpi.rank(), e.what());
-    std::fflush(stderr);
-    mpi.abort(1);  // the other ranks may wait in a collective: end them all
-  }
+  });
 }
 
 }  // namespace moetron

@@ -1,0 +1,80 @@
+#include "models/token_dispatcher.h"
+
+#include <numeric>
+
+#include "core/ops.h"
+
+namespace moetron {
+
+TokenDispatcher::TokenDispatcher(int64_t experts, Communicator* ep_comm)
+    : experts_(experts), ep_comm_(ep_comm && ep_comm->size() > 1 ? ep_comm : nullptr) {
+  if (ep_comm_) {
+    counts_send_ = Tensor::empty({experts}, DType::i64);
+    counts_recv_ = Tensor::empty({experts}, DType::i64);
+  }
+}
+
+void TokenDispatcher::plan(std::span<const int64_t> counts) {
+  MOETRON_CHECK(static_cast<int64_t>(counts.size()) == experts_, "dispatch plan: ",
+                counts.size(), " counts for ", experts_, " experts");
+  sent_rows_ = std::accumulate(counts.begin(), counts.end(), int64_t{0});
+  if (!ep_comm_) {
+    local_offsets_.assign(counts.size() + 1, 0);
+    std::partial_sum(counts.begin(), counts.end(), local_offsets_.begin() + 1);
+    local_rows_ = sent_rows_;
+    return;
+  }
+  const int ranks = ep_comm_->size();
+  const int64_t local_experts = experts_ / ranks;
+  // counts [ranks, local experts]: block j holds the counts for rank j's experts.
+  std::copy(counts.begin(), counts.end(), counts_send_.data<int64_t>());
+  ep_comm_->all_to_all(counts_send_, counts_recv_);
+  const int64_t* recv = counts_recv_.data<int64_t>();  // [source rank, local expert]
+  send_rows_.assign(static_cast<size_t>(ranks), 0);
+  recv_rows_.assign(static_cast<size_t>(ranks), 0);
+  local_offsets_.assign(static_cast<size_t>(local_experts + 1), 0);
+  for (int j = 0; j < ranks; ++j)
+    for (int64_t e = 0; e < local_experts; ++e) {
+      send_rows_[static_cast<size_t>(j)] += counts[static_cast<size_t>(j * local_experts + e)];
+      recv_rows_[static_cast<size_t>(j)] += recv[j * local_experts + e];
+      local_offsets_[static_cast<size_t>(e + 1)] += recv[j * local_experts + e];
+    }
+  std::partial_sum(local_offsets_.begin(), local_offsets_.end(), local_offsets_.begin());
+  local_rows_ = local_offsets_.back();
+  // Received rows are [source][expert]; the experts want [expert][source].
+  to_expert_major_.assign(static_cast<size_t>(local_rows_), 0);
+  to_source_major_.assign(static_cast<size_t>(local_rows_), 0);
+  std::vector<int64_t> fill(local_offsets_.begin(), local_offsets_.end() - 1);
+  int64_t received = 0;
+  for (int j = 0; j < ranks; ++j)
+    for (int64_t e = 0; e < local_experts; ++e)
+      for (int64_t i = 0; i < recv[j * local_experts + e]; ++i, ++received) {
+        const int64_t row = fill[static_cast<size_t>(e)]++;
+        to_expert_major_[static_cast<size_t>(row)] = static_cast<int32_t>(received);
+        to_source_major_[static_cast<size_t>(received)] = static_cast<int32_t>(row);
+      }
+}
+
+void TokenDispatcher::dispatch(const Tensor& sent, Tensor& local) {
+  MOETRON_CHECK(sent.rows() == sent_rows_ && local.rows() == local_rows_, "dispatch: rows");
+  if (!ep_comm_) {
+    ops::copy(sent, local);
+    return;
+  }
+  Tensor received = buffer_.rows(local_rows_, sent.cols());
+  ep_comm_->all_to_all_v(sent, send_rows_, received, recv_rows_);
+  ops::gather_rows(received, to_expert_major_, local);
+}
+
+void TokenDispatcher::combine(const Tensor& local, Tensor& sent) {
+  MOETRON_CHECK(sent.rows() == sent_rows_ && local.rows() == local_rows_, "combine: rows");
+  if (!ep_comm_) {
+    ops::copy(local, sent);
+    return;
+  }
+  Tensor back = buffer_.rows(local_rows_, local.cols());
+  ops::gather_rows(local, to_source_major_, back);
+  ep_comm_->all_to_all_v(back, recv_rows_, sent, send_rows_);
+}
+
+}  // namespace moetron

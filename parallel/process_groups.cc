@@ -1,0 +1,39 @@
+#include "parallel/process_groups.h"
+
+#include "parallel/mpi_communicator.h"
+
+namespace moetron {
+
+ProcessGroups::ProcessGroups() = default;
+ProcessGroups::~ProcessGroups() = default;
+
+ProcessGroups::ProcessGroups(const Layout& layout) : layout_(layout) {
+  world_ = std::make_unique<MpiCommunicator>(MPI_COMM_WORLD, "world");
+  rank_ = world_->rank();
+  MOETRON_CHECK(world_->size() == layout.world, "layout for ", layout.world, " ranks, world of ",
+                world_->size());
+  // Same color, one group; ordered by world rank.
+  dp_ = world_->split(tp_rank(), rank_, "dp");
+  tp_ = world_->split(dp_rank(), rank_, "tp");
+  ep_ = world_->split(edp_rank(), rank_, "ep");
+  edp_ = world_->split(ep_rank(), rank_, "edp");
+}
+
+Communicator* ProcessGroups::world() const { return world_.get(); }
+Communicator* ProcessGroups::dp() const { return dp_.get(); }
+Communicator* ProcessGroups::tp() const { return tp_.get(); }
+Communicator* ProcessGroups::ep() const { return ep_.get(); }
+Communicator* ProcessGroups::edp() const { return edp_.get(); }
+
+std::vector<Communicator*> ProcessGroups::all() const {
+  std::vector<Communicator*> out;
+  for (Communicator* c : {world(), dp(), tp(), ep(), edp()})
+    if (c) out.push_back(c);
+  return out;
+}
+
+ParallelContext ProcessGroups::model_context() const {
+  return {layout_.tp, tp_rank(), layout_.ep, ep_rank(), tp(), ep()};
+}
+
+}  // namespace moetron

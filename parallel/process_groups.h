@@ -1,0 +1,50 @@
+// This rank's process groups (docs/parallelism.md): rank = dp_rank * tp + tp_rank; the
+// expert-parallel groups are runs of ep adjacent ranks and the expert-data-parallel groups
+// the ranks with the same position in them. Each group is a Communicator (RAII over an
+// MPI communicator). A process without MPI is one rank alone: every group has size 1 and no
+// communicator.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "models/parallel_context.h"
+#include "parallel/layout.h"
+
+namespace moetron {
+
+class MpiCommunicator;
+
+class ProcessGroups {
+ public:
+  ProcessGroups();  // one rank alone, no MPI
+  // Splits MPI_COMM_WORLD (MPI must be initialised and the layout resolved for its size).
+  explicit ProcessGroups(const Layout& layout);
+  ~ProcessGroups();
+  ProcessGroups(const ProcessGroups&) = delete;
+  ProcessGroups& operator=(const ProcessGroups&) = delete;
+
+  const Layout& layout() const { return layout_; }
+  int rank() const { return rank_; }
+  int dp_rank() const { return rank_ / layout_.tp; }
+  int tp_rank() const { return rank_ % layout_.tp; }
+  int ep_rank() const { return rank_ % layout_.ep; }
+  int edp_rank() const { return rank_ / layout_.ep; }
+
+  // Null for a process without MPI.
+  Communicator* world() const;
+  Communicator* dp() const;
+  Communicator* tp() const;
+  Communicator* ep() const;
+  Communicator* edp() const;
+  std::vector<Communicator*> all() const;  // world, dp, tp, ep, edp (the ones that exist)
+
+  ParallelContext model_context() const;
+
+ private:
+  Layout layout_;
+  int rank_ = 0;
+  std::unique_ptr<MpiCommunicator> world_, dp_, tp_, ep_, edp_;
+};
+
+}  // namespace moetron

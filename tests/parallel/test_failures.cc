@@ -1,0 +1,178 @@
+// How a parallel job fails, with real processes under mpirun: an error on one rank ends the
+// whole job within seconds with that rank's message printed once; a rank killed with SIGKILL
+// takes the job down; errors every rank sees (a bad layout, ranks started with different
+// configs) are printed once, by rank 0.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/trainer/train_fixture.h"
+
+namespace moetron {
+namespace {
+
+using data::testing::TempDir;
+using namespace std::chrono_literals;
+
+const std::string kMoetron = std::string(MOETRON_BINARY_DIR) + "/trainer/moetron";
+
+struct Job {
+  pid_t pid = -1;
+  std::filesystem::path output;
+};
+
+// mpirun with `args` (after the launcher's own flags), output to `output`.
+Job start_mpirun(const std::vector<std::string>& args, const std::filesystem::path& output) {
+  std::vector<std::string> argv{"mpirun", "--oversubscribe", "--allow-run-as-root"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  const pid_t pid = fork();
+  if (pid == 0) {
+    setpgid(0, 0);  // its own group: the test can clean up everything it started
+    freopen(output.c_str(), "w", stdout);
+    freopen(output.c_str(), "a", stderr);
+    std::vector<char*> raw;
+    for (std::string& a : argv) raw.push_back(a.data());
+    raw.push_back(nullptr);
+    execvp("mpirun", raw.data());
+    _exit(127);
+  }
+  return {pid, output};
+}
+
+// Waits for the job up to `limit`; returns its wait status, or -1 after killing it on timeout.
+int wait_for(const Job& job, std::chrono::seconds limit, double* seconds = nullptr) {
+  const auto start = std::chrono::steady_clock::now();
+  int status = 0;
+  while (std::chrono::steady_clock::now() - start < limit) {
+    if (waitpid(job.pid, &status, WNOHANG) == job.pid) {
+      if (seconds)
+        *seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      return status;
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+  kill(-job.pid, SIGKILL);
+  waitpid(job.pid, &status, 0);
+  return -1;
+}
+
+// Whether `pid` still runs (a zombie left for its reaper does not).
+bool running(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string pid_field, comm, state;
+  if (!(stat >> pid_field >> comm >> state)) return false;
+  return state != "Z" && state != "X";
+}
+
+size_t count(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+std::filesystem::path write_config(const TempDir& dir, int64_t steps) {
+  config::RunConfig cfg = testing::small_run(dir / "run", static_cast<int>(steps));
+  cfg.set_threads(1);
+  const std::filesystem::path file = dir / "run.pbtxt";
+  std::ofstream(file) << config_to_text(cfg);
+  return file;
+}
+
+TEST(ParallelFailure, AnErrorOnOneRankEndsTheJobAndIsPrintedOnce) {
+  TempDir dir;
+  const Job job =
+      start_mpirun({"-np", "2", std::string(MOETRON_BINARY_DIR) + "/tests/parallel/fault_program"},
+                   dir / "out.txt");
+  double seconds = 0;
+  const int status = wait_for(job, 60s, &seconds);
+  const std::string out = data::testing::read_text(job.output);
+  ASSERT_NE(status, -1) << "the job hung:\n" << out;
+  EXPECT_FALSE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+  EXPECT_LT(seconds, 10.0) << out;
+  EXPECT_EQ(count(out, "moetron fault: rank 1: error: injected fault on rank 1"), 1u) << out;
+}
+
+TEST(ParallelFailure, KillingOneRankEndsTheJob) {
+  TempDir dir;
+  const auto config = write_config(dir, 1000000);
+  const Job job = start_mpirun({"-np", "2", kMoetron, "train", config.string()}, dir / "out.txt");
+  // Wait until both ranks train (rank 0 writes metrics), then kill one of them.
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (testing::lines_of(dir / "run" / "metrics.jsonl").size() < 3 &&
+         std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(20ms);
+  const std::string ranks = "pgrep -P " + std::to_string(job.pid) + " -f 'trainer/moetron train'";
+  std::vector<pid_t> pids;
+  if (FILE* p = popen(ranks.c_str(), "r")) {
+    for (long pid = 0; fscanf(p, "%ld", &pid) == 1;) pids.push_back(static_cast<pid_t>(pid));
+    pclose(p);
+  }
+  ASSERT_EQ(pids.size(), 2u) << data::testing::read_text(job.output);
+  ASSERT_EQ(kill(pids.back(), SIGKILL), 0);
+  double seconds = 0;
+  const int status = wait_for(job, 60s, &seconds);
+  const std::string out = data::testing::read_text(job.output);
+  ASSERT_NE(status, -1) << "the job hung after a rank was killed:\n" << out;
+  EXPECT_FALSE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+  EXPECT_LT(seconds, 15.0) << out;
+  for (pid_t pid : pids)
+    EXPECT_FALSE(running(pid)) << "rank process " << pid << " outlived the job";
+}
+
+TEST(ParallelFailure, ALayoutThatDoesNotFitIsPrintedOnce) {
+  TempDir dir;
+  const auto config = write_config(dir, 5);
+  const Job job = start_mpirun(
+      {"-np", "2", kMoetron, "train", config.string(), "--set", "parallel.dp=4"}, dir / "out.txt");
+  const int status = wait_for(job, 60s);
+  const std::string out = data::testing::read_text(job.output);
+  ASSERT_TRUE(status != -1 && WIFEXITED(status)) << out;
+  EXPECT_EQ(WEXITSTATUS(status), 1) << out;
+  EXPECT_EQ(count(out,
+                  "moetron train: error: parallel.dp x parallel.tp = 4 x 1 = 4 ranks, but 2 ranks "
+                  "were started"),
+            1u)
+      << out;
+  EXPECT_FALSE(std::filesystem::exists(dir / "run" / "train.log"));
+}
+
+TEST(ParallelFailure, RanksStartedWithDifferentConfigsAreRefused) {
+  TempDir dir;
+  const auto config = write_config(dir, 5);
+  // MPMD: rank 1 gets one more override than rank 0.
+  const Job job = start_mpirun({"-np", "1", kMoetron, "train", config.string(), ":", "-np", "1",
+                                kMoetron, "train", config.string(), "--set", "seed=99"},
+                               dir / "out.txt");
+  const int status = wait_for(job, 60s);
+  const std::string out = data::testing::read_text(job.output);
+  ASSERT_TRUE(status != -1 && WIFEXITED(status)) << out;
+  EXPECT_EQ(WEXITSTATUS(status), 1) << out;
+  EXPECT_EQ(
+      count(out, "moetron train: error: rank 1: was started with a different config than rank 0"),
+      1u)
+      << out;
+  EXPECT_NE(out.find("this rank \"seed: 99\""), std::string::npos) << out;
+}
+
+TEST(ParallelFailure, AMissingDatasetOnOneRankStopsEveryRankOnce) {
+  TempDir dir;
+  const auto config = write_config(dir, 5);
+  const Job job = start_mpirun({"-np", "2", kMoetron, "train", config.string(), "--set",
+                                "data.dataset_dir=" + (dir / "nowhere").string()},
+                               dir / "out.txt");
+  const int status = wait_for(job, 60s);
+  const std::string out = data::testing::read_text(job.output);
+  ASSERT_TRUE(status != -1 && WIFEXITED(status)) << out;
+  EXPECT_EQ(WEXITSTATUS(status), 1) << out;
+  EXPECT_EQ(count(out, "is not a prepared dataset"), 1u) << out;
+}
+
+}  // namespace
+}  // namespace moetron
