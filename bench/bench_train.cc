@@ -1,12 +1,18 @@
 // moetron side of the CPU training benchmark: the model of a run config trained for a few
-// steps on random tokens (forward, backward, clipping, AdamW), timed per step. Prints one JSON
-// line with tokens/s, MFU against the GEMM peak it measures itself, and the model dims that
-// bench/run_bench.sh hands to the PyTorch reference.
+// steps on random tokens (the real training step: forward, backward, gradient sync, clipping,
+// AdamW), timed per step. Prints one JSON line with tokens/s, MFU against the GEMM peak it
+// measures itself, and the model dims that bench/run_bench.sh hands to the PyTorch reference.
 //
-//   moetron_bench CONFIG [--steps N] [--warmup-steps N] [--set a.b=value ...]
+// Under mpirun it trains the config's parallel layout and adds, per process group, the bytes one
+// step moved (mean over the ranks) next to the formulas of docs/parallelism.md
+// (parallel/comm_volume.h), and the share of the gradient reduction hidden behind backward:
+// 1 - (wait after backward with overlap) / (wait without overlap), both timed here.
+//
+//   [mpirun -np N] moetron_bench CONFIG [--steps N] [--warmup-steps N] [--set a.b=value ...]
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -16,15 +22,64 @@
 #include "core/ops.h"
 #include "core/threads.h"
 #include "models/model.h"
+#include "parallel/comm_volume.h"
+#include "parallel/every_rank.h"
+#include "parallel/layout.h"
+#include "parallel/mpi_runtime.h"
+#include "parallel/process_groups.h"
 #include "trainer/config.h"
 #include "trainer/metrics.h"
-#include "parallel/process_groups.h"
 #include "trainer/train_step.h"
 
 namespace moetron {
 namespace {
 
-int run(std::span<const std::string> args) {
+using Clock = std::chrono::steady_clock;
+
+// Timed steps of one TrainStep; returns the seconds of each.
+struct Timing {
+  std::vector<double> step_s;
+  double exposed_s = 0;  // waiting for gradient reductions after backward, summed
+  double loss_first = 0, loss_last = 0;
+  int64_t rows_sent = 0, rows_off_rank = 0;
+};
+
+// The communicators count from the first timed step on.
+Timing time_steps(TrainStep& step, Model& model, const ProcessGroups& groups,
+                  const config::RunConfig& cfg, const std::vector<int32_t>& tokens, int warmup,
+                  int steps) {
+  Timing t;
+  for (int s = 0; s < warmup + steps; ++s) {
+    if (s == warmup)
+      for (Communicator* c : groups.all()) c->reset_stats();
+    const auto t0 = Clock::now();
+    const StepResult r = step.run(
+        s, cfg.optimizer().lr(), cfg.schedule().mtp_loss_weight(),
+        [&](std::span<int32_t> out) { std::copy(tokens.begin(), tokens.end(), out.begin()); });
+    const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (s < warmup) continue;
+    t.step_s.push_back(dt);
+    t.exposed_s += r.exposed_comm_seconds;
+    (s == warmup ? t.loss_first : t.loss_last) = r.losses.total;
+    for (const MoeStepStats& m : model.moe_step_stats()) {
+      t.rows_sent += m.rows_sent;
+      t.rows_off_rank += m.rows_off_rank;
+    }
+  }
+  if (steps == 1) t.loss_last = t.loss_first;
+  return t;
+}
+
+// Sums `values` over the world (identity without MPI).
+std::vector<double> sum_over_world(const ProcessGroups& groups, std::vector<double> values) {
+  if (!groups.world()) return values;
+  Tensor t = Tensor::empty({static_cast<int64_t>(values.size())}, DType::f64);
+  std::copy(values.begin(), values.end(), t.data<double>());
+  groups.world()->all_reduce(t);
+  return {t.data<double>(), t.data<double>() + values.size()};
+}
+
+int run(std::span<const std::string> args, const MpiRuntime& mpi) {
   ConfigArgs parsed = parse_config_args(args);
   int steps = 5, warmup = 2;
   for (size_t i = 0; i < parsed.rest.size(); ++i) {
@@ -36,50 +91,91 @@ int run(std::span<const std::string> args) {
                   "'\nusage: moetron_bench CONFIG [--steps N] [--warmup-steps N] [--set a.b=v]");
   }
   const config::RunConfig cfg = load_config(parsed.path, parsed.overrides);
+  const Layout layout = resolve_layout(cfg, mpi.world_size());
+  const std::optional<ProcessGroups> parallel =
+      mpi.active() ? std::optional<ProcessGroups>(std::in_place, layout) : std::nullopt;
+  const ProcessGroups alone;
+  const ProcessGroups& groups = parallel ? *parallel : alone;
   set_compute_threads(cfg.threads());
   // The denominator of MFU: the fastest GEMM we link, large and square, on all threads.
   const double peak_gflops = measure_gemm_gflops(4096, 3);
 
   const auto& mc = cfg.model();
-  Model model(mc, cfg.data().micro_batch_size(), cfg.data().seq_len());
+  const int accum = cfg.data().grad_accum_steps();
+  Model model(mc, cfg.data().micro_batch_size(), cfg.data().seq_len(), groups.model_context());
   const ModelDims& d = model.dims();
   model.params().init(cfg.seed(), mc.init_std());
-  const ProcessGroups alone;
-  TrainStep step(model, cfg.optimizer(), alone, 1);
-  std::mt19937 gen(static_cast<uint32_t>(cfg.seed()));
+  // Each data-parallel rank its own tokens; tensor-parallel ranks share them.
+  std::mt19937 gen(static_cast<uint32_t>(cfg.seed() + 1000 * groups.dp_rank()));
   std::uniform_int_distribution<int32_t> token(0, static_cast<int32_t>(d.vocab) - 1);
   std::vector<int32_t> tokens(static_cast<size_t>(d.batch * d.window()));
   for (int32_t& t : tokens) t = token(gen);
 
-  std::vector<double> step_s;
-  double loss_first = 0, loss_last = 0;
-  for (int s = 0; s < warmup + steps; ++s) {
-    const auto t0 = std::chrono::steady_clock::now();
-    const StepResult r = step.run(s, cfg.optimizer().lr(), cfg.schedule().mtp_loss_weight(),
-                                  [&](std::span<int32_t> out) {
-                                    std::copy(tokens.begin(), tokens.end(), out.begin());
-                                  });
-    const Losses& l = r.losses;
-    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (s >= warmup) {
-      step_s.push_back(dt);
-      (s == warmup ? loss_first : loss_last) = l.total;
-    }
+  TrainStep step(model, cfg.optimizer(), groups, accum);
+  const Timing t = time_steps(step, model, groups, cfg, tokens, warmup, steps);
+  std::vector<std::string> names;
+  std::vector<double> per_rank{t.rows_sent * 1.0, t.rows_off_rank * 1.0};
+  for (Communicator* c : groups.all()) {
+    names.push_back(c->name());
+    per_rank.push_back(static_cast<double>(c->stats().bytes));
+    per_rank.push_back(c->stats().seconds);
   }
   double total = 0;
-  for (double t : step_s) total += t;
-  const double tok_s = static_cast<double>(d.rows()) * static_cast<double>(step_s.size()) / total;
+  for (double s : t.step_s) total += s;
+  per_rank.push_back(total);
+  per_rank.push_back(t.exposed_s);
+  // Without overlap: what the reduction costs when nothing hides it.
+  double blocking_s = 0;
+  if (layout.dp > 1 || layout.edp() > 1) {
+    step.set_overlap(false);
+    blocking_s = time_steps(step, model, groups, cfg, tokens, 1, steps).exposed_s;
+  }
+  per_rank.push_back(blocking_s);
+  const std::vector<double> sums = sum_over_world(groups, per_rank);
+  if (groups.rank() != 0) return 0;
+
+  const double ranks = layout.world;
+  const double seconds = sums[sums.size() - 3] / ranks;  // mean over ranks of the timed steps
+  const double tokens_per_step = static_cast<double>(d.rows()) * accum * layout.dp;
+  const double tok_s = tokens_per_step * static_cast<double>(t.step_s.size()) / seconds;
   const double flops = model.train_flops_per_token();
 
   JsonLine j;
   j.add("impl", std::string("moetron")).add("tokens_per_s", tok_s);
-  j.add("mfu", tok_s * flops / (peak_gflops * 1e9)).add("gemm_peak_gflops", peak_gflops);
+  j.add("mfu", tok_s * flops / (peak_gflops * 1e9 * ranks)).add("gemm_peak_gflops", peak_gflops);
   j.add("gemm_backend", std::string(cpu::gemm_backend()));
   j.add("train_flops_per_token", flops).add("achieved_gflops", tok_s * flops * 1e-9);
-  j.add("comm_bytes", int64_t{0});  // single process: no collectives
+  j.add("world", static_cast<int64_t>(layout.world)).add("layout", layout.describe());
   j.add("threads", static_cast<int64_t>(compute_threads()));
-  j.add("params", model.params().numel()).add("loss_first", loss_first);
-  j.add("loss_last", steps > 1 ? loss_last : loss_first);
+  if (layout.world > 1) {
+    const double off_rank = sums[0] > 0 ? sums[1] / sums[0] : 0.0;
+    const double balanced = layout.ep > 1 ? (layout.ep - 1.0) / layout.ep : 0.0;
+    const auto expected = expected_comm_bytes(d, model.params(), layout, accum, balanced);
+    const auto realized = expected_comm_bytes(d, model.params(), layout, accum, off_rank);
+    double comm_bytes = 0, comm_s = 0;
+    const double n = static_cast<double>(t.step_s.size());
+    for (size_t i = 0; i < names.size(); ++i) {
+      const std::string p = "comm." + names[i] + ".";
+      const double bytes = sums[2 + 2 * i] / ranks / n, secs = sums[3 + 2 * i] / ranks / n;
+      comm_bytes += bytes;
+      comm_s += secs;
+      j.add(p + "bytes_per_step", bytes).add(p + "seconds_per_step", secs);
+      j.add(p + "expected_bytes_per_step", expected.count(names[i]) ? expected.at(names[i]) : 0.0);
+      if (names[i] == "ep") {
+        j.add(p + "expected_bytes_at_measured_routing", realized.at("ep"));
+        j.add("routed_rows_off_rank", off_rank).add("routed_rows_off_rank_balanced", balanced);
+      }
+    }
+    j.add("comm_bytes", comm_bytes).add("comm_share", comm_s / (seconds / n));
+    const double exposed = sums[sums.size() - 2] / ranks / n;
+    const double blocking = sums.back() / ranks / n;
+    j.add("grad_sync_exposed_s", exposed).add("grad_sync_blocking_s", blocking);
+    if (blocking > 0) j.add("grad_sync_hidden_share", 1.0 - exposed / blocking);
+  } else {
+    j.add("comm_bytes", int64_t{0});  // single process: no collectives
+  }
+  j.add("params", model.params().numel()).add("loss_first", t.loss_first);
+  j.add("loss_last", t.loss_last);
   j.add("vocab", d.vocab).add("hidden", d.hidden).add("layers", d.layers).add("heads", d.heads);
   j.add("kv_heads", d.kv_heads).add("intermediate", d.intermediate).add("seq", d.seq);
   j.add("batch", d.batch).add("mtp_depth", d.mtp_depth);
@@ -113,8 +209,9 @@ int run(std::span<const std::string> args) {
 
 int main(int argc, char** argv) {
   try {
+    const moetron::MpiRuntime mpi;
     const std::vector<std::string> args(argv + 1, argv + argc);
-    return moetron::run(args);
+    return moetron::run_on_every_rank(mpi, "bench", [&] { return moetron::run(args, mpi); });
   } catch (const std::exception& e) {
     std::fprintf(stderr, "moetron_bench: error: %s\n", e.what());
     return 1;

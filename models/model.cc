@@ -24,8 +24,7 @@ int64_t layer_of(const std::string& name) {
 
 }  // namespace
 
-Model::Model(const config::ModelConfig& cfg, int64_t batch, int64_t seq,
-             const ParallelContext& ctx)
+Model::Model(const config::ModelConfig& cfg, int64_t batch, int64_t seq, const ParallelContext& ctx)
     : dims_(model_dims(cfg, batch, seq, ctx)),
       rope_(RopeTables::make(dims_)),
       embed_(params_, dims_, ctx),
@@ -42,8 +41,7 @@ Model::Model(const config::ModelConfig& cfg, int64_t batch, int64_t seq,
       mtp_([&] {
         std::vector<std::unique_ptr<MtpModule>> mtp;
         for (int64_t k = 0; k < dims_.mtp_depth; ++k)
-          mtp.push_back(
-              std::make_unique<MtpModule>(params_, dims_.layers + k, dims_, rope_, ctx));
+          mtp.push_back(std::make_unique<MtpModule>(params_, dims_.layers + k, dims_, rope_, ctx));
         return mtp;
       }()),
       head_(head_weight_, embed_.shard(), dims_, ctx) {
@@ -123,6 +121,8 @@ Losses Model::run(std::span<const int32_t> windows, float mtp_weight, bool backw
     acc.seq_aux += st.losses.seq_aux;
     acc.aux += st.losses.aux;
     acc.z += st.losses.z;
+    acc.rows_sent += st.rows_sent;
+    acc.rows_off_rank += st.rows_off_rank;
     ++acc.micro_batches;
   }
   losses.total += losses.aux;
@@ -149,8 +149,8 @@ Losses Model::run(std::span<const int32_t> windows, float mtp_weight, bool backw
   return losses;
 }
 
-Losses Model::forward_backward(std::span<const int32_t> windows, float mtp_weight,
-                               float grad_scale, const GradReadyHook& on_ready) {
+Losses Model::forward_backward(std::span<const int32_t> windows, float mtp_weight, float grad_scale,
+                               const GradReadyHook& on_ready) {
   return run(windows, mtp_weight, true, grad_scale, on_ready);
 }
 
@@ -176,8 +176,8 @@ void Model::begin_step() {
 void Model::update_router_biases(int64_t step, const std::vector<MoeStepStats>& loads) {
   const MoeDims& m = dims_.moe;
   if (m.bias_update_speed <= 0 || (m.bias_freeze_step > 0 && step >= m.bias_freeze_step)) return;
-  MOETRON_CHECK(loads.size() == moe_layers_.size(), loads.size(), " loads for ",
-                moe_layers_.size(), " MoE layers");
+  MOETRON_CHECK(loads.size() == moe_layers_.size(), loads.size(), " loads for ", moe_layers_.size(),
+                " MoE layers");
   for (size_t i = 0; i < moe_layers_.size(); ++i)
     moe_layers_[i]->update_bias(loads[i].counts, m.bias_update_speed);
 }

@@ -31,6 +31,7 @@ struct MoeStepStats {
   int64_t dropped = 0;
   double entropy = 0, seq_aux = 0, aux = 0, z = 0;  // sums over micro-batches
   int64_t micro_batches = 0;
+  int64_t rows_sent = 0, rows_off_rank = 0;  // this rank's dispatch (not reduced over ranks)
   // (max load - mean load) / mean load.
   double max_violation() const;
 };
@@ -75,7 +76,9 @@ class Model {
   // the final norm with the head, the blocks (last first), the embedding.
   int unit_of(const ParamInfo& p) const;
   int head_unit() const { return static_cast<int>(dims_.mtp_depth); }
-  int block_unit(int64_t layer) const { return head_unit() + 1 + static_cast<int>(dims_.layers - 1 - layer); }
+  int block_unit(int64_t layer) const {
+    return head_unit() + 1 + static_cast<int>(dims_.layers - 1 - layer);
+  }
   int embedding_unit() const { return head_unit() + 1 + static_cast<int>(dims_.layers); }
   void gather_tokens(std::span<const int32_t> windows);
 

@@ -35,8 +35,8 @@ MoE::MoE(ParamTable& params, const std::string& prefix, const ModelDims& d,
                                     ShardSpec::expert()));
     up_proj_.push_back(params.add(p + "up_proj.weight", {inter_, d.hidden}, ParamKind::matrix,
                                   ShardSpec::expert()));
-    down_proj_.push_back(params.add(p + "down_proj.weight", {d.hidden, inter_},
-                                    ParamKind::matrix, ShardSpec::expert()));
+    down_proj_.push_back(params.add(p + "down_proj.weight", {d.hidden, inter_}, ParamKind::matrix,
+                                    ShardSpec::expert()));
   }
   if (m.shared > 0)
     shared_ = std::make_unique<SwiGLU>(params, prefix + "shared_experts.", d, m.shared * inter_);
@@ -101,6 +101,8 @@ void MoE::forward(const Tensor& x, Tensor& y) {
 
   select_slice();
   dispatcher_.plan(send_counts_);
+  stats_.rows_sent = dispatcher_.sent_rows();
+  stats_.rows_off_rank = dispatcher_.sent_off_rank();
   const int64_t sent = dispatcher_.sent_rows(), local = dispatcher_.local_rows();
   const std::vector<int64_t>& offsets = dispatcher_.local_offsets();
   x_sent_ = x_sent_buf_.rows(sent, hidden_);

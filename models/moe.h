@@ -29,6 +29,7 @@ struct MoeStats {
   std::vector<int64_t> counts;  // assignments per expert (after top-k, before capacity)
   int64_t dropped = 0;          // assignments dropped by the capacity limit
   ops::BalanceLosses losses;
+  int64_t rows_sent = 0, rows_off_rank = 0;  // this rank's dispatch, and what left the rank
 };
 
 class MoE : public FeedForward {
@@ -76,7 +77,7 @@ class MoE : public FeedForward {
   float aux_grad_scale_ = 1.0f;
   MoeStats stats_;
   ops::DispatchPlan plan_;
-  std::vector<int64_t> send_counts_;  // [experts] rows of the slice per expert
+  std::vector<int64_t> send_counts_;           // [experts] rows of the slice per expert
   std::vector<int32_t> row_token_, slot_row_;  // tp > 1: the slice's rows and slots
   // Router tensors over all tokens, saved for backward.
   Tensor logits_, scores_, topk_idx_, gates_;

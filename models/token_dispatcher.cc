@@ -15,13 +15,14 @@ TokenDispatcher::TokenDispatcher(int64_t experts, Communicator* ep_comm)
 }
 
 void TokenDispatcher::plan(std::span<const int64_t> counts) {
-  MOETRON_CHECK(static_cast<int64_t>(counts.size()) == experts_, "dispatch plan: ",
-                counts.size(), " counts for ", experts_, " experts");
+  MOETRON_CHECK(static_cast<int64_t>(counts.size()) == experts_, "dispatch plan: ", counts.size(),
+                " counts for ", experts_, " experts");
   sent_rows_ = std::accumulate(counts.begin(), counts.end(), int64_t{0});
   if (!ep_comm_) {
     local_offsets_.assign(counts.size() + 1, 0);
     std::partial_sum(counts.begin(), counts.end(), local_offsets_.begin() + 1);
     local_rows_ = sent_rows_;
+    sent_off_rank_ = 0;
     return;
   }
   const int ranks = ep_comm_->size();
@@ -41,6 +42,7 @@ void TokenDispatcher::plan(std::span<const int64_t> counts) {
     }
   std::partial_sum(local_offsets_.begin(), local_offsets_.end(), local_offsets_.begin());
   local_rows_ = local_offsets_.back();
+  sent_off_rank_ = sent_rows_ - send_rows_[static_cast<size_t>(ep_comm_->rank())];
   // Received rows are [source][expert]; the experts want [expert][source].
   to_expert_major_.assign(static_cast<size_t>(local_rows_), 0);
   to_source_major_.assign(static_cast<size_t>(local_rows_), 0);

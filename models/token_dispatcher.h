@@ -26,6 +26,8 @@ class TokenDispatcher {
   void plan(std::span<const int64_t> counts);
   bool local() const { return ep_comm_ == nullptr; }  // rows never leave the rank
   int64_t sent_rows() const { return sent_rows_; }
+  // Of those, the rows that go to another rank's experts.
+  int64_t sent_off_rank() const { return sent_off_rank_; }
   int64_t local_rows() const { return local_rows_; }
   // [local experts + 1]: rows of local expert e are [offsets[e], offsets[e + 1]).
   const std::vector<int64_t>& local_offsets() const { return local_offsets_; }
@@ -38,11 +40,11 @@ class TokenDispatcher {
  private:
   int64_t experts_;
   Communicator* ep_comm_;
-  int64_t sent_rows_ = 0, local_rows_ = 0;
+  int64_t sent_rows_ = 0, sent_off_rank_ = 0, local_rows_ = 0;
   std::vector<int64_t> local_offsets_;
-  std::vector<int64_t> send_rows_, recv_rows_;     // per rank of the group
-  std::vector<int32_t> to_expert_major_;           // local row <- received row
-  std::vector<int32_t> to_source_major_;           // received row <- local row
+  std::vector<int64_t> send_rows_, recv_rows_;  // per rank of the group
+  std::vector<int32_t> to_expert_major_;        // local row <- received row
+  std::vector<int32_t> to_source_major_;        // received row <- local row
   Tensor counts_send_, counts_recv_;
   RowBuffer buffer_;  // rows in transit, in source-major order
 };

@@ -42,6 +42,8 @@ class GradSync {
   const std::vector<ElementRange>& norm_ranges() const { return norm_ranges_; }
   // Seconds this step waited for reductions after backward (the part not hidden).
   double exposed_seconds() const { return exposed_seconds_; }
+  // Whether reductions start during backward (the layout's overlap_grad_reduce at first).
+  void set_overlap(bool overlap) { overlap_ = overlap; }
 
  private:
   struct Segment {

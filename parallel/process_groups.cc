@@ -19,11 +19,28 @@ ProcessGroups::ProcessGroups(const Layout& layout) : layout_(layout) {
   edp_ = world_->split(ep_rank(), rank_, "edp");
 }
 
-Communicator* ProcessGroups::world() const { return world_.get(); }
-Communicator* ProcessGroups::dp() const { return dp_.get(); }
-Communicator* ProcessGroups::tp() const { return tp_.get(); }
-Communicator* ProcessGroups::ep() const { return ep_.get(); }
-Communicator* ProcessGroups::edp() const { return edp_.get(); }
+namespace {
+// A group of one rank needs no communication.
+Communicator* if_shared(const std::unique_ptr<MpiCommunicator>& c) {
+  return c && c->size() > 1 ? c.get() : nullptr;
+}
+}  // namespace
+
+Communicator* ProcessGroups::world() const {
+  return if_shared(world_);
+}
+Communicator* ProcessGroups::dp() const {
+  return if_shared(dp_);
+}
+Communicator* ProcessGroups::tp() const {
+  return if_shared(tp_);
+}
+Communicator* ProcessGroups::ep() const {
+  return if_shared(ep_);
+}
+Communicator* ProcessGroups::edp() const {
+  return if_shared(edp_);
+}
 
 std::vector<Communicator*> ProcessGroups::all() const {
   std::vector<Communicator*> out;

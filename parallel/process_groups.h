@@ -31,13 +31,13 @@ class ProcessGroups {
   int ep_rank() const { return rank_ % layout_.ep; }
   int edp_rank() const { return rank_ / layout_.ep; }
 
-  // Null for a process without MPI.
+  // Null for a group of one rank (every group of a process without MPI).
   Communicator* world() const;
   Communicator* dp() const;
   Communicator* tp() const;
   Communicator* ep() const;
   Communicator* edp() const;
-  std::vector<Communicator*> all() const;  // world, dp, tp, ep, edp (the ones that exist)
+  std::vector<Communicator*> all() const;  // world, dp, tp, ep, edp (those of several ranks)
 
   ParallelContext model_context() const;
 

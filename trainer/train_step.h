@@ -20,9 +20,9 @@
 namespace moetron {
 
 struct StepResult {
-  Losses losses;               // means over the global batch (all micro-batches of all dp ranks)
-  double grad_norm = 0.0;      // global, before clipping
-  bool finite = true;          // false: loss or gradient norm not finite, nothing was updated
+  Losses losses;                  // means over the global batch (all micro-batches of all dp ranks)
+  double grad_norm = 0.0;         // global, before clipping
+  bool finite = true;             // false: loss or gradient norm not finite, nothing was updated
   std::vector<MoeStepStats> moe;  // expert loads and balance statistics, summed over dp ranks
   double exposed_comm_seconds = 0.0;  // waiting for gradient reductions after backward
 };
@@ -38,6 +38,8 @@ class TrainStep {
   // when given, sees the reduced gradients before clipping and the update (tests use it).
   StepResult run(int64_t index, double lr, float mtp_weight, const NextBatch& next,
                  const std::function<void(const StepResult&)>& before_update = {});
+  // Whether gradient reductions start during backward (benchmarks compare both).
+  void set_overlap(bool overlap) { sync_.set_overlap(overlap); }
 
  private:
   double global_grad_norm() const;

@@ -4,6 +4,7 @@
 // adding one case to kCases, not a new test.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -255,6 +256,63 @@ std::vector<GradCase> grad_cases() {
          },
          2e-2, 1e-3});
   }
+  {
+    // A tensor-parallel block of the embedding: rows for ids 3..8 of a vocabulary of 10, the
+    // last row padding; ids of other blocks give zero rows and no gradient.
+    static const std::vector<int32_t> ids{0, 3, 8, 9, 5, 3, 2};
+    const ops::VocabShard shard{3, 6, 10};
+    cases.push_back({"embedding_shard",
+                     [](std::mt19937& g) {
+                       return std::vector<Tensor>{random_tensor({7, 4}, g)};
+                     },
+                     [=](const std::vector<Tensor>& in) {
+                       Tensor y = poisoned({7, 4});
+                       ops::embedding_forward(ids, in[0], y, shard);
+                       return y;
+                     },
+                     [=](const std::vector<Tensor>& in, const Tensor& dy) {
+                       Tensor d = Tensor::zeros(in[0].shape());
+                       ops::embedding_backward(ids, dy, d, shard);
+                       return std::vector<Tensor>{d};
+                     }});
+  }
+  {
+    // Vocabulary-parallel cross-entropy over two blocks of 4 columns of a vocabulary of 7 (the
+    // second block has one padding column), against finite differences of the mean loss.
+    static const std::vector<int32_t> targets{0, 6, 3, 4, 1};
+    auto blocks = [](const Tensor& logits) {
+      return std::array<Tensor, 2>{logits.view(0, {5, 4}), logits.view(20, {5, 4})};
+    };
+    const std::array<ops::VocabShard, 2> shards{ops::VocabShard{0, 4, 7}, ops::VocabShard{4, 3, 7}};
+    auto loss = [=](const Tensor& logits, Tensor& lse) {
+      Tensor all = poisoned({2, 5, 3});
+      for (int b = 0; b < 2; ++b) {
+        Tensor stats = all.view(b * 15, {5, 3});
+        ops::ce_shard_stats(blocks(logits)[b], targets, shards[b], stats);
+      }
+      return ops::ce_combine_stats(all, lse);
+    };
+    cases.push_back(
+        {"vocab_parallel_ce",
+         // The input holds both blocks one after the other: [2 blocks x 5 rows x 4 columns].
+         [](std::mt19937& g) { return std::vector<Tensor>{random_tensor({40}, g, 2.0f)}; },
+         [=](const std::vector<Tensor>& in) {
+           Tensor lse = poisoned({5}), y = poisoned({1});
+           y.span<float>()[0] = static_cast<float>(loss(in[0], lse) / 5);
+           return y;
+         },
+         [=](const std::vector<Tensor>& in, const Tensor& dy) {
+           Tensor lse = poisoned({5}), d = poisoned({40});
+           loss(in[0], lse);
+           ops::copy(in[0], d);
+           for (int b = 0; b < 2; ++b) {
+             Tensor block = blocks(d)[b];
+             ops::ce_shard_backward(block, targets, shards[b], lse, dy.span<float>()[0] / 5);
+           }
+           return std::vector<Tensor>{d};
+         },
+         2e-2, 1e-3});
+  }
   return cases;
 }
 
@@ -371,6 +429,27 @@ TEST(OpForward, CrossEntropyMatchesLogSoftmax) {
     expect += std::log(s) + mx - logits[r * 50 + targets[r]];
   }
   EXPECT_NEAR(got, expect, 1e-4 * std::abs(expect));
+}
+
+TEST(OpForward, VocabParallelCrossEntropyEqualsTheWholeVocabulary) {
+  // Three blocks of 5 rows of a 13-token vocabulary (the last block has 2 padding rows): the
+  // combined statistics give the fused kernel's loss.
+  std::mt19937 gen(3);
+  const Tensor h = random_tensor({9, 6}, gen), w = random_tensor({13, 6}, gen);
+  std::vector<int32_t> targets{0, 12, 5, 9, 4, 10, 1, 7, 11};
+  Tensor ws = Tensor::empty({ops::ce_workspace_size(9, 13)});
+  const double whole = ops::head_cross_entropy(h, w, targets, 0.0f, nullptr, nullptr, ws);
+  Tensor all = poisoned({3, 9, 3}), lse = poisoned({9});
+  for (int b = 0; b < 3; ++b) {
+    Tensor block = Tensor::zeros({5, 6});
+    const int64_t valid = std::min<int64_t>(5, 13 - 5 * b);
+    Tensor rows = block.view(0, {valid, 6});
+    ops::copy(w.view(5 * b * 6, {valid, 6}), rows);
+    Tensor logits = poisoned({9, 5}), stats = all.view(b * 27, {9, 3});
+    ops::matmul(h, false, block, true, logits);
+    ops::ce_shard_stats(logits, targets, {5 * b, valid, 13}, stats);
+  }
+  EXPECT_NEAR(ops::ce_combine_stats(all, lse), whole, 1e-5 * whole);
 }
 
 TEST(OpForward, AdamWMatchesTheFormula) {

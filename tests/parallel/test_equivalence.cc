@@ -21,6 +21,7 @@
 #include "data/loader.h"
 #include "data/prepare.h"
 #include "models/model.h"
+#include "parallel/comm_volume.h"
 #include "parallel/process_groups.h"
 #include "tests/data/test_util.h"
 #include "tests/parallel/mpi_test.h"
@@ -283,6 +284,46 @@ TEST_F(World4, TheSameLayoutTwiceGivesBitwiseTheSameRun) {
   EXPECT_EQ(runs[0].norms, runs[1].norms);
   EXPECT_EQ(runs[0].biases, runs[1].biases);
   EXPECT_TRUE(weights[0] == weights[1]) << "the final weights differ";
+}
+
+// The bytes the communicators count are the formulas of docs/parallelism.md
+// (parallel/comm_volume.h), exactly, with the expert-parallel rows at the routing that happened.
+TEST_F(World4, CommunicationVolumeIsTheDocumentedFormula) {
+  MOETRON_REQUIRE_WORLD(4);
+  for (bool zero1 : {false, true}) {
+    Layout layout;
+    layout.world = 4;
+    layout.dp = 2;
+    layout.tp = 2;
+    layout.ep = 2;
+    layout.zero1 = zero1;
+    const ProcessGroups groups(layout);
+    const config::RunConfig cfg = test_config();
+    const data::Dataset ds(dataset_dir(), data::Split::train);
+    Model model(cfg.model(), cfg.data().micro_batch_size(), cfg.data().seq_len(),
+                groups.model_context());
+    model.params().init(cfg.seed(), cfg.model().init_std());
+    TrainStep step(model, cfg.optimizer(), groups, 2);
+    data::Loader loader(ds, static_cast<int>(model.dims().window()), cfg.data().micro_batch_size(),
+                        cfg.seed(), groups.dp_rank(), 2);
+    step.run(0, 1e-3, 0.3f, [&](std::span<int32_t> t) { loader.next(t); });
+    int64_t sent = 0, off_rank = 0;
+    for (const MoeStepStats& m : model.moe_step_stats()) {
+      sent += m.rows_sent;
+      off_rank += m.rows_off_rank;
+    }
+    const auto expected = expected_comm_bytes(model.dims(), model.params(), layout, 2,
+                                              static_cast<double>(off_rank) / sent);
+    for (Communicator* c : groups.all()) {
+      SCOPED_TRACE(c->name() + (zero1 ? ", ZeRO-1" : ""));
+      if (c->name() == "ep") {  // this rank's rows, not the mean over ranks: bounds only
+        EXPECT_GT(c->stats().bytes, 0.5 * expected.at("ep"));
+        EXPECT_LT(c->stats().bytes, 1.5 * expected.at("ep"));
+        continue;
+      }
+      EXPECT_EQ(static_cast<double>(c->stats().bytes), expected.at(c->name()));
+    }
+  }
 }
 
 TEST_F(World8, EightRanksMatchOneRank) {

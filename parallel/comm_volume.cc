@@ -1,0 +1,54 @@
+#include "parallel/comm_volume.h"
+
+namespace moetron {
+
+std::map<std::string, double> expected_comm_bytes(const ModelDims& d, const ParamTable& params,
+                                                  const Layout& l, int accum,
+                                                  double routed_off_rank) {
+  constexpr double f32 = 4, i64 = 8, f64 = 8;
+  const double n = static_cast<double>(d.rows());  // tokens of a micro-batch
+  const double h = static_cast<double>(d.hidden);
+  const double depth = static_cast<double>(d.mtp_depth);
+  const double blocks = static_cast<double>(d.layers + d.mtp_depth);
+  double moe_layers = 0;
+  for (int64_t i = 0; i < d.layers + d.mtp_depth; ++i) moe_layers += d.is_moe_layer(i) ? 1 : 0;
+  const double experts = static_cast<double>(d.moe.experts), k = static_cast<double>(d.moe.k);
+  std::map<std::string, double> bytes;
+
+  // world: the squared gradient norm (one f64).
+  bytes["world"] = l.world > 1 ? f64 : 0;
+
+  // dp: the dense gradients (all-reduce, or with ZeRO-1 this rank's part reduce-scattered and
+  // gathered back), the losses (total, main, aux, one per MTP depth) and each MoE layer's loads
+  // (experts + dropped + micro-batches as i64) and four balance statistics (f64).
+  const double dense = static_cast<double>(params.dense_numel());
+  const double expert = static_cast<double>(params.numel() - params.dense_numel());
+  if (l.dp > 1)
+    bytes["dp"] = (l.zero1 ? 2.0 * dense / l.dp : dense) * f32 + (3 + depth) * f64 +
+                  moe_layers * ((experts + 2) * i64 + 4 * f64);
+  // edp: the expert gradients, likewise.
+  if (l.edp() > 1) bytes["edp"] = (l.zero1 ? 2.0 * expert / l.edp() : expert) * f32;
+
+  // tp, per micro-batch: forward, the embedding rows (main + each MTP depth) and each block's
+  // attention and FFN outputs are summed (all-reduce of n x h); the head gathers 3 statistics per
+  // row and depth. Backward: each block's two input gradients and the head's dh per depth are
+  // summed; each MoE layer gathers its gates' gradients (n / tp x k).
+  if (l.tp > 1) {
+    const double act = n * h * f32;
+    const double forward = (1 + depth) * act + 2 * blocks * act + (1 + depth) * n * 3 * f32;
+    const double backward = 2 * blocks * act + (1 + depth) * act + moe_layers * n / l.tp * k * f32;
+    bytes["tp"] = accum * (forward + backward);
+  }
+
+  // ep, per micro-batch and MoE layer: the counts (blocks of experts / ep i64 to each other
+  // rank), then the routed rows of this rank's token slice that leave it: to the experts and
+  // back, forward and backward.
+  if (l.ep > 1) {
+    const double counts = (l.ep - 1) * experts / l.ep * i64;
+    const double rows = n / l.tp * k * routed_off_rank;
+    bytes["ep"] = accum * moe_layers * (counts + 4 * rows * h * f32);
+  }
+  return bytes;
+}
+
+}  // namespace moetron
