@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # CPU training benchmark: moetron and the PyTorch reference on the same config, in the same run,
-# at the same thread count. Prints one JSON object: each side's tokens/s and MFU (against the
-# GEMM peak moetron_bench measures with a large square oneDNN sgemm on all threads), and the ratio.
+# at the same thread count. The reference runs under two PyTorch peers: Debian's python3-torch
+# (1.13, OpenBLAS) and, when bench/setup_torch_venv.sh has made its venv, current PyTorch from
+# PyPI (2.x, MKL + oneDNN). Prints one JSON object: each side's tokens/s and MFU (against the
+# GEMM peak moetron_bench measures with a large square oneDNN sgemm on all threads), moetron's
+# speedup against each peer, and "speedup" against the strongest (fastest) peer measured.
 #
 #   bench/run_bench.sh [CONFIG] [--steps N] [--warmup-steps N]     (default configs/bench-cpu.pbtxt)
 #
 # Needs a build (launch/test.sh or launch/demo.sh makes one in build/); BUILD_DIR overrides.
+# TORCH_VENV: the PyPI peer's venv (default bench/.venv-torch, relative to the repository root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 config=${1:-configs/bench-cpu.pbtxt}
@@ -19,12 +23,11 @@ while [ $# -gt 0 ]; do
   esac
 done
 build=${BUILD_DIR:-build}
+venv=${TORCH_VENV:-bench/.venv-torch}
 bench="$build/bench/moetron_bench"
 [ -x "$bench" ] || { echo "run_bench.sh: $bench not found: build first (launch/test.sh)" >&2; exit 1; }
 
 ours=$("$bench" "$config" --steps "$steps" --warmup-steps "$warmup")
-# Give the reference its best: this machine pins OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE for safety,
-# which slows OpenBLAS; unset them for this one command only.
 ref_args=$(/usr/bin/python3 -c '
 import json, sys
 j = json.loads(sys.argv[1])
@@ -41,25 +44,59 @@ if j["n_routed_experts"] > 0:
                 "z_loss_coeff", "capacity_factor"):
         a += ["--" + key.replace("_", "-"), j[key]]
 print(" ".join(str(x) for x in a))' "$ours")
-# shellcheck disable=SC2086
-theirs=$(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE /usr/bin/python3 bench/torch_reference.py \
-  $ref_args --steps "$steps" --warmup-steps "$warmup")
+# Give the reference its best: this machine pins OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE for safety,
+# which slows OpenBLAS; unset them for the reference commands only.
+reference() {
+  # shellcheck disable=SC2086
+  env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$1" bench/torch_reference.py \
+    $ref_args --steps "$steps" --warmup-steps "$warmup"
+}
+debian=$(reference /usr/bin/python3)
+pypi="" pypi_source=""
+if [ -e "$venv" ]; then
+  [ -x "$venv/bin/python" ] || { echo "run_bench.sh: $venv has no bin/python: rerun bench/setup_torch_venv.sh or remove it" >&2; exit 1; }
+  pypi=$(reference "$venv/bin/python") || {
+    echo "run_bench.sh: the PyPI peer in $venv failed: rerun bench/setup_torch_venv.sh or remove it" >&2; exit 1; }
+  if [ -f "$venv/moetron-torch-source" ]; then pypi_source=$(cat "$venv/moetron-torch-source"); fi
+fi
 
-/usr/bin/python3 - "$config" "$ours" "$theirs" <<'PY'
+/usr/bin/python3 - "$config" "$ours" "$debian" "$pypi" "$venv" "$pypi_source" <<'PY'
 import json, sys
-config, ours, theirs = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+config, ours, venv, source = sys.argv[1], json.loads(sys.argv[2]), sys.argv[5], sys.argv[6]
 peak = ours["gemm_peak_gflops"]
 flops = ours["train_flops_per_token"]
-theirs["mfu"] = theirs["tokens_per_s"] * flops / (peak * 1e9)
-print(json.dumps({
+
+def peer(raw, python):
+    t = json.loads(raw)
+    block = {"measured": True, "python": python}
+    block.update({k: t.get(k) for k in ("tokens_per_s", "torch_version", "blas", "mkl", "onednn",
+                                         "cpu_capability", "openblas_core", "params",
+                                         "loss_first", "loss_last")})
+    block["mfu"] = t["tokens_per_s"] * flops / (peak * 1e9)
+    block["speedup"] = ours["tokens_per_s"] / t["tokens_per_s"]
+    return block
+
+out = {
     "config": config,
     "threads": ours["threads"],
     "gemm_peak_gflops": round(peak, 1),
     "train_flops_per_token": flops,
     "moetron": {k: ours[k] for k in ("tokens_per_s", "mfu", "achieved_gflops", "gemm_backend",
                                      "comm_bytes", "params", "loss_first", "loss_last")},
-    "pytorch": {k: theirs.get(k) for k in ("tokens_per_s", "mfu", "torch_version", "blas",
-                                           "openblas_core", "params", "loss_first", "loss_last")},
-    "speedup": ours["tokens_per_s"] / theirs["tokens_per_s"],
-}, indent=2))
+    "pytorch_debian": peer(sys.argv[3], "/usr/bin/python3"),
+}
+if sys.argv[4]:
+    out["pytorch_pypi"] = peer(sys.argv[4], venv + "/bin/python")
+    if source:
+        out["pytorch_pypi"]["source"] = source
+else:
+    out["pytorch_pypi"] = {"measured": False,
+                           "why": f"no venv at {venv}",
+                           "how": "bench/setup_torch_venv.sh creates it (current torch from PyPI, "
+                                  "several GB), then rerun this bench"}
+peers = [k for k in ("pytorch_debian", "pytorch_pypi") if "tokens_per_s" in out[k]]
+best = max(peers, key=lambda k: out[k]["tokens_per_s"])
+out["strongest_peer"] = best
+out["speedup"] = out[best]["speedup"]
+print(json.dumps(out, indent=2))
 PY

@@ -9,7 +9,10 @@ definition in docs/model.md) trained for a few steps on random tokens.
 Prints one JSON line: impl, tokens_per_s (batch*seq tokens per timed step, mean over the timed
 steps), step_s (each timed step), torch_version, threads, loss_first / loss_last (total loss of
 the first and last timed step), blas (torch's build BLAS setting) and blas_libs (the BLAS/LAPACK
-libraries actually loaded in this process).
+libraries actually loaded in this process; with PyPI's torch numpy's OpenBLAS, which torch does
+not use), mkl / onednn (the MKL and oneDNN versions the build reports, null when absent) and
+cpu_capability (the ISA of ATen's CPU kernels). It runs on Debian's torch 1.13 and PyPI's 2.x
+(bench/setup_torch_venv.sh); bench/run_bench.sh runs it under both.
 
 A step is forward, loss, backward, gradient clipping, AdamW step, zero_grad, as the C++ trainer.
 Attention uses PyTorch's fused scaled-dot-product attention (causal), AdamW its multi-tensor
@@ -43,6 +46,13 @@ def blas_summary() -> dict:
     cfg = torch.__config__.show()
     m = re.search(r"BLAS_INFO=([^,\s]+)", cfg)
     info = {"blas": f"BLAS_INFO={m.group(1)}" if m else "unknown"}
+    # What the build links for GEMMs besides BLAS_INFO (PyPI wheels link MKL statically, so it
+    # shows in no loaded library's name) and the vector ISA its ATen kernels dispatch to.
+    for key, pattern in (("mkl", r"Math Kernel Library Version ([0-9.]+)"),
+                         ("onednn", r"MKL-DNN (v[0-9.]+)"),
+                         ("cpu_capability", r"CPU capability usage: (\S+)")):
+        m = re.search(pattern, cfg)
+        info[key] = m.group(1).strip() if m else None
     libs = set()
     try:
         with open("/proc/self/maps") as f:
