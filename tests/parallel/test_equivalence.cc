@@ -15,6 +15,7 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <tuple>
 #include <string>
 #include <vector>
 
@@ -63,7 +64,7 @@ const std::filesystem::path& dataset_dir() {
   return path;
 }
 
-config::RunConfig test_config() {
+config::RunConfig test_config(float capacity_factor = 0) {
   config::RunConfig cfg = parse_config_text(R"(
     model { vocab_size: 258 hidden_size: 64 num_hidden_layers: 2 num_attention_heads: 8
             num_key_value_heads: 4 intermediate_size: 96 num_nextn_predict_layers: 2
@@ -76,6 +77,7 @@ config::RunConfig test_config() {
     seed: 7
   )",
                                             "equivalence");
+  cfg.mutable_model()->mutable_moe()->set_capacity_factor(capacity_factor);
   return cfg;
 }
 
@@ -84,10 +86,12 @@ struct Variant {
   bool zero1 = false;
   int accum = 1;
   bool one_expert = false;  // every token to experts 0 and 1 (the other ranks get none)
+  float capacity_factor = 0;  // > 0: experts drop their lowest-score overflow
   std::string name() const {
     return "(dp " + std::to_string(dp) + ", tp " + std::to_string(tp) + ", ep " +
            std::to_string(ep) + ", ZeRO-1 " + (zero1 ? "on" : "off") + ", accum " +
-           std::to_string(accum) + (one_expert ? ", one expert" : "") + ")";
+           std::to_string(accum) + (one_expert ? ", one expert" : "") +
+           (capacity_factor > 0 ? ", capacity " + std::to_string(capacity_factor) : "") + ")";
   }
 };
 
@@ -109,7 +113,7 @@ std::vector<float> router_biases(const ParamTable& params) {
 // Trains kSteps steps of `v` on the given groups; the model stays for the weight comparison.
 Record train(const Variant& v, const ProcessGroups& groups, std::unique_ptr<Model>& model,
              int accum) {
-  const config::RunConfig cfg = test_config();
+  const config::RunConfig cfg = test_config(v.capacity_factor);
   const data::Dataset ds(dataset_dir(), data::Split::train);
   model = std::make_unique<Model>(cfg.model(), cfg.data().micro_batch_size(), cfg.data().seq_len(),
                                   groups.model_context());
@@ -141,14 +145,16 @@ struct Reference {
   std::unique_ptr<Model> model;
 };
 
-// The single-process run for `accum` micro-batches per step (computed once per program).
-const Reference& reference(int accum, bool one_expert) {
-  static std::map<std::pair<int, bool>, Reference> cache;
-  Reference& ref = cache[{accum, one_expert}];
+// The single-process run of `parallel`'s model for `accum` micro-batches per step (computed once
+// per program and setting).
+const Reference& reference(const Variant& parallel, int accum) {
+  static std::map<std::tuple<int, bool, float>, Reference> cache;
+  Reference& ref = cache[{accum, parallel.one_expert, parallel.capacity_factor}];
   if (!ref.model) {
     const ProcessGroups alone;
     Variant v;
-    v.one_expert = one_expert;
+    v.one_expert = parallel.one_expert;
+    v.capacity_factor = parallel.capacity_factor;
     ref.record = train(v, alone, ref.model, accum);
   }
   return ref;
@@ -203,7 +209,7 @@ void expect_matches_reference(const Variant& v) {
   const ProcessGroups groups(layout);
   std::unique_ptr<Model> model;
   const Record got = train(v, groups, model, v.accum);
-  const Reference& ref = reference(v.dp * v.accum, v.one_expert);
+  const Reference& ref = reference(v, v.dp * v.accum);
   const double lr = test_config().optimizer().lr();
   // The same fp32 arithmetic summed in another order (partial sums over tp, all-reduces over dp,
   // other row sets in the grouped GEMMs): seen within 5e-9 relative after 5 steps; the bounds
@@ -246,6 +252,14 @@ TEST_F(World2, GradientAccumulationMatchesOneRank) {
   MOETRON_REQUIRE_WORLD(2);
   expect_matches_reference({2, 1, 2, true, /*accum=*/2});
   expect_matches_reference({1, 2, 2, false, /*accum=*/2});
+}
+
+// Capacity dropping keeps its single-process meaning: each micro-batch's experts keep their
+// highest-score assignments, whichever ranks the tokens were dispatched from.
+TEST_F(World2, CapacityDroppingMatchesOneRank) {
+  MOETRON_REQUIRE_WORLD(2);
+  for (auto [dp, tp, ep] : {std::tuple{2, 1, 2}, {1, 2, 2}, {1, 2, 1}})
+    expect_matches_reference({dp, tp, ep, false, 1, false, /*capacity_factor=*/1.0f});
 }
 
 TEST_F(World4, EveryLayoutMatchesOneRank) {
