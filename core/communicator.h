@@ -18,7 +18,7 @@
 
 namespace moetron {
 
-enum class ReduceOp : uint8_t { sum, max };
+enum class ReduceOp : uint8_t { sum, max, bit_xor /* integers only */ };
 
 struct CommStats {
   int64_t calls = 0;

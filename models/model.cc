@@ -158,6 +158,19 @@ Losses Model::evaluate(std::span<const int32_t> windows, float mtp_weight) {
   return run(windows, mtp_weight, false, 0.0f, {});
 }
 
+Tensor Model::logits(std::span<const int32_t> tokens) {
+  if (static_cast<int64_t>(tokens.size()) != dims_.rows())
+    throw Error(detail::concat("logits: the model takes ", dims_.batch, " x ", dims_.seq,
+                               " tokens, got ", tokens.size()));
+  std::copy(tokens.begin(), tokens.end(), ids_[0].begin());
+  embed_.forward(ids_[0], x_[0]);
+  for (size_t l = 0; l < blocks_.size(); ++l) blocks_[l]->forward(x_[l], x_[l + 1]);
+  final_norm_.forward(x_.back(), h0_);
+  Tensor out = Tensor::empty({dims_.rows(), dims_.local_vocab()});
+  ops::matmul(h0_, false, head_weight_.value(), true, out);
+  return out;
+}
+
 double MoeStepStats::max_violation() const {
   double sum = 0, mx = 0;
   for (int64_t c : counts) sum += static_cast<double>(c), mx = std::max(mx, static_cast<double>(c));

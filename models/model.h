@@ -56,6 +56,9 @@ class Model {
   Losses forward_backward(std::span<const int32_t> windows, float mtp_weight, float grad_scale,
                           const GradReadyHook& on_ready = {});
   Losses evaluate(std::span<const int32_t> windows, float mtp_weight);
+  // The main head's next-token logits for `tokens` ([batch, seq] ids, no targets): [rows, vocab]
+  // of this rank's vocabulary block (the whole vocabulary at tp = 1).
+  Tensor logits(std::span<const int32_t> tokens);
 
   // Matmul FLOPs of one forward + backward per token (3x forward), for MFU; MoE layers count
   // only the experts a token is routed to.

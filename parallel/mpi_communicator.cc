@@ -135,7 +135,10 @@ std::unique_ptr<MpiCommunicator> MpiCommunicator::split(int color, int key,
 void MpiCommunicator::all_reduce(Tensor& x, ReduceOp op) {
   const Timed t(stats_, static_cast<int64_t>(x.bytes()));
   check_mpi(MPI_Allreduce(MPI_IN_PLACE, data_of(x), as_count(x.numel()), mpi_type(x.dtype()),
-                          op == ReduceOp::sum ? MPI_SUM : MPI_MAX, comm_),
+                          op == ReduceOp::sum   ? MPI_SUM
+                          : op == ReduceOp::max ? MPI_MAX
+                                                : MPI_BXOR,
+                          comm_),
             "MPI_Allreduce");
 }
 

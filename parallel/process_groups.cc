@@ -7,8 +7,10 @@ namespace moetron {
 ProcessGroups::ProcessGroups() = default;
 ProcessGroups::~ProcessGroups() = default;
 
-ProcessGroups::ProcessGroups(const Layout& layout) : layout_(layout) {
-  world_ = std::make_unique<MpiCommunicator>(MPI_COMM_WORLD, "world");
+ProcessGroups::ProcessGroups(const Layout& layout, MPI_Comm base) : layout_(layout) {
+  MPI_Comm world = MPI_COMM_NULL;
+  MPI_Comm_dup(base, &world);  // its own communicator: freed with the groups
+  world_ = std::make_unique<MpiCommunicator>(world, "world");
   rank_ = world_->rank();
   MOETRON_CHECK(world_->size() == layout.world, "layout for ", layout.world, " ranks, world of ",
                 world_->size());
@@ -47,6 +49,10 @@ std::vector<Communicator*> ProcessGroups::all() const {
   for (Communicator* c : {world(), dp(), tp(), ep(), edp()})
     if (c) out.push_back(c);
   return out;
+}
+
+MPI_Comm ProcessGroups::mpi_world() const {
+  return world_ ? world_->comm() : MPI_COMM_NULL;
 }
 
 ParallelContext ProcessGroups::model_context() const {

@@ -5,6 +5,8 @@
 // communicator.
 #pragma once
 
+#include <mpi.h>
+
 #include <memory>
 #include <vector>
 
@@ -18,8 +20,8 @@ class MpiCommunicator;
 class ProcessGroups {
  public:
   ProcessGroups();  // one rank alone, no MPI
-  // Splits MPI_COMM_WORLD (MPI must be initialised and the layout resolved for its size).
-  explicit ProcessGroups(const Layout& layout);
+  // Splits `base` (MPI must be initialised and the layout resolved for its size).
+  explicit ProcessGroups(const Layout& layout, MPI_Comm base = MPI_COMM_WORLD);
   ~ProcessGroups();
   ProcessGroups(const ProcessGroups&) = delete;
   ProcessGroups& operator=(const ProcessGroups&) = delete;
@@ -40,6 +42,8 @@ class ProcessGroups {
   std::vector<Communicator*> all() const;  // world, dp, tp, ep, edp (those of several ranks)
 
   ParallelContext model_context() const;
+  // The MPI communicator of all ranks (for MPI-IO), or MPI_COMM_NULL without MPI.
+  MPI_Comm mpi_world() const;
 
  private:
   Layout layout_;

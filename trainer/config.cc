@@ -535,13 +535,8 @@ void validate_impl(const config::RunConfig& cfg) {
   check_data(cfg.data());
   check_optimizer(cfg.optimizer());
   check_schedule(cfg.schedule());
-  // Checkpoints arrive with the checkpoint issue; refuse settings that would silently do nothing.
-  if (!cfg.checkpoint().dir().empty())
-    fail("checkpoint.dir", "\"" + cfg.checkpoint().dir() + "\"",
-         "checkpoints arrive in a later release; valid: \"\" (unset)");
-  if (cfg.checkpoint().interval() != 0)
-    fail("checkpoint.interval", cfg.checkpoint().interval(),
-         "checkpoints arrive in a later release; valid: 0 (unset)");
+  non_negative("checkpoint.interval", cfg.checkpoint().interval());
+  non_negative("checkpoint.keep_last", cfg.checkpoint().keep_last());
   check_logging(cfg.logging());
   non_negative("threads", cfg.threads());
 }

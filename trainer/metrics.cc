@@ -54,7 +54,8 @@ std::string JsonLine::str() const {
   return s + "}";
 }
 
-MetricsWriter::MetricsWriter(const std::string& path) : path_(path), out_(path, std::ios::trunc) {
+MetricsWriter::MetricsWriter(const std::string& path, bool append)
+    : path_(path), out_(path, append ? std::ios::app : std::ios::trunc) {
   if (!out_) throw Error("cannot open metrics file " + path + " for writing");
 }
 

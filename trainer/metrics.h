@@ -25,7 +25,8 @@ class JsonLine {
 
 class MetricsWriter {
  public:
-  explicit MetricsWriter(const std::string& path);
+  // append: continue an existing file (a resumed run) instead of starting it anew.
+  explicit MetricsWriter(const std::string& path, bool append = false);
   void write(const JsonLine& line);
 
  private:

@@ -21,6 +21,15 @@ class AdamW {
   void step(double lr, double grad_norm);
   int64_t steps() const { return step_; }
 
+  // The state a checkpoint keeps: the owned ranges, their first and second moments (range
+  // after range), and the step count.
+  const std::vector<std::pair<int64_t, int64_t>>& owned() const { return owned_; }
+  Tensor& exp_avg() { return m_; }
+  Tensor& exp_avg_sq() { return v_; }
+  const Tensor& exp_avg() const { return m_; }
+  const Tensor& exp_avg_sq() const { return v_; }
+  void set_steps(int64_t steps) { step_ = steps; }
+
  private:
   ParamTable& params_;
   config::OptimizerConfig cfg_;

@@ -18,7 +18,7 @@ namespace fs = std::filesystem;
 using detail::concat;
 
 constexpr const char* kLockFile = ".lock";
-constexpr const char* kRunFiles[] = {"config.pbtxt", "train.log", "metrics.jsonl"};
+constexpr const char* kRunFiles[] = {"config.pbtxt", "train.log", "metrics.jsonl", "checkpoints"};
 
 std::string read_small_file(int fd) {
   char buf[64] = {};
@@ -28,7 +28,7 @@ std::string read_small_file(int fd) {
 
 }  // namespace
 
-RunDirectory::RunDirectory(const fs::path& dir, bool overwrite) : dir_(dir) {
+RunDirectory::RunDirectory(const fs::path& dir, Existing existing) : dir_(dir) {
   std::error_code ec;
   fs::create_directories(dir_, ec);
   if (ec || !fs::is_directory(dir_))
@@ -49,17 +49,18 @@ RunDirectory::RunDirectory(const fs::path& dir, bool overwrite) : dir_(dir) {
   std::vector<std::string> present;
   for (const auto& e : fs::directory_iterator(dir_))
     if (e.path().filename() != kLockFile) present.push_back(e.path().filename().string());
-  if (!present.empty() && !overwrite) {
+  if (!present.empty() && existing == Existing::refuse) {
     std::string listed;
     for (size_t i = 0; i < present.size() && i < 4; ++i) listed += (i ? ", " : "") + present[i];
     if (present.size() > 4) listed += ", ...";
     ::close(lock_fd_);
     throw Error(concat("logging.run_dir ", dir_, " is not empty (", listed,
                        "): it holds an earlier run. Choose a new directory (--set "
-                       "logging.run_dir=...) or pass --overwrite to replace that run's files"));
+                       "logging.run_dir=...), pass --resume to continue it from its latest "
+                       "checkpoint, or --overwrite to replace its files"));
   }
-  if (overwrite)
-    for (const char* name : kRunFiles) fs::remove(dir_ / name);
+  if (existing == Existing::overwrite)
+    for (const char* name : kRunFiles) fs::remove_all(dir_ / name);
   const std::string pid = std::to_string(::getpid());
   // The pid is only a hint for the error above; the flock is what excludes.
   if (::ftruncate(lock_fd_, 0) == 0) {

@@ -9,11 +9,13 @@ namespace moetron {
 
 class RunDirectory {
  public:
+  // What to do with a directory that already holds a run.
+  enum class Existing { refuse, overwrite, resume };
   // Creates `dir` if missing and locks it. Throws Error naming the directory when another
-  // process holds the lock, or when it holds anything besides the lock file and !overwrite.
-  // With overwrite, the files a run writes (config.pbtxt, train.log, metrics.jsonl) are removed
-  // and everything else is left alone.
-  RunDirectory(const std::filesystem::path& dir, bool overwrite);
+  // process holds the lock, or when it holds anything besides the lock file and `existing` is
+  // refuse. overwrite removes the files a run writes (config.pbtxt, train.log, metrics.jsonl,
+  // checkpoints/) and leaves everything else alone; resume keeps them.
+  RunDirectory(const std::filesystem::path& dir, Existing existing);
   ~RunDirectory();  // releases the lock; the lock file stays
   RunDirectory(const RunDirectory&) = delete;
   RunDirectory& operator=(const RunDirectory&) = delete;

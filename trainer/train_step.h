@@ -38,6 +38,7 @@ class TrainStep {
   // when given, sees the reduced gradients before clipping and the update (tests use it).
   StepResult run(int64_t index, double lr, float mtp_weight, const NextBatch& next,
                  const std::function<void(const StepResult&)>& before_update = {});
+  AdamW& optimizer() { return optimizer_; }
   // Whether gradient reductions start during backward (benchmarks compare both).
   void set_overlap(bool overlap) { sync_.set_overlap(overlap); }
 

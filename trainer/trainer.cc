@@ -23,6 +23,7 @@
 #include "trainer/metrics.h"
 #include "parallel/collective.h"
 #include "parallel/process_groups.h"
+#include "trainer/checkpoints.h"
 #include "trainer/run_dir.h"
 #include "trainer/train_step.h"
 
@@ -49,8 +50,8 @@ std::string format_duration(double s) {
 class Log {
  public:
   Log() = default;
-  Log(std::ostream& console, const std::filesystem::path& file)
-      : console_(&console), file_(file, std::ios::trunc) {
+  Log(std::ostream& console, const std::filesystem::path& file, bool append)
+      : console_(&console), file_(file, append ? std::ios::app : std::ios::trunc) {
     if (!file_) throw Error("cannot open " + file.string() + " for writing");
   }
   void line(const std::string& s) {
@@ -156,22 +157,26 @@ class Run {
  public:
   Run(const config::RunConfig& cfg, const ProcessGroups& groups, const data::Dataset& train_set,
       const std::optional<data::Dataset>& val_set, const std::filesystem::path& run_dir, Log& log,
-      const std::atomic<int>* stop)
+      const TrainOptions& options, const std::optional<std::filesystem::path>& resume_from)
       : cfg_(cfg),
         groups_(groups),
         val_set_(val_set),
         run_dir_(run_dir),
         log_(log),
-        stop_(stop),
+        stop_(options.stop),
+        save_request_(options.save_request),
         model_(cfg.model(), cfg.data().micro_batch_size(), cfg.data().seq_len(),
                groups.model_context()),
         step_(model_, cfg.optimizer(), groups, cfg.data().grad_accum_steps()),
         train_loader_(train_set, window(), cfg.data().micro_batch_size(), cfg.seed(),
                       groups.dp_rank(), groups.layout().dp),
         tokens_(static_cast<size_t>(model_.dims().batch * model_.dims().window())),
-        comm_(groups) {
+        comm_(groups),
+        checkpoints_(cfg, groups) {
     model_.params().init(cfg.seed(), cfg.model().init_std());
-    if (groups.rank() == 0) metrics_.emplace((run_dir / "metrics.jsonl").string());
+    if (resume_from) resume(*resume_from);
+    if (groups.rank() == 0)
+      metrics_.emplace((run_dir / "metrics.jsonl").string(), resume_from.has_value());
   }
 
   TrainResult run();
@@ -183,6 +188,17 @@ class Run {
     return any_rank(groups_.world(), stop_ != nullptr && stop_->load() != 0);
   }
   static uint64_t val_seed(uint64_t seed) { return seed ^ 0x5eed5eedull; }
+  int64_t samples_per_step() const {
+    return int64_t{cfg_.data().grad_accum_steps()} * cfg_.data().micro_batch_size() *
+           groups_.layout().dp;
+  }
+  // Whether any rank was asked (SIGUSR1) to save now; clears the request.
+  bool save_requested() {
+    const bool mine = save_request_ != nullptr && save_request_->exchange(0) != 0;
+    return any_rank(groups_.world(), mine);
+  }
+  void resume(const std::filesystem::path& file);
+  void save_checkpoint(const char* why);
   void log_header(double peak_gflops, int64_t tokens_per_step);
   double evaluate(int64_t step, float lambda);
   void write(const JsonLine& line) {
@@ -195,13 +211,50 @@ class Run {
   std::filesystem::path run_dir_;
   Log& log_;
   const std::atomic<int>* stop_;
+  std::atomic<int>* save_request_;
   Model model_;
   TrainStep step_;
   data::Loader train_loader_;
   std::vector<int32_t> tokens_;
   CommMeter comm_;
+  Checkpoints checkpoints_;
   std::optional<MetricsWriter> metrics_;
+  checkpoint::TrainState state_;     // steps taken, tokens and windows consumed
+  int64_t saved_step_ = -1;          // the step of the last checkpoint written
 };
+
+// Continues from `file`: weights, AdamW state and router biases, whatever layout saved them;
+// the step, the tokens seen, and the loader at the window after the last one consumed.
+void Run::resume(const std::filesystem::path& file) {
+  const auto t0 = Clock::now();
+  state_ = checkpoints_.load(file, model_, step_.optimizer(), cfg_);
+  const int64_t per_draw = int64_t{cfg_.data().micro_batch_size()} * groups_.layout().dp;
+  if (state_.samples_consumed % per_draw != 0)
+    throw CollectiveError(concat(
+        file.string(), " was saved after ", state_.samples_consumed,
+        " training windows, which data.micro_batch_size x dp = ", per_draw,
+        " does not divide: resume with a micro-batch size and layout that divide it"));
+  train_loader_.seek({static_cast<uint64_t>(state_.samples_consumed / per_draw)});
+  saved_step_ = state_.step;
+  log_.line(concat("resumed from ", file.string(), ": step ", state_.step, ", ",
+                   state_.tokens_seen, " tokens seen (", std::fixed, std::setprecision(2),
+                   seconds_since(t0), " s)"));
+}
+
+void Run::save_checkpoint(const char* why) {
+  if (saved_step_ == state_.step) return;
+  const auto t0 = Clock::now();
+  const std::filesystem::path file =
+      checkpoints_.save(model_, step_.optimizer(), state_, config_to_text(cfg_));
+  saved_step_ = state_.step;
+  std::ostringstream os;
+  os << "checkpoint step " << state_.step << " (" << why << ") -> " << file.string();
+  if (groups_.rank() == 0)
+    os << " (" << std::fixed << std::setprecision(1)
+       << static_cast<double>(std::filesystem::file_size(file)) / 1e6 << " MB, "
+       << std::setprecision(2) << seconds_since(t0) << " s)";
+  log_.line(os.str());
+}
 
 void Run::log_header(double peak_gflops, int64_t tokens_per_step) {
   const ModelDims& dims = model_.dims();
@@ -277,6 +330,7 @@ TrainResult Run::run() {
 
   TrainResult result;
   result.final_val_loss = std::numeric_limits<double>::quiet_NaN();
+  result.steps = state_.step;
   const auto run_start = Clock::now();
   auto window_start = Clock::now();
   int64_t window_steps = 0;
@@ -284,13 +338,14 @@ TrainResult Run::run() {
   const int64_t total_steps = sc.total_steps();
 
   // `step` counts from 1: the step being taken now.
-  for (int64_t step = 1; step <= total_steps; ++step) {
+  for (int64_t step = state_.step + 1; step <= total_steps; ++step) {
     if (stop_requested()) {
       result.stop_signal = stop_ != nullptr && stop_->load() != 0 ? stop_->load() : SIGTERM;
       log_.line(concat("stopping on signal ", result.stop_signal,
                        step > 1 ? concat(" after step ", step - 1, " of ", total_steps)
                                 : std::string(" before the first step"),
                        "; metrics.jsonl and train.log ", recorded_up_to(step)));
+      if (step > 1) save_checkpoint("stopped by a signal");
       break;
     }
     const int64_t index = step - 1;  // the schedules' 0-based step index
@@ -312,6 +367,9 @@ TrainResult Run::run() {
     result.losses.push_back(r.losses.total);
     result.main_losses.push_back(r.losses.main);
     result.steps = step;
+    state_.step = step;
+    state_.samples_consumed += samples_per_step();
+    state_.tokens_seen += tokens_per_step;
     ++window_steps;
 
     JsonLine line;
@@ -353,12 +411,40 @@ TrainResult Run::run() {
       window_steps = 0;
       window_comm_s = 0;
     }
+    const int64_t interval = cfg_.checkpoint().interval();
+    const bool asked = save_requested();
+    if ((interval > 0 && step % interval == 0) || asked || last) {
+      save_checkpoint(last ? "end of run" : asked ? "asked by SIGUSR1" : "interval");
+      window_start = Clock::now();
+      window_steps = 0;
+      window_comm_s = 0;
+    }
   }
-  log_.line(concat("done: ", result.steps, " steps in ", format_duration(seconds_since(run_start)),
-                   ". Nothing was saved: moetron does not write checkpoints yet, so the trained ",
-                   "weights end with this process (metrics.jsonl and train.log in ",
-                   run_dir_.string(), " are complete)"));
+  log_.line(concat("done: ", state_.step, " steps in ", format_duration(seconds_since(run_start)),
+                   saved_step_ >= 0
+                       ? concat("; the latest checkpoint is step ", saved_step_, " in ",
+                                checkpoints_.dir().string())
+                       : std::string("; no checkpoint was written (no step finished)")));
   return result;
+}
+
+// A resumed run rewrites what happened after its checkpoint: metrics.jsonl keeps the records of
+// steps up to the checkpoint's (replaced atomically) and the run appends from there.
+void keep_metrics_up_to(const std::filesystem::path& metrics, const std::filesystem::path& file) {
+  const std::string name = file.filename().string();  // step-NNNNNNNN.h5
+  const int64_t last = std::stoll(name.substr(5, name.size() - 8));
+  std::ifstream in(metrics);
+  if (!in) return;
+  const std::filesystem::path tmp = metrics.string() + ".tmp";
+  std::ofstream out(tmp, std::ios::trunc);
+  for (std::string line; std::getline(in, line);) {
+    const size_t at = line.find("\"step\": ");
+    if (at != std::string::npos && std::stoll(line.substr(at + 8)) > last) continue;
+    out << line << '\n';
+  }
+  out.close();
+  if (!out) throw Error(concat("cannot write ", tmp));
+  std::filesystem::rename(tmp, metrics);
 }
 
 }  // namespace
@@ -378,6 +464,7 @@ TrainResult train(const config::RunConfig& cfg, std::ostream& console,
   // run directory; a failure anywhere stops every rank with the same message.
   std::optional<data::Dataset> train_set, val_set;
   std::optional<RunDirectory> run_dir;
+  std::optional<std::filesystem::path> resume_from;
   run_collectively(groups.world(), [&] {
     train_set.emplace(dc.dataset_dir(), data::Split::train);
     if (lc.val_batches() > 0) val_set.emplace(dc.dataset_dir(), data::Split::val);
@@ -389,15 +476,25 @@ TrainResult train(const config::RunConfig& cfg, std::ostream& console,
     const int window = dc.seq_len() + 1 + mc.num_nextn_predict_layers();
     data::Loader(*train_set, window, dc.micro_batch_size(), cfg.seed());  // throws if too short
     if (val_set) data::Loader(*val_set, window, dc.micro_batch_size(), cfg.seed());
+    if (options.resume) {
+      const Checkpoints checkpoints(cfg, groups);
+      resume_from = checkpoints.latest();
+      if (!resume_from)
+        throw Error(concat("--resume: ", checkpoints.dir(), " holds no checkpoint (its `latest` ",
+                           "is missing); start without --resume"));
+    }
     if (!root) return;
-    run_dir.emplace(lc.run_dir(), options.overwrite);
+    run_dir.emplace(lc.run_dir(), options.resume      ? RunDirectory::Existing::resume
+                                  : options.overwrite ? RunDirectory::Existing::overwrite
+                                                      : RunDirectory::Existing::refuse);
     std::ofstream resolved(*run_dir / "config.pbtxt", std::ios::trunc);
     resolved << config_to_text(cfg);
     if (!resolved) throw Error("cannot write " + (*run_dir / "config.pbtxt").string());
   });
-  Log log = root ? Log(console, *run_dir / "train.log") : Log();
+  Log log = root ? Log(console, *run_dir / "train.log", options.resume) : Log();
   try {
-    Run run(cfg, groups, *train_set, val_set, lc.run_dir(), log, options.stop);
+    if (resume_from && root) keep_metrics_up_to(*run_dir / "metrics.jsonl", *resume_from);
+    Run run(cfg, groups, *train_set, val_set, lc.run_dir(), log, options, resume_from);
     return run.run();
   } catch (const std::exception& e) {
     log.line(std::string("error: ") + e.what());  // train.log tells the whole story

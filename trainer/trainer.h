@@ -26,6 +26,11 @@ struct TrainResult {
 struct TrainOptions {
   // Replace the files of an earlier run in logging.run_dir instead of refusing (docs/runs.md).
   bool overwrite = false;
+  // Continue the run in logging.run_dir from its latest checkpoint (docs/checkpoint.md).
+  bool resume = false;
+  // Set from outside (SIGUSR1): save a checkpoint after the current step and go on; the trainer
+  // clears it.
+  std::atomic<int>* save_request = nullptr;
   // A signal number, set from outside (trainer/cli/stop_signals.h), polled between steps and
   // between validation batches; the run then ends cleanly after the current step.
   const std::atomic<int>* stop = nullptr;

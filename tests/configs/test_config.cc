@@ -225,10 +225,10 @@ TEST(Validate, ZeroIsFineWhereAllowed) {
                 "optimizer.beta1=0", "schedule.min_lr_ratio=0"});
 }
 
-TEST(Validate, CheckpointSettingsAreRejectedUntilCheckpointsExist) {
-  EXPECT_CONTAINS(invalid({"checkpoint.interval=100"}),
-                  "checkpoint.interval = 100: checkpoints arrive in a later release; valid: 0");
-  EXPECT_CONTAINS(invalid({"checkpoint.dir=ckpt"}), "checkpoint.dir = \"ckpt\"");
+TEST(Validate, CheckpointSettings) {
+  expect_valid({"checkpoint.interval=100", "checkpoint.dir=ckpt", "checkpoint.keep_last=0"});
+  EXPECT_CONTAINS(invalid({"checkpoint.interval=-1"}), "checkpoint.interval = -1: must be >= 0");
+  EXPECT_CONTAINS(invalid({"checkpoint.keep_last=-2"}), "checkpoint.keep_last = -2: must be >= 0");
 }
 
 TEST(Validate, Betas) {

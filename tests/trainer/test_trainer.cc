@@ -53,7 +53,8 @@ TEST(Train, LossFallsAndRunDirectoryIsComplete) {
   const std::string log_file = data::testing::read_text(run / "train.log");
   EXPECT_NE(log_file.find("step    60/60"), std::string::npos);
   EXPECT_NE(log_file.find("val  step 60 |"), std::string::npos);
-  EXPECT_NE(log_file.find("Nothing was saved"), std::string::npos) << log_file;
+  EXPECT_NE(log_file.find("; the latest checkpoint is step 60 in "), std::string::npos) << log_file;
+  EXPECT_TRUE(std::filesystem::exists(run / "checkpoints" / "step-00000060.h5"));
 }
 
 TEST(Train, SameConfigAndSeedGiveBitwiseSameLosses) {
@@ -153,7 +154,7 @@ TEST(Train, ANonEmptyRunDirectoryIsRefusedAndKeptUnlessOverwriting) {
 
 TEST(Train, ARunDirectoryInUseIsRefused) {
   TempDir run;
-  const RunDirectory holder(run.path(), false);  // as another process would hold it
+  const RunDirectory holder(run.path(), RunDirectory::Existing::refuse);  // as another run would
   std::ostringstream log;
   try {
     train(small_run(run.path(), 3), log);

@@ -21,14 +21,16 @@ namespace moetron {
 namespace {
 
 constexpr const char* kUsage =
-    "usage: moetron train CONFIG [--set a.b=value ...] [--overwrite]\n"
+    "usage: moetron train CONFIG [--set a.b=value ...] [--overwrite | --resume]\n"
     "  Trains the model of CONFIG (a text-format RunConfig, see docs/config.md) after applying\n"
     "  the --set overrides in order. Progress, metrics and the resolved config go to\n"
     "  logging.run_dir, which must be new or empty (docs/runs.md).\n"
     "  --overwrite   replace the files of an earlier run in logging.run_dir\n"
+    "  --resume      continue the run in logging.run_dir from its latest checkpoint, in this\n"
+    "                layout or any other (docs/checkpoint.md)\n"
     "  Under mpirun/srun every rank runs it; parallel { dp tp ep } sets the layout\n"
-    "  (docs/parallelism.md). SIGINT/SIGTERM stop the run after the current step with\n"
-    "  status 130/143.";
+    "  (docs/parallelism.md). SIGINT/SIGTERM save a checkpoint and stop the run after the\n"
+    "  current step with status 130/143; SIGUSR1 saves one and goes on.";
 
 // Every rank must run the same config: compared as resolved text against rank 0's.
 void check_same_config(Communicator& world, const config::RunConfig& cfg) {
@@ -63,10 +65,15 @@ int run_train(std::span<const std::string> args) {
   ConfigArgs parsed = parse_command_args(args, kUsage);
   TrainOptions options;
   for (const std::string& a : parsed.rest) {
-    if (a != "--overwrite")
+    if (a == "--overwrite")
+      options.overwrite = true;
+    else if (a == "--resume")
+      options.resume = true;
+    else
       throw Error(detail::concat("train: unexpected argument '", a, "'\n", kUsage));
-    options.overwrite = true;
   }
+  if (options.overwrite && options.resume)
+    throw Error(detail::concat("train: --overwrite and --resume exclude each other\n", kUsage));
   const MpiRuntime mpi;
   return run_on_every_rank(mpi, "train", [&] {
     config::RunConfig cfg;
@@ -88,6 +95,7 @@ int run_train(std::span<const std::string> args) {
         mpi.active() ? std::optional<ProcessGroups>(std::in_place, layout) : std::nullopt;
     const StopSignals signals;
     options.stop = &signals.requested();
+    options.save_request = &signals.save_requested();
     options.groups = groups ? &*groups : nullptr;
     const TrainResult result = train(cfg, std::cout, options);
     return result.stop_signal != 0 ? 128 + result.stop_signal : 0;

@@ -8,8 +8,9 @@
 namespace moetron {
 namespace {
 
-// The one piece of process-wide state: a signal handler can reach nothing else.
+// The process-wide state a signal handler can reach, and nothing else.
 std::atomic<int> g_stop_signal{0};
+std::atomic<int> g_save_request{0};
 static_assert(std::atomic<int>::is_always_lock_free);
 
 void say(const char* text) {
@@ -20,6 +21,10 @@ void say(const char* text) {
 
 // Async-signal-safe: called from the receiving thread and from the handler alike.
 void record(int sig) {
+  if (sig == SIGUSR1) {
+    g_save_request.store(1);
+    return;
+  }
   int expected = 0;
   if (g_stop_signal.compare_exchange_strong(expected, sig)) {
     say("\nmoetron: stop signal received: stopping after the current step "
@@ -39,6 +44,7 @@ sigset_t stop_set() {
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGUSR1);
   return set;
 }
 
@@ -55,6 +61,7 @@ void block_stop_signals() {
   action.sa_flags = SA_RESTART;
   sigaction(SIGINT, &action, nullptr);
   sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGUSR1, &action, nullptr);
 }
 
 StopSignals::StopSignals()
@@ -74,6 +81,10 @@ StopSignals::~StopSignals() {
 
 const std::atomic<int>& StopSignals::requested() const {
   return g_stop_signal;
+}
+
+std::atomic<int>& StopSignals::save_requested() const {
+  return g_save_request;
 }
 
 }  // namespace moetron

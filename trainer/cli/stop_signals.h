@@ -1,4 +1,5 @@
-// SIGINT and SIGTERM as a polled stop request, never as an interruption of library code.
+// SIGINT and SIGTERM as a polled stop request, SIGUSR1 as a polled checkpoint request, never as
+// an interruption of library code.
 //
 // block_stop_signals() runs first in main(), so every thread the process starts from then on
 // (OpenMP, oneDNN, MPI) inherits the blocked mask and no stop signal lands inside their code.
@@ -25,6 +26,8 @@ class StopSignals {
 
   // 0 until a stop signal arrives, then its number.
   const std::atomic<int>& requested() const;
+  // Set by each SIGUSR1; the trainer clears it when it has saved.
+  std::atomic<int>& save_requested() const;
 
  private:
   std::atomic<bool> quit_{false};

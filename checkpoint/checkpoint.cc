@@ -1,0 +1,399 @@
+#include "checkpoint/checkpoint.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <google/protobuf/text_format.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <optional>
+#include <sstream>
+
+#include "checkpoint/h5.h"
+#include "core/check.h"
+#include "parallel/collective.h"
+
+namespace moetron::checkpoint {
+namespace {
+
+using detail::concat;
+namespace fs = std::filesystem;
+
+// One logical tensor of the checkpoint.
+struct Entry {
+  std::string name;
+  std::vector<uint64_t> shape;
+  bool moments = false;  // trained: AdamW's moments are saved beside it
+};
+
+const char* const kGroups[3] = {"/params/", "/exp_avg/", "/exp_avg_sq/"};
+
+uint64_t splitmix(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+// The checksum contribution of element `index` (row-major in the logical tensor) holding `v`.
+uint64_t element_hash(uint64_t index, float v) {
+  uint32_t bits = 0;
+  std::memcpy(&bits, &v, sizeof bits);
+  return splitmix(index * 0x9E3779B97F4A7C15ull ^ bits);
+}
+
+// The logical tensor's columns (1 for a vector).
+uint64_t columns(const Entry& e) {
+  return e.shape.size() == 2 ? e.shape[1] : 1;
+}
+
+// Elements [a, b) of p's local block (row-major) in logical coordinates: at most three
+// rectangles (a partial first row, whole rows, a partial last row), padding rows cut off.
+// Also returns where the valid part ends (b clipped).
+std::vector<Rect> rects_of(const ParamInfo& p, int64_t a, int64_t& b) {
+  std::vector<Rect> out;
+  if (p.shape.size() == 1) {
+    if (a < b) out.push_back({0, static_cast<uint64_t>(a), 1, static_cast<uint64_t>(b - a)});
+    return out;
+  }
+  const int64_t cols = p.shape[1];
+  int64_t row_offset = 0, col_offset = 0;
+  if (p.shard.group == ShardGroup::tensor) {
+    if (p.shard.dim == 0) {
+      row_offset = p.shard.begin;
+      b = std::min(b, (p.shard.global_size - p.shard.begin) * cols);  // padding rows stay out
+    } else {
+      col_offset = p.shard.begin;
+    }
+  }
+  auto rect = [&](int64_t row, int64_t col, int64_t rows, int64_t n) {
+    if (rows > 0 && n > 0)
+      out.push_back({static_cast<uint64_t>(row + row_offset), static_cast<uint64_t>(col + col_offset),
+                     static_cast<uint64_t>(rows), static_cast<uint64_t>(n)});
+  };
+  if (a >= b) return out;
+  const int64_t first_row = a / cols, last_row = (b - 1) / cols;
+  if (first_row == last_row) {
+    rect(first_row, a % cols, 1, b - a);
+    return out;
+  }
+  int64_t full_begin = first_row, full_end = last_row + 1;
+  if (a % cols != 0) {
+    rect(first_row, a % cols, 1, cols - a % cols);
+    full_begin = first_row + 1;
+  }
+  const bool partial_last = b % cols != 0;
+  if (partial_last) full_end = last_row;
+  rect(full_begin, 0, full_end - full_begin, cols);
+  if (partial_last) rect(last_row, 0, 1, b % cols);
+  return out;
+}
+
+// XOR of the element hashes of `values` laid out over `rects` of a tensor with `cols` columns.
+uint64_t checksum(std::span<const Rect> rects, std::span<const float> values, uint64_t cols) {
+  uint64_t h = 0;
+  size_t at = 0;
+  for (const Rect& r : rects)
+    for (uint64_t i = 0; i < r.rows; ++i)
+      for (uint64_t j = 0; j < r.cols; ++j)
+        h ^= element_hash((r.row + i) * cols + r.col + j, values[at++]);
+  return h;
+}
+
+// Whether this rank is the one replica that writes (and checksums) p's values: rank 0 of the
+// group over which p is replicated (data parallel; for experts expert-data parallel), and for
+// tensor-parallel replicated parameters tp rank 0.
+bool writes_values(const ParamInfo& p, const ProcessGroups& g) {
+  const bool first_replica = p.is_expert() ? g.edp_rank() == 0 : g.dp_rank() == 0;
+  return first_replica && (p.shard.group != ShardGroup::replicated || g.tp_rank() == 0);
+}
+
+// Whether this rank writes its owned moments of p: with ZeRO-1 every rank owns distinct
+// parts; without, the moments are replicated like the values.
+bool writes_moments(const ParamInfo& p, const ProcessGroups& g) {
+  if (!g.layout().zero1) return writes_values(p, g);
+  return p.shard.group != ShardGroup::replicated || g.tp_rank() == 0;
+}
+
+// Every rank's parameters, merged: names, logical shapes, whether trained. Sorted by name.
+std::vector<Entry> global_entries(const ParamTable& params, const ProcessGroups& g) {
+  std::ostringstream mine;
+  for (const ParamInfo& p : params.infos()) {
+    mine << p.name << ' ' << (p.kind == ParamKind::buffer ? 0 : 1);
+    for (int64_t d : p.global_shape) mine << ' ' << d;
+    mine << '\n';
+  }
+  std::string text = mine.str();
+  if (Communicator* world = g.world()) {  // everyone's lists, padded to the longest
+    Tensor n = Tensor::empty({1}, DType::i64);
+    n.data<int64_t>()[0] = static_cast<int64_t>(text.size());
+    world->all_reduce(n, ReduceOp::max);
+    Tensor in = Tensor::zeros({n.data<int64_t>()[0] + 1}, DType::u8);
+    std::memcpy(in.raw_data(), text.data(), text.size());
+    Tensor all = Tensor::empty({world->size() * in.numel()}, DType::u8);
+    world->all_gather(in, all);
+    text.clear();
+    for (int r = 0; r < world->size(); ++r)
+      text += reinterpret_cast<const char*>(all.data<uint8_t>() + r * in.numel());
+  }
+  std::map<std::string, Entry> by_name;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream f(line);
+    Entry e;
+    int trained = 0;
+    f >> e.name >> trained;
+    e.moments = trained != 0;
+    for (uint64_t d; f >> d;) e.shape.push_back(d);
+    by_name.emplace(e.name, std::move(e));
+  }
+  std::vector<Entry> out;
+  for (auto& [name, e] : by_name) out.push_back(std::move(e));
+  return out;
+}
+
+// What this rank reads or writes of one tensor: rectangles and the values, in order.
+struct Block {
+  std::vector<Rect> rects;
+  std::vector<float> values;
+};
+
+// p's values: the whole local block (valid rows).
+Block value_block(const ParamInfo& p, const ParamTable& params) {
+  int64_t end = p.numel();
+  Block b;
+  b.rects = rects_of(p, 0, end);
+  const float* v = params.flat_values().data<float>() + p.offset;
+  b.values.assign(v, v + end);
+  return b;
+}
+
+// p's moments (m or v) in the owned ranges, as rectangles and values taken from `moments`.
+Block moment_block(const ParamInfo& p, const OptimizerState& opt, const Tensor& moments) {
+  Block b;
+  int64_t at = 0;  // where the current owned range's moments start
+  for (const auto& [first, last] : opt.owned) {
+    const int64_t lo = std::max(first, p.offset), hi = std::min(last, p.offset + p.numel());
+    if (lo < hi) {
+      int64_t end = hi - p.offset;
+      const std::vector<Rect> r = rects_of(p, lo - p.offset, end);
+      b.rects.insert(b.rects.end(), r.begin(), r.end());
+      const float* m = moments.data<float>() + at + (lo - first);
+      b.values.insert(b.values.end(), m, m + std::max<int64_t>(0, end - (lo - p.offset)));
+    }
+    at += last - first;
+  }
+  return b;
+}
+
+// Writes `values` back into the owned moments of p.
+void store_moments(const ParamInfo& p, const OptimizerState& opt, Tensor& moments,
+                   std::span<const float> values) {
+  int64_t at = 0;
+  size_t taken = 0;
+  for (const auto& [first, last] : opt.owned) {
+    const int64_t lo = std::max(first, p.offset), hi = std::min(last, p.offset + p.numel());
+    if (lo < hi) {
+      int64_t end = hi - p.offset;
+      rects_of(p, lo - p.offset, end);  // clips `end` to the valid rows
+      const int64_t n = std::max<int64_t>(0, end - (lo - p.offset));
+      std::copy_n(values.begin() + static_cast<std::ptrdiff_t>(taken), n,
+                  moments.data<float>() + at + (lo - first));
+      taken += static_cast<size_t>(n);
+    }
+    at += last - first;
+  }
+}
+
+std::string layout_text(const Layout& l) {
+  return concat("dp=", l.dp, " tp=", l.tp, " ep=", l.ep, " zero1=", l.zero1 ? 1 : 0,
+                " world=", l.world);
+}
+
+// fsync of a file or directory, so a rename after it is durable.
+void sync_path(const fs::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw Error(concat("cannot open ", path, " to sync it: ", std::strerror(errno)));
+  const int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) throw Error(concat("fsync of ", path, " failed: ", std::strerror(errno)));
+}
+
+void barrier(const ProcessGroups& g) {
+  if (g.world()) g.world()->barrier();
+}
+
+void xor_over_world(const ProcessGroups& g, Tensor& sums) {
+  if (g.world()) g.world()->all_reduce(sums, ReduceOp::bit_xor);
+}
+
+}  // namespace
+
+std::string model_difference(const config::ModelConfig& a, const config::ModelConfig& b) {
+  using google::protobuf::FieldDescriptor;
+  using google::protobuf::Message;
+  std::string out;
+  std::function<void(const Message&, const Message&, const std::string&)> walk =
+      [&](const Message& x, const Message& y, const std::string& prefix) {
+        const auto* d = x.GetDescriptor();
+        const auto* rx = x.GetReflection();
+        const auto* ry = y.GetReflection();
+        for (int i = 0; i < d->field_count() && out.empty(); ++i) {
+          const FieldDescriptor* f = d->field(i);
+          const std::string path = prefix + f->name();
+          if (f->is_repeated()) continue;  // the model config has none
+          if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+            walk(rx->GetMessage(x, f), ry->GetMessage(y, f), path + ".");
+            continue;
+          }
+          std::string vx, vy;
+          google::protobuf::TextFormat::PrintFieldValueToString(x, f, -1, &vx);
+          google::protobuf::TextFormat::PrintFieldValueToString(y, f, -1, &vy);
+          if (vx != vy) out = concat(path, ": the checkpoint has ", vx, ", the config ", vy);
+        }
+      };
+  walk(a, b, "model.");
+  return out;
+}
+
+void save(const fs::path& path, const ParamTable& params, const OptimizerState& opt,
+          const TrainState& state, const std::string& config_text, const ProcessGroups& g) {
+  const std::vector<Entry> entries = global_entries(params, g);
+  // What this rank writes, and every tensor's checksum (XOR over the ranks that write it).
+  std::vector<std::array<Block, 3>> blocks(entries.size());
+  Tensor sums = Tensor::zeros({static_cast<int64_t>(3 * entries.size())}, DType::i64);
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const int id = params.find(entries[i].name);
+    if (id < 0) continue;  // another rank's expert
+    const ParamInfo& p = params.info(id);
+    const uint64_t cols = columns(entries[i]);
+    if (writes_values(p, g)) blocks[i][0] = value_block(p, params);
+    if (entries[i].moments && writes_moments(p, g)) {
+      blocks[i][1] = moment_block(p, opt, opt.exp_avg);
+      blocks[i][2] = moment_block(p, opt, opt.exp_avg_sq);
+    }
+    for (int k = 0; k < 3; ++k)
+      sums.data<int64_t>()[3 * i + k] =
+          static_cast<int64_t>(checksum(blocks[i][k].rects, blocks[i][k].values, cols));
+  }
+  xor_over_world(g, sums);
+
+  const fs::path partial = path.string() + ".partial";
+  try {
+    H5File file(partial.string(), H5File::Mode::create, g.mpi_world());
+    file.set_attr("format", kFormat);
+    file.set_attr("version", kVersion);
+    file.set_attr("step", state.step);
+    file.set_attr("tokens_seen", state.tokens_seen);
+    file.set_attr("samples_consumed", state.samples_consumed);
+    file.set_attr("optimizer_step", opt.step);
+    file.set_attr("layout", layout_text(g.layout()));
+    file.set_attr("config", config_text);
+    for (size_t i = 0; i < entries.size(); ++i)
+      for (int k = 0; k < (entries[i].moments ? 3 : 1); ++k) {
+        const std::string name = kGroups[k] + entries[i].name;
+        file.create_dataset(name, entries[i].shape);
+        file.set_dataset_attr(name, "checksum",
+                              static_cast<uint64_t>(sums.data<int64_t>()[3 * i + k]));
+        file.write(name, blocks[i][k].rects, blocks[i][k].values);
+      }
+    file.close();
+  } catch (const std::exception& e) {
+    throw Error(concat("writing checkpoint ", partial, ": ", e.what()));
+  }
+  // Complete and closed on every rank: make it durable, then give it its name.
+  barrier(g);
+  if (g.rank() == 0) {
+    sync_path(partial);
+    fs::rename(partial, path);
+    sync_path(path.parent_path().empty() ? fs::path(".") : path.parent_path());
+  }
+  barrier(g);
+}
+
+TrainState load(const fs::path& path, ParamTable& params, OptimizerState& opt,
+                const config::RunConfig& cfg, const ProcessGroups& g) {
+  const std::vector<Entry> entries = global_entries(params, g);
+  std::optional<H5File> file;
+  TrainState state;
+  // The whole file, its format and the model it holds: every rank sees the same.
+  run_collectively(g.world(), [&] {
+    if (!fs::exists(path)) throw Error(concat("checkpoint ", path, " does not exist"));
+    file.emplace(path.string(), H5File::Mode::read, g.mpi_world());
+    if (!file->has_attr("format") || file->string_attr("format") != kFormat)
+      throw Error(concat(path, " is not a moetron checkpoint (no format \"", kFormat, "\")"));
+    if (const int64_t v = file->int_attr("version"); v != kVersion)
+      throw Error(concat(path, ": format version ", v, " is unknown (this build reads version ",
+                         kVersion, ")"));
+    config::RunConfig saved;
+    if (!google::protobuf::TextFormat::ParseFromString(file->string_attr("config"), &saved))
+      throw Error(concat(path, ": its config attribute is not a moetron run config"));
+    if (const std::string diff = model_difference(saved.model(), cfg.model()); !diff.empty())
+      throw Error(concat(path, " holds another model: ", diff,
+                         ". Resume with the checkpoint's model, or start a new run"));
+    std::vector<std::string> expected;
+    for (const Entry& e : entries) expected.push_back(e.name);
+    const std::vector<std::string> found = file->list("/params");
+    for (const std::string& name : expected)
+      if (!std::binary_search(found.begin(), found.end(), name))
+        throw Error(concat(path, ": tensor ", name, " is missing"));
+    for (const std::string& name : found)
+      if (!std::binary_search(expected.begin(), expected.end(), name))
+        throw Error(concat(path, ": tensor ", name, " is not part of this model"));
+    state.step = file->int_attr("step");
+    state.tokens_seen = file->int_attr("tokens_seen");
+    state.samples_consumed = file->int_attr("samples_consumed");
+    opt.step = file->int_attr("optimizer_step");
+  });
+  // This rank's blocks: shapes, dtypes, then the data.
+  Tensor sums = Tensor::zeros({static_cast<int64_t>(3 * entries.size())}, DType::i64);
+  run_collectively(g.world(), [&] {
+    for (size_t i = 0; i < entries.size(); ++i) {
+      const int id = params.find(entries[i].name);
+      if (id < 0) continue;
+      const ParamInfo& p = params.info(id);
+      for (int k = 0; k < (entries[i].moments ? 3 : 1); ++k) {
+        const std::string name = kGroups[k] + entries[i].name;
+        const std::vector<uint64_t> shape = file->shape(name);
+        if (shape != entries[i].shape)
+          throw Error(concat(path, ": ", name, " has shape ", shape_str({shape.begin(), shape.end()}),
+                             ", the model needs ", shape_str(p.global_shape)));
+        if (!file->is_f32(name)) throw Error(concat(path, ": ", name, " is not f32"));
+        Block b = k == 0 ? value_block(p, params)
+                         : moment_block(p, opt, k == 1 ? opt.exp_avg : opt.exp_avg_sq);
+        file->read(name, b.rects, b.values);
+        if (k == 0) {
+          float* v = params.flat_values().data<float>() + p.offset;
+          std::fill(v, v + p.numel(), 0.0f);  // padding rows: zero
+          std::copy(b.values.begin(), b.values.end(), v);
+        } else {
+          store_moments(p, opt, k == 1 ? opt.exp_avg : opt.exp_avg_sq, b.values);
+        }
+        const bool counted = k == 0 ? writes_values(p, g) : writes_moments(p, g);
+        if (counted)
+          sums.data<int64_t>()[3 * i + k] =
+              static_cast<int64_t>(checksum(b.rects, b.values, columns(entries[i])));
+      }
+    }
+  });
+  xor_over_world(g, sums);
+  run_collectively(g.world(), [&] {
+    for (size_t i = 0; i < entries.size(); ++i)
+      for (int k = 0; k < (entries[i].moments ? 3 : 1); ++k) {
+        const std::string name = kGroups[k] + entries[i].name;
+        if (static_cast<uint64_t>(sums.data<int64_t>()[3 * i + k]) !=
+            file->dataset_u64_attr(name, "checksum"))
+          throw Error(concat(path, ": ", name,
+                             " does not match its checksum (the file is corrupt)"));
+      }
+    file->close();
+  });
+  return state;
+}
+
+}  // namespace moetron::checkpoint

@@ -1,0 +1,62 @@
+// Training checkpoints: one HDF5 file each, written collectively through MPI-IO and readable
+// into any parallel layout (docs/checkpoint.md).
+//
+// Each dataset is one logical, unsharded tensor under its Hugging Face name (/params/NAME, and
+// AdamW's moments under /exp_avg/NAME and /exp_avg_sq/NAME), written by hyperslab: every
+// element by exactly one rank (one replica of each block). Beside them, as attributes of the
+// root: the format and its version, the step, the tokens and training windows consumed, AdamW's
+// step count, the layout at save time and the resolved config text. Every dataset carries a
+// layout-independent checksum (an XOR of per-element hashes of index and bits), so any layout
+// can verify what it reads.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "configs/moetron.pb.h"
+#include "models/params.h"
+#include "parallel/grad_sync.h"
+#include "parallel/process_groups.h"
+
+namespace moetron::checkpoint {
+
+inline constexpr const char* kFormat = "moetron-checkpoint";
+inline constexpr int64_t kVersion = 1;
+
+// Where training stands, beside the tensors.
+struct TrainState {
+  int64_t step = 0;              // optimizer steps taken
+  int64_t tokens_seen = 0;       // training tokens consumed, all ranks together
+  int64_t samples_consumed = 0;  // training windows drawn, all ranks together
+};
+
+// AdamW's state (trainer/optimizer.h): the moments of the element ranges this rank owns, range
+// after range, and its step count. Tensors are handles: loading writes through them.
+struct OptimizerState {
+  std::vector<ElementRange> owned;
+  Tensor exp_avg, exp_avg_sq;
+  int64_t step = 0;
+};
+
+// Writes a checkpoint to `path` on every rank of `groups` together: into `path`.partial, closed
+// and fsynced, then renamed (rank 0), so `path` is complete or absent. `config_text` is the
+// resolved config. Throws CollectiveError on failure (every rank alike).
+void save(const std::filesystem::path& path, const ParamTable& params,
+          const OptimizerState& optimizer, const TrainState& state,
+          const std::string& config_text, const ProcessGroups& groups);
+
+// Reads a checkpoint into this rank's parameters and optimizer state, whatever layout wrote it.
+// Checks, and names the first problem: the file (missing, truncated, not a checkpoint, another
+// format version), the model config (the field and both values), missing or extra tensors,
+// shapes, dtypes and checksums. Writes nothing to disk. Throws CollectiveError.
+TrainState load(const std::filesystem::path& path, ParamTable& params, OptimizerState& optimizer,
+                const config::RunConfig& cfg, const ProcessGroups& groups);
+
+// The first difference between the model configs, as "model.hidden_size: the checkpoint has 128,
+// the config 256", or "" when they describe the same model.
+std::string model_difference(const config::ModelConfig& checkpoint,
+                             const config::ModelConfig& config);
+
+}  // namespace moetron::checkpoint

@@ -1,0 +1,225 @@
+#include "checkpoint/h5.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/check.h"
+
+namespace moetron::checkpoint {
+namespace {
+
+using detail::concat;
+
+// HDF5 prints its error stack by default; failures here become exceptions instead.
+void quiet() {
+  static const bool once = [] {
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+    return true;
+  }();
+  (void)once;
+}
+
+H5Id plist(hid_t cls) {
+  return {H5Pcreate(cls), H5Pclose};
+}
+
+// The selection of `rects` in the dataspace of a dataset of rank 1 or 2.
+void select(hid_t space, int rank, std::span<const Rect> rects) {
+  H5Sselect_none(space);
+  for (const Rect& r : rects) {
+    const hsize_t start2[2] = {r.row, r.col}, count2[2] = {r.rows, r.cols};
+    const hsize_t start1[1] = {r.col}, count1[1] = {r.cols};
+    H5Sselect_hyperslab(space, H5S_SELECT_OR, rank == 2 ? start2 : start1, nullptr,
+                        rank == 2 ? count2 : count1, nullptr);
+  }
+}
+
+uint64_t elements(std::span<const Rect> rects) {
+  uint64_t n = 0;
+  for (const Rect& r : rects) n += r.rows * r.cols;
+  return n;
+}
+
+}  // namespace
+
+H5File::H5File(const std::string& path, Mode mode, MPI_Comm comm)
+    : path_(path), parallel_(comm != MPI_COMM_NULL) {
+  quiet();
+  H5Id fapl = plist(H5P_FILE_ACCESS);
+  if (parallel_) H5Pset_fapl_mpio(fapl.get(), comm, MPI_INFO_NULL);
+  const hid_t id = mode == Mode::create
+                       ? H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get())
+                       : H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get());
+  if (id < 0)
+    fail(mode == Mode::create ? "cannot create the file"
+                              : "cannot open it as HDF5 (missing, truncated or not a checkpoint)");
+  file_ = H5Id(id, H5Fclose);
+}
+
+H5File::~H5File() {
+  file_.reset();
+}
+
+void H5File::close() {
+  if (!file_.valid()) return;
+  if (H5Fflush(file_.get(), H5F_SCOPE_LOCAL) < 0) fail("flushing failed");
+  if (H5Fclose(file_.release()) < 0) fail("closing failed");
+}
+
+void H5File::fail(const std::string& what) const {
+  throw Error(concat(path_, ": ", what));
+}
+
+void H5File::set_attr(const std::string& name, const std::string& value) {
+  H5Id type(H5Tcopy(H5T_C_S1), H5Tclose);
+  H5Tset_size(type.get(), std::max<size_t>(value.size(), 1));
+  H5Tset_strpad(type.get(), H5T_STR_NULLPAD);
+  H5Id space(H5Screate(H5S_SCALAR), H5Sclose);
+  H5Id attr(H5Acreate2(file_.get(), name.c_str(), type.get(), space.get(), H5P_DEFAULT,
+                       H5P_DEFAULT),
+            H5Aclose);
+  const std::string padded = value.empty() ? std::string(1, '\0') : value;
+  if (!attr.valid() || H5Awrite(attr.get(), type.get(), padded.data()) < 0)
+    fail("cannot write attribute " + name);
+}
+
+void H5File::set_attr(const std::string& name, int64_t value) {
+  H5Id space(H5Screate(H5S_SCALAR), H5Sclose);
+  H5Id attr(H5Acreate2(file_.get(), name.c_str(), H5T_STD_I64LE, space.get(), H5P_DEFAULT,
+                       H5P_DEFAULT),
+            H5Aclose);
+  if (!attr.valid() || H5Awrite(attr.get(), H5T_NATIVE_INT64, &value) < 0)
+    fail("cannot write attribute " + name);
+}
+
+bool H5File::has_attr(const std::string& name) const {
+  return H5Aexists(file_.get(), name.c_str()) > 0;
+}
+
+std::string H5File::string_attr(const std::string& name) const {
+  if (!has_attr(name)) fail("attribute \"" + name + "\" is missing");
+  H5Id attr(H5Aopen(file_.get(), name.c_str(), H5P_DEFAULT), H5Aclose);
+  H5Id type(H5Aget_type(attr.get()), H5Tclose);
+  if (H5Tget_class(type.get()) != H5T_STRING || H5Tis_variable_str(type.get()) > 0)
+    fail("attribute \"" + name + "\" is not a fixed-length string");
+  std::string out(H5Tget_size(type.get()), '\0');
+  if (H5Aread(attr.get(), type.get(), out.data()) < 0) fail("cannot read attribute " + name);
+  out.resize(std::strlen(out.c_str()));
+  return out;
+}
+
+int64_t H5File::int_attr(const std::string& name) const {
+  if (!has_attr(name)) fail("attribute \"" + name + "\" is missing");
+  H5Id attr(H5Aopen(file_.get(), name.c_str(), H5P_DEFAULT), H5Aclose);
+  H5Id type(H5Aget_type(attr.get()), H5Tclose);
+  int64_t v = 0;
+  if (H5Tget_class(type.get()) != H5T_INTEGER || H5Aread(attr.get(), H5T_NATIVE_INT64, &v) < 0)
+    fail("attribute \"" + name + "\" is not an integer");
+  return v;
+}
+
+void H5File::create_dataset(const std::string& path, std::span<const uint64_t> shape) {
+  std::vector<hsize_t> dims(shape.begin(), shape.end());
+  H5Id space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose);
+  H5Id lcpl = plist(H5P_LINK_CREATE);
+  H5Pset_create_intermediate_group(lcpl.get(), 1);
+  H5Id ds(H5Dcreate2(file_.get(), path.c_str(), H5T_IEEE_F32LE, space.get(), lcpl.get(),
+                     H5P_DEFAULT, H5P_DEFAULT),
+          H5Dclose);
+  if (!ds.valid()) fail("cannot create dataset " + path);
+}
+
+bool H5File::has(const std::string& path) const {
+  // H5Lexists needs every parent to exist.
+  size_t at = 0;
+  while ((at = path.find('/', at + 1)) != std::string::npos)
+    if (H5Lexists(file_.get(), path.substr(0, at).c_str(), H5P_DEFAULT) <= 0) return false;
+  return H5Lexists(file_.get(), path.c_str(), H5P_DEFAULT) > 0;
+}
+
+H5Id H5File::open_dataset(const std::string& path) const {
+  if (!has(path)) fail("dataset " + path + " is missing");
+  H5Id ds(H5Dopen2(file_.get(), path.c_str(), H5P_DEFAULT), H5Dclose);
+  if (!ds.valid()) fail("cannot open dataset " + path);
+  return ds;
+}
+
+std::vector<uint64_t> H5File::shape(const std::string& path) const {
+  const H5Id ds = open_dataset(path);
+  H5Id space(H5Dget_space(ds.get()), H5Sclose);
+  const int rank = H5Sget_simple_extent_ndims(space.get());
+  std::vector<hsize_t> dims(static_cast<size_t>(std::max(rank, 0)));
+  H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
+  return {dims.begin(), dims.end()};
+}
+
+bool H5File::is_f32(const std::string& path) const {
+  const H5Id ds = open_dataset(path);
+  H5Id type(H5Dget_type(ds.get()), H5Tclose);
+  return H5Tget_class(type.get()) == H5T_FLOAT && H5Tget_size(type.get()) == 4;
+}
+
+void H5File::write(const std::string& path, std::span<const Rect> rects,
+                   std::span<const float> data) {
+  MOETRON_CHECK(elements(rects) == data.size(), "write ", path, ": ", data.size(),
+                " values for ", elements(rects), " elements");
+  if (rects.empty()) return;  // independent transfers: nothing to take part in
+  const H5Id ds = open_dataset(path);
+  H5Id file_space(H5Dget_space(ds.get()), H5Sclose);
+  select(file_space.get(), H5Sget_simple_extent_ndims(file_space.get()), rects);
+  const hsize_t n = data.size();
+  H5Id mem_space(H5Screate_simple(1, &n, nullptr), H5Sclose);
+  if (H5Dwrite(ds.get(), H5T_NATIVE_FLOAT, mem_space.get(), file_space.get(), H5P_DEFAULT,
+               data.data()) < 0)
+    fail("writing dataset " + path + " failed");
+}
+
+void H5File::read(const std::string& path, std::span<const Rect> rects,
+                  std::span<float> data) const {
+  MOETRON_CHECK(elements(rects) == data.size(), "read ", path, ": ", data.size(),
+                " values for ", elements(rects), " elements");
+  if (rects.empty()) return;
+  const H5Id ds = open_dataset(path);
+  H5Id file_space(H5Dget_space(ds.get()), H5Sclose);
+  select(file_space.get(), H5Sget_simple_extent_ndims(file_space.get()), rects);
+  const hsize_t n = data.size();
+  H5Id mem_space(H5Screate_simple(1, &n, nullptr), H5Sclose);
+  if (H5Dread(ds.get(), H5T_NATIVE_FLOAT, mem_space.get(), file_space.get(), H5P_DEFAULT,
+              data.data()) < 0)
+    fail("reading dataset " + path + " failed (truncated or corrupt file?)");
+}
+
+void H5File::set_dataset_attr(const std::string& path, const std::string& name, uint64_t value) {
+  const H5Id ds = open_dataset(path);
+  H5Id space(H5Screate(H5S_SCALAR), H5Sclose);
+  H5Id attr(H5Acreate2(ds.get(), name.c_str(), H5T_STD_U64LE, space.get(), H5P_DEFAULT,
+                       H5P_DEFAULT),
+            H5Aclose);
+  if (!attr.valid() || H5Awrite(attr.get(), H5T_NATIVE_UINT64, &value) < 0)
+    fail("cannot write attribute " + name + " of " + path);
+}
+
+uint64_t H5File::dataset_u64_attr(const std::string& path, const std::string& name) const {
+  const H5Id ds = open_dataset(path);
+  if (H5Aexists(ds.get(), name.c_str()) <= 0) fail(path + " has no attribute " + name);
+  H5Id attr(H5Aopen(ds.get(), name.c_str(), H5P_DEFAULT), H5Aclose);
+  uint64_t v = 0;
+  if (H5Aread(attr.get(), H5T_NATIVE_UINT64, &v) < 0) fail("cannot read " + name + " of " + path);
+  return v;
+}
+
+std::vector<std::string> H5File::list(const std::string& group) const {
+  std::vector<std::string> names;
+  if (!has(group)) return names;
+  H5Id g(H5Gopen2(file_.get(), group.c_str(), H5P_DEFAULT), H5Gclose);
+  if (!g.valid()) fail("cannot open group " + group);
+  auto collect = [](hid_t, const char* name, const H5L_info_t*, void* out) -> herr_t {
+    static_cast<std::vector<std::string>*>(out)->emplace_back(name);
+    return 0;
+  };
+  H5Literate(g.get(), H5_INDEX_NAME, H5_ITER_INC, nullptr, collect, &names);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+}  // namespace moetron::checkpoint

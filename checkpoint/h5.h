@@ -1,0 +1,97 @@
+// A small RAII layer over the HDF5 C API: the file (serial, or parallel through MPI-IO), groups,
+// f32 datasets read and written by hyperslab, string and integer attributes. Every failure is
+// an Error naming the file and the object.
+#pragma once
+
+#include <hdf5.h>
+#include <mpi.h>
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace moetron::checkpoint {
+
+// Closes one HDF5 identifier with the matching H5*close.
+class H5Id {
+ public:
+  H5Id() = default;
+  H5Id(hid_t id, herr_t (*close)(hid_t)) : id_(id), close_(close) {}
+  ~H5Id() { reset(); }
+  H5Id(H5Id&& o) noexcept : id_(std::exchange(o.id_, -1)), close_(o.close_) {}
+  H5Id& operator=(H5Id&& o) noexcept {
+    if (this != &o) {
+      reset();
+      id_ = std::exchange(o.id_, -1);
+      close_ = o.close_;
+    }
+    return *this;
+  }
+  H5Id(const H5Id&) = delete;
+  H5Id& operator=(const H5Id&) = delete;
+  hid_t get() const { return id_; }
+  bool valid() const { return id_ >= 0; }
+  void reset() {
+    if (id_ >= 0 && close_) close_(id_);
+    id_ = -1;
+  }
+  // Gives up ownership without closing.
+  hid_t release() { return std::exchange(id_, -1); }
+
+ private:
+  hid_t id_ = -1;
+  herr_t (*close_)(hid_t) = nullptr;
+};
+
+// A block of a 2-D (or 1-D) dataset in global coordinates: rows [row, row + rows) x columns
+// [col, col + cols). A flat range of a row-major block is a union of at most three of these.
+struct Rect {
+  uint64_t row = 0, col = 0, rows = 0, cols = 0;
+};
+
+class H5File {
+ public:
+  enum class Mode { create, read };
+  // comm = MPI_COMM_NULL: serial (this process alone). Otherwise every rank of comm opens it
+  // together (MPI-IO), and dataset and attribute creation are collective.
+  H5File(const std::string& path, Mode mode, MPI_Comm comm = MPI_COMM_NULL);
+  ~H5File();  // closes; close() reports errors, the destructor cannot
+  H5File(const H5File&) = delete;
+  H5File& operator=(const H5File&) = delete;
+  void close();
+  const std::string& path() const { return path_; }
+
+  // Attributes of the root group.
+  void set_attr(const std::string& name, const std::string& value);
+  void set_attr(const std::string& name, int64_t value);
+  bool has_attr(const std::string& name) const;
+  std::string string_attr(const std::string& name) const;
+  int64_t int_attr(const std::string& name) const;
+
+  // Datasets of f32, with an optional u64 attribute each (the checksum).
+  void create_dataset(const std::string& path, std::span<const uint64_t> shape);
+  bool has(const std::string& path) const;
+  std::vector<uint64_t> shape(const std::string& path) const;
+  bool is_f32(const std::string& path) const;
+  // Writes `data` (row-major, the rectangles one after the other) into the rectangles; with no
+  // rectangles it still takes part in a collective write (this process writes nothing).
+  void write(const std::string& path, std::span<const Rect> rects, std::span<const float> data);
+  void read(const std::string& path, std::span<const Rect> rects, std::span<float> data) const;
+  void set_dataset_attr(const std::string& path, const std::string& name, uint64_t value);
+  uint64_t dataset_u64_attr(const std::string& path, const std::string& name) const;
+  // Names of the datasets under the group `group` ("/params"), sorted.
+  std::vector<std::string> list(const std::string& group) const;
+
+ private:
+  [[noreturn]] void fail(const std::string& what) const;
+  H5Id open_dataset(const std::string& path) const;
+  H5Id ensure_group(const std::string& path);
+
+  std::string path_;
+  bool parallel_ = false;
+  H5Id file_;
+};
+
+}  // namespace moetron::checkpoint
