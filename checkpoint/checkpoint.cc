@@ -316,8 +316,22 @@ void save(const fs::path& path, const ParamTable& params, const OptimizerState& 
   barrier(g);
 }
 
-TrainState load(const fs::path& path, ParamTable& params, OptimizerState& opt,
+config::RunConfig saved_config(const fs::path& path) {
+  if (!fs::exists(path)) throw Error(concat("checkpoint ", path, " does not exist"));
+  const H5File file(path.string(), H5File::Mode::read);
+  if (!file.has_attr("format") || file.string_attr("format") != kFormat)
+    throw Error(concat(path, " is not a moetron checkpoint (no format \"", kFormat, "\")"));
+  config::RunConfig cfg;
+  if (!google::protobuf::TextFormat::ParseFromString(file.string_attr("config"), &cfg))
+    throw Error(concat(path, ": its config attribute is not a moetron run config"));
+  return cfg;
+}
+
+TrainState load(const fs::path& path, ParamTable& params, OptimizerState* optimizer,
                 const config::RunConfig& cfg, const ProcessGroups& g) {
+  OptimizerState none;
+  OptimizerState& opt = optimizer ? *optimizer : none;
+  const int groups_read = optimizer ? 3 : 1;  // values, and the moments when wanted
   const std::vector<Entry> entries = global_entries(params, g);
   std::optional<H5File> file;
   TrainState state;
@@ -348,7 +362,7 @@ TrainState load(const fs::path& path, ParamTable& params, OptimizerState& opt,
     state.step = file->int_attr("step");
     state.tokens_seen = file->int_attr("tokens_seen");
     state.samples_consumed = file->int_attr("samples_consumed");
-    opt.step = file->int_attr("optimizer_step");
+    if (optimizer) opt.step = file->int_attr("optimizer_step");
   });
   // This rank's blocks: shapes, dtypes, then the data.
   Tensor sums = Tensor::zeros({static_cast<int64_t>(3 * entries.size())}, DType::i64);
@@ -357,7 +371,7 @@ TrainState load(const fs::path& path, ParamTable& params, OptimizerState& opt,
       const int id = params.find(entries[i].name);
       if (id < 0) continue;
       const ParamInfo& p = params.info(id);
-      for (int k = 0; k < (entries[i].moments ? 3 : 1); ++k) {
+      for (int k = 0; k < (entries[i].moments ? groups_read : 1); ++k) {
         const std::string name = kGroups[k] + entries[i].name;
         const std::vector<uint64_t> shape = file->shape(name);
         if (shape != entries[i].shape)
@@ -384,7 +398,7 @@ TrainState load(const fs::path& path, ParamTable& params, OptimizerState& opt,
   xor_over_world(g, sums);
   run_collectively(g.world(), [&] {
     for (size_t i = 0; i < entries.size(); ++i)
-      for (int k = 0; k < (entries[i].moments ? 3 : 1); ++k) {
+      for (int k = 0; k < (entries[i].moments ? groups_read : 1); ++k) {
         const std::string name = kGroups[k] + entries[i].name;
         if (static_cast<uint64_t>(sums.data<int64_t>()[3 * i + k]) !=
             file->dataset_u64_attr(name, "checksum"))

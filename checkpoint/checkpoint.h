@@ -47,12 +47,17 @@ void save(const std::filesystem::path& path, const ParamTable& params,
           const OptimizerState& optimizer, const TrainState& state,
           const std::string& config_text, const ProcessGroups& groups);
 
-// Reads a checkpoint into this rank's parameters and optimizer state, whatever layout wrote it.
-// Checks, and names the first problem: the file (missing, truncated, not a checkpoint, another
-// format version), the model config (the field and both values), missing or extra tensors,
-// shapes, dtypes and checksums. Writes nothing to disk. Throws CollectiveError.
-TrainState load(const std::filesystem::path& path, ParamTable& params, OptimizerState& optimizer,
+// Reads a checkpoint into this rank's parameters and (unless null: the weights alone, for
+// inference and export) optimizer state, whatever layout wrote it. Checks, and names the first
+// problem: the file (missing, truncated, not a checkpoint, another format version), the model
+// config (the field and both values), missing or extra tensors, shapes, dtypes and checksums.
+// Writes nothing to disk. Throws CollectiveError.
+TrainState load(const std::filesystem::path& path, ParamTable& params, OptimizerState* optimizer,
                 const config::RunConfig& cfg, const ProcessGroups& groups);
+
+// The run config a checkpoint was saved with (its resolved text), e.g. to build the model
+// before loading it. Throws Error naming the file.
+config::RunConfig saved_config(const std::filesystem::path& path);
 
 // The first difference between the model configs, as "model.hidden_size: the checkpoint has 128,
 // the config 256", or "" when they describe the same model.

@@ -92,7 +92,7 @@ checkpoint::TrainState Checkpoints::load(const fs::path& file, Model& model, Ada
                                          const config::RunConfig& cfg) {
   checkpoint::OptimizerState opt = state_of(optimizer);
   const checkpoint::TrainState state =
-      checkpoint::load(file, model.params(), opt, cfg, groups_);
+      checkpoint::load(file, model.params(), &opt, cfg, groups_);
   optimizer.set_steps(opt.step);
   return state;
 }
