@@ -1,4 +1,7 @@
 // Argument helpers shared by the subcommands.
+#include <filesystem>
+#include <fstream>
+
 #include "core/check.h"
 #include "trainer/cli/commands.h"
 
@@ -16,6 +19,18 @@ ConfigArgs parse_command_args(std::span<const std::string> args, const char* usa
   } catch (const Error& e) {
     throw Error(detail::concat(e.what(), "\n", usage));
   }
+}
+
+std::string resolve_checkpoint(const std::string& path) {
+  namespace fs = std::filesystem;
+  if (!fs::is_directory(path)) return path;  // a file (load reports it if missing)
+  for (const fs::path& dir : {fs::path(path), fs::path(path) / "checkpoints"}) {
+    std::ifstream latest(dir / "latest");
+    std::string name;
+    if (latest && std::getline(latest, name) && !name.empty()) return (dir / name).string();
+  }
+  throw Error(detail::concat(path, " is a directory without a checkpoint (no latest file in it ",
+                             "or in its checkpoints/)"));
 }
 
 }  // namespace moetron

@@ -14,7 +14,8 @@ constexpr const char* kUsage =
     "usage: moetron <command> [args]\n"
     "  train CONFIG [--set a.b=value ...]     train a model (--overwrite: reuse a run dir)\n"
     "  validate CONFIG [--set a.b=value ...]  check a config and print it resolved\n"
-    "  prepare [options]                      turn text files into token shards (see --help)\n";
+    "  prepare [options]                      turn text files into token shards (see --help)\n"
+    "  inspect CKPT                           what a checkpoint holds\n";
 
 }  // namespace
 
@@ -31,6 +32,7 @@ int main(int argc, char** argv) {
     if (command == "train") return moetron::run_train(args);
     if (command == "validate") return moetron::run_validate(args);
     if (command == "prepare") return moetron::run_prepare(args);
+    if (command == "inspect") return moetron::run_inspect(args);
     if (command == "-h" || command == "--help" || command == "help") {
       std::fputs(kUsage, stdout);
       return 0;
