@@ -105,7 +105,7 @@ Losses Model::run(std::span<const int32_t> windows, float mtp_weight, bool backw
   for (int64_t k = 0; k < depth; ++k) {
     embed_.forward(ids_[k + 1], emb_[k]);
     mtp_[k]->forward(emb_[k], k == 0 ? h0_ : mtp_[k - 1]->output());
-    const double ce = head_.loss(mtp_[k]->head_input(), targets_[k + 1], grad_scale * mtp_scale,
+    const double ce = head_.loss(mtp_[k]->output(), targets_[k + 1], grad_scale * mtp_scale,
                                  backward ? &d_head_in_[k] : nullptr);
     losses.mtp.push_back(ce);
     losses.total += mtp_scale * ce;

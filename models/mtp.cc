@@ -20,7 +20,8 @@ MtpModule::MtpModule(ParamTable& params, int64_t layer_index, const ModelDims& d
              d.is_moe_layer(layer_index), ctx),
       head_norm_(params, "model.layers." + std::to_string(layer_index) + ".shared_head.norm.weight",
                  d.hidden, d.eps, d.rows()) {
-  for (Tensor* t : {&emb_n_, &h_prev_n_, &x_, &h_, &head_in_, &dh_, &dx_, &d_emb_n_, &d_h_prev_n_})
+  for (Tensor* t :
+       {&emb_n_, &h_prev_n_, &x_, &h_, &head_in_, &dh_, &dx_, &d_emb_n_, &d_h_prev_n_, &d_out_sum_})
     *t = Tensor::empty({d.rows(), d.hidden});
   cat_ = Tensor::empty({d.rows(), 2 * d.hidden});
   dcat_ = Tensor::empty({d.rows(), 2 * d.hidden});
@@ -38,12 +39,10 @@ void MtpModule::forward(const Tensor& emb, const Tensor& h_prev) {
 
 void MtpModule::backward(const Tensor& d_head_input, const Tensor& d_output, const Tensor& emb,
                          const Tensor& h_prev, Tensor& d_emb, Tensor& d_h_prev) {
-  if (d_output.defined()) {
-    ops::copy(d_output, dh_);
-    head_norm_.backward(d_head_input, h_, dh_, /*accumulate_dx=*/true);
-  } else {
-    head_norm_.backward(d_head_input, h_, dh_, /*accumulate_dx=*/false);
-  }
+  // h_k feeds the head and module k + 1: both gradients meet before shared_head.norm.
+  if (d_output.defined()) ops::add(d_head_input, d_output, d_out_sum_);
+  head_norm_.backward(d_output.defined() ? d_out_sum_ : d_head_input, h_, dh_,
+                      /*accumulate_dx=*/false);
   block_.backward(dh_, x_, dx_);
   Tensor dw = eh_proj_.grad();
   linear_backward(dx_, cat_, eh_proj_.value(), dw, dcat_);

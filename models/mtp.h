@@ -1,6 +1,8 @@
 // One DeepSeek-V3 multi-token-prediction module (k = 1..D), Hugging Face layer index L + k - 1:
-//   x = eh_proj(concat[enorm(embed(t[i+k])), hnorm(h_prev)]);  h = Block(x)
-//   head input = shared_head.norm(h)   (the head itself is the model's shared one)
+//   x = eh_proj(concat[enorm(embed(t[i+k])), hnorm(h_{k-1})]);  h_k = shared_head.norm(Block(x))
+// h_0 is the main model's state after model.norm; h_k, the normed state, is both the shared
+// head's input and what module k + 1 receives, as Megatron-Core, SGLang and vLLM's DeepSeek MTP
+// chain it (docs/model.md has the evidence).
 #pragma once
 
 #include <string>
@@ -17,11 +19,11 @@ class MtpModule {
             const ParallelContext& ctx);
   // emb: embeddings of the tokens k ahead; h_prev: h_{k-1}. Both stay unchanged until backward.
   void forward(const Tensor& emb, const Tensor& h_prev);
-  const Tensor& output() const { return h_; }            // h_k, input of module k + 1
-  const Tensor& head_input() const { return head_in_; }  // shared_head.norm(h_k)
+  // h_k = shared_head.norm(block output): the head's input and module k + 1's h_prev.
+  const Tensor& output() const { return head_in_; }
   MoE* moe() const { return block_.moe(); }
-  // d_head_input: gradient at the head input; d_output: gradient reaching h_k from module
-  // k + 1 (undefined for the last module). Writes d_emb; adds into d_h_prev.
+  // d_head_input: gradient at h_k from the head; d_output: gradient at h_k from module k + 1
+  // (undefined for the last module). Writes d_emb; adds into d_h_prev.
   void backward(const Tensor& d_head_input, const Tensor& d_output, const Tensor& emb,
                 const Tensor& h_prev, Tensor& d_emb, Tensor& d_h_prev);
 
@@ -31,8 +33,8 @@ class MtpModule {
   ParamRef eh_proj_;
   Block block_;
   RMSNorm head_norm_;
-  Tensor emb_n_, h_prev_n_, cat_, x_, h_, head_in_;  // saved activations
-  Tensor dh_, dx_, dcat_, d_emb_n_, d_h_prev_n_;     // gradient scratch
+  Tensor emb_n_, h_prev_n_, cat_, x_, h_, head_in_;           // saved activations
+  Tensor dh_, dx_, dcat_, d_emb_n_, d_h_prev_n_, d_out_sum_;  // gradient scratch
 };
 
 }  // namespace moetron

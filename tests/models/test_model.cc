@@ -54,9 +54,8 @@ TEST_P(ModelGolden, ThreeAdamWStepsMatchReference) {
     EXPECT_NEAR(r.grad_norm, norms[step], 1e-4 * norms[step]) << "step " << step;
   }
   for (const ParamInfo& p : model.params().infos())
-    EXPECT_TRUE(all_close(model.params().value(model.params().find(p.name)).span<float>(),
-                          g.floats("/params_final/" + p.name), 1e-3f, 1e-4f))
-        << "final value of " << p.name;
+    test::expect_adam_close(model.params().value(model.params().find(p.name)).span<float>(),
+                            g.floats("/params_final/" + p.name), g.attr_num("lr"), p.name);
 }
 
 INSTANTIATE_TEST_SUITE_P(Model, ModelGolden, ::testing::Values("model_mtp.h5", "model_tied.h5"));

@@ -145,23 +145,6 @@ TEST(Moe, BiasUpdateMovesAnImbalancedRouterTowardsBalance) {
   EXPECT_LT(after, 0.5) << "before " << before;
 }
 
-// Weights after AdamW steps: within 1e-3 relative, except that an element whose gradients
-// were below AdamW's eps in some step (an expert that received few tokens) has its update
-// m / (sqrt(v) + eps) set by the rounding of tiny numbers; those (at most 2% of a tensor) may
-// differ by up to a few learning rates.
-void expect_adam_close(std::span<const float> got, const std::vector<float>& want, double lr,
-                       const std::string& name) {
-  ASSERT_EQ(got.size(), want.size()) << name;
-  size_t loose = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    const double diff = std::abs(double{got[i]} - want[i]);
-    if (diff <= 1e-4 + 1e-3 * std::abs(want[i])) continue;
-    ++loose;
-    EXPECT_LE(diff, 3 * lr) << name << "[" << i << "]: " << got[i] << " vs " << want[i];
-  }
-  EXPECT_LE(loose, got.size() / 50 + 1) << name;
-}
-
 TEST(MoeModel, ThreeAdamWStepsWithBiasUpdatesMatchReference) {
   const Golden g(golden_path("model_moe.h5"));
   const auto batch = static_cast<int64_t>(g.attr_num("batch"));
@@ -207,8 +190,8 @@ TEST(MoeModel, ThreeAdamWStepsWithBiasUpdatesMatchReference) {
           << "bias " << p.name;
       continue;
     }
-    expect_adam_close(v.span<float>(), g.floats("/params_final/" + p.name), g.attr_num("lr"),
-                      p.name);
+    test::expect_adam_close(v.span<float>(), g.floats("/params_final/" + p.name), g.attr_num("lr"),
+                            p.name);
   }
 }
 

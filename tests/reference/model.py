@@ -276,9 +276,10 @@ def model_loss(params: dict, cfg: ModelConfig, window: torch.Tensor, fast: bool 
         e = rms_norm(embed[window[:, k : k + T]], params[pre + "enorm.weight"], cfg.rms_norm_eps)
         hn = rms_norm(h, params[pre + "hnorm.weight"], cfg.rms_norm_eps)
         xk = torch.cat([e, hn], dim=-1) @ params[pre + "eh_proj.weight"].t()  # embedding first
-        h = block(xk, params, pre, cfg, fast=fast)  # h_k: before shared_head.norm
-        hk = rms_norm(h, params[pre + "shared_head.norm.weight"], cfg.rms_norm_eps)
-        mtp.append(cross_entropy(hk, W, window[:, k + 1 : k + 1 + T]))
+        # h_k = shared_head.norm(block output): the head's input and the next module's h.
+        h = rms_norm(block(xk, params, pre, cfg, fast=fast),
+                     params[pre + "shared_head.norm.weight"], cfg.rms_norm_eps)
+        mtp.append(cross_entropy(h, W, window[:, k + 1 : k + 1 + T]))
 
     total = main
     if D > 0:

@@ -372,9 +372,10 @@ def model_loss(params: dict, cfg: MoeModelConfig, window: torch.Tensor, fast: bo
         e = ref.rms_norm(embed[window[:, k : k + T]], params[pre + "enorm.weight"], cfg.rms_norm_eps)
         hn = ref.rms_norm(h, params[pre + "hnorm.weight"], cfg.rms_norm_eps)
         xk = torch.cat([e, hn], dim=-1) @ params[pre + "eh_proj.weight"].t()
-        h = block(xk, params, pre, cfg, L + k - 1, stats, fast=fast)
-        hk = ref.rms_norm(h, params[pre + "shared_head.norm.weight"], cfg.rms_norm_eps)
-        mtp.append(ref.cross_entropy(hk, W, window[:, k + 1 : k + 1 + T]))
+        # h_k = shared_head.norm(block output): the head's input and the next module's h.
+        h = ref.rms_norm(block(xk, params, pre, cfg, L + k - 1, stats, fast=fast),
+                         params[pre + "shared_head.norm.weight"], cfg.rms_norm_eps)
+        mtp.append(ref.cross_entropy(h, W, window[:, k + 1 : k + 1 + T]))
 
     total = main
     if D > 0:
