@@ -157,57 +157,54 @@ std::vector<Entry> global_entries(const ParamTable& params, const ProcessGroups&
   return out;
 }
 
-// What this rank reads or writes of one tensor: rectangles and the values, in order.
-struct Block {
+// A contiguous run of this rank's memory and where it lies in the logical tensor. Checkpoints
+// are written from and read into the parameter and moment buffers directly: no copies, so a
+// save needs no memory beyond the model's own.
+struct Piece {
   std::vector<Rect> rects;
-  std::vector<float> values;
+  std::span<float> values;
 };
 
-// p's values: the whole local block (valid rows).
-Block value_block(const ParamInfo& p, const ParamTable& params) {
+// p's values: the whole local block (its valid rows).
+std::vector<Piece> value_pieces(const ParamInfo& p, const ParamTable& params) {
   int64_t end = p.numel();
-  Block b;
-  b.rects = rects_of(p, 0, end);
-  const float* v = params.flat_values().data<float>() + p.offset;
-  b.values.assign(v, v + end);
-  return b;
+  Piece piece;
+  piece.rects = rects_of(p, 0, end);
+  piece.values = {params.flat_values().data<float>() + p.offset, static_cast<size_t>(end)};
+  return {std::move(piece)};
 }
 
-// p's moments (m or v) in the owned ranges, as rectangles and values taken from `moments`.
-Block moment_block(const ParamInfo& p, const OptimizerState& opt, const Tensor& moments) {
-  Block b;
+// p's elements among the owned ranges, in `moments` (laid out range after range).
+std::vector<Piece> moment_pieces(const ParamInfo& p, const OptimizerState& opt,
+                                 const Tensor& moments) {
+  std::vector<Piece> out;
   int64_t at = 0;  // where the current owned range's moments start
   for (const auto& [first, last] : opt.owned) {
     const int64_t lo = std::max(first, p.offset), hi = std::min(last, p.offset + p.numel());
     if (lo < hi) {
       int64_t end = hi - p.offset;
-      const std::vector<Rect> r = rects_of(p, lo - p.offset, end);
-      b.rects.insert(b.rects.end(), r.begin(), r.end());
-      const float* m = moments.data<float>() + at + (lo - first);
-      b.values.insert(b.values.end(), m, m + std::max<int64_t>(0, end - (lo - p.offset)));
+      Piece piece;
+      piece.rects = rects_of(p, lo - p.offset, end);  // clips `end` to the valid rows
+      const int64_t n = std::max<int64_t>(0, end - (lo - p.offset));
+      piece.values = {moments.data<float>() + at + (lo - first), static_cast<size_t>(n)};
+      if (n > 0) out.push_back(std::move(piece));
     }
     at += last - first;
   }
-  return b;
+  return out;
 }
 
-// Writes `values` back into the owned moments of p.
-void store_moments(const ParamInfo& p, const OptimizerState& opt, Tensor& moments,
-                   std::span<const float> values) {
-  int64_t at = 0;
-  size_t taken = 0;
-  for (const auto& [first, last] : opt.owned) {
-    const int64_t lo = std::max(first, p.offset), hi = std::min(last, p.offset + p.numel());
-    if (lo < hi) {
-      int64_t end = hi - p.offset;
-      rects_of(p, lo - p.offset, end);  // clips `end` to the valid rows
-      const int64_t n = std::max<int64_t>(0, end - (lo - p.offset));
-      std::copy_n(values.begin() + static_cast<std::ptrdiff_t>(taken), n,
-                  moments.data<float>() + at + (lo - first));
-      taken += static_cast<size_t>(n);
-    }
-    at += last - first;
-  }
+// Pieces of tensor k (0 values, 1 exp_avg, 2 exp_avg_sq) of p.
+std::vector<Piece> pieces(int k, const ParamInfo& p, const ParamTable& params,
+                          const OptimizerState& opt) {
+  if (k == 0) return value_pieces(p, params);
+  return moment_pieces(p, opt, k == 1 ? opt.exp_avg : opt.exp_avg_sq);
+}
+
+uint64_t checksum(const std::vector<Piece>& pieces, uint64_t cols) {
+  uint64_t h = 0;
+  for (const Piece& piece : pieces) h ^= checksum(piece.rects, piece.values, cols);
+  return h;
 }
 
 std::string layout_text(const Layout& l) {
@@ -265,21 +262,18 @@ void save(const fs::path& path, const ParamTable& params, const OptimizerState& 
           const TrainState& state, const std::string& config_text, const ProcessGroups& g) {
   const std::vector<Entry> entries = global_entries(params, g);
   // What this rank writes, and every tensor's checksum (XOR over the ranks that write it).
-  std::vector<std::array<Block, 3>> blocks(entries.size());
+  std::vector<std::array<std::vector<Piece>, 3>> written(entries.size());
   Tensor sums = Tensor::zeros({static_cast<int64_t>(3 * entries.size())}, DType::i64);
   for (size_t i = 0; i < entries.size(); ++i) {
     const int id = params.find(entries[i].name);
     if (id < 0) continue;  // another rank's expert
     const ParamInfo& p = params.info(id);
-    const uint64_t cols = columns(entries[i]);
-    if (writes_values(p, g)) blocks[i][0] = value_block(p, params);
-    if (entries[i].moments && writes_moments(p, g)) {
-      blocks[i][1] = moment_block(p, opt, opt.exp_avg);
-      blocks[i][2] = moment_block(p, opt, opt.exp_avg_sq);
-    }
-    for (int k = 0; k < 3; ++k)
+    for (int k = 0; k < (entries[i].moments ? 3 : 1); ++k) {
+      if (!(k == 0 ? writes_values(p, g) : writes_moments(p, g))) continue;
+      written[i][k] = pieces(k, p, params, opt);
       sums.data<int64_t>()[3 * i + k] =
-          static_cast<int64_t>(checksum(blocks[i][k].rects, blocks[i][k].values, cols));
+          static_cast<int64_t>(checksum(written[i][k], columns(entries[i])));
+    }
   }
   xor_over_world(g, sums);
 
@@ -300,7 +294,7 @@ void save(const fs::path& path, const ParamTable& params, const OptimizerState& 
         file.create_dataset(name, entries[i].shape);
         file.set_dataset_attr(name, "checksum",
                               static_cast<uint64_t>(sums.data<int64_t>()[3 * i + k]));
-        file.write(name, blocks[i][k].rects, blocks[i][k].values);
+        for (const Piece& piece : written[i][k]) file.write(name, piece.rects, piece.values);
       }
     file.close();
   } catch (const std::exception& e) {
@@ -378,20 +372,16 @@ TrainState load(const fs::path& path, ParamTable& params, OptimizerState* optimi
           throw Error(concat(path, ": ", name, " has shape ", shape_str({shape.begin(), shape.end()}),
                              ", the model needs ", shape_str(p.global_shape)));
         if (!file->is_f32(name)) throw Error(concat(path, ": ", name, " is not f32"));
-        Block b = k == 0 ? value_block(p, params)
-                         : moment_block(p, opt, k == 1 ? opt.exp_avg : opt.exp_avg_sq);
-        file->read(name, b.rects, b.values);
-        if (k == 0) {
+        if (k == 0) {  // padding rows (past the vocabulary) are zero
           float* v = params.flat_values().data<float>() + p.offset;
-          std::fill(v, v + p.numel(), 0.0f);  // padding rows: zero
-          std::copy(b.values.begin(), b.values.end(), v);
-        } else {
-          store_moments(p, opt, k == 1 ? opt.exp_avg : opt.exp_avg_sq, b.values);
+          std::fill(v, v + p.numel(), 0.0f);
         }
-        const bool counted = k == 0 ? writes_values(p, g) : writes_moments(p, g);
-        if (counted)
+        const std::vector<Piece> read = pieces(k, p, params, opt);
+        for (const Piece& piece : read) file->read(name, piece.rects, piece.values);
+        // Every element is counted by the one rank that would write it in this layout.
+        if (k == 0 ? writes_values(p, g) : writes_moments(p, g))
           sums.data<int64_t>()[3 * i + k] =
-              static_cast<int64_t>(checksum(b.rects, b.values, columns(entries[i])));
+              static_cast<int64_t>(checksum(read, columns(entries[i])));
       }
     }
   });
