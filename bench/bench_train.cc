@@ -8,15 +8,24 @@
 // (parallel/comm_volume.h), and the share of the gradient reduction hidden behind backward:
 // 1 - (wait after backward with overlap) / (wait without overlap), both timed here.
 //
-//   [mpirun -np N] moetron_bench CONFIG [--steps N] [--warmup-steps N] [--set a.b=value ...]
+// With --checkpoint DIR it then saves the trained state to DIR three times and loads it back,
+// reporting bytes, seconds and the memory a save needs beyond the model's (the growth of the peak
+// resident set while saving).
+//
+//   [mpirun -np N] moetron_bench CONFIG [--steps N] [--warmup-steps N] [--checkpoint DIR]
+//                                [--set a.b=value ...]
 #include <chrono>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <optional>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "checkpoint/checkpoint.h"
 #include "core/cpu/kernels.h"
 #include "core/gemm_peak.h"
 #include "core/ops.h"
@@ -70,6 +79,48 @@ Timing time_steps(TrainStep& step, Model& model, const ProcessGroups& groups,
   return t;
 }
 
+// The peak resident set since the last reset_peak_rss(), and the current one, in bytes.
+int64_t rss_field(const char* field) {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.starts_with(field)) return std::stoll(line.substr(std::strlen(field))) * 1024;
+  return 0;
+}
+void reset_peak_rss() {
+  std::ofstream("/proc/self/clear_refs") << "5";
+}
+
+struct CheckpointTiming {
+  double bytes = 0, save_s = 0, load_s = 0, save_extra_bytes = 0;
+};
+
+// Saves the trained state three times (the best time counts) and loads it back once.
+CheckpointTiming time_checkpoint(const std::filesystem::path& dir, Model& model, AdamW& adam,
+                                 const config::RunConfig& cfg, const ProcessGroups& groups) {
+  CheckpointTiming t;
+  t.save_s = 1e30;
+  const std::filesystem::path file = dir / "bench.h5";
+  if (groups.rank() == 0) std::filesystem::create_directories(dir);
+  if (groups.world()) groups.world()->barrier();
+  checkpoint::OptimizerState opt{adam.owned(), adam.exp_avg(), adam.exp_avg_sq(), adam.steps()};
+  for (int i = 0; i < 3; ++i) {
+    reset_peak_rss();
+    const int64_t before = rss_field("VmRSS:");
+    const auto t0 = Clock::now();
+    checkpoint::save(file, model.params(), opt, {1, 0, 0}, config_to_text(cfg), groups);
+    t.save_s = std::min(t.save_s, std::chrono::duration<double>(Clock::now() - t0).count());
+    t.save_extra_bytes = std::max(t.save_extra_bytes,
+                                  static_cast<double>(rss_field("VmHWM:") - before));
+  }
+  const auto t0 = Clock::now();
+  checkpoint::load(file, model.params(), &opt, cfg, groups);
+  t.load_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  t.bytes = static_cast<double>(std::filesystem::file_size(file));
+  if (groups.world()) groups.world()->barrier();
+  if (groups.rank() == 0) std::filesystem::remove(file);
+  return t;
+}
+
 // Sums `values` over the world (identity without MPI).
 std::vector<double> sum_over_world(const ProcessGroups& groups, std::vector<double> values) {
   if (!groups.world()) return values;
@@ -82,13 +133,17 @@ std::vector<double> sum_over_world(const ProcessGroups& groups, std::vector<doub
 int run(std::span<const std::string> args, const MpiRuntime& mpi) {
   ConfigArgs parsed = parse_config_args(args);
   int steps = 5, warmup = 2;
+  std::string checkpoint_dir;
   for (size_t i = 0; i < parsed.rest.size(); ++i) {
     const std::string& a = parsed.rest[i];
     if ((a == "--steps" || a == "--warmup-steps") && i + 1 < parsed.rest.size())
       (a == "--steps" ? steps : warmup) = std::stoi(parsed.rest[++i]);
+    else if (a == "--checkpoint" && i + 1 < parsed.rest.size())
+      checkpoint_dir = parsed.rest[++i];
     else
       throw Error("moetron_bench: unknown argument '" + a +
-                  "'\nusage: moetron_bench CONFIG [--steps N] [--warmup-steps N] [--set a.b=v]");
+                  "'\nusage: moetron_bench CONFIG [--steps N] [--warmup-steps N] "
+                  "[--checkpoint DIR] [--set a.b=v]");
   }
   const config::RunConfig cfg = load_config(parsed.path, parsed.overrides);
   const Layout layout = resolve_layout(cfg, mpi.world_size());
@@ -131,11 +186,15 @@ int run(std::span<const std::string> args, const MpiRuntime& mpi) {
     blocking_s = time_steps(step, model, groups, cfg, tokens, 1, steps).exposed_s;
   }
   per_rank.push_back(blocking_s);
+  CheckpointTiming ckpt;
+  if (!checkpoint_dir.empty())
+    ckpt = time_checkpoint(checkpoint_dir, model, step.optimizer(), cfg, groups);
+  per_rank.push_back(ckpt.save_extra_bytes);
   const std::vector<double> sums = sum_over_world(groups, per_rank);
   if (groups.rank() != 0) return 0;
 
   const double ranks = layout.world;
-  const double seconds = sums[sums.size() - 3] / ranks;  // mean over ranks of the timed steps
+  const double seconds = sums[sums.size() - 4] / ranks;  // mean over ranks of the timed steps
   const double tokens_per_step = static_cast<double>(d.rows()) * accum * layout.dp;
   const double tok_s = tokens_per_step * static_cast<double>(t.step_s.size()) / seconds;
   const double flops = model.train_flops_per_token();
@@ -167,12 +226,21 @@ int run(std::span<const std::string> args, const MpiRuntime& mpi) {
       }
     }
     j.add("comm_bytes", comm_bytes).add("comm_share", comm_s / (seconds / n));
-    const double exposed = sums[sums.size() - 2] / ranks / n;
-    const double blocking = sums.back() / ranks / n;
+    const double exposed = sums[sums.size() - 3] / ranks / n;
+    const double blocking = sums[sums.size() - 2] / ranks / n;
     j.add("grad_sync_exposed_s", exposed).add("grad_sync_blocking_s", blocking);
     if (blocking > 0) j.add("grad_sync_hidden_share", 1.0 - exposed / blocking);
   } else {
     j.add("comm_bytes", int64_t{0});  // single process: no collectives
+  }
+  if (!checkpoint_dir.empty()) {
+    j.add("checkpoint_bytes", ckpt.bytes).add("checkpoint_save_s", ckpt.save_s);
+    j.add("checkpoint_load_s", ckpt.load_s);
+    j.add("checkpoint_save_mb_per_s", ckpt.bytes / ckpt.save_s / 1e6);
+    j.add("checkpoint_load_mb_per_s", ckpt.bytes / ckpt.load_s / 1e6);
+    j.add("checkpoint_save_extra_peak_mb_per_rank", sums.back() / ranks / 1e6);
+    j.add("model_state_mb_per_rank",
+          3.0 * static_cast<double>(model.params().numel()) * 4 / 1e6);
   }
   j.add("params", model.params().numel()).add("loss_first", t.loss_first);
   j.add("loss_last", t.loss_last);

@@ -33,18 +33,15 @@ struct Entry {
 
 const char* const kGroups[3] = {"/params/", "/exp_avg/", "/exp_avg_sq/"};
 
-uint64_t splitmix(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-
 // The checksum contribution of element `index` (row-major in the logical tensor) holding `v`.
-uint64_t element_hash(uint64_t index, float v) {
+// One multiply-xorshift round over (index, bits): any single changed or moved value changes the
+// XOR; cheap enough to hash every element of a checkpoint.
+inline uint64_t element_hash(uint64_t index, float v) {
   uint32_t bits = 0;
   std::memcpy(&bits, &v, sizeof bits);
-  return splitmix(index * 0x9E3779B97F4A7C15ull ^ bits);
+  uint64_t x = (index * 0x9E3779B97F4A7C15ull) ^ bits;
+  x *= 0xBF58476D1CE4E5B9ull;
+  return x ^ (x >> 31);
 }
 
 // The logical tensor's columns (1 for a vector).
@@ -98,10 +95,16 @@ std::vector<Rect> rects_of(const ParamInfo& p, int64_t a, int64_t& b) {
 uint64_t checksum(std::span<const Rect> rects, std::span<const float> values, uint64_t cols) {
   uint64_t h = 0;
   size_t at = 0;
-  for (const Rect& r : rects)
-    for (uint64_t i = 0; i < r.rows; ++i)
-      for (uint64_t j = 0; j < r.cols; ++j)
-        h ^= element_hash((r.row + i) * cols + r.col + j, values[at++]);
+  for (const Rect& r : rects) {
+    const float* v = values.data() + at;
+    const auto n = static_cast<int64_t>(r.rows * r.cols);
+#pragma omp parallel for reduction(^ : h) schedule(static) if (n > (1 << 16))
+    for (int64_t e = 0; e < n; ++e) {
+      const uint64_t i = static_cast<uint64_t>(e) / r.cols, j = static_cast<uint64_t>(e) % r.cols;
+      h ^= element_hash((r.row + i) * cols + r.col + j, v[e]);
+    }
+    at += static_cast<size_t>(n);
+  }
   return h;
 }
 
