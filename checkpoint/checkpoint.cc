@@ -34,16 +34,6 @@ struct Entry {
 const char* const kGroups[3] = {"/params/", "/exp_avg/", "/exp_avg_sq/"};
 
 // The checksum contribution of element `index` (row-major in the logical tensor) holding `v`.
-// One multiply-xorshift round over (index, bits): any single changed or moved value changes the
-// XOR; cheap enough to hash every element of a checkpoint.
-inline uint64_t element_hash(uint64_t index, float v) {
-  uint32_t bits = 0;
-  std::memcpy(&bits, &v, sizeof bits);
-  uint64_t x = (index * 0x9E3779B97F4A7C15ull) ^ bits;
-  x *= 0xBF58476D1CE4E5B9ull;
-  return x ^ (x >> 31);
-}
-
 // The logical tensor's columns (1 for a vector).
 uint64_t columns(const Entry& e) {
   return e.shape.size() == 2 ? e.shape[1] : 1;
@@ -70,8 +60,9 @@ std::vector<Rect> rects_of(const ParamInfo& p, int64_t a, int64_t& b) {
   }
   auto rect = [&](int64_t row, int64_t col, int64_t rows, int64_t n) {
     if (rows > 0 && n > 0)
-      out.push_back({static_cast<uint64_t>(row + row_offset), static_cast<uint64_t>(col + col_offset),
-                     static_cast<uint64_t>(rows), static_cast<uint64_t>(n)});
+      out.push_back({static_cast<uint64_t>(row + row_offset),
+                     static_cast<uint64_t>(col + col_offset), static_cast<uint64_t>(rows),
+                     static_cast<uint64_t>(n)});
   };
   if (a >= b) return out;
   const int64_t first_row = a / cols, last_row = (b - 1) / cols;
@@ -372,8 +363,9 @@ TrainState load(const fs::path& path, ParamTable& params, OptimizerState* optimi
         const std::string name = kGroups[k] + entries[i].name;
         const std::vector<uint64_t> shape = file->shape(name);
         if (shape != entries[i].shape)
-          throw Error(concat(path, ": ", name, " has shape ", shape_str({shape.begin(), shape.end()}),
-                             ", the model needs ", shape_str(p.global_shape)));
+          throw Error(concat(path, ": ", name, " has shape ",
+                             shape_str({shape.begin(), shape.end()}), ", the model needs ",
+                             shape_str(p.global_shape)));
         if (!file->is_f32(name)) throw Error(concat(path, ": ", name, " is not f32"));
         if (k == 0) {  // padding rows (past the vocabulary) are zero
           float* v = params.flat_values().data<float>() + p.offset;
@@ -395,8 +387,8 @@ TrainState load(const fs::path& path, ParamTable& params, OptimizerState* optimi
         const std::string name = kGroups[k] + entries[i].name;
         if (static_cast<uint64_t>(sums.data<int64_t>()[3 * i + k]) !=
             file->dataset_u64_attr(name, "checksum"))
-          throw Error(concat(path, ": ", name,
-                             " does not match its checksum (the file is corrupt)"));
+          throw Error(
+              concat(path, ": ", name, " does not match its checksum (the file is corrupt)"));
       }
     file->close();
   });

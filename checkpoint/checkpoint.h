@@ -10,6 +10,7 @@
 // can verify what it reads.
 #pragma once
 
+#include <bit>
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -24,6 +25,15 @@ namespace moetron::checkpoint {
 
 inline constexpr const char* kFormat = "moetron-checkpoint";
 inline constexpr int64_t kVersion = 1;
+
+// A dataset's checksum is the XOR over its elements of element_hash(row-major index, value):
+// the same whichever ranks wrote which blocks. One multiply-xorshift round: any single changed
+// or moved value changes it, and it is cheap enough to hash every element of a checkpoint.
+inline uint64_t element_hash(uint64_t index, float value) {
+  uint64_t x = (index * 0x9E3779B97F4A7C15ull) ^ std::bit_cast<uint32_t>(value);
+  x *= 0xBF58476D1CE4E5B9ull;
+  return x ^ (x >> 31);
+}
 
 // Where training stands, beside the tensors.
 struct TrainState {
@@ -44,8 +54,8 @@ struct OptimizerState {
 // and fsynced, then renamed (rank 0), so `path` is complete or absent. `config_text` is the
 // resolved config. Throws CollectiveError on failure (every rank alike).
 void save(const std::filesystem::path& path, const ParamTable& params,
-          const OptimizerState& optimizer, const TrainState& state,
-          const std::string& config_text, const ProcessGroups& groups);
+          const OptimizerState& optimizer, const TrainState& state, const std::string& config_text,
+          const ProcessGroups& groups);
 
 // Reads a checkpoint into this rank's parameters and (unless null: the weights alone, for
 // inference and export) optimizer state, whatever layout wrote it. Checks, and names the first

@@ -75,9 +75,9 @@ void H5File::set_attr(const std::string& name, const std::string& value) {
   H5Tset_size(type.get(), std::max<size_t>(value.size(), 1));
   H5Tset_strpad(type.get(), H5T_STR_NULLPAD);
   H5Id space(H5Screate(H5S_SCALAR), H5Sclose);
-  H5Id attr(H5Acreate2(file_.get(), name.c_str(), type.get(), space.get(), H5P_DEFAULT,
-                       H5P_DEFAULT),
-            H5Aclose);
+  H5Id attr(
+      H5Acreate2(file_.get(), name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
+      H5Aclose);
   const std::string padded = value.empty() ? std::string(1, '\0') : value;
   if (!attr.valid() || H5Awrite(attr.get(), type.get(), padded.data()) < 0)
     fail("cannot write attribute " + name);
@@ -85,9 +85,9 @@ void H5File::set_attr(const std::string& name, const std::string& value) {
 
 void H5File::set_attr(const std::string& name, int64_t value) {
   H5Id space(H5Screate(H5S_SCALAR), H5Sclose);
-  H5Id attr(H5Acreate2(file_.get(), name.c_str(), H5T_STD_I64LE, space.get(), H5P_DEFAULT,
-                       H5P_DEFAULT),
-            H5Aclose);
+  H5Id attr(
+      H5Acreate2(file_.get(), name.c_str(), H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT),
+      H5Aclose);
   if (!attr.valid() || H5Awrite(attr.get(), H5T_NATIVE_INT64, &value) < 0)
     fail("cannot write attribute " + name);
 }
@@ -161,8 +161,8 @@ bool H5File::is_f32(const std::string& path) const {
 
 void H5File::write(const std::string& path, std::span<const Rect> rects,
                    std::span<const float> data) {
-  MOETRON_CHECK(elements(rects) == data.size(), "write ", path, ": ", data.size(),
-                " values for ", elements(rects), " elements");
+  MOETRON_CHECK(elements(rects) == data.size(), "write ", path, ": ", data.size(), " values for ",
+                elements(rects), " elements");
   if (rects.empty()) return;  // independent transfers: nothing to take part in
   const H5Id ds = open_dataset(path);
   H5Id file_space(H5Dget_space(ds.get()), H5Sclose);
@@ -176,8 +176,8 @@ void H5File::write(const std::string& path, std::span<const Rect> rects,
 
 void H5File::read(const std::string& path, std::span<const Rect> rects,
                   std::span<float> data) const {
-  MOETRON_CHECK(elements(rects) == data.size(), "read ", path, ": ", data.size(),
-                " values for ", elements(rects), " elements");
+  MOETRON_CHECK(elements(rects) == data.size(), "read ", path, ": ", data.size(), " values for ",
+                elements(rects), " elements");
   if (rects.empty()) return;
   const H5Id ds = open_dataset(path);
   H5Id file_space(H5Dget_space(ds.get()), H5Sclose);
@@ -192,9 +192,9 @@ void H5File::read(const std::string& path, std::span<const Rect> rects,
 void H5File::set_dataset_attr(const std::string& path, const std::string& name, uint64_t value) {
   const H5Id ds = open_dataset(path);
   H5Id space(H5Screate(H5S_SCALAR), H5Sclose);
-  H5Id attr(H5Acreate2(ds.get(), name.c_str(), H5T_STD_U64LE, space.get(), H5P_DEFAULT,
-                       H5P_DEFAULT),
-            H5Aclose);
+  H5Id attr(
+      H5Acreate2(ds.get(), name.c_str(), H5T_STD_U64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT),
+      H5Aclose);
   if (!attr.valid() || H5Awrite(attr.get(), H5T_NATIVE_UINT64, &value) < 0)
     fail("cannot write attribute " + name + " of " + path);
 }

@@ -53,8 +53,8 @@ void inspect(const std::filesystem::path& path, std::ostream& out, bool moments)
   const std::vector<std::string> names = file.list("/params");
   size_t width = 4;
   for (const std::string& n : names) width = std::max(width, n.size());
-  out << std::left << std::setw(static_cast<int>(width)) << "tensor" << "  " << std::setw(14)
-      << "shape" << std::right << std::setw(12) << "L2 norm"
+  out << std::left << std::setw(static_cast<int>(width)) << "tensor"
+      << "  " << std::setw(14) << "shape" << std::right << std::setw(12) << "L2 norm"
       << (moments ? "   exp_avg norm  exp_avg_sq norm" : "") << "\n";
   uint64_t elements = 0;
   std::ostringstream biases;

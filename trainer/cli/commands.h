@@ -12,6 +12,7 @@ namespace moetron {
 int run_validate(std::span<const std::string> args);  // cmd_validate.cc
 int run_prepare(std::span<const std::string> args);   // cmd_prepare.cc
 int run_train(std::span<const std::string> args);     // cmd_train.cc
+int run_export(std::span<const std::string> args);    // cmd_export.cc
 int run_inspect(std::span<const std::string> args);   // cmd_inspect.cc
 
 // Whether the arguments ask for the usage (-h or --help anywhere).

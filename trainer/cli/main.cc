@@ -15,7 +15,8 @@ constexpr const char* kUsage =
     "  train CONFIG [--set a.b=value ...]     train a model (--overwrite: reuse a run dir)\n"
     "  validate CONFIG [--set a.b=value ...]  check a config and print it resolved\n"
     "  prepare [options]                      turn text files into token shards (see --help)\n"
-    "  inspect CKPT                           what a checkpoint holds\n";
+    "  inspect CKPT                           what a checkpoint holds\n"
+    "  export CKPT --out DIR [options]        a checkpoint as a Hugging Face model (see --help)\n";
 
 }  // namespace
 
@@ -32,6 +33,7 @@ int main(int argc, char** argv) {
     if (command == "train") return moetron::run_train(args);
     if (command == "validate") return moetron::run_validate(args);
     if (command == "prepare") return moetron::run_prepare(args);
+    if (command == "export") return moetron::run_export(args);
     if (command == "inspect") return moetron::run_inspect(args);
     if (command == "-h" || command == "--help" || command == "help") {
       std::fputs(kUsage, stdout);

@@ -1,0 +1,202 @@
+#include "checkpoint/glm4_moe.h"
+
+#include <charconv>
+#include <sstream>
+
+#include "core/check.h"
+#include "data/json.h"
+
+namespace moetron::checkpoint {
+namespace {
+
+using config::ModelConfig;
+using detail::concat;
+
+uint64_t u(int64_t v) {
+  return static_cast<uint64_t>(v);
+}
+
+int64_t kv_heads(const ModelConfig& m) {
+  return m.num_key_value_heads() == 0 ? m.num_attention_heads() : m.num_key_value_heads();
+}
+
+int64_t head_dim(const ModelConfig& m) {
+  return m.hidden_size() / m.num_attention_heads();
+}
+
+// docs/moe.md: layers l >= first_k_dense_replace and every MTP block (l >= L) are MoE.
+bool is_moe_layer(const ModelConfig& m, int64_t l) {
+  return m.moe().n_routed_experts() > 0 &&
+         (l >= m.moe().first_k_dense_replace() || l >= m.num_hidden_layers());
+}
+
+std::string layer(int64_t l) {
+  return "model.layers." + std::to_string(l) + ".";
+}
+
+// The shortest text that reads back as the same float, always with a fraction or exponent so
+// that JSON readers see a float (transformers' strict config types reject an int there).
+std::string json_float(float v) {
+  char buf[64];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  std::string s(buf, r.ptr);
+  if (s.find_first_of(".eEni") == std::string::npos) s += ".0";
+  return s;
+}
+
+const char* json_bool(bool v) {
+  return v ? "true" : "false";
+}
+
+}  // namespace
+
+std::vector<ModelTensor> model_tensors(const ModelConfig& m) {
+  const uint64_t d = u(m.hidden_size()), V = u(m.vocab_size()), hd = u(head_dim(m));
+  const uint64_t H = u(m.num_attention_heads()), KV = u(kv_heads(m));
+  const int64_t L = m.num_hidden_layers(), D = m.num_nextn_predict_layers();
+  const config::MoeConfig& e = m.moe();
+  std::vector<ModelTensor> out;
+  out.push_back({"model.embed_tokens.weight", {V, d}});
+  auto swiglu = [&](const std::string& prefix, uint64_t inter) {
+    out.push_back({prefix + "gate_proj.weight", {inter, d}});
+    out.push_back({prefix + "up_proj.weight", {inter, d}});
+    out.push_back({prefix + "down_proj.weight", {d, inter}});
+  };
+  for (int64_t l = 0; l < L + D; ++l) {
+    const std::string p = layer(l);
+    if (l >= L) {  // MTP module k = l - L + 1
+      out.push_back({p + "enorm.weight", {d}});
+      out.push_back({p + "hnorm.weight", {d}});
+      out.push_back({p + "eh_proj.weight", {d, 2 * d}});
+    }
+    out.push_back({p + "input_layernorm.weight", {d}});
+    out.push_back({p + "self_attn.q_proj.weight", {H * hd, d}});
+    out.push_back({p + "self_attn.k_proj.weight", {KV * hd, d}});
+    out.push_back({p + "self_attn.v_proj.weight", {KV * hd, d}});
+    out.push_back({p + "self_attn.o_proj.weight", {d, H * hd}});
+    out.push_back({p + "post_attention_layernorm.weight", {d}});
+    if (is_moe_layer(m, l)) {
+      const uint64_t E = u(e.n_routed_experts()), I = u(e.moe_intermediate_size());
+      out.push_back({p + "mlp.gate.weight", {E, d}});
+      out.push_back({p + "mlp.gate.e_score_correction_bias", {E}});
+      for (uint64_t x = 0; x < E; ++x) swiglu(p + "mlp.experts." + std::to_string(x) + ".", I);
+      if (e.n_shared_experts() > 0) swiglu(p + "mlp.shared_experts.", u(e.n_shared_experts()) * I);
+    } else {
+      swiglu(p + "mlp.", u(m.intermediate_size()));
+    }
+    if (l >= L) out.push_back({p + "shared_head.norm.weight", {d}});
+  }
+  out.push_back({"model.norm.weight", {d}});
+  if (!m.tie_word_embeddings()) out.push_back({"lm_head.weight", {V, d}});
+  return out;
+}
+
+std::vector<ExportTensor> export_tensors(const ModelConfig& m, StDtype dtype) {
+  const bool rope_permute = m.rope_style() == ModelConfig::INTERLEAVED;
+  const std::string head = m.tie_word_embeddings() ? "model.embed_tokens.weight" : "lm_head.weight";
+  // A [vocab, hidden] copy of the embedding or the head under another name.
+  auto copy_of = [&](std::string name, const std::string& source) {
+    return ExportTensor{std::move(name), source, {u(m.vocab_size()), u(m.hidden_size())}, dtype};
+  };
+  std::vector<ExportTensor> out;
+  for (const ModelTensor& t : model_tensors(m)) {
+    ExportTensor x{t.name, t.name, t.shape, dtype};
+    if (t.name.ends_with(".mlp.gate.weight") || t.name.ends_with(".e_score_correction_bias"))
+      x.dtype = StDtype::f32;
+    if (rope_permute && (t.name.ends_with(".self_attn.q_proj.weight") ||
+                         t.name.ends_with(".self_attn.k_proj.weight")))
+      x.rope_rows = u(head_dim(m));
+    // The MTP layer's copies of the embedding and the head go first in the layer, so a shard
+    // boundary never separates them from the layer.
+    if (t.name.starts_with("model.layers.") && t.name.ends_with(".enorm.weight")) {
+      const std::string p = t.name.substr(0, t.name.size() - std::string("enorm.weight").size());
+      out.push_back(copy_of(p + "embed_tokens.weight", "model.embed_tokens.weight"));
+      out.push_back(copy_of(p + "shared_head.head.weight", head));
+    }
+    out.push_back(std::move(x));
+  }
+  if (m.tie_word_embeddings())
+    out.push_back(copy_of("lm_head.weight", "model.embed_tokens.weight"));
+  return out;
+}
+
+void check_glm4_moe(const ModelConfig& m) {
+  const config::MoeConfig& e = m.moe();
+  if (e.n_routed_experts() == 0)
+    throw Error(
+        "model.moe.n_routed_experts is 0 (a dense model): glm4_moe is a mixture-of-experts "
+        "architecture (vLLM's Glm4MoeForCausalLM refuses a model without an MoE layer and "
+        "transformers builds every MTP block as MoE); export a model with n_routed_experts >= 2");
+  if (e.scoring_func() != config::MoeConfig::SIGMOID)
+    throw Error(
+        "model.moe.scoring_func is SOFTMAX: glm4_moe's router always scores with sigmoid "
+        "(transformers' Glm4MoeTopkRouter, vLLM's scoring_func=\"sigmoid\"); only SIGMOID models "
+        "can be exported as glm4_moe");
+  if (e.n_routed_experts() / e.n_group() < 2)
+    throw Error(concat("model.moe.n_routed_experts / model.moe.n_group is ",
+                       e.n_routed_experts() / e.n_group(),
+                       ": glm4_moe scores each expert group by the sum of its 2 best experts, so "
+                       "every group needs at least 2 experts"));
+  if (m.hidden_size() % m.num_attention_heads() != 0 || head_dim(m) % 2 != 0)
+    throw Error(concat("model.hidden_size / model.num_attention_heads = ", m.hidden_size(), " / ",
+                       m.num_attention_heads(), " must be an even head_dim for RoPE"));
+}
+
+std::string glm4_moe_config_json(const config::RunConfig& run, StDtype dtype, int64_t step) {
+  const ModelConfig& m = run.model();
+  const config::MoeConfig& e = m.moe();
+  const std::string theta = json_float(m.rope_theta());
+  std::ostringstream j;
+  j << "{\n"
+    << "  \"architectures\": [\"Glm4MoeForCausalLM\"],\n"
+    << "  \"model_type\": \"glm4_moe\",\n"
+    << "  \"vocab_size\": " << m.vocab_size() << ",\n"
+    << "  \"hidden_size\": " << m.hidden_size() << ",\n"
+    << "  \"intermediate_size\": " << m.intermediate_size() << ",\n"
+    << "  \"num_hidden_layers\": " << m.num_hidden_layers() << ",\n"
+    << "  \"num_attention_heads\": " << m.num_attention_heads() << ",\n"
+    << "  \"num_key_value_heads\": " << kv_heads(m) << ",\n"
+    << "  \"head_dim\": " << head_dim(m) << ",\n"
+    << "  \"hidden_act\": \"silu\",\n"
+    << "  \"attention_bias\": false,\n"
+    << "  \"attention_dropout\": 0.0,\n"
+    << "  \"use_qk_norm\": false,\n"
+    << "  \"rms_norm_eps\": " << json_float(m.rms_norm_eps())
+    << ",\n"
+    // moetron rotates the whole head (glm4_moe's default would be half of it); both spellings,
+    // for transformers 5 (rope_parameters) and readers of the older top-level fields.
+    << "  \"rope_theta\": " << theta << ",\n"
+    << "  \"partial_rotary_factor\": 1.0,\n"
+    << "  \"rope_parameters\": {\"rope_type\": \"default\", \"rope_theta\": " << theta
+    << ", \"partial_rotary_factor\": 1.0},\n"
+    << "  \"max_position_embeddings\": " << run.data().seq_len() << ",\n"
+    << "  \"initializer_range\": " << json_float(m.init_std())
+    << ",\n"
+    // Tied embeddings are exported as an untied copy (lm_head.weight): vLLM's
+    // Glm4MoeForCausalLM always loads lm_head.weight.
+    << "  \"tie_word_embeddings\": false,\n"
+    << "  \"n_routed_experts\": " << e.n_routed_experts() << ",\n"
+    << "  \"num_experts_per_tok\": " << e.num_experts_per_tok() << ",\n"
+    << "  \"moe_intermediate_size\": " << e.moe_intermediate_size() << ",\n"
+    << "  \"n_shared_experts\": " << e.n_shared_experts() << ",\n"
+    << "  \"first_k_dense_replace\": " << e.first_k_dense_replace() << ",\n"
+    << "  \"routed_scaling_factor\": " << json_float(e.routed_scaling_factor()) << ",\n"
+    << "  \"norm_topk_prob\": " << json_bool(e.norm_topk_prob()) << ",\n"
+    << "  \"n_group\": " << e.n_group() << ",\n"
+    << "  \"topk_group\": " << e.topk_group() << ",\n"
+    << "  \"num_nextn_predict_layers\": " << m.num_nextn_predict_layers() << ",\n"
+    << "  \"bos_token_id\": null,\n"
+    << "  \"eos_token_id\": null,\n"
+    << "  \"pad_token_id\": null,\n"
+    << "  \"use_cache\": true,\n"
+    << "  \"dtype\": \"" << (dtype == StDtype::bf16 ? "bfloat16" : "float32") << "\",\n"
+    << "  \"moetron\": {\"checkpoint_step\": " << step << ", \"rope_style\": "
+    << data::json_quote(m.rope_style() == ModelConfig::INTERLEAVED
+                            ? "INTERLEAVED (q_proj/k_proj rows permuted to rotate_half)"
+                            : "ROTATE_HALF")
+    << ", \"capacity_factor\": " << json_float(e.capacity_factor()) << "}\n"
+    << "}\n";
+  return j.str();
+}
+
+}  // namespace moetron::checkpoint
