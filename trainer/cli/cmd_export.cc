@@ -15,9 +15,10 @@ using detail::concat;
 
 constexpr const char* kUsage =
     "usage: moetron export CKPT --out DIR [options]\n"
-    "  Writes the checkpoint CKPT as a Hugging Face model directory in the glm4_moe (GLM-4.5)\n"
-    "  layout: config.json, generation_config.json, *.safetensors with\n"
-    "  model.safetensors.index.json, and the tokenizer (docs/export.md).\n"
+    "  Writes the checkpoint CKPT (a file, or a run or checkpoint directory: its latest) as a\n"
+    "  Hugging Face model directory in the glm4_moe (GLM-4.5) layout: config.json,\n"
+    "  generation_config.json, *.safetensors with model.safetensors.index.json, and the\n"
+    "  tokenizer (docs/export.md).\n"
     "  --out DIR           the model directory; must not exist or be empty\n"
     "  --dtype bf16|fp32   tensor type (default bf16, rounded to nearest even; the router stays\n"
     "                      fp32)\n"
@@ -91,6 +92,7 @@ int run_export(std::span<const std::string> args) {
   }
   if (o.checkpoint.empty()) throw Error(concat("export: no checkpoint given\n", kUsage));
   if (o.out.empty()) throw Error(concat("export: no output directory (--out DIR)\n", kUsage));
+  o.checkpoint = resolve_checkpoint(o.checkpoint.string());  // a run or checkpoint dir: its latest
 
   const auto start = std::chrono::steady_clock::now();
   const checkpoint::ExportSummary s = checkpoint::export_checkpoint(
