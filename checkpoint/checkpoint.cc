@@ -88,13 +88,17 @@ uint64_t checksum(std::span<const Rect> rects, std::span<const float> values, ui
   size_t at = 0;
   for (const Rect& r : rects) {
     const float* v = values.data() + at;
-    const auto n = static_cast<int64_t>(r.rows * r.cols);
-#pragma omp parallel for reduction(^ : h) schedule(static) if (n > (1 << 16))
-    for (int64_t e = 0; e < n; ++e) {
-      const uint64_t i = static_cast<uint64_t>(e) / r.cols, j = static_cast<uint64_t>(e) % r.cols;
-      h ^= element_hash((r.row + i) * cols + r.col + j, v[e]);
+    const auto rows = static_cast<int64_t>(r.rows), n = static_cast<int64_t>(r.cols);
+#pragma omp parallel for reduction(^ : h) schedule(static) if (rows * n > (1 << 16))
+    for (int64_t i = 0; i < rows; ++i) {
+      const uint64_t base = (r.row + static_cast<uint64_t>(i)) * cols + r.col;
+      const float* row = v + i * n;
+      uint64_t hr = 0;
+#pragma omp simd reduction(^ : hr)
+      for (int64_t j = 0; j < n; ++j) hr ^= element_hash(base + static_cast<uint64_t>(j), row[j]);
+      h ^= hr;
     }
-    at += static_cast<size_t>(n);
+    at += static_cast<size_t>(rows * n);
   }
   return h;
 }
