@@ -24,7 +24,9 @@
 namespace moetron::checkpoint {
 
 inline constexpr const char* kFormat = "moetron-checkpoint";
-inline constexpr int64_t kVersion = 1;
+// Version 2: element_hash below. (Version 1, written only by development builds of 2026-11-25,
+// hashed elements another way; this build refuses it with the version error.)
+inline constexpr int64_t kVersion = 2;
 
 // A dataset's checksum is the XOR over its elements of element_hash(row-major index, value):
 // the same whichever ranks wrote which blocks. One multiply-xorshift round: any single changed

@@ -14,6 +14,7 @@
 
 #include "core/cpu/kernels.h"
 #include "core/ops.h"
+#include "core/ops_decode.h"
 #include "core/threads.h"
 
 namespace moetron {
@@ -450,6 +451,41 @@ TEST(OpForward, VocabParallelCrossEntropyEqualsTheWholeVocabulary) {
     ops::ce_shard_stats(logits, targets, {5 * b, valid, 13}, stats);
   }
   EXPECT_NEAR(ops::ce_combine_stats(all, lse), whole, 1e-5 * whole);
+}
+
+// The decoding ops (core/ops_decode.h): the training ops' results, and rows computed alike
+// whatever rows come with them.
+TEST(OpForward, DecodingOpsMatchTheTrainingOpsRowForRow) {
+  std::mt19937 gen(9);
+  const Tensor x = random_tensor({7, 33}, gen), w = random_tensor({19, 33}, gen);
+  Tensor wt = poisoned({33, 19}), y = poisoned({7, 19}), ref = poisoned({7, 19});
+  ops::transpose(w, wt);
+  ops::linear_rows(x, wt, y);
+  ops::matmul(x, false, w, true, ref);
+  EXPECT_TRUE(close(y.span<float>(), to_double(ref), 1e-5, 1e-5));
+  for (int64_t r = 0; r < 7; ++r) {  // alone, the same bits
+    Tensor one = poisoned({1, 19});
+    ops::linear_rows(x.slice(r, r + 1), wt, one);
+    EXPECT_TRUE(std::equal(one.span<float>().begin(), one.span<float>().end(),
+                           y.slice(r, r + 1).span<float>().begin()))
+        << "row " << r;
+  }
+  // Attention over a cache filled position by position equals causal attention of the whole.
+  const int64_t T = 9, H = 4, KV = 2, hd = 8;
+  const Tensor q = random_tensor({1, T, H, hd}, gen), k = random_tensor({1, T, KV, hd}, gen),
+               v = random_tensor({1, T, KV, hd}, gen);
+  Tensor full = poisoned({1, T, H, hd}), lse = poisoned({1, H, T});
+  ops::attention_forward(q, k, v, full, lse);
+  Tensor keys_t = poisoned({KV, hd, T}), values = poisoned({T, KV, hd});
+  ops::copy(v.reshape({T, KV, hd}), values);
+  for (int64_t t = 0; t < T; ++t) {
+    ops::store_keys(k.reshape({T, KV, hd}).slice(t, t + 1), t, keys_t);
+    Tensor out = poisoned({1, H, hd});
+    ops::attention_decode(q.reshape({T, H, hd}).slice(t, t + 1), keys_t, values, t, out);
+    EXPECT_TRUE(
+        close(out.span<float>(), to_double(full.reshape({T, H, hd}).slice(t, t + 1)), 1e-5, 1e-5))
+        << "position " << t;
+  }
 }
 
 TEST(OpForward, AdamWMatchesTheFormula) {

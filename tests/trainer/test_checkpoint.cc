@@ -201,7 +201,7 @@ TEST_F(Damaged, AnotherFormatVersion) {
     H5Awrite(attr, H5T_NATIVE_INT64, &v);
     H5Aclose(attr);
   });
-  EXPECT_HAS(load_error(f), "format version 99 is unknown (this build reads version 1)");
+  EXPECT_HAS(load_error(f), "format version 99 is unknown (this build reads version 2)");
 }
 
 TEST_F(Damaged, AnotherModelNamesTheField) {

@@ -14,6 +14,7 @@ int run_prepare(std::span<const std::string> args);   // cmd_prepare.cc
 int run_train(std::span<const std::string> args);     // cmd_train.cc
 int run_export(std::span<const std::string> args);    // cmd_export.cc
 int run_inspect(std::span<const std::string> args);   // cmd_inspect.cc
+int run_generate(std::span<const std::string> args);  // cmd_generate.cc
 
 // Whether the arguments ask for the usage (-h or --help anywhere).
 bool wants_help(std::span<const std::string> args);

@@ -16,7 +16,8 @@ constexpr const char* kUsage =
     "  validate CONFIG [--set a.b=value ...]  check a config and print it resolved\n"
     "  prepare [options]                      turn text files into token shards (see --help)\n"
     "  inspect CKPT                           what a checkpoint holds\n"
-    "  export CKPT --out DIR [options]        a checkpoint as a Hugging Face model (see --help)\n";
+    "  export CKPT --out DIR [options]        a checkpoint as a Hugging Face model (see --help)\n"
+    "  generate CKPT --prompt TEXT [options]  continue a prompt on the CPU (see --help)\n";
 
 }  // namespace
 
@@ -35,6 +36,7 @@ int main(int argc, char** argv) {
     if (command == "prepare") return moetron::run_prepare(args);
     if (command == "export") return moetron::run_export(args);
     if (command == "inspect") return moetron::run_inspect(args);
+    if (command == "generate") return moetron::run_generate(args);
     if (command == "-h" || command == "--help" || command == "help") {
       std::fputs(kUsage, stdout);
       return 0;
