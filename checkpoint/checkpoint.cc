@@ -16,6 +16,7 @@
 
 #include "checkpoint/h5.h"
 #include "core/check.h"
+#include "data/file_io.h"
 #include "parallel/collective.h"
 
 namespace moetron::checkpoint {
@@ -210,15 +211,6 @@ std::string layout_text(const Layout& l) {
                 " world=", l.world);
 }
 
-// fsync of a file or directory, so a rename after it is durable.
-void sync_path(const fs::path& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw Error(concat("cannot open ", path, " to sync it: ", std::strerror(errno)));
-  const int rc = ::fsync(fd);
-  ::close(fd);
-  if (rc != 0) throw Error(concat("fsync of ", path, " failed: ", std::strerror(errno)));
-}
-
 void barrier(const ProcessGroups& g) {
   if (g.world()) g.world()->barrier();
 }
@@ -301,9 +293,9 @@ void save(const fs::path& path, const ParamTable& params, const OptimizerState& 
   // Complete and closed on every rank: make it durable, then give it its name.
   barrier(g);
   if (g.rank() == 0) {
-    sync_path(partial);
+    data::fsync_path(partial);
     fs::rename(partial, path);
-    sync_path(path.parent_path().empty() ? fs::path(".") : path.parent_path());
+    data::fsync_path(path.parent_path().empty() ? fs::path(".") : path.parent_path());
   }
   barrier(g);
 }

@@ -22,6 +22,7 @@
 #include "data/file_io.h"
 #include "data/json.h"
 #include "data/manifest.h"
+#include "data/staged_dir.h"
 
 namespace moetron::checkpoint {
 namespace {
@@ -32,17 +33,6 @@ namespace fs = std::filesystem;
 constexpr uint64_t kMaxChunkBytes = uint64_t{64} << 20;
 constexpr const char* kIndexFile = "model.safetensors.index.json";
 
-fs::path clean_path(const fs::path& p) {
-  fs::path c = fs::absolute(p).lexically_normal();
-  if (c.filename().empty()) c = c.parent_path();  // "dir/" -> "dir"
-  return c;
-}
-
-bool is_within(const fs::path& inner, const fs::path& outer) {
-  const fs::path rel = clean_path(inner).lexically_relative(clean_path(outer));
-  return !rel.empty() && *rel.begin() != "..";
-}
-
 bool is_export(const fs::path& dir) {
   return fs::is_regular_file(dir / "config.json") && fs::is_regular_file(dir / kIndexFile);
 }
@@ -51,7 +41,7 @@ bool is_export(const fs::path& dir) {
 // place that holds the checkpoint, which replacing OUT would delete.
 void check_output(const ExportOptions& o) {
   if (o.out.empty()) throw Error("export: no output directory (--out DIR)");
-  if (is_within(o.checkpoint, o.out) || clean_path(o.checkpoint) == clean_path(o.out))
+  if (data::is_within(o.checkpoint, o.out))
     throw Error(concat("export: the checkpoint ", o.checkpoint, " lies inside --out ", o.out,
                        ", which the export replaces as a whole; choose another output"));
   std::error_code ec;
@@ -68,74 +58,6 @@ void check_output(const ExportOptions& o) {
                        kIndexFile,
                        "); --overwrite replaces only exports: choose another output "
                        "or remove it yourself"));
-}
-
-// OUT.partial-PID: beside the output, so the final rename stays on one file system.
-std::string staging_prefix(const fs::path& out) {
-  return clean_path(out).filename().string() + ".partial-";
-}
-
-// Removes the staging directories that killed exports to this output left behind.
-void remove_stale_staging(const fs::path& out) {
-  const std::string prefix = staging_prefix(out);
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(clean_path(out).parent_path(), ec)) {
-    const std::string name = e.path().filename().string();
-    if (!name.starts_with(prefix)) continue;
-    pid_t pid = 0;
-    const char* end = name.data() + name.size();
-    const auto [last, err] = std::from_chars(name.data() + prefix.size(), end, pid);
-    if (err != std::errc() || last != end || pid <= 0) continue;
-    if (::kill(pid, 0) == 0 || errno == EPERM) continue;  // that export still runs
-    fs::remove_all(e.path(), ec);
-  }
-}
-
-// Removes the staging directory unless it was published.
-class StagingGuard {
- public:
-  explicit StagingGuard(fs::path dir) : dir_(std::move(dir)) {}
-  ~StagingGuard() {
-    std::error_code ec;
-    if (!published_) fs::remove_all(dir_, ec);
-  }
-  StagingGuard(const StagingGuard&) = delete;
-  StagingGuard& operator=(const StagingGuard&) = delete;
-  void published() { published_ = true; }
-
- private:
-  fs::path dir_;
-  bool published_ = false;
-};
-
-void sync_path(const fs::path& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw Error(concat("cannot open ", path, " to sync it: ", std::strerror(errno)));
-  const int rc = ::fsync(fd);
-  ::close(fd);
-  if (rc != 0) throw Error(concat("fsync of ", path, " failed: ", std::strerror(errno)));
-}
-
-// Moves the finished staging directory to OUT in one step (swapping out an earlier export,
-// which ends up at the staging path and is removed).
-void publish(const fs::path& staging, const fs::path& out) {
-  if (!fs::exists(out)) {
-    fs::rename(staging, out);
-    return;
-  }
-  if (::renameat2(AT_FDCWD, staging.c_str(), AT_FDCWD, out.c_str(), RENAME_EXCHANGE) == 0) {
-    fs::remove_all(staging);
-    return;
-  }
-  if (errno != EINVAL && errno != ENOSYS)
-    throw Error(concat("export: cannot move ", staging, " to ", out, ": ", std::strerror(errno)));
-  // No RENAME_EXCHANGE here: two renames; a kill between them leaves the earlier export
-  // complete at OUT.old-PID and the new one at the staging path.
-  const fs::path old =
-      out.parent_path() / (out.filename().string() + ".old-" + std::to_string(::getpid()));
-  fs::rename(out, old);
-  fs::rename(staging, out);
-  fs::remove_all(old);
 }
 
 void write_text(const fs::path& file, const std::string& text) {
@@ -353,13 +275,10 @@ ExportSummary export_checkpoint(const ExportOptions& o,
   summary.tensors = tensors.size();
   summary.shards = shards.size();
 
-  const fs::path out = clean_path(o.out);
+  const fs::path out = data::clean_path(o.out);
   fs::create_directories(out.parent_path());
-  remove_stale_staging(out);
-  const fs::path staging = out.parent_path() / (staging_prefix(out) + std::to_string(::getpid()));
-  fs::remove_all(staging);
-  fs::create_directory(staging);
-  StagingGuard guard(staging);
+  data::StagedDirectory staged(out, "export");
+  const fs::path& staging = staged.path();
 
   summary.tokenizer = write_tokenizer(o, cfg, staging);
   const uint64_t chunk_bytes = std::min(o.shard_size, kMaxChunkBytes);
@@ -398,10 +317,9 @@ ExportSummary export_checkpoint(const ExportOptions& o,
   // No special tokens: moetron trains on plain token streams (no BOS/EOS), so generation stops
   // at max_length or the caller's own stop criteria.
   write_text(staging / "generation_config.json", "{\n  \"_from_model_config\": true\n}\n");
-  sync_path(staging);
-  publish(staging, out);
-  guard.published();
-  sync_path(out.parent_path());
+  data::fsync_path(staging);
+  staged.publish();
+  data::fsync_path(out.parent_path());
   return summary;
 }
 

@@ -111,4 +111,12 @@ void write_file_atomic(const std::filesystem::path& file, std::string_view text)
   write_file_atomic(file, std::span(&part, 1));
 }
 
+void fsync_path(const std::filesystem::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw Error(concat("cannot open ", path, " to sync it: ", errno_text()));
+  const int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) throw Error(concat("fsync of ", path, " failed: ", errno_text()));
+}
+
 }  // namespace moetron::data

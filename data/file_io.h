@@ -32,6 +32,10 @@ class MappedFile {
 
 std::string read_file(const std::filesystem::path& file);  // throws Error naming the file
 
+// fsync of a file or a directory (after a rename, the directory, so the rename is durable).
+// Throws Error naming the path.
+void fsync_path(const std::filesystem::path& path);
+
 // Writes the concatenation of `parts` to `file` atomically.
 void write_file_atomic(const std::filesystem::path& file,
                        std::span<const std::span<const std::byte>> parts);

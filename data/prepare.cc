@@ -1,19 +1,12 @@
 #include "data/prepare.h"
 
-#include <fcntl.h>
-#include <signal.h>
-#include <stdio.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <charconv>
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 
 #include "core/check.h"
 #include "data/corpus.h"
 #include "data/shard_format.h"
+#include "data/staged_dir.h"
 
 namespace moetron::data {
 namespace {
@@ -88,19 +81,6 @@ void validate(const PrepareOptions& o) {
     throw Error("prepare: --allow-invalid-utf8 applies to --tokenizer sentencepiece only");
 }
 
-// `p` absolute, symlinks resolved where they exist, without a trailing separator.
-fs::path clean_path(const fs::path& p) {
-  fs::path c = fs::weakly_canonical(fs::absolute(p)).lexically_normal();
-  if (c.filename().empty() && c.has_parent_path()) c = c.parent_path();
-  return c;
-}
-
-// Whether `inner` is `outer` or lies inside it.
-bool is_within(const fs::path& inner, const fs::path& outer) {
-  const fs::path rel = clean_path(inner).lexically_relative(clean_path(outer));
-  return !rel.empty() && *rel.begin() != "..";
-}
-
 // The output must not swallow an input, and an input must not lie inside what gets replaced.
 void check_output_location(const PrepareOptions& o) {
   for (const fs::path& in : o.inputs) {
@@ -122,70 +102,6 @@ void check_output_location(const PrepareOptions& o) {
                        "); prepare replaces only datasets: choose another output or remove it"));
 }
 
-// OUTPUT.partial-PID: beside the output, so the final rename stays on one file system.
-std::string staging_prefix(const fs::path& output) {
-  return clean_path(output).filename().string() + ".partial-";
-}
-fs::path staging_dir(const fs::path& output, pid_t pid) {
-  return clean_path(output).parent_path() / (staging_prefix(output) + std::to_string(pid));
-}
-
-// Removes the staging directories that killed prepares of this output left behind.
-void remove_stale_staging(const fs::path& output) {
-  const std::string prefix = staging_prefix(output);
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(clean_path(output).parent_path(), ec)) {
-    const std::string name = e.path().filename().string();
-    pid_t pid = 0;
-    const char* end = name.data() + name.size();
-    if (!name.starts_with(prefix)) continue;
-    const auto [last, err] = std::from_chars(name.data() + prefix.size(), end, pid);
-    if (err != std::errc() || last != end || pid <= 0) continue;
-    if (::kill(pid, 0) == 0 || errno == EPERM) continue;  // its prepare still runs
-    fs::remove_all(e.path(), ec);
-  }
-}
-
-// Removes the staging directory unless the dataset was published.
-class StagingGuard {
- public:
-  explicit StagingGuard(fs::path dir) : dir_(std::move(dir)) {}
-  ~StagingGuard() {
-    std::error_code ec;
-    if (!published_) fs::remove_all(dir_, ec);
-  }
-  StagingGuard(const StagingGuard&) = delete;
-  StagingGuard& operator=(const StagingGuard&) = delete;
-  void published() { published_ = true; }
-
- private:
-  fs::path dir_;
-  bool published_ = false;
-};
-
-// Moves the finished staging directory to `output`, swapping out an existing dataset in one
-// atomic step; the old dataset ends up at `staging` and is removed.
-void publish(const fs::path& staging, const fs::path& output) {
-  if (!fs::exists(output)) {
-    fs::rename(staging, output);
-    return;
-  }
-  if (::renameat2(AT_FDCWD, staging.c_str(), AT_FDCWD, output.c_str(), RENAME_EXCHANGE) == 0) {
-    fs::remove_all(staging);
-    return;
-  }
-  if (errno != EINVAL && errno != ENOSYS)
-    throw Error(
-        concat("prepare: cannot move ", staging, " to ", output, ": ", std::strerror(errno)));
-  // A file system without RENAME_EXCHANGE: two renames; a kill between them leaves the old
-  // dataset complete at OUTPUT.old-PID and the new one at the staging path.
-  const fs::path old =
-      output.parent_path() / (output.filename().string() + ".old-" + std::to_string(::getpid()));
-  fs::rename(output, old);
-  fs::rename(staging, output);
-  fs::remove_all(old);
-}
-
 }  // namespace
 
 PrepareResult prepare_dataset(const PrepareOptions& o) {
@@ -200,11 +116,8 @@ PrepareResult prepare_dataset(const PrepareOptions& o) {
                        " skipped as binary, .dat/.u8, hidden or duplicate)"));
 
   check_output_location(o);
-  remove_stale_staging(o.output);
-  const fs::path out = staging_dir(o.output, ::getpid());
-  fs::remove_all(out);
-  fs::create_directories(out);
-  StagingGuard staging(out);
+  StagedDirectory staging(o.output, "prepare");
+  const fs::path& out = staging.path();
   // Before any tokenizer sees the text: SentencePiece would replace invalid bytes silently.
   if (o.tokenizer == "sentencepiece")
     result.invalid_utf8_files = check_utf8(input.files, !o.allow_invalid_utf8);
@@ -260,8 +173,7 @@ PrepareResult prepare_dataset(const PrepareOptions& o) {
     throw Error(concat("prepare: every one of the ", m.val.documents,
                        " documents went to val; lower --val-fraction"));
   write_manifest(out, m);
-  publish(out, clean_path(o.output));
-  staging.published();
+  staging.publish();
   result.total_seconds = seconds_since(start);
   return result;
 }

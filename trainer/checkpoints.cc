@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/check.h"
+#include "data/file_io.h"
 
 namespace moetron {
 namespace {
@@ -24,13 +25,6 @@ checkpoint::OptimizerState state_of(AdamW& opt) {
 
 bool is_checkpoint_name(const std::string& name) {
   return name.starts_with("step-") && name.ends_with(".h5");
-}
-
-void fsync_path(const fs::path& p) {
-  const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return;
-  ::fsync(fd);
-  ::close(fd);
 }
 
 }  // namespace
@@ -64,9 +58,9 @@ void Checkpoints::point_latest_at(const fs::path& file) const {
     out << file.filename().string() << '\n';
     if (!out) throw Error(concat("cannot write ", tmp));
   }
-  fsync_path(tmp);
+  data::fsync_path(tmp);
   fs::rename(tmp, dir_ / kLatest);
-  fsync_path(dir_);
+  data::fsync_path(dir_);
 }
 
 void Checkpoints::prune() const {
@@ -91,8 +85,7 @@ std::optional<fs::path> Checkpoints::latest() const {
 checkpoint::TrainState Checkpoints::load(const fs::path& file, Model& model, AdamW& optimizer,
                                          const config::RunConfig& cfg) {
   checkpoint::OptimizerState opt = state_of(optimizer);
-  const checkpoint::TrainState state =
-      checkpoint::load(file, model.params(), &opt, cfg, groups_);
+  const checkpoint::TrainState state = checkpoint::load(file, model.params(), &opt, cfg, groups_);
   optimizer.set_steps(opt.step);
   return state;
 }

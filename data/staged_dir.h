@@ -1,0 +1,37 @@
+// Replacing a directory all at once: it is built beside its final place (OUT.partial-PID, on the
+// same file system) and swapped in only when complete (renameat2 RENAME_EXCHANGE), so at every
+// moment OUT is the old content or the new, complete. Used by `prepare` and `export`.
+#pragma once
+
+#include <filesystem>
+
+namespace moetron::data {
+
+// `p` absolute, symlinks resolved where they exist, without a trailing separator.
+std::filesystem::path clean_path(const std::filesystem::path& p);
+// Whether `inner` is `outer` or lies inside it.
+bool is_within(const std::filesystem::path& inner, const std::filesystem::path& outer);
+
+class StagedDirectory {
+ public:
+  // Removes the staging directories of dead processes left beside `output` and makes a fresh
+  // one for this process. `what` names the command in errors ("prepare").
+  StagedDirectory(const std::filesystem::path& output, const char* what);
+  ~StagedDirectory();  // removes the staging directory unless it was published
+  StagedDirectory(const StagedDirectory&) = delete;
+  StagedDirectory& operator=(const StagedDirectory&) = delete;
+
+  const std::filesystem::path& path() const { return staging_; }
+  // Moves the finished directory to the output, swapping out what was there in one step (the
+  // old content ends up at the staging path and is removed). Without RENAME_EXCHANGE (some file
+  // systems) it takes two renames, and a kill between them leaves the old content complete at
+  // OUT.old-PID.
+  void publish();
+
+ private:
+  std::filesystem::path output_, staging_;
+  const char* what_;
+  bool published_ = false;
+};
+
+}  // namespace moetron::data
