@@ -109,8 +109,8 @@ CheckpointTiming time_checkpoint(const std::filesystem::path& dir, Model& model,
     const auto t0 = Clock::now();
     checkpoint::save(file, model.params(), opt, {1, 0, 0}, config_to_text(cfg), groups);
     t.save_s = std::min(t.save_s, std::chrono::duration<double>(Clock::now() - t0).count());
-    t.save_extra_bytes = std::max(t.save_extra_bytes,
-                                  static_cast<double>(rss_field("VmHWM:") - before));
+    t.save_extra_bytes =
+        std::max(t.save_extra_bytes, static_cast<double>(rss_field("VmHWM:") - before));
   }
   const auto t0 = Clock::now();
   checkpoint::load(file, model.params(), &opt, cfg, groups);
@@ -239,8 +239,7 @@ int run(std::span<const std::string> args, const MpiRuntime& mpi) {
     j.add("checkpoint_save_mb_per_s", ckpt.bytes / ckpt.save_s / 1e6);
     j.add("checkpoint_load_mb_per_s", ckpt.bytes / ckpt.load_s / 1e6);
     j.add("checkpoint_save_extra_peak_mb_per_rank", sums.back() / ranks / 1e6);
-    j.add("model_state_mb_per_rank",
-          3.0 * static_cast<double>(model.params().numel()) * 4 / 1e6);
+    j.add("model_state_mb_per_rank", 3.0 * static_cast<double>(model.params().numel()) * 4 / 1e6);
   }
   j.add("params", model.params().numel()).add("loss_first", t.loss_first);
   j.add("loss_last", t.loss_last);

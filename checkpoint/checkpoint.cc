@@ -13,6 +13,7 @@
 #include <map>
 #include <optional>
 #include <sstream>
+#include <string_view>
 
 #include "checkpoint/h5.h"
 #include "core/check.h"
@@ -32,7 +33,12 @@ struct Entry {
   bool moments = false;  // trained: AdamW's moments are saved beside it
 };
 
-const char* const kGroups[3] = {"/params/", "/exp_avg/", "/exp_avg_sq/"};
+// Where group k (0: values, 1 and 2: AdamW's moments) keeps tensor `name`.
+std::string dataset_path(int k, const std::string& name) {
+  static constexpr std::array<std::string_view, 3> kGroups = {"/params/", "/exp_avg/",
+                                                              "/exp_avg_sq/"};
+  return concat(kGroups.at(static_cast<size_t>(k)), name);
+}
 
 // The checksum contribution of element `index` (row-major in the logical tensor) holding `v`.
 // The logical tensor's columns (1 for a vector).
@@ -152,6 +158,7 @@ std::vector<Entry> global_entries(const ParamTable& params, const ProcessGroups&
     by_name.emplace(e.name, std::move(e));
   }
   std::vector<Entry> out;
+  out.reserve(by_name.size());
   for (auto& [name, e] : by_name) out.push_back(std::move(e));
   return out;
 }
@@ -280,7 +287,7 @@ void save(const fs::path& path, const ParamTable& params, const OptimizerState& 
     file.set_attr("config", config_text);
     for (size_t i = 0; i < entries.size(); ++i)
       for (int k = 0; k < (entries[i].moments ? 3 : 1); ++k) {
-        const std::string name = kGroups[k] + entries[i].name;
+        const std::string name = dataset_path(k, entries[i].name);
         file.create_dataset(name, entries[i].shape);
         file.set_dataset_attr(name, "checksum",
                               static_cast<uint64_t>(sums.data<int64_t>()[3 * i + k]));
@@ -335,6 +342,7 @@ TrainState load(const fs::path& path, ParamTable& params, OptimizerState* optimi
       throw Error(concat(path, " holds another model: ", diff,
                          ". Resume with the checkpoint's model, or start a new run"));
     std::vector<std::string> expected;
+    expected.reserve(entries.size());
     for (const Entry& e : entries) expected.push_back(e.name);
     const std::vector<std::string> found = file->list("/params");
     for (const std::string& name : expected)
@@ -356,7 +364,7 @@ TrainState load(const fs::path& path, ParamTable& params, OptimizerState* optimi
       if (id < 0) continue;
       const ParamInfo& p = params.info(id);
       for (int k = 0; k < (entries[i].moments ? groups_read : 1); ++k) {
-        const std::string name = kGroups[k] + entries[i].name;
+        const std::string name = dataset_path(k, entries[i].name);
         const std::vector<uint64_t> shape = file->shape(name);
         if (shape != entries[i].shape)
           throw Error(concat(path, ": ", name, " has shape ",
@@ -380,7 +388,7 @@ TrainState load(const fs::path& path, ParamTable& params, OptimizerState* optimi
   run_collectively(g.world(), [&] {
     for (size_t i = 0; i < entries.size(); ++i)
       for (int k = 0; k < (entries[i].moments ? groups_read : 1); ++k) {
-        const std::string name = kGroups[k] + entries[i].name;
+        const std::string name = dataset_path(k, entries[i].name);
         if (static_cast<uint64_t>(sums.data<int64_t>()[3 * i + k]) !=
             file->dataset_u64_attr(name, "checksum"))
           throw Error(

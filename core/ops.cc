@@ -244,8 +244,8 @@ void embedding_forward(std::span<const int32_t> ids, const Tensor& table, Tensor
                 "embedding: ", ids.size(), " ids into ", shape_str(out.shape()));
   const VocabShard s = resolve(shard, table.rows());
   check_ids(ids, s.vocab, "token");
-  cpu::embedding_forward(ids.data(), static_cast<int64_t>(ids.size()), table.data<float>(),
-                         s.first, s.valid, table.cols(), out.data<float>());
+  cpu::embedding_forward(ids.data(), static_cast<int64_t>(ids.size()), table.data<float>(), s.first,
+                         s.valid, table.cols(), out.data<float>());
 }
 
 void embedding_backward(std::span<const int32_t> ids, const Tensor& dout, Tensor& dtable,
@@ -261,14 +261,14 @@ void embedding_backward(std::span<const int32_t> ids, const Tensor& dout, Tensor
                           dout.cols(), dtable.data<float>(), s.first, s.valid);
 }
 
-void ce_shard_stats(const Tensor& logits, std::span<const int32_t> targets,
-                    const VocabShard& shard, Tensor& stats) {
+void ce_shard_stats(const Tensor& logits, std::span<const int32_t> targets, const VocabShard& shard,
+                    Tensor& stats) {
   require_cpu_f32(logits, "ce_shard_stats", "logits");
   require_cpu_f32(stats, "ce_shard_stats", "stats");
-  MOETRON_CHECK(static_cast<int64_t>(targets.size()) == logits.rows() &&
-                    stats.numel() == logits.rows() * 3,
-                "ce_shard_stats: ", targets.size(), " targets, logits ",
-                shape_str(logits.shape()), ", stats ", shape_str(stats.shape()));
+  MOETRON_CHECK(
+      static_cast<int64_t>(targets.size()) == logits.rows() && stats.numel() == logits.rows() * 3,
+      "ce_shard_stats: ", targets.size(), " targets, logits ", shape_str(logits.shape()),
+      ", stats ", shape_str(stats.shape()));
   const VocabShard s = resolve(shard, logits.cols());
   check_ids(targets, s.vocab, "target");
   cpu::ce_shard_stats(logits.data<float>(), targets.data(), logits.rows(), logits.cols(), s.first,
@@ -279,8 +279,8 @@ double ce_combine_stats(const Tensor& all_stats, Tensor& lse) {
   require_cpu_f32(all_stats, "ce_combine_stats", "all_stats");
   require_cpu_f32(lse, "ce_combine_stats", "lse");
   const int64_t rows = lse.numel();
-  MOETRON_CHECK(rows > 0 && all_stats.numel() % (rows * 3) == 0, "ce_combine_stats: ",
-                shape_str(all_stats.shape()), " for ", rows, " rows");
+  MOETRON_CHECK(rows > 0 && all_stats.numel() % (rows * 3) == 0,
+                "ce_combine_stats: ", shape_str(all_stats.shape()), " for ", rows, " rows");
   return cpu::ce_combine_stats(all_stats.data<float>(), all_stats.numel() / (rows * 3), rows,
                                lse.data<float>());
 }
@@ -289,9 +289,9 @@ void ce_shard_backward(Tensor& logits, std::span<const int32_t> targets, const V
                        const Tensor& lse, float grad_scale) {
   require_cpu_f32(logits, "ce_shard_backward", "logits");
   require_cpu_f32(lse, "ce_shard_backward", "lse");
-  MOETRON_CHECK(static_cast<int64_t>(targets.size()) == logits.rows() &&
-                    lse.numel() == logits.rows(),
-                "ce_shard_backward: shapes");
+  MOETRON_CHECK(
+      static_cast<int64_t>(targets.size()) == logits.rows() && lse.numel() == logits.rows(),
+      "ce_shard_backward: shapes");
   const VocabShard s = resolve(shard, logits.cols());
   cpu::ce_shard_backward(logits.data<float>(), targets.data(), logits.rows(), logits.cols(),
                          s.first, s.valid, lse.data<float>(), grad_scale);

@@ -82,8 +82,8 @@ double head_cross_entropy(const Tensor& h, const Tensor& w, std::span<const int3
 // Vocabulary-parallel cross-entropy in three pieces, for logits [rows, cols] of this rank's
 // vocabulary block (no rank ever holds all logits; docs/parallelism.md):
 // stats [rows, 3] = this block's (max logit, sum exp(logit - max), the target's logit or 0);
-void ce_shard_stats(const Tensor& logits, std::span<const int32_t> targets,
-                    const VocabShard& shard, Tensor& stats);
+void ce_shard_stats(const Tensor& logits, std::span<const int32_t> targets, const VocabShard& shard,
+                    Tensor& stats);
 // every block's stats [parts, rows, 3] -> lse [rows]; returns the sum over rows of lse - target;
 double ce_combine_stats(const Tensor& all_stats, Tensor& lse);
 // logits -> their gradient in place: grad_scale * (softmax - onehot), padding columns zero.

@@ -101,7 +101,8 @@ class Tensor {
   }
   // The first byte, whatever the dtype (for code that moves bytes: communication, I/O).
   void* raw_data() const {
-    return static_cast<char*>(storage_->data()) + offset_ * static_cast<int64_t>(dtype_size(dtype_));
+    return static_cast<char*>(storage_->data()) +
+           offset_ * static_cast<int64_t>(dtype_size(dtype_));
   }
   template <typename T>
   std::span<T> span() const {

@@ -1,5 +1,5 @@
-#include "core/check.h"
 #include "models/dims.h"
+#include "core/check.h"
 
 namespace moetron {
 
@@ -43,8 +43,8 @@ ModelDims model_dims(const config::ModelConfig& cfg, int64_t batch, int64_t seq,
   d.tp_rank = ctx.tp_rank;
   d.ep = ctx.ep;
   d.ep_rank = ctx.ep_rank;
-  MOETRON_CHECK(d.heads % d.tp == 0 && d.kv_heads % d.tp == 0 && d.intermediate % d.tp == 0,
-                "tp ", d.tp, " does not divide the heads, KV heads or FFN width");
+  MOETRON_CHECK(d.heads % d.tp == 0 && d.kv_heads % d.tp == 0 && d.intermediate % d.tp == 0, "tp ",
+                d.tp, " does not divide the heads, KV heads or FFN width");
   if (d.moe.experts > 0)
     MOETRON_CHECK(d.moe.experts % d.ep == 0 && (d.moe.shared * d.moe.intermediate) % d.tp == 0 &&
                       d.rows() % d.tp == 0,

@@ -31,8 +31,8 @@ double OutputHead::loss(const Tensor& h, std::span<const int32_t> targets, float
   return sum / rows;
 }
 
-double OutputHead::sharded_loss(const Tensor& h, std::span<const int32_t> targets,
-                                float grad_scale, Tensor* dh) {
+double OutputHead::sharded_loss(const Tensor& h, std::span<const int32_t> targets, float grad_scale,
+                                Tensor* dh) {
   const Tensor w = weight_.value();
   Tensor dw = weight_.grad();
   double total = 0.0;

@@ -29,8 +29,8 @@ class OutputHead {
   ops::VocabShard shard_;
   Communicator* tp_comm_;
   int64_t chunk_rows_;
-  Tensor workspace_;                  // logits of one chunk
-  Tensor stats_, all_stats_, lse_;    // tensor parallel: per-row statistics of one chunk
+  Tensor workspace_;                // logits of one chunk
+  Tensor stats_, all_stats_, lse_;  // tensor parallel: per-row statistics of one chunk
 };
 
 }  // namespace moetron

@@ -21,9 +21,9 @@ ParamRef ParamTable::add(std::string name, Shape shape, ParamKind kind, ShardSpe
   MOETRON_CHECK(!by_name_.contains(name), "duplicate parameter ", name);
   Shape global = shape;
   if (shard.group == ShardGroup::tensor) {
-    MOETRON_CHECK(shape.size() == 2 && (shard.dim == 0 || shard.dim == 1) &&
-                      shard.begin < shard.global_size,
-                  "bad tensor shard of ", name);
+    MOETRON_CHECK(
+        shape.size() == 2 && (shard.dim == 0 || shard.dim == 1) && shard.begin < shard.global_size,
+        "bad tensor shard of ", name);
     global[static_cast<size_t>(shard.dim)] = shard.global_size;
   }
   const int id = static_cast<int>(infos_.size());

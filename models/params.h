@@ -89,7 +89,7 @@ class ParamTable {
   const ParamInfo& info(int id) const { return infos_.at(static_cast<size_t>(id)); }
   int find(const std::string& name) const;  // -1 when absent
   int64_t numel() const { return numel_; }
-  int64_t dense_numel() const { return dense_numel_; }  // the expert segment starts here
+  int64_t dense_numel() const { return dense_numel_; }             // the expert segment starts here
   const std::vector<UnitRanges>& units() const { return units_; }  // indexed by unit
 
   Tensor value(int id) const;

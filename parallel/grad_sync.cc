@@ -64,10 +64,9 @@ GradSync::GradSync(ParamTable& params, const ProcessGroups& groups)
     for (const ParamInfo& p : params.infos()) {
       const int64_t pb = std::max(b, p.offset), pe = std::min(e, p.offset + p.numel());
       if (pb >= pe) continue;
-      const bool counted = p.is_expert()
-                               ? expert_counted
-                               : dense_counted && (p.shard.group == ShardGroup::tensor ||
-                                                   groups.tp_rank() == 0);
+      const bool counted = p.is_expert() ? expert_counted
+                                         : dense_counted && (p.shard.group == ShardGroup::tensor ||
+                                                             groups.tp_rank() == 0);
       if (counted) add_range(norm_ranges_, pb, pe);
     }
   }
@@ -106,8 +105,7 @@ void GradSync::finish() {
   const auto t0 = std::chrono::steady_clock::now();
   for (auto& r : pending_) r->wait();
   pending_.clear();
-  exposed_seconds_ +=
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  exposed_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 void GradSync::gather_parameters() {

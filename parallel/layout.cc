@@ -20,8 +20,8 @@ std::string divisors_of(int n) {
 
 std::string Layout::describe() const {
   std::ostringstream os;
-  os << "dp " << dp << " x tp " << tp << " (ep " << ep << ", expert-dp " << edp()
-     << "), ZeRO-1 " << (zero1 ? "on" : "off");
+  os << "dp " << dp << " x tp " << tp << " (ep " << ep << ", expert-dp " << edp() << "), ZeRO-1 "
+     << (zero1 ? "on" : "off");
   return os.str();
 }
 
@@ -43,10 +43,10 @@ Layout resolve_layout(const config::RunConfig& cfg, int world) {
     l.dp = p.dp();
   }
   if (l.dp * l.tp != world)
-    throw CollectiveError(concat(
-        "parallel.dp x parallel.tp = ", l.dp, " x ", l.tp, " = ", l.dp * l.tp, " ranks, but ",
-        world, " ranks were started: start ", l.dp * l.tp, " ranks, or choose dp x tp = ", world,
-        " (tp one of ", divisors_of(world), "; dp 0 takes world / tp)"));
+    throw CollectiveError(concat("parallel.dp x parallel.tp = ", l.dp, " x ", l.tp, " = ",
+                                 l.dp * l.tp, " ranks, but ", world, " ranks were started: start ",
+                                 l.dp * l.tp, " ranks, or choose dp x tp = ", world, " (tp one of ",
+                                 divisors_of(world), "; dp 0 takes world / tp)"));
   if (world % l.ep != 0)
     throw CollectiveError(concat("parallel.ep = ", l.ep, " must divide the world of ", world,
                                  " ranks (valid ep: divisors of ", world,
@@ -58,8 +58,8 @@ std::string layout_notes(const config::RunConfig& cfg, const Layout& l) {
   const int64_t vocab = cfg.model().vocab_size();
   const int64_t padded = (vocab + l.tp - 1) / l.tp * l.tp;
   if (padded == vocab) return "";
-  return concat("model.vocab_size ", vocab, " is padded to ", padded, " (a multiple of tp = ",
-                l.tp, ") for the vocabulary-parallel embedding and head; the padding rows are "
+  return concat("model.vocab_size ", vocab, " is padded to ", padded, " (a multiple of tp = ", l.tp,
+                ") for the vocabulary-parallel embedding and head; the padding rows are "
                 "zero, never trained, and not saved");
 }
 

@@ -158,9 +158,9 @@ void MpiCommunicator::all_gather(const Tensor& in, Tensor& out) {
 }
 
 void MpiCommunicator::all_to_all(const Tensor& send, Tensor& recv) {
-  MOETRON_CHECK(send.numel() == recv.numel() && send.numel() % size_ == 0 &&
-                    send.dtype() == recv.dtype(),
-                "all_to_all: ", shape_str(send.shape()), " -> ", shape_str(recv.shape()));
+  MOETRON_CHECK(
+      send.numel() == recv.numel() && send.numel() % size_ == 0 && send.dtype() == recv.dtype(),
+      "all_to_all: ", shape_str(send.shape()), " -> ", shape_str(recv.shape()));
   const int64_t block = send.numel() / size_;
   const Timed t(stats_, (size_ - 1) * block * static_cast<int64_t>(dtype_size(send.dtype())));
   check_mpi(MPI_Alltoall(data_of(send), as_count(block), mpi_type(send.dtype()), data_of(recv),
@@ -184,9 +184,9 @@ void MpiCommunicator::all_to_all_v(const Tensor& send, std::span<const int64_t> 
     total_recv += recv_rows[i];
     if (i != rank_) sent_elsewhere += send_n[i];
   }
-  MOETRON_CHECK(total_send <= send.rows() && total_recv <= recv.rows(), "all_to_all_v: ",
-                total_send, " rows from ", shape_str(send.shape()), ", ", total_recv,
-                " rows into ", shape_str(recv.shape()));
+  MOETRON_CHECK(total_send <= send.rows() && total_recv <= recv.rows(),
+                "all_to_all_v: ", total_send, " rows from ", shape_str(send.shape()), ", ",
+                total_recv, " rows into ", shape_str(recv.shape()));
   std::vector<int> sc, rc;
   const std::vector<int> sd = displacements(send_n, sc), rd = displacements(recv_n, rc);
   const Timed t(stats_, sent_elsewhere * static_cast<int64_t>(dtype_size(send.dtype())));
@@ -235,9 +235,9 @@ std::unique_ptr<CommRequest> MpiCommunicator::reduce_scatter_async(
   // In place, MPI leaves this rank's reduced part at the start of the buffer: move it home.
   float* base = x.data<float>();
   auto counts_int = std::make_shared<std::vector<int>>(std::move(as_int));
-  check_mpi(MPI_Ireduce_scatter(MPI_IN_PLACE, base, counts_int->data(), MPI_FLOAT, MPI_SUM,
-                                comm_, &r),
-            "MPI_Ireduce_scatter");
+  check_mpi(
+      MPI_Ireduce_scatter(MPI_IN_PLACE, base, counts_int->data(), MPI_FLOAT, MPI_SUM, comm_, &r),
+      "MPI_Ireduce_scatter");
   const int mine = displs[static_cast<size_t>(rank_)];
   const int n = (*counts_int)[static_cast<size_t>(rank_)];
   return std::make_unique<MpiRequest>(r, stats_, [base, mine, n, counts_int] {

@@ -39,7 +39,7 @@ fs::path Checkpoints::save(const Model& model, AdamW& optimizer,
                            const checkpoint::TrainState& state, const std::string& config_text) {
   char name[32];
   std::snprintf(name, sizeof name, "step-%08lld.h5", static_cast<long long>(state.step));
-  const fs::path file = dir_ / name;
+  fs::path file = dir_ / name;  // not const: returned by move
   if (groups_.rank() == 0) fs::create_directories(dir_);
   if (groups_.world()) groups_.world()->barrier();
   checkpoint::save(file, model.params(), state_of(optimizer), state, config_text, groups_);

@@ -646,7 +646,8 @@ void apply_override(config::RunConfig& cfg, const std::string& assignment) {
       throw error(
           concat("unknown field '", parts[i], "' in ", in, unknown_field_hint(d, parts[i])));
     }
-    where = where.empty() ? parts[i] : where + "." + parts[i];
+    if (!where.empty()) where += '.';
+    where += parts[i];
     const bool last = i + 1 == parts.size();
     const bool is_msg = f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE;
     if (f->is_repeated()) {

@@ -18,12 +18,12 @@
 #include "core/threads.h"
 #include "data/loader.h"
 #include "models/model.h"
-#include "trainer/config.h"
-#include "trainer/lr_schedule.h"
-#include "trainer/metrics.h"
 #include "parallel/collective.h"
 #include "parallel/process_groups.h"
 #include "trainer/checkpoints.h"
+#include "trainer/config.h"
+#include "trainer/lr_schedule.h"
+#include "trainer/metrics.h"
 #include "trainer/run_dir.h"
 #include "trainer/train_step.h"
 
@@ -140,7 +140,8 @@ class CommMeter {
     for (size_t i = 0; i < comms_.size(); ++i) {
       const CommStats& now = comms_[i]->stats();
       const std::string p = "comm." + comms_[i]->name() + ".";
-      line.add(p + "bytes", now.bytes - last_[i].bytes).add(p + "calls", now.calls - last_[i].calls);
+      line.add(p + "bytes", now.bytes - last_[i].bytes)
+          .add(p + "calls", now.calls - last_[i].calls);
       line.add(p + "seconds", now.seconds - last_[i].seconds);
       seconds += now.seconds - last_[i].seconds;
     }
@@ -219,8 +220,8 @@ class Run {
   CommMeter comm_;
   Checkpoints checkpoints_;
   std::optional<MetricsWriter> metrics_;
-  checkpoint::TrainState state_;     // steps taken, tokens and windows consumed
-  int64_t saved_step_ = -1;          // the step of the last checkpoint written
+  checkpoint::TrainState state_;  // steps taken, tokens and windows consumed
+  int64_t saved_step_ = -1;       // the step of the last checkpoint written
 };
 
 // Continues from `file`: weights, AdamW state and router biases, whatever layout saved them;
@@ -230,15 +231,14 @@ void Run::resume(const std::filesystem::path& file) {
   state_ = checkpoints_.load(file, model_, step_.optimizer(), cfg_);
   const int64_t per_draw = int64_t{cfg_.data().micro_batch_size()} * groups_.layout().dp;
   if (state_.samples_consumed % per_draw != 0)
-    throw CollectiveError(concat(
-        file.string(), " was saved after ", state_.samples_consumed,
-        " training windows, which data.micro_batch_size x dp = ", per_draw,
-        " does not divide: resume with a micro-batch size and layout that divide it"));
+    throw CollectiveError(
+        concat(file.string(), " was saved after ", state_.samples_consumed,
+               " training windows, which data.micro_batch_size x dp = ", per_draw,
+               " does not divide: resume with a micro-batch size and layout that divide it"));
   train_loader_.seek({static_cast<uint64_t>(state_.samples_consumed / per_draw)});
   saved_step_ = state_.step;
-  log_.line(concat("resumed from ", file.string(), ": step ", state_.step, ", ",
-                   state_.tokens_seen, " tokens seen (", std::fixed, std::setprecision(2),
-                   seconds_since(t0), " s)"));
+  log_.line(concat("resumed from ", file.string(), ": step ", state_.step, ", ", state_.tokens_seen,
+                   " tokens seen (", std::fixed, std::setprecision(2), seconds_since(t0), " s)"));
 }
 
 void Run::save_checkpoint(const char* why) {
@@ -323,8 +323,8 @@ TrainResult Run::run() {
   const int world = groups_.layout().world;
   const double peak_gflops = measure_gemm_gflops(2048, 3);
   const double flops_per_token = model_.train_flops_per_token();
-  const int64_t tokens_per_step = static_cast<int64_t>(dc.grad_accum_steps()) * dims.batch *
-                                  dims.seq * groups_.layout().dp;
+  const int64_t tokens_per_step =
+      static_cast<int64_t>(dc.grad_accum_steps()) * dims.batch * dims.seq * groups_.layout().dp;
   log_header(peak_gflops, tokens_per_step);
   const bool validate = val_set_.has_value();
 
@@ -352,9 +352,8 @@ TrainResult Run::run() {
     const float lambda = mtp_loss_weight(sc, index);
     const double lr = learning_rate(sc, cfg_.optimizer().lr(), index);
     comm_.mark();
-    const StepResult r = step_.run(index, lr, lambda, [&](std::span<int32_t> tokens) {
-      train_loader_.next(tokens);
-    });
+    const StepResult r = step_.run(index, lr, lambda,
+                                   [&](std::span<int32_t> tokens) { train_loader_.next(tokens); });
     if (!r.finite) {
       log_.line(concat("step ", step, ": non-finite ",
                        std::isfinite(r.losses.total) ? "gradient norm" : "loss", " (loss ",

@@ -75,7 +75,8 @@ double ce_combine_stats(const float* all_stats, int64_t parts, int64_t rows, flo
   for (int64_t r = 0; r < rows; ++r) {
     float mx = -std::numeric_limits<float>::infinity();
     for (int64_t p = 0; p < parts; ++p)
-      if (all_stats[(p * rows + r) * 3 + 1] > 0.0f) mx = std::max(mx, all_stats[(p * rows + r) * 3]);
+      if (all_stats[(p * rows + r) * 3 + 1] > 0.0f)
+        mx = std::max(mx, all_stats[(p * rows + r) * 3]);
     double sum = 0.0, target = 0.0;
     for (int64_t p = 0; p < parts; ++p) {
       const float* s = all_stats + (p * rows + r) * 3;

@@ -46,7 +46,7 @@ void rmsnorm_backward(const float* dy, const float* x, const float* w, const flo
       for (int64_t c = 0; c < cols; ++c) dot += w[c] * dyr[c] * xr[c];
       const float k = rs * rs * rs * dot / static_cast<float>(cols);
       // Overwriting must not read dx: it may hold anything, NaN included.
-      if (accumulate_dx) {
+      if (accumulate_dx) {  // NOLINT(bugprone-branch-clone): += here, = below
 #pragma omp simd
         for (int64_t c = 0; c < cols; ++c) dxr[c] += rs * w[c] * dyr[c] - xr[c] * k;
       } else {

@@ -289,8 +289,9 @@ TEST(Validate, ParallelSizesMustDivideWhatTheySplit) {
   EXPECT_CONTAINS(msg, "parallel.tp = 3: must divide model.num_attention_heads = 4");
   EXPECT_CONTAINS(invalid({"parallel.ep=2"}), "parallel.ep = 2: needs an MoE model");
   // MoE: 8 experts, and the tokens of a micro-batch are split over tp.
-  EXPECT_CONTAINS(invalid_moe({"parallel.ep=3"}),
-                  "parallel.ep = 3: must divide model.moe.n_routed_experts = 8 (valid: 1, 2, 4, 8)");
+  EXPECT_CONTAINS(
+      invalid_moe({"parallel.ep=3"}),
+      "parallel.ep = 3: must divide model.moe.n_routed_experts = 8 (valid: 1, 2, 4, 8)");
   config::RunConfig odd = with(kMoe);
   apply_override(odd, "parallel.tp=2");
   apply_override(odd, "data.micro_batch_size=1");

@@ -50,7 +50,9 @@ std::vector<std::string> write_fortunes(const fs::path& dir, int entries) {
   }
   testing::write_text(dir / "alpha", a);
   testing::write_text(dir / "beta", b);
-  testing::write_text(dir / "alpha.dat", std::string("\0\0\0\x02binary", 10));
+  testing::write_text(dir / "alpha.dat", std::string("\0\0\0\x02"
+                                                     "binary",
+                                                     10));
   fs::create_symlink(dir / "alpha", dir / "alpha.u8");
   testing::write_text(dir / "off" / "rot13", "Gur dhvpx oebja sbk\n%\nshould not be read\n%\n");
   return docs;

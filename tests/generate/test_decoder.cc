@@ -192,7 +192,7 @@ TEST_P(DecoderMatchesTraining, TruncatedPositionsAreForgotten) {
   main_logits(dec, a, {10, 6});
   dec.truncate(10);  // roll back a's last 6 tokens, then feed b's
   const Tensor l = dec.forward(std::span(b).subspan(10));
-  const auto tail = std::span(fresh).subspan(static_cast<size_t>(10 * cfg.vocab_size()));
+  const auto tail = std::span(fresh).subspan(10 * static_cast<size_t>(cfg.vocab_size()));
   EXPECT_EQ(std::vector<float>(l.span<float>().begin(), l.span<float>().end()),
             std::vector<float>(tail.begin(), tail.end()));
 }

@@ -12,6 +12,7 @@ namespace {
 
 std::vector<float> log_probs(const std::vector<double>& p) {
   std::vector<float> l;
+  l.reserve(p.size());
   for (double x : p) l.push_back(static_cast<float>(std::log(x)));
   return l;
 }
@@ -68,6 +69,7 @@ TEST(Sampler, TheSeedReproducesTheDraws) {
   auto draws = [&](uint64_t seed) {
     Sampler s({.temperature = 0.8f, .top_p = 0.9f, .seed = seed});
     std::vector<int32_t> out;
+    out.reserve(64);
     for (int i = 0; i < 64; ++i) out.push_back(s.sample(logits));
     return out;
   };

@@ -14,7 +14,6 @@
 namespace moetron {
 namespace {
 
-using test::all_close;
 using test::Golden;
 using test::golden_path;
 using test::model_config;

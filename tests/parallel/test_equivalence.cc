@@ -15,8 +15,8 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
-#include <tuple>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "data/loader.h"
@@ -85,7 +85,7 @@ struct Variant {
   int dp = 1, tp = 1, ep = 1;
   bool zero1 = false;
   int accum = 1;
-  bool one_expert = false;  // every token to experts 0 and 1 (the other ranks get none)
+  bool one_expert = false;    // every token to experts 0 and 1 (the other ranks get none)
   float capacity_factor = 0;  // > 0: experts drop their lowest-score overflow
   std::string name() const {
     return "(dp " + std::to_string(dp) + ", tp " + std::to_string(tp) + ", ep " +

@@ -39,6 +39,7 @@ Job start_mpirun(const std::vector<std::string>& args, const std::filesystem::pa
     freopen(output.c_str(), "w", stdout);
     freopen(output.c_str(), "a", stderr);
     std::vector<char*> raw;
+    raw.reserve(argv.size() + 1);
     for (std::string& a : argv) raw.push_back(a.data());
     raw.push_back(nullptr);
     execvp("mpirun", raw.data());
@@ -81,7 +82,7 @@ size_t count(const std::string& text, const std::string& what) {
 std::filesystem::path write_config(const TempDir& dir, int64_t steps) {
   config::RunConfig cfg = testing::small_run(dir / "run", static_cast<int>(steps));
   cfg.set_threads(1);
-  const std::filesystem::path file = dir / "run.pbtxt";
+  std::filesystem::path file = dir / "run.pbtxt";
   std::ofstream(file) << config_to_text(cfg);
   return file;
 }

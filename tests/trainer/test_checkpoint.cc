@@ -143,7 +143,7 @@ class Damaged : public ::testing::Test {
 
   // A copy of the good checkpoint, changed by `edit` through the HDF5 API.
   static fs::path copy_with(const std::string& name, const std::function<void(hid_t)>& edit) {
-    const fs::path copy = *dir_ / name;
+    fs::path copy = *dir_ / name;
     fs::copy_file(*good_, copy, fs::copy_options::overwrite_existing);
     const hid_t f = H5Fopen(copy.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
     edit(f);

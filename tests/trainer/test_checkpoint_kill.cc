@@ -32,6 +32,7 @@ pid_t start(std::vector<std::string> argv, const fs::path& out) {
     freopen(out.c_str(), "w", stdout);
     freopen(out.c_str(), "a", stderr);
     std::vector<char*> raw;
+    raw.reserve(argv.size() + 1);
     for (std::string& a : argv) raw.push_back(a.data());
     raw.push_back(nullptr);
     execvp(raw[0], raw.data());

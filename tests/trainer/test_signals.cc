@@ -96,13 +96,15 @@ void stress(int sig, int runs, uint64_t seed) {
   config::RunConfig cfg = testing::small_run(dir / "unused", 1000000);
   cfg.set_threads(1);
   cfg.mutable_logging()->set_log_interval(1);
-  cfg.mutable_logging()->set_val_interval(10);
   cfg.mutable_logging()->set_val_batches(100);  // validation takes most of the time
   std::mt19937_64 gen(seed);
   std::map<Phase, int> seen;
   for (int i = 0; i < runs; ++i) {
     const std::filesystem::path run_dir = dir / ("run" + std::to_string(i));
     cfg.mutable_logging()->set_run_dir(run_dir.string());
+    // The training third runs no validation: under load, ten fast steps and the jitter could
+    // otherwise carry every one of its signals into the first validation.
+    cfg.mutable_logging()->set_val_interval(i % 3 == 1 ? 1000000 : 10);
     const std::filesystem::path config = dir / ("run" + std::to_string(i) + ".pbtxt");
     std::ofstream(config) << config_to_text(cfg);
     const pid_t pid = start_training(config, dir / ("out" + std::to_string(i) + ".txt"));

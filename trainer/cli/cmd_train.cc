@@ -50,8 +50,8 @@ void check_same_config(Communicator& world, const config::RunConfig& cfg) {
   while (++line, std::getline(a, la) && std::getline(b, lb) && la == lb) {
   }
   throw Error(detail::concat(
-      "was started with a different config than rank 0 (the resolved configs differ at line ",
-      line, ": rank 0 has \"", la, "\", this rank \"", lb,
+      "was started with a different config than rank 0 (the resolved configs differ at line ", line,
+      ": rank 0 has \"", la, "\", this rank \"", lb,
       "\"); start every rank with the same CONFIG and --set arguments"));
 }
 
