@@ -390,11 +390,8 @@ TEST(Export, WritesTheTokenizerTheCheckpointWasTrainedWith) {
   EXPECT_TRUE(fs::exists(dir / "byte" / "generation_config.json"));
 
   // SentencePiece: the model file itself, byte for byte.
-  for (int i = 0; i < 4; ++i)
-    write_text(dir / "corpus" / (std::to_string(i) + ".txt"),
-               data::testing::generated_corpus(200, i + 7));
   data::PrepareOptions p;
-  p.inputs = {dir / "corpus"};
+  p.inputs = {data::testing::write_generated_corpus(dir / "corpus", 4, 200, 7)};
   p.output = dir / "spm";
   p.tokenizer = "sentencepiece";
   p.vocab_size = 300;

@@ -68,6 +68,16 @@ inline std::string generated_corpus(int lines, uint64_t seed = 1) {
   return out;
 }
 
+// Writes `files` generated documents, DIR/0.txt ... (`lines` lines each; seeds from
+// `first_seed`), for tests that prepare a dataset; returns DIR.
+inline std::filesystem::path write_generated_corpus(const std::filesystem::path& dir, int files,
+                                                    int lines, uint64_t first_seed) {
+  for (int i = 0; i < files; ++i)
+    write_text(dir / (std::to_string(i) + ".txt"),
+               generated_corpus(lines, first_seed + static_cast<uint64_t>(i)));
+  return dir;
+}
+
 // Writes a dataset directory by hand: one shard per entry of `shards` for the train split.
 inline Manifest write_dataset(const std::filesystem::path& dir,
                               const std::vector<std::vector<int32_t>>& shards, int vocab = 1000,

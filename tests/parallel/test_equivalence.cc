@@ -42,11 +42,8 @@ const std::filesystem::path& dataset_dir() {
   static const std::filesystem::path path = [] {
     std::string p;
     if (world().rank() == 0) {
-      for (int i = 0; i < 16; ++i)
-        data::testing::write_text(dir / ("corpus/" + std::to_string(i) + ".txt"),
-                                  data::testing::generated_corpus(200, i + 1));
       data::PrepareOptions o;
-      o.inputs = {dir / "corpus"};
+      o.inputs = {data::testing::write_generated_corpus(dir / "corpus", 16, 200, 1)};
       o.output = dir / "prepared";
       o.val_fraction = 0.2;
       data::prepare_dataset(o);

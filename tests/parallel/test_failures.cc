@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/process.h"
 #include "tests/trainer/train_fixture.h"
 
 namespace moetron {
@@ -33,19 +34,7 @@ struct Job {
 Job start_mpirun(const std::vector<std::string>& args, const std::filesystem::path& output) {
   std::vector<std::string> argv{"mpirun", "--oversubscribe", "--allow-run-as-root"};
   argv.insert(argv.end(), args.begin(), args.end());
-  const pid_t pid = fork();
-  if (pid == 0) {
-    setpgid(0, 0);  // its own group: the test can clean up everything it started
-    freopen(output.c_str(), "w", stdout);
-    freopen(output.c_str(), "a", stderr);
-    std::vector<char*> raw;
-    raw.reserve(argv.size() + 1);
-    for (std::string& a : argv) raw.push_back(a.data());
-    raw.push_back(nullptr);
-    execvp("mpirun", raw.data());
-    _exit(127);
-  }
-  return {pid, output};
+  return {test::spawn(std::move(argv), output), output};
 }
 
 // Waits for the job up to `limit`; returns its wait status, or -1 after killing it on timeout.

@@ -40,11 +40,8 @@ class World4Reshard : public test::MpiTest {
   void SetUp() override {
     if (world().size() != 4) GTEST_SKIP() << "needs 4 ranks (mpirun -np 4)";
     if (world().rank() == 0) {
-      for (int i = 0; i < 8; ++i)
-        data::testing::write_text(dir_ / ("corpus/" + std::to_string(i) + ".txt"),
-                                  data::testing::generated_corpus(200, i + 3));
       data::PrepareOptions o;
-      o.inputs = {dir_ / "corpus"};
+      o.inputs = {data::testing::write_generated_corpus(dir_ / "corpus", 8, 200, 3)};
       o.output = dir_ / "prepared";
       data::prepare_dataset(o);
     }

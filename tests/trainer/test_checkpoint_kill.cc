@@ -13,6 +13,7 @@
 
 #include "checkpoint/checkpoint.h"
 #include "models/model.h"
+#include "tests/process.h"
 #include "tests/trainer/train_fixture.h"
 #include "trainer/checkpoints.h"
 
@@ -24,22 +25,6 @@ using namespace std::chrono_literals;
 using data::testing::TempDir;
 
 const std::string kMoetron = std::string(MOETRON_BINARY_DIR) + "/trainer/moetron";
-
-pid_t start(std::vector<std::string> argv, const fs::path& out) {
-  const pid_t pid = fork();
-  if (pid == 0) {
-    setpgid(0, 0);
-    freopen(out.c_str(), "w", stdout);
-    freopen(out.c_str(), "a", stderr);
-    std::vector<char*> raw;
-    raw.reserve(argv.size() + 1);
-    for (std::string& a : argv) raw.push_back(a.data());
-    raw.push_back(nullptr);
-    execvp(raw[0], raw.data());
-    _exit(127);
-  }
-  return pid;
-}
 
 std::string latest_name(const fs::path& dir) {
   std::ifstream in(dir / "latest");
@@ -86,7 +71,7 @@ void kill_during_saves(int ranks, int kills, uint64_t seed) {
       argv = {"mpirun", "--oversubscribe", "--allow-run-as-root", "-np", std::to_string(ranks)};
     argv.insert(argv.end(), {kMoetron, "train", config.string()});
     if (i > 0) argv.push_back("--resume");
-    const pid_t job = start(argv, dir / ("out" + std::to_string(i) + ".txt"));
+    const pid_t job = test::spawn(argv, dir / ("out" + std::to_string(i) + ".txt"));
     ASSERT_GT(job, 0);
     // Once this run has saved (the latest moved on), kill it within the next 300 ms.
     const std::string before = latest_name(checkpoints);

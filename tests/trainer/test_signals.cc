@@ -13,6 +13,7 @@
 
 #include "core/check.h"
 #include "data/json.h"
+#include "tests/process.h"
 #include "tests/trainer/train_fixture.h"
 
 namespace moetron {
@@ -38,15 +39,7 @@ const char* phase_name(Phase p) {
 }
 
 pid_t start_training(const std::filesystem::path& config, const std::filesystem::path& out) {
-  const std::string binary = std::string(MOETRON_BINARY_DIR) + "/trainer/moetron";
-  const pid_t pid = fork();
-  if (pid == 0) {
-    freopen(out.c_str(), "w", stdout);
-    freopen(out.c_str(), "a", stderr);
-    execl(binary.c_str(), binary.c_str(), "train", config.c_str(), nullptr);
-    _exit(127);
-  }
-  return pid;
+  return test::spawn({std::string(MOETRON_BINARY_DIR) + "/trainer/moetron", "train", config}, out);
 }
 
 // Waits until `file` has at least `lines` lines (or 60 s pass).

@@ -18,6 +18,7 @@
 #include "data/loader.h"
 #include "data/prepare.h"
 #include "tests/data/test_util.h"
+#include "tests/process.h"
 #include "tests/trainer/train_fixture.h"
 #include "trainer/cli/commands.h"
 #include "trainer/config.h"
@@ -32,6 +33,18 @@ using data::testing::TempDir;
 using testing::dataset_dir;
 using testing::lines_of;
 using testing::small_run;
+
+// Trains `cfg`, which must fail; returns the error's message.
+std::string training_error(const config::RunConfig& cfg) {
+  std::ostringstream log;
+  try {
+    train(cfg, log);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected training to fail";
+  return {};
+}
 
 TEST(Train, LossFallsAndRunDirectoryIsComplete) {
   TempDir run;
@@ -87,18 +100,12 @@ TEST(Train, DivergenceStopsWithAClearErrorAndKeepsTheMetrics) {
   cfg.mutable_optimizer()->set_lr(1e30f);
   cfg.mutable_optimizer()->set_grad_clip(0.0f);
   cfg.mutable_schedule()->set_warmup_steps(0);
-  std::ostringstream log;
-  try {
-    train(cfg, log);
-    FAIL() << "expected divergence";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    // Step 1 takes the huge update; step 2 sees the result. Steps count from 1.
-    EXPECT_NE(msg.find("training diverged at step 2:"), std::string::npos) << msg;
-    EXPECT_NE(msg.find("are complete up to step 1."), std::string::npos) << msg;
-    EXPECT_NE(msg.find("optimizer.lr"), std::string::npos) << msg;
-    EXPECT_NE(msg.find("set optimizer.grad_clip"), std::string::npos) << msg;  // it is off
-  }
+  const std::string msg = training_error(cfg);
+  // Step 1 takes the huge update; step 2 sees the result. Steps count from 1.
+  EXPECT_NE(msg.find("training diverged at step 2:"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("are complete up to step 1."), std::string::npos) << msg;
+  EXPECT_NE(msg.find("optimizer.lr"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("set optimizer.grad_clip"), std::string::npos) << msg;  // it is off
   EXPECT_NE(data::testing::read_text(run / "train.log").find("error: training diverged at step 2"),
             std::string::npos);
   const auto metrics = lines_of(run / "metrics.jsonl");
@@ -111,16 +118,10 @@ TEST(Train, DivergenceAtTheFirstStepSaysNothingWasRecordedAndKnowsClippingIsOn) 
   config::RunConfig cfg = small_run(run.path(), 20);
   cfg.mutable_model()->set_init_std(1e30f);  // the very first forward overflows
   cfg.mutable_optimizer()->set_grad_clip(1.0f);
-  std::ostringstream log;
-  try {
-    train(cfg, log);
-    FAIL() << "expected divergence";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    EXPECT_NE(msg.find("training diverged at step 1:"), std::string::npos) << msg;
-    EXPECT_NE(msg.find("hold no training step yet"), std::string::npos) << msg;
-    EXPECT_EQ(msg.find("grad_clip"), std::string::npos) << msg;
-  }
+  const std::string msg = training_error(cfg);
+  EXPECT_NE(msg.find("training diverged at step 1:"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("hold no training step yet"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("grad_clip"), std::string::npos) << msg;
 }
 
 TEST(Train, ANonEmptyRunDirectoryIsRefusedAndKeptUnlessOverwriting) {
@@ -130,15 +131,10 @@ TEST(Train, ANonEmptyRunDirectoryIsRefusedAndKeptUnlessOverwriting) {
   const std::string metrics = data::testing::read_text(run / "metrics.jsonl");
   const std::string train_log = data::testing::read_text(run / "train.log");
   config::RunConfig again = small_run(run.path(), 5);
-  try {
-    train(again, log);
-    FAIL() << "expected the run directory to be refused";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    EXPECT_NE(msg.find(run.path().string()), std::string::npos) << msg;
-    EXPECT_NE(msg.find("is not empty"), std::string::npos) << msg;
-    EXPECT_NE(msg.find("--overwrite"), std::string::npos) << msg;
-  }
+  const std::string msg = training_error(again);
+  EXPECT_NE(msg.find(run.path().string()), std::string::npos) << msg;
+  EXPECT_NE(msg.find("is not empty"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("--overwrite"), std::string::npos) << msg;
   // Nothing of the first run was touched.
   EXPECT_EQ(data::testing::read_text(run / "metrics.jsonl"), metrics);
   EXPECT_EQ(data::testing::read_text(run / "train.log"), train_log);
@@ -155,17 +151,11 @@ TEST(Train, ANonEmptyRunDirectoryIsRefusedAndKeptUnlessOverwriting) {
 TEST(Train, ARunDirectoryInUseIsRefused) {
   TempDir run;
   const RunDirectory holder(run.path(), RunDirectory::Existing::refuse);  // as another run would
-  std::ostringstream log;
-  try {
-    train(small_run(run.path(), 3), log);
-    FAIL() << "expected the locked run directory to be refused";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    EXPECT_NE(msg.find("is in use by another moetron run (pid " + std::to_string(getpid())),
-              std::string::npos)
-        << msg;
-    EXPECT_NE(msg.find("choose another logging.run_dir"), std::string::npos) << msg;
-  }
+  const std::string msg = training_error(small_run(run.path(), 3));
+  EXPECT_NE(msg.find("is in use by another moetron run (pid " + std::to_string(getpid())),
+            std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("choose another logging.run_dir"), std::string::npos) << msg;
   EXPECT_FALSE(std::filesystem::exists(run / "train.log"));
 }
 
@@ -189,13 +179,8 @@ TEST(Train, WindowsLongerThanTheDataFailBeforeTheModelIsAllocated) {
   config::RunConfig cfg = small_run(run.path(), 3);
   // A model this size would not fit in memory; the data check must come first.
   cfg.mutable_data()->set_seq_len(1 << 28);
-  std::ostringstream log;
-  try {
-    train(cfg, log);
-    FAIL() << "expected an error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("train split has"), std::string::npos) << e.what();
-  }
+  const std::string msg = training_error(cfg);
+  EXPECT_NE(msg.find("train split has"), std::string::npos) << msg;
   EXPECT_FALSE(std::filesystem::exists(run / "train.log"));
 }
 
@@ -216,13 +201,8 @@ TEST(Train, VocabularyLargerThanTheModelIsRejectedBeforeTraining) {
   TempDir run;
   config::RunConfig cfg = small_run(run.path(), 2);
   cfg.mutable_model()->set_vocab_size(100);
-  std::ostringstream log;
-  try {
-    train(cfg, log);
-    FAIL() << "expected an error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("model.vocab_size = 100"), std::string::npos) << e.what();
-  }
+  const std::string msg = training_error(cfg);
+  EXPECT_NE(msg.find("model.vocab_size = 100"), std::string::npos) << msg;
 }
 
 TEST(Train, MoeRunRecordsExpertLoadAndItsPictureRenders) {
@@ -264,15 +244,10 @@ void expect_clean_stop_on(int sig) {
   cfg.mutable_logging()->set_val_interval(0);
   const std::filesystem::path config_file = run / "run.pbtxt";
   std::ofstream(config_file) << config_to_text(cfg);
-  const std::string binary = std::string(MOETRON_BINARY_DIR) + "/trainer/moetron";
-  const pid_t pid = fork();
+  const pid_t pid =
+      test::spawn({std::string(MOETRON_BINARY_DIR) + "/trainer/moetron", "train", config_file},
+                  run / "stdout.txt");
   ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    const std::string out = (run / "stdout.txt").string();
-    freopen(out.c_str(), "w", stdout);
-    execl(binary.c_str(), binary.c_str(), "train", config_file.c_str(), nullptr);
-    _exit(127);
-  }
   // Wait until it has trained a few steps, then stop it the way a scheduler or a user would.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (lines_of(run / "out/metrics.jsonl").size() < 3 &&
@@ -306,13 +281,8 @@ TEST(Train, TooShortValidationSplitFailsBeforeTraining) {
   // A window one token longer than the whole validation split.
   cfg.mutable_data()->set_seq_len(static_cast<int>(val.num_tokens()) - 1);
   cfg.mutable_data()->set_micro_batch_size(1);
-  std::ostringstream log;
-  try {
-    train(cfg, log);
-    FAIL() << "expected an error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("val split"), std::string::npos) << e.what();
-  }
+  const std::string msg = training_error(cfg);
+  EXPECT_NE(msg.find("val split"), std::string::npos) << msg;
   EXPECT_TRUE(lines_of(run / "metrics.jsonl").empty());
 }
 

@@ -19,11 +19,8 @@ inline const std::filesystem::path& dataset_dir() {
   static data::testing::TempDir dir;
   static const bool prepared = [] {
     // One document per file: 24 of them, so the split has some of each.
-    for (int i = 0; i < 24; ++i)
-      data::testing::write_text(dir / ("corpus/" + std::to_string(i) + ".txt"),
-                                data::testing::generated_corpus(300, i + 1));
     data::PrepareOptions o;
-    o.inputs = {dir / "corpus"};
+    o.inputs = {data::testing::write_generated_corpus(dir / "corpus", 24, 300, 1)};
     o.output = dir / "prepared";
     o.val_fraction = 0.3;
     data::prepare_dataset(o);
