@@ -292,9 +292,11 @@ double Run::evaluate(int64_t step, float lambda) {
       log_.line(concat("val  step ", step, " | cut short by a signal, not recorded"));
       return std::numeric_limits<double>::quiet_NaN();
     }
-    if (draw * dp + dp_rank >= batches) continue;  // the last round may not need every rank
+    // The last round may not need every rank. A rank without a batch still runs one and drops
+    // its losses: the MoE layers' all-to-all spans data-parallel ranks when ep > tp.
     val_loader.next(tokens_);
     const Losses l = model_.evaluate(tokens_, lambda);
+    if (draw * dp + dp_rank >= batches) continue;
     s[0] += l.main;
     s[1] += l.total;
     for (size_t k = 0; k < depth; ++k) s[2 + k] += l.mtp[k];

@@ -172,5 +172,30 @@ TEST(ParallelFailure, AMissingDatasetOnOneRankStopsEveryRankOnce) {
   EXPECT_EQ(count(out, "is not a prepared dataset"), 1u) << out;
 }
 
+// Validation shares val_batches out over the data-parallel ranks; with fewer batches than ranks
+// some have none in the last round, yet the expert all-to-all needs every rank of its group.
+TEST(ParallelTraining, ExpertParallelValidationWithFewerBatchesThanRanksCompletes) {
+  TempDir dir;
+  config::RunConfig cfg = testing::small_run(dir / "run", 4);
+  cfg.set_threads(1);
+  config::MoeConfig* moe = cfg.mutable_model()->mutable_moe();
+  moe->set_n_routed_experts(2);
+  moe->set_num_experts_per_tok(1);
+  moe->set_moe_intermediate_size(16);
+  cfg.mutable_parallel()->set_ep(2);  // dp 2: the expert group spans both data-parallel ranks
+  cfg.mutable_logging()->set_val_interval(2);
+  cfg.mutable_logging()->set_val_batches(1);
+  const std::filesystem::path config = dir / "run.pbtxt";
+  std::ofstream(config) << config_to_text(cfg);
+  const Job job = start_mpirun({"-np", "2", kMoetron, "train", config.string()}, dir / "out.txt");
+  const int status = wait_for(job, 120s);
+  const std::string out = data::testing::read_text(job.output);
+  ASSERT_NE(status, -1) << "the job hung:\n" << out;
+  ASSERT_TRUE(WIFEXITED(status)) << out;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << out;
+  EXPECT_EQ(count(data::testing::read_text(dir / "run" / "metrics.jsonl"), "\"kind\": \"val\""), 2u)
+      << out;
+}
+
 }  // namespace
 }  // namespace moetron
