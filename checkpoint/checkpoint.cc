@@ -326,9 +326,13 @@ TrainState load(const fs::path& path, ParamTable& params, OptimizerState* optimi
   const std::vector<Entry> entries = global_entries(params, g);
   std::optional<H5File> file;
   TrainState state;
-  // The whole file, its format and the model it holds: every rank sees the same.
+  // A step that can fail on some ranks only is agreed on before the next collective call:
+  // opening the file is one (MPI_File_open).
   run_collectively(g.world(), [&] {
     if (!fs::exists(path)) throw Error(concat("checkpoint ", path, " does not exist"));
+  });
+  // The whole file, its format and the model it holds: every rank sees the same.
+  run_collectively(g.world(), [&] {
     file.emplace(path.string(), H5File::Mode::read, g.mpi_world());
     if (!file->has_attr("format") || file->string_attr("format") != kFormat)
       throw Error(concat(path, " is not a moetron checkpoint (no format \"", kFormat, "\")"));

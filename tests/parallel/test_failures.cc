@@ -159,6 +159,22 @@ TEST(ParallelFailure, RanksStartedWithDifferentConfigsAreRefused) {
   EXPECT_NE(out.find("this rank \"seed: 99\""), std::string::npos) << out;
 }
 
+TEST(ParallelFailure, AConfigMissingOnOneRankStopsEveryRankOnce) {
+  TempDir dir;
+  const auto config = write_config(dir, 5);
+  const std::string missing = (dir / "elsewhere.pbtxt").string();
+  const Job job = start_mpirun({"-np", "1", kMoetron, "train", config.string(), ":", "-np", "1",
+                                kMoetron, "train", missing},
+                               dir / "out.txt");
+  const int status = wait_for(job, 60s);
+  const std::string out = data::testing::read_text(job.output);
+  ASSERT_NE(status, -1) << "the job hung:\n" << out;
+  ASSERT_TRUE(WIFEXITED(status)) << out;
+  EXPECT_EQ(WEXITSTATUS(status), 1) << out;
+  EXPECT_EQ(count(out, "rank 1: "), 1u) << out;
+  EXPECT_EQ(count(out, missing), 1u) << out;
+}
+
 TEST(ParallelFailure, AMissingDatasetOnOneRankStopsEveryRankOnce) {
   TempDir dir;
   const auto config = write_config(dir, 5);

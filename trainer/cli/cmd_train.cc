@@ -81,8 +81,11 @@ int run_train(std::span<const std::string> args) {
     if (mpi.active()) world.emplace(MPI_COMM_WORLD, "world");
     Layout layout;
     // Before anything is allocated, on every rank: the same config, a layout that fits.
+    // Loading can fail on some ranks only (a node without the file), so it is agreed on before
+    // the comparison's broadcasts.
+    run_collectively(world ? &*world : nullptr,
+                     [&] { cfg = load_config(parsed.path, parsed.overrides); });
     run_collectively(world ? &*world : nullptr, [&] {
-      cfg = load_config(parsed.path, parsed.overrides);
       if (world) check_same_config(*world, cfg);
       layout = resolve_layout(cfg, mpi.world_size());
     });
