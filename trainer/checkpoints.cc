@@ -45,34 +45,35 @@ fs::path Checkpoints::save(const Model& model, AdamW& optimizer,
   checkpoint::save(file, model.params(), state_of(optimizer), state, config_text, groups_);
   if (groups_.rank() == 0) {
     point_latest_at(file);
-    prune();
+    prune(file);
   }
   return file;
 }
 
 void Checkpoints::point_latest_at(const fs::path& file) const {
   // Written beside, synced, renamed: `latest` always names a complete checkpoint.
-  const fs::path tmp = dir_ / (std::string(kLatest) + ".tmp");
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << file.filename().string() << '\n';
-    if (!out) throw Error(concat("cannot write ", tmp));
-  }
-  data::fsync_path(tmp);
-  fs::rename(tmp, dir_ / kLatest);
+  data::write_file_atomic(dir_ / kLatest, file.filename().string() + "\n");
   data::fsync_path(dir_);
 }
 
-void Checkpoints::prune() const {
-  std::vector<fs::path> files;
+void Checkpoints::prune(const fs::path& saved) const {
+  std::vector<fs::path> older;  // than `saved`, which stays whatever else the directory holds
+  size_t kept = 0;
   for (const auto& e : fs::directory_iterator(dir_)) {
     const std::string name = e.path().filename().string();
     if (name.ends_with(".h5.partial")) fs::remove(e.path());  // a save that was killed
-    if (is_checkpoint_name(name)) files.push_back(e.path());
+    if (!is_checkpoint_name(name)) continue;
+    // Zero-padded steps: name order is step order.
+    if (name < saved.filename().string())
+      older.push_back(e.path());
+    else
+      ++kept;
   }
-  if (keep_last_ <= 0 || files.size() <= static_cast<size_t>(keep_last_)) return;
-  std::sort(files.begin(), files.end());  // zero-padded steps: name order is step order
-  for (size_t i = 0; i + keep_last_ < files.size(); ++i) fs::remove(files[i]);
+  if (keep_last_ <= 0) return;
+  std::sort(older.begin(), older.end());
+  for (size_t i = 0; i < older.size() && older.size() - i + kept > static_cast<size_t>(keep_last_);
+       ++i)
+    fs::remove(older[i]);
 }
 
 std::optional<fs::path> Checkpoints::latest() const {

@@ -32,7 +32,8 @@ class Checkpoints {
 
  private:
   void point_latest_at(const std::filesystem::path& file) const;
-  void prune() const;
+  // Removes the oldest checkpoints beyond keep_last; never `saved` nor a newer one.
+  void prune(const std::filesystem::path& saved) const;
 
   std::filesystem::path dir_;
   int keep_last_;

@@ -26,41 +26,57 @@ std::string read_small_file(int fd) {
   return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
 }
 
+// What a run writes into a checkpoint directory (trainer/checkpoints.cc names them).
+bool is_checkpoint_file(const std::string& name) {
+  return (name.starts_with("step-") && (name.ends_with(".h5") || name.ends_with(".h5.partial"))) ||
+         name == "latest" || name.starts_with("latest.tmp");
+}
+
 }  // namespace
 
-RunDirectory::RunDirectory(const fs::path& dir, Existing existing) : dir_(dir) {
+RunDirectory::RunDirectory(const fs::path& dir, Existing existing, Kind kind) : dir_(dir) {
+  const bool run = kind == Kind::run;
+  const std::string field = run ? "logging.run_dir " : "checkpoint.dir ";
   std::error_code ec;
   fs::create_directories(dir_, ec);
   if (ec || !fs::is_directory(dir_))
-    throw Error(concat("logging.run_dir ", dir_, ": cannot create the run directory (",
+    throw Error(concat(field, dir_, ": cannot create the directory (",
                        ec ? ec.message() : "not a directory", ")"));
   const fs::path lock = dir_ / kLockFile;
   lock_fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (lock_fd_ < 0)
-    throw Error(
-        concat("logging.run_dir ", dir_, ": cannot open ", lock, ": ", std::strerror(errno)));
-  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
-    const std::string holder = read_small_file(lock_fd_);
-    ::close(lock_fd_);
-    throw Error(concat("logging.run_dir ", dir_, " is in use by another moetron run (pid ",
-                       holder.empty() ? "unknown" : holder,
-                       "); wait for it to end or choose another logging.run_dir"));
+    throw Error(concat(field, dir_, ": cannot open ", lock, ": ", std::strerror(errno)));
+  try {
+    if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+      const std::string holder = read_small_file(lock_fd_);
+      throw Error(concat(field, dir_, " is in use by another moetron run (pid ",
+                         holder.empty() ? "unknown" : holder, "); wait for it to end or choose ",
+                         "another ", field.substr(0, field.size() - 1)));
+    }
+    std::vector<std::string> present;
+    for (const auto& e : fs::directory_iterator(dir_)) {
+      const std::string name = e.path().filename().string();
+      if (name != kLockFile && (run || is_checkpoint_file(name))) present.push_back(name);
+    }
+    if (!present.empty() && existing == Existing::refuse) {
+      std::string listed;
+      for (size_t i = 0; i < present.size() && i < 4; ++i) listed += (i ? ", " : "") + present[i];
+      if (present.size() > 4) listed += ", ...";
+      throw Error(concat(field, dir_, run ? " is not empty (" : " holds checkpoints (", listed,
+                         "): it holds an earlier run. Choose a new directory (--set ",
+                         field.substr(0, field.size() - 1), "=...), pass --resume to continue ",
+                         "it from its latest checkpoint, or --overwrite to replace its files"));
+    }
+    if (existing == Existing::overwrite) {
+      if (run)
+        for (const char* name : kRunFiles) fs::remove_all(dir_ / name);
+      else
+        for (const std::string& name : present) fs::remove(dir_ / name);
+    }
+  } catch (...) {
+    ::close(lock_fd_);  // the destructor does not run for a constructor that throws
+    throw;
   }
-  std::vector<std::string> present;
-  for (const auto& e : fs::directory_iterator(dir_))
-    if (e.path().filename() != kLockFile) present.push_back(e.path().filename().string());
-  if (!present.empty() && existing == Existing::refuse) {
-    std::string listed;
-    for (size_t i = 0; i < present.size() && i < 4; ++i) listed += (i ? ", " : "") + present[i];
-    if (present.size() > 4) listed += ", ...";
-    ::close(lock_fd_);
-    throw Error(concat("logging.run_dir ", dir_, " is not empty (", listed,
-                       "): it holds an earlier run. Choose a new directory (--set "
-                       "logging.run_dir=...), pass --resume to continue it from its latest "
-                       "checkpoint, or --overwrite to replace its files"));
-  }
-  if (existing == Existing::overwrite)
-    for (const char* name : kRunFiles) fs::remove_all(dir_ / name);
   const std::string pid = std::to_string(::getpid());
   // The pid is only a hint for the error above; the flock is what excludes.
   if (::ftruncate(lock_fd_, 0) == 0) {

@@ -464,7 +464,7 @@ TrainResult train(const config::RunConfig& cfg, std::ostream& console,
   // allocation and before the run directory is touched. Every rank checks; rank 0 takes the
   // run directory; a failure anywhere stops every rank with the same message.
   std::optional<data::Dataset> train_set, val_set;
-  std::optional<RunDirectory> run_dir;
+  std::optional<RunDirectory> run_dir, checkpoint_dir;
   std::optional<std::filesystem::path> resume_from;
   run_collectively(groups.world(), [&] {
     train_set.emplace(dc.dataset_dir(), data::Split::train);
@@ -485,9 +485,18 @@ TrainResult train(const config::RunConfig& cfg, std::ostream& console,
                            "is missing); start without --resume"));
     }
     if (!root) return;
-    run_dir.emplace(lc.run_dir(), options.resume      ? RunDirectory::Existing::resume
-                                  : options.overwrite ? RunDirectory::Existing::overwrite
-                                                      : RunDirectory::Existing::refuse);
+    const RunDirectory::Existing existing = options.resume      ? RunDirectory::Existing::resume
+                                            : options.overwrite ? RunDirectory::Existing::overwrite
+                                                                : RunDirectory::Existing::refuse;
+    run_dir.emplace(lc.run_dir(), existing);
+    // A checkpoint directory that checkpoint.dir moves out of the run directory is held and
+    // checked the same way: no other run's checkpoints in it, no other run writing to it.
+    const auto canonical = [](const std::filesystem::path& p) {
+      return std::filesystem::weakly_canonical(p);
+    };
+    const std::filesystem::path ckpt_dir = canonical(Checkpoints(cfg, groups).dir());
+    if (ckpt_dir != canonical(*run_dir / "checkpoints") && ckpt_dir != canonical(lc.run_dir()))
+      checkpoint_dir.emplace(ckpt_dir, existing, RunDirectory::Kind::checkpoints);
     std::ofstream resolved(*run_dir / "config.pbtxt", std::ios::trunc);
     resolved << config_to_text(cfg);
     if (!resolved) throw Error("cannot write " + (*run_dir / "config.pbtxt").string());

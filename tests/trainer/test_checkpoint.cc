@@ -126,6 +126,58 @@ TEST(Checkpoint, KeepsTheNewestAndLatestNamesAComplete) {
   EXPECT_EQ(data::testing::read_text(run / "checkpoints" / "latest"), "step-00000005.h5\n");
 }
 
+// checkpoint.dir outside the run directory: another run's checkpoints there are refused (and
+// kept) unless overwriting, which removes only checkpoint files.
+TEST(Checkpoint, ACheckpointDirectoryHoldingAnotherRunIsRefusedUnlessOverwriting) {
+  TempDir a, b, shared;
+  std::ostringstream log;
+  config::RunConfig first = moe_run(a.path(), 2);
+  first.mutable_checkpoint()->set_dir(shared.path().string());
+  train(first, log);
+  data::testing::write_text(shared / "notes.txt", "mine");
+  const std::string latest = data::testing::read_text(shared / "latest");
+  config::RunConfig second = moe_run(b.path(), 3);
+  second.mutable_checkpoint()->set_dir(shared.path().string());
+  try {
+    train(second, log);
+    FAIL() << "expected the checkpoint directory to be refused";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("checkpoint.dir \"" + shared.path().string() + "\""), std::string::npos)
+        << msg;
+    EXPECT_NE(msg.find("holds checkpoints (latest, step-00000002.h5)"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("--overwrite"), std::string::npos) << msg;
+  }
+  EXPECT_EQ(data::testing::read_text(shared / "latest"), latest);
+  EXPECT_TRUE(fs::exists(shared / "step-00000002.h5"));
+  fs::remove_all(b.path());  // the refused run's directory: a run directory is its own policy
+  TrainOptions overwrite;
+  overwrite.overwrite = true;
+  train(second, log, overwrite);
+  EXPECT_FALSE(fs::exists(shared / "step-00000002.h5"));
+  EXPECT_TRUE(fs::exists(shared / "step-00000003.h5"));
+  EXPECT_EQ(data::testing::read_text(shared / "notes.txt"), "mine");
+}
+
+// Pruning never removes the checkpoint just saved, even beside a newer one it did not write.
+TEST(Checkpoint, PruningKeepsTheCheckpointJustSaved) {
+  TempDir run;
+  config::RunConfig cfg = moe_run(run.path(), 2);
+  cfg.mutable_checkpoint()->set_keep_last(1);
+  std::ostringstream log;
+  train(cfg, log);
+  fs::copy_file(run / "checkpoints" / "step-00000002.h5",
+                run / "checkpoints" / "step-00009999.h5");  // a stranger, newer by name
+  config::RunConfig longer = moe_run(run.path(), 4);
+  longer.mutable_checkpoint()->set_keep_last(1);
+  TrainOptions resume;
+  resume.resume = true;
+  train(longer, log, resume);
+  EXPECT_EQ(data::testing::read_text(run / "checkpoints" / "latest"), "step-00000004.h5\n");
+  EXPECT_TRUE(fs::exists(run / "checkpoints" / "step-00000004.h5"));
+  EXPECT_FALSE(fs::exists(run / "checkpoints" / "step-00000002.h5"));
+}
+
 // A checkpoint made once for the validation tests, and damaged copies of it.
 class Damaged : public ::testing::Test {
  protected:
