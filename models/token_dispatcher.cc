@@ -58,7 +58,9 @@ void TokenDispatcher::plan(std::span<const int64_t> counts) {
 }
 
 void TokenDispatcher::dispatch(const Tensor& sent, Tensor& local) {
-  MOETRON_CHECK(sent.rows() == sent_rows_ && local.rows() == local_rows_, "dispatch: rows");
+  MOETRON_CHECK(sent.rows() == sent_rows_ && local.rows() == local_rows_, "dispatch: ", sent.rows(),
+                " sent and ", local.rows(), " local rows, the plan has ", sent_rows_, " and ",
+                local_rows_);
   if (!ep_comm_) {
     ops::copy(sent, local);
     return;
@@ -69,7 +71,9 @@ void TokenDispatcher::dispatch(const Tensor& sent, Tensor& local) {
 }
 
 void TokenDispatcher::combine(const Tensor& local, Tensor& sent) {
-  MOETRON_CHECK(sent.rows() == sent_rows_ && local.rows() == local_rows_, "combine: rows");
+  MOETRON_CHECK(sent.rows() == sent_rows_ && local.rows() == local_rows_, "combine: ", sent.rows(),
+                " sent and ", local.rows(), " local rows, the plan has ", sent_rows_, " and ",
+                local_rows_);
   if (!ep_comm_) {
     ops::copy(local, sent);
     return;

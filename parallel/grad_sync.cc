@@ -25,8 +25,9 @@ std::vector<int64_t> GradSync::part_counts(int64_t begin, int64_t end, const Seg
   return counts;
 }
 
-GradSync::GradSync(ParamTable& params, const ProcessGroups& groups)
+GradSync::GradSync(ParamTable& params, const ProcessGroups& groups, int64_t max_elements_per_call)
     : params_(params),
+      max_per_call_(max_elements_per_call),
       zero1_(groups.layout().zero1),
       overlap_(groups.layout().overlap_grad_reduce) {
   const Layout& l = groups.layout();
@@ -34,20 +35,21 @@ GradSync::GradSync(ParamTable& params, const ProcessGroups& groups)
   if (l.edp() > 1) expert_ = {groups.edp(), groups.edp_rank(), l.edp()};
   started_.assign(params.units().size(), false);
 
-  // Owned: this rank's part of each unit's range (everything without ZeRO-1).
-  auto owned_part = [&](int64_t b, int64_t e, const Segment& seg) {
-    if (!zero1_ || seg.size == 1) return ElementRange{b, e};
-    const std::vector<int64_t> counts = part_counts(b, e, seg);
-    int64_t at = b;
-    for (int i = 0; i < seg.rank; ++i) at += counts[static_cast<size_t>(i)];
-    return ElementRange{at, at + counts[static_cast<size_t>(seg.rank)]};
+  // Owned: this rank's part of each call's range (everything without ZeRO-1).
+  auto add_owned = [&](std::vector<ElementRange>& owned, int64_t begin, int64_t end,
+                       const Segment& seg) {
+    if (!zero1_ || seg.size == 1) return add_range(owned, begin, end);
+    for_each_call(begin, end, [&](int64_t b, int64_t e) {
+      const std::vector<int64_t> counts = part_counts(b, e, seg);
+      int64_t at = b;
+      for (int i = 0; i < seg.rank; ++i) at += counts[static_cast<size_t>(i)];
+      add_range(owned, at, at + counts[static_cast<size_t>(seg.rank)]);
+    });
   };
   std::vector<ElementRange> dense_owned, expert_owned;
   for (const UnitRanges& u : params.units()) {
-    const ElementRange d = owned_part(u.dense_begin, u.dense_end, dense_);
-    const ElementRange x = owned_part(u.expert_begin, u.expert_end, expert_);
-    add_range(dense_owned, d.first, d.second);
-    add_range(expert_owned, x.first, x.second);
+    add_owned(dense_owned, u.dense_begin, u.dense_end, dense_);
+    add_owned(expert_owned, u.expert_begin, u.expert_end, expert_);
   }
   std::sort(dense_owned.begin(), dense_owned.end());
   std::sort(expert_owned.begin(), expert_owned.end());
@@ -83,13 +85,15 @@ void GradSync::start(int unit) {
   started_[static_cast<size_t>(unit)] = true;
   const UnitRanges& u = params_.units()[static_cast<size_t>(unit)];
   Tensor& grads = params_.flat_grads();
-  auto reduce = [&](int64_t b, int64_t e, const Segment& seg) {
-    if (seg.comm == nullptr || b == e) return;
-    Tensor range = grads.view(b, {e - b});
-    if (zero1_)
-      pending_.push_back(seg.comm->reduce_scatter_async(range, part_counts(b, e, seg)));
-    else
-      pending_.push_back(seg.comm->all_reduce_async(range));
+  auto reduce = [&](int64_t begin, int64_t end, const Segment& seg) {
+    if (seg.comm == nullptr) return;
+    for_each_call(begin, end, [&](int64_t b, int64_t e) {
+      Tensor range = grads.view(b, {e - b});
+      if (zero1_)
+        pending_.push_back(seg.comm->reduce_scatter_async(range, part_counts(b, e, seg)));
+      else
+        pending_.push_back(seg.comm->all_reduce_async(range));
+    });
   };
   reduce(u.dense_begin, u.dense_end, dense_);
   reduce(u.expert_begin, u.expert_end, expert_);
@@ -112,10 +116,12 @@ void GradSync::gather_parameters() {
   if (!zero1_) return;
   Tensor& values = params_.flat_values();
   std::vector<std::unique_ptr<CommRequest>> gathers;
-  auto gather = [&](int64_t b, int64_t e, const Segment& seg) {
-    if (seg.comm == nullptr || b == e) return;
-    Tensor range = values.view(b, {e - b});
-    gathers.push_back(seg.comm->all_gather_async(range, part_counts(b, e, seg)));
+  auto gather = [&](int64_t begin, int64_t end, const Segment& seg) {
+    if (seg.comm == nullptr) return;
+    for_each_call(begin, end, [&](int64_t b, int64_t e) {
+      Tensor range = values.view(b, {e - b});
+      gathers.push_back(seg.comm->all_gather_async(range, part_counts(b, e, seg)));
+    });
   };
   for (const UnitRanges& u : params_.units()) {
     gather(u.dense_begin, u.dense_end, dense_);

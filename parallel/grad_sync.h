@@ -7,6 +7,7 @@
 // 1 / (grad_accum_steps * dp) so that the sum is the mean over the global batch.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <utility>
@@ -23,7 +24,12 @@ using ElementRange = std::pair<int64_t, int64_t>;
 
 class GradSync {
  public:
-  GradSync(ParamTable& params, const ProcessGroups& groups);
+  // One MPI call takes an int count: a longer range is reduced (and gathered) as several calls
+  // of at most this many elements.
+  static constexpr int64_t kMaxElementsPerCall = int64_t{1} << 30;
+
+  GradSync(ParamTable& params, const ProcessGroups& groups,
+           int64_t max_elements_per_call = kMaxElementsPerCall);
 
   // Before the last micro-batch's backward: nothing is pending.
   void begin();
@@ -54,7 +60,14 @@ class GradSync {
   // The parts of [begin, end) that the ranks of `seg` own under ZeRO-1.
   static std::vector<int64_t> part_counts(int64_t begin, int64_t end, const Segment& seg);
 
+  // Calls f(b, e) for the consecutive pieces of [begin, end) that one call each reduces.
+  template <class F>
+  void for_each_call(int64_t begin, int64_t end, F f) const {
+    for (int64_t b = begin; b < end; b += max_per_call_) f(b, std::min(end, b + max_per_call_));
+  }
+
   ParamTable& params_;
+  int64_t max_per_call_;
   bool zero1_, overlap_;
   Segment dense_, expert_;
   std::vector<bool> started_;

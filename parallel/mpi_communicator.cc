@@ -46,7 +46,7 @@ void* data_of(const Tensor& t) {
 // MPI counts are int: every message here must fit.
 int as_count(int64_t n) {
   MOETRON_CHECK(n >= 0 && n <= std::numeric_limits<int>::max(), "MPI count ", n,
-                " does not fit an int");
+                " does not fit an int (one call takes at most 2^31 - 1 elements)");
   return static_cast<int>(n);
 }
 
@@ -115,6 +115,7 @@ std::vector<int> displacements(std::span<const int64_t> counts, std::vector<int>
     as_int[i] = as_count(counts[i]);
     at += counts[i];
   }
+  as_count(at);  // the last displacement plus its count must fit too
   return displs;
 }
 
@@ -173,7 +174,9 @@ void MpiCommunicator::all_to_all_v(const Tensor& send, std::span<const int64_t> 
   MOETRON_CHECK(static_cast<int>(send_rows.size()) == size_ &&
                     static_cast<int>(recv_rows.size()) == size_ && send.cols() == recv.cols() &&
                     send.dtype() == recv.dtype(),
-                "all_to_all_v: shapes");
+                "all_to_all_v over ", name(), ": ", send_rows.size(), " send and ",
+                recv_rows.size(), " receive counts for ", size_, " ranks, ",
+                shape_str(send.shape()), " -> ", shape_str(recv.shape()));
   const int64_t cols = send.cols();
   std::vector<int64_t> send_n(send_rows.size()), recv_n(recv_rows.size());
   int64_t sent_elsewhere = 0, total_send = 0, total_recv = 0;
@@ -227,8 +230,9 @@ std::unique_ptr<CommRequest> MpiCommunicator::reduce_scatter_async(
                 "reduce_scatter: ", counts.size(), " parts for ", size_, " ranks");
   std::vector<int> as_int;
   const std::vector<int> displs = displacements(counts, as_int);
-  MOETRON_CHECK(displs.back() + as_int.back() == x.numel(), "reduce_scatter: parts cover ",
-                displs.back() + as_int.back(), " of ", x.numel(), " elements");
+  const int64_t covered = int64_t{displs.back()} + as_int.back();
+  MOETRON_CHECK(covered == x.numel(), "reduce_scatter over ", name(), ": parts cover ", covered,
+                " of ", x.numel(), " elements");
   ++stats_.calls;
   stats_.bytes += counts[static_cast<size_t>(rank_)] * 4;
   MPI_Request r = MPI_REQUEST_NULL;
@@ -251,8 +255,9 @@ std::unique_ptr<CommRequest> MpiCommunicator::all_gather_async(Tensor& x,
                 "all_gather: ", counts.size(), " parts for ", size_, " ranks");
   auto as_int = std::make_shared<std::vector<int>>();
   auto displs = std::make_shared<std::vector<int>>(displacements(counts, *as_int));
-  MOETRON_CHECK(displs->back() + as_int->back() == x.numel(), "all_gather: parts cover ",
-                displs->back() + as_int->back(), " of ", x.numel(), " elements");
+  const int64_t covered = int64_t{displs->back()} + as_int->back();
+  MOETRON_CHECK(covered == x.numel(), "all_gather over ", name(), ": parts cover ", covered, " of ",
+                x.numel(), " elements");
   ++stats_.calls;
   stats_.bytes += counts[static_cast<size_t>(rank_)] * 4;
   MPI_Request r = MPI_REQUEST_NULL;
