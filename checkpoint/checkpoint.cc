@@ -218,10 +218,6 @@ std::string layout_text(const Layout& l) {
                 " world=", l.world);
 }
 
-void barrier(const ProcessGroups& g) {
-  if (g.world()) g.world()->barrier();
-}
-
 void xor_over_world(const ProcessGroups& g, Tensor& sums) {
   if (g.world()) g.world()->all_reduce(sums, ReduceOp::bit_xor);
 }
@@ -274,37 +270,52 @@ void save(const fs::path& path, const ParamTable& params, const OptimizerState& 
   }
   xor_over_world(g, sums);
 
+  // Each part is agreed on by every rank before the next collective call, so a failure on one
+  // rank (a write that finds the disk full) stops every rank with its message instead of
+  // leaving the others waiting in HDF5's collective close.
   const fs::path partial = path.string() + ".partial";
-  try {
-    H5File file(partial.string(), H5File::Mode::create, g.mpi_world());
-    file.set_attr("format", kFormat);
-    file.set_attr("version", kVersion);
-    file.set_attr("step", state.step);
-    file.set_attr("tokens_seen", state.tokens_seen);
-    file.set_attr("samples_consumed", state.samples_consumed);
-    file.set_attr("optimizer_step", opt.step);
-    file.set_attr("layout", layout_text(g.layout()));
-    file.set_attr("config", config_text);
+  auto agreed = [&](const std::function<void()>& part) {
+    run_collectively(g.world(), [&] {
+      try {
+        part();
+      } catch (const std::exception& e) {
+        throw Error(concat("writing checkpoint ", partial, ": ", e.what()));
+      }
+    });
+  };
+  std::optional<H5File> file;
+  agreed([&] {  // the file, its attributes and datasets: collective
+    file.emplace(partial.string(), H5File::Mode::create, g.mpi_world());
+    file->set_attr("format", kFormat);
+    file->set_attr("version", kVersion);
+    file->set_attr("step", state.step);
+    file->set_attr("tokens_seen", state.tokens_seen);
+    file->set_attr("samples_consumed", state.samples_consumed);
+    file->set_attr("optimizer_step", opt.step);
+    file->set_attr("layout", layout_text(g.layout()));
+    file->set_attr("config", config_text);
     for (size_t i = 0; i < entries.size(); ++i)
       for (int k = 0; k < (entries[i].moments ? 3 : 1); ++k) {
         const std::string name = dataset_path(k, entries[i].name);
-        file.create_dataset(name, entries[i].shape);
-        file.set_dataset_attr(name, "checksum",
-                              static_cast<uint64_t>(sums.data<int64_t>()[3 * i + k]));
-        for (const Piece& piece : written[i][k]) file.write(name, piece.rects, piece.values);
+        file->create_dataset(name, entries[i].shape);
+        file->set_dataset_attr(name, "checksum",
+                               static_cast<uint64_t>(sums.data<int64_t>()[3 * i + k]));
       }
-    file.close();
-  } catch (const std::exception& e) {
-    throw Error(concat("writing checkpoint ", partial, ": ", e.what()));
-  }
+  });
+  agreed([&] {  // this rank's blocks: independent writes
+    for (size_t i = 0; i < entries.size(); ++i)
+      for (int k = 0; k < (entries[i].moments ? 3 : 1); ++k)
+        for (const Piece& piece : written[i][k])
+          file->write(dataset_path(k, entries[i].name), piece.rects, piece.values);
+  });
+  agreed([&] { file->close(); });
   // Complete and closed on every rank: make it durable, then give it its name.
-  barrier(g);
-  if (g.rank() == 0) {
+  agreed([&] {
+    if (g.rank() != 0) return;
     data::fsync_path(partial);
     fs::rename(partial, path);
     data::fsync_path(path.parent_path().empty() ? fs::path(".") : path.parent_path());
-  }
-  barrier(g);
+  });
 }
 
 config::RunConfig saved_config(const fs::path& path) {
