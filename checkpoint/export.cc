@@ -317,9 +317,7 @@ ExportSummary export_checkpoint(const ExportOptions& o,
   // No special tokens: moetron trains on plain token streams (no BOS/EOS), so generation stops
   // at max_length or the caller's own stop criteria.
   write_text(staging / "generation_config.json", "{\n  \"_from_model_config\": true\n}\n");
-  data::fsync_path(staging);
   staged.publish();
-  data::fsync_path(out.parent_path());
   return summary;
 }
 

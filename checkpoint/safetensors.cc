@@ -78,13 +78,18 @@ SafetensorsWriter::SafetensorsWriter(const std::filesystem::path& file,
                                      std::vector<StTensor> tensors,
                                      const std::map<std::string, std::string>& metadata)
     : file_(file), tensors_(std::move(tensors)) {
-  fd_ = ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd_ < 0) throw Error(concat("cannot create ", file, ": ", std::strerror(errno)));
   const std::string header = safetensors_header(tensors_, metadata);
   uint8_t length[8];
   for (int i = 0; i < 8; ++i) length[i] = static_cast<uint8_t>(uint64_t{header.size()} >> (8 * i));
-  write(length, sizeof length);
-  write(header.data(), header.size());
+  fd_ = ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw Error(concat("cannot create ", file, ": ", std::strerror(errno)));
+  try {
+    write(length, sizeof length);
+    write(header.data(), header.size());
+  } catch (...) {
+    ::close(fd_);  // the destructor does not run for a constructor that throws
+    throw;
+  }
   while (current_ < tensors_.size() && tensors_[current_].bytes() == 0) ++current_;
 }
 

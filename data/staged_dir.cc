@@ -11,6 +11,7 @@
 #include <string>
 
 #include "core/check.h"
+#include "data/file_io.h"
 
 namespace moetron::data {
 namespace {
@@ -60,23 +61,31 @@ StagedDirectory::~StagedDirectory() {
 }
 
 void StagedDirectory::publish() {
-  published_ = true;
+  // Durable before it is visible: every file and directory of the new content, then the rename
+  // itself (the parent directory).
+  for (const auto& e : fs::recursive_directory_iterator(staging_))
+    if (e.is_regular_file() || e.is_directory()) fsync_path(e.path());
+  fsync_path(staging_);
   if (!fs::exists(output_)) {
     fs::rename(staging_, output_);
+  } else if (::renameat2(AT_FDCWD, staging_.c_str(), AT_FDCWD, output_.c_str(), RENAME_EXCHANGE) ==
+             0) {
+    published_ = true;
+    fsync_path(output_.parent_path());
+    fs::remove_all(staging_);  // the old content
     return;
-  }
-  if (::renameat2(AT_FDCWD, staging_.c_str(), AT_FDCWD, output_.c_str(), RENAME_EXCHANGE) == 0) {
-    fs::remove_all(staging_);
-    return;
-  }
-  if (errno != EINVAL && errno != ENOSYS)
+  } else if (errno != EINVAL && errno != ENOSYS) {
     throw Error(
         concat(what_, ": cannot move ", staging_, " to ", output_, ": ", std::strerror(errno)));
-  const fs::path old =
-      output_.parent_path() / (output_.filename().string() + ".old-" + std::to_string(::getpid()));
-  fs::rename(output_, old);
-  fs::rename(staging_, output_);
-  fs::remove_all(old);
+  } else {
+    const fs::path old = output_.parent_path() /
+                         (output_.filename().string() + ".old-" + std::to_string(::getpid()));
+    fs::rename(output_, old);
+    fs::rename(staging_, output_);
+    fs::remove_all(old);
+  }
+  published_ = true;
+  fsync_path(output_.parent_path());
 }
 
 }  // namespace moetron::data
