@@ -15,7 +15,6 @@ namespace moetron {
 namespace {
 
 namespace fs = std::filesystem;
-using detail::concat;
 
 constexpr const char* kLatest = "latest";
 
