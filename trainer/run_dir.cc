@@ -36,22 +36,22 @@ bool is_checkpoint_file(const std::string& name) {
 
 RunDirectory::RunDirectory(const fs::path& dir, Existing existing, Kind kind) : dir_(dir) {
   const bool run = kind == Kind::run;
-  const std::string field = run ? "logging.run_dir " : "checkpoint.dir ";
+  const std::string field = run ? "logging.run_dir" : "checkpoint.dir";
   std::error_code ec;
   fs::create_directories(dir_, ec);
   if (ec || !fs::is_directory(dir_))
-    throw Error(concat(field, dir_, ": cannot create the directory (",
+    throw Error(concat(field, " ", dir_, ": cannot create the directory (",
                        ec ? ec.message() : "not a directory", ")"));
   const fs::path lock = dir_ / kLockFile;
   lock_fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (lock_fd_ < 0)
-    throw Error(concat(field, dir_, ": cannot open ", lock, ": ", std::strerror(errno)));
+    throw Error(concat(field, " ", dir_, ": cannot open ", lock, ": ", std::strerror(errno)));
   try {
     if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
       const std::string holder = read_small_file(lock_fd_);
-      throw Error(concat(field, dir_, " is in use by another moetron run (pid ",
+      throw Error(concat(field, " ", dir_, " is in use by another moetron run (pid ",
                          holder.empty() ? "unknown" : holder, "); wait for it to end or choose ",
-                         "another ", field.substr(0, field.size() - 1)));
+                         "another ", field));
     }
     std::vector<std::string> present;
     for (const auto& e : fs::directory_iterator(dir_)) {
@@ -62,9 +62,9 @@ RunDirectory::RunDirectory(const fs::path& dir, Existing existing, Kind kind) : 
       std::string listed;
       for (size_t i = 0; i < present.size() && i < 4; ++i) listed += (i ? ", " : "") + present[i];
       if (present.size() > 4) listed += ", ...";
-      throw Error(concat(field, dir_, run ? " is not empty (" : " holds checkpoints (", listed,
-                         "): it holds an earlier run. Choose a new directory (--set ",
-                         field.substr(0, field.size() - 1), "=...), pass --resume to continue ",
+      throw Error(concat(field, " ", dir_, run ? " is not empty (" : " holds checkpoints (", listed,
+                         "): it holds an earlier run. Choose a new directory (--set ", field,
+                         "=...), pass --resume to continue ",
                          "it from its latest checkpoint, or --overwrite to replace its files"));
     }
     if (existing == Existing::overwrite) {
