@@ -23,10 +23,10 @@ class StagedDirectory {
 
   const std::filesystem::path& path() const { return staging_; }
   // Moves the finished directory to the output, swapping out what was there in one step (the
-  // old content ends up at the staging path and is removed). Everything in it is fsynced
-  // first, and the parent directory after, so the new content survives a power loss whole. Without RENAME_EXCHANGE (some file
-  // systems) it takes two renames, and a kill between them leaves the old content complete at
-  // OUT.old-PID.
+  // old content ends up at the staging path and is removed). Everything in it is fsynced first,
+  // and the parent directory after, so the new content survives a power loss whole. Without
+  // RENAME_EXCHANGE (some file systems) it takes two renames, and a kill between them leaves
+  // the old content complete at OUT.old-PID.
   void publish();
 
  private:

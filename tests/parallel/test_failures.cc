@@ -163,9 +163,9 @@ TEST(ParallelFailure, AConfigMissingOnOneRankStopsEveryRankOnce) {
   TempDir dir;
   const auto config = write_config(dir, 5);
   const std::string missing = (dir / "elsewhere.pbtxt").string();
-  const Job job = start_mpirun({"-np", "1", kMoetron, "train", config.string(), ":", "-np", "1",
-                                kMoetron, "train", missing},
-                               dir / "out.txt");
+  const Job job = start_mpirun(
+      {"-np", "1", kMoetron, "train", config.string(), ":", "-np", "1", kMoetron, "train", missing},
+      dir / "out.txt");
   const int status = wait_for(job, 60s);
   const std::string out = data::testing::read_text(job.output);
   ASSERT_NE(status, -1) << "the job hung:\n" << out;
