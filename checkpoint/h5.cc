@@ -162,18 +162,23 @@ bool H5File::is_f32(const std::string& path) const {
   return H5Tget_class(type.get()) == H5T_FLOAT && H5Tget_size(type.get()) == 4;
 }
 
+H5File::Transfer H5File::transfer(const std::string& path, std::span<const Rect> rects) const {
+  Transfer t{open_dataset(path), {}, {}};
+  t.file_space = H5Id(H5Dget_space(t.dataset.get()), H5Sclose);
+  select(t.file_space.get(), H5Sget_simple_extent_ndims(t.file_space.get()), rects);
+  const hsize_t n = elements(rects);
+  t.mem_space = H5Id(H5Screate_simple(1, &n, nullptr), H5Sclose);
+  return t;
+}
+
 void H5File::write(const std::string& path, std::span<const Rect> rects,
                    std::span<const float> data) {
   MOETRON_CHECK(elements(rects) == data.size(), "write ", path, ": ", data.size(), " values for ",
                 elements(rects), " elements");
   if (rects.empty()) return;  // independent transfers: nothing to take part in
-  const H5Id ds = open_dataset(path);
-  H5Id file_space(H5Dget_space(ds.get()), H5Sclose);
-  select(file_space.get(), H5Sget_simple_extent_ndims(file_space.get()), rects);
-  const hsize_t n = data.size();
-  H5Id mem_space(H5Screate_simple(1, &n, nullptr), H5Sclose);
-  if (H5Dwrite(ds.get(), H5T_NATIVE_FLOAT, mem_space.get(), file_space.get(), H5P_DEFAULT,
-               data.data()) < 0)
+  const Transfer t = transfer(path, rects);
+  if (H5Dwrite(t.dataset.get(), H5T_NATIVE_FLOAT, t.mem_space.get(), t.file_space.get(),
+               H5P_DEFAULT, data.data()) < 0)
     fail("writing dataset " + path + " failed");
 }
 
@@ -182,12 +187,8 @@ void H5File::read(const std::string& path, std::span<const Rect> rects,
   MOETRON_CHECK(elements(rects) == data.size(), "read ", path, ": ", data.size(), " values for ",
                 elements(rects), " elements");
   if (rects.empty()) return;
-  const H5Id ds = open_dataset(path);
-  H5Id file_space(H5Dget_space(ds.get()), H5Sclose);
-  select(file_space.get(), H5Sget_simple_extent_ndims(file_space.get()), rects);
-  const hsize_t n = data.size();
-  H5Id mem_space(H5Screate_simple(1, &n, nullptr), H5Sclose);
-  if (H5Dread(ds.get(), H5T_NATIVE_FLOAT, mem_space.get(), file_space.get(), H5P_DEFAULT,
+  const Transfer t = transfer(path, rects);
+  if (H5Dread(t.dataset.get(), H5T_NATIVE_FLOAT, t.mem_space.get(), t.file_space.get(), H5P_DEFAULT,
               data.data()) < 0)
     fail("reading dataset " + path + " failed (truncated or corrupt file?)");
 }

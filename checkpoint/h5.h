@@ -87,7 +87,11 @@ class H5File {
  private:
   [[noreturn]] void fail(const std::string& what) const;
   H5Id open_dataset(const std::string& path) const;
-  H5Id ensure_group(const std::string& path);
+  // The dataset, its selected rectangles and a flat memory space of their element count.
+  struct Transfer {
+    H5Id dataset, file_space, mem_space;
+  };
+  Transfer transfer(const std::string& path, std::span<const Rect> rects) const;
 
   std::string path_;
   bool parallel_ = false;
