@@ -1,14 +1,9 @@
 #include "checkpoint/checkpoint.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <google/protobuf/text_format.h>
 
 #include <algorithm>
 #include <array>
-#include <cerrno>
-#include <cstring>
 #include <functional>
 #include <map>
 #include <optional>
@@ -318,15 +313,22 @@ void save(const fs::path& path, const ParamTable& params, const OptimizerState& 
   });
 }
 
-config::RunConfig saved_config(const fs::path& path) {
-  if (!fs::exists(path)) throw Error(concat("checkpoint ", path, " does not exist"));
-  const H5File file(path.string(), H5File::Mode::read);
+config::RunConfig read_header(const H5File& file) {
+  const std::string& path = file.path();
   if (!file.has_attr("format") || file.string_attr("format") != kFormat)
     throw Error(concat(path, " is not a moetron checkpoint (no format \"", kFormat, "\")"));
+  if (const int64_t v = file.int_attr("version"); v != kVersion)
+    throw Error(concat(path, ": format version ", v, " is unknown (this build reads version ",
+                       kVersion, ")"));
   config::RunConfig cfg;
   if (!google::protobuf::TextFormat::ParseFromString(file.string_attr("config"), &cfg))
     throw Error(concat(path, ": its config attribute is not a moetron run config"));
   return cfg;
+}
+
+config::RunConfig saved_config(const fs::path& path) {
+  if (!fs::exists(path)) throw Error(concat("checkpoint ", path, " does not exist"));
+  return read_header(H5File(path.string(), H5File::Mode::read));
 }
 
 TrainState load(const fs::path& path, ParamTable& params, OptimizerState* optimizer,
@@ -345,14 +347,7 @@ TrainState load(const fs::path& path, ParamTable& params, OptimizerState* optimi
   // The whole file, its format and the model it holds: every rank sees the same.
   run_collectively(g.world(), [&] {
     file.emplace(path.string(), H5File::Mode::read, g.mpi_world());
-    if (!file->has_attr("format") || file->string_attr("format") != kFormat)
-      throw Error(concat(path, " is not a moetron checkpoint (no format \"", kFormat, "\")"));
-    if (const int64_t v = file->int_attr("version"); v != kVersion)
-      throw Error(concat(path, ": format version ", v, " is unknown (this build reads version ",
-                         kVersion, ")"));
-    config::RunConfig saved;
-    if (!google::protobuf::TextFormat::ParseFromString(file->string_attr("config"), &saved))
-      throw Error(concat(path, ": its config attribute is not a moetron run config"));
+    const config::RunConfig saved = read_header(*file);
     if (const std::string diff = model_difference(saved.model(), cfg.model()); !diff.empty())
       throw Error(concat(path, " holds another model: ", diff,
                          ". Resume with the checkpoint's model, or start a new run"));

@@ -71,6 +71,11 @@ TrainState load(const std::filesystem::path& path, ParamTable& params, Optimizer
 // before loading it. Throws Error naming the file.
 config::RunConfig saved_config(const std::filesystem::path& path);
 
+class H5File;
+// An open file's header: a moetron checkpoint of this format version; returns its run config.
+// Throws Error naming the file and what is wrong.
+config::RunConfig read_header(const H5File& file);
+
 // The first difference between the model configs, as "model.hidden_size: the checkpoint has 128,
 // the config 256", or "" when they describe the same model.
 std::string model_difference(const config::ModelConfig& checkpoint,

@@ -1,18 +1,6 @@
 #include "checkpoint/export.h"
 
-#include <fcntl.h>
-#include <signal.h>
-#include <stdio.h>
-#include <unistd.h>
-
-#include <google/protobuf/text_format.h>
-
 #include <algorithm>
-#include <array>
-#include <bit>
-#include <cerrno>
-#include <charconv>
-#include <cstring>
 #include <map>
 
 #include "checkpoint/checkpoint.h"
@@ -58,10 +46,6 @@ void check_output(const ExportOptions& o) {
                        kIndexFile,
                        "); --overwrite replaces only exports: choose another output "
                        "or remove it yourself"));
-}
-
-void write_text(const fs::path& file, const std::string& text) {
-  data::write_file_atomic(file, text);
 }
 
 // The checkpoint's tensors must be exactly those its config describes, each f32 of that shape.
@@ -131,6 +115,8 @@ void copy_tensor(const H5File& file, const ExportTensor& t, uint64_t chunk_bytes
     resize_block(block, n * cols);
     const Rect rect = vector ? Rect{0, 0, 1, cols} : Rect{r, 0, n, cols};
     file.read(path, {&rect, 1}, block);
+    // Serial on purpose: export also runs in forked children (its memory test), where an
+    // OpenMP team of the parent would deadlock; it is bound by the disk anyway.
     for (uint64_t i = 0; i < block.size(); ++i) hash ^= element_hash(r * cols + i, block[i]);
     if (t.rope_rows == 0) {
       writer.append(block);
@@ -173,11 +159,12 @@ std::string write_tokenizer(const ExportOptions& o, const config::RunConfig& cfg
                        " ids, more than the model's vocab_size ", cfg.model().vocab_size(),
                        ": not the dataset this checkpoint was trained on"));
   if (m.tokenizer_kind == "byte") {
-    write_text(dir / "tokenizer.json", byte_tokenizer_json());
-    write_text(dir / "tokenizer_config.json",
-               concat("{\n  \"tokenizer_class\": \"PreTrainedTokenizerFast\",\n"
-                      "  \"model_max_length\": ",
-                      cfg.data().seq_len(), ",\n  \"clean_up_tokenization_spaces\": false\n}\n"));
+    data::write_file_atomic(dir / "tokenizer.json", byte_tokenizer_json());
+    data::write_file_atomic(
+        dir / "tokenizer_config.json",
+        concat("{\n  \"tokenizer_class\": \"PreTrainedTokenizerFast\",\n"
+               "  \"model_max_length\": ",
+               cfg.data().seq_len(), ",\n  \"clean_up_tokenization_spaces\": false\n}\n"));
     return "byte-level tokenizer.json (ids 0..255 = bytes)";
   }
   if (m.tokenizer_kind == "sentencepiece") {
@@ -186,7 +173,7 @@ std::string write_tokenizer(const ExportOptions& o, const config::RunConfig& cfg
     if (data::sentencepiece_identity(bytes) != m.tokenizer_identity)
       throw Error(concat("export: ", model, " is not the SentencePiece model ", dataset,
                          " was prepared with (its manifest says ", m.tokenizer_identity, ")"));
-    write_text(dir / "tokenizer.model", bytes);
+    data::write_file_atomic(dir / "tokenizer.model", bytes);
     return concat("tokenizer.model (SentencePiece, ", m.tokenizer_identity, ")");
   }
   throw Error(
@@ -249,16 +236,12 @@ ExportSummary export_checkpoint(const ExportOptions& o,
   if (!fs::exists(o.checkpoint))
     throw Error(concat("export: checkpoint ", o.checkpoint, " does not exist"));
   const H5File file(o.checkpoint.string(), H5File::Mode::read);
-  if (!file.has_attr("format") || file.string_attr("format") != kFormat)
-    throw Error(concat("export: ", o.checkpoint, " is not a moetron checkpoint (no format \"",
-                       kFormat, "\")"));
-  if (const int64_t v = file.int_attr("version"); v != kVersion)
-    throw Error(concat("export: ", o.checkpoint, ": format version ", v,
-                       " is unknown (this build reads version ", kVersion, ")"));
   config::RunConfig cfg;
-  if (!google::protobuf::TextFormat::ParseFromString(file.string_attr("config"), &cfg))
-    throw Error(
-        concat("export: ", o.checkpoint, ": its config attribute is not a moetron run config"));
+  try {
+    cfg = read_header(file);
+  } catch (const Error& e) {
+    throw Error(concat("export: ", e.what()));
+  }
   const config::ModelConfig& model = cfg.model();
   try {
     check_glm4_moe(model);
@@ -312,11 +295,13 @@ ExportSummary export_checkpoint(const ExportOptions& o,
     first = false;
   }
   index += "\n  }\n}\n";
-  write_text(staging / kIndexFile, index);
-  write_text(staging / "config.json", glm4_moe_config_json(cfg, o.dtype, summary.step));
+  data::write_file_atomic(staging / kIndexFile, index);
+  data::write_file_atomic(staging / "config.json",
+                          glm4_moe_config_json(cfg, o.dtype, summary.step));
   // No special tokens: moetron trains on plain token streams (no BOS/EOS), so generation stops
   // at max_length or the caller's own stop criteria.
-  write_text(staging / "generation_config.json", "{\n  \"_from_model_config\": true\n}\n");
+  data::write_file_atomic(staging / "generation_config.json",
+                          "{\n  \"_from_model_config\": true\n}\n");
   staged.publish();
   return summary;
 }

@@ -1,8 +1,5 @@
 #include "trainer/checkpoints.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
