@@ -14,12 +14,6 @@
 namespace moetron::checkpoint {
 namespace {
 
-std::string shape_text(const std::vector<uint64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 std::vector<float> read_whole(const H5File& file, const std::string& path) {
   const std::vector<uint64_t> shape = file.shape(path);
   const Rect all = shape.size() == 2 ? Rect{0, 0, shape[0], shape[1]} : Rect{0, 0, 1, shape[0]};
@@ -68,8 +62,8 @@ void inspect(const std::filesystem::path& path, std::ostream& out, bool moments)
       return std::sqrt(s);
     };
     out << std::left << std::setw(static_cast<int>(width)) << n << "  " << std::setw(14)
-        << shape_text(shape) << std::right << std::setw(12) << std::setprecision(5)
-        << std::defaultfloat << norm(v);
+        << shape_str({shape.begin(), shape.end()}) << std::right << std::setw(12)
+        << std::setprecision(5) << std::defaultfloat << norm(v);
     if (moments && file.has("/exp_avg/" + n))
       out << std::setw(15) << norm(read_whole(file, "/exp_avg/" + n)) << std::setw(17)
           << norm(read_whole(file, "/exp_avg_sq/" + n));

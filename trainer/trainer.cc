@@ -16,6 +16,7 @@
 #include "core/check.h"
 #include "core/gemm_peak.h"
 #include "core/threads.h"
+#include "data/file_io.h"
 #include "data/loader.h"
 #include "models/model.h"
 #include "parallel/collective.h"
@@ -436,16 +437,13 @@ void keep_metrics_up_to(const std::filesystem::path& metrics, const std::filesys
   const int64_t last = std::stoll(name.substr(5, name.size() - 8));
   std::ifstream in(metrics);
   if (!in) return;
-  const std::filesystem::path tmp = metrics.string() + ".tmp";
-  std::ofstream out(tmp, std::ios::trunc);
+  std::string kept;
   for (std::string line; std::getline(in, line);) {
     const size_t at = line.find("\"step\": ");
     if (at != std::string::npos && std::stoll(line.substr(at + 8)) > last) continue;
-    out << line << '\n';
+    kept += line + '\n';
   }
-  out.close();
-  if (!out) throw Error(concat("cannot write ", tmp));
-  std::filesystem::rename(tmp, metrics);
+  data::write_file_atomic(metrics, kept);
 }
 
 }  // namespace

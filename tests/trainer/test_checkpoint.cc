@@ -13,6 +13,7 @@
 
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/h5.h"
+#include "checkpoint/inspect.h"
 #include "core/check.h"
 #include "data/hash.h"
 #include "models/model.h"
@@ -244,6 +245,22 @@ TEST_F(Damaged, MissingNotHdf5AndTruncatedFiles) {
   const std::string msg = load_error(cut);
   EXPECT_HAS(msg, cut.string());
   EXPECT_TRUE(msg.find("truncated") != std::string::npos) << msg;
+}
+
+// moetron inspect: the step, the layout, every tensor with its shape and norm, the bias spread.
+TEST_F(Damaged, InspectPrintsTheStateTheTensorsAndTheBiasSpread) {
+  std::ostringstream out;
+  checkpoint::inspect(*good_, out, /*moments=*/true);
+  const std::string text = out.str();
+  EXPECT_HAS(text, "moetron-checkpoint version 2");
+  EXPECT_HAS(text, "step 2, ");
+  EXPECT_HAS(text, "saved by the layout dp=1 tp=1 ep=1 zero1=0 world=1");
+  EXPECT_HAS(text, "model.embed_tokens.weight");
+  EXPECT_HAS(text, "exp_avg_sq");
+  EXPECT_HAS(text, "router biases");
+  EXPECT_HAS(text, "model.layers.1.mlp.gate: min ");
+  std::ostringstream none;
+  EXPECT_THROW(checkpoint::inspect(*dir_ / "absent.h5", none), Error);
 }
 
 TEST_F(Damaged, AnotherFormatVersion) {

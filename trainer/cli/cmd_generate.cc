@@ -50,15 +50,6 @@ struct Options {
   GenerateOptions generate;
 };
 
-template <typename T>
-T parse_number(std::string_view flag, const std::string& text) {
-  T value{};
-  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc() || p != text.data() + text.size())
-    throw Error(concat("generate: ", flag, " expects a number, got \"", text, "\""));
-  return value;
-}
-
 Options parse(std::span<const std::string> args) {
   Options o;
   for (size_t i = 0; i < args.size(); ++i) {
@@ -81,13 +72,13 @@ Options parse(std::span<const std::string> args) {
       o.prompt = value();
       o.has_prompt = true;
     } else if (flag == "--max-tokens") {
-      o.generate.max_tokens = parse_number<int64_t>(flag, value());
+      o.generate.max_tokens = parse_number<int64_t>("generate", flag, value());
     } else if (flag == "--temperature") {
-      o.generate.sampling.temperature = parse_number<float>(flag, value());
+      o.generate.sampling.temperature = parse_number<float>("generate", flag, value());
     } else if (flag == "--top-p") {
-      o.generate.sampling.top_p = parse_number<float>(flag, value());
+      o.generate.sampling.top_p = parse_number<float>("generate", flag, value());
     } else if (flag == "--seed") {
-      o.generate.sampling.seed = parse_number<uint64_t>(flag, value());
+      o.generate.sampling.seed = parse_number<uint64_t>("generate", flag, value());
     } else if (flag == "--speculative") {
       if (value() != "mtp")
         throw Error(
@@ -97,7 +88,7 @@ Options parse(std::span<const std::string> args) {
     } else if (flag == "--tokenizer") {
       o.tokenizer_dir = value();
     } else if (flag == "--threads") {
-      o.threads = parse_number<int>(flag, value());
+      o.threads = parse_number<int>("generate", flag, value());
     } else {
       throw Error(concat("generate: unknown flag \"", flag, "\"; valid flags:\n", kUsage));
     }

@@ -28,15 +28,6 @@ constexpr const char* kUsage =
     "                      (default: stop with the file and byte offset)\n"
     "  The dataset is built beside DIR and replaces it only when complete (docs/data.md).\n";
 
-template <typename T>
-T parse_number(std::string_view flag, const std::string& text) {
-  T value{};
-  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc() || p != text.data() + text.size())
-    throw Error(concat("prepare: ", flag, " expects a number, got \"", text, "\""));
-  return value;
-}
-
 }  // namespace
 
 int run_prepare(std::span<const std::string> args) {
@@ -62,13 +53,13 @@ int run_prepare(std::span<const std::string> args) {
     else if (flag == "--tokenizer")
       o.tokenizer = value();
     else if (flag == "--vocab-size")
-      o.vocab_size = parse_number<int>(flag, value());
+      o.vocab_size = parse_number<int>("prepare", flag, value());
     else if (flag == "--sp-model")
       o.sp_model = value();
     else if (flag == "--val-fraction")
-      o.val_fraction = parse_number<double>(flag, value());
+      o.val_fraction = parse_number<double>("prepare", flag, value());
     else if (flag == "--shard-tokens")
-      o.shard_tokens = parse_number<uint64_t>(flag, value());
+      o.shard_tokens = parse_number<uint64_t>("prepare", flag, value());
     else
       throw Error(concat("prepare: unknown flag \"", flag, "\"; valid flags:\n", kUsage));
   }

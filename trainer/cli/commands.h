@@ -2,9 +2,12 @@
 // returns the process exit status; errors are reported as moetron::Error.
 #pragma once
 
+#include <charconv>
 #include <span>
 #include <string>
+#include <string_view>
 
+#include "core/check.h"
 #include "trainer/config.h"
 
 namespace moetron {
@@ -23,5 +26,15 @@ ConfigArgs parse_command_args(std::span<const std::string> args, const char* usa
 // A checkpoint named on the command line: a file, or a run directory or checkpoint directory
 // (then the checkpoint its `latest` names). Throws Error when there is none.
 std::string resolve_checkpoint(const std::string& path);
+
+// The value of `flag` of `command` as a number; throws Error naming both otherwise.
+template <typename T>
+T parse_number(std::string_view command, std::string_view flag, const std::string& text) {
+  T value{};
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || p != text.data() + text.size())
+    throw Error(detail::concat(command, ": ", flag, " expects a number, got \"", text, "\""));
+  return value;
+}
 
 }  // namespace moetron
