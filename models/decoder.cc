@@ -12,15 +12,6 @@ std::string layer_prefix(int64_t layer) {
   return "model.layers." + std::to_string(layer) + ".";
 }
 
-// What MTP module k + 1 receives from module k: h_k = shared_head.norm(block output), the
-// head's input, as training chains them (MtpModule::output() in models/mtp.h; Megatron-Core,
-// SGLang and vLLM do the same). The one place the decoder makes that choice: to chain the
-// block's output before the norm instead, return `block_out`.
-const Tensor& chained_state(const Tensor& block_out, const Tensor& head_in) {
-  (void)block_out;
-  return head_in;
-}
-
 }  // namespace
 
 Decoder::MtpStage::MtpStage(const ParamTable& params, int64_t layer, const ModelDims& d,
@@ -99,14 +90,15 @@ Tensor Decoder::mtp_forward(int64_t k, std::span<const int32_t> tokens) {
   Tensor cat = cat_.rows(n, 2 * d);
   const std::array<Tensor, 2> parts{emb_n, prev_n};
   ops::concat_cols(parts, cat);
-  Tensor x = x_a_.rows(n, d), h = x_b_.rows(n, d), head_in = h_.rows(n, d);
+  Tensor x = x_a_.rows(n, d), h = x_b_.rows(n, d);
   decode_linear(cat, m.eh_proj, x, n);
   m.block.forward(x, start, m.cache.keys_t(0), m.cache.values(0), h);
-  m.head_norm.forward(h, head_in);
-  Tensor next = states_[static_cast<size_t>(k)].slice(start, start + n);
-  ops::copy(chained_state(h, head_in), next);
+  // h_k = shared_head.norm(block output) is both the head's input and what module k + 1
+  // receives, as training chains them (MtpModule::output() in models/mtp.h).
+  Tensor h_k = states_[static_cast<size_t>(k)].slice(start, start + n);
+  m.head_norm.forward(h, h_k);
   m.cache.advance(n);
-  return head(head_in, mtp_logits_);
+  return head(h_k, mtp_logits_);
 }
 
 }  // namespace moetron

@@ -77,7 +77,7 @@ class Decoder {
   std::vector<std::unique_ptr<MtpStage>> mtp_;
   // states_[k] [max_len, hidden]: h_k of every position stage k has run on, read by stage k+1.
   std::vector<Tensor> states_;
-  RowBuffer x_a_, x_b_, h_, emb_, emb_n_, prev_n_, cat_;
+  RowBuffer x_a_, x_b_, emb_, emb_n_, prev_n_, cat_;
   RowBuffer logits_, mtp_logits_;  // apart: a draft step does not overwrite the main logits
 };
 

@@ -9,18 +9,9 @@ namespace moetron {
 namespace {
 
 // Parameters first..last as one [rows, cols] matrix, as the training layers fuse them (q|k|v,
-// gate|up). They must lie back to back in the flat buffer, as a Model registers them.
+// gate|up; ParamTable::fused checks that they lie back to back).
 Tensor fused_param(const ParamTable& params, const std::string& first, const std::string& last) {
-  const ParamRef a = decoder_param(params, first), b = decoder_param(params, last);
-  int64_t end = params.info(a.id()).offset;
-  for (int id = a.id(); id <= b.id(); ++id) {
-    const ParamInfo& p = params.info(id);
-    if (p.offset != end || p.shape.size() != 2)
-      throw Error(detail::concat("decoder: ", first, " .. ", last,
-                                 " are not adjacent matrices in the parameter table"));
-    end += p.numel();
-  }
-  return params.fused_value(a, b);
+  return params.fused_value(decoder_param(params, first), decoder_param(params, last));
 }
 
 // A [rows, cols] i32 view of a grow-only buffer (RowBuffer is f32).

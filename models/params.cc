@@ -100,7 +100,10 @@ Tensor ParamTable::fused(const Tensor& flat, const ParamRef& first, const ParamR
   int64_t rows = 0;
   for (int id = first.id(); id <= last.id(); ++id) {
     const ParamInfo& p = info(id);
-    MOETRON_CHECK(p.shape.size() == 2 && p.shape[1] == a.shape[1], "cannot fuse ", p.name);
+    // One view over several parameters: they must lie back to back in the flat buffer.
+    MOETRON_CHECK(
+        p.shape.size() == 2 && p.shape[1] == a.shape[1] && p.offset == a.offset + rows * a.shape[1],
+        "cannot fuse ", p.name, " with ", a.name, ": not an adjacent matrix");
     rows += p.shape[0];
   }
   return flat.view(a.offset, {rows, a.shape[1]});
