@@ -58,26 +58,18 @@ void TokenDispatcher::plan(std::span<const int64_t> counts) {
 }
 
 void TokenDispatcher::dispatch(const Tensor& sent, Tensor& local) {
-  MOETRON_CHECK(sent.rows() == sent_rows_ && local.rows() == local_rows_, "dispatch: ", sent.rows(),
-                " sent and ", local.rows(), " local rows, the plan has ", sent_rows_, " and ",
-                local_rows_);
-  if (!ep_comm_) {
-    ops::copy(sent, local);
-    return;
-  }
+  MOETRON_CHECK(!this->local() && sent.rows() == sent_rows_ && local.rows() == local_rows_,
+                "dispatch: ", sent.rows(), " sent and ", local.rows(), " local rows, the plan has ",
+                sent_rows_, " and ", local_rows_);
   Tensor received = buffer_.rows(local_rows_, sent.cols());
   ep_comm_->all_to_all_v(sent, send_rows_, received, recv_rows_);
   ops::gather_rows(received, to_expert_major_, local);
 }
 
 void TokenDispatcher::combine(const Tensor& local, Tensor& sent) {
-  MOETRON_CHECK(sent.rows() == sent_rows_ && local.rows() == local_rows_, "combine: ", sent.rows(),
-                " sent and ", local.rows(), " local rows, the plan has ", sent_rows_, " and ",
-                local_rows_);
-  if (!ep_comm_) {
-    ops::copy(local, sent);
-    return;
-  }
+  MOETRON_CHECK(!this->local() && sent.rows() == sent_rows_ && local.rows() == local_rows_,
+                "combine: ", sent.rows(), " sent and ", local.rows(), " local rows, the plan has ",
+                sent_rows_, " and ", local_rows_);
   Tensor back = buffer_.rows(local_rows_, local.cols());
   ops::gather_rows(local, to_source_major_, back);
   ep_comm_->all_to_all_v(back, recv_rows_, sent, send_rows_);

@@ -33,6 +33,7 @@ class TokenDispatcher {
   const std::vector<int64_t>& local_offsets() const { return local_offsets_; }
 
   // Sent rows (grouped by global expert) -> this rank's experts' rows (grouped by local expert).
+  // Only when !local(): a local dispatcher's sent rows already are its experts' rows.
   void dispatch(const Tensor& sent, Tensor& local);
   // The inverse: this rank's experts' rows -> the sent rows, back where they came from.
   void combine(const Tensor& local, Tensor& sent);
