@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <random>
@@ -37,12 +38,21 @@ inline void load_params(ParamTable& table, const Golden& g, const std::string& g
   }
 }
 
+// A weight gradient sums many products, and the fp32 rounding of such a sum scales with the
+// tensor's largest gradients, not with the element: a small element of a large gradient (k_proj:
+// 0.018 in a tensor reaching 55) differs between two fp32 implementations by far more than 1e-4
+// of itself, while both are within 3e-7 of the tensor's largest element from the fp64 truth. So
+// the absolute tolerance grows with the tensor: `atol` or 1e-6 of its largest element.
 inline void expect_param_grads(const ParamTable& table, const Golden& g, const std::string& group,
                                float rtol, float atol) {
   for (int id = 0; id < static_cast<int>(table.infos().size()); ++id) {
     if (table.info(id).kind == ParamKind::buffer) continue;  // state, no gradient
     const std::string& name = table.info(id).name;
-    EXPECT_TRUE(all_close(table.grad(id).span<float>(), g.floats(group + "/" + name), rtol, atol))
+    const std::vector<float> want = g.floats(group + "/" + name);
+    float largest = 0;
+    for (float v : want) largest = std::max(largest, std::abs(v));
+    EXPECT_TRUE(
+        all_close(table.grad(id).span<float>(), want, rtol, std::max(atol, 1e-6f * largest)))
         << "gradient of " << name;
   }
 }
