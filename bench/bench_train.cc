@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "checkpoint/checkpoint.h"
+#include "configs/config.h"
 #include "core/cpu/kernels.h"
 #include "core/gemm_peak.h"
 #include "core/ops.h"
@@ -36,7 +37,6 @@
 #include "parallel/layout.h"
 #include "parallel/mpi_runtime.h"
 #include "parallel/process_groups.h"
-#include "trainer/config.h"
 #include "trainer/metrics.h"
 #include "trainer/train_step.h"
 
@@ -107,7 +107,9 @@ CheckpointTiming time_checkpoint(const std::filesystem::path& dir, Model& model,
     reset_peak_rss();
     const int64_t before = rss_field("VmRSS:");
     const auto t0 = Clock::now();
-    checkpoint::save(file, model.params(), opt, {1, 0, 0}, config_to_text(cfg), groups);
+    checkpoint::save(file, model.params(), opt,
+                     {.step = 1, .tokens_seen = 1, .samples_consumed = 1}, config_to_text(cfg),
+                     groups);
     t.save_s = std::min(t.save_s, std::chrono::duration<double>(Clock::now() - t0).count());
     t.save_extra_bytes =
         std::max(t.save_extra_bytes, static_cast<double>(rss_field("VmHWM:") - before));

@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "checkpoint/h5.h"
+#include "checkpoint/reader.h"
 #include "core/check.h"
 #include "data/file_io.h"
 #include "parallel/collective.h"
@@ -248,7 +249,10 @@ std::string model_difference(const config::ModelConfig& a, const config::ModelCo
 
 void save(const fs::path& path, const ParamTable& params, const OptimizerState& opt,
           const TrainState& state, const std::string& config_text, const ProcessGroups& g) {
-  const std::vector<Entry> entries = global_entries(params, g);
+  std::vector<Entry> entries = global_entries(params, g);
+  // Without an optimizer (the same on every rank), the weights alone.
+  if (!opt.exp_avg.defined())
+    for (Entry& e : entries) e.moments = false;
   // What this rank writes, and every tensor's checksum (XOR over the ranks that write it).
   std::vector<std::array<std::vector<Piece>, 3>> written(entries.size());
   Tensor sums = Tensor::zeros({static_cast<int64_t>(3 * entries.size())}, DType::i64);
@@ -267,68 +271,61 @@ void save(const fs::path& path, const ParamTable& params, const OptimizerState& 
 
   // Each part is agreed on by every rank before the next collective call, so a failure on one
   // rank (a write that finds the disk full) stops every rank with its message instead of
-  // leaving the others waiting in HDF5's collective close.
+  // leaving the others waiting in HDF5's collective close. A failed save leaves nothing behind:
+  // the file is abandoned (every rank together) and removed.
   const fs::path partial = path.string() + ".partial";
   auto agreed = [&](const std::function<void()>& part) {
     run_collectively(g.world(), [&] {
       try {
         part();
       } catch (const std::exception& e) {
-        throw Error(concat("writing checkpoint ", partial, ": ", e.what()));
+        throw Error(
+            concat("checkpoint step ", state.step, " could not be written: ", error_text(e)));
       }
     });
   };
   std::optional<H5File> file;
-  agreed([&] {  // the file, its attributes and datasets: collective
-    file.emplace(partial.string(), H5File::Mode::create, g.mpi_world());
-    file->set_attr("format", kFormat);
-    file->set_attr("version", kVersion);
-    file->set_attr("step", state.step);
-    file->set_attr("tokens_seen", state.tokens_seen);
-    file->set_attr("samples_consumed", state.samples_consumed);
-    file->set_attr("optimizer_step", opt.step);
-    file->set_attr("layout", layout_text(g.layout()));
-    file->set_attr("config", config_text);
-    for (size_t i = 0; i < entries.size(); ++i)
-      for (int k = 0; k < (entries[i].moments ? 3 : 1); ++k) {
-        const std::string name = dataset_path(k, entries[i].name);
-        file->create_dataset(name, entries[i].shape);
-        file->set_dataset_attr(name, "checksum",
-                               static_cast<uint64_t>(sums.data<int64_t>()[3 * i + k]));
-      }
-  });
-  agreed([&] {  // this rank's blocks: independent writes
-    for (size_t i = 0; i < entries.size(); ++i)
-      for (int k = 0; k < (entries[i].moments ? 3 : 1); ++k)
-        for (const Piece& piece : written[i][k])
-          file->write(dataset_path(k, entries[i].name), piece.rects, piece.values);
-  });
-  agreed([&] { file->close(); });
-  // Complete and closed on every rank: make it durable, then give it its name.
-  agreed([&] {
-    if (g.rank() != 0) return;
-    data::fsync_path(partial);
-    fs::rename(partial, path);
-    data::fsync_path(path.parent_path().empty() ? fs::path(".") : path.parent_path());
-  });
-}
-
-config::RunConfig read_header(const H5File& file) {
-  const std::string& path = file.path();
-  if (!file.has_attr("format") || file.string_attr("format") != kFormat)
-    throw Error(concat(path, " is not a moetron checkpoint (no format \"", kFormat, "\")"));
-  if (const int64_t v = file.int_attr("version"); v != kVersion)
-    throw Error(concat(path, ": format version ", v, " is unknown (this build reads version ",
-                       kVersion, ")"));
-  config::RunConfig cfg;
-  if (!google::protobuf::TextFormat::ParseFromString(file.string_attr("config"), &cfg))
-    throw Error(concat(path, ": its config attribute is not a moetron run config"));
-  return cfg;
+  try {
+    agreed([&] {  // the file, its attributes and datasets: collective
+      file.emplace(partial.string(), H5File::Mode::create, g.mpi_world());
+      Metadata m;
+      m.state = state;
+      m.optimizer_step = opt.step;
+      m.layout = layout_text(g.layout());
+      m.config_text = config_text;
+      write_metadata(*file, m);
+      for (size_t i = 0; i < entries.size(); ++i)
+        for (int k = 0; k < (entries[i].moments ? 3 : 1); ++k) {
+          const std::string name = dataset_path(k, entries[i].name);
+          file->create_dataset(name, entries[i].shape);
+          file->set_dataset_attr(name, "checksum",
+                                 static_cast<uint64_t>(sums.data<int64_t>()[3 * i + k]));
+        }
+    });
+    agreed([&] {  // this rank's blocks: independent writes
+      for (size_t i = 0; i < entries.size(); ++i)
+        for (int k = 0; k < (entries[i].moments ? 3 : 1); ++k)
+          for (const Piece& piece : written[i][k])
+            file->write(dataset_path(k, entries[i].name), piece.rects, piece.values);
+    });
+    agreed([&] { file->close(); });
+    // Complete and closed on every rank: make it durable, then give it its name.
+    agreed([&] {
+      if (g.rank() != 0) return;
+      data::fsync_path(partial);
+      fs::rename(partial, path);
+      data::fsync_path(path.parent_path().empty() ? fs::path(".") : path.parent_path());
+    });
+  } catch (...) {  // an agreed failure: every rank is here
+    file.reset();  // abandons an unclosed file, on every rank alike
+    std::error_code ec;
+    if (g.rank() == 0) fs::remove(partial, ec);
+    throw;
+  }
 }
 
 config::RunConfig saved_config(const fs::path& path) {
-  if (!fs::exists(path)) throw Error(concat("checkpoint ", path, " does not exist"));
-  return read_header(H5File(path.string(), H5File::Mode::read));
+  return CheckpointReader(path).config();
 }
 
 TrainState load(const fs::path& path, ParamTable& params, OptimizerState* optimizer,
@@ -337,35 +334,39 @@ TrainState load(const fs::path& path, ParamTable& params, OptimizerState* optimi
   OptimizerState& opt = optimizer ? *optimizer : none;
   const int groups_read = optimizer ? 3 : 1;  // values, and the moments when wanted
   const std::vector<Entry> entries = global_entries(params, g);
-  std::optional<H5File> file;
+  std::optional<CheckpointReader> reader;
   TrainState state;
   // A step that can fail on some ranks only is agreed on before the next collective call:
   // opening the file is one (MPI_File_open).
+  run_collectively(g.world(), [&] { data::open_regular_file(path, "checkpoint"); });
+  // The whole file, its metadata and the model it holds: every rank sees the same.
   run_collectively(g.world(), [&] {
-    if (!fs::exists(path)) throw Error(concat("checkpoint ", path, " does not exist"));
-  });
-  // The whole file, its format and the model it holds: every rank sees the same.
-  run_collectively(g.world(), [&] {
-    file.emplace(path.string(), H5File::Mode::read, g.mpi_world());
-    const config::RunConfig saved = read_header(*file);
-    if (const std::string diff = model_difference(saved.model(), cfg.model()); !diff.empty())
+    reader.emplace(path, g.mpi_world());
+    const Metadata& m = reader->metadata();
+    if (const std::string diff = model_difference(m.config.model(), cfg.model()); !diff.empty())
       throw Error(concat(path, " holds another model: ", diff,
                          ". Resume with the checkpoint's model, or start a new run"));
     std::vector<std::string> expected;
     expected.reserve(entries.size());
     for (const Entry& e : entries) expected.push_back(e.name);
-    const std::vector<std::string> found = file->list("/params");
+    std::vector<std::string> found;
+    for (const ModelTensor& t : reader->tensors()) found.push_back(t.name);
+    std::sort(found.begin(), found.end());
     for (const std::string& name : expected)
       if (!std::binary_search(found.begin(), found.end(), name))
         throw Error(concat(path, ": tensor ", name, " is missing"));
     for (const std::string& name : found)
       if (!std::binary_search(expected.begin(), expected.end(), name))
         throw Error(concat(path, ": tensor ", name, " is not part of this model"));
-    state.step = file->int_attr("step");
-    state.tokens_seen = file->int_attr("tokens_seen");
-    state.samples_consumed = file->int_attr("samples_consumed");
-    if (optimizer) opt.step = file->int_attr("optimizer_step");
+    if (optimizer)
+      for (const Entry& e : entries)
+        if (e.moments && !reader->has_moments(e.name))
+          throw Error(concat(path, ": AdamW's moments of ", e.name,
+                             " are missing (/exp_avg, /exp_avg_sq)"));
+    state = m.state;
+    if (optimizer) opt.step = m.optimizer_step;
   });
+  H5File& file = reader->file();
   // This rank's blocks: shapes, dtypes, then the data.
   Tensor sums = Tensor::zeros({static_cast<int64_t>(3 * entries.size())}, DType::i64);
   run_collectively(g.world(), [&] {
@@ -375,18 +376,13 @@ TrainState load(const fs::path& path, ParamTable& params, OptimizerState* optimi
       const ParamInfo& p = params.info(id);
       for (int k = 0; k < (entries[i].moments ? groups_read : 1); ++k) {
         const std::string name = dataset_path(k, entries[i].name);
-        const std::vector<uint64_t> shape = file->shape(name);
-        if (shape != entries[i].shape)
-          throw Error(concat(path, ": ", name, " has shape ",
-                             shape_str({shape.begin(), shape.end()}), ", the model needs ",
-                             shape_str(p.global_shape)));
-        if (!file->is_f32(name)) throw Error(concat(path, ": ", name, " is not f32"));
+        MOETRON_CHECK(file.shape(name) == entries[i].shape, name, ": the reader checked it");
         if (k == 0) {  // padding rows (past the vocabulary) are zero
           float* v = params.flat_values().data<float>() + p.offset;
           std::fill(v, v + p.numel(), 0.0f);
         }
         const std::vector<Piece> read = pieces(k, p, params, opt);
-        for (const Piece& piece : read) file->read(name, piece.rects, piece.values);
+        for (const Piece& piece : read) file.read(name, piece.rects, piece.values);
         // Every element is counted by the one rank that would write it in this layout.
         if (k == 0 ? writes_values(p, g) : writes_moments(p, g))
           sums.data<int64_t>()[3 * i + k] =
@@ -400,11 +396,11 @@ TrainState load(const fs::path& path, ParamTable& params, OptimizerState* optimi
       for (int k = 0; k < (entries[i].moments ? groups_read : 1); ++k) {
         const std::string name = dataset_path(k, entries[i].name);
         if (static_cast<uint64_t>(sums.data<int64_t>()[3 * i + k]) !=
-            file->dataset_u64_attr(name, "checksum"))
+            file.dataset_u64_attr(name, "checksum"))
           throw Error(
               concat(path, ": ", name, " does not match its checksum (the file is corrupt)"));
       }
-    file->close();
+    file.close();
   });
   return state;
 }

@@ -16,17 +16,13 @@
 #include <string>
 #include <vector>
 
+#include "checkpoint/metadata.h"
 #include "configs/moetron.pb.h"
 #include "models/params.h"
 #include "parallel/grad_sync.h"
 #include "parallel/process_groups.h"
 
 namespace moetron::checkpoint {
-
-inline constexpr const char* kFormat = "moetron-checkpoint";
-// Version 2: element_hash below. (Version 1, written only by development builds of 2026-11-25,
-// hashed elements another way; this build refuses it with the version error.)
-inline constexpr int64_t kVersion = 2;
 
 // A dataset's checksum is the XOR over its elements of element_hash(row-major index, value):
 // the same whichever ranks wrote which blocks. One multiply-xorshift round: any single changed
@@ -36,13 +32,6 @@ inline uint64_t element_hash(uint64_t index, float value) {
   x *= 0xBF58476D1CE4E5B9ull;
   return x ^ (x >> 31);
 }
-
-// Where training stands, beside the tensors.
-struct TrainState {
-  int64_t step = 0;              // optimizer steps taken
-  int64_t tokens_seen = 0;       // training tokens consumed, all ranks together
-  int64_t samples_consumed = 0;  // training windows drawn, all ranks together
-};
 
 // AdamW's state (trainer/optimizer.h): the moments of the element ranges this rank owns, range
 // after range, and its step count. Tensors are handles: loading writes through them.
@@ -54,27 +43,24 @@ struct OptimizerState {
 
 // Writes a checkpoint to `path` on every rank of `groups` together: into `path`.partial, closed
 // and fsynced, then renamed (rank 0), so `path` is complete or absent. `config_text` is the
-// resolved config. Throws CollectiveError on failure (every rank alike).
+// resolved config. An `optimizer` without moment tensors (OptimizerState{}, on every rank) saves
+// the weights alone. Throws CollectiveError on failure (every rank alike), after removing the
+// partial file.
 void save(const std::filesystem::path& path, const ParamTable& params,
           const OptimizerState& optimizer, const TrainState& state, const std::string& config_text,
           const ProcessGroups& groups);
 
 // Reads a checkpoint into this rank's parameters and (unless null: the weights alone, for
 // inference and export) optimizer state, whatever layout wrote it. Checks, and names the first
-// problem: the file (missing, truncated, not a checkpoint, another format version), the model
-// config (the field and both values), missing or extra tensors, shapes, dtypes and checksums.
-// Writes nothing to disk. Throws CollectiveError.
+// problem: the file and its metadata (CheckpointReader), the model config against `cfg` (the
+// field and both values), missing or extra tensors, shapes, dtypes and checksums. Writes
+// nothing to disk. Throws CollectiveError.
 TrainState load(const std::filesystem::path& path, ParamTable& params, OptimizerState* optimizer,
                 const config::RunConfig& cfg, const ProcessGroups& groups);
 
-// The run config a checkpoint was saved with (its resolved text), e.g. to build the model
-// before loading it. Throws Error naming the file.
+// The run config a checkpoint was saved with (its resolved text), checked as CheckpointReader
+// checks it, e.g. to build the model before loading it. Throws Error naming the file.
 config::RunConfig saved_config(const std::filesystem::path& path);
-
-class H5File;
-// An open file's header: a moetron checkpoint of this format version; returns its run config.
-// Throws Error naming the file and what is wrong.
-config::RunConfig read_header(const H5File& file);
 
 // The first difference between the model configs, as "model.hidden_size: the checkpoint has 128,
 // the config 256", or "" when they describe the same model.

@@ -5,7 +5,7 @@
 
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/glm4_moe.h"
-#include "checkpoint/h5.h"
+#include "checkpoint/reader.h"
 #include "core/check.h"
 #include "data/file_io.h"
 #include "data/json.h"
@@ -21,56 +21,19 @@ namespace fs = std::filesystem;
 constexpr uint64_t kMaxChunkBytes = uint64_t{64} << 20;
 constexpr const char* kIndexFile = "model.safetensors.index.json";
 
-bool is_export(const fs::path& dir) {
-  return fs::is_regular_file(dir / "config.json") && fs::is_regular_file(dir / kIndexFile);
-}
-
-// OUT may be absent or an empty directory; with --overwrite also an earlier export. Never the
-// place that holds the checkpoint, which replacing OUT would delete.
-void check_output(const ExportOptions& o) {
+// OUT may be replaced only by the rule of data/staged_dir.h, and never when it holds what the
+// export reads: the checkpoint, or the dataset whose tokenizer it copies.
+void check_output(const ExportOptions& o, const fs::path& dataset) {
   if (o.out.empty()) throw Error("export: no output directory (--out DIR)");
   if (data::is_within(o.checkpoint, o.out))
     throw Error(concat("export: the checkpoint ", o.checkpoint, " lies inside --out ", o.out,
                        ", which the export replaces as a whole; choose another output"));
-  std::error_code ec;
-  if (!fs::exists(o.out, ec)) return;
-  if (!fs::is_directory(o.out))
-    throw Error(concat("export: --out ", o.out, " exists and is not a directory"));
-  if (fs::is_empty(o.out)) return;
-  if (!o.overwrite)
-    throw Error(concat("export: --out ", o.out,
-                       " exists and is not empty; pass --overwrite to replace an earlier export "
-                       "there, or choose another output"));
-  if (!is_export(o.out))
-    throw Error(concat("export: --out ", o.out, " is not an earlier export (no config.json and ",
-                       kIndexFile,
-                       "); --overwrite replaces only exports: choose another output "
-                       "or remove it yourself"));
-}
-
-// The checkpoint's tensors must be exactly those its config describes, each f32 of that shape.
-void check_tensors(const H5File& file, const config::ModelConfig& m) {
-  const std::vector<std::string> found = file.list("/params");
-  std::vector<std::string> expected;
-  for (const ModelTensor& t : model_tensors(m)) {
-    expected.push_back(t.name);
-    const std::string path = "/params/" + t.name;
-    if (!std::binary_search(found.begin(), found.end(), t.name))
-      throw Error(concat(file.path(), ": tensor ", t.name,
-                         " is missing (the checkpoint's config describes it)"));
-    if (file.shape(path) != t.shape) {
-      const std::vector<uint64_t> s = file.shape(path);
-      throw Error(concat(file.path(), ": ", path, " has shape ", shape_str({s.begin(), s.end()}),
-                         ", the checkpoint's config says ",
-                         shape_str({t.shape.begin(), t.shape.end()})));
-    }
-    if (!file.is_f32(path)) throw Error(concat(file.path(), ": ", path, " is not f32"));
-  }
-  std::sort(expected.begin(), expected.end());
-  for (const std::string& name : found)
-    if (!std::binary_search(expected.begin(), expected.end(), name))
-      throw Error(
-          concat(file.path(), ": tensor ", name, " is not part of the model its config describes"));
+  if (data::is_within(dataset, o.out) || data::is_within(o.out, dataset))
+    throw Error(concat("export: the dataset ", dataset, " (its tokenizer is exported) and --out ",
+                       o.out,
+                       " overlap; the export replaces --out as a whole: choose another "
+                       "output"));
+  data::check_replaceable(o.out, "export", "--out", o.overwrite);
 }
 
 struct Shard {
@@ -92,48 +55,32 @@ std::vector<Shard> plan_shards(const std::vector<ExportTensor>& tensors, uint64_
   return shards;
 }
 
-// Resizes a block buffer without holding the old and the new allocation at once, so the peak is
-// the largest block rather than two of them.
-void resize_block(std::vector<float>& v, size_t n) {
-  if (n > v.capacity()) v = std::vector<float>();
-  v.resize(n);
-}
-
 // Streams one export tensor from the checkpoint into the writer, in blocks of whole rows (whole
 // heads when the rows are permuted), checking the source's checksum on the way.
-void copy_tensor(const H5File& file, const ExportTensor& t, uint64_t chunk_bytes,
-                 SafetensorsWriter& writer, std::vector<float>& block, std::vector<float>& out) {
+void copy_tensor(const CheckpointReader& reader, const ExportTensor& t, uint64_t chunk_bytes,
+                 SafetensorsWriter& writer, std::vector<float>& out, const StopToken& stop) {
   const std::string path = "/params/" + t.source;
-  const bool vector = t.shape.size() == 1;
-  const uint64_t rows = vector ? 1 : t.shape[0], cols = vector ? t.shape[0] : t.shape[1];
-  const uint64_t unit = t.rope_rows > 0 ? t.rope_rows : 1;  // rows that move together
-  MOETRON_CHECK(rows % unit == 0, t.name, ": ", rows, " rows in heads of ", unit);
-  const uint64_t step = std::max<uint64_t>(1, chunk_bytes / (4 * cols * unit)) * unit;
-  uint64_t hash = 0;
-  for (uint64_t r = 0; r < rows; r += step) {
-    const uint64_t n = std::min(step, rows - r);
-    resize_block(block, n * cols);
-    const Rect rect = vector ? Rect{0, 0, 1, cols} : Rect{r, 0, n, cols};
-    file.read(path, {&rect, 1}, block);
-    // Serial on purpose: export also runs in forked children (its memory test), where an
-    // OpenMP team of the parent would deadlock; it is bound by the disk anyway.
-    for (uint64_t i = 0; i < block.size(); ++i) hash ^= element_hash(r * cols + i, block[i]);
-    if (t.rope_rows == 0) {
-      writer.append(block);
-      continue;
-    }
-    // Within each head: rows (2j, 2j+1) become rows (j, j + R/2).
-    resize_block(out, block.size());
-    const uint64_t R = t.rope_rows;
-    for (uint64_t h = 0; h < n; h += R)
-      for (uint64_t j = 0; j < R / 2; ++j)
-        for (uint64_t k = 0; k < 2; ++k)
-          std::copy_n(block.begin() + static_cast<std::ptrdiff_t>((h + 2 * j + k) * cols), cols,
-                      out.begin() + static_cast<std::ptrdiff_t>((h + j + k * R / 2) * cols));
-    writer.append(out);
-  }
-  if (hash != file.dataset_u64_attr(path, "checksum"))
-    throw Error(concat(file.path(), ": ", path,
+  const uint64_t cols = t.shape.size() == 1 ? t.shape[0] : t.shape[1];
+  const uint64_t R = t.rope_rows;
+  const bool ok = reader.read_rows(
+      path, R > 0 ? R : 1, chunk_bytes, [&](uint64_t, std::span<const float> block) {
+        stop.check();
+        if (R == 0) {
+          writer.append(block);
+          return;
+        }
+        // Within each head: rows (2j, 2j+1) become rows (j, j + R/2).
+        out.resize(block.size());
+        const uint64_t n = block.size() / cols;
+        for (uint64_t h = 0; h < n; h += R)
+          for (uint64_t j = 0; j < R / 2; ++j)
+            for (uint64_t k = 0; k < 2; ++k)
+              std::copy_n(block.begin() + static_cast<std::ptrdiff_t>((h + 2 * j + k) * cols), cols,
+                          out.begin() + static_cast<std::ptrdiff_t>((h + j + k * R / 2) * cols));
+        writer.append(out);
+      });
+  if (!ok)
+    throw Error(concat(reader.file().path(), ": ", path,
                        " does not match its checksum (the checkpoint is corrupt)"));
 }
 
@@ -144,9 +91,13 @@ std::string utf8(uint32_t cp) {
 }
 
 // Writes the tokenizer of the dataset the checkpoint was trained on; returns what it wrote.
-std::string write_tokenizer(const ExportOptions& o, const config::RunConfig& cfg,
+// The dataset whose tokenizer is exported.
+fs::path tokenizer_dataset(const ExportOptions& o, const config::RunConfig& cfg) {
+  return o.dataset.empty() ? fs::path(cfg.data().dataset_dir()) : o.dataset;
+}
+
+std::string write_tokenizer(const fs::path& dataset, const config::RunConfig& cfg,
                             const fs::path& dir) {
-  const fs::path dataset = o.dataset.empty() ? fs::path(cfg.data().dataset_dir()) : o.dataset;
   data::Manifest m;
   try {
     m = data::read_manifest(dataset);
@@ -169,7 +120,7 @@ std::string write_tokenizer(const ExportOptions& o, const config::RunConfig& cfg
   }
   if (m.tokenizer_kind == "sentencepiece") {
     const fs::path model = dataset / m.tokenizer_model;
-    const std::string bytes = data::read_file(model);
+    const std::string bytes = data::read_file(model, data::kMaxModelBytes, "SentencePiece model");
     if (data::sentencepiece_identity(bytes) != m.tokenizer_identity)
       throw Error(concat("export: ", model, " is not the SentencePiece model ", dataset,
                          " was prepared with (its manifest says ", m.tokenizer_identity, ")"));
@@ -232,26 +183,26 @@ std::string byte_tokenizer_json() {
 ExportSummary export_checkpoint(const ExportOptions& o,
                                 const std::function<void(const std::string&)>& progress) {
   if (o.shard_size == 0) throw Error("export: --shard-size must be at least 1 byte");
-  check_output(o);
-  if (!fs::exists(o.checkpoint))
-    throw Error(concat("export: checkpoint ", o.checkpoint, " does not exist"));
-  const H5File file(o.checkpoint.string(), H5File::Mode::read);
-  config::RunConfig cfg;
-  try {
-    cfg = read_header(file);
-  } catch (const Error& e) {
-    throw Error(concat("export: ", e.what()));
-  }
+  if (o.out.empty()) throw Error("export: no output directory (--out DIR)");
+  const CheckpointReader reader = [&] {
+    try {
+      return CheckpointReader(o.checkpoint);
+    } catch (const Error& e) {
+      throw Error(concat("export: ", e.what()));
+    }
+  }();
+  const config::RunConfig& cfg = reader.config();
+  const fs::path dataset = tokenizer_dataset(o, cfg);
+  check_output(o, dataset);
   const config::ModelConfig& model = cfg.model();
   try {
     check_glm4_moe(model);
   } catch (const Error& e) {
     throw Error(concat("export: ", o.checkpoint, " cannot be written as glm4_moe: ", e.what()));
   }
-  check_tensors(file, model);
 
   ExportSummary summary;
-  summary.step = file.int_attr("step");
+  summary.step = reader.metadata().state.step;
   summary.notes = notes_for(model);
   const std::vector<ExportTensor> tensors = export_tensors(model, o.dtype);
   const std::vector<Shard> shards = plan_shards(tensors, o.shard_size);
@@ -263,9 +214,9 @@ ExportSummary export_checkpoint(const ExportOptions& o,
   data::StagedDirectory staged(out, "export");
   const fs::path& staging = staged.path();
 
-  summary.tokenizer = write_tokenizer(o, cfg, staging);
+  summary.tokenizer = write_tokenizer(dataset, cfg, staging);
   const uint64_t chunk_bytes = std::min(o.shard_size, kMaxChunkBytes);
-  std::vector<float> block, permuted;
+  std::vector<float> permuted;
   std::map<std::string, std::string> weight_map;
   for (size_t s = 0; s < shards.size(); ++s) {
     const std::string name = shard_name(s, shards.size());
@@ -276,14 +227,13 @@ ExportSummary export_checkpoint(const ExportOptions& o,
     }
     SafetensorsWriter writer(staging / name, std::move(header), {{"format", "pt"}});
     for (size_t i : shards[s].tensors)
-      copy_tensor(file, tensors[i], chunk_bytes, writer, block, permuted);
+      copy_tensor(reader, tensors[i], chunk_bytes, writer, permuted, o.stop);
     writer.close();
     summary.bytes += writer.data_bytes();
     if (progress)
       progress(concat(name, ": ", shards[s].tensors.size(), " tensors, ", writer.data_bytes(),
                       " bytes"));
   }
-  block = {};
   permuted = {};
 
   std::string index =

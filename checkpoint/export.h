@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "checkpoint/safetensors.h"
+#include "core/stop.h"
 
 namespace moetron::checkpoint {
 
@@ -27,12 +28,14 @@ struct ExportOptions {
   StDtype dtype = StDtype::bf16;
   // Bytes of tensor data per .safetensors file at most (a larger tensor gets a file of its own).
   uint64_t shard_size = 5'000'000'000;  // Hugging Face's default "5GB"
-  // OUT may exist only when empty, unless this is set: then an earlier export there (a
-  // directory holding config.json and model.safetensors.index.json) is replaced.
+  // OUT may exist only when empty, unless this is set: then what moetron wrote there (its
+  // .moetron-files lists it, data/staged_dir.h) is replaced; anything else makes it refuse.
   bool overwrite = false;
   // The prepared dataset whose tokenizer is exported; empty: the checkpoint config's
   // data.dataset_dir (a relative path resolved against the working directory).
   std::filesystem::path dataset;
+  // Polled between blocks of tensor data: a stop throws Stopped and leaves OUT as it was.
+  StopToken stop;
 };
 
 struct ExportSummary {

@@ -24,16 +24,6 @@ int64_t head_dim(const ModelConfig& m) {
   return m.hidden_size() / m.num_attention_heads();
 }
 
-// docs/moe.md: layers l >= first_k_dense_replace and every MTP block (l >= L) are MoE.
-bool is_moe_layer(const ModelConfig& m, int64_t l) {
-  return m.moe().n_routed_experts() > 0 &&
-         (l >= m.moe().first_k_dense_replace() || l >= m.num_hidden_layers());
-}
-
-std::string layer(int64_t l) {
-  return "model.layers." + std::to_string(l) + ".";
-}
-
 // The shortest text that reads back as the same float, always with a fraction or exponent so
 // that JSON readers see a float (transformers' strict config types reject an int there).
 std::string json_float(float v) {
@@ -49,47 +39,6 @@ const char* json_bool(bool v) {
 }
 
 }  // namespace
-
-std::vector<ModelTensor> model_tensors(const ModelConfig& m) {
-  const uint64_t d = u(m.hidden_size()), V = u(m.vocab_size()), hd = u(head_dim(m));
-  const uint64_t H = u(m.num_attention_heads()), KV = u(kv_heads(m));
-  const int64_t L = m.num_hidden_layers(), D = m.num_nextn_predict_layers();
-  const config::MoeConfig& e = m.moe();
-  std::vector<ModelTensor> out;
-  out.push_back({"model.embed_tokens.weight", {V, d}});
-  auto swiglu = [&](const std::string& prefix, uint64_t inter) {
-    out.push_back({prefix + "gate_proj.weight", {inter, d}});
-    out.push_back({prefix + "up_proj.weight", {inter, d}});
-    out.push_back({prefix + "down_proj.weight", {d, inter}});
-  };
-  for (int64_t l = 0; l < L + D; ++l) {
-    const std::string p = layer(l);
-    if (l >= L) {  // MTP module k = l - L + 1
-      out.push_back({p + "enorm.weight", {d}});
-      out.push_back({p + "hnorm.weight", {d}});
-      out.push_back({p + "eh_proj.weight", {d, 2 * d}});
-    }
-    out.push_back({p + "input_layernorm.weight", {d}});
-    out.push_back({p + "self_attn.q_proj.weight", {H * hd, d}});
-    out.push_back({p + "self_attn.k_proj.weight", {KV * hd, d}});
-    out.push_back({p + "self_attn.v_proj.weight", {KV * hd, d}});
-    out.push_back({p + "self_attn.o_proj.weight", {d, H * hd}});
-    out.push_back({p + "post_attention_layernorm.weight", {d}});
-    if (is_moe_layer(m, l)) {
-      const uint64_t E = u(e.n_routed_experts()), I = u(e.moe_intermediate_size());
-      out.push_back({p + "mlp.gate.weight", {E, d}});
-      out.push_back({p + "mlp.gate.e_score_correction_bias", {E}});
-      for (uint64_t x = 0; x < E; ++x) swiglu(p + "mlp.experts." + std::to_string(x) + ".", I);
-      if (e.n_shared_experts() > 0) swiglu(p + "mlp.shared_experts.", u(e.n_shared_experts()) * I);
-    } else {
-      swiglu(p + "mlp.", u(m.intermediate_size()));
-    }
-    if (l >= L) out.push_back({p + "shared_head.norm.weight", {d}});
-  }
-  out.push_back({"model.norm.weight", {d}});
-  if (!m.tie_word_embeddings()) out.push_back({"lm_head.weight", {V, d}});
-  return out;
-}
 
 std::vector<ExportTensor> export_tensors(const ModelConfig& m, StDtype dtype) {
   const bool rope_permute = m.rope_style() == ModelConfig::INTERLEAVED;

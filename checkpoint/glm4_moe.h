@@ -8,21 +8,11 @@
 #include <string>
 #include <vector>
 
+#include "checkpoint/model_tensors.h"
 #include "checkpoint/safetensors.h"
 #include "configs/moetron.pb.h"
 
 namespace moetron::checkpoint {
-
-// A tensor the model's checkpoint holds under /params/NAME (logical shape).
-struct ModelTensor {
-  std::string name;
-  std::vector<uint64_t> shape;
-};
-
-// Every parameter of the model `m` describes (docs/model.md, docs/moe.md), in export order:
-// the embedding, layers 0 .. L+D-1 (the MTP modules are layers L .. L+D-1), the final norm, the
-// head.
-std::vector<ModelTensor> model_tensors(const config::ModelConfig& m);
 
 // One tensor of the export and where its values come from.
 struct ExportTensor {

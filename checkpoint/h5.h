@@ -51,30 +51,55 @@ struct Rect {
   uint64_t row = 0, col = 0, rows = 0, cols = 0;
 };
 
+// Call first in main(), before anything touches HDF5: HDF5 closes at exit whatever files are
+// still open, and one whose close already failed (a write that hit a full disk or `ulimit -f`,
+// leaving no room for the metadata) crashes it there. moetron closes or abandons every file
+// itself, so the exit handler has nothing to do.
+void disable_hdf5_exit_handler();
+
 class H5File {
  public:
   enum class Mode { create, read };
   // comm = MPI_COMM_NULL: serial (this process alone). Otherwise every rank of comm opens it
   // together (MPI-IO), and dataset and attribute creation are collective.
   H5File(const std::string& path, Mode mode, MPI_Comm comm = MPI_COMM_NULL);
-  ~H5File();  // closes; close() reports errors, the destructor cannot
+  // Closes; close() reports errors, the destructor cannot. A file being written that was not
+  // closed (a write failed) is abandoned: emptied, then closed.
+  ~H5File();
   H5File(const H5File&) = delete;
   H5File& operator=(const H5File&) = delete;
   void close();
+  // Gives up a file being written: truncates it to nothing and closes it, ignoring errors, so
+  // that a failed write (a full disk) cannot make the close fail. Collective when parallel.
+  void abandon();
   const std::string& path() const { return path_; }
 
-  // Attributes of the root group.
+  // The file's size in bytes when it was opened for reading.
+  uint64_t bytes() const { return bytes_; }
+
+  // Attributes of the root group: scalars only (anything else is an error naming the attribute);
+  // a string longer than `max_bytes` is refused before it is read.
   void set_attr(const std::string& name, const std::string& value);
   void set_attr(const std::string& name, int64_t value);
   bool has_attr(const std::string& name) const;
-  std::string string_attr(const std::string& name) const;
+  std::string string_attr(const std::string& name, size_t max_bytes = size_t{1} << 20) const;
   int64_t int_attr(const std::string& name) const;
+  // Names of the root's attributes, sorted.
+  std::vector<std::string> attr_names() const;
 
   // Datasets of f32, with an optional u64 attribute each (the checksum).
   void create_dataset(const std::string& path, std::span<const uint64_t> shape);
   bool has(const std::string& path) const;
-  std::vector<uint64_t> shape(const std::string& path) const;
-  bool is_f32(const std::string& path) const;
+  // What a dataset declares and holds: its shape (rank 0 for a scalar), whether its type is f32,
+  // whether it is stored contiguously (as moetron writes it), and the bytes of storage the file
+  // gives it (a declared shape the file does not hold has less).
+  struct DatasetInfo {
+    std::vector<uint64_t> shape;
+    bool f32 = false, contiguous = false;
+    uint64_t storage_bytes = 0;
+  };
+  DatasetInfo info(const std::string& path) const;
+  std::vector<uint64_t> shape(const std::string& path) const { return info(path).shape; }
   // Writes `data` (row-major, the rectangles one after the other) into the rectangles; with no
   // rectangles it still takes part in a collective write (this process writes nothing).
   void write(const std::string& path, std::span<const Rect> rects, std::span<const float> data);
@@ -94,7 +119,8 @@ class H5File {
   Transfer transfer(const std::string& path, std::span<const Rect> rects) const;
 
   std::string path_;
-  bool parallel_ = false;
+  bool parallel_ = false, writing_ = false;
+  uint64_t bytes_ = 0;
   H5Id file_;
 };
 

@@ -7,33 +7,54 @@
 #include <sstream>
 #include <vector>
 
-#include "checkpoint/checkpoint.h"
-#include "checkpoint/h5.h"
+#include "checkpoint/reader.h"
 #include "core/check.h"
+#include "core/tensor.h"
 
 namespace moetron::checkpoint {
 namespace {
 
-std::vector<float> read_whole(const H5File& file, const std::string& path) {
-  const std::vector<uint64_t> shape = file.shape(path);
-  const Rect all = shape.size() == 2 ? Rect{0, 0, shape[0], shape[1]} : Rect{0, 0, 1, shape[0]};
-  std::vector<float> v(all.rows * all.cols);
-  file.read(path, {&all, 1}, v);
-  return v;
+using detail::concat;
+
+constexpr uint64_t kBlockBytes = uint64_t{16} << 20;
+
+// A tensor's L2 norm, and for a router bias its spread, read in blocks; records a checksum
+// mismatch in `bad`.
+struct Reading {
+  double sum_sq = 0, sum = 0;
+  float lo = INFINITY, hi = -INFINITY;
+  uint64_t n = 0;
+};
+
+Reading read(const CheckpointReader& reader, const std::string& path, const StopToken& stop,
+             std::vector<std::string>& bad) {
+  Reading r;
+  const bool ok = reader.read_rows(path, 1, kBlockBytes, [&](uint64_t, std::span<const float> v) {
+    stop.check();
+    for (float f : v) {
+      r.sum_sq += static_cast<double>(f) * f;
+      r.sum += f;
+      r.lo = std::min(r.lo, f);
+      r.hi = std::max(r.hi, f);
+    }
+    r.n += v.size();
+  });
+  if (!ok) bad.push_back(path);
+  return r;
 }
 
 }  // namespace
 
-void inspect(const std::filesystem::path& path, std::ostream& out, bool moments) {
-  const config::RunConfig cfg = saved_config(path);
-  const H5File file(path.string(), H5File::Mode::read);
+void inspect(const std::filesystem::path& path, std::ostream& out, bool moments,
+             const StopToken& stop) {
+  const CheckpointReader reader(path);
+  const Metadata& meta = reader.metadata();
+  const config::RunConfig& cfg = reader.config();
   const config::ModelConfig& m = cfg.model();
-  out << path.string() << ": " << file.string_attr("format") << " version "
-      << file.int_attr("version") << "\n"
-      << "  step " << file.int_attr("step") << ", " << file.int_attr("tokens_seen")
-      << " tokens seen, " << file.int_attr("samples_consumed") << " windows, AdamW step "
-      << file.int_attr("optimizer_step") << "\n"
-      << "  saved by the layout " << file.string_attr("layout") << "\n"
+  out << path.string() << ": " << kFormat << " version " << meta.version << "\n"
+      << "  step " << meta.state.step << ", " << meta.state.tokens_seen << " tokens seen, "
+      << meta.state.samples_consumed << " windows, AdamW step " << meta.optimizer_step << "\n"
+      << "  saved by the layout " << meta.layout << "\n"
       << "  model: vocab " << m.vocab_size() << ", hidden " << m.hidden_size() << ", "
       << m.num_hidden_layers() << " layers, " << m.num_attention_heads() << " heads ("
       << (m.num_key_value_heads() ? m.num_key_value_heads() : m.num_attention_heads())
@@ -42,45 +63,55 @@ void inspect(const std::filesystem::path& path, std::ostream& out, bool moments)
     out << ", MoE from layer " << m.moe().first_k_dense_replace() << ": "
         << m.moe().n_routed_experts() << " experts top-" << m.moe().num_experts_per_tok() << " of "
         << m.moe().moe_intermediate_size() << " + " << m.moe().n_shared_experts() << " shared";
-  out << "\n  dataset " << cfg.data().dataset_dir() << ", seed " << cfg.seed() << "\n\n";
+  out << "\n  dataset " << cfg.data().dataset_dir() << ", seed " << cfg.seed();
+  if (!meta.state.dataset.empty()) out << ", data identity " << meta.state.dataset;
+  out << "\n\n";
 
-  const std::vector<std::string> names = file.list("/params");
+  std::vector<ModelTensor> tensors = reader.tensors();
+  std::sort(tensors.begin(), tensors.end(),
+            [](const ModelTensor& a, const ModelTensor& b) { return a.name < b.name; });
   size_t width = 4;
-  for (const std::string& n : names) width = std::max(width, n.size());
+  for (const ModelTensor& t : tensors) width = std::max(width, t.name.size());
   out << std::left << std::setw(static_cast<int>(width)) << "tensor"
       << "  " << std::setw(14) << "shape" << std::right << std::setw(12) << "L2 norm"
       << (moments ? "   exp_avg norm  exp_avg_sq norm" : "") << "\n";
   uint64_t elements = 0;
   std::ostringstream biases;
-  for (const std::string& n : names) {
-    const std::vector<uint64_t> shape = file.shape("/params/" + n);
-    const std::vector<float> v = read_whole(file, "/params/" + n);
-    elements += v.size();
-    auto norm = [](const std::vector<float>& x) {
-      double s = 0;
-      for (float f : x) s += static_cast<double>(f) * f;
-      return std::sqrt(s);
-    };
-    out << std::left << std::setw(static_cast<int>(width)) << n << "  " << std::setw(14)
-        << shape_str({shape.begin(), shape.end()}) << std::right << std::setw(12)
-        << std::setprecision(5) << std::defaultfloat << norm(v);
-    if (moments && file.has("/exp_avg/" + n))
-      out << std::setw(15) << norm(read_whole(file, "/exp_avg/" + n)) << std::setw(17)
-          << norm(read_whole(file, "/exp_avg_sq/" + n));
+  std::vector<std::string> bad;
+  for (const ModelTensor& t : tensors) {
+    const size_t bad_before = bad.size();
+    const Reading v = read(reader, "/params/" + t.name, stop, bad);
+    elements += v.n;
+    out << std::left << std::setw(static_cast<int>(width)) << t.name << "  " << std::setw(14)
+        << shape_str({t.shape.begin(), t.shape.end()}) << std::right << std::setw(12)
+        << std::setprecision(5) << std::defaultfloat << std::sqrt(v.sum_sq);
+    if (reader.has_moments(t.name)) {  // verified whether shown or not
+      const Reading a = read(reader, "/exp_avg/" + t.name, stop, bad);
+      const Reading b = read(reader, "/exp_avg_sq/" + t.name, stop, bad);
+      if (moments)
+        out << std::setw(15) << std::sqrt(a.sum_sq) << std::setw(17) << std::sqrt(b.sum_sq);
+    }
+    if (bad.size() > bad_before) out << "  CHECKSUM MISMATCH";
     out << "\n";
-    if (n.ends_with(".e_score_correction_bias") && !v.empty()) {
-      const auto [lo, hi] = std::minmax_element(v.begin(), v.end());
-      double mean = 0, var = 0;
-      for (float f : v) mean += f;
-      mean /= static_cast<double>(v.size());
-      for (float f : v) var += (f - mean) * (f - mean);
-      biases << "  " << n.substr(0, n.size() - std::string(".e_score_correction_bias").size())
-             << ": min " << std::setprecision(4) << *lo << ", max " << *hi << ", std "
-             << std::sqrt(var / static_cast<double>(v.size())) << "\n";
+    if (t.name.ends_with(".e_score_correction_bias") && v.n > 0) {
+      const double mean = v.sum / static_cast<double>(v.n);
+      const double var = std::max(0.0, v.sum_sq / static_cast<double>(v.n) - mean * mean);
+      biases << "  "
+             << t.name.substr(0, t.name.size() - std::string(".e_score_correction_bias").size())
+             << ": min " << std::setprecision(4) << v.lo << ", max " << v.hi << ", std "
+             << std::sqrt(var) << "\n";
     }
   }
-  out << "\n" << names.size() << " tensors, " << elements << " parameters\n";
+  out << "\n" << tensors.size() << " tensors, " << elements << " parameters";
+  out << (bad.empty() ? "; every tensor and moment matches its checksum\n" : "\n");
   if (!biases.str().empty()) out << "\nrouter biases (aux-loss-free balancing):\n" << biases.str();
+  if (!bad.empty()) {
+    std::string list;
+    for (size_t i = 0; i < bad.size() && i < 5; ++i) list += (i ? ", " : "") + bad[i];
+    if (bad.size() > 5) list += ", ...";
+    throw Error(concat(path.string(), ": ", bad.size(),
+                       " datasets do not match their checksums (the file is corrupt): ", list));
+  }
 }
 
 }  // namespace moetron::checkpoint

@@ -1,4 +1,4 @@
-#include "trainer/config.h"
+#include "configs/config.h"
 
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/io/tokenizer.h>
@@ -11,14 +11,14 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <limits>
 #include <numeric>
 #include <string_view>
 #include <utility>
 
 #include "core/check.h"
+#include "core/threads.h"
+#include "data/file_io.h"
 
 namespace moetron {
 namespace {
@@ -538,7 +538,8 @@ void validate_impl(const config::RunConfig& cfg) {
   non_negative("checkpoint.interval", cfg.checkpoint().interval());
   non_negative("checkpoint.keep_last", cfg.checkpoint().keep_last());
   check_logging(cfg.logging());
-  non_negative("threads", cfg.threads());
+  in_range("threads", cfg.threads(), 0, kMaxThreads,
+           concat("[0, ", kMaxThreads, "] (0 = one per core)"));
 }
 
 // Where the field at `path` ("a.b[2].c") was written in the parsed file, as "FILE:L:C", or
@@ -679,13 +680,9 @@ void validate_config(const config::RunConfig& cfg) {
 config::RunConfig load_config(const std::string& path, std::span<const std::string> overrides) {
   namespace fs = std::filesystem;
   std::error_code ec;
-  if (!fs::exists(path, ec)) throw Error(concat("config file '", path, "' does not exist"));
   if (fs::is_directory(path, ec))
     throw Error(concat("config '", path, "' is a directory; expected a *.pbtxt file"));
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(concat("cannot open config '", path, "': ", std::strerror(errno)));
-  const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-  if (in.bad()) throw Error(concat("cannot read config '", path, "': ", std::strerror(errno)));
+  const std::string text = data::read_file(path, data::kMaxTextFileBytes, "config file");
 
   pb::TextFormat::ParseInfoTree tree;
   config::RunConfig cfg = parse_impl(text, path, &tree);

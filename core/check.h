@@ -24,6 +24,11 @@ class CollectiveError : public Error {
   explicit CollectiveError(const std::string& what) : Error(what) {}
 };
 
+// What to tell the user about `e`: its message, and for a std::filesystem error its operation,
+// its paths and the system's reason in that order ("cannot create directories "runs/x":
+// Permission denied") rather than the library's own wording.
+std::string error_text(const std::exception& e);
+
 namespace detail {
 [[noreturn]] void check_failed(const char* file, int line, const char* expr,
                                const std::string& msg);

@@ -15,7 +15,7 @@ namespace fs = std::filesystem;
 using detail::concat;
 
 bool looks_binary(const fs::path& file) {
-  MappedFile map(file);
+  MappedFile map(file, "input");
   const auto b = map.bytes();
   return !b.empty() && std::memchr(b.data(), 0, std::min<size_t>(b.size(), 8192)) != nullptr;
 }
@@ -120,10 +120,11 @@ size_t find_invalid_utf8(std::string_view text) {
   return std::string_view::npos;
 }
 
-uint64_t check_utf8(std::span<const fs::path> files, bool reject) {
+uint64_t check_utf8(std::span<const fs::path> files, bool reject, const StopToken& stop) {
   uint64_t invalid = 0;
   for (const fs::path& file : files) {
-    const MappedFile map(file);
+    stop.check();
+    const MappedFile map(file, "input");
     const std::string_view text(reinterpret_cast<const char*>(map.bytes().data()),
                                 map.bytes().size());
     const size_t bad = find_invalid_utf8(text);
@@ -141,19 +142,19 @@ uint64_t check_utf8(std::span<const fs::path> files, bool reject) {
 DocumentReader::DocumentReader(std::vector<fs::path> files, bool fortunes)
     : files_(std::move(files)), fortunes_(fortunes) {}
 
-bool DocumentReader::next(std::string& doc) {
+bool DocumentReader::next(std::string_view& doc) {
   while (true) {
-    if (!loaded_) {
+    if (!map_) {
       if (file_ >= files_.size()) return false;
-      text_ = read_file(files_[file_++]);
+      map_.emplace(files_[file_++], "input");
+      text_ = {reinterpret_cast<const char*>(map_->bytes().data()), map_->bytes().size()};
       pos_ = 0;
-      loaded_ = true;
     }
     if (pos_ >= text_.size()) {
-      loaded_ = false;
+      map_.reset();
       continue;
     }
-    std::string_view rest = std::string_view(text_).substr(pos_);
+    std::string_view rest = text_.substr(pos_);
     std::string_view entry = rest;
     if (fortunes_) {
       // An entry ends at a line that is exactly "%" (optionally with \r).
@@ -177,7 +178,7 @@ bool DocumentReader::next(std::string& doc) {
     }
     entry = trim_right(entry);
     if (entry.empty()) continue;
-    doc.assign(entry);
+    doc = entry;
     return true;
   }
 }

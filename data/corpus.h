@@ -4,10 +4,14 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "core/stop.h"
+#include "data/file_io.h"
 
 namespace moetron::data {
 
@@ -29,22 +33,25 @@ size_t find_invalid_utf8(std::string_view text);
 
 // Files among `files` that hold invalid UTF-8. With `reject`, throws Error naming the first
 // such file and the byte offset instead.
-uint64_t check_utf8(std::span<const std::filesystem::path> files, bool reject);
+uint64_t check_utf8(std::span<const std::filesystem::path> files, bool reject,
+                    const StopToken& stop = {});
 
 // Reads documents one at a time: a whole file each, or with `fortunes` each entry between lines
-// holding only "%". Trailing whitespace is trimmed and empty documents are skipped.
+// holding only "%". Trailing whitespace is trimmed and empty documents are skipped. The files are
+// memory-mapped, one at a time: a document is a view into its file.
 class DocumentReader {
  public:
   DocumentReader(std::vector<std::filesystem::path> files, bool fortunes);
-  bool next(std::string& doc);  // false at the end
+  // The next document, valid until the next call; false at the end.
+  bool next(std::string_view& doc);
 
  private:
   std::vector<std::filesystem::path> files_;
   bool fortunes_;
   size_t file_ = 0;
-  std::string text_;  // the current file
+  std::optional<MappedFile> map_;  // the current file
+  std::string_view text_;
   size_t pos_ = 0;
-  bool loaded_ = false;
 };
 
 // The split rule: a document is in val when the hash of its bytes, read as a fraction in [0, 1),

@@ -20,35 +20,63 @@ std::string errno_text() {
   return std::strerror(errno);
 }
 
-// Owns a file descriptor.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  // Closes now so the caller sees the error (close can report a failed write-back).
-  int close() { return ::close(std::exchange(fd_, -1)); }
-
- private:
-  int fd_;
-};
+const char* kind_of(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "not a regular file";
+}
 
 }  // namespace
 
-MappedFile::MappedFile(const std::filesystem::path& file) : path_(file) {
-  Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) throw Error(concat("cannot open ", file, ": ", errno_text()));
+Fd::~Fd() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Fd::Fd(Fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+
+Fd& Fd::operator=(Fd&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = std::exchange(other.fd_, -1);
+  }
+  return *this;
+}
+
+int Fd::close() {
+  return ::close(std::exchange(fd_, -1));
+}
+
+Fd open_regular_file(const std::filesystem::path& file, std::string_view what) {
+  // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
+  Fd fd(::open(file.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+  if (fd.get() < 0) {
+    if (errno == ENOENT) throw Error(concat(what, " ", file, " does not exist"));
+    throw Error(concat(what, " ", file, " cannot be read: ", errno_text()));
+  }
   struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) throw Error(concat("cannot stat ", file, ": ", errno_text()));
-  if (!S_ISREG(st.st_mode)) throw Error(concat(file, " is not a regular file"));
+  if (::fstat(fd.get(), &st) != 0)
+    throw Error(concat(what, " ", file, " cannot be read: ", errno_text()));
+  if (!S_ISREG(st.st_mode))
+    throw Error(concat(what, " ", file, " is ", kind_of(st.st_mode),
+                       ", not a regular file; moetron reads regular files only"));
+  const int flags = ::fcntl(fd.get(), F_GETFL);
+  if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK) != 0)
+    throw Error(concat(what, " ", file, " cannot be read: ", errno_text()));
+  return fd;
+}
+
+MappedFile::MappedFile(const std::filesystem::path& file, std::string_view what) : path_(file) {
+  const Fd fd = open_regular_file(file, what);
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0)
+    throw Error(concat(what, " ", file, " cannot be read: ", errno_text()));
   size_ = static_cast<size_t>(st.st_size);
   if (size_ == 0) return;  // mmap rejects length 0; an empty span is the right view
   void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd.get(), 0);
-  if (p == MAP_FAILED) throw Error(concat("cannot mmap ", file, ": ", errno_text()));
+  if (p == MAP_FAILED) throw Error(concat("cannot mmap ", what, " ", file, ": ", errno_text()));
   data_ = static_cast<const std::byte*>(p);
 }
 
@@ -71,10 +99,28 @@ MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
   return *this;
 }
 
-std::string read_file(const std::filesystem::path& file) {
-  MappedFile map(file);
-  auto b = map.bytes();
-  return std::string(reinterpret_cast<const char*>(b.data()), b.size());
+std::string read_file(const std::filesystem::path& file, uint64_t max_bytes,
+                      std::string_view what) {
+  const Fd fd = open_regular_file(file, what);
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0)
+    throw Error(concat(what, " ", file, " cannot be read: ", errno_text()));
+  const auto size = static_cast<uint64_t>(st.st_size);
+  if (size > max_bytes)
+    throw Error(concat(what, " ", file, " holds ", size, " bytes, more than the ", max_bytes,
+                       " such a file may hold; it is not one moetron wrote"));
+  std::string out(size, '\0');
+  size_t done = 0;
+  while (done < out.size()) {
+    const ssize_t n =
+        ::pread(fd.get(), out.data() + done, out.size() - done, static_cast<off_t>(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw Error(concat(what, " ", file, " cannot be read: ", errno_text()));
+    if (n == 0) break;  // shrank meanwhile
+    done += static_cast<size_t>(n);
+  }
+  out.resize(done);
+  return out;
 }
 
 void write_file_atomic(const std::filesystem::path& file,

@@ -57,6 +57,14 @@ std::string_view split_name(Split split) {
   return split == Split::train ? "train" : "val";
 }
 
+std::string dataset_identity(const Manifest& m) {
+  uint64_t h = fnv1a64(m.tokenizer_identity);
+  for (const Split split : {Split::train, Split::val})
+    for (const ShardEntry& e : m.split(split).shards)
+      h = fnv1a64(concat(split_name(split), " ", e.file, " ", e.tokens, " ", e.checksum, "\n"), h);
+  return "tokens:" + hex64(h);
+}
+
 std::string manifest_to_json(const Manifest& m) {
   std::ostringstream os;
   char fraction[32];  // shortest text that reads back as the same double
@@ -100,7 +108,7 @@ Manifest read_manifest(const std::filesystem::path& dir) {
     throw Error(concat(file, " not found: ", dir, relative,
                        " is not a prepared dataset (create one with `moetron prepare`)"));
   }
-  const JsonValue root = parse_json(read_file(file), file.string());
+  const JsonValue root = parse_json(read_file(file, kMaxTextFileBytes, "manifest"), file.string());
   if (root.kind != JsonValue::Kind::object)
     throw Error(concat(file, ": expected a JSON object at the top level"));
   if (const JsonValue* f = root.find("format"); !f || f->as_string() != "moetron-tokens")

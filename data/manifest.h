@@ -48,6 +48,11 @@ struct Manifest {
 };
 
 std::string manifest_to_json(const Manifest& m);
+// What the tokens of a dataset are, in 23 characters: "tokens:" and 16 hex digits of a hash over
+// the tokenizer's identity and every shard's name, token count and checksum. Two datasets
+// prepared alike from the same text have the same identity; other text, another tokenizer or
+// another split gives another one. Checkpoints record it (docs/checkpoint.md).
+std::string dataset_identity(const Manifest& m);
 void write_manifest(const std::filesystem::path& dir, const Manifest& m);  // atomic
 // Throws Error naming the file and the offending field.
 Manifest read_manifest(const std::filesystem::path& dir);

@@ -93,13 +93,10 @@ void check_output_location(const PrepareOptions& o) {
                          ", which prepare replaces as a whole; move the input or choose "
                          "another output"));
   }
-  std::error_code ec;
-  if (fs::exists(o.output, ec) &&
-      (!fs::is_directory(o.output) ||
-       (!fs::is_empty(o.output) && !fs::exists(o.output / kManifestFile))))
-    throw Error(concat("prepare: --output ", o.output, " exists and is not a moetron dataset (no ",
-                       kManifestFile,
-                       "); prepare replaces only datasets: choose another output or remove it"));
+  if (!o.sp_model.empty() && is_within(o.sp_model, o.output))
+    throw Error(concat("prepare: --sp-model ", o.sp_model, " lies inside --output ", o.output,
+                       ", which prepare replaces as a whole; copy the model elsewhere first"));
+  check_replaceable(o.output, "prepare", "--output", o.overwrite);
 }
 
 }  // namespace
@@ -120,7 +117,7 @@ PrepareResult prepare_dataset(const PrepareOptions& o) {
   const fs::path& out = staging.path();
   // Before any tokenizer sees the text: SentencePiece would replace invalid bytes silently.
   if (o.tokenizer == "sentencepiece")
-    result.invalid_utf8_files = check_utf8(input.files, !o.allow_invalid_utf8);
+    result.invalid_utf8_files = check_utf8(input.files, !o.allow_invalid_utf8, o.stop);
 
   Manifest& m = result.manifest;
   const auto tok_start = Clock::now();
@@ -136,9 +133,12 @@ PrepareResult prepare_dataset(const PrepareOptions& o) {
   } else {
     // Trained on the train split only, so val text stays unseen by the tokenizer too.
     DocumentReader reader(input.files, o.fortunes);
-    TextSource train_docs = [&](std::string& doc) {
-      while (reader.next(doc))
-        if (!is_val_document(doc, o.val_fraction)) return true;
+    TextSource train_docs = [&](std::string& text) {
+      for (std::string_view doc; reader.next(doc);)
+        if (o.stop.check(); !is_val_document(doc, o.val_fraction)) {
+          text.assign(doc);
+          return true;
+        }
       return false;
     };
     tok = std::make_unique<SentencePieceTokenizer>(SentencePieceTokenizer::train(
@@ -159,8 +159,10 @@ PrepareResult prepare_dataset(const PrepareOptions& o) {
   SplitWriter val(out, Split::val, *tok, o.shard_tokens, m.val);
   DocumentReader reader(input.files, o.fortunes);
   std::string doc;
-  while (reader.next(doc)) {
-    const bool is_val = is_val_document(doc, o.val_fraction);
+  for (std::string_view view; reader.next(view);) {
+    o.stop.check();
+    const bool is_val = is_val_document(view, o.val_fraction);
+    doc.assign(view);
     doc += '\n';  // documents are newline-separated in the token stream
     (is_val ? val : train).add_document(tok->encode(doc));
   }

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "core/stop.h"
 #include "data/manifest.h"
 
 namespace moetron::data {
@@ -22,6 +23,11 @@ struct PrepareOptions {
   // SentencePiece: accept text that is not valid UTF-8 (invalid bytes become U+FFFD) instead
   // of stopping at the first invalid byte.
   bool allow_invalid_utf8 = false;
+  // An existing dataset at `output` is replaced only with this set (and only what moetron wrote
+  // there, data/staged_dir.h).
+  bool overwrite = false;
+  // Polled between documents and files: a stop throws Stopped and leaves `output` as it was.
+  StopToken stop;
 };
 
 struct PrepareResult {
@@ -32,11 +38,12 @@ struct PrepareResult {
 };
 
 // Builds the dataset in a staging directory beside the output (OUTPUT.partial-PID) and moves it
-// into place only when complete: an existing dataset at OUTPUT is swapped out atomically
-// (renameat2 RENAME_EXCHANGE) and then removed, so a failed or killed prepare leaves the old
-// dataset untouched. Refuses an output inside an input (or an input inside the output) and an
-// existing output that is not a dataset. Stale staging directories of dead processes are
-// removed. Throws Error on bad options or input.
+// into place only when complete: an existing dataset at OUTPUT (with `overwrite`) is swapped out
+// atomically (renameat2 RENAME_EXCHANGE) and then removed, so a failed or killed prepare leaves
+// the old dataset untouched. Refuses an output inside an input (or an input, or the
+// SentencePiece model, inside the output) and an existing output that holds anything moetron
+// did not write. Stale staging directories of dead processes are removed. Throws Error on bad
+// options or input.
 PrepareResult prepare_dataset(const PrepareOptions& options);
 
 }  // namespace moetron::data

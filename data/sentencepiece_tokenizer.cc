@@ -12,10 +12,17 @@ namespace {
 
 using detail::concat;
 
-// Training texts are cut at newlines into chunks of at most this many bytes: SentencePiece
-// drops sentences longer than max_sentence_length, and "\n" is an atomic piece, so cutting
-// there changes no merge statistics.
+// Training sentences are the lines of the texts, cut into pieces of at most this many bytes:
+// SentencePiece drops sentences longer than max_sentence_length. "\n" is an atomic piece, so
+// cutting after it changes no merge statistics.
 constexpr size_t kTrainChunkBytes = 16384;
+// SentencePiece keeps every training sentence in memory (about 11 bytes per byte of text, measured
+// on 17 MB): it trains on the first this many bytes of the texts, and at most input_sentence_size
+// sentences of them.
+constexpr size_t kMaxTrainBytes = size_t{256} << 20;
+// SentencePiece's encoder takes about 115 bytes of memory per byte of text (measured: 2 GB for a
+// 17 MB line), so long texts are encoded in pieces of at most this many bytes.
+constexpr size_t kEncodeChunkBytes = size_t{256} << 10;
 
 void append_string(void* ctx, const char* data, size_t size) {
   static_cast<std::string*>(ctx)->append(data, size);
@@ -30,32 +37,45 @@ moetron_spm_sink string_sink(std::string& s) {
   return {append_string, &s};
 }
 
-// Feeds the trainer newline-aligned chunks of the texts a TextSource yields.
-struct ChunkFeeder {
-  explicit ChunkFeeder(const TextSource& t) : texts(t) {}
+// Where the first piece of `rest` of at most `limit` bytes ends: after its last newline, else
+// (`at_space`) before its last space that follows a non-space, else at the last UTF-8 character
+// boundary. In the models moetron trains a newline is an atomic piece and no piece spans the
+// start of a word, so the first two cuts leave the encoding as it would be uncut.
+size_t piece_end(std::string_view rest, size_t limit, bool at_space) {
+  if (rest.size() <= limit) return rest.size();
+  if (const size_t nl = rest.rfind('\n', limit - 1); nl != std::string_view::npos) return nl + 1;
+  if (at_space)  // a space that starts a run: runs of spaces may be one piece
+    for (size_t sp = rest.rfind(' ', limit - 1); sp != std::string_view::npos && sp > 0;
+         sp = rest.rfind(' ', sp - 1))
+      if (rest[sp - 1] != ' ') return sp;
+  size_t n = limit;
+  while (n > 1 && (static_cast<unsigned char>(rest[n]) & 0xc0) == 0x80) n--;
+  return n;
+}
+
+// Feeds the trainer the lines of the texts a TextSource yields, up to kMaxTrainBytes.
+struct LineFeeder {
+  explicit LineFeeder(const TextSource& t) : texts(t) {}
   const TextSource& texts;
   std::string text;
-  size_t pos = 0;
-  std::string chunk;
+  size_t pos = 0, fed = 0;
+  std::string line;
 
   static int next(void* ctx, const char** data, size_t* size) {
-    auto& self = *static_cast<ChunkFeeder*>(ctx);
+    auto& self = *static_cast<LineFeeder*>(ctx);
     while (self.pos >= self.text.size()) {
-      if (!self.texts(self.text)) return 0;
+      if (self.fed >= kMaxTrainBytes || !self.texts(self.text)) return 0;
       self.pos = 0;
     }
     const std::string_view rest = std::string_view(self.text).substr(self.pos);
-    size_t n = rest.size();
-    if (n > kTrainChunkBytes) {
-      const size_t nl = rest.rfind('\n', kTrainChunkBytes - 1);
-      n = nl != std::string_view::npos ? nl + 1 : kTrainChunkBytes;
-      // No newline: back off to a UTF-8 character boundary.
-      while (nl == std::string_view::npos && n > 1 && (rest[n] & 0xc0) == 0x80) n--;
-    }
-    self.chunk.assign(rest.substr(0, n));
+    const size_t eol = rest.find('\n');
+    const std::string_view upto = eol == std::string_view::npos ? rest : rest.substr(0, eol + 1);
+    const size_t n = piece_end(upto, kTrainChunkBytes, false);
+    self.line.assign(rest.substr(0, n));
     self.pos += n;
-    *data = self.chunk.data();
-    *size = self.chunk.size();
+    self.fed += n;
+    *data = self.line.data();
+    *size = self.line.size();
     return 1;
   }
 };
@@ -74,7 +94,8 @@ std::string sentencepiece_identity(std::string_view model_bytes) {
 }
 
 SentencePieceTokenizer::SentencePieceTokenizer(const std::filesystem::path& model_file)
-    : SentencePieceTokenizer(read_file(model_file), model_file.string()) {}
+    : SentencePieceTokenizer(read_file(model_file, kMaxModelBytes, "SentencePiece model"),
+                             model_file.string()) {}
 
 SentencePieceTokenizer::SentencePieceTokenizer(std::string model_bytes, std::string origin)
     : processor_(std::make_unique<Processor>()),
@@ -121,10 +142,10 @@ SentencePieceTokenizer SentencePieceTokenizer::train(const TextSource& texts, in
   for (size_t i = 0; i < options.size(); ++i)
     keys[i] = options[i].first, values[i] = options[i].second;
 
-  ChunkFeeder feeder(texts);
+  LineFeeder feeder(texts);
   std::string model, error;
   if (spm_api().train(keys.data(), values.data(), options.size(), /*seed=*/20240917,
-                      &ChunkFeeder::next, &feeder, string_sink(model), string_sink(error)) != 0)
+                      &LineFeeder::next, &feeder, string_sink(model), string_sink(error)) != 0)
     throw Error(concat("SentencePiece training (vocab size ", vocab_size, ") failed: ", error));
   write_file_atomic(model_file, model);
   return SentencePieceTokenizer(std::move(model), model_file.string());
@@ -133,9 +154,13 @@ SentencePieceTokenizer SentencePieceTokenizer::train(const TextSource& texts, in
 std::vector<int32_t> SentencePieceTokenizer::encode(std::string_view text) const {
   std::vector<int32_t> ids;
   std::string error;
-  if (spm_api().encode(processor_->handle, text.data(), text.size(), append_ids, &ids,
-                       string_sink(error)) != 0)
-    throw Error(concat(origin_, ": encode failed: ", error));
+  while (!text.empty()) {
+    const size_t n = piece_end(text, kEncodeChunkBytes, true);
+    if (spm_api().encode(processor_->handle, text.data(), n, append_ids, &ids,
+                         string_sink(error)) != 0)
+      throw Error(concat(origin_, ": encode failed: ", error));
+    text.remove_prefix(n);
+  }
   return ids;
 }
 

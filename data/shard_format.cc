@@ -92,7 +92,7 @@ ShardHeader write_shard(const std::filesystem::path& file, std::span<const int32
   return h;
 }
 
-ShardReader::ShardReader(const std::filesystem::path& file) : map_(file) {
+ShardReader::ShardReader(const std::filesystem::path& file) : map_(file, "shard") {
   const auto bytes = map_.bytes();
   auto fail = [&](const std::string& what) {
     throw Error(concat("token shard ", file, ": ", what));

@@ -5,10 +5,12 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "core/check.h"
 #include "data/file_io.h"
@@ -23,7 +25,74 @@ std::string staging_prefix(const fs::path& output) {
   return clean_path(output).filename().string() + ".partial-";
 }
 
+constexpr const char* kListingHeader = "moetron files 1";
+
+// Every entry under `dir`, relative, directories with a trailing '/', sorted.
+std::vector<std::string> content_of(const fs::path& dir) {
+  std::vector<std::string> out;
+  for (auto it = fs::recursive_directory_iterator(dir); it != fs::recursive_directory_iterator();
+       ++it) {
+    std::string rel = it->path().lexically_relative(dir).generic_string();
+    if (rel == kFilesListing) continue;
+    if (it->is_directory() && !it->is_symlink()) rel += '/';
+    out.push_back(std::move(rel));
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 }  // namespace
+
+void check_replaceable(const fs::path& output, const char* command, const char* flag,
+                       bool overwrite) {
+  const std::string what = concat(command, ": ", flag);
+  std::error_code ec;
+  const fs::file_status st = fs::symlink_status(output, ec);
+  if (!fs::exists(st)) return;
+  if (!fs::is_directory(fs::status(output, ec)))
+    throw Error(concat(what, " ", output, " exists and is not a directory"));
+  if (fs::is_empty(output, ec)) return;
+  if (!overwrite)
+    throw Error(concat(what, " ", output, " exists and is not empty; pass --overwrite to replace ",
+                       "what an earlier ", command, " wrote there, or choose another output"));
+  const fs::path listing = output / kFilesListing;
+  if (!fs::exists(fs::symlink_status(listing, ec)))
+    throw Error(concat(what, " ", output, " was not written by moetron (it has no ", kFilesListing,
+                       "); --overwrite replaces only what moetron wrote: choose another output ",
+                       "or remove it yourself"));
+  const std::string text = read_file(listing, kMaxTextFileBytes, "file listing");
+  std::vector<std::string> listed;
+  size_t at = 0;
+  bool header = true;
+  while (at < text.size()) {
+    const size_t eol = std::min(text.find('\n', at), text.size());
+    std::string line = text.substr(at, eol - at);
+    at = eol + 1;
+    if (header) {
+      if (line != kListingHeader)
+        throw Error(concat(what, " ", output, ": ", listing, " is not a moetron file listing"));
+      header = false;
+      continue;
+    }
+    if (!line.empty()) listed.push_back(std::move(line));
+  }
+  std::sort(listed.begin(), listed.end());
+  std::vector<std::string> foreign;  // the outermost entries not listed
+  for (const std::string& e : content_of(output)) {
+    const bool inside_foreign =
+        !foreign.empty() && foreign.back().ends_with('/') && e.starts_with(foreign.back());
+    if (!inside_foreign && !std::binary_search(listed.begin(), listed.end(), e))
+      foreign.push_back(e);
+  }
+  if (foreign.empty()) return;
+  std::string names;
+  for (size_t i = 0; i < foreign.size() && i < 3; ++i) names += (i ? ", " : "") + foreign[i];
+  if (foreign.size() > 3) names += concat(" and ", foreign.size() - 3, " more");
+  throw Error(concat(what, " ", output, " holds ", names,
+                     ", which moetron did not write (not in its ", kFilesListing,
+                     "); --overwrite replaces only what moetron wrote: move ",
+                     foreign.size() > 1 ? "them" : "it", " out, or choose another output"));
+}
 
 fs::path clean_path(const fs::path& p) {
   fs::path c = fs::weakly_canonical(fs::absolute(p)).lexically_normal();
@@ -61,6 +130,9 @@ StagedDirectory::~StagedDirectory() {
 }
 
 void StagedDirectory::publish() {
+  std::string listing = std::string(kListingHeader) + "\n";
+  for (const std::string& e : content_of(staging_)) listing += e + "\n";
+  write_file_atomic(staging_ / kFilesListing, listing);
   // Durable before it is visible: every file and directory of the new content, then the rename
   // itself (the parent directory).
   for (const auto& e : fs::recursive_directory_iterator(staging_))

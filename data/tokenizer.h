@@ -38,6 +38,9 @@ class ByteTokenizer final : public Tokenizer {
   std::string identity_ = "byte";
 };
 
+// The largest SentencePiece model file read (a 256k-piece model is about 5 MB).
+inline constexpr uint64_t kMaxModelBytes = uint64_t{1} << 28;
+
 // Yields the next training text into `text`; returns false at the end.
 using TextSource = std::function<bool(std::string& text)>;
 

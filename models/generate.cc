@@ -66,13 +66,17 @@ GenerateResult generate(Decoder& decoder, std::span<const int32_t> prompt,
   GenerateResult r;
   const Clock::time_point t0 = Clock::now();
   decoder.reset();
+  auto commit = [&](int32_t token) {
+    r.tokens.push_back(token);
+    if (o.on_token) o.on_token(token);
+  };
   const Tensor logits = decoder.forward(prompt);
-  r.tokens.push_back(sampler.sample(row(logits, logits.rows() - 1, o.vocab)));
+  commit(sampler.sample(row(logits, logits.rows() - 1, o.vocab)));
   r.main_forwards = 1;
   r.prefill_seconds = seconds_since(t0);
   while (static_cast<int64_t>(r.tokens.size()) < o.max_tokens) {
     const int32_t last = r.tokens.back();
-    r.tokens.push_back(sampler.sample(row(decoder.forward({&last, 1}), 0, o.vocab)));
+    commit(sampler.sample(row(decoder.forward({&last, 1}), 0, o.vocab)));
     ++r.main_forwards;
   }
   r.total_seconds = seconds_since(t0);
@@ -95,10 +99,14 @@ GenerateResult generate_speculative(Decoder& decoder, std::span<const int32_t> p
   // seq: the committed tokens t_0 .. t_n; the main model has run on t_0 .. t_{n-1}.
   std::vector<int32_t> seq(prompt.begin(), prompt.end());
   auto generated = [&] { return static_cast<int64_t>(seq.size()) - prompt_len; };
+  auto commit = [&](int32_t token) {
+    seq.push_back(token);
+    if (o.on_token && generated() <= o.max_tokens) o.on_token(token);
+  };
   const Clock::time_point t0 = Clock::now();
   decoder.reset();
   const Tensor prompt_logits = decoder.forward(prompt);
-  seq.push_back(sampler.sample(row(prompt_logits, prompt_logits.rows() - 1, o.vocab)));
+  commit(sampler.sample(row(prompt_logits, prompt_logits.rows() - 1, o.vocab)));
   r.main_forwards = 1;
   r.prefill_seconds = seconds_since(t0);
 
@@ -152,11 +160,11 @@ GenerateResult generate_speculative(Decoder& decoder, std::span<const int32_t> p
       }
       if (!ok) break;
       ++r.accepted[static_cast<size_t>(a)];
-      seq.push_back(draft);
+      commit(draft);
     }
     // Every draft accepted: the last row gives one more token for free.
     if (a == d) next = sampler.sample(row(logits, d, o.vocab));
-    seq.push_back(next);
+    commit(next);
     decoder.truncate(n + a + 1);  // keep t_n and the accepted drafts
   }
   seq.resize(static_cast<size_t>(prompt_len + o.max_tokens));

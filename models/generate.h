@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -20,6 +21,9 @@ struct GenerateOptions {
   int64_t max_tokens = 100;
   SamplingOptions sampling;
   int64_t vocab = 0;  // draw only ids below this (the tokenizer's vocabulary); 0: every id
+  // Called with each token of the continuation as soon as it is decided, in order (to stream
+  // it, or to stop: whatever it throws ends the generation).
+  std::function<void(int32_t)> on_token = {};
 };
 
 struct GenerateResult {

@@ -19,7 +19,7 @@ void run_collectively(Communicator* world, const std::function<void()>& step) {
     step();
   } catch (const std::exception& e) {
     failed = true;
-    message = e.what();
+    message = error_text(e);
   }
   // The lowest failing rank has the largest size - rank.
   Tensor flag = Tensor::empty({1}, DType::i32);

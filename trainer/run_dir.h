@@ -1,37 +1,63 @@
-// The ownership of the directories a run writes: one run at a time holds each (an flock on
-// DIR/.lock), and one that already holds a run's files is refused unless the caller asked to
-// overwrite or resume. docs/runs.md states the policy.
+// The ownership of the directories a run writes (docs/runs.md, "Who owns a directory"): the run
+// directory and the checkpoint directory, wherever checkpoint.dir puts it. While a run lives it
+// holds an flock on DIR/.lock of each; each carries an owner file, DIR/.moetron-owner, naming the
+// run (a random id given when the run starts, kept by --resume), so a directory that belongs to
+// another run, live or not, is never pruned, overwritten or adopted, and only what moetron wrote
+// is ever removed.
 #pragma once
 
 #include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
 
 namespace moetron {
 
-class RunDirectory {
+// A held directory: locked until destroyed (the lock file stays behind, the flock goes with the
+// process however it ends).
+class DirectoryLock {
  public:
-  // What to do with a directory that already holds a run.
-  enum class Existing { refuse, overwrite, resume };
-  // Which directory: the run directory (logging.run_dir) holds the run's files and nothing of
-  // another run; a checkpoint directory moved elsewhere (checkpoint.dir) may hold other files,
-  // but no other run's checkpoints.
-  enum class Kind { run, checkpoints };
-  // Creates `dir` if missing and locks it. Throws Error naming the directory (and its config
-  // field) when another process holds the lock, or when it holds a run's files and `existing`
-  // is refuse. For a run directory, that is anything besides the lock file; overwrite removes
-  // the files a run writes (config.pbtxt, train.log, metrics.jsonl, checkpoints/) and leaves
-  // everything else alone. For a checkpoint directory, those are step-*.h5 (and .partial) and
-  // `latest`, which overwrite removes. resume keeps everything.
-  RunDirectory(const std::filesystem::path& dir, Existing existing, Kind kind = Kind::run);
-  ~RunDirectory();  // releases the lock; the lock file stays
-  RunDirectory(const RunDirectory&) = delete;
-  RunDirectory& operator=(const RunDirectory&) = delete;
-
-  const std::filesystem::path& path() const { return dir_; }
-  std::filesystem::path operator/(const char* name) const { return dir_ / name; }
+  // Creates `dir` if missing and locks it; throws Error naming `field` when another process
+  // holds it.
+  DirectoryLock(const std::filesystem::path& dir, const std::string& field);
+  ~DirectoryLock();
+  DirectoryLock(const DirectoryLock&) = delete;
+  DirectoryLock& operator=(const DirectoryLock&) = delete;
 
  private:
-  std::filesystem::path dir_;
-  int lock_fd_ = -1;
+  int fd_ = -1;
 };
+
+// What to do with a directory that already holds a run.
+enum class Existing { refuse, overwrite, resume };
+
+// The run's directories, claimed together: every check is made before anything is changed, so a
+// refused start (another run's directory, files in the way) changes nothing, and --overwrite
+// moves the old run's files aside before removing them, so it either replaces them all or none.
+class RunDirectories {
+ public:
+  // `run_dir`: logging.run_dir; `checkpoint_dir`: where the checkpoints go (RUN_DIR/checkpoints
+  // by default, or checkpoint.dir; may be `run_dir` itself). Throws Error naming the directory,
+  // its config field and the way out.
+  RunDirectories(const std::filesystem::path& run_dir, const std::filesystem::path& checkpoint_dir,
+                 Existing existing);
+  ~RunDirectories();
+  RunDirectories(const RunDirectories&) = delete;
+  RunDirectories& operator=(const RunDirectories&) = delete;
+
+  const std::filesystem::path& run_dir() const { return run_dir_; }
+  const std::filesystem::path& checkpoint_dir() const { return checkpoint_dir_; }
+  // The run's id, as the owner files record it.
+  const std::string& run_id() const { return run_id_; }
+
+ private:
+  std::filesystem::path run_dir_, checkpoint_dir_;
+  std::string run_id_;
+  std::vector<std::unique_ptr<DirectoryLock>> locks_;
+};
+
+// The owner file's name.
+inline constexpr const char* kOwnerFile = ".moetron-owner";
 
 }  // namespace moetron

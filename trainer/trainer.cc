@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -13,16 +14,17 @@
 #include <ostream>
 #include <sstream>
 
+#include "configs/config.h"
 #include "core/check.h"
 #include "core/gemm_peak.h"
 #include "core/threads.h"
 #include "data/file_io.h"
 #include "data/loader.h"
+#include "data/manifest.h"
 #include "models/model.h"
 #include "parallel/collective.h"
 #include "parallel/process_groups.h"
 #include "trainer/checkpoints.h"
-#include "trainer/config.h"
 #include "trainer/lr_schedule.h"
 #include "trainer/metrics.h"
 #include "trainer/run_dir.h"
@@ -154,6 +156,28 @@ class CommMeter {
   std::vector<CommStats> last_;
 };
 
+// A resumed run rewrites what happened after its checkpoint: metrics.jsonl keeps the records of
+// steps up to the checkpoint's (replaced atomically) and the run appends from there.
+void keep_metrics_up_to(const std::filesystem::path& metrics, int64_t last) {
+  std::error_code ec;
+  if (!std::filesystem::exists(metrics, ec)) return;
+  const data::MappedFile map(metrics, "metrics file");
+  std::string_view text(reinterpret_cast<const char*>(map.bytes().data()), map.bytes().size());
+  std::string kept;
+  while (!text.empty()) {
+    const size_t eol = text.find('\n');
+    const std::string_view line = text.substr(0, eol);
+    text.remove_prefix(eol == std::string_view::npos ? text.size() : eol + 1);
+    int64_t step = -1;
+    if (const size_t at = line.find("\"step\": "); at != std::string_view::npos)
+      std::from_chars(line.data() + at + 8, line.data() + line.size(), step);
+    if (step > last) continue;
+    kept.append(line);
+    kept += '\n';
+  }
+  data::write_file_atomic(metrics, kept);
+}
+
 // One run, from checked data and the run directory to the last step.
 class Run {
  public:
@@ -165,8 +189,7 @@ class Run {
         val_set_(val_set),
         run_dir_(run_dir),
         log_(log),
-        stop_(options.stop),
-        save_request_(options.save_request),
+        options_(options),
         model_(cfg.model(), cfg.data().micro_batch_size(), cfg.data().seq_len(),
                groups.model_context()),
         step_(model_, cfg.optimizer(), groups, cfg.data().grad_accum_steps()),
@@ -176,9 +199,14 @@ class Run {
         comm_(groups),
         checkpoints_(cfg, groups) {
     model_.params().init(cfg.seed(), cfg.model().init_std());
-    if (resume_from) resume(*resume_from);
-    if (groups.rank() == 0)
+    state_.dataset = data::dataset_identity(train_set.manifest());
+    if (resume_from) resume(*resume_from, train_set);
+    // The run directory changes only now, when the checkpoint (if any) has loaded.
+    if (groups.rank() == 0) {
+      if (resume_from) keep_metrics_up_to(run_dir / "metrics.jsonl", state_.step);
+      data::write_file_atomic(run_dir / "config.pbtxt", config_to_text(cfg));
       metrics_.emplace((run_dir / "metrics.jsonl").string(), resume_from.has_value());
+    }
   }
 
   TrainResult run();
@@ -186,9 +214,7 @@ class Run {
  private:
   int window() const { return static_cast<int>(model_.dims().window()); }
   // A stop request seen by any rank stops every rank at the same point.
-  bool stop_requested() const {
-    return any_rank(groups_.world(), stop_ != nullptr && stop_->load() != 0);
-  }
+  bool stop_requested() const { return any_rank(groups_.world(), options_.stop.requested() != 0); }
   static uint64_t val_seed(uint64_t seed) { return seed ^ 0x5eed5eedull; }
   int64_t samples_per_step() const {
     return int64_t{cfg_.data().grad_accum_steps()} * cfg_.data().micro_batch_size() *
@@ -196,10 +222,10 @@ class Run {
   }
   // Whether any rank was asked (SIGUSR1) to save now; clears the request.
   bool save_requested() {
-    const bool mine = save_request_ != nullptr && save_request_->exchange(0) != 0;
+    const bool mine = options_.save_request != nullptr && options_.save_request->exchange(0) != 0;
     return any_rank(groups_.world(), mine);
   }
-  void resume(const std::filesystem::path& file);
+  void resume(const std::filesystem::path& file, const data::Dataset& train_set);
   void save_checkpoint(const char* why);
   void log_header(double peak_gflops, int64_t tokens_per_step);
   double evaluate(int64_t step, float lambda);
@@ -212,8 +238,7 @@ class Run {
   const std::optional<data::Dataset>& val_set_;
   std::filesystem::path run_dir_;
   Log& log_;
-  const std::atomic<int>* stop_;
-  std::atomic<int>* save_request_;
+  const TrainOptions& options_;
   Model model_;
   TrainStep step_;
   data::Loader train_loader_;
@@ -227,9 +252,31 @@ class Run {
 
 // Continues from `file`: weights, AdamW state and router biases, whatever layout saved them;
 // the step, the tokens seen, and the loader at the window after the last one consumed.
-void Run::resume(const std::filesystem::path& file) {
+void Run::resume(const std::filesystem::path& file, const data::Dataset& train_set) {
   const auto t0 = Clock::now();
-  state_ = checkpoints_.load(file, model_, step_.optimizer(), cfg_);
+  const std::string dataset = state_.dataset;
+  try {
+    state_ = checkpoints_.load(file, model_, step_.optimizer(), cfg_);
+  } catch (const Error& e) {
+    throw CollectiveError(concat(e.what(), checkpoints_.alternatives(file)));
+  }
+  const int64_t total = cfg_.schedule().total_steps();
+  if (state_.step > total)
+    throw CollectiveError(concat(
+        file.string(), " is at step ", state_.step, ", past schedule.total_steps = ", total,
+        ": raise schedule.total_steps (--set schedule.total_steps=...) ", "to train on from it"));
+  if (!state_.dataset.empty() && state_.dataset != dataset) {
+    if (!options_.allow_data_change)
+      throw CollectiveError(concat(
+          file.string(), " was trained on the dataset ", state_.dataset, ", and data.dataset_dir ",
+          cfg_.data().dataset_dir(), " now holds ", dataset, " (", train_set.num_tokens(),
+          " training tokens): prepared from other text or with another tokenizer, so resuming "
+          "would continue its data position in other data. Point data.dataset_dir at the dataset "
+          "it was trained on, or pass --allow-data-change to continue on this one"));
+    log_.line(concat("note: the dataset changed (", state_.dataset, " -> ", dataset,
+                     "); continuing on the new one (--allow-data-change)"));
+  }
+  state_.dataset = dataset;
   const int64_t per_draw = int64_t{cfg_.data().micro_batch_size()} * groups_.layout().dp;
   if (state_.samples_consumed % per_draw != 0)
     throw CollectiveError(
@@ -339,11 +386,14 @@ TrainResult Run::run() {
   int64_t window_steps = 0;
   double window_comm_s = 0;
   const int64_t total_steps = sc.total_steps();
+  if (state_.step == total_steps)
+    log_.line(concat("the run is already complete (step ", state_.step,
+                     " = schedule.total_steps); ", "raise schedule.total_steps to train further"));
 
   // `step` counts from 1: the step being taken now.
   for (int64_t step = state_.step + 1; step <= total_steps; ++step) {
     if (stop_requested()) {
-      result.stop_signal = stop_ != nullptr && stop_->load() != 0 ? stop_->load() : SIGTERM;
+      result.stop_signal = options_.stop.requested() != 0 ? options_.stop.requested() : SIGTERM;
       log_.line(concat("stopping on signal ", result.stop_signal,
                        step > 1 ? concat(" after step ", step - 1, " of ", total_steps)
                                 : std::string(" before the first step"),
@@ -430,22 +480,6 @@ TrainResult Run::run() {
   return result;
 }
 
-// A resumed run rewrites what happened after its checkpoint: metrics.jsonl keeps the records of
-// steps up to the checkpoint's (replaced atomically) and the run appends from there.
-void keep_metrics_up_to(const std::filesystem::path& metrics, const std::filesystem::path& file) {
-  const std::string name = file.filename().string();  // step-NNNNNNNN.h5
-  const int64_t last = std::stoll(name.substr(5, name.size() - 8));
-  std::ifstream in(metrics);
-  if (!in) return;
-  std::string kept;
-  for (std::string line; std::getline(in, line);) {
-    const size_t at = line.find("\"step\": ");
-    if (at != std::string::npos && std::stoll(line.substr(at + 8)) > last) continue;
-    kept += line + '\n';
-  }
-  data::write_file_atomic(metrics, kept);
-}
-
 }  // namespace
 
 TrainResult train(const config::RunConfig& cfg, std::ostream& console,
@@ -460,9 +494,9 @@ TrainResult train(const config::RunConfig& cfg, std::ostream& console,
 
   // Data first: a bad dataset, or a window longer than a split, fails before any large
   // allocation and before the run directory is touched. Every rank checks; rank 0 takes the
-  // run directory; a failure anywhere stops every rank with the same message.
+  // run's directories; a failure anywhere stops every rank with the same message.
   std::optional<data::Dataset> train_set, val_set;
-  std::optional<RunDirectory> run_dir, checkpoint_dir;
+  std::optional<RunDirectories> dirs;
   std::optional<std::filesystem::path> resume_from;
   run_collectively(groups.world(), [&] {
     train_set.emplace(dc.dataset_dir(), data::Split::train);
@@ -475,37 +509,27 @@ TrainResult train(const config::RunConfig& cfg, std::ostream& console,
     const int window = dc.seq_len() + 1 + mc.num_nextn_predict_layers();
     data::Loader(*train_set, window, dc.micro_batch_size(), cfg.seed());  // throws if too short
     if (val_set) data::Loader(*val_set, window, dc.micro_batch_size(), cfg.seed());
-    if (options.resume) {
-      const Checkpoints checkpoints(cfg, groups);
-      resume_from = checkpoints.latest();
-      if (!resume_from)
-        throw Error(concat("--resume: ", checkpoints.dir(), " holds no checkpoint (its `latest` ",
-                           "is missing); start without --resume"));
-    }
-    if (!root) return;
-    const RunDirectory::Existing existing = options.resume      ? RunDirectory::Existing::resume
-                                            : options.overwrite ? RunDirectory::Existing::overwrite
-                                                                : RunDirectory::Existing::refuse;
-    run_dir.emplace(lc.run_dir(), existing);
-    // A checkpoint directory that checkpoint.dir moves out of the run directory is held and
-    // checked the same way: no other run's checkpoints in it, no other run writing to it.
-    const auto canonical = [](const std::filesystem::path& p) {
-      return std::filesystem::weakly_canonical(p);
-    };
-    const std::filesystem::path ckpt_dir = canonical(Checkpoints(cfg, groups).dir());
-    if (ckpt_dir != canonical(*run_dir / "checkpoints") && ckpt_dir != canonical(lc.run_dir()))
-      checkpoint_dir.emplace(ckpt_dir, existing, RunDirectory::Kind::checkpoints);
-    std::ofstream resolved(*run_dir / "config.pbtxt", std::ios::trunc);
-    resolved << config_to_text(cfg);
-    if (!resolved) throw Error("cannot write " + (*run_dir / "config.pbtxt").string());
   });
-  Log log = root ? Log(console, *run_dir / "train.log", options.resume) : Log();
+  // The run's directories, every check made before anything in them changes (trainer/run_dir.h).
+  const Checkpoints checkpoints(cfg, groups);
+  run_collectively(groups.world(), [&] {
+    if (!root) return;
+    const Existing existing = options.resume      ? Existing::resume
+                              : options.overwrite ? Existing::overwrite
+                                                  : Existing::refuse;
+    dirs.emplace(lc.run_dir(), checkpoints.dir(), existing);
+  });
+  // The checkpoint to resume from: every rank finds the same file.
+  if (options.resume)
+    run_collectively(groups.world(),
+                     [&] { resume_from = checkpoints.resume_point(options.resume_from); });
+  Log log = root ? Log(console, std::filesystem::path(lc.run_dir()) / "train.log", options.resume)
+                 : Log();
   try {
-    if (resume_from && root) keep_metrics_up_to(*run_dir / "metrics.jsonl", *resume_from);
     Run run(cfg, groups, *train_set, val_set, lc.run_dir(), log, options, resume_from);
     return run.run();
   } catch (const std::exception& e) {
-    log.line(std::string("error: ") + e.what());  // train.log tells the whole story
+    log.line("error: " + error_text(e));  // train.log tells the whole story
     throw;
   }
 }

@@ -7,9 +7,11 @@
 #include <cstdint>
 #include <iosfwd>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "configs/moetron.pb.h"
+#include "core/stop.h"
 
 namespace moetron {
 
@@ -26,14 +28,18 @@ struct TrainResult {
 struct TrainOptions {
   // Replace the files of an earlier run in logging.run_dir instead of refusing (docs/runs.md).
   bool overwrite = false;
-  // Continue the run in logging.run_dir from its latest checkpoint (docs/checkpoint.md).
+  // Continue the run in logging.run_dir from its latest checkpoint (docs/checkpoint.md), or,
+  // when resume_from is set, from that checkpoint (a file, or a step number).
   bool resume = false;
+  std::string resume_from;
+  // Resume even when the dataset is not the one the checkpoint was trained on.
+  bool allow_data_change = false;
   // Set from outside (SIGUSR1): save a checkpoint after the current step and go on; the trainer
   // clears it.
   std::atomic<int>* save_request = nullptr;
-  // A signal number, set from outside (trainer/cli/stop_signals.h), polled between steps and
-  // between validation batches; the run then ends cleanly after the current step.
-  const std::atomic<int>* stop = nullptr;
+  // Set from outside (trainer/cli/stop_signals.h), polled between steps and between validation
+  // batches; the run then ends cleanly after the current step.
+  StopToken stop;
   // This rank's process groups (parallel/process_groups.h); null: one process alone.
   const ProcessGroups* groups = nullptr;
 };

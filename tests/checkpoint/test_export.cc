@@ -17,12 +17,12 @@
 #include "checkpoint/export.h"
 #include "checkpoint/h5.h"
 #include "checkpoint/safetensors.h"
+#include "configs/config.h"
 #include "data/json.h"
 #include "data/prepare.h"
 #include "tests/checkpoint/export_logits.h"
 #include "tests/trainer/train_fixture.h"
 #include "trainer/cli/commands.h"
-#include "trainer/config.h"
 
 namespace moetron {
 namespace {
@@ -86,6 +86,8 @@ void make_checkpoint(const config::RunConfig& cfg, const fs::path& file, uint64_
   const ProcessGroups groups;
   checkpoint::TrainState state;
   state.step = 7;
+  state.samples_consumed = 7;  // one window of 8 tokens per step
+  state.tokens_seen = 7 * 8;
   checkpoint::save(file, model.params(), checkpoint::OptimizerState{}, state, config_to_text(cfg),
                    groups);
 }
@@ -276,7 +278,7 @@ TEST(Export, RefusesWhatIsNotACheckpoint) {
   write_text(dir / "notes.txt", "not a checkpoint\n");
   expect_error(
       [&] { checkpoint::export_checkpoint(options(dir / "notes.txt", dir / "hf", StDtype::bf16)); },
-      "cannot open it as HDF5");
+      "is not an HDF5 file, or it is truncated");
   {
     checkpoint::H5File other((dir / "other.h5").string(), checkpoint::H5File::Mode::create);
     other.set_attr("format", "something-else");
@@ -337,11 +339,23 @@ TEST(Export, ReplacesOnlyAnEarlierExportAndOnlyWithOverwrite) {
   const std::string after = read_text(dir / "hf" / "config.json");
   EXPECT_NE(after.find("\"dtype\": \"float32\""), std::string::npos) << after;
 
-  // --overwrite replaces an export, nothing else.
+  // --overwrite replaces what an export wrote, nothing else: a file or directory added to an
+  // export is named and kept.
+  write_text(dir / "hf" / "README.md", "my model card\n");
+  write_text(dir / "hf" / ".git" / "HEAD", "ref: refs/heads/main\n");
+  expect_error([&] { checkpoint::export_checkpoint(o); },
+               ".git/, README.md, which moetron did not write");
+  EXPECT_EQ(read_text(dir / "hf" / "README.md"), "my model card\n");
+  EXPECT_EQ(read_text(dir / "hf" / "config.json"), after);
   write_text(dir / "notes" / "keep.txt", "mine\n");
   o.out = dir / "notes";
-  expect_error([&] { checkpoint::export_checkpoint(o); }, "is not an earlier export");
+  expect_error([&] { checkpoint::export_checkpoint(o); }, "was not written by moetron");
   EXPECT_EQ(read_text(dir / "notes" / "keep.txt"), "mine\n");
+  // Nor the dataset whose tokenizer it exports.
+  o.out = dir / "hf2";
+  o.dataset = dir / "hf2" / "fortunes";
+  expect_error([&] { checkpoint::export_checkpoint(o); }, "overlap");
+  o.dataset.clear();
   // Nor the directory that holds the checkpoint.
   o.out = dir.path();
   expect_error([&] { checkpoint::export_checkpoint(o); }, "lies inside --out");

@@ -11,9 +11,9 @@
 #include <string>
 #include <vector>
 
+#include "configs/config.h"
 #include "core/check.h"
 #include "trainer/cli/commands.h"
-#include "trainer/config.h"
 
 namespace moetron {
 namespace {
@@ -211,11 +211,17 @@ TEST(Validate, NonNegative) {
   for (const char* path :
        {"model.num_nextn_predict_layers", "model.num_key_value_heads", "optimizer.weight_decay",
         "optimizer.grad_clip", "schedule.warmup_steps", "schedule.mtp_loss_weight",
-        "logging.val_interval", "logging.val_batches", "threads", "model.moe.n_routed_experts"}) {
+        "logging.val_interval", "logging.val_batches", "model.moe.n_routed_experts"}) {
     SCOPED_TRACE(path);
     const std::string msg = invalid({std::string(path) + "=-1"});
     EXPECT_CONTAINS(msg, std::string(path) + " = -1: must be >= 0");
   }
+}
+
+TEST(Validate, ThreadsHaveAnUpperBound) {
+  EXPECT_CONTAINS(invalid({"threads=-1"}), "threads = -1: must be in [0, 1024]");
+  EXPECT_CONTAINS(invalid({"threads=100000"}), "threads = 100000: must be in [0, 1024]");
+  expect_valid({"threads=1024"});
 }
 
 TEST(Validate, ZeroIsFineWhereAllowed) {
@@ -572,7 +578,7 @@ TEST(Load, ShippedConfigsValidate) {
 
 TEST(Load, MissingFileAndDirectory) {
   std::string msg = error_of([] { load_config("/nonexistent/run.pbtxt", {}); });
-  EXPECT_CONTAINS(msg, "'/nonexistent/run.pbtxt' does not exist");
+  EXPECT_CONTAINS(msg, "\"/nonexistent/run.pbtxt\" does not exist");
   const std::string dir = fs::temp_directory_path().string();
   msg = error_of([&] { load_config(dir, {}); });
   EXPECT_CONTAINS(msg, "'" + dir + "' is a directory");

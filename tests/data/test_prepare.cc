@@ -196,7 +196,7 @@ TEST(Prepare, ClearErrors) {
 
   testing::write_text(dir / "empty" / "a", "\n\n  \n");
   testing::write_text(dir / "empty" / "b", "");
-  expect_prepare_error({"--input", (dir / "empty").string(), "--output", out},
+  expect_prepare_error({"--input", (dir / "empty").string(), "--output", out, "--overwrite"},
                        {"hold no documents"});
   testing::write_text(dir / "bin" / "x.dat", "x");
   expect_prepare_error({"--input", (dir / "bin").string(), "--output", out},
@@ -225,14 +225,13 @@ TEST(Prepare, AFailedReplaceKeepsTheOldDatasetAndLeavesNoStaging) {
   const std::string before = loadable_manifest(out);
   ASSERT_FALSE(before.empty());
   testing::write_text(dir / "empty" / "a", "\n\n");
-  expect_prepare_error({"--input", (dir / "empty").string(), "--output", out},
+  expect_prepare_error({"--input", (dir / "empty").string(), "--output", out, "--overwrite"},
                        {"hold no documents"});
   EXPECT_EQ(loadable_manifest(out), before);
   // A replace that succeeds swaps the whole directory: no file of the old one survives.
-  testing::write_text(dir / "out" / "train-99999.bin", "stale");
   testing::write_text(dir / "other" / "a.txt", "other text");
-  ASSERT_EQ(prepare({"--input", (dir / "other").string(), "--output", out}), 0);
-  EXPECT_FALSE(fs::exists(dir / "out" / "train-99999.bin"));
+  ASSERT_EQ(prepare({"--input", (dir / "other").string(), "--output", out, "--overwrite"}), 0);
+  EXPECT_FALSE(fs::exists(dir / "out" / "train-00000.bin") && loadable_manifest(out) == before);
   EXPECT_NE(loadable_manifest(out), before);
   for (const auto& e : fs::directory_iterator(dir.path()))
     EXPECT_EQ(e.path().filename().string().find(".partial-"), std::string::npos) << e.path();
@@ -248,10 +247,45 @@ TEST(Prepare, RefusesAnOutputThatWouldSwallowAnInputOrAForeignDirectory) {
   expect_prepare_error({"--input", d + "/alpha", "--output", d},
                        {"--input", "lies inside --output", "replaces as a whole"});
   testing::write_text(dir / "mine" / "notes.txt", "keep me");
-  expect_prepare_error({"--input", d, "--output", (dir / "mine").string()},
-                       {"exists and is not a moetron dataset"});
+  const std::string mine = (dir / "mine").string();
+  expect_prepare_error({"--input", d, "--output", mine},
+                       {"--output", mine, "exists and is not empty; pass --overwrite"});
+  expect_prepare_error({"--input", d, "--output", mine, "--overwrite"},
+                       {mine, "was not written by moetron (it has no .moetron-files)"});
   EXPECT_EQ(testing::read_text(dir / "mine" / "notes.txt"), "keep me");
   EXPECT_TRUE(fs::exists(dir / "d" / "alpha"));
+}
+
+TEST(Prepare, ReplacesOnlyADatasetAndOnlyWithOverwrite) {
+  TempDir dir;
+  write_fortunes(dir / "in", 20);
+  const std::string in = (dir / "in").string(), out = (dir / "out").string();
+  ASSERT_EQ(prepare({"--input", in, "--output", out, "--fortunes"}), 0);
+  const std::string before = loadable_manifest(out);
+  // An existing dataset is replaced only when asked to.
+  expect_prepare_error({"--input", in, "--output", out, "--fortunes"},
+                       {"exists and is not empty; pass --overwrite"});
+  // What moetron did not write there, a file or a directory, makes it refuse, naming it.
+  testing::write_text(dir / "out" / "README.md", "my notes");
+  testing::write_text(dir / "out" / ".git" / "HEAD", "ref: refs/heads/main");
+  expect_prepare_error({"--input", in, "--output", out, "--fortunes", "--overwrite"},
+                       {".git/", "README.md", "which moetron did not write", "move them out"});
+  EXPECT_EQ(testing::read_text(dir / "out" / "README.md"), "my notes");
+  EXPECT_TRUE(fs::exists(dir / "out" / ".git" / "HEAD"));
+  EXPECT_EQ(loadable_manifest(out), before);
+  fs::remove(dir / "out" / "README.md");
+  fs::remove_all(dir / "out" / ".git");
+  ASSERT_EQ(prepare({"--input", in, "--output", out, "--fortunes", "--overwrite"}), 0);
+  EXPECT_EQ(loadable_manifest(out), before);  // the same text gives the same dataset
+  // A SentencePiece model inside the output would be deleted by the replace.
+  ASSERT_EQ(prepare({"--input", in, "--output", (dir / "sp").string(), "--fortunes", "--tokenizer",
+                     "sentencepiece", "--vocab-size", "300"}),
+            0);
+  const std::string model = (dir / "sp" / "tokenizer.model").string();
+  expect_prepare_error({"--input", in, "--output", (dir / "sp").string(), "--fortunes",
+                        "--tokenizer", "sentencepiece", "--sp-model", model, "--overwrite"},
+                       {"--sp-model", "lies inside --output"});
+  EXPECT_TRUE(fs::exists(model));
 }
 
 TEST(Prepare, SentencePieceStopsAtInvalidUtf8UnlessAllowed) {
@@ -306,10 +340,10 @@ TEST(Prepare, KillNineDuringAReplaceNeverLosesTheDataset) {
     testing::write_text(dir / "big" / ("part" + std::to_string(f) + ".txt"),
                         testing::generated_corpus(12000, f + 7));
   const std::string out = (dir / "out").string();
-  const std::vector<std::string> small{"--input", (dir / "small").string(), "--output", out,
-                                       "--fortunes"};
-  const std::vector<std::string> big{"--input", (dir / "big").string(), "--output",
-                                     out,       "--shard-tokens",       "20000"};
+  const std::vector<std::string> small{
+      "--input", (dir / "small").string(), "--output", out, "--fortunes", "--overwrite"};
+  const std::vector<std::string> big{
+      "--input", (dir / "big").string(), "--output", out, "--shard-tokens", "20000", "--overwrite"};
   ASSERT_EQ(prepare(small), 0);
   const std::string old_manifest = loadable_manifest(out);
   // How long an uninterrupted replace takes, then kills spread over that time.

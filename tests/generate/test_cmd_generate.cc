@@ -91,7 +91,8 @@ TEST(GenerateCommand, ProblemsAreNamed) {
   EXPECT_PRED2(has, error_of({run, "--prompt", "x", "--top-p", "0"}), "top-p");
   EXPECT_PRED2(has, error_of({run, "--prompt", "x", "--temperature", "-1"}), "temperature");
   EXPECT_PRED2(has, error_of({run, "--prompt", "x", "--max-tokens", "0"}), "--max-tokens");
-  EXPECT_PRED2(has, error_of({run, "--prompt", "x", "--max-tokens", "ten"}), "expects a number");
+  EXPECT_PRED2(has, error_of({run, "--prompt", "x", "--max-tokens", "ten"}),
+               "expects a whole number");
   EXPECT_PRED2(has, error_of({run, "--prompt", ""}), "no tokens");
   EXPECT_PRED2(has, error_of({run, "--prompt", "x", "--tokenizer", "/nonexistent"}),
                "not a prepared dataset directory");

@@ -11,11 +11,11 @@
 #include <string>
 
 #include "checkpoint/checkpoint.h"
+#include "configs/config.h"
 #include "core/check.h"
 #include "models/model.h"
 #include "parallel/process_groups.h"
 #include "tests/parallel/mpi_test.h"
-#include "trainer/config.h"
 #include "trainer/optimizer.h"
 
 namespace moetron {
@@ -64,7 +64,9 @@ TEST_F(World2CheckpointFailure, AWriteFailingOnOneRankStopsEveryRankWithItsMessa
   }
   std::string message;
   try {
-    checkpoint::save(file, model.params(), opt, {1, 8, 1}, config_to_text(cfg), groups);
+    checkpoint::save(file, model.params(), opt,
+                     {.step = 1, .tokens_seen = 8, .samples_consumed = 1}, config_to_text(cfg),
+                     groups);
   } catch (const CollectiveError& e) {
     message = e.what();
   }
@@ -72,7 +74,7 @@ TEST_F(World2CheckpointFailure, AWriteFailingOnOneRankStopsEveryRankWithItsMessa
     setrlimit(RLIMIT_FSIZE, &saved);
     sigaction(SIGXFSZ, &previous, nullptr);
   }
-  EXPECT_NE(message.find("rank 1: writing checkpoint "), std::string::npos)
+  EXPECT_NE(message.find("rank 1: checkpoint step 1 could not be written: "), std::string::npos)
       << "rank " << world().rank() << ": " << message;
   EXPECT_FALSE(fs::exists(file));
   world().barrier();

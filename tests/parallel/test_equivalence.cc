@@ -19,6 +19,7 @@
 #include <tuple>
 #include <vector>
 
+#include "configs/config.h"
 #include "data/loader.h"
 #include "data/prepare.h"
 #include "models/model.h"
@@ -26,7 +27,6 @@
 #include "parallel/process_groups.h"
 #include "tests/data/test_util.h"
 #include "tests/parallel/mpi_test.h"
-#include "trainer/config.h"
 #include "trainer/train_step.h"
 
 namespace moetron {

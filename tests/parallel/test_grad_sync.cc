@@ -8,11 +8,11 @@
 #include <cstdint>
 #include <vector>
 
+#include "configs/config.h"
 #include "models/model.h"
 #include "parallel/grad_sync.h"
 #include "parallel/process_groups.h"
 #include "tests/parallel/mpi_test.h"
-#include "trainer/config.h"
 
 namespace moetron {
 namespace {

@@ -8,13 +8,13 @@
 #include <filesystem>
 
 #include "checkpoint/checkpoint.h"
+#include "configs/config.h"
 #include "data/loader.h"
 #include "data/prepare.h"
 #include "models/model.h"
 #include "parallel/process_groups.h"
 #include "tests/data/test_util.h"
 #include "tests/parallel/mpi_test.h"
-#include "trainer/config.h"
 #include "trainer/train_step.h"
 
 namespace moetron {
@@ -93,6 +93,7 @@ class World4Reshard : public test::MpiTest {
       losses.push_back(r.losses.total);
       state.step = s + 1;
       state.samples_consumed += 4 * c.data().micro_batch_size();  // accum x dp = 4
+      state.tokens_seen += 4 * c.data().micro_batch_size() * c.data().seq_len();
     }
     if (!to.empty()) {
       opt.step = adam.steps();

@@ -121,15 +121,17 @@ TEST(Checkpoint, KeepsTheNewestAndLatestNamesAComplete) {
   train(cfg, log);
   std::vector<std::string> names;
   for (const auto& e : fs::directory_iterator(run / "checkpoints"))
-    names.push_back(e.path().filename().string());
+    if (!e.path().filename().string().starts_with("."))
+      names.push_back(e.path().filename().string());
   std::sort(names.begin(), names.end());
   EXPECT_EQ(names, (std::vector<std::string>{"latest", "step-00000004.h5", "step-00000005.h5"}));
   EXPECT_EQ(data::testing::read_text(run / "checkpoints" / "latest"), "step-00000005.h5\n");
 }
 
-// checkpoint.dir outside the run directory: another run's checkpoints there are refused (and
-// kept) unless overwriting, which removes only checkpoint files.
-TEST(Checkpoint, ACheckpointDirectoryHoldingAnotherRunIsRefusedUnlessOverwriting) {
+// checkpoint.dir outside the run directory belongs to its run: another run is refused there
+// whatever it asks (--overwrite or --resume), and the owner's own --overwrite removes only
+// checkpoint files.
+TEST(Checkpoint, AnotherRunsCheckpointDirectoryIsNeverTouched) {
   TempDir a, b, shared;
   std::ostringstream log;
   config::RunConfig first = moe_run(a.path(), 2);
@@ -137,24 +139,36 @@ TEST(Checkpoint, ACheckpointDirectoryHoldingAnotherRunIsRefusedUnlessOverwriting
   train(first, log);
   data::testing::write_text(shared / "notes.txt", "mine");
   const std::string latest = data::testing::read_text(shared / "latest");
+  const std::string saved = data::testing::read_text(shared / "step-00000002.h5");
   config::RunConfig second = moe_run(b.path(), 3);
   second.mutable_checkpoint()->set_dir(shared.path().string());
-  try {
-    train(second, log);
-    FAIL() << "expected the checkpoint directory to be refused";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    EXPECT_NE(msg.find("checkpoint.dir \"" + shared.path().string() + "\""), std::string::npos)
-        << msg;
-    EXPECT_NE(msg.find("holds checkpoints (latest, step-00000002.h5)"), std::string::npos) << msg;
-    EXPECT_NE(msg.find("--overwrite"), std::string::npos) << msg;
+  second.mutable_checkpoint()->set_keep_last(1);
+  for (const char* how : {"refuse", "overwrite", "resume"}) {
+    SCOPED_TRACE(how);
+    TrainOptions options;
+    options.overwrite = std::string(how) == "overwrite";
+    options.resume = std::string(how) == "resume";
+    try {
+      train(second, log, options);
+      ADD_FAILURE() << "expected the checkpoint directory to be refused";
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("checkpoint.dir \"" + shared.path().string() + "\""), std::string::npos)
+          << msg;
+      EXPECT_NE(
+          msg.find("holds the checkpoints of another run (run directory " + a.path().string()),
+          std::string::npos)
+          << msg;
+    }
+    EXPECT_EQ(data::testing::read_text(shared / "latest"), latest);
+    EXPECT_EQ(data::testing::read_text(shared / "step-00000002.h5"), saved);
+    EXPECT_FALSE(fs::exists(b / "config.pbtxt"));
   }
-  EXPECT_EQ(data::testing::read_text(shared / "latest"), latest);
-  EXPECT_TRUE(fs::exists(shared / "step-00000002.h5"));
-  fs::remove_all(b.path());  // the refused run's directory: a run directory is its own policy
+  // The owner replaces its own run: its checkpoints go, the user's file stays.
+  first.mutable_schedule()->set_total_steps(3);
   TrainOptions overwrite;
   overwrite.overwrite = true;
-  train(second, log, overwrite);
+  train(first, log, overwrite);
   EXPECT_FALSE(fs::exists(shared / "step-00000002.h5"));
   EXPECT_TRUE(fs::exists(shared / "step-00000003.h5"));
   EXPECT_EQ(data::testing::read_text(shared / "notes.txt"), "mine");
@@ -238,7 +252,7 @@ TEST_F(Damaged, TheGoodOneLoads) {
 TEST_F(Damaged, MissingNotHdf5AndTruncatedFiles) {
   EXPECT_HAS(load_error(*dir_ / "nope.h5"), "does not exist");
   data::testing::write_text(*dir_ / "text.h5", "not a checkpoint\n");
-  EXPECT_HAS(load_error(*dir_ / "text.h5"), "cannot open it as HDF5");
+  EXPECT_HAS(load_error(*dir_ / "text.h5"), "is not an HDF5 file, or it is truncated");
   const fs::path cut = *dir_ / "truncated.h5";
   fs::copy_file(*good_, cut, fs::copy_options::overwrite_existing);
   fs::resize_file(cut, fs::file_size(cut) / 2);
@@ -252,7 +266,8 @@ TEST_F(Damaged, InspectPrintsTheStateTheTensorsAndTheBiasSpread) {
   std::ostringstream out;
   checkpoint::inspect(*good_, out, /*moments=*/true);
   const std::string text = out.str();
-  EXPECT_HAS(text, "moetron-checkpoint version 2");
+  EXPECT_HAS(text, "moetron-checkpoint version 3");
+  EXPECT_HAS(text, "every tensor and moment matches its checksum");
   EXPECT_HAS(text, "step 2, ");
   EXPECT_HAS(text, "saved by the layout dp=1 tp=1 ep=1 zero1=0 world=1");
   EXPECT_HAS(text, "model.embed_tokens.weight");
@@ -270,7 +285,7 @@ TEST_F(Damaged, AnotherFormatVersion) {
     H5Awrite(attr, H5T_NATIVE_INT64, &v);
     H5Aclose(attr);
   });
-  EXPECT_HAS(load_error(f), "format version 99 is unknown (this build reads version 2)");
+  EXPECT_HAS(load_error(f), "format version 99 is unknown (this build reads versions 2 to 3)");
   // inspect, generate and export read the config through the same header check.
   try {
     checkpoint::saved_config(f);
@@ -311,7 +326,7 @@ TEST_F(Damaged, MissingExtraReshapedAndRetypedTensors) {
                                     H5Ldelete(f, victim.c_str(), H5P_DEFAULT);
                                     add(f, victim.c_str(), H5T_IEEE_F32LE, {16, 32});
                                   })),
-             victim + " has shape [16, 32], the model needs [32, 32]");
+             victim + " has shape [16, 32], the model its config describes needs [32, 32]");
   EXPECT_HAS(load_error(copy_with("dtype.h5",
                                   [&](hid_t f) {
                                     H5Ldelete(f, victim.c_str(), H5P_DEFAULT);

@@ -11,9 +11,11 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <thread>
 
+#include "configs/config.h"
 #include "core/check.h"
 #include "data/loader.h"
 #include "data/prepare.h"
@@ -21,7 +23,6 @@
 #include "tests/process.h"
 #include "tests/trainer/train_fixture.h"
 #include "trainer/cli/commands.h"
-#include "trainer/config.h"
 #include "trainer/lr_schedule.h"
 #include "trainer/run_dir.h"
 #include "trainer/trainer.h"
@@ -150,7 +151,7 @@ TEST(Train, ANonEmptyRunDirectoryIsRefusedAndKeptUnlessOverwriting) {
 
 TEST(Train, ARunDirectoryInUseIsRefused) {
   TempDir run;
-  const RunDirectory holder(run.path(), RunDirectory::Existing::refuse);  // as another run would
+  const DirectoryLock holder(run.path(), "logging.run_dir");  // as another run would
   const std::string msg = training_error(small_run(run.path(), 3));
   EXPECT_NE(msg.find("is in use by another moetron run (pid " + std::to_string(getpid())),
             std::string::npos)
@@ -186,10 +187,13 @@ TEST(Train, WindowsLongerThanTheDataFailBeforeTheModelIsAllocated) {
 
 TEST(Train, EveryCommandPrintsItsUsageForHelp) {
   for (const char* flag : {"--help", "-h"}) {
-    for (auto* command : {&run_train, &run_validate, &run_prepare}) {
+    using Command = std::function<int(std::span<const std::string>)>;
+    for (const Command& command :
+         {Command([](auto a) { return run_train(a); }), Command(run_validate),
+          Command([](auto a) { return run_prepare(a); })}) {
       const std::vector<std::string> args{flag};
       ::testing::internal::CaptureStdout();
-      const int rc = (*command)(args);
+      const int rc = command(args);
       const std::string out = ::testing::internal::GetCapturedStdout();
       EXPECT_EQ(rc, 0) << flag;
       EXPECT_NE(out.find("usage: moetron "), std::string::npos) << out;

@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "configs/config.h"
 #include "data/prepare.h"
 #include "tests/data/test_util.h"
-#include "trainer/config.h"
 
 namespace moetron::testing {
 

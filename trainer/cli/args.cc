@@ -1,8 +1,9 @@
 // Argument helpers shared by the subcommands.
 #include <filesystem>
-#include <fstream>
+#include <optional>
 
 #include "core/check.h"
+#include "trainer/checkpoints.h"
 #include "trainer/cli/commands.h"
 
 namespace moetron {
@@ -24,11 +25,8 @@ ConfigArgs parse_command_args(std::span<const std::string> args, const char* usa
 std::string resolve_checkpoint(const std::string& path) {
   namespace fs = std::filesystem;
   if (!fs::is_directory(path)) return path;  // a file (load reports it if missing)
-  for (const fs::path& dir : {fs::path(path), fs::path(path) / "checkpoints"}) {
-    std::ifstream latest(dir / "latest");
-    std::string name;
-    if (latest && std::getline(latest, name) && !name.empty()) return (dir / name).string();
-  }
+  for (const fs::path& dir : {fs::path(path), fs::path(path) / "checkpoints"})
+    if (const std::optional<fs::path> latest = read_latest(dir)) return latest->string();
   throw Error(detail::concat(path, " is a directory without a checkpoint (no latest file in it ",
                              "or in its checkpoints/)"));
 }

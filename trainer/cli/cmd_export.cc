@@ -26,8 +26,9 @@ constexpr const char* kUsage =
     "                      suffixes KB, MB, GB = 10^3.., KiB, MiB, GiB = 2^10..)\n"
     "  --dataset DIR       the prepared dataset whose tokenizer to export (default: the\n"
     "                      checkpoint config's data.dataset_dir)\n"
-    "  --overwrite         replace an earlier export in DIR (only an export: a directory\n"
-    "                      with config.json and model.safetensors.index.json)\n";
+    "  --overwrite         replace an earlier export in DIR: only what moetron wrote there\n"
+    "                      (its .moetron-files lists it); anything else in DIR is refused\n"
+    "  SIGINT/SIGTERM stop it (status 130/143), leaving DIR as it was.\n";
 
 // "5000000000", "5GB", "512MiB".
 uint64_t parse_size(const std::string& text) {
@@ -54,8 +55,9 @@ uint64_t parse_size(const std::string& text) {
 
 }  // namespace
 
-int run_export(std::span<const std::string> args) {
+int run_export(std::span<const std::string> args, const StopToken& stop) {
   checkpoint::ExportOptions o;
+  o.stop = stop;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& flag = args[i];
     if (flag == "-h" || flag == "--help") {

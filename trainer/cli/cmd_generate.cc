@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -29,7 +30,7 @@ constexpr const char* kUsage =
     "  CKPT               a checkpoint file, or a checkpoint or run directory (the checkpoint\n"
     "                     its `latest` names; a run's are in RUN_DIR/checkpoints)\n"
     "  --prompt TEXT      the text to continue (at least one token)\n"
-    "  --max-tokens N     tokens to generate (default 100)\n"
+    "  --max-tokens N     tokens to generate (default 100, at most 1048576)\n"
     "  --temperature T    0 (default): greedy; > 0: sample from softmax(logits / T)\n"
     "  --top-p P          sample from the smallest set of most probable tokens whose\n"
     "                     probability reaches P, in (0, 1] (default 1: all tokens)\n"
@@ -39,9 +40,14 @@ constexpr const char* kUsage =
     "                     reports the acceptance rate and the speed-up (greedy: the same text)\n"
     "  --tokenizer DIR    a prepared dataset directory whose tokenizer to use (default: the\n"
     "                     checkpoint's data.dataset_dir)\n"
-    "  --threads N        CPU threads (default 1; 0: one per core)\n"
+    "  --threads N        CPU threads (default 1; 0: one per core; at most 1024)\n"
     "  --echo             print the prompt before the continuation\n"
-    "  The continuation goes to stdout, figures to stderr.\n";
+    "  The continuation goes to stdout as it is generated (with --speculative mtp, after the\n"
+    "  measurement), figures to stderr. SIGINT/SIGTERM stop it at the next token (130/143).\n";
+
+// The longest continuation asked for at once; the decoder's cache is also checked against the
+// memory available.
+constexpr int64_t kMaxTokens = int64_t{1} << 20;
 
 struct Options {
   std::string checkpoint, prompt, tokenizer_dir;
@@ -89,14 +95,18 @@ Options parse(std::span<const std::string> args) {
       o.tokenizer_dir = value();
     } else if (flag == "--threads") {
       o.threads = parse_number<int>("generate", flag, value());
+      if (o.threads < 0 || o.threads > kMaxThreads)
+        throw Error(concat("generate: --threads ", o.threads, " is out of range: [0, ", kMaxThreads,
+                           "] (0 = one per core)"));
     } else {
       throw Error(concat("generate: unknown flag \"", flag, "\"; valid flags:\n", kUsage));
     }
   }
   if (o.checkpoint.empty()) throw Error(concat("generate: no checkpoint given\n", kUsage));
   if (!o.has_prompt) throw Error(concat("generate: no --prompt given\n", kUsage));
-  if (o.generate.max_tokens < 1)
-    throw Error(concat("generate: --max-tokens ", o.generate.max_tokens, " must be at least 1"));
+  if (o.generate.max_tokens < 1 || o.generate.max_tokens > kMaxTokens)
+    throw Error(concat("generate: --max-tokens ", o.generate.max_tokens, " is out of range: [1, ",
+                       kMaxTokens, "]"));
   (void)Sampler(o.generate.sampling);  // rejects a bad temperature or top-p before any loading
   return o;
 }
@@ -123,6 +133,64 @@ std::unique_ptr<data::Tokenizer> load_tokenizer(const config::RunConfig& cfg, co
 }
 
 constexpr int kRepeats = 5;
+
+// Bytes of memory the system can give now (MemAvailable), or 0 when unknown.
+uint64_t available_memory() {
+  std::ifstream in("/proc/meminfo");
+  for (std::string key; in >> key;) {
+    uint64_t kb = 0;
+    in >> kb;
+    if (key == "MemAvailable:") return kb * 1024;
+    in.ignore(256, '\n');
+  }
+  return 0;
+}
+
+// The decoder keeps keys and values of every position in every layer and MTP block; twice that
+// stands for its other per-position buffers.
+void check_cache_fits(const config::ModelConfig& mc, int64_t positions) {
+  const uint64_t layers =
+      static_cast<uint64_t>(mc.num_hidden_layers()) + mc.num_nextn_predict_layers();
+  const uint64_t kv_width = static_cast<uint64_t>(kv_heads(mc)) * head_dim(mc);
+  const uint64_t bytes = 2 * (layers * 2 * kv_width * 4) * static_cast<uint64_t>(positions);
+  const uint64_t available = available_memory();
+  if (available > 0 && bytes > available)
+    throw Error(concat("generate: ", positions,
+                       " positions (the prompt and --max-tokens) need about ", bytes >> 20,
+                       " MiB for the decoder's cache, and ", available >> 20,
+                       " MiB are available: ask for fewer tokens"));
+}
+
+// Writes the continuation as its tokens come. Byte tokens are bytes; SentencePiece pieces are
+// decoded a few at a time, holding back while the text ends in a replacement character (a UTF-8
+// sequence cut between byte-fallback pieces).
+class TextStream {
+ public:
+  TextStream(const data::Tokenizer& tokenizer, FILE* out) : tokenizer_(tokenizer), out_(out) {}
+  void push(int32_t token) {
+    pending_.push_back(token);
+    const std::string text = tokenizer_.decode(pending_);
+    if (text.ends_with("\xEF\xBF\xBD") && pending_.size() < 8) return;
+    write(text);
+  }
+  void finish() {
+    if (!pending_.empty()) write(tokenizer_.decode(pending_));
+    if (!ends_with_newline_) std::fputc('\n', out_);
+    std::fflush(out_);
+  }
+  void write(const std::string& text) {
+    std::fwrite(text.data(), 1, text.size(), out_);
+    std::fflush(out_);
+    if (!text.empty()) ends_with_newline_ = text.back() == '\n';
+    pending_.clear();
+  }
+
+ private:
+  const data::Tokenizer& tokenizer_;
+  FILE* out_;
+  std::vector<int32_t> pending_;
+  bool ends_with_newline_ = true;
+};
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -155,7 +223,7 @@ void print_acceptance(const GenerateResult& r) {
 
 }  // namespace
 
-int run_generate(std::span<const std::string> args) {
+int run_generate(std::span<const std::string> args, const StopToken& stop) {
   if (wants_help(args)) {
     std::fputs(kUsage, stdout);
     return 0;
@@ -179,6 +247,7 @@ int run_generate(std::span<const std::string> args) {
   const checkpoint::TrainState state = checkpoint::load(file, model.params(), nullptr, cfg, alone);
   const auto max_len = generation_max_len(static_cast<int64_t>(prompt.size()),
                                           o.generate.max_tokens, mc.num_nextn_predict_layers());
+  check_cache_fits(mc, max_len);
   Decoder decoder(mc, model.params(), max_len);
   std::fprintf(stderr, "generate: %s (step %lld), prompt %zu tokens, %s\n", file.c_str(),
                static_cast<long long>(state.step), prompt.size(),
@@ -195,9 +264,19 @@ int run_generate(std::span<const std::string> args) {
 
   GenerateResult result;
   if (!o.speculative) {
+    TextStream stream(*tokenizer, stdout);
+    if (o.echo) stream.write(o.prompt);
+    o.generate.on_token = [&](int32_t token) {
+      stop.check();
+      stream.push(token);
+    };
     result = generate(decoder, prompt, o.generate);
+    stream.finish();
     print_run("generated", result);
-  } else {
+    return 0;
+  }
+  o.generate.on_token = [&](int32_t) { stop.check(); };
+  {
     // Both loops once to warm up, then each timed kRepeats times, alternately; the medians.
     generate(decoder, prompt, o.generate);
     generate_speculative(decoder, prompt, o.generate);

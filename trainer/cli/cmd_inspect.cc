@@ -14,11 +14,12 @@ constexpr const char* kUsage =
     "  Prints what a checkpoint holds: the step and tokens, the layout that saved it, the model,\n"
     "  every tensor with its shape and L2 norm (--moments: AdamW's moments too) and the spread\n"
     "  of each MoE layer's router biases. CKPT is a checkpoint file, or a run or checkpoint\n"
-    "  directory (its latest checkpoint).";
+    "  directory (its latest checkpoint). Every tensor and moment is verified against its\n"
+    "  checksum as it is read; a mismatch is marked and makes the command fail (status 1).";
 
 }  // namespace
 
-int run_inspect(std::span<const std::string> args) {
+int run_inspect(std::span<const std::string> args, const StopToken& stop) {
   if (wants_help(args)) {
     std::printf("%s\n", kUsage);
     return 0;
@@ -34,7 +35,7 @@ int run_inspect(std::span<const std::string> args) {
       throw Error(detail::concat("inspect: unexpected argument '", a, "'\n", kUsage));
   }
   if (path.empty()) throw Error(detail::concat("inspect: which checkpoint?\n", kUsage));
-  checkpoint::inspect(resolve_checkpoint(path), std::cout, moments);
+  checkpoint::inspect(resolve_checkpoint(path), std::cout, moments, stop);
   return 0;
 }
 

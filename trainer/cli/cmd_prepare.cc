@@ -26,20 +26,26 @@ constexpr const char* kUsage =
     "                      directories are read top level only\n"
     "  --allow-invalid-utf8  sentencepiece: replace bytes that are not UTF-8 by U+FFFD\n"
     "                      (default: stop with the file and byte offset)\n"
-    "  The dataset is built beside DIR and replaces it only when complete (docs/data.md).\n";
+    "  --overwrite         replace an earlier dataset in DIR: only what moetron wrote there\n"
+    "                      (its .moetron-files lists it); anything else in DIR is refused\n"
+    "  The dataset is built beside DIR and replaces it only when complete (docs/data.md);\n"
+    "  SIGINT/SIGTERM stop it (status 130/143), leaving DIR as it was.\n";
 
 }  // namespace
 
-int run_prepare(std::span<const std::string> args) {
+int run_prepare(std::span<const std::string> args, const StopToken& stop) {
   data::PrepareOptions o;
+  o.stop = stop;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& flag = args[i];
     if (flag == "-h" || flag == "--help") {
       std::fputs(kUsage, stdout);
       return 0;
     }
-    if (flag == "--fortunes" || flag == "--allow-invalid-utf8") {
-      (flag == "--fortunes" ? o.fortunes : o.allow_invalid_utf8) = true;
+    if (flag == "--fortunes" || flag == "--allow-invalid-utf8" || flag == "--overwrite") {
+      (flag == "--fortunes"    ? o.fortunes
+       : flag == "--overwrite" ? o.overwrite
+                               : o.allow_invalid_utf8) = true;
       continue;
     }
     auto value = [&]() -> const std::string& {

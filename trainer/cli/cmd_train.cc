@@ -5,6 +5,7 @@
 #include <optional>
 #include <sstream>
 
+#include "configs/config.h"
 #include "core/check.h"
 #include "parallel/collective.h"
 #include "parallel/every_rank.h"
@@ -13,21 +14,25 @@
 #include "parallel/mpi_runtime.h"
 #include "parallel/process_groups.h"
 #include "trainer/cli/commands.h"
-#include "trainer/cli/stop_signals.h"
-#include "trainer/config.h"
 #include "trainer/trainer.h"
 
 namespace moetron {
 namespace {
 
 constexpr const char* kUsage =
-    "usage: moetron train CONFIG [--set a.b=value ...] [--overwrite | --resume]\n"
+    "usage: moetron train CONFIG [--set a.b=value ...] [--overwrite | --resume | --resume-from "
+    "CKPT]\n"
     "  Trains the model of CONFIG (a text-format RunConfig, see docs/config.md) after applying\n"
     "  the --set overrides in order. Progress, metrics and the resolved config go to\n"
     "  logging.run_dir, which must be new or empty (docs/runs.md).\n"
-    "  --overwrite   replace the files of an earlier run in logging.run_dir\n"
-    "  --resume      continue the run in logging.run_dir from its latest checkpoint, in this\n"
-    "                layout or any other (docs/checkpoint.md)\n"
+    "  --overwrite          replace the files of an earlier run in logging.run_dir (only what\n"
+    "                       that run wrote)\n"
+    "  --resume             continue the run in logging.run_dir from its latest checkpoint, in\n"
+    "                       this layout or any other (docs/checkpoint.md)\n"
+    "  --resume-from CKPT   continue it from CKPT instead: a step number (its checkpoint in the\n"
+    "                       run's checkpoint directory) or a checkpoint file\n"
+    "  --allow-data-change  resume even though data.dataset_dir holds other data than the\n"
+    "                       checkpoint was trained on\n"
     "  Under mpirun/srun every rank runs it; parallel { dp tp ep } sets the layout\n"
     "  (docs/parallelism.md). SIGINT/SIGTERM save a checkpoint and stop the run after the\n"
     "  current step with status 130/143; SIGUSR1 saves one and goes on.";
@@ -57,20 +62,31 @@ void check_same_config(Communicator& world, const config::RunConfig& cfg) {
 
 }  // namespace
 
-int run_train(std::span<const std::string> args) {
+int run_train(std::span<const std::string> args, const StopToken& stop,
+              std::atomic<int>* save_request) {
   if (wants_help(args)) {
     std::printf("%s\n", kUsage);
     return 0;
   }
   ConfigArgs parsed = parse_command_args(args, kUsage);
   TrainOptions options;
-  for (const std::string& a : parsed.rest) {
-    if (a == "--overwrite")
+  for (size_t i = 0; i < parsed.rest.size(); ++i) {
+    const std::string& a = parsed.rest[i];
+    if (a == "--overwrite") {
       options.overwrite = true;
-    else if (a == "--resume")
+    } else if (a == "--resume") {
       options.resume = true;
-    else
+    } else if (a == "--allow-data-change") {
+      options.allow_data_change = true;
+    } else if (a == "--resume-from") {
+      if (i + 1 == parsed.rest.size() || parsed.rest[i + 1].empty())
+        throw Error(
+            detail::concat("train: --resume-from needs a checkpoint (a step or a file)\n", kUsage));
+      options.resume = true;
+      options.resume_from = parsed.rest[++i];
+    } else {
       throw Error(detail::concat("train: unexpected argument '", a, "'\n", kUsage));
+    }
   }
   if (options.overwrite && options.resume)
     throw Error(detail::concat("train: --overwrite and --resume exclude each other\n", kUsage));
@@ -96,9 +112,8 @@ int run_train(std::span<const std::string> args) {
     p->set_ep(layout.ep);
     const std::optional<ProcessGroups> groups =
         mpi.active() ? std::optional<ProcessGroups>(std::in_place, layout) : std::nullopt;
-    const StopSignals signals;
-    options.stop = &signals.requested();
-    options.save_request = &signals.save_requested();
+    options.stop = stop;
+    options.save_request = save_request;
     options.groups = groups ? &*groups : nullptr;
     const TrainResult result = train(cfg, std::cout, options);
     return result.stop_signal != 0 ? 128 + result.stop_signal : 0;

@@ -3,9 +3,9 @@
 #include <span>
 #include <string>
 
+#include "configs/config.h"
 #include "core/check.h"
 #include "trainer/cli/commands.h"
-#include "trainer/config.h"
 
 namespace moetron {
 namespace {

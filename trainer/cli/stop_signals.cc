@@ -11,6 +11,7 @@ namespace {
 // The process-wide state a signal handler can reach, and nothing else.
 std::atomic<int> g_stop_signal{0};
 std::atomic<int> g_save_request{0};
+std::atomic<bool> g_prompt{false};  // StopSignals::Mode::prompt
 static_assert(std::atomic<int>::is_always_lock_free);
 
 void say(const char* text) {
@@ -27,8 +28,9 @@ void record(int sig) {
   }
   int expected = 0;
   if (g_stop_signal.compare_exchange_strong(expected, sig)) {
-    say("\nmoetron: stop signal received: stopping after the current step "
-        "(send it again to stop at once)\n");
+    say(g_prompt ? "\nmoetron: stop signal received: stopping (send it again to stop at once)\n"
+                 : "\nmoetron: stop signal received: stopping after the current step "
+                   "(send it again to stop at once)\n");
     return;
   }
   say("\nmoetron: second stop signal: exiting now\n");
@@ -64,15 +66,24 @@ void block_stop_signals() {
   sigaction(SIGUSR1, &action, nullptr);
 }
 
-StopSignals::StopSignals()
-    : thread_([this] {
-        const sigset_t set = stop_set();
-        const timespec poll{0, 100'000'000};  // how soon the destructor's request is seen
-        while (!quit_) {
-          const int sig = sigtimedwait(&set, nullptr, &poll);
-          if (sig > 0) record(sig);  // otherwise a timeout or EINTR
-        }
-      }) {}
+StopSignals::StopSignals(Mode mode) {
+  g_prompt = mode == Mode::prompt;
+  thread_ = std::thread([this] {
+    const sigset_t set = stop_set();
+    const timespec poll{0, 100'000'000};  // how soon the destructor's request is seen
+    int waited = 0;                       // polls since the stop request (prompt mode)
+    while (!quit_) {
+      const int sig = sigtimedwait(&set, nullptr, &poll);
+      if (sig > 0) record(sig);  // otherwise a timeout or EINTR
+      if (!g_prompt || g_stop_signal == 0) continue;
+      if (++waited > 10 * kGraceSeconds) {
+        say("\nmoetron: still running 3 s after the stop signal (inside a call that cannot be "
+            "interrupted): exiting now\n");
+        _exit(128 + g_stop_signal.load());
+      }
+    }
+  });
+}
 
 StopSignals::~StopSignals() {
   quit_ = true;

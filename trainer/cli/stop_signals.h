@@ -6,8 +6,13 @@
 // StopSignals receives them synchronously on its own thread with sigtimedwait. Threads that
 // libraries started before main() (OpenBLAS's pool, created when the library loads) cannot be
 // masked from here: for them a handler (SA_RESTART, async-signal-safe) does the same thing.
-// The first signal is stored for the trainer to poll; a second one ends the process at once with
+// The first signal is stored for the command to poll; a second one ends the process at once with
 // status 128 + signal (everything written so far is already flushed).
+//
+// Two ways to stop (docs/runs.md): training finishes the current step and saves a checkpoint
+// (after_step); every other command stops at its next poll, between two tensors, tokens or
+// documents (prompt), and if it is still running kGraceSeconds later (inside a library call
+// that cannot be interrupted, such as SentencePiece's training) the process exits by itself.
 #pragma once
 
 #include <atomic>
@@ -19,8 +24,11 @@ void block_stop_signals();
 
 class StopSignals {
  public:
-  StopSignals();   // needs block_stop_signals() to have run in the main thread
-  ~StopSignals();  // stops the receiving thread
+  enum class Mode { after_step, prompt };
+  static constexpr int kGraceSeconds = 3;
+
+  explicit StopSignals(Mode mode);  // needs block_stop_signals() to have run in the main thread
+  ~StopSignals();                   // stops the receiving thread
   StopSignals(const StopSignals&) = delete;
   StopSignals& operator=(const StopSignals&) = delete;
 

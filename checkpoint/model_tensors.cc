@@ -1,0 +1,111 @@
+#include "checkpoint/model_tensors.h"
+
+#include <algorithm>
+#include <limits>
+
+namespace moetron::checkpoint {
+namespace {
+
+using config::ModelConfig;
+
+uint64_t u(int64_t v) {
+  return static_cast<uint64_t>(v);
+}
+
+int64_t kv_heads(const ModelConfig& m) {
+  return m.num_key_value_heads() == 0 ? m.num_attention_heads() : m.num_key_value_heads();
+}
+
+int64_t head_dim(const ModelConfig& m) {
+  return m.num_attention_heads() > 0 ? m.hidden_size() / m.num_attention_heads() : 0;
+}
+
+// docs/moe.md: layers l >= first_k_dense_replace and every MTP block (l >= L) are MoE.
+bool is_moe_layer(const ModelConfig& m, int64_t l) {
+  return m.moe().n_routed_experts() > 0 &&
+         (l >= m.moe().first_k_dense_replace() || l >= m.num_hidden_layers());
+}
+
+std::string layer(int64_t l) {
+  return "model.layers." + std::to_string(l) + ".";
+}
+
+// Sizes of up to ~2^94 (three int32 factors and a layer count) fit; the result saturates.
+using Wide = unsigned __int128;
+
+uint64_t saturate(Wide v) {
+  return v > std::numeric_limits<uint64_t>::max() ? std::numeric_limits<uint64_t>::max()
+                                                  : static_cast<uint64_t>(v);
+}
+
+}  // namespace
+
+std::vector<ModelTensor> model_tensors(const ModelConfig& m) {
+  const uint64_t d = u(m.hidden_size()), V = u(m.vocab_size()), hd = u(head_dim(m));
+  const uint64_t H = u(m.num_attention_heads()), KV = u(kv_heads(m));
+  const int64_t L = m.num_hidden_layers(), D = m.num_nextn_predict_layers();
+  const config::MoeConfig& e = m.moe();
+  std::vector<ModelTensor> out;
+  out.push_back({"model.embed_tokens.weight", {V, d}});
+  auto swiglu = [&](const std::string& prefix, uint64_t inter) {
+    out.push_back({prefix + "gate_proj.weight", {inter, d}});
+    out.push_back({prefix + "up_proj.weight", {inter, d}});
+    out.push_back({prefix + "down_proj.weight", {d, inter}});
+  };
+  for (int64_t l = 0; l < L + D; ++l) {
+    const std::string p = layer(l);
+    if (l >= L) {  // MTP module k = l - L + 1
+      out.push_back({p + "enorm.weight", {d}});
+      out.push_back({p + "hnorm.weight", {d}});
+      out.push_back({p + "eh_proj.weight", {d, 2 * d}});
+    }
+    out.push_back({p + "input_layernorm.weight", {d}});
+    out.push_back({p + "self_attn.q_proj.weight", {H * hd, d}});
+    out.push_back({p + "self_attn.k_proj.weight", {KV * hd, d}});
+    out.push_back({p + "self_attn.v_proj.weight", {KV * hd, d}});
+    out.push_back({p + "self_attn.o_proj.weight", {d, H * hd}});
+    out.push_back({p + "post_attention_layernorm.weight", {d}});
+    if (is_moe_layer(m, l)) {
+      const uint64_t E = u(e.n_routed_experts()), I = u(e.moe_intermediate_size());
+      out.push_back({p + "mlp.gate.weight", {E, d}});
+      out.push_back({p + "mlp.gate.e_score_correction_bias", {E}});
+      for (uint64_t x = 0; x < E; ++x) swiglu(p + "mlp.experts." + std::to_string(x) + ".", I);
+      if (e.n_shared_experts() > 0) swiglu(p + "mlp.shared_experts.", u(e.n_shared_experts()) * I);
+    } else {
+      swiglu(p + "mlp.", u(m.intermediate_size()));
+    }
+    if (l >= L) out.push_back({p + "shared_head.norm.weight", {d}});
+  }
+  out.push_back({"model.norm.weight", {d}});
+  if (!m.tie_word_embeddings()) out.push_back({"lm_head.weight", {V, d}});
+  return out;
+}
+
+ModelSize model_size(const ModelConfig& m) {
+  const Wide d = u(m.hidden_size()), V = u(m.vocab_size()), hd = u(head_dim(m));
+  const Wide H = u(m.num_attention_heads()), KV = u(kv_heads(m));
+  const Wide L = u(m.num_hidden_layers()), D = u(m.num_nextn_predict_layers());
+  const config::MoeConfig& e = m.moe();
+  const Wide E = u(e.n_routed_experts()), I = u(e.moe_intermediate_size());
+  // Per layer: the attention block and its norms; the FFN, dense or MoE; the MTP extras.
+  const Wide attn_tensors = 6, attn_elements = 2 * d + (2 * H + 2 * KV) * hd * d;
+  const Wide dense_tensors = 3, dense_elements = 3 * u(m.intermediate_size()) * d;
+  const Wide shared = u(e.n_shared_experts()) * I;
+  const Wide moe_tensors = 2 + 3 * E + (shared > 0 ? 3 : 0);
+  const Wide moe_elements = E * d + E + 3 * E * I * d + 3 * shared * d;
+  const Wide mtp_tensors = 4, mtp_elements = 2 * d + 2 * d * d + d;
+  // MoE layers: from first_k_dense_replace on, and every MTP block.
+  const Wide dense_layers =
+      E > 0 ? std::min<Wide>(L, u(std::max(0, e.first_k_dense_replace()))) : L;
+  const Wide moe_layers = E > 0 ? L - dense_layers + D : 0;
+  const Wide head = m.tie_word_embeddings() ? 0 : 1;
+  const Wide tensors = 1 + (L + D) * attn_tensors +
+                       (dense_layers + (E > 0 ? 0 : D)) * dense_tensors + moe_layers * moe_tensors +
+                       D * mtp_tensors + 1 + head;
+  const Wide elements = V * d + (L + D) * attn_elements +
+                        (dense_layers + (E > 0 ? 0 : D)) * dense_elements +
+                        moe_layers * moe_elements + D * mtp_elements + d + head * V * d;
+  return {saturate(tensors), saturate(elements)};
+}
+
+}  // namespace moetron::checkpoint
