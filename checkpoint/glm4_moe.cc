@@ -3,25 +3,21 @@
 #include <charconv>
 #include <sstream>
 
+#include "configs/config.h"
 #include "core/check.h"
 #include "data/json.h"
 
 namespace moetron::checkpoint {
 namespace {
 
+using moetron::head_dim;
+using moetron::kv_heads;
+
 using config::ModelConfig;
 using detail::concat;
 
 uint64_t u(int64_t v) {
   return static_cast<uint64_t>(v);
-}
-
-int64_t kv_heads(const ModelConfig& m) {
-  return m.num_key_value_heads() == 0 ? m.num_attention_heads() : m.num_key_value_heads();
-}
-
-int64_t head_dim(const ModelConfig& m) {
-  return m.hidden_size() / m.num_attention_heads();
 }
 
 // The shortest text that reads back as the same float, always with a fraction or exponent so

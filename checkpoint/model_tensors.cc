@@ -3,21 +3,18 @@
 #include <algorithm>
 #include <limits>
 
+#include "configs/config.h"
+
 namespace moetron::checkpoint {
 namespace {
+
+using moetron::head_dim;
+using moetron::kv_heads;
 
 using config::ModelConfig;
 
 uint64_t u(int64_t v) {
   return static_cast<uint64_t>(v);
-}
-
-int64_t kv_heads(const ModelConfig& m) {
-  return m.num_key_value_heads() == 0 ? m.num_attention_heads() : m.num_key_value_heads();
-}
-
-int64_t head_dim(const ModelConfig& m) {
-  return m.num_attention_heads() > 0 ? m.hidden_size() / m.num_attention_heads() : 0;
 }
 
 // docs/moe.md: layers l >= first_k_dense_replace and every MTP block (l >= L) are MoE.

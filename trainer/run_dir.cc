@@ -81,13 +81,28 @@ bool same_directory(const fs::path& a, const fs::path& b) {
   return fs::equivalent(a, b, ec);
 }
 
-// The entries of `dir` a run may leave behind, without the lock and owner files.
+bool is_bookkeeping(const std::string& name) {
+  return name == kLockFile || name == kOwnerFile;
+}
+
+// Whether `p` is a directory that holds nothing but lock and owner files (a checkpoint
+// directory a start created before it was refused, say).
+bool is_vacant_directory(const fs::path& p) {
+  std::error_code ec;
+  if (!fs::is_directory(fs::symlink_status(p, ec))) return false;
+  for (const auto& e : fs::directory_iterator(p, ec))
+    if (!is_bookkeeping(e.path().filename().string())) return false;
+  return !ec;
+}
+
+// The entries of `dir` a run may leave behind, without the lock and owner files (and
+// directories holding nothing else).
 std::vector<std::string> entries(const fs::path& dir, bool checkpoint_files_only) {
   std::vector<std::string> out;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     const std::string name = e.path().filename().string();
-    if (name == kLockFile || name == kOwnerFile) continue;
+    if (is_bookkeeping(name) || is_vacant_directory(e.path())) continue;
     if (!checkpoint_files_only || is_checkpoint_file(name)) out.push_back(name);
   }
   if (ec) throw Error(concat("cannot list ", dir, ": ", ec.message()));
@@ -212,11 +227,16 @@ RunDirectories::RunDirectories(const fs::path& run_dir, const fs::path& checkpoi
                          kOwnerFile, "); a run never prunes, replaces or continues another run's ",
                          "checkpoints: choose another ", field));
     const std::vector<std::string> files = entries(dir, true);
+    if (!files.empty() && existing == Existing::refuse)
+      throw Error(concat(field, " ", dir, " holds checkpoints (", listed(files),
+                         ") of an earlier run. Choose another ", field, ", pass --resume to ",
+                         "continue from them, or --overwrite to replace them"));
     // Checkpoints no owner file claims: those of a run from before owner files (the run
     // directory has none either), or copied there by hand. --resume may continue from them;
-    // nothing else touches them.
-    if (owner.kind == Owner::Kind::none && !files.empty() && existing != Existing::resume &&
-        !(run.kind == Owner::Kind::none && dir == run_dir_ / "checkpoints" && !present.empty()))
+    // --overwrite removes only a pre-owner run's own.
+    const bool pre_owner_run = run.kind == Owner::Kind::none && dir == run_dir_ / "checkpoints";
+    if (owner.kind == Owner::Kind::none && !files.empty() && existing == Existing::overwrite &&
+        !pre_owner_run)
       throw Error(concat(field, " ", dir, " holds checkpoints (", listed(files),
                          ") that no run claims (no ", kOwnerFile,
                          "); moetron neither adopts nor deletes them: pass --resume to continue "
@@ -226,7 +246,8 @@ RunDirectories::RunDirectories(const fs::path& run_dir, const fs::path& checkpoi
   }
 
   // Then the changes: the old run's files go (all or none), the owner files are written.
-  run_id_ = existing == Existing::resume && !run.id.empty() ? run.id : new_run_id();
+  // The run keeps its ID but when it is replaced.
+  run_id_ = existing != Existing::overwrite && !run.id.empty() ? run.id : new_run_id();
   if (existing == Existing::overwrite) {
     for (const char* name : kRunFiles)
       if (fs::exists(fs::symlink_status(run_dir_ / name))) old_files.push_back(run_dir_ / name);

@@ -20,6 +20,7 @@
 #include "configs/config.h"
 #include "core/check.h"
 #include "data/hash.h"
+#include "tests/checkpoint/h5_edit.h"
 #include "tests/process.h"
 #include "tests/trainer/train_fixture.h"
 #include "trainer/trainer.h"
@@ -97,12 +98,7 @@ class Trust : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new TempDir;
-    config::RunConfig cfg = testing::small_run(*dir_ / "run", 2);
-    config::MoeConfig* moe = cfg.mutable_model()->mutable_moe();
-    moe->set_n_routed_experts(4);
-    moe->set_num_experts_per_tok(2);
-    moe->set_moe_intermediate_size(16);
-    moe->set_n_shared_experts(1);
+    config::RunConfig cfg = testing::small_moe_run(*dir_ / "run", 2);
     std::ostringstream log;
     train(cfg, log);
     good_ = new fs::path(*dir_ / "run" / "checkpoints" / "step-00000002.h5");
@@ -112,12 +108,7 @@ class Trust : public ::testing::Test {
     delete dir_;
   }
   static fs::path copy_with(const std::string& name, const std::function<void(hid_t)>& edit) {
-    const fs::path copy = *dir_ / name;
-    fs::copy_file(*good_, copy, fs::copy_options::overwrite_existing);
-    const hid_t f = H5Fopen(copy.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
-    edit(f);
-    H5Fclose(f);
-    return copy;
+    return test::copy_and_edit(*good_, *dir_ / name, edit);
   }
   // The real program on `args`, in at most 1 GiB of address space and 30 s; its output.
   static std::string run(const std::vector<std::string>& args, test::Exit& exit) {

@@ -20,12 +20,7 @@ using data::testing::TempDir;
 const fs::path& trained_run() {
   static TempDir dir;
   static const bool trained = [] {
-    config::RunConfig cfg = testing::small_run(dir.path(), 12);
-    config::MoeConfig* moe = cfg.mutable_model()->mutable_moe();
-    moe->set_n_routed_experts(4);
-    moe->set_num_experts_per_tok(2);
-    moe->set_moe_intermediate_size(16);
-    moe->set_n_shared_experts(1);
+    config::RunConfig cfg = testing::small_moe_run(dir.path(), 12);
     std::ostringstream log;
     train(cfg, log);
     return true;

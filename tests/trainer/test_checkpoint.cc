@@ -17,6 +17,7 @@
 #include "core/check.h"
 #include "data/hash.h"
 #include "models/model.h"
+#include "tests/checkpoint/h5_edit.h"
 #include "tests/trainer/train_fixture.h"
 #include "trainer/checkpoints.h"
 #include "trainer/trainer.h"
@@ -30,12 +31,8 @@ using testing::lines_of;
 
 // The MoE + MTP model of the fixture's small run, with gradient accumulation.
 config::RunConfig moe_run(const fs::path& run_dir, int steps) {
-  config::RunConfig cfg = testing::small_run(run_dir, steps);
+  config::RunConfig cfg = testing::small_moe_run(run_dir, steps);
   config::MoeConfig* moe = cfg.mutable_model()->mutable_moe();
-  moe->set_n_routed_experts(4);
-  moe->set_num_experts_per_tok(2);
-  moe->set_moe_intermediate_size(16);
-  moe->set_n_shared_experts(1);
   moe->set_bias_update_speed(0.01f);
   moe->set_seq_aux_loss_alpha(0.01f);
   cfg.mutable_data()->set_grad_accum_steps(2);
@@ -210,12 +207,7 @@ class Damaged : public ::testing::Test {
 
   // A copy of the good checkpoint, changed by `edit` through the HDF5 API.
   static fs::path copy_with(const std::string& name, const std::function<void(hid_t)>& edit) {
-    fs::path copy = *dir_ / name;
-    fs::copy_file(*good_, copy, fs::copy_options::overwrite_existing);
-    const hid_t f = H5Fopen(copy.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
-    edit(f);
-    H5Fclose(f);
-    return copy;
+    return test::copy_and_edit(*good_, *dir_ / name, edit);
   }
 
   // The error of loading `file` into the model of `cfg`, and the file unchanged by it.

@@ -207,6 +207,19 @@ TEST(Ownership, ABadLatestNamesTheProblemAndTheWayOut) {
   EXPECT_HAS(resume_error(), "more than the 4096 such a file may hold");
 }
 
+// A start that was refused leaves nothing in the way of the next one: a --resume of a new
+// directory (nothing to resume) and then a plain start into it, with checkpoint.dir elsewhere.
+TEST(Ownership, ARefusedStartLeavesNothingInTheWay) {
+  TempDir dir;
+  config::RunConfig cfg = testing::small_run(dir / "run", 2);
+  EXPECT_HAS(train_error(cfg, with(false, true)), "holds no checkpoint");
+  cfg.mutable_checkpoint()->set_dir((dir / "elsewhere").string());
+  EXPECT_HAS(train_error(cfg, with(false, true)), "holds no checkpoint");
+  std::ostringstream log;
+  EXPECT_EQ(train(cfg, log).steps, 2);
+  EXPECT_TRUE(fs::exists(dir / "elsewhere" / "step-00000002.h5"));
+}
+
 TEST(Ownership, ResumingPastTheScheduleOrOnOtherDataIsRefused) {
   TempDir dir;
   config::RunConfig cfg = testing::small_run(dir / "run", 4);

@@ -49,6 +49,17 @@ inline config::RunConfig small_run(const std::filesystem::path& run_dir, int ste
   return cfg;
 }
 
+// The small run with MoE layers: 4 routed experts (top-2) of width 16 and one shared expert.
+inline config::RunConfig small_moe_run(const std::filesystem::path& run_dir, int steps) {
+  config::RunConfig cfg = small_run(run_dir, steps);
+  config::MoeConfig* moe = cfg.mutable_model()->mutable_moe();
+  moe->set_n_routed_experts(4);
+  moe->set_num_experts_per_tok(2);
+  moe->set_moe_intermediate_size(16);
+  moe->set_n_shared_experts(1);
+  return cfg;
+}
+
 inline std::vector<std::string> lines_of(const std::filesystem::path& file) {
   std::ifstream in(file);
   std::vector<std::string> lines;
