@@ -31,10 +31,14 @@ CheckpointReader::CheckpointReader(const std::filesystem::path& path, MPI_Comm c
   // more tensors than the file holds costs nothing, and names the missing one.
   const std::vector<std::string> found = file_.list("/params");
   const ModelSize size = model_size(model);
-  if (size.tensors > 2 * found.size() + 64 || size.elements > file_.bytes() / 4)
-    throw Error(concat(where, ": its config describes a model of ", size.tensors, " tensors (",
-                       size.elements, " parameters), and the file holds ", found.size(),
-                       " tensors in ", file_.bytes(), " bytes: the config or the file is damaged"));
+  if (size.tensors > 2 * found.size() + 64)
+    throw Error(concat(where, ": its config describes a model of ", size.tensors,
+                       " tensors, and the file holds ", found.size(),
+                       ": the config or the file is damaged"));
+  if (size.elements > file_.bytes() / 4)
+    throw Error(concat(where, ": its config describes a model of ", size.elements,
+                       " parameters (4 bytes each), more than the file's ", file_.bytes(),
+                       " bytes hold: the config or the file is damaged"));
   tensors_ = model_tensors(model);
   std::vector<std::string> expected;
   uint64_t stored = 0;

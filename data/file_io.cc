@@ -123,6 +123,22 @@ std::string read_file(const std::filesystem::path& file, uint64_t max_bytes,
   return out;
 }
 
+AppendFile::AppendFile(const std::filesystem::path& file, bool append)
+    : path_(file),
+      fd_(::open(file.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | (append ? O_APPEND : O_TRUNC),
+                 0644)) {
+  if (fd_.get() < 0) throw Error(concat("cannot open ", file, " for writing: ", errno_text()));
+}
+
+void AppendFile::write(std::string_view text) {
+  while (!text.empty()) {
+    const ssize_t n = ::write(fd_.get(), text.data(), text.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw Error(concat("cannot write ", path_, ": ", errno_text()));
+    text.remove_prefix(static_cast<size_t>(n));
+  }
+}
+
 void write_file_atomic(const std::filesystem::path& file,
                        std::span<const std::span<const std::byte>> parts) {
   // The pid keeps concurrent writers (e.g. two prepare runs) off each other's temp files.

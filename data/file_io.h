@@ -67,6 +67,21 @@ class MappedFile {
 std::string read_file(const std::filesystem::path& file, uint64_t max_bytes,
                       std::string_view what = "file");
 
+// A log-like file written line by line: each write goes to the kernel at once (a crash or a
+// signal never loses what was written), and a failure is an Error with the file and errno's
+// reason ("No space left on device").
+class AppendFile {
+ public:
+  // append: continue the file; otherwise start it empty.
+  AppendFile(const std::filesystem::path& file, bool append);
+  void write(std::string_view text);
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+  Fd fd_;
+};
+
 // fsync of a file or a directory (after a rename, the directory, so the rename is durable).
 // Throws Error naming the path.
 void fsync_path(const std::filesystem::path& path);

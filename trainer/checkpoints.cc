@@ -79,9 +79,9 @@ fs::path Checkpoints::resume_point(const std::string& spec) const {
   }
   int64_t step = -1;
   const auto [end, ec] = std::from_chars(spec.data(), spec.data() + spec.size(), step);
-  const fs::path file = ec == std::errc() && end == spec.data() + spec.size() && step >= 0
-                            ? dir_ / checkpoint_name(step)
-                            : fs::path(spec);
+  fs::path file = ec == std::errc() && end == spec.data() + spec.size() && step >= 0
+                      ? dir_ / checkpoint_name(step)
+                      : fs::path(spec);
   std::error_code fec;
   if (!fs::exists(file, fec))
     throw Error(concat("--resume-from ", spec, ": ", file, " does not exist", alternatives()));
@@ -141,7 +141,7 @@ void Checkpoints::prune(const fs::path& saved) const {
 checkpoint::TrainState Checkpoints::load(const fs::path& file, Model& model, AdamW& optimizer,
                                          const config::RunConfig& cfg) {
   checkpoint::OptimizerState opt = state_of(optimizer);
-  const checkpoint::TrainState state = checkpoint::load(file, model.params(), &opt, cfg, groups_);
+  checkpoint::TrainState state = checkpoint::load(file, model.params(), &opt, cfg, groups_);
   optimizer.set_steps(opt.step);
   return state;
 }

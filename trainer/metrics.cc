@@ -54,15 +54,10 @@ std::string JsonLine::str() const {
   return s + "}";
 }
 
-MetricsWriter::MetricsWriter(const std::string& path, bool append)
-    : path_(path), out_(path, append ? std::ios::app : std::ios::trunc) {
-  if (!out_) throw Error("cannot open metrics file " + path + " for writing");
-}
+MetricsWriter::MetricsWriter(const std::string& path, bool append) : out_(path, append) {}
 
 void MetricsWriter::write(const JsonLine& line) {
-  out_ << line.str() << '\n';
-  out_.flush();
-  if (!out_) throw Error("writing " + path_ + " failed");
+  out_.write(line.str() + '\n');
 }
 
 }  // namespace moetron

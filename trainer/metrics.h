@@ -3,11 +3,12 @@
 #pragma once
 
 #include <cstdint>
-#include <fstream>
 #include <span>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "data/file_io.h"
 
 namespace moetron {
 
@@ -27,11 +28,10 @@ class MetricsWriter {
  public:
   // append: continue an existing file (a resumed run) instead of starting it anew.
   explicit MetricsWriter(const std::string& path, bool append = false);
-  void write(const JsonLine& line);
+  void write(const JsonLine& line);  // throws Error naming the file and the cause
 
  private:
-  std::string path_;
-  std::ofstream out_;
+  data::AppendFile out_;
 };
 
 }  // namespace moetron

@@ -180,22 +180,51 @@ DirectoryLock::~DirectoryLock() {
   if (fd_ >= 0) ::close(fd_);  // closing releases the flock
 }
 
+namespace {
+
+// The owner checks of one directory, made before it is locked (a refused run leaves nothing, not
+// even its pid, in another run's directory) and again once locked (the owner cannot have
+// changed under the lock).
+void check_run_owner(const fs::path& dir, const Owner& o) {
+  if (o.kind == Owner::Kind::checkpoints)
+    throw Error(concat(kRunField, " ", dir, " is the checkpoint directory of another run (",
+                       o.run_dir.empty() ? "see its " + std::string(kOwnerFile) : o.run_dir,
+                       "); choose another ", kRunField));
+}
+
+void check_checkpoint_owner(const fs::path& dir, const std::string& field, const Owner& o,
+                            const std::string& run_id) {
+  if (o.kind == Owner::Kind::run)
+    throw Error(concat(field, " ", dir,
+                       " is the run directory of another run; a run never writes into another "
+                       "run's directory: choose another ",
+                       field));
+  if (o.kind == Owner::Kind::checkpoints && (run_id.empty() || o.id != run_id))
+    throw Error(concat(field, " ", dir, " holds the checkpoints of another run (run directory ",
+                       o.run_dir.empty() ? "unknown" : o.run_dir, ", per its ", kOwnerFile,
+                       "); a run never prunes, replaces or continues another run's checkpoints: "
+                       "choose another ",
+                       field));
+}
+
+}  // namespace
+
 RunDirectories::RunDirectories(const fs::path& run_dir, const fs::path& checkpoint_dir,
                                Existing existing)
     : run_dir_(run_dir), checkpoint_dir_(checkpoint_dir) {
   // Checks first: nothing below changes a file until every one has passed.
+  check_run_owner(run_dir_, read_owner(run_dir_));
   locks_.push_back(std::make_unique<DirectoryLock>(run_dir_, kRunField));
   const Owner run = read_owner(run_dir_);
-  if (run.kind == Owner::Kind::checkpoints)
-    throw Error(concat(kRunField, " ", run_dir_, " is the checkpoint directory of another run (",
-                       run.run_dir.empty() ? "see its " + std::string(kOwnerFile) : run.run_dir,
-                       "); choose another ", kRunField));
+  check_run_owner(run_dir_, run);
   const std::vector<std::string> present = entries(run_dir_, false);
   if (!present.empty() && existing == Existing::refuse)
     throw Error(concat(kRunField, " ", run_dir_, " is not empty (", listed(present),
                        "): it holds an earlier run. Choose a new directory (--set ", kRunField,
                        "=...), pass --resume to continue it from its latest checkpoint, or "
                        "--overwrite to replace its files"));
+  // A run from before owner files: its directory holds its files but no owner file.
+  const bool pre_owner_run = run.kind == Owner::Kind::none && !present.empty();
 
   const bool separate = !same_directory(run_dir_, checkpoint_dir_) &&
                         fs::weakly_canonical(run_dir_) != fs::weakly_canonical(checkpoint_dir_);
@@ -214,34 +243,26 @@ RunDirectories::RunDirectories(const fs::path& run_dir, const fs::path& checkpoi
   for (const fs::path& dir : checkpoint_dirs) {
     const bool configured = dir == checkpoint_dir_;
     const std::string field = configured ? kCheckpointField : kRunField;
+    check_checkpoint_owner(dir, field, read_owner(dir), run.id);
     if (configured) locks_.push_back(std::make_unique<DirectoryLock>(dir, field));
     const Owner owner = read_owner(dir);
-    if (owner.kind == Owner::Kind::run)
-      throw Error(concat(field, " ", dir,
-                         " is the run directory of another run; a run never writes into another "
-                         "run's directory: choose another ",
-                         field));
-    if (owner.kind == Owner::Kind::checkpoints && (run.id.empty() || owner.id != run.id))
-      throw Error(concat(field, " ", dir, " holds the checkpoints of another run (run directory ",
-                         owner.run_dir.empty() ? "unknown" : owner.run_dir, ", per its ",
-                         kOwnerFile, "); a run never prunes, replaces or continues another run's ",
-                         "checkpoints: choose another ", field));
+    check_checkpoint_owner(dir, field, owner, run.id);
     const std::vector<std::string> files = entries(dir, true);
     if (!files.empty() && existing == Existing::refuse)
       throw Error(concat(field, " ", dir, " holds checkpoints (", listed(files),
                          ") of an earlier run. Choose another ", field, ", pass --resume to ",
                          "continue from them, or --overwrite to replace them"));
-    // Checkpoints no owner file claims: those of a run from before owner files (the run
-    // directory has none either), or copied there by hand. --resume may continue from them;
-    // --overwrite removes only a pre-owner run's own.
-    const bool pre_owner_run = run.kind == Owner::Kind::none && dir == run_dir_ / "checkpoints";
-    if (owner.kind == Owner::Kind::none && !files.empty() && existing == Existing::overwrite &&
-        !pre_owner_run)
+    // Checkpoints no owner file claims belong to a run from before owner files, or were copied
+    // there by hand: only that run itself continues them (--resume) or replaces its default
+    // checkpoints/ (--overwrite); nothing else adopts or deletes them.
+    const bool adoptable =
+        pre_owner_run && (existing == Existing::resume || dir == run_dir_ / "checkpoints");
+    if (owner.kind == Owner::Kind::none && !files.empty() && !adoptable)
       throw Error(concat(field, " ", dir, " holds checkpoints (", listed(files),
                          ") that no run claims (no ", kOwnerFile,
-                         "); moetron neither adopts nor deletes them: pass --resume to continue "
-                         "from them, or choose another ",
-                         field));
+                         "); moetron neither adopts nor deletes them. To continue from one, pass "
+                         "its file to --resume-from and choose another ",
+                         field, " for this run"));
     for (const std::string& name : files) old_files.push_back(dir / name);
   }
 

@@ -7,7 +7,6 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <iomanip>
 #include <limits>
 #include <optional>
@@ -54,18 +53,25 @@ class Log {
  public:
   Log() = default;
   Log(std::ostream& console, const std::filesystem::path& file, bool append)
-      : console_(&console), file_(file, append ? std::ios::app : std::ios::trunc) {
-    if (!file_) throw Error("cannot open " + file.string() + " for writing");
-  }
+      : console_(&console), file_(std::in_place, file, append) {}
   void line(const std::string& s) {
     if (!console_) return;
     *console_ << s << std::endl;
-    file_ << s << std::endl;
+    file_->write(s + '\n');
+  }
+  // The error that ends the run: into train.log alone (the caller reports it on stderr), and
+  // as well as it can be (the error may be that train.log cannot be written).
+  void error(const std::string& s) noexcept {
+    if (!file_) return;
+    try {
+      file_->write("error: " + s + '\n');
+    } catch (const Error&) {
+    }
   }
 
  private:
   std::ostream* console_ = nullptr;
-  std::ofstream file_;
+  std::optional<data::AppendFile> file_;
 };
 
 double mean(const std::vector<double>& v) {
@@ -529,7 +535,7 @@ TrainResult train(const config::RunConfig& cfg, std::ostream& console,
     Run run(cfg, groups, *train_set, val_set, lc.run_dir(), log, options, resume_from);
     return run.run();
   } catch (const std::exception& e) {
-    log.line("error: " + error_text(e));  // train.log tells the whole story
+    log.error(error_text(e));  // train.log tells the whole story
     throw;
   }
 }

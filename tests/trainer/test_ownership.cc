@@ -78,9 +78,11 @@ TEST(Ownership, ASecondRunNeverTouchesAnotherRunsCheckpoints) {
   config::RunConfig b = testing::small_run(dir / "B", 3);
   b.mutable_checkpoint()->set_dir(a_ckpt.string());
   b.mutable_checkpoint()->set_keep_last(1);
-  // While A lives: its lock.
+  // While A lives: its owner file (checked before B would take A's lock: B leaves no trace).
+  const std::string a_lock = read_text(a_ckpt / ".lock");
   for (const TrainOptions& o : {with(false, false), with(true, false), with(false, true)})
-    EXPECT_HAS(train_error(b, o), "is in use by another moetron run");
+    EXPECT_HAS(train_error(b, o), "holds the checkpoints of another run");
+  EXPECT_EQ(read_text(a_ckpt / ".lock"), a_lock);
   ASSERT_EQ(kill(pid, SIGTERM), 0);
   const test::Exit end = test::wait_for(pid);
   ASSERT_TRUE(end.exited) << read_text(dir / "a.out");
@@ -105,6 +107,42 @@ TEST(Ownership, ASecondRunNeverTouchesAnotherRunsCheckpoints) {
   a.mutable_schedule()->set_total_steps(saved + 5);
   std::ostringstream log;
   EXPECT_EQ(train(a, log, with(false, true)).steps, saved + 5);
+}
+
+// Checkpoints no owner file claims (a run from before owner files): only that run continues
+// them; another run is refused even with --resume (it adopted and pruned them before), and a
+// refused run leaves nothing in the other run's directory, not even its pid in the lock file.
+TEST(Ownership, UnclaimedCheckpointsAreContinuedOnlyByTheirOwnRun) {
+  TempDir dir;
+  config::RunConfig a = testing::small_run(dir / "A", 3);
+  a.mutable_checkpoint()->set_interval(1);
+  a.mutable_checkpoint()->set_keep_last(0);
+  std::ostringstream log;
+  train(a, log);
+  fs::remove(dir / "A" / ".moetron-owner");  // as a build before owner files left it
+  fs::remove(dir / "A" / "checkpoints" / ".moetron-owner");
+  const auto a_files = snapshot(dir / "A");
+  const std::string lock = read_text(dir / "A" / "checkpoints" / ".lock");
+  config::RunConfig b = testing::small_run(dir / "B", 5);
+  b.mutable_checkpoint()->set_dir((dir / "A" / "checkpoints").string());
+  b.mutable_checkpoint()->set_keep_last(1);
+  for (const TrainOptions& o : {with(true, false), with(false, true)}) {
+    const std::string msg = train_error(b, o);
+    EXPECT_HAS(msg, "that no run claims (no .moetron-owner); moetron neither adopts nor deletes");
+    EXPECT_HAS(msg, "--resume-from");
+  }
+  EXPECT_EQ(snapshot(dir / "A"), a_files);
+  EXPECT_EQ(read_text(dir / "A" / "checkpoints" / ".lock"), lock);
+  // What the message offers: B continues from one of A's files in a directory of its own.
+  b.mutable_checkpoint()->clear_dir();
+  EXPECT_EQ(
+      train(b, log, with(false, true, (dir / "A" / "checkpoints" / "step-00000002.h5").string()))
+          .steps,
+      5);
+  EXPECT_EQ(snapshot(dir / "A"), a_files);
+  // A itself continues its own.
+  a.mutable_schedule()->set_total_steps(4);
+  EXPECT_EQ(train(a, log, with(false, true)).steps, 4);
 }
 
 // --overwrite removes the files the earlier run wrote (config.pbtxt, train.log, metrics.jsonl,
