@@ -231,19 +231,18 @@ def gen_head_ce(out):
 def train_steps(lib, params: dict, cfg, ocfg: ref.OptimConfig, tokens, after_step=None):
     """The loop of a whole-model golden, for lib = model or moe: per window tokens[s],
     lib.forward_backward, then lib.optimizer_step (AdamW with clipping), then after_step(result)
-    if given. Returns the per-step results of forward_backward, the pre-clip grad norms and the
-    step-0 gradients (of every parameter that has one)."""
+    if given. Returns the per-step results of forward_backward, the pre-clip grad norms and each
+    step's gradients before clipping (of every parameter that has one)."""
     opt = lib.make_optimizer(params, ocfg)
-    results, norms, grads0 = [], [], None
+    results, norms, grads = [], [], []
     for s in range(len(tokens)):
         r = lib.forward_backward(params, cfg, tokens[s])
-        if s == 0:
-            grads0 = {k: v.grad.detach().clone() for k, v in params.items() if v.grad is not None}
+        grads.append({k: v.grad.detach().clone() for k, v in params.items() if v.grad is not None})
         norms.append(lib.optimizer_step(params, ocfg, opt))
         if after_step is not None:
             after_step(r)
         results.append(r)
-    return results, norms, grads0
+    return results, norms, grads
 
 
 def step_losses(results: list, D: int) -> dict:
@@ -266,24 +265,29 @@ def model_attrs(cfg: ref.ModelConfig, ocfg: ref.OptimConfig, B, T, steps, seed, 
     return attrs
 
 
-def write_model_golden(path, attrs: dict, init: dict, tokens, losses: dict, grads0: dict, norms,
+def write_model_golden(path, attrs: dict, init: dict, tokens, losses: dict, grads: list, norms,
                        final: dict, extra: dict | None = None, writer=Writer):
     """Writes a whole-model golden, datasets in this order: /params/* (initial), /tokens,
-    /losses/<name> (in the order of `losses`), /grads0/*, /grad_norm, /params_final/*, then the
-    `extra` datasets by full name."""
+    /losses/<name> (in the order of `losses`), /grads0/* (step 0's gradients, before clipping),
+    /grad_norm, /params_final/*, then the `extra` datasets by full name, then /grads1/*, ...
+    (the later steps' gradients: what the weight check needs to know which updates rounding
+    decides, tests/models/layer_check.h)."""
     w = writer(path, attrs)
     for k, v in init.items():
         w.put(f"params/{k}", v)
     w.put("tokens", tokens.int())
     for k, v in losses.items():
         w.put(f"losses/{k}", v)
-    for k, v in grads0.items():
+    for k, v in grads[0].items():
         w.put(f"grads0/{k}", v)
     w.put("grad_norm", torch.tensor(norms))
     for k, v in final.items():
         w.put(f"params_final/{k}", v)
     for k, v in (extra or {}).items():
         w.put(k, v)
+    for s in range(1, len(grads)):
+        for k, v in grads[s].items():
+            w.put(f"grads{s}/{k}", v)
     w.close()
 
 
@@ -294,10 +298,10 @@ def gen_model(out, fname, seed, cfg: ref.ModelConfig, ocfg: ref.OptimConfig, B, 
     D = cfg.num_nextn_predict_layers
     tokens = torch.randint(0, cfg.vocab_size, (steps, B, T + 1 + D), generator=g)
     init = {k: v.detach().clone() for k, v in params.items()}
-    results, norms, grads0 = train_steps(ref, params, cfg, ocfg, tokens)
+    results, norms, grads = train_steps(ref, params, cfg, ocfg, tokens)
     write_model_golden(os.path.join(out, fname),
                        model_attrs(cfg, ocfg, B, T, steps, seed, init_std, norm_noise),
-                       init, tokens, step_losses(results, D), grads0, norms, params)
+                       init, tokens, step_losses(results, D), grads, norms, params)
     clipped = [n > ocfg.grad_clip for n in norms]
     print(f"  {fname}: total={['%.5f' % r['total'] for r in results]} "
           f"grad_norm={['%.4f' % n for n in norms]} clip={ocfg.grad_clip} clipped={clipped}")

@@ -221,7 +221,7 @@ def gen_model_moe(out_dir, fname="model_moe.h5", seed=3001, B=2, T=16, steps=3, 
         for n in bias_names:
             bias_hist[n].append(params[n].clone())
 
-    results, norms, grads0 = gg.train_steps(moe, params, cfg, ocfg, tokens, after_step)
+    results, norms, grads = gg.train_steps(moe, params, cfg, ocfg, tokens, after_step)
     counts_hist = {n: [r["counts"][n[: -len(moe.BIAS_SUFFIX)]] for r in results]
                    for n in bias_names}
     aux = [r["aux"] for r in results]
@@ -235,7 +235,7 @@ def gen_model_moe(out_dir, fname="model_moe.h5", seed=3001, B=2, T=16, steps=3, 
         layer = n[: -len(".mlp." + moe.BIAS_SUFFIX)]  # model.layers.{l}
         extra[f"bias/{n}"] = torch.stack(bias_hist[n])
         extra[f"counts/{layer}"] = torch.stack(counts_hist[n]).int()
-    gg.write_model_golden(os.path.join(out_dir, fname), attrs, init, tokens, losses, grads0, norms,
+    gg.write_model_golden(os.path.join(out_dir, fname), attrs, init, tokens, losses, grads, norms,
                           params, extra, writer=Writer)
     clipped = [n > ocfg.grad_clip for n in norms]
     print(f"  {fname}: total={['%.5f' % r['total'] for r in results]} "
