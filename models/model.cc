@@ -123,6 +123,7 @@ Losses Model::run(std::span<const int32_t> windows, float mtp_weight, bool backw
     acc.z += st.losses.z;
     acc.rows_sent += st.rows_sent;
     acc.rows_off_rank += st.rows_off_rank;
+    acc.rows_received_off_rank += st.rows_received_off_rank;
     ++acc.micro_batches;
   }
   losses.total += losses.aux;

@@ -103,6 +103,7 @@ void MoE::forward(const Tensor& x, Tensor& y) {
   dispatcher_.plan(send_counts_);
   stats_.rows_sent = dispatcher_.sent_rows();
   stats_.rows_off_rank = dispatcher_.sent_off_rank();
+  stats_.rows_received_off_rank = dispatcher_.received_off_rank();
   const int64_t sent = dispatcher_.sent_rows(), local = dispatcher_.local_rows();
   const std::vector<int64_t>& offsets = dispatcher_.local_offsets();
   x_sent_ = x_sent_buf_.rows(sent, hidden_);

@@ -22,7 +22,7 @@ void TokenDispatcher::plan(std::span<const int64_t> counts) {
     local_offsets_.assign(counts.size() + 1, 0);
     std::partial_sum(counts.begin(), counts.end(), local_offsets_.begin() + 1);
     local_rows_ = sent_rows_;
-    sent_off_rank_ = 0;
+    sent_off_rank_ = received_off_rank_ = 0;
     return;
   }
   const int ranks = ep_comm_->size();
@@ -43,6 +43,7 @@ void TokenDispatcher::plan(std::span<const int64_t> counts) {
   std::partial_sum(local_offsets_.begin(), local_offsets_.end(), local_offsets_.begin());
   local_rows_ = local_offsets_.back();
   sent_off_rank_ = sent_rows_ - send_rows_[static_cast<size_t>(ep_comm_->rank())];
+  received_off_rank_ = local_rows_ - recv_rows_[static_cast<size_t>(ep_comm_->rank())];
   // Received rows are [source][expert]; the experts want [expert][source].
   to_expert_major_.assign(static_cast<size_t>(local_rows_), 0);
   to_source_major_.assign(static_cast<size_t>(local_rows_), 0);

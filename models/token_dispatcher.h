@@ -28,6 +28,8 @@ class TokenDispatcher {
   int64_t sent_rows() const { return sent_rows_; }
   // Of those, the rows that go to another rank's experts.
   int64_t sent_off_rank() const { return sent_off_rank_; }
+  // The rows this rank's experts receive from other ranks.
+  int64_t received_off_rank() const { return received_off_rank_; }
   int64_t local_rows() const { return local_rows_; }
   // [local experts + 1]: rows of local expert e are [offsets[e], offsets[e + 1]).
   const std::vector<int64_t>& local_offsets() const { return local_offsets_; }
@@ -41,7 +43,7 @@ class TokenDispatcher {
  private:
   int64_t experts_;
   Communicator* ep_comm_;
-  int64_t sent_rows_ = 0, sent_off_rank_ = 0, local_rows_ = 0;
+  int64_t sent_rows_ = 0, sent_off_rank_ = 0, received_off_rank_ = 0, local_rows_ = 0;
   std::vector<int64_t> local_offsets_;
   std::vector<int64_t> send_rows_, recv_rows_;  // per rank of the group
   std::vector<int32_t> to_expert_major_;        // local row <- received row

@@ -1,5 +1,7 @@
 #include "parallel/comm_volume.h"
 
+#include <cmath>
+
 namespace moetron {
 
 std::map<std::string, double> expected_comm_bytes(const ModelDims& d, const ParamTable& params,
@@ -40,15 +42,26 @@ std::map<std::string, double> expected_comm_bytes(const ModelDims& d, const Para
     bytes["tp"] = accum * (forward + backward);
   }
 
-  // ep, per micro-batch and MoE layer: the counts (blocks of experts / ep i64 to each other
-  // rank), then the routed rows of this rank's token slice that leave it: to the experts and
-  // back, forward and backward.
+  // ep: the routed rows of this rank's token slice that leave it, and as many coming in when
+  // routing is balanced (expected_ep_bytes).
   if (l.ep > 1) {
-    const double counts = (l.ep - 1) * experts / l.ep * i64;
-    const double rows = n / l.tp * k * routed_off_rank;
-    bytes["ep"] = accum * moe_layers * (counts + 4 * rows * h * f32);
+    const double rows = accum * moe_layers * n / l.tp * k * routed_off_rank;
+    bytes["ep"] = expected_ep_bytes(d, l, accum, static_cast<int64_t>(std::llround(rows)),
+                                    static_cast<int64_t>(std::llround(rows)));
   }
   return bytes;
+}
+
+double expected_ep_bytes(const ModelDims& d, const Layout& l, int accum, int64_t sent_off,
+                         int64_t received_off) {
+  if (l.ep <= 1) return 0;
+  constexpr double f32 = 4, i64 = 8;
+  double moe_layers = 0;
+  for (int64_t i = 0; i < d.layers + d.mtp_depth; ++i) moe_layers += d.is_moe_layer(i) ? 1 : 0;
+  // The counts: blocks of experts / ep i64 to each other rank, per micro-batch and MoE layer.
+  const double counts = (l.ep - 1) * static_cast<double>(d.moe.experts) / l.ep * i64;
+  return accum * moe_layers * counts +
+         2 * static_cast<double>(sent_off + received_off) * static_cast<double>(d.hidden) * f32;
 }
 
 }  // namespace moetron

@@ -424,6 +424,7 @@ TrainResult Run::run() {
     }
     result.losses.push_back(r.losses.total);
     result.main_losses.push_back(r.losses.main);
+    result.grad_norms.push_back(r.grad_norm);
     result.steps = step;
     state_.step = step;
     state_.samples_consumed += samples_per_step();

@@ -21,6 +21,7 @@ struct TrainResult {
   int64_t steps = 0;                // optimizer steps taken
   std::vector<double> losses;       // total training loss of each step
   std::vector<double> main_losses;  // main-head loss of each step
+  std::vector<double> grad_norms;   // global gradient norm of each step, before clipping
   double final_val_loss = 0.0;      // main-head validation loss at the end (NaN if none)
   int stop_signal = 0;              // the signal that stopped the run early, 0 if none
 };

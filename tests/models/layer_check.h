@@ -7,12 +7,12 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
-#include <map>
 #include <random>
 #include <string>
 
 #include "core/ops.h"
 #include "models/params.h"
+#include "tests/adam_check.h"
 #include "tests/golden.h"
 
 namespace moetron::test {
@@ -89,71 +89,17 @@ inline void expect_finite_differences(const std::string& what, Tensor x, const T
   }
 }
 
-// Weights after `steps` AdamW steps against a whole-model golden's /params_final/NAME.
-//
-// An update is lr * m / (sqrt(v) + eps), about lr times the sign of the gradient while its
-// history is short; where a step's gradient is at the level of fp32 rounding (below 1e-5 of its
-// tensor's largest that step, against 1e-6 measured between two fp32 implementations), its sign,
-// and so that update, is decided by rounding. The golden holds every step's gradients (/gradsT,
-// before clipping), so the check knows where. Every element must be within 1e-4 + 1e-3 relative
-// (seen: 6% of that at worst), and where rounding decided updates, by as much as they can move
-// it: 2 lr for each step from the element's own first rounding-decided step on, and 0.1 lr for
-// each step after the first rounding-decided step of its unit (the tensors sharing its name up
-// to the last two parts: one routed expert, one FFN, one attention), whose other weights, moved
-// apart, change this one's later gradients (seen: up to 0.023 lr, in an expert whose first tokens
-// came in step 2). Buffers (no gradient) get the first bound alone.
-class AdamCheck {
- public:
-  AdamCheck(const Golden& g, int steps) : g_(g), steps_(steps) {
-    for (int t = 0; t < steps; ++t) {
-      const std::string group = "/grads" + std::to_string(t);
-      for (const std::string& name : g.names(group)) {
-        const std::vector<float> grad = g.floats(group + "/" + name);
-        float largest = 0;
-        for (float v : grad) largest = std::max(largest, std::abs(v));
-        std::vector<int>& first = first_[name];
-        if (first.empty()) first.assign(grad.size(), steps);
-        for (size_t i = 0; i < grad.size(); ++i)
-          if (std::abs(grad[i]) < 1e-5f * largest) {
-            first[i] = std::min(first[i], t);
-            auto [it, fresh] = unit_first_.emplace(unit_of(name), t);
-            if (!fresh) it->second = std::min(it->second, t);
-          }
-      }
-    }
+// The whole-model goldens' weight check (tests/adam_check.h): each element within 1e-4 + 1e-3
+// relative of the golden's /params_final/NAME (seen: 6% of that at worst), and more only where
+// rounding decided its updates, as the golden's /gradsT of every step say.
+inline AdamCheck golden_adam_check(const Golden& g, int steps) {
+  AdamCheck check(steps, 1e-4, 1e-3);
+  for (int t = 0; t < steps; ++t) {
+    const std::string group = "/grads" + std::to_string(t);
+    for (const std::string& name : g.names(group))
+      check.add_gradient(name, t, g.floats(group + "/" + name));
   }
-
-  void expect_close(std::span<const float> got, const std::string& name, double lr) const {
-    const std::vector<float> want = g_.floats("/params_final/" + name);
-    ASSERT_EQ(got.size(), want.size()) << name;
-    const auto own = first_.find(name);
-    const auto unit = unit_first_.find(unit_of(name));
-    const int unit_steps = unit == unit_first_.end() ? 0 : std::max(0, steps_ - unit->second - 1);
-    int failures = 0;
-    for (size_t i = 0; i < got.size(); ++i) {
-      const double diff = std::abs(double{got[i]} - want[i]);
-      const int own_steps = own == first_.end() ? 0 : steps_ - own->second[i];
-      const double bound =
-          1e-4 + 1e-3 * std::abs(want[i]) + 2 * lr * own_steps + 0.1 * lr * unit_steps;
-      if (diff > bound && ++failures <= 5)
-        ADD_FAILURE() << name << "[" << i << "]: " << got[i] << " vs " << want[i] << " (|diff| "
-                      << diff << " > " << bound << "; rounding decided " << own_steps
-                      << " of its updates, and " << unit_steps << " of its unit's)";
-    }
-    EXPECT_EQ(failures, 0) << name;
-  }
-
- private:
-  static std::string unit_of(const std::string& name) {
-    const size_t last = name.rfind('.');
-    const size_t before = last == std::string::npos ? last : name.rfind('.', last - 1);
-    return before == std::string::npos ? name : name.substr(0, before + 1);
-  }
-
-  const Golden& g_;
-  int steps_;
-  std::map<std::string, std::vector<int>> first_;  // per element: first rounding-decided step
-  std::map<std::string, int> unit_first_;          // per unit: the same, of any element
-};
+  return check;
+}
 
 }  // namespace moetron::test
