@@ -1,6 +1,7 @@
 // kill -9 during checkpoint saves, with real processes, alone and under mpirun: after every
-// kill `latest` names a complete checkpoint that loads (every checksum verified) and the run
-// resumes from it; a partial file is never taken for the latest.
+// kill `latest` names a complete checkpoint that loads (every checksum verified), the next run
+// resumes from it, and the run, finished at last, has the losses and gradient norms of the run
+// that was never killed; a partial file is never taken for the latest.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -8,13 +9,16 @@
 
 #include <chrono>
 #include <fstream>
+#include <map>
 #include <random>
 #include <thread>
 
 #include "checkpoint/checkpoint.h"
+#include "checkpoint/h5.h"
 #include "models/model.h"
 #include "tests/process.h"
 #include "tests/trainer/train_fixture.h"
+#include "trainer/checkpoint_names.h"
 #include "trainer/checkpoints.h"
 
 namespace moetron {
@@ -48,14 +52,68 @@ std::string load_problem(const fs::path& file) {
   }
 }
 
+// Every training record of metrics.jsonl as (step, loss, grad_norm), as written.
+std::vector<std::string> losses_of(const fs::path& metrics) {
+  std::vector<std::string> out;
+  auto field = [](const std::string& line, const std::string& key) {
+    const size_t at = line.find("\"" + key + "\": ");
+    if (at == std::string::npos) return std::string("?");
+    const size_t from = at + key.size() + 4;
+    return line.substr(from, line.find_first_of(",}", from) - from);
+  };
+  for (const std::string& line : testing::lines_of(metrics))
+    if (line.find("\"kind\": \"train\"") != std::string::npos)
+      out.push_back(field(line, "step") + " " + field(line, "loss") + " " +
+                    field(line, "grad_norm"));
+  return out;
+}
+
+// Every dataset of a checkpoint (weights, AdamW's moments), by name.
+std::map<std::string, std::vector<float>> tensors_of(const fs::path& file) {
+  const checkpoint::H5File f(file.string(), checkpoint::H5File::Mode::read);
+  std::map<std::string, std::vector<float>> out;
+  for (const char* group : {"/params", "/exp_avg", "/exp_avg_sq"})
+    for (const std::string& name : f.list(group)) {
+      const std::string path = std::string(group) + "/" + name;
+      const std::vector<uint64_t> shape = f.shape(path);
+      const checkpoint::Rect all = shape.size() == 2 ? checkpoint::Rect{0, 0, shape[0], shape[1]}
+                                                     : checkpoint::Rect{0, 0, 1, shape[0]};
+      std::vector<float>& v = out[path];
+      v.resize(all.rows * all.cols);
+      f.read(path, {&all, 1}, v);
+    }
+  return out;
+}
+
+// The step `latest` names, or -1.
+int64_t latest_step(const fs::path& dir) {
+  const std::string name = latest_name(dir);
+  return name.size() == 16 ? std::stoll(name.substr(5, 8)) : -1;
+}
+
+std::vector<std::string> job(int ranks, const std::vector<std::string>& args) {
+  std::vector<std::string> argv;
+  if (ranks > 1)
+    argv = {"mpirun", "--oversubscribe", "--allow-run-as-root", "-np", std::to_string(ranks)};
+  argv.push_back(kMoetron);
+  argv.insert(argv.end(), args.begin(), args.end());
+  return argv;
+}
+
 // Trains, saving every step, and kills the job `kills` times at random moments once a first
-// checkpoint exists; each restart resumes. `ranks` > 1 runs under mpirun and kills one rank.
+// checkpoint exists; each restart resumes, and must continue from the checkpoint `latest` named
+// when it started. Then the run is finished (three more steps) and must have written exactly
+// the losses and gradient norms, and saved exactly the weights, of the same run never killed.
+// `ranks` > 1 runs under mpirun and kills one rank (found among the launcher's children, or the
+// test fails).
 void kill_during_saves(int ranks, int kills, uint64_t seed) {
   TempDir dir;
-  // Saves of a 2 M-parameter model take most of each step's time.
+  // Saves of a 2 M-parameter model take most of each step's time. A constant learning rate, so
+  // the last run may end the schedule anywhere and still train as the uninterrupted one did.
   config::RunConfig cfg = testing::small_run(dir / "run", 1000000);
   cfg.mutable_model()->set_hidden_size(128);
   cfg.mutable_model()->set_intermediate_size(512);
+  cfg.mutable_schedule()->set_kind(config::ScheduleConfig::CONSTANT);
   cfg.mutable_checkpoint()->set_interval(1);
   cfg.mutable_checkpoint()->set_keep_last(2);
   cfg.mutable_logging()->set_val_interval(0);
@@ -66,38 +124,45 @@ void kill_during_saves(int ranks, int kills, uint64_t seed) {
   std::mt19937_64 gen(seed);
   int during_save = 0;
   for (int i = 0; i < kills; ++i) {
-    std::vector<std::string> argv;
-    if (ranks > 1)
-      argv = {"mpirun", "--oversubscribe", "--allow-run-as-root", "-np", std::to_string(ranks)};
-    argv.insert(argv.end(), {kMoetron, "train", config.string()});
-    if (i > 0) argv.push_back("--resume");
-    const pid_t job = test::spawn(argv, dir / ("out" + std::to_string(i) + ".txt"));
-    ASSERT_GT(job, 0);
+    std::vector<std::string> args{"train", config.string()};
+    if (i > 0) args.push_back("--resume");
+    const int64_t from = latest_step(checkpoints);
+    const fs::path out = dir / ("out" + std::to_string(i) + ".txt");
+    const pid_t pid = test::spawn(job(ranks, args), out);
+    ASSERT_GT(pid, 0);
     // Once this run has saved (the latest moved on), kill it within the next 300 ms.
     const std::string before = latest_name(checkpoints);
     const auto deadline = std::chrono::steady_clock::now() + 60s;
     while (latest_name(checkpoints) == before && std::chrono::steady_clock::now() < deadline)
       std::this_thread::sleep_for(5ms);
+    ASSERT_NE(latest_name(checkpoints), before) << "run " << i << " saved nothing in 60 s:\n"
+                                                << data::testing::read_text(out);
+    if (i > 0) {  // it resumed from the checkpoint latest named when it started
+      const std::string log = data::testing::read_text(out);
+      const std::string want = "resumed from " + (checkpoints / checkpoint_name(from)).string() +
+                               ": step " + std::to_string(from) + ",";
+      EXPECT_NE(log.find(want), std::string::npos) << "run " << i << ": no \"" << want << "\"\n"
+                                                   << log;
+    }
     std::this_thread::sleep_for(
         std::chrono::microseconds(std::uniform_int_distribution<int>(0, 300'000)(gen)));
-    pid_t victim = job;
+    pid_t victim = pid;
     if (ranks > 1) {  // a rank, not the launcher
       FILE* p =
-          popen(("pgrep -P " + std::to_string(job) + " -f 'trainer/moetron train'").c_str(), "r");
-      long pid = 0;
-      if (p && fscanf(p, "%ld", &pid) == 1) victim = static_cast<pid_t>(pid);
+          popen(("pgrep -P " + std::to_string(pid) + " -f 'trainer/moetron train'").c_str(), "r");
+      long rank_pid = 0;
+      const bool found = p && fscanf(p, "%ld", &rank_pid) == 1;
       if (p) pclose(p);
+      ASSERT_TRUE(found) << "run " << i << ": no rank among mpirun's children to kill";
+      victim = static_cast<pid_t>(rank_pid);
     }
     kill(victim, SIGKILL);
-    int status = 0;
     if (ranks > 1) {
-      const auto until = std::chrono::steady_clock::now() + 60s;
-      while (waitpid(job, &status, WNOHANG) != job && std::chrono::steady_clock::now() < until)
-        std::this_thread::sleep_for(10ms);
-      kill(-job, SIGKILL);  // whatever is left of the job
-      waitpid(job, &status, WNOHANG);
+      const test::Exit e = test::wait_for(pid, 60s);  // kills what is left of the job then
+      (void)e;
     } else {
-      waitpid(job, &status, 0);
+      int status = 0;
+      waitpid(pid, &status, 0);
     }
     for (const auto& e : fs::directory_iterator(checkpoints))
       if (e.path().string().ends_with(".partial")) {
@@ -113,6 +178,28 @@ void kill_during_saves(int ranks, int kills, uint64_t seed) {
   std::cout << kills << " kills (" << ranks << " rank" << (ranks > 1 ? "s" : "")
             << "): " << during_save << " in the middle of a save" << std::endl;
   EXPECT_GT(during_save, 0) << "no kill landed in a save: the test did not test what it should";
+
+  // The last run, to three steps past the last checkpoint, against the run never killed.
+  const int64_t end = latest_step(checkpoints) + 3;
+  const std::string steps = "schedule.total_steps=" + std::to_string(end);
+  const test::Exit last =
+      test::wait_for(test::spawn(job(ranks, {"train", config.string(), "--resume", "--set", steps}),
+                                 dir / "last.txt"),
+                     120s);
+  ASSERT_TRUE(last.exited && last.status == 0) << data::testing::read_text(dir / "last.txt");
+  const test::Exit straight =
+      test::wait_for(test::spawn(job(ranks, {"train", config.string(), "--set", steps, "--set",
+                                             "logging.run_dir=" + (dir / "straight").string()}),
+                                 dir / "straight.txt"),
+                     120s);
+  ASSERT_TRUE(straight.exited && straight.status == 0)
+      << data::testing::read_text(dir / "straight.txt");
+  const std::vector<std::string> got = losses_of(dir / "run" / "metrics.jsonl");
+  EXPECT_EQ(got.size(), static_cast<size_t>(end));
+  EXPECT_EQ(got, losses_of(dir / "straight" / "metrics.jsonl"));
+  EXPECT_TRUE(tensors_of(checkpoints / checkpoint_name(end)) ==
+              tensors_of(dir / "straight" / "checkpoints" / checkpoint_name(end)))
+      << "the final weights or AdamW moments differ from the run never killed";
 }
 
 TEST(CheckpointKill, KillNineDuringSavesAlone) {

@@ -11,10 +11,12 @@
 #include <random>
 #include <thread>
 
+#include "configs/config.h"
 #include "core/check.h"
 #include "data/json.h"
 #include "tests/process.h"
 #include "tests/trainer/train_fixture.h"
+#include "trainer/checkpoint_names.h"
 
 namespace moetron {
 namespace {
@@ -74,6 +76,22 @@ Phase check_run_files(const std::filesystem::path& run_dir, int sig) {
       }
     } catch (const Error& e) {
       ADD_FAILURE() << "invalid metrics line: " << e.what() << "\n" << line;
+    }
+  }
+  // The stop line names the last step recorded, and a checkpoint of it was saved.
+  const int64_t last = expected_step - 1;
+  if (stop_line < lines.size()) {
+    const std::string& stop = lines[stop_line];
+    if (last == 0) {
+      EXPECT_NE(stop.find("before the first step"), std::string::npos) << stop;
+    } else {
+      EXPECT_NE(stop.find(" after step " + std::to_string(last) + " of "), std::string::npos)
+          << stop << "\nthe last train record is step " << last;
+      EXPECT_NE(log.find("checkpoint step " + std::to_string(last) + " (stopped by a signal) -> "),
+                std::string::npos)
+          << log;
+      EXPECT_EQ(data::testing::read_text(run_dir / "checkpoints" / "latest"),
+                checkpoint_name(last) + "\n");
     }
   }
   if (stop_line == 0 || stop_line >= lines.size()) return Phase::start_up;
@@ -139,6 +157,78 @@ TEST(StopSignals, SigintAtSixteenRandomMomentsAlwaysStopsCleanly) {
 
 TEST(StopSignals, SigtermAtSixteenRandomMomentsAlwaysStopsCleanly) {
   stress(SIGTERM, 16, 2);
+}
+
+// A second signal ends the run at once: in the middle of a step that takes over a second, the
+// process is gone well before the step could have finished, with 128 + signal, and nothing of
+// the unfinished step was recorded.
+TEST(StopSignals, ASecondSignalEndsTheRunAtOnce) {
+  TempDir dir;
+  config::RunConfig cfg = testing::small_run(dir / "run", 100);
+  config::ModelConfig* m = cfg.mutable_model();
+  m->set_hidden_size(512);
+  m->set_num_hidden_layers(4);
+  m->set_intermediate_size(2048);
+  cfg.mutable_data()->set_seq_len(256);
+  cfg.mutable_data()->set_micro_batch_size(8);
+  cfg.mutable_logging()->set_log_interval(1);
+  cfg.mutable_logging()->set_val_interval(0);
+  const std::filesystem::path config = dir / "run.pbtxt";
+  std::ofstream(config) << config_to_text(cfg);
+  const pid_t pid = start_training(config, dir / "out.txt");
+  wait_for_lines(dir / "run" / "metrics.jsonl", 1);  // step 1 done: step 2 runs now
+  const auto step_start = std::chrono::steady_clock::now();
+  wait_for_lines(dir / "run" / "metrics.jsonl", 2);  // how long a step takes
+  const double step_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
+  ASSERT_GT(step_s, 0.5) << "steps too fast to tell a stop at once from one after the step";
+  std::this_thread::sleep_for(std::chrono::duration<double>(step_s / 4));  // inside step 3
+  ASSERT_EQ(kill(pid, SIGTERM), 0);
+  std::this_thread::sleep_for(50ms);
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(kill(pid, SIGTERM), 0);
+  const test::Exit e = test::wait_for(pid, 30s);
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_TRUE(e.exited) << data::testing::read_text(dir / "out.txt");
+  EXPECT_EQ(e.status, 128 + SIGTERM);
+  EXPECT_LT(took, step_s / 2) << "a step takes " << step_s << " s";
+  EXPECT_EQ(testing::lines_of(dir / "run" / "metrics.jsonl").size(), 2u);
+  EXPECT_NE(data::testing::read_text(dir / "out.txt").find("second stop signal: exiting now"),
+            std::string::npos);
+}
+
+// Under mpirun: a SIGTERM to one rank, or to mpirun (which passes it to every rank), stops every
+// rank after the same step with a checkpoint of it, the metrics complete up to there.
+TEST(StopSignals, UnderMpirunEveryRankStopsAfterTheSameStepWithACheckpoint) {
+  for (const bool to_launcher : {false, true}) {
+    SCOPED_TRACE(to_launcher ? "SIGTERM to mpirun" : "SIGTERM to one rank");
+    TempDir dir;
+    config::RunConfig cfg = testing::small_run(dir / "run", 1000000);
+    cfg.mutable_parallel()->set_tp(2);
+    cfg.mutable_logging()->set_val_interval(0);
+    cfg.set_threads(1);
+    const std::filesystem::path config = dir / "run.pbtxt";
+    std::ofstream(config) << config_to_text(cfg);
+    const pid_t job = test::spawn({"mpirun", "--oversubscribe", "--allow-run-as-root", "-np", "2",
+                                   test::moetron_binary(), "train", config.string()},
+                                  dir / "out.txt");
+    wait_for_lines(dir / "run" / "metrics.jsonl", 3);
+    pid_t target = job;
+    if (!to_launcher) {
+      FILE* p =
+          popen(("pgrep -P " + std::to_string(job) + " -f 'trainer/moetron train'").c_str(), "r");
+      long rank = 0;
+      const bool found = p && fscanf(p, "%ld", &rank) == 1;
+      if (p) pclose(p);
+      ASSERT_TRUE(found) << "no rank among mpirun's children";
+      target = static_cast<pid_t>(rank);
+    }
+    ASSERT_EQ(kill(target, SIGTERM), 0);
+    const test::Exit e = test::wait_for(job, 60s);
+    const std::string out = data::testing::read_text(dir / "out.txt");
+    ASSERT_FALSE(e.timed_out) << out;
+    EXPECT_EQ(check_run_files(dir / "run", SIGTERM), Phase::training) << out;
+  }
 }
 
 }  // namespace
