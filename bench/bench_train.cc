@@ -27,7 +27,7 @@
 
 #include "checkpoint/checkpoint.h"
 #include "configs/config.h"
-#include "core/cpu/kernels.h"
+#include "core/backend.h"
 #include "core/gemm_peak.h"
 #include "core/ops.h"
 #include "core/threads.h"
@@ -204,7 +204,7 @@ int run(std::span<const std::string> args, const MpiRuntime& mpi) {
   JsonLine j;
   j.add("impl", std::string("moetron")).add("tokens_per_s", tok_s);
   j.add("mfu", tok_s * flops / (peak_gflops * 1e9 * ranks)).add("gemm_peak_gflops", peak_gflops);
-  j.add("gemm_backend", std::string(cpu::gemm_backend()));
+  j.add("gemm_backend", backend(Device{}).name());
   j.add("train_flops_per_token", flops).add("achieved_gflops", tok_s * flops * 1e-9);
   j.add("world", static_cast<int64_t>(layout.world)).add("layout", layout.describe());
   j.add("threads", static_cast<int64_t>(compute_threads()));

@@ -1,5 +1,7 @@
-// The op set. Layers express all their math through these; each op checks shapes and
-// dispatches to the kernel of the tensors' device (core/cpu today; core/cuda beside it).
+// The op set. Layers express all their math through these; each op checks shapes, dtypes and
+// devices (every tensor of a call on one device), then calls that device's backend
+// (core/backend.h: the CPU's is core/cpu/). Every argument is a Tensor, index arguments
+// included (i32 ids, targets, expert indices and permutations; i64 counts and offsets).
 // Matrix ops view tensors as 2-D [rows(), cols()] (leading dims flattened).
 // "Accumulate" outputs add into what is there (parameter gradients); others overwrite.
 #pragma once
@@ -63,31 +65,32 @@ struct VocabShard {
   int64_t first = 0, valid = -1, vocab = -1;
 };
 
-// Embedding rows: out[i] = table[ids[i]] (zero for ids of another rank's block); backward
-// accumulates into dtable. Ids outside [0, vocab) are an Error.
-void embedding_forward(std::span<const int32_t> ids, const Tensor& table, Tensor& out,
+// Embedding rows: out[i] = table[ids[i]] (ids [n] i32; zero for ids of another rank's block);
+// backward accumulates into dtable. Ids outside [0, vocab) are an Error.
+void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out,
                        const VocabShard& shard = {});
-void embedding_backward(std::span<const int32_t> ids, const Tensor& dout, Tensor& dtable,
+void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable,
                         const VocabShard& shard = {});
 
 // Output head fused with cross-entropy: logits = h @ w^T, processed in row chunks so the
 // [rows, vocab] logits never exist at once. Returns the sum over rows of CE(logits, target).
 // With dh non-null, also dh = grad_scale * dCE/dh and dw += grad_scale * dCE/dw (grad_scale is
-// the weight of the summed loss, e.g. 1/rows for a mean). workspace: any f32 tensor of at
-// least ce_workspace_size(rows, vocab) elements.
-int64_t ce_workspace_size(int64_t rows, int64_t vocab);
-double head_cross_entropy(const Tensor& h, const Tensor& w, std::span<const int32_t> targets,
-                          float grad_scale, Tensor* dh, Tensor* dw, Tensor& workspace);
+// the weight of the summed loss, e.g. 1/rows for a mean). targets [rows] i32. workspace: any f32
+// tensor of at least ce_workspace_size(rows, vocab) elements (on the same device).
+int64_t ce_workspace_size(int64_t rows, int64_t vocab, Device device = {});
+double head_cross_entropy(const Tensor& h, const Tensor& w, const Tensor& targets, float grad_scale,
+                          Tensor* dh, Tensor* dw, Tensor& workspace);
 
 // Vocabulary-parallel cross-entropy in three pieces, for logits [rows, cols] of this rank's
 // vocabulary block (no rank ever holds all logits; docs/parallelism.md):
-// stats [rows, 3] = this block's (max logit, sum exp(logit - max), the target's logit or 0);
-void ce_shard_stats(const Tensor& logits, std::span<const int32_t> targets, const VocabShard& shard,
+// stats [rows, 3] = this block's (max logit, sum exp(logit - max), the target's logit or 0)
+// (targets [rows] i32);
+void ce_shard_stats(const Tensor& logits, const Tensor& targets, const VocabShard& shard,
                     Tensor& stats);
 // every block's stats [parts, rows, 3] -> lse [rows]; returns the sum over rows of lse - target;
 double ce_combine_stats(const Tensor& all_stats, Tensor& lse);
 // logits -> their gradient in place: grad_scale * (softmax - onehot), padding columns zero.
-void ce_shard_backward(Tensor& logits, std::span<const int32_t> targets, const VocabShard& shard,
+void ce_shard_backward(Tensor& logits, const Tensor& targets, const VocabShard& shard,
                        const Tensor& lse, float grad_scale);
 
 // AdamW as torch.optim.AdamW: decoupled decay, bias-corrected moments; step counts from 1.
@@ -126,44 +129,65 @@ struct BalanceLosses {
   double seq_aux = 0, aux = 0, z = 0, entropy = 0;
   double total() const { return seq_aux + aux + z; }
 };
-// counts [E] are the assignments per expert after top-k (for the batch loss). With grads
+// counts [E] i64 are the assignments per expert after top-k (for the batch loss). With grads
 // requested, dscores and dlogits are overwritten with grad_scale * the losses' gradients.
-BalanceLosses balance_losses(const Tensor& logits, const Tensor& scores,
-                             std::span<const int64_t> counts, const RouterConfig& rc,
-                             const BalanceConfig& bc, float grad_scale, Tensor* dscores,
-                             Tensor* dlogits);
+BalanceLosses balance_losses(const Tensor& logits, const Tensor& scores, const Tensor& counts,
+                             const RouterConfig& rc, const BalanceConfig& bc, float grad_scale,
+                             Tensor* dscores, Tensor* dlogits);
 
 // Which permuted row carries which (token, slot): assignments sorted by expert, stable in
-// token order, with per-expert capacity (0 = dropless; lowest-score overflow dropped).
+// token order, with per-expert capacity (0 = dropless; lowest-score overflow dropped). Tensors
+// on the routing's device, made once for N tokens of k slots over E experts
+// (make_dispatch_plan) and refilled by each plan_dispatch; the kept row count and the dropped
+// count come back to the host with it (the sizes of the next buffers; on a device, the one copy
+// to the host per MoE layer).
 struct DispatchPlan {
-  std::vector<int64_t> counts;     // [E] assignments routed to each expert (before capacity)
-  std::vector<int64_t> offsets;    // [E + 1] kept rows of expert e: [offsets[e], offsets[e+1])
-  std::vector<int32_t> row_token;  // [R] token of each permuted row
-  std::vector<int32_t> slot_row;   // [N * k] permuted row of each slot, -1 when dropped
-  int64_t dropped = 0;
+  Tensor counts;     // [E] i64 assignments routed to each expert (before capacity)
+  Tensor offsets;    // [E + 1] i64 kept rows of expert e: [offsets[e], offsets[e+1])
+  Tensor row_token;  // [N * k] i32 token of each permuted row; the first `rows` are meant
+  Tensor slot_row;   // [N * k] i32 permuted row of each slot, -1 when dropped
+  int64_t rows = 0, dropped = 0;
+  // The token of each kept permuted row: [rows] i32.
+  Tensor row_tokens() const { return row_token.view(0, {rows}); }
 };
-void plan_dispatch(const Tensor& topk_idx, const Tensor& scores, int64_t experts, int64_t capacity,
+DispatchPlan make_dispatch_plan(int64_t tokens, int64_t k, int64_t experts, Device device = {});
+void plan_dispatch(const Tensor& topk_idx, const Tensor& scores, int64_t capacity,
                    DispatchPlan& plan);
 
-// dst[r] = src[row_token[r]] for the first row_token.size() rows of dst.
-void gather_rows(const Tensor& src, std::span<const int32_t> row_token, Tensor& dst);
-// dst[t] (+)= sum_j w[t*k+j] * src[slot_row[t*k+j]] over kept slots; weights may be undefined (1).
-void combine_rows(const Tensor& src, std::span<const int32_t> slot_row, const Tensor& weights,
-                  int64_t k, Tensor& dst, bool accumulate);
+// dst[r] = src[row_token[r]] for the first row_token.numel() rows of dst (row_token i32).
+void gather_rows(const Tensor& src, const Tensor& row_token, Tensor& dst);
+// dst[t] (+)= sum_j w[t*k+j] * src[slot_row[t*k+j]] over kept slots (slot_row [N * k] i32);
+// weights may be undefined (1).
+void combine_rows(const Tensor& src, const Tensor& slot_row, const Tensor& weights, int64_t k,
+                  Tensor& dst, bool accumulate);
 // Backward of combine_rows with weights: dsrc[row] = w * dy[t]; dweights[slot] = dy[t].src[row]
 // (0 for dropped slots).
-void combine_rows_backward(const Tensor& dy, const Tensor& src, std::span<const int32_t> slot_row,
+void combine_rows_backward(const Tensor& dy, const Tensor& src, const Tensor& slot_row,
                            const Tensor& weights, int64_t k, Tensor& dsrc, Tensor& dweights);
 
-// Aux-loss-free balancing: bias[e] += speed * sign(mean(counts) - counts[e]).
-void balance_bias_update(Tensor& bias, std::span<const int64_t> counts, float speed);
+// Aux-loss-free balancing: bias[e] += speed * sign(mean(counts) - counts[e]) (counts [E] i64).
+void balance_bias_update(Tensor& bias, const Tensor& counts, float speed);
 
 // Grouped GEMM over experts: rows [offsets[e], offsets[e+1]) of x times weights[e]^T into the
-// same rows of y ([R, out]); and its weight gradient dweights[e] += dy_e^T x_e.
-void grouped_matmul(const Tensor& x, std::span<const Tensor> weights,
-                    std::span<const int64_t> offsets, Tensor& y);
+// same rows of y ([R, out]); and its weight gradient dweights[e] += dy_e^T x_e. offsets [E + 1]
+// i64.
+void grouped_matmul(const Tensor& x, std::span<const Tensor> weights, const Tensor& offsets,
+                    Tensor& y);
 void grouped_matmul_backward(const Tensor& dy, const Tensor& x, std::span<const Tensor> weights,
-                             std::span<const int64_t> offsets, std::span<Tensor> dweights,
-                             Tensor& dx);
+                             const Tensor& offsets, std::span<Tensor> dweights, Tensor& dx);
+
+// ---------------------------------------------------------------------------------------------
+// Moving values between a device and the host, for the few that the host needs (the sizes of
+// buffers, statistics for the log): a Tensor of `values` on `device`, and a tensor's values.
+
+template <typename T>
+Tensor from_host(std::span<const T> values, Device device = {});
+template <typename T>
+std::vector<T> to_host(const Tensor& t);
+// Writes `values` into the device tensor `t` (its numel values).
+template <typename T>
+void copy_from_host(std::span<const T> values, Tensor& t);
+// A copy of `t` on `device`.
+Tensor to_device(const Tensor& t, Device device);
 
 }  // namespace moetron::ops

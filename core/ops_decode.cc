@@ -1,20 +1,30 @@
-// Shape checks of the decoding ops, then the CPU kernels.
+// Shape, dtype and device checks of the decoding ops, then the backend.
 #include "core/ops_decode.h"
 
-#include "core/cpu/kernels_decode.h"
+#include <initializer_list>
+
+#include "core/backend.h"
+#include "core/ops.h"
 
 namespace moetron::ops {
 namespace {
-void require_cpu_f32(const Tensor& t, const char* op) {
-  MOETRON_CHECK(t.defined() && t.dtype() == DType::f32 && t.device().kind == DeviceKind::cpu, op,
-                ": tensors must be f32 on the CPU");
+void require_f32(const Tensor& t, const char* op) {
+  MOETRON_CHECK(t.defined() && t.dtype() == DType::f32, op, ": tensors must be f32");
+}
+// The backend of a call whose tensors must all be on one device.
+Backend& on(const char* op, std::initializer_list<const Tensor*> tensors) {
+  const Device device = (*tensors.begin())->device();
+  for (const Tensor* t : tensors)
+    MOETRON_CHECK(t->device() == device, op, ": a tensor on ", device_name(t->device()),
+                  " beside one on ", device_name(device));
+  return backend(device);
 }
 }  // namespace
 
 void attention_decode(const Tensor& q, const Tensor& keys_t, const Tensor& values, int64_t start,
                       Tensor& out) {
   for (const Tensor* t : {&q, &keys_t, &values, static_cast<const Tensor*>(&out)})
-    require_cpu_f32(*t, "attention_decode");
+    require_f32(*t, "attention_decode");
   MOETRON_CHECK(q.ndim() == 3 && keys_t.ndim() == 3 && values.ndim() == 3 &&
                     keys_t.dim(0) == values.dim(1) && keys_t.dim(1) == values.dim(2) &&
                     keys_t.dim(2) == values.dim(0) && q.dim(2) == values.dim(2) &&
@@ -23,35 +33,34 @@ void attention_decode(const Tensor& q, const Tensor& keys_t, const Tensor& value
                 " values ", shape_str(values.shape()), " out ", shape_str(out.shape()));
   MOETRON_CHECK(start >= 0 && start + q.dim(0) <= values.dim(0), "attention_decode: positions [",
                 start, ", ", start + q.dim(0), ") outside a cache of ", values.dim(0));
-  cpu::attention_decode({q.dim(0), start, q.dim(1), values.dim(1), q.dim(2), values.dim(0)},
-                        q.data<float>(), keys_t.data<float>(), values.data<float>(),
-                        out.data<float>());
+  on("attention_decode", {&q, &keys_t, &values, &out})
+      .attention_decode(q, keys_t, values, start, out);
 }
 
 void store_keys(const Tensor& k, int64_t start, Tensor& keys_t) {
-  require_cpu_f32(k, "store_keys");
-  require_cpu_f32(keys_t, "store_keys");
+  require_f32(k, "store_keys");
+  require_f32(keys_t, "store_keys");
   MOETRON_CHECK(k.ndim() == 3 && keys_t.ndim() == 3 && k.dim(1) == keys_t.dim(0) &&
                     k.dim(2) == keys_t.dim(1) && start >= 0 && start + k.dim(0) <= keys_t.dim(2),
                 "store_keys: k ", shape_str(k.shape()), " at ", start, " into ",
                 shape_str(keys_t.shape()));
-  cpu::store_keys(k.data<float>(), k.dim(0), k.dim(1), k.dim(2), start, keys_t.dim(2),
-                  keys_t.data<float>());
+  on("store_keys", {&k, &keys_t}).store_keys(k, start, keys_t);
 }
 
 void linear_rows(const Tensor& x, const Tensor& wt, Tensor& y) {
-  require_cpu_f32(x, "linear_rows");
-  require_cpu_f32(wt, "linear_rows");
-  require_cpu_f32(y, "linear_rows");
+  require_f32(x, "linear_rows");
+  require_f32(wt, "linear_rows");
+  require_f32(y, "linear_rows");
   MOETRON_CHECK(x.cols() == wt.rows() && y.rows() == x.rows() && y.cols() == wt.cols(),
                 "linear_rows: x ", shape_str(x.shape()), " wt ", shape_str(wt.shape()), " -> ",
                 shape_str(y.shape()));
-  cpu::linear_rows(x.data<float>(), x.rows(), x.cols(), wt.data<float>(), wt.cols(),
-                   y.data<float>());
+  on("linear_rows", {&x, &wt, &y}).linear_rows(x, wt, y);
 }
 
-void grouped_linear_rows(const Tensor& x, std::span<const Tensor> wts,
-                         std::span<const int64_t> offsets, Tensor& y) {
+void grouped_linear_rows(const Tensor& x, std::span<const Tensor> wts, const Tensor& offsets_t,
+                         Tensor& y) {
+  // The row counts are host values: on a device, one copy to the host per call.
+  const std::vector<int64_t> offsets = to_host<int64_t>(offsets_t);
   MOETRON_CHECK(offsets.size() == wts.size() + 1 && offsets.front() == 0 &&
                     offsets.back() <= x.rows() && x.rows() == y.rows(),
                 "grouped_linear_rows: ", wts.size(), " weights, ", offsets.size(), " offsets, x ",
@@ -64,11 +73,11 @@ void grouped_linear_rows(const Tensor& x, std::span<const Tensor> wts,
 }
 
 void transpose(const Tensor& src, Tensor& dst) {
-  require_cpu_f32(src, "transpose");
-  require_cpu_f32(dst, "transpose");
+  require_f32(src, "transpose");
+  require_f32(dst, "transpose");
   MOETRON_CHECK(dst.rows() == src.cols() && dst.cols() == src.rows(),
                 "transpose: ", shape_str(src.shape()), " -> ", shape_str(dst.shape()));
-  cpu::transpose(src.data<float>(), src.rows(), src.cols(), dst.data<float>());
+  on("transpose", {&src, &dst}).transpose(src, dst);
 }
 
 }  // namespace moetron::ops

@@ -27,9 +27,9 @@ void store_keys(const Tensor& k, int64_t start, Tensor& keys_t);
 // decoding step (vectorised across outputs, each weight read once per two rows).
 void linear_rows(const Tensor& x, const Tensor& wt, Tensor& y);
 // The same per expert: rows [offsets[e], offsets[e+1]) of x times wts[e] into those rows of y
-// (grouped_matmul's contract, with transposed weights).
-void grouped_linear_rows(const Tensor& x, std::span<const Tensor> wts,
-                         std::span<const int64_t> offsets, Tensor& y);
+// (grouped_matmul's contract, with transposed weights; offsets [E + 1] i64).
+void grouped_linear_rows(const Tensor& x, std::span<const Tensor> wts, const Tensor& offsets,
+                         Tensor& y);
 // dst [cols, rows] = src [rows, cols]^T.
 void transpose(const Tensor& src, Tensor& dst);
 

@@ -1,5 +1,7 @@
 #include "core/tensor.h"
 
+#include "core/backend.h"
+
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -62,19 +64,11 @@ int64_t shape_numel(const Shape& shape) {
   return n;
 }
 
-// 64-byte alignment: one cache line, and what AVX-512 loads like best.
-constexpr size_t kAlignment = 64;
-
-Storage::Storage(size_t bytes, Device device) : bytes_(bytes), device_(device) {
-  if (device.kind != DeviceKind::cpu)
-    throw Error("device " + device_name(device) + " memory is not available in this build");
-  const size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
-  data_ = std::aligned_alloc(kAlignment, rounded == 0 ? kAlignment : rounded);
-  if (!data_) throw Error("out of memory allocating " + std::to_string(bytes) + " bytes");
-}
+Storage::Storage(size_t bytes, Device device)
+    : data_(backend(device).allocate(bytes)), bytes_(bytes), device_(device) {}
 
 Storage::~Storage() {
-  std::free(data_);
+  backend(device_).release(data_, bytes_);
 }
 
 Tensor Tensor::empty(Shape shape, DType dtype, Device device) {
@@ -88,7 +82,7 @@ Tensor Tensor::empty(Shape shape, DType dtype, Device device) {
 
 Tensor Tensor::zeros(Shape shape, DType dtype, Device device) {
   Tensor t = empty(std::move(shape), dtype, device);
-  std::memset(t.storage_->data(), 0, t.bytes());
+  backend(device).zero_bytes(t.storage_->data(), t.bytes());
   return t;
 }
 

@@ -60,7 +60,7 @@ Tensor Decoder::forward(std::span<const int32_t> tokens) {
   cache_.require_room(n);
   const int64_t start = length();
   Tensor x = x_a_.rows(n, dims_.hidden), y = x_b_.rows(n, dims_.hidden);
-  ops::embedding_forward(tokens, embed_, x);
+  ops::embedding_forward(ops::from_host(tokens, embed_.device()), embed_, x);
   for (size_t l = 0; l < blocks_.size(); ++l) {
     blocks_[l]->forward(x, start, cache_.keys_t(static_cast<int64_t>(l)),
                         cache_.values(static_cast<int64_t>(l)), y);
@@ -84,7 +84,7 @@ Tensor Decoder::mtp_forward(int64_t k, std::span<const int32_t> tokens) {
   const int64_t d = dims_.hidden;
   // x = eh_proj(concat[enorm(embed(t[i + k])), hnorm(h_{k-1}[i])]), embedding first.
   Tensor emb = emb_.rows(n, d), emb_n = emb_n_.rows(n, d), prev_n = prev_n_.rows(n, d);
-  ops::embedding_forward(tokens, embed_, emb);
+  ops::embedding_forward(ops::from_host(tokens, embed_.device()), embed_, emb);
   m.enorm.forward(emb, emb_n);
   m.hnorm.forward(states_[static_cast<size_t>(k - 1)].slice(start, start + n), prev_n);
   Tensor cat = cat_.rows(n, 2 * d);

@@ -123,22 +123,28 @@ void DecoderMoE::forward(const Tensor& x, Tensor& y) {
   Tensor topk = i32_rows(topk_storage_, n, k), gates = gates_.rows(n, k);
   decode_linear(x, gate_weight_, logits, n);
   ops::router_forward(logits, bias_, router_, scores, topk, gates);
-  ops::plan_dispatch(topk, scores, experts, /*capacity=*/0, plan_);
-  const int64_t rows = plan_.offsets.back();
+  // The plan's buffers, grown to the largest n seen; this call's plan views n * k of them.
+  if (!plan_buffers_.slot_row.defined() || plan_buffers_.slot_row.numel() < n * k)
+    plan_buffers_ = ops::make_dispatch_plan(n + n / 4, k, experts);
+  ops::DispatchPlan plan{plan_buffers_.counts, plan_buffers_.offsets,
+                         plan_buffers_.row_token.view(0, {n * k}),
+                         plan_buffers_.slot_row.view(0, {n * k})};
+  ops::plan_dispatch(topk, scores, /*capacity=*/0, plan);
+  const int64_t rows = plan.rows;
   Tensor in = rows_in_.rows(rows, hidden_), gate_up = rows_gate_up_.rows(rows, 2 * inter_);
   Tensor act = rows_act_.rows(rows, inter_), out = rows_out_.rows(rows, hidden_);
-  ops::gather_rows(x, plan_.row_token, in);
+  ops::gather_rows(x, plan.row_tokens(), in);
   if (n <= kFixedOrderRows) {
-    ops::grouped_linear_rows(in, gate_up_t_, plan_.offsets, gate_up);
+    ops::grouped_linear_rows(in, gate_up_t_, plan.offsets, gate_up);
     ops::swiglu_forward(gate_up, act);
-    ops::grouped_linear_rows(act, down_t_, plan_.offsets, out);
+    ops::grouped_linear_rows(act, down_t_, plan.offsets, out);
   } else {
-    ops::grouped_matmul(in, gate_up_, plan_.offsets, gate_up);
+    ops::grouped_matmul(in, gate_up_, plan.offsets, gate_up);
     ops::swiglu_forward(gate_up, act);
-    ops::grouped_matmul(act, down_, plan_.offsets, out);
+    ops::grouped_matmul(act, down_, plan.offsets, out);
   }
   if (shared_) shared_->forward(x, y);
-  ops::combine_rows(out, plan_.slot_row, gates, k, y, /*accumulate=*/shared_ != nullptr);
+  ops::combine_rows(out, plan.slot_row, gates, k, y, /*accumulate=*/shared_ != nullptr);
 }
 
 DecoderBlock::DecoderBlock(const ParamTable& params, const std::string& prefix, const ModelDims& d,

@@ -98,8 +98,8 @@ class DecoderMoE final : public DecoderFfn {
   Tensor bias_;
   std::vector<Tensor> gate_up_, down_, gate_up_t_, down_t_;  // per expert; _t: transposed
   std::unique_ptr<DecoderSwiGLU> shared_;
-  ops::DispatchPlan plan_;
-  Tensor topk_storage_;  // i32 [n, k]
+  ops::DispatchPlan plan_buffers_;  // for the largest n so far
+  Tensor topk_storage_;             // i32 [n, k]
   RowBuffer logits_, scores_, gates_, rows_in_, rows_gate_up_, rows_act_, rows_out_;
 };
 

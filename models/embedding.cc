@@ -14,12 +14,12 @@ Embedding::Embedding(ParamTable& params, const ModelDims& d, const ParallelConte
   shard_ = {first, std::clamp<int64_t>(d.vocab - first, 0, d.local_vocab()), d.vocab};
 }
 
-void Embedding::forward(std::span<const int32_t> ids, Tensor& out) const {
+void Embedding::forward(const Tensor& ids, Tensor& out) const {
   ops::embedding_forward(ids, table_.value(), out, shard_);
   if (tp_comm_) tp_comm_->all_reduce(out);  // each id's row comes from exactly one rank
 }
 
-void Embedding::backward(std::span<const int32_t> ids, const Tensor& dout) const {
+void Embedding::backward(const Tensor& ids, const Tensor& dout) const {
   Tensor g = table_.grad();
   ops::embedding_backward(ids, dout, g, shard_);
 }

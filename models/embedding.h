@@ -2,8 +2,6 @@
 // each rank holds a block of the (padded) vocabulary and the rows are summed over the group.
 #pragma once
 
-#include <span>
-
 #include "models/dims.h"
 #include "models/params.h"
 
@@ -12,9 +10,10 @@ namespace moetron {
 class Embedding {
  public:
   Embedding(ParamTable& params, const ModelDims& dims, const ParallelContext& ctx);
-  void forward(std::span<const int32_t> ids, Tensor& out) const;
+  // ids [rows] i32.
+  void forward(const Tensor& ids, Tensor& out) const;
   // The table's gradient accumulates (dout is the full gradient on every rank).
-  void backward(std::span<const int32_t> ids, const Tensor& dout) const;
+  void backward(const Tensor& ids, const Tensor& dout) const;
   const ParamRef& table() const { return table_; }
   const ops::VocabShard& shard() const { return shard_; }
 

@@ -21,8 +21,7 @@ OutputHead::OutputHead(ParamRef weight, const ops::VocabShard& shard, const Mode
   lse_ = Tensor::empty({chunk_rows_});
 }
 
-double OutputHead::loss(const Tensor& h, std::span<const int32_t> targets, float grad_weight,
-                        Tensor* dh) {
+double OutputHead::loss(const Tensor& h, const Tensor& targets, float grad_weight, Tensor* dh) {
   const auto rows = static_cast<float>(h.rows());
   if (tp_comm_) return sharded_loss(h, targets, grad_weight / rows, dh) / rows;
   Tensor dw = weight_.grad();
@@ -31,7 +30,7 @@ double OutputHead::loss(const Tensor& h, std::span<const int32_t> targets, float
   return sum / rows;
 }
 
-double OutputHead::sharded_loss(const Tensor& h, std::span<const int32_t> targets, float grad_scale,
+double OutputHead::sharded_loss(const Tensor& h, const Tensor& targets, float grad_scale,
                                 Tensor* dh) {
   const Tensor w = weight_.value();
   Tensor dw = weight_.grad();
@@ -39,7 +38,7 @@ double OutputHead::sharded_loss(const Tensor& h, std::span<const int32_t> target
   for (int64_t r0 = 0; r0 < h.rows(); r0 += chunk_rows_) {
     const int64_t n = std::min(chunk_rows_, h.rows() - r0);
     const Tensor hc = h.slice(r0, r0 + n);
-    const auto tc = targets.subspan(static_cast<size_t>(r0), static_cast<size_t>(n));
+    const Tensor tc = targets.slice(r0, r0 + n);
     Tensor logits = workspace_.slice(0, n), stats = stats_.slice(0, n), lse = lse_.slice(0, n);
     ops::matmul(hc, false, w, true, logits);
     ops::ce_shard_stats(logits, tc, shard_, stats);

@@ -4,8 +4,6 @@
 // vocabulary-parallel cross-entropy): no rank materialises the full logits.
 #pragma once
 
-#include <span>
-
 #include "core/ops.h"
 #include "models/dims.h"
 #include "models/params.h"
@@ -16,14 +14,13 @@ class OutputHead {
  public:
   OutputHead(ParamRef weight, const ops::VocabShard& shard, const ModelDims& dims,
              const ParallelContext& ctx);
-  // Mean CE over the rows of h [rows, hidden]. With dh non-null, dh = grad_weight * dmean/dh
-  // (the full gradient on every rank) and the weight's gradient accumulates grad_weight *
-  // dmean/dW.
-  double loss(const Tensor& h, std::span<const int32_t> targets, float grad_weight, Tensor* dh);
+  // Mean CE over the rows of h [rows, hidden] (targets [rows] i32). With dh non-null, dh =
+  // grad_weight * dmean/dh (the full gradient on every rank) and the weight's gradient
+  // accumulates grad_weight * dmean/dW.
+  double loss(const Tensor& h, const Tensor& targets, float grad_weight, Tensor* dh);
 
  private:
-  double sharded_loss(const Tensor& h, std::span<const int32_t> targets, float grad_scale,
-                      Tensor* dh);
+  double sharded_loss(const Tensor& h, const Tensor& targets, float grad_scale, Tensor* dh);
 
   ParamRef weight_;
   ops::VocabShard shard_;

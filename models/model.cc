@@ -53,8 +53,11 @@ Model::Model(const config::ModelConfig& cfg, int64_t batch, int64_t seq, const P
   begin_step();
   const int64_t rows = dims_.rows();
   const Shape act{rows, dims_.hidden};
-  ids_.assign(dims_.mtp_depth + 1, std::vector<int32_t>(rows));
-  targets_.assign(dims_.mtp_depth + 1, std::vector<int32_t>(rows));
+  staged_.assign(static_cast<size_t>(2 * (dims_.mtp_depth + 1) * rows), 0);
+  for (int64_t k = 0; k <= dims_.mtp_depth; ++k) {
+    ids_.push_back(Tensor::empty({rows}, DType::i32));
+    targets_.push_back(Tensor::empty({rows}, DType::i32));
+  }
   for (int64_t l = 0; l <= dims_.layers; ++l) x_.push_back(Tensor::empty(act));
   for (Tensor* t : {&h0_, &dh0_, &dx_a_, &dx_b_}) *t = Tensor::empty(act);
   for (int64_t k = 0; k < dims_.mtp_depth; ++k) {
@@ -78,12 +81,18 @@ void Model::gather_tokens(std::span<const int32_t> windows) {
   if (static_cast<int64_t>(windows.size()) != dims_.batch * w)
     throw Error(detail::concat("model expects ", dims_.batch, " windows of ", w, " tokens, got ",
                                windows.size(), " tokens"));
-  for (int64_t k = 0; k <= dims_.mtp_depth; ++k)
+  const int64_t rows = dims_.rows();
+  for (int64_t k = 0; k <= dims_.mtp_depth; ++k) {
+    int32_t* ids = staged_.data() + 2 * k * rows;
+    int32_t* targets = ids + rows;
     for (int64_t b = 0; b < dims_.batch; ++b)
       for (int64_t t = 0; t < dims_.seq; ++t) {
-        ids_[k][b * dims_.seq + t] = windows[b * w + t + k];
-        targets_[k][b * dims_.seq + t] = windows[b * w + t + k + 1];
+        ids[b * dims_.seq + t] = windows[b * w + t + k];
+        targets[b * dims_.seq + t] = windows[b * w + t + k + 1];
       }
+    ops::copy_from_host(std::span<const int32_t>(ids, static_cast<size_t>(rows)), ids_[k]);
+    ops::copy_from_host(std::span<const int32_t>(targets, static_cast<size_t>(rows)), targets_[k]);
+  }
 }
 
 Losses Model::run(std::span<const int32_t> windows, float mtp_weight, bool backward,
@@ -163,7 +172,7 @@ Tensor Model::logits(std::span<const int32_t> tokens) {
   if (static_cast<int64_t>(tokens.size()) != dims_.rows())
     throw Error(detail::concat("logits: the model takes ", dims_.batch, " x ", dims_.seq,
                                " tokens, got ", tokens.size()));
-  std::copy(tokens.begin(), tokens.end(), ids_[0].begin());
+  ops::copy_from_host(tokens, ids_[0]);
   embed_.forward(ids_[0], x_[0]);
   for (size_t l = 0; l < blocks_.size(); ++l) blocks_[l]->forward(x_[l], x_[l + 1]);
   final_norm_.forward(x_.back(), h0_);

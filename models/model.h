@@ -99,8 +99,10 @@ class Model {
   std::vector<MoE*> moe_layers_;  // every MoE FFN: main blocks, then MTP blocks
   std::vector<MoeStepStats> moe_step_;
 
-  // ids_[k] / targets_[k]: inputs and targets of depth k (0 = main), [rows] each.
-  std::vector<std::vector<int32_t>> ids_, targets_;
+  // ids_[k] / targets_[k]: inputs and targets of depth k (0 = main), [rows] i32 each, gathered
+  // from the windows on the host (staged_) and copied once per micro-batch.
+  std::vector<int32_t> staged_;
+  std::vector<Tensor> ids_, targets_;
   std::vector<Tensor> x_;  // block inputs/outputs, L + 1 of [rows, hidden]
   Tensor h0_, dh0_, dx_a_, dx_b_;
   std::vector<Tensor> emb_, d_head_in_, d_emb_, d_prev_;  // per MTP module

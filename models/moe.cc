@@ -48,6 +48,11 @@ MoE::MoE(ParamTable& params, const std::string& prefix, const ModelDims& d,
   if (tp_comm_) dgates_slice_ = Tensor::empty({slice_end_ - slice_begin_, m.k});
   if (shared_) d_shared_ = Tensor::empty({rows, d.hidden});
   send_counts_.assign(static_cast<size_t>(m.experts), 0);
+  plan_ = ops::make_dispatch_plan(rows, m.k, m.experts);
+  if (!whole_) {
+    row_token_ = Tensor::empty({slots}, DType::i32);
+    slot_row_ = Tensor::empty({slots}, DType::i32);
+  }
 }
 
 std::vector<Tensor> MoE::expert_gate_up() const {
@@ -65,36 +70,44 @@ std::vector<Tensor> MoE::expert_down() const {
 
 void MoE::select_slice() {
   const int64_t experts = router_.experts, k = router_.k;
+  // The plan on the host: the slice's counts decide the dispatch (on a device, this is the one
+  // copy to the host per MoE layer).
+  const std::vector<int64_t> offsets = ops::to_host<int64_t>(plan_.offsets);
   if (whole_) {
     for (int64_t e = 0; e < experts; ++e)
-      send_counts_[static_cast<size_t>(e)] = plan_.offsets[e + 1] - plan_.offsets[e];
+      send_counts_[static_cast<size_t>(e)] = offsets[e + 1] - offsets[e];
     return;
   }
   // The plan's rows are grouped by expert and in token order within an expert, so keeping the
   // rows of this slice keeps both orders.
+  const std::vector<int32_t> row_token = ops::to_host<int32_t>(plan_.row_tokens());
+  const std::vector<int32_t> slot_row = ops::to_host<int32_t>(plan_.slot_row);
   std::fill(send_counts_.begin(), send_counts_.end(), 0);
-  row_token_.clear();
-  std::vector<int32_t> new_row(plan_.row_token.size(), -1);
+  std::vector<int32_t> kept, new_row(row_token.size(), -1);
   for (int64_t e = 0; e < experts; ++e)
-    for (int64_t r = plan_.offsets[e]; r < plan_.offsets[e + 1]; ++r) {
-      const int32_t t = plan_.row_token[static_cast<size_t>(r)];
+    for (int64_t r = offsets[e]; r < offsets[e + 1]; ++r) {
+      const int32_t t = row_token[static_cast<size_t>(r)];
       if (t < slice_begin_ || t >= slice_end_) continue;
-      new_row[static_cast<size_t>(r)] = static_cast<int32_t>(row_token_.size());
-      row_token_.push_back(t);
+      new_row[static_cast<size_t>(r)] = static_cast<int32_t>(kept.size());
+      kept.push_back(t);
       ++send_counts_[static_cast<size_t>(e)];
     }
-  slot_row_.assign(plan_.slot_row.size(), -1);
+  std::vector<int32_t> slots(slot_row.size(), -1);
   for (int64_t s = slice_begin_ * k; s < slice_end_ * k; ++s) {
-    const int32_t r = plan_.slot_row[static_cast<size_t>(s)];
-    if (r >= 0) slot_row_[static_cast<size_t>(s)] = new_row[static_cast<size_t>(r)];
+    const int32_t r = slot_row[static_cast<size_t>(s)];
+    if (r >= 0) slots[static_cast<size_t>(s)] = new_row[static_cast<size_t>(r)];
   }
+  slice_rows_ = static_cast<int64_t>(kept.size());
+  Tensor kept_rows = row_token_.view(0, {slice_rows_});
+  ops::copy_from_host(std::span<const int32_t>(kept), kept_rows);
+  ops::copy_from_host(std::span<const int32_t>(slots), slot_row_);
 }
 
 void MoE::forward(const Tensor& x, Tensor& y) {
   linear_forward(x, gate_.value(), logits_);
   ops::router_forward(logits_, bias_.value(), router_, scores_, topk_idx_, gates_);
-  ops::plan_dispatch(topk_idx_, scores_, router_.experts, capacity_, plan_);
-  stats_.counts = plan_.counts;
+  ops::plan_dispatch(topk_idx_, scores_, capacity_, plan_);
+  stats_.counts = ops::to_host<int64_t>(plan_.counts);
   stats_.dropped = plan_.dropped;
   stats_.losses = ops::balance_losses(logits_, scores_, plan_.counts, router_, balance_, 0.0f,
                                       nullptr, nullptr);
@@ -105,7 +118,7 @@ void MoE::forward(const Tensor& x, Tensor& y) {
   stats_.rows_off_rank = dispatcher_.sent_off_rank();
   stats_.rows_received_off_rank = dispatcher_.received_off_rank();
   const int64_t sent = dispatcher_.sent_rows(), local = dispatcher_.local_rows();
-  const std::vector<int64_t>& offsets = dispatcher_.local_offsets();
+  const Tensor& offsets = dispatcher_.local_offsets();
   x_sent_ = x_sent_buf_.rows(sent, hidden_);
   ops::gather_rows(x, row_tokens(), x_sent_);
   x_local_ = dispatcher_.local() ? x_sent_ : x_local_buf_.rows(local, hidden_);
@@ -125,7 +138,7 @@ void MoE::forward(const Tensor& x, Tensor& y) {
 
 void MoE::backward(const Tensor& dy, const Tensor& x, Tensor& dx) {
   const int64_t sent = dispatcher_.sent_rows(), local = dispatcher_.local_rows();
-  const std::vector<int64_t>& offsets = dispatcher_.local_offsets();
+  const Tensor& offsets = dispatcher_.local_offsets();
   Tensor d_sent = d_sent_buf_.rows(sent, hidden_);
   ops::combine_rows_backward(dy, out_sent_, slot_rows(), gates_, router_.k, d_sent, dgates_);
   if (tp_comm_) {  // the router needs the gates' gradients of every slice
@@ -172,7 +185,7 @@ void MoE::backward(const Tensor& dy, const Tensor& x, Tensor& dx) {
 
 void MoE::update_bias(std::span<const int64_t> counts, float speed) {
   Tensor b = bias_.value();
-  ops::balance_bias_update(b, counts, speed);
+  ops::balance_bias_update(b, ops::from_host(counts, b.device()), speed);
 }
 
 }  // namespace moetron

@@ -58,8 +58,10 @@ class MoE : public FeedForward {
  private:
   // This rank's share of the plan: the kept rows of its token slice, in plan order.
   void select_slice();
-  std::span<const int32_t> slot_rows() const { return whole_ ? plan_.slot_row : slot_row_; }
-  std::span<const int32_t> row_tokens() const { return whole_ ? plan_.row_token : row_token_; }
+  Tensor slot_rows() const { return whole_ ? plan_.slot_row : slot_row_; }
+  Tensor row_tokens() const {
+    return whole_ ? plan_.row_tokens() : row_token_.view(0, {slice_rows_});
+  }
   std::vector<Tensor> expert_gate_up() const;
   std::vector<Tensor> expert_down() const;
 
@@ -79,8 +81,10 @@ class MoE : public FeedForward {
   float aux_grad_scale_ = 1.0f;
   MoeStats stats_;
   ops::DispatchPlan plan_;
-  std::vector<int64_t> send_counts_;           // [experts] rows of the slice per expert
-  std::vector<int32_t> row_token_, slot_row_;  // tp > 1: the slice's rows and slots
+  std::vector<int64_t> send_counts_;  // [experts] rows of the slice per expert
+  // tp > 1: the slice's rows (the first slice_rows_ of row_token_) and slots.
+  Tensor row_token_, slot_row_;
+  int64_t slice_rows_ = 0;
   // Router tensors over all tokens, saved for backward.
   Tensor logits_, scores_, topk_idx_, gates_;
   Tensor dlogits_, dscores_, dgates_, dgates_slice_, d_shared_;

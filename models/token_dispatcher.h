@@ -31,8 +31,8 @@ class TokenDispatcher {
   // The rows this rank's experts receive from other ranks.
   int64_t received_off_rank() const { return received_off_rank_; }
   int64_t local_rows() const { return local_rows_; }
-  // [local experts + 1]: rows of local expert e are [offsets[e], offsets[e + 1]).
-  const std::vector<int64_t>& local_offsets() const { return local_offsets_; }
+  // [local experts + 1] i64: rows of local expert e are [offsets[e], offsets[e + 1]).
+  const Tensor& local_offsets() const { return local_offsets_; }
 
   // Sent rows (grouped by global expert) -> this rank's experts' rows (grouped by local expert).
   // Only when !local(): a local dispatcher's sent rows already are its experts' rows.
@@ -44,10 +44,10 @@ class TokenDispatcher {
   int64_t experts_;
   Communicator* ep_comm_;
   int64_t sent_rows_ = 0, sent_off_rank_ = 0, received_off_rank_ = 0, local_rows_ = 0;
-  std::vector<int64_t> local_offsets_;
+  Tensor local_offsets_;
   std::vector<int64_t> send_rows_, recv_rows_;  // per rank of the group
-  std::vector<int32_t> to_expert_major_;        // local row <- received row
-  std::vector<int32_t> to_source_major_;        // received row <- local row
+  Tensor to_expert_major_;                      // i32: local row <- received row
+  Tensor to_source_major_;                      // i32: received row <- local row
   Tensor counts_send_, counts_recv_;
   RowBuffer buffer_;  // rows in transit, in source-major order
 };

@@ -227,4 +227,53 @@ void combine_rows_backward(const float* dy, const float* src, const int32_t* slo
   }
 }
 
+void plan_dispatch(const int32_t* idx, const float* s, int64_t n, int64_t k, int64_t experts,
+                   int64_t capacity, int64_t* counts, int64_t* offsets, int32_t* row_token,
+                   int32_t* slot_row, int64_t* rows, int64_t* dropped) {
+  std::fill(counts, counts + experts, 0);
+  for (int64_t i = 0; i < n * k; ++i) ++counts[idx[i]];
+  // kept[slot]: with a capacity, each expert keeps its highest-score assignments.
+  std::vector<uint8_t> kept(static_cast<size_t>(n * k), 1);
+  *dropped = 0;
+  if (capacity > 0) {
+    std::vector<std::vector<int64_t>> by_expert(static_cast<size_t>(experts));
+    for (int64_t i = 0; i < n * k; ++i) by_expert[idx[i]].push_back(i);
+    for (int64_t e = 0; e < experts; ++e) {
+      auto& slots = by_expert[e];
+      if (static_cast<int64_t>(slots.size()) <= capacity) continue;
+      // Highest score first, ties to the lower token (slots are in token order).
+      std::stable_sort(slots.begin(), slots.end(), [&](int64_t a, int64_t b) {
+        return s[(a / k) * experts + e] > s[(b / k) * experts + e];
+      });
+      for (size_t i = static_cast<size_t>(capacity); i < slots.size(); ++i) kept[slots[i]] = 0;
+      *dropped += static_cast<int64_t>(slots.size()) - capacity;
+    }
+  }
+  std::fill(offsets, offsets + experts + 1, 0);
+  for (int64_t i = 0; i < n * k; ++i)
+    if (kept[i]) ++offsets[idx[i] + 1];
+  for (int64_t e = 0; e < experts; ++e) offsets[e + 1] += offsets[e];
+  std::vector<int64_t> fill(offsets, offsets + experts);
+  *rows = offsets[experts];
+  for (int64_t i = 0; i < n * k; ++i) {  // token order within each expert: stable
+    if (!kept[i]) {
+      slot_row[i] = -1;
+      continue;
+    }
+    const int64_t row = fill[idx[i]]++;
+    slot_row[i] = static_cast<int32_t>(row);
+    row_token[row] = static_cast<int32_t>(i / k);
+  }
+}
+
+void balance_bias_update(float* bias, const int64_t* counts, int64_t experts, float speed) {
+  double mean = 0;
+  for (int64_t e = 0; e < experts; ++e) mean += static_cast<double>(counts[e]);
+  mean /= static_cast<double>(experts);
+  for (int64_t e = 0; e < experts; ++e) {
+    const double diff = mean - static_cast<double>(counts[e]);
+    bias[e] += speed * static_cast<float>((diff > 0) - (diff < 0));
+  }
+}
+
 }  // namespace moetron::cpu

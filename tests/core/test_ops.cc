@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "core/backend.h"
 #include "core/cpu/kernels.h"
 #include "core/ops.h"
 #include "core/ops_decode.h"
@@ -26,6 +27,8 @@ Tensor random_tensor(Shape shape, std::mt19937& gen, float scale = 1.0f) {
   for (float& x : t.span<float>()) x = normal(gen);
   return t;
 }
+
+Tensor i32(const std::vector<int32_t>& values);  // below: on the cases' device
 
 std::vector<double> to_double(const Tensor& t) {
   return {t.span<float>().begin(), t.span<float>().end()};
@@ -103,12 +106,44 @@ std::vector<double> ref_attention(const Tensor& q, const Tensor& k, const Tensor
 // Gradient cases: forward maps inputs to one output; backward maps (inputs, dy) to one
 // gradient per input (an empty tensor where the input takes no gradient, e.g. ids).
 
+// The device the gradient cases make their tensors on: the CPU, or the backend the harness runs
+// them on (OpBackends below). A test's own state, set only by OnDevice.
+thread_local Device t_case_device;
+class OnDevice {
+ public:
+  explicit OnDevice(Device d) : saved_(t_case_device) { t_case_device = d; }
+  ~OnDevice() { t_case_device = saved_; }
+  OnDevice(const OnDevice&) = delete;
+  OnDevice& operator=(const OnDevice&) = delete;
+
+ private:
+  Device saved_;
+};
+
 // Outputs start as NaN: an op that overwrites must never read what was there (a freshly
 // allocated buffer may hold NaN from earlier use; found in rmsnorm_backward's dx).
 Tensor poisoned(Shape shape) {
-  Tensor t = Tensor::empty(std::move(shape));
+  Tensor t = Tensor::empty(std::move(shape), DType::f32, t_case_device);
   ops::fill(t, std::numeric_limits<float>::quiet_NaN());
   return t;
+}
+
+Tensor zeros(const Shape& shape) {
+  return Tensor::zeros(shape, DType::f32, t_case_device);
+}
+
+// An index tensor (i32) of `values`.
+Tensor i32(const std::vector<int32_t>& values) {
+  return ops::from_host(std::span<const int32_t>(values), t_case_device);
+}
+
+// A one-element f32 tensor holding v, and the value of one.
+Tensor scalar(double v) {
+  const float f = static_cast<float>(v);
+  return ops::from_host(std::span<const float>(&f, 1), t_case_device);
+}
+float value_of(const Tensor& t) {
+  return ops::to_host<float>(t).at(0);
 }
 
 // The double-precision reference of a case's forward: its inputs as doubles, its output.
@@ -258,7 +293,7 @@ std::vector<GradCase> grad_cases() {
                    [](const std::vector<Tensor>& in, const Tensor& dy) {
                      Tensor y = poisoned(in[0].shape()), r = poisoned({6});
                      ops::rmsnorm_forward(in[0], in[1], 1e-5f, y, r);
-                     Tensor dx = poisoned(in[0].shape()), dw = Tensor::zeros({24});
+                     Tensor dx = poisoned(in[0].shape()), dw = zeros({24});
                      ops::rmsnorm_backward(dy, in[0], in[1], r, dx, dw, false);
                      return std::vector<Tensor>{dx, dw};
                    }});
@@ -348,12 +383,10 @@ std::vector<GradCase> grad_cases() {
       return t;
     }();
     auto loss_tensor = [](const std::vector<Tensor>& in, Tensor* dh, Tensor* dw, float scale) {
-      Tensor ws = poisoned({ops::ce_workspace_size(300, 37)});
+      Tensor ws = poisoned({ops::ce_workspace_size(300, 37, t_case_device)});
       // The mean keeps the float objective precise enough for finite differences.
-      const double l = ops::head_cross_entropy(in[0], in[1], targets, scale / 300, dh, dw, ws);
-      Tensor y = poisoned({1});
-      y.span<float>()[0] = static_cast<float>(l / 300);
-      return y;
+      const double l = ops::head_cross_entropy(in[0], in[1], i32(targets), scale / 300, dh, dw, ws);
+      return scalar(l / 300);
     };
     cases.push_back(
         {"head_cross_entropy",
@@ -363,8 +396,8 @@ std::vector<GradCase> grad_cases() {
          },
          [=](const std::vector<Tensor>& in) { return loss_tensor(in, nullptr, nullptr, 0); },
          [=](const std::vector<Tensor>& in, const Tensor& dy) {
-           Tensor dh = poisoned(in[0].shape()), dw = Tensor::zeros(in[1].shape());
-           loss_tensor(in, &dh, &dw, dy.span<float>()[0]);
+           Tensor dh = poisoned(in[0].shape()), dw = zeros(in[1].shape());
+           loss_tensor(in, &dh, &dw, value_of(dy));
            return std::vector<Tensor>{dh, dw};
          },
          2e-2, 1e-3});
@@ -383,12 +416,12 @@ std::vector<GradCase> grad_cases() {
                      },
                      [=](const std::vector<Tensor>& in) {
                        Tensor y = poisoned({7, 4});
-                       ops::embedding_forward(ids, in[0], y, shard);
+                       ops::embedding_forward(i32(ids), in[0], y, shard);
                        return y;
                      },
                      [=](const std::vector<Tensor>& in, const Tensor& dy) {
-                       Tensor d = Tensor::zeros(in[0].shape());
-                       ops::embedding_backward(ids, dy, d, shard);
+                       Tensor d = zeros(in[0].shape());
+                       ops::embedding_backward(i32(ids), dy, d, shard);
                        return std::vector<Tensor>{d};
                      }});
     cases.back().reference = [](const std::vector<Values>& in) {
@@ -411,7 +444,7 @@ std::vector<GradCase> grad_cases() {
       Tensor all = poisoned({2, 5, 3});
       for (int b = 0; b < 2; ++b) {
         Tensor stats = all.view(b * 15, {5, 3});
-        ops::ce_shard_stats(blocks(logits)[b], targets, shards[b], stats);
+        ops::ce_shard_stats(blocks(logits)[b], i32(targets), shards[b], stats);
       }
       return ops::ce_combine_stats(all, lse);
     };
@@ -420,9 +453,8 @@ std::vector<GradCase> grad_cases() {
          // The input holds both blocks one after the other: [2 blocks x 5 rows x 4 columns].
          [](std::mt19937& g) { return std::vector<Tensor>{random_tensor({40}, g, 2.0f)}; },
          [=](const std::vector<Tensor>& in) {
-           Tensor lse = poisoned({5}), y = poisoned({1});
-           y.span<float>()[0] = static_cast<float>(loss(in[0], lse) / 5);
-           return y;
+           Tensor lse = poisoned({5});
+           return scalar(loss(in[0], lse) / 5);
          },
          [=](const std::vector<Tensor>& in, const Tensor& dy) {
            Tensor lse = poisoned({5}), d = poisoned({40});
@@ -430,7 +462,7 @@ std::vector<GradCase> grad_cases() {
            ops::copy(in[0], d);
            for (int b = 0; b < 2; ++b) {
              Tensor block = blocks(d)[b];
-             ops::ce_shard_backward(block, targets, shards[b], lse, dy.span<float>()[0] / 5);
+             ops::ce_shard_backward(block, i32(targets), shards[b], lse, value_of(dy) / 5);
            }
            return std::vector<Tensor>{d};
          },
@@ -529,6 +561,54 @@ TEST_P(OpGradient, BackwardMatchesTheDoubleReference) {
 INSTANTIATE_TEST_SUITE_P(Ops, OpGradient, ::testing::ValuesIn(grad_cases()),
                          [](const auto& info) { return info.param.name; });
 
+// The backend axis: every case on every backend this process has (backends(): the CPU's, and a
+// device's where the build and the machine have one), forward and backward, against the same
+// case on the CPU, which the tests above hold to the double references. On the CPU itself the
+// results must be bitwise the CPU's (the same kernels; the path through the backend table and
+// the device copies is what is under test); on another device within 1e-4 relative plus 1e-5
+// of the largest element.
+class OpBackends : public ::testing::TestWithParam<GradCase> {};
+
+TEST_P(OpBackends, EveryCaseOnEveryBackendMatchesTheCpu) {
+  const GradCase& c = GetParam();
+  std::mt19937 gen(42);
+  const std::vector<Tensor> in = c.make_inputs(gen);
+  const Tensor y = c.forward(in);
+  const Tensor dy = random_tensor(y.shape(), gen);
+  const std::vector<Tensor> grads = c.backward(in, dy);
+  for (Backend* b : backends()) {
+    const Device device = b->device();
+    SCOPED_TRACE(c.name + " on " + b->name());
+    const OnDevice on(device);
+    std::vector<Tensor> din;
+    for (const Tensor& t : in) din.push_back(ops::to_device(t, device));
+    const Tensor dyd = ops::to_device(dy, device);
+    const Tensor yd = c.forward(din);
+    const std::vector<Tensor> gd = c.backward(din, dyd);
+    auto expect_matches = [&](const Tensor& got_device, const Tensor& want,
+                              const std::string& what) {
+      ASSERT_EQ(got_device.device(), device) << what << " left the device";
+      const Tensor got = ops::to_device(got_device, Device{});
+      if (device.kind == DeviceKind::cpu) {
+        EXPECT_TRUE(std::equal(got.span<float>().begin(), got.span<float>().end(),
+                               want.span<float>().begin()))
+            << what << " differs from the CPU's";
+        return;
+      }
+      double largest = 0;
+      for (float v : want.span<float>()) largest = std::max(largest, std::abs(double{v}));
+      EXPECT_TRUE(close(got.span<float>(), to_double(want), 1e-4, 1e-5 * largest)) << what;
+    };
+    expect_matches(yd, y, "forward");
+    ASSERT_EQ(gd.size(), grads.size());
+    for (size_t i = 0; i < grads.size(); ++i)
+      if (grads[i].defined()) expect_matches(gd[i], grads[i], "gradient " + std::to_string(i));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Ops, OpBackends, ::testing::ValuesIn(grad_cases()),
+                         [](const auto& info) { return info.param.name; });
+
 // ---------------------------------------------------------------------------------------------
 // Forward conformance against the double references, over shape classes.
 
@@ -589,7 +669,7 @@ TEST(OpForward, CrossEntropyMatchesLogSoftmax) {
   std::vector<int32_t> targets(10);
   for (int i = 0; i < 10; ++i) targets[i] = i * 5;
   Tensor ws = Tensor::empty({ops::ce_workspace_size(10, 50)});
-  const double got = ops::head_cross_entropy(h, w, targets, 0.0f, nullptr, nullptr, ws);
+  const double got = ops::head_cross_entropy(h, w, i32(targets), 0.0f, nullptr, nullptr, ws);
   const auto logits = ref_matmul(h, false, w, true, 10, 50, 8);
   double expect = 0;
   for (int r = 0; r < 10; ++r) {
@@ -608,7 +688,7 @@ TEST(OpForward, VocabParallelCrossEntropyEqualsTheWholeVocabulary) {
   const Tensor h = random_tensor({9, 6}, gen), w = random_tensor({13, 6}, gen);
   std::vector<int32_t> targets{0, 12, 5, 9, 4, 10, 1, 7, 11};
   Tensor ws = Tensor::empty({ops::ce_workspace_size(9, 13)});
-  const double whole = ops::head_cross_entropy(h, w, targets, 0.0f, nullptr, nullptr, ws);
+  const double whole = ops::head_cross_entropy(h, w, i32(targets), 0.0f, nullptr, nullptr, ws);
   Tensor all = poisoned({3, 9, 3}), lse = poisoned({9});
   for (int b = 0; b < 3; ++b) {
     Tensor block = Tensor::zeros({5, 6});
@@ -617,7 +697,7 @@ TEST(OpForward, VocabParallelCrossEntropyEqualsTheWholeVocabulary) {
     ops::copy(w.view(5 * b * 6, {valid, 6}), rows);
     Tensor logits = poisoned({9, 5}), stats = all.view(b * 27, {9, 3});
     ops::matmul(h, false, block, true, logits);
-    ops::ce_shard_stats(logits, targets, {5 * b, valid, 13}, stats);
+    ops::ce_shard_stats(logits, i32(targets), {5 * b, valid, 13}, stats);
   }
   EXPECT_NEAR(ops::ce_combine_stats(all, lse), whole, 1e-5 * whole);
 }
@@ -716,7 +796,7 @@ TEST(OpErrors, ShapeMismatchAndBadIdsAreReported) {
   Tensor out = Tensor::zeros({1, 4});
   const std::vector<int32_t> ids{10};
   try {
-    ops::embedding_forward(ids, table, out);
+    ops::embedding_forward(i32(ids), table, out);
     FAIL() << "expected an error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("token id 10"), std::string::npos) << e.what();

@@ -104,7 +104,7 @@ struct TrainingReference {
   std::vector<Tensor> logits(std::span<const int32_t> window) {
     const Shape act{kSeq, dims.hidden};
     Tensor x = Tensor::empty(act), y = Tensor::empty(act), h0 = Tensor::empty(act);
-    embed.forward(window.first(kSeq), x);
+    embed.forward(ops::from_host(window.first(kSeq)), x);
     for (auto& b : blocks) {
       b->forward(x, y);
       std::swap(x, y);
@@ -120,7 +120,7 @@ struct TrainingReference {
     std::vector<Tensor> emb;
     for (int64_t k = 1; k <= dims.mtp_depth; ++k) {
       emb.push_back(Tensor::empty(act));
-      embed.forward(window.subspan(static_cast<size_t>(k), kSeq), emb.back());
+      embed.forward(ops::from_host(window.subspan(static_cast<size_t>(k), kSeq)), emb.back());
       MtpModule& m = *mtp[static_cast<size_t>(k - 1)];
       m.forward(emb.back(), k == 1 ? h0 : mtp[static_cast<size_t>(k - 2)]->output());
       project(m.output());  // h_k: the head's input

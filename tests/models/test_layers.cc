@@ -187,7 +187,8 @@ TEST(Layers, HeadCrossEntropy) {
   params.allocate();
   test::load_params(params, g, "/params");
   Tensor h = test::tensor_from(g, "/inputs/h", {rows, hidden});
-  const std::vector<int32_t> targets = g.ints("/inputs/targets");
+  const std::vector<int32_t> target_ids = g.ints("/inputs/targets");
+  const Tensor targets = ops::from_host(std::span<const int32_t>(target_ids));
   Tensor dh = Tensor::empty({rows, hidden});
   const double loss = head.loss(h, targets, 1.0f, &dh);
   EXPECT_NEAR(loss, g.floats("/outputs/loss")[0], 1e-5 * std::abs(loss));

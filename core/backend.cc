@@ -1,0 +1,52 @@
+#include "core/backend.h"
+
+#include <mutex>
+
+#include "core/check.h"
+
+namespace moetron {
+namespace {
+
+// The backends of this process: the CPU's from the start, others as they register. A backend
+// is never removed, so a reference to one stays valid.
+struct Registry {
+  std::mutex mutex;
+  std::vector<std::unique_ptr<Backend>> backends;
+  Registry() { backends.push_back(make_cpu_backend()); }
+};
+
+Registry& registry() {
+  static Registry r;
+  return r;
+}
+
+}  // namespace
+
+Backend& backend(Device device) {
+  Registry& r = registry();
+  if (device.kind == DeviceKind::cpu) return *r.backends.front();  // no lock on the hot path
+  const std::lock_guard<std::mutex> lock(r.mutex);
+  for (const auto& b : r.backends)
+    if (b->device() == device) return *b;
+  throw Error("device " + device_name(device) +
+              " has no backend in this process (this build or this machine has no such device)");
+}
+
+std::vector<Backend*> backends() {
+  Registry& r = registry();
+  const std::lock_guard<std::mutex> lock(r.mutex);
+  std::vector<Backend*> out;
+  for (const auto& b : r.backends) out.push_back(b.get());
+  return out;
+}
+
+void register_backend(std::unique_ptr<Backend> b) {
+  Registry& r = registry();
+  const std::lock_guard<std::mutex> lock(r.mutex);
+  for (const auto& existing : r.backends)
+    MOETRON_CHECK(existing->device() != b->device(), "a second backend for ",
+                  device_name(b->device()));
+  r.backends.push_back(std::move(b));
+}
+
+}  // namespace moetron

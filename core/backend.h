@@ -1,0 +1,137 @@
+// A device's implementation of the op set, chosen from the tensors' device (ggml's backend
+// interface is the model). core/ops.cc checks every op's shapes, dtypes and devices once, then
+// calls the backend of its tensors' device, so a backend sees checked arguments only and holds
+// no shape logic of its own. Every argument is a Tensor on that device, index arguments (token
+// ids, targets, expert indices, counts, offsets, the dispatch plan) included; only a few
+// results are still host scalars (the losses and norms that sum_squares, all_finite,
+// head_cross_entropy, ce_combine_stats and balance_losses return).
+//
+// The CPU backend (core/cpu/backend.cc) is always present. Another registers itself where the
+// build and the machine have its device; backends() lists what this process can use, so the op
+// harness runs every case on each (tests/core/test_ops.cc).
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace moetron {
+
+namespace ops {
+enum class RopeStyle;
+struct VocabShard;
+struct AdamWStep;
+struct RouterConfig;
+struct BalanceConfig;
+struct BalanceLosses;
+struct DispatchPlan;
+}  // namespace ops
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+  // "cpu (oneDNN sgemm)": the device and what does its GEMMs, for logs and benchmarks.
+  virtual std::string name() const = 0;
+
+  // Memory of this device; allocate throws Error naming the device and the size when it cannot.
+  virtual void* allocate(size_t bytes) = 0;
+  virtual void release(void* data, size_t bytes) noexcept = 0;
+  // `bytes` from `src` to `dst`, where each is on this device or the host (the CPU).
+  virtual void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device,
+                          size_t bytes) = 0;
+  virtual void zero_bytes(void* data, size_t bytes) = 0;
+  // Waits for the work given to the device so far.
+  virtual void synchronize() = 0;
+
+  // The op set of core/ops.h and core/ops_decode.h, with the same meaning, arguments checked.
+  virtual void matmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c,
+                      float alpha, float beta) = 0;
+  virtual void grouped_matmul(const Tensor& x, std::span<const Tensor> weights,
+                              const Tensor& offsets, Tensor& y) = 0;
+  virtual void grouped_matmul_backward(const Tensor& dy, const Tensor& x,
+                                       std::span<const Tensor> weights, const Tensor& offsets,
+                                       std::span<Tensor> dweights, Tensor& dx) = 0;
+  virtual void fill(Tensor& x, float value) = 0;
+  virtual void copy(const Tensor& src, Tensor& dst) = 0;
+  virtual void add(const Tensor& a, const Tensor& b, Tensor& out) = 0;
+  virtual void axpy(float alpha, const Tensor& x, Tensor& y) = 0;
+  virtual void scale(Tensor& x, float s) = 0;
+  virtual double sum_squares(const Tensor& x) = 0;
+  virtual bool all_finite(const Tensor& x) = 0;
+  virtual void concat_cols(std::span<const Tensor> srcs, Tensor& dst) = 0;
+  virtual void split_cols(const Tensor& src, std::span<Tensor> dsts) = 0;
+  virtual void rmsnorm_forward(const Tensor& x, const Tensor& weight, float eps, Tensor& y,
+                               Tensor& rstd) = 0;
+  virtual void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight,
+                                const Tensor& rstd, Tensor& dx, Tensor& dweight,
+                                bool accumulate_dx) = 0;
+  virtual void rope_tables(int64_t seq, int64_t head_dim, float theta, Tensor& cos,
+                           Tensor& sin) = 0;
+  virtual void rope(Tensor& x, const Tensor& cos, const Tensor& sin, ops::RopeStyle style,
+                    bool inverse) = 0;
+  virtual void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out,
+                                 Tensor& lse) = 0;
+  virtual void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
+                                  const Tensor& v, const Tensor& out, const Tensor& lse, Tensor& dq,
+                                  Tensor& dk, Tensor& dv) = 0;
+  virtual void swiglu_forward(const Tensor& gate_up, Tensor& out) = 0;
+  virtual void swiglu_backward(const Tensor& dout, const Tensor& gate_up, Tensor& dgate_up) = 0;
+  // Ids outside [0, shard.vocab) are an Error naming the id.
+  virtual void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out,
+                                 const ops::VocabShard& shard) = 0;
+  virtual void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable,
+                                  const ops::VocabShard& shard) = 0;
+  virtual int64_t ce_workspace_size(int64_t rows, int64_t vocab) = 0;
+  virtual void ce_shard_stats(const Tensor& logits, const Tensor& targets,
+                              const ops::VocabShard& shard, Tensor& stats) = 0;
+  virtual double ce_combine_stats(const Tensor& all_stats, Tensor& lse) = 0;
+  virtual void ce_shard_backward(Tensor& logits, const Tensor& targets,
+                                 const ops::VocabShard& shard, const Tensor& lse,
+                                 float grad_scale) = 0;
+  virtual double head_cross_entropy(const Tensor& h, const Tensor& w, const Tensor& targets,
+                                    float grad_scale, Tensor* dh, Tensor* dw,
+                                    Tensor& workspace) = 0;
+  virtual void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
+                     const ops::AdamWStep& s) = 0;
+  virtual void router_forward(const Tensor& logits, const Tensor& bias,
+                              const ops::RouterConfig& cfg, Tensor& scores, Tensor& topk_idx,
+                              Tensor& gates) = 0;
+  virtual void router_backward(const Tensor& dgates, const Tensor& scores, const Tensor& topk_idx,
+                               const ops::RouterConfig& cfg, Tensor& dscores, Tensor& dlogits) = 0;
+  virtual ops::BalanceLosses balance_losses(const Tensor& logits, const Tensor& scores,
+                                            const Tensor& counts, const ops::RouterConfig& rc,
+                                            const ops::BalanceConfig& bc, float grad_scale,
+                                            Tensor* dscores, Tensor* dlogits) = 0;
+  virtual void plan_dispatch(const Tensor& topk_idx, const Tensor& scores, int64_t capacity,
+                             ops::DispatchPlan& plan) = 0;
+  virtual void gather_rows(const Tensor& src, const Tensor& row_token, Tensor& dst) = 0;
+  virtual void combine_rows(const Tensor& src, const Tensor& slot_row, const Tensor& weights,
+                            int64_t k, Tensor& dst, bool accumulate) = 0;
+  virtual void combine_rows_backward(const Tensor& dy, const Tensor& src, const Tensor& slot_row,
+                                     const Tensor& weights, int64_t k, Tensor& dsrc,
+                                     Tensor& dweights) = 0;
+  virtual void balance_bias_update(Tensor& bias, const Tensor& counts, float speed) = 0;
+  virtual void attention_decode(const Tensor& q, const Tensor& keys_t, const Tensor& values,
+                                int64_t start, Tensor& out) = 0;
+  virtual void store_keys(const Tensor& k, int64_t start, Tensor& keys_t) = 0;
+  virtual void linear_rows(const Tensor& x, const Tensor& wt, Tensor& y) = 0;
+  virtual void transpose(const Tensor& src, Tensor& dst) = 0;
+};
+
+// The backend of `device`; throws Error naming the device when this build or machine has none.
+Backend& backend(Device device);
+// Every backend this process can use, the CPU's first.
+std::vector<Backend*> backends();
+// Adds the backend of another device (a device backend registers itself once, when it finds its
+// device); the CPU's is built in.
+void register_backend(std::unique_ptr<Backend> backend);
+
+// The CPU backend: today's kernels (core/cpu/).
+std::unique_ptr<Backend> make_cpu_backend();
+
+}  // namespace moetron
