@@ -32,6 +32,14 @@ Backend& backend(Device device) {
               " has no backend in this process (this build or this machine has no such device)");
 }
 
+Backend& backend_of(const char* op, std::initializer_list<const Tensor*> tensors) {
+  const Device device = (*tensors.begin())->device();
+  for (const Tensor* t : tensors)
+    MOETRON_CHECK(!t->defined() || t->device() == device, op, ": a tensor on ",
+                  device_name(t->device()), " beside one on ", device_name(device));
+  return backend(device);
+}
+
 std::vector<Backend*> backends() {
   Registry& r = registry();
   const std::lock_guard<std::mutex> lock(r.mutex);

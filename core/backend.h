@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstddef>
+#include <initializer_list>
 #include <memory>
 #include <span>
 #include <string>
@@ -127,6 +128,9 @@ class Backend {
 Backend& backend(Device device);
 // Every backend this process can use, the CPU's first.
 std::vector<Backend*> backends();
+// The backend of a call on `tensors` (those not defined are skipped), named `op` in the error
+// when they are not all on one device.
+Backend& backend_of(const char* op, std::initializer_list<const Tensor*> tensors);
 // Adds the backend of another device (a device backend registers itself once, when it finds its
 // device); the CPU's is built in.
 void register_backend(std::unique_ptr<Backend> backend);

@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <initializer_list>
 
 #include "core/backend.h"
 
@@ -18,15 +17,6 @@ void require(const Tensor& t, DType dtype, const char* op, const char* what) {
 
 void require_f32(const Tensor& t, const char* op, const char* what) {
   require(t, DType::f32, op, what);
-}
-
-// The backend of a call whose tensors must all be on one device.
-Backend& on(const char* op, std::initializer_list<const Tensor*> tensors) {
-  const Device device = (*tensors.begin())->device();
-  for (const Tensor* t : tensors)
-    MOETRON_CHECK(!t->defined() || t->device() == device, op, ": a tensor on ",
-                  device_name(t->device()), " beside one on ", device_name(device));
-  return backend(device);
 }
 
 void require_same_numel(const Tensor& a, const Tensor& b, const char* op) {
@@ -46,7 +36,7 @@ void matmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor
   MOETRON_CHECK(k == kb && c.rows() == m && c.cols() == n, "matmul: ", shape_str(a.shape()),
                 trans_a ? "^T" : "", " x ", shape_str(b.shape()), trans_b ? "^T" : "", " -> ",
                 shape_str(c.shape()));
-  on("matmul", {&a, &b, &c}).matmul(a, trans_a, b, trans_b, c, alpha, beta);
+  backend_of("matmul", {&a, &b, &c}).matmul(a, trans_a, b, trans_b, c, alpha, beta);
 }
 
 void matmul_batched(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c,
@@ -64,14 +54,14 @@ void matmul_batched(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b
 
 void fill(Tensor& x, float value) {
   require_f32(x, "fill", "x");
-  on("fill", {&x}).fill(x, value);
+  backend_of("fill", {&x}).fill(x, value);
 }
 
 void copy(const Tensor& src, Tensor& dst) {
   require_f32(src, "copy", "src");
   require_f32(dst, "copy", "dst");
   require_same_numel(src, dst, "copy");
-  on("copy", {&src, &dst}).copy(src, dst);
+  backend_of("copy", {&src, &dst}).copy(src, dst);
 }
 
 void add(const Tensor& a, const Tensor& b, Tensor& out) {
@@ -80,29 +70,29 @@ void add(const Tensor& a, const Tensor& b, Tensor& out) {
   require_f32(out, "add", "out");
   require_same_numel(a, b, "add");
   require_same_numel(a, out, "add");
-  on("add", {&a, &b, &out}).add(a, b, out);
+  backend_of("add", {&a, &b, &out}).add(a, b, out);
 }
 
 void axpy(float alpha, const Tensor& x, Tensor& y) {
   require_f32(x, "axpy", "x");
   require_f32(y, "axpy", "y");
   require_same_numel(x, y, "axpy");
-  on("axpy", {&x, &y}).axpy(alpha, x, y);
+  backend_of("axpy", {&x, &y}).axpy(alpha, x, y);
 }
 
 void scale(Tensor& x, float s) {
   require_f32(x, "scale", "x");
-  on("scale", {&x}).scale(x, s);
+  backend_of("scale", {&x}).scale(x, s);
 }
 
 double sum_squares(const Tensor& x) {
   require_f32(x, "sum_squares", "x");
-  return on("sum_squares", {&x}).sum_squares(x);
+  return backend_of("sum_squares", {&x}).sum_squares(x);
 }
 
 bool all_finite(const Tensor& x) {
   require_f32(x, "all_finite", "x");
-  return on("all_finite", {&x}).all_finite(x);
+  return backend_of("all_finite", {&x}).all_finite(x);
 }
 
 void concat_cols(std::span<const Tensor> srcs, Tensor& dst) {
@@ -115,7 +105,7 @@ void concat_cols(std::span<const Tensor> srcs, Tensor& dst) {
     col += s.cols();
   }
   MOETRON_CHECK(col == dst.cols(), "concat_cols: ", col, " columns into ", dst.cols());
-  on("concat_cols", {&dst}).concat_cols(srcs, dst);
+  backend_of("concat_cols", {&dst}).concat_cols(srcs, dst);
 }
 
 void split_cols(const Tensor& src, std::span<Tensor> dsts) {
@@ -128,7 +118,7 @@ void split_cols(const Tensor& src, std::span<Tensor> dsts) {
     col += d.cols();
   }
   MOETRON_CHECK(col == src.cols(), "split_cols: ", col, " columns from ", src.cols());
-  on("split_cols", {&src}).split_cols(src, dsts);
+  backend_of("split_cols", {&src}).split_cols(src, dsts);
 }
 
 void rmsnorm_forward(const Tensor& x, const Tensor& weight, float eps, Tensor& y, Tensor& rstd) {
@@ -138,7 +128,7 @@ void rmsnorm_forward(const Tensor& x, const Tensor& weight, float eps, Tensor& y
   require_f32(rstd, "rmsnorm", "rstd");
   MOETRON_CHECK(weight.numel() == x.cols() && y.numel() == x.numel() && rstd.numel() == x.rows(),
                 "rmsnorm: x ", shape_str(x.shape()), " weight ", shape_str(weight.shape()));
-  on("rmsnorm", {&x, &weight, &y, &rstd}).rmsnorm_forward(x, weight, eps, y, rstd);
+  backend_of("rmsnorm", {&x, &weight, &y, &rstd}).rmsnorm_forward(x, weight, eps, y, rstd);
 }
 
 void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd,
@@ -149,7 +139,7 @@ void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, c
   MOETRON_CHECK(dy.numel() == x.numel() && dx.numel() == x.numel() &&
                     dweight.numel() == weight.numel() && rstd.numel() == x.rows(),
                 "rmsnorm_backward: shapes");
-  on("rmsnorm_backward", {&dy, &x, &weight, &rstd, &dx, &dweight})
+  backend_of("rmsnorm_backward", {&dy, &x, &weight, &rstd, &dx, &dweight})
       .rmsnorm_backward(dy, x, weight, rstd, dx, dweight, accumulate_dx);
 }
 
@@ -158,7 +148,7 @@ void rope_tables(int64_t seq, int64_t head_dim, float theta, Tensor& cos, Tensor
   require_f32(cos, "rope_tables", "cos");
   require_f32(sin, "rope_tables", "sin");
   MOETRON_CHECK(cos.numel() == seq * head_dim / 2 && sin.numel() == cos.numel(), "rope tables");
-  on("rope_tables", {&cos, &sin}).rope_tables(seq, head_dim, theta, cos, sin);
+  backend_of("rope_tables", {&cos, &sin}).rope_tables(seq, head_dim, theta, cos, sin);
 }
 
 void rope(Tensor& x, const Tensor& cos, const Tensor& sin, RopeStyle style, bool inverse) {
@@ -169,7 +159,7 @@ void rope(Tensor& x, const Tensor& cos, const Tensor& sin, RopeStyle style, bool
                 shape_str(x.shape()));
   MOETRON_CHECK(cos.numel() >= x.dim(1) * x.dim(3) / 2 && cos.cols() == x.dim(3) / 2,
                 "rope: tables ", shape_str(cos.shape()), " too small for ", shape_str(x.shape()));
-  on("rope", {&x, &cos, &sin}).rope(x, cos, sin, style, inverse);
+  backend_of("rope", {&x, &cos, &sin}).rope(x, cos, sin, style, inverse);
 }
 
 namespace {
@@ -191,7 +181,7 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, Tensor
   require_f32(lse, "attention", "lse");
   MOETRON_CHECK(out.shape() == q.shape() && lse.numel() == q.dim(0) * q.dim(2) * q.dim(1),
                 "attention: out ", shape_str(out.shape()), " lse ", shape_str(lse.shape()));
-  on("attention", {&q, &k, &v, &out, &lse}).attention_forward(q, k, v, out, lse);
+  backend_of("attention", {&q, &k, &v, &out, &lse}).attention_forward(q, k, v, out, lse);
 }
 
 void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
@@ -204,7 +194,7 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
                     dk.shape() == k.shape() && dv.shape() == v.shape() &&
                     lse.numel() == q.dim(0) * q.dim(2) * q.dim(1),
                 "attention_backward: shapes");
-  on("attention_backward", {&dout, &q, &k, &v, &out, &lse, &dq, &dk, &dv})
+  backend_of("attention_backward", {&dout, &q, &k, &v, &out, &lse, &dq, &dk, &dv})
       .attention_backward(dout, q, k, v, out, lse, dq, dk, dv);
 }
 
@@ -213,7 +203,7 @@ void swiglu_forward(const Tensor& gate_up, Tensor& out) {
   require_f32(out, "swiglu", "out");
   MOETRON_CHECK(gate_up.rows() == out.rows() && gate_up.cols() == 2 * out.cols(),
                 "swiglu: gate_up ", shape_str(gate_up.shape()), " out ", shape_str(out.shape()));
-  on("swiglu", {&gate_up, &out}).swiglu_forward(gate_up, out);
+  backend_of("swiglu", {&gate_up, &out}).swiglu_forward(gate_up, out);
 }
 
 void swiglu_backward(const Tensor& dout, const Tensor& gate_up, Tensor& dgate_up) {
@@ -223,7 +213,8 @@ void swiglu_backward(const Tensor& dout, const Tensor& gate_up, Tensor& dgate_up
   MOETRON_CHECK(gate_up.rows() == dout.rows() && gate_up.cols() == 2 * dout.cols() &&
                     dgate_up.numel() == gate_up.numel(),
                 "swiglu_backward: shapes");
-  on("swiglu_backward", {&dout, &gate_up, &dgate_up}).swiglu_backward(dout, gate_up, dgate_up);
+  backend_of("swiglu_backward", {&dout, &gate_up, &dgate_up})
+      .swiglu_backward(dout, gate_up, dgate_up);
 }
 
 namespace {
@@ -248,7 +239,7 @@ void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out,
   require_f32(out, "embedding", "out");
   MOETRON_CHECK(out.rows() == ids.numel() && out.cols() == table.cols(), "embedding: ", ids.numel(),
                 " ids into ", shape_str(out.shape()));
-  on("embedding", {&ids, &table, &out})
+  backend_of("embedding", {&ids, &table, &out})
       .embedding_forward(ids, table, out, resolve(shard, table.rows()));
 }
 
@@ -259,7 +250,7 @@ void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable,
   require_f32(dtable, "embedding_backward", "dtable");
   MOETRON_CHECK(dout.rows() == ids.numel() && dout.cols() == dtable.cols(),
                 "embedding_backward: shapes");
-  on("embedding_backward", {&ids, &dout, &dtable})
+  backend_of("embedding_backward", {&ids, &dout, &dtable})
       .embedding_backward(ids, dout, dtable, resolve(shard, dtable.rows()));
 }
 
@@ -271,7 +262,7 @@ void ce_shard_stats(const Tensor& logits, const Tensor& targets, const VocabShar
   MOETRON_CHECK(targets.numel() == logits.rows() && stats.numel() == logits.rows() * 3,
                 "ce_shard_stats: ", targets.numel(), " targets, logits ", shape_str(logits.shape()),
                 ", stats ", shape_str(stats.shape()));
-  on("ce_shard_stats", {&logits, &targets, &stats})
+  backend_of("ce_shard_stats", {&logits, &targets, &stats})
       .ce_shard_stats(logits, targets, resolve(shard, logits.cols()), stats);
 }
 
@@ -281,7 +272,7 @@ double ce_combine_stats(const Tensor& all_stats, Tensor& lse) {
   const int64_t rows = lse.numel();
   MOETRON_CHECK(rows > 0 && all_stats.numel() % (rows * 3) == 0,
                 "ce_combine_stats: ", shape_str(all_stats.shape()), " for ", rows, " rows");
-  return on("ce_combine_stats", {&all_stats, &lse}).ce_combine_stats(all_stats, lse);
+  return backend_of("ce_combine_stats", {&all_stats, &lse}).ce_combine_stats(all_stats, lse);
 }
 
 void ce_shard_backward(Tensor& logits, const Tensor& targets, const VocabShard& shard,
@@ -291,7 +282,7 @@ void ce_shard_backward(Tensor& logits, const Tensor& targets, const VocabShard& 
   require_f32(lse, "ce_shard_backward", "lse");
   MOETRON_CHECK(targets.numel() == logits.rows() && lse.numel() == logits.rows(),
                 "ce_shard_backward: shapes");
-  on("ce_shard_backward", {&logits, &targets, &lse})
+  backend_of("ce_shard_backward", {&logits, &targets, &lse})
       .ce_shard_backward(logits, targets, resolve(shard, logits.cols()), lse, grad_scale);
 }
 
@@ -318,7 +309,8 @@ double head_cross_entropy(const Tensor& h, const Tensor& w, const Tensor& target
     MOETRON_CHECK(dh->numel() == h.numel() && dw->numel() == w.numel(),
                   "head_cross_entropy: grads");
   }
-  return on("head_cross_entropy", {&h, &w, &targets, &workspace, dh ? dh : &none, dw ? dw : &none})
+  return backend_of("head_cross_entropy",
+                    {&h, &w, &targets, &workspace, dh ? dh : &none, dw ? dw : &none})
       .head_cross_entropy(h, w, targets, grad_scale, dh, dw, workspace);
 }
 
@@ -330,7 +322,7 @@ void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWS
   require_same_numel(param, m, "adamw");
   require_same_numel(param, v, "adamw");
   MOETRON_CHECK(s.step >= 1, "adamw: step counts from 1");
-  on("adamw", {&param, &grad, &m, &v}).adamw(param, grad, m, v, s);
+  backend_of("adamw", {&param, &grad, &m, &v}).adamw(param, grad, m, v, s);
 }
 
 template <typename T>

@@ -1,8 +1,6 @@
 // Shape, dtype and device checks of the decoding ops, then the backend.
 #include "core/ops_decode.h"
 
-#include <initializer_list>
-
 #include "core/backend.h"
 #include "core/ops.h"
 
@@ -10,14 +8,6 @@ namespace moetron::ops {
 namespace {
 void require_f32(const Tensor& t, const char* op) {
   MOETRON_CHECK(t.defined() && t.dtype() == DType::f32, op, ": tensors must be f32");
-}
-// The backend of a call whose tensors must all be on one device.
-Backend& on(const char* op, std::initializer_list<const Tensor*> tensors) {
-  const Device device = (*tensors.begin())->device();
-  for (const Tensor* t : tensors)
-    MOETRON_CHECK(t->device() == device, op, ": a tensor on ", device_name(t->device()),
-                  " beside one on ", device_name(device));
-  return backend(device);
 }
 }  // namespace
 
@@ -33,7 +23,7 @@ void attention_decode(const Tensor& q, const Tensor& keys_t, const Tensor& value
                 " values ", shape_str(values.shape()), " out ", shape_str(out.shape()));
   MOETRON_CHECK(start >= 0 && start + q.dim(0) <= values.dim(0), "attention_decode: positions [",
                 start, ", ", start + q.dim(0), ") outside a cache of ", values.dim(0));
-  on("attention_decode", {&q, &keys_t, &values, &out})
+  backend_of("attention_decode", {&q, &keys_t, &values, &out})
       .attention_decode(q, keys_t, values, start, out);
 }
 
@@ -44,7 +34,7 @@ void store_keys(const Tensor& k, int64_t start, Tensor& keys_t) {
                     k.dim(2) == keys_t.dim(1) && start >= 0 && start + k.dim(0) <= keys_t.dim(2),
                 "store_keys: k ", shape_str(k.shape()), " at ", start, " into ",
                 shape_str(keys_t.shape()));
-  on("store_keys", {&k, &keys_t}).store_keys(k, start, keys_t);
+  backend_of("store_keys", {&k, &keys_t}).store_keys(k, start, keys_t);
 }
 
 void linear_rows(const Tensor& x, const Tensor& wt, Tensor& y) {
@@ -54,7 +44,7 @@ void linear_rows(const Tensor& x, const Tensor& wt, Tensor& y) {
   MOETRON_CHECK(x.cols() == wt.rows() && y.rows() == x.rows() && y.cols() == wt.cols(),
                 "linear_rows: x ", shape_str(x.shape()), " wt ", shape_str(wt.shape()), " -> ",
                 shape_str(y.shape()));
-  on("linear_rows", {&x, &wt, &y}).linear_rows(x, wt, y);
+  backend_of("linear_rows", {&x, &wt, &y}).linear_rows(x, wt, y);
 }
 
 void grouped_linear_rows(const Tensor& x, std::span<const Tensor> wts, const Tensor& offsets_t,
@@ -77,7 +67,7 @@ void transpose(const Tensor& src, Tensor& dst) {
   require_f32(dst, "transpose");
   MOETRON_CHECK(dst.rows() == src.cols() && dst.cols() == src.rows(),
                 "transpose: ", shape_str(src.shape()), " -> ", shape_str(dst.shape()));
-  on("transpose", {&src, &dst}).transpose(src, dst);
+  backend_of("transpose", {&src, &dst}).transpose(src, dst);
 }
 
 }  // namespace moetron::ops

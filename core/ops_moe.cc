@@ -1,5 +1,4 @@
 // The MoE ops of core/ops.h: shape, dtype and device checks, then the backend.
-#include <initializer_list>
 
 #include "core/backend.h"
 #include "core/ops.h"
@@ -27,15 +26,6 @@ void require_vector(const Tensor& t, int64_t n, DType dtype, const char* what) {
                 t.defined() ? std::string(" ") + dtype_name(t.dtype()) : std::string());
 }
 
-// The backend of a call whose defined tensors must all be on one device.
-Backend& on(const char* op, std::initializer_list<const Tensor*> tensors) {
-  const Device device = (*tensors.begin())->device();
-  for (const Tensor* t : tensors)
-    MOETRON_CHECK(!t->defined() || t->device() == device, op, ": a tensor on ",
-                  device_name(t->device()), " beside one on ", device_name(device));
-  return backend(device);
-}
-
 }  // namespace
 
 void router_forward(const Tensor& logits, const Tensor& bias, const RouterConfig& cfg,
@@ -45,7 +35,7 @@ void router_forward(const Tensor& logits, const Tensor& bias, const RouterConfig
   require_rows(scores, logits.rows(), cfg.experts, DType::f32, "router scores");
   require_rows(topk_idx, logits.rows(), cfg.k, DType::i32, "router topk_idx");
   require_rows(gates, logits.rows(), cfg.k, DType::f32, "router gates");
-  on("router", {&logits, &bias, &scores, &topk_idx, &gates})
+  backend_of("router", {&logits, &bias, &scores, &topk_idx, &gates})
       .router_forward(logits, bias, cfg, scores, topk_idx, gates);
 }
 
@@ -57,7 +47,7 @@ void router_backward(const Tensor& dgates, const Tensor& scores, const Tensor& t
   require_rows(topk_idx, n, cfg.k, DType::i32, "router topk_idx");
   require_rows(dscores, n, cfg.experts, DType::f32, "router dscores");
   require_rows(dlogits, n, cfg.experts, DType::f32, "router dlogits");
-  on("router_backward", {&dgates, &scores, &topk_idx, &dscores, &dlogits})
+  backend_of("router_backward", {&dgates, &scores, &topk_idx, &dscores, &dlogits})
       .router_backward(dgates, scores, topk_idx, cfg, dscores, dlogits);
 }
 
@@ -75,8 +65,8 @@ BalanceLosses balance_losses(const Tensor& logits, const Tensor& scores, const T
     require_rows(*dscores, logits.rows(), rc.experts, DType::f32, "balance dscores");
     require_rows(*dlogits, logits.rows(), rc.experts, DType::f32, "balance dlogits");
   }
-  return on("balance_losses",
-            {&logits, &scores, &counts, dscores ? dscores : &none, dlogits ? dlogits : &none})
+  return backend_of("balance_losses", {&logits, &scores, &counts, dscores ? dscores : &none,
+                                       dlogits ? dlogits : &none})
       .balance_losses(logits, scores, counts, rc, bc, grad_scale, dscores, dlogits);
 }
 
@@ -98,8 +88,8 @@ void plan_dispatch(const Tensor& topk_idx, const Tensor& scores, int64_t capacit
   require_vector(plan.offsets, experts + 1, DType::i64, "plan_dispatch offsets");
   require_vector(plan.slot_row, n * k, DType::i32, "plan_dispatch slot_row");
   require_vector(plan.row_token, n * k, DType::i32, "plan_dispatch row_token");
-  on("plan_dispatch",
-     {&topk_idx, &scores, &plan.counts, &plan.offsets, &plan.slot_row, &plan.row_token})
+  backend_of("plan_dispatch",
+             {&topk_idx, &scores, &plan.counts, &plan.offsets, &plan.slot_row, &plan.row_token})
       .plan_dispatch(topk_idx, scores, capacity, plan);
 }
 
@@ -109,7 +99,7 @@ void gather_rows(const Tensor& src, const Tensor& row_token, Tensor& dst) {
                     dst.rows() >= row_token.numel() && dst.cols() == src.cols(),
                 "gather_rows: ", row_token.numel(), " rows of ", shape_str(src.shape()), " into ",
                 shape_str(dst.shape()));
-  on("gather_rows", {&src, &row_token, &dst}).gather_rows(src, row_token, dst);
+  backend_of("gather_rows", {&src, &row_token, &dst}).gather_rows(src, row_token, dst);
 }
 
 void combine_rows(const Tensor& src, const Tensor& slot_row, const Tensor& weights, int64_t k,
@@ -118,7 +108,7 @@ void combine_rows(const Tensor& src, const Tensor& slot_row, const Tensor& weigh
                     src.cols() == dst.cols(),
                 "combine_rows: shapes");
   if (weights.defined()) MOETRON_CHECK(weights.numel() == dst.rows() * k, "combine_rows: weights");
-  on("combine_rows", {&src, &slot_row, &weights, &dst})
+  backend_of("combine_rows", {&src, &slot_row, &weights, &dst})
       .combine_rows(src, slot_row, weights, k, dst, accumulate);
 }
 
@@ -128,14 +118,14 @@ void combine_rows_backward(const Tensor& dy, const Tensor& src, const Tensor& sl
                     weights.numel() == dy.rows() * k && dweights.numel() == dy.rows() * k &&
                     dsrc.cols() == dy.cols() && src.cols() == dy.cols(),
                 "combine_rows_backward: shapes");
-  on("combine_rows_backward", {&dy, &src, &slot_row, &weights, &dsrc, &dweights})
+  backend_of("combine_rows_backward", {&dy, &src, &slot_row, &weights, &dsrc, &dweights})
       .combine_rows_backward(dy, src, slot_row, weights, k, dsrc, dweights);
 }
 
 void balance_bias_update(Tensor& bias, const Tensor& counts, float speed) {
   MOETRON_CHECK(bias.dtype() == DType::f32, "balance_bias_update: bias must be f32");
   require_vector(counts, bias.numel(), DType::i64, "balance_bias_update counts");
-  on("balance_bias_update", {&bias, &counts}).balance_bias_update(bias, counts, speed);
+  backend_of("balance_bias_update", {&bias, &counts}).balance_bias_update(bias, counts, speed);
 }
 
 namespace {
@@ -147,7 +137,7 @@ void check_grouped(std::span<const Tensor> weights, const Tensor& offsets, const
 void grouped_matmul(const Tensor& x, std::span<const Tensor> weights, const Tensor& offsets,
                     Tensor& y) {
   check_grouped(weights, offsets, "grouped_matmul offsets");
-  on("grouped_matmul", {&x, &offsets, &y}).grouped_matmul(x, weights, offsets, y);
+  backend_of("grouped_matmul", {&x, &offsets, &y}).grouped_matmul(x, weights, offsets, y);
 }
 
 void grouped_matmul_backward(const Tensor& dy, const Tensor& x, std::span<const Tensor> weights,
@@ -155,7 +145,7 @@ void grouped_matmul_backward(const Tensor& dy, const Tensor& x, std::span<const 
   check_grouped(weights, offsets, "grouped_matmul_backward offsets");
   MOETRON_CHECK(dweights.size() == weights.size(), "grouped_matmul_backward: ", dweights.size(),
                 " weight gradients for ", weights.size(), " weights");
-  on("grouped_matmul_backward", {&dy, &x, &offsets, &dx})
+  backend_of("grouped_matmul_backward", {&dy, &x, &offsets, &dx})
       .grouped_matmul_backward(dy, x, weights, offsets, dweights, dx);
 }
 

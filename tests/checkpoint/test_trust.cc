@@ -94,22 +94,13 @@ void edit_config(hid_t f, const std::function<void(config::RunConfig&)>& edit) {
   reseal(f);
 }
 
-class Trust : public ::testing::Test {
+class Trust : public test::TrainedCheckpoint<Trust> {
+ public:
+  static config::RunConfig run_config(const fs::path& run_dir, int steps) {
+    return testing::small_moe_run(run_dir, steps);
+  }
+
  protected:
-  static void SetUpTestSuite() {
-    dir_ = new TempDir;
-    config::RunConfig cfg = testing::small_moe_run(*dir_ / "run", 2);
-    std::ostringstream log;
-    train(cfg, log);
-    good_ = new fs::path(*dir_ / "run" / "checkpoints" / "step-00000002.h5");
-  }
-  static void TearDownTestSuite() {
-    delete good_;
-    delete dir_;
-  }
-  static fs::path copy_with(const std::string& name, const std::function<void(hid_t)>& edit) {
-    return test::copy_and_edit(*good_, *dir_ / name, edit);
-  }
   // The real program on `args`, in at most 1 GiB of address space and 30 s; its output.
   static std::string run(const std::vector<std::string>& args, test::Exit& exit) {
     const fs::path out = *dir_ / "out.txt";
@@ -140,12 +131,7 @@ class Trust : public ::testing::Test {
       EXPECT_FALSE(fs::exists(*dir_ / "hf"));
     }
   }
-
-  static TempDir* dir_;
-  static fs::path* good_;
 };
-TempDir* Trust::dir_ = nullptr;
-fs::path* Trust::good_ = nullptr;
 
 TEST_F(Trust, TheGoodCheckpointPassesEveryCommand) {
   test::Exit e;

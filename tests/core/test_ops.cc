@@ -53,56 +53,6 @@ std::vector<double> to_double(const Tensor& t) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Independent references (double, naive loops).
-
-std::vector<double> ref_matmul(const Tensor& a, bool ta, const Tensor& b, bool tb, int64_t m,
-                               int64_t n, int64_t k) {
-  std::vector<double> c(static_cast<size_t>(m * n), 0.0);
-  const float* A = a.data<float>();
-  const float* B = b.data<float>();
-  for (int64_t i = 0; i < m; ++i)
-    for (int64_t j = 0; j < n; ++j) {
-      double s = 0;
-      for (int64_t p = 0; p < k; ++p)
-        s += static_cast<double>(ta ? A[p * m + i] : A[i * k + p]) *
-             (tb ? B[j * k + p] : B[p * n + j]);
-      c[i * n + j] = s;
-    }
-  return c;
-}
-
-// out [B,T,H,hd] of causal attention with GQA.
-std::vector<double> ref_attention(const Tensor& q, const Tensor& k, const Tensor& v) {
-  const int64_t B = q.dim(0), T = q.dim(1), H = q.dim(2), hd = q.dim(3), KV = k.dim(2);
-  std::vector<double> out(static_cast<size_t>(q.numel()));
-  const float *Q = q.data<float>(), *K = k.data<float>(), *V = v.data<float>();
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t h = 0; h < H; ++h) {
-      const int64_t g = h / (H / KV);
-      for (int64_t i = 0; i < T; ++i) {
-        std::vector<double> s(static_cast<size_t>(i + 1));
-        double mx = -1e300;
-        for (int64_t j = 0; j <= i; ++j) {
-          double d = 0;
-          for (int64_t c = 0; c < hd; ++c)
-            d += static_cast<double>(Q[((b * T + i) * H + h) * hd + c]) *
-                 K[((b * T + j) * KV + g) * hd + c];
-          s[j] = d / std::sqrt(static_cast<double>(hd));
-          mx = std::max(mx, s[j]);
-        }
-        double sum = 0;
-        for (double& x : s) sum += (x = std::exp(x - mx));
-        for (int64_t c = 0; c < hd; ++c) {
-          double o = 0;
-          for (int64_t j = 0; j <= i; ++j) o += s[j] / sum * V[((b * T + j) * KV + g) * hd + c];
-          out[((b * T + i) * H + h) * hd + c] = o;
-        }
-      }
-    }
-  return out;
-}
-
-// ---------------------------------------------------------------------------------------------
 // Gradient cases: forward maps inputs to one output; backward maps (inputs, dy) to one
 // gradient per input (an empty tensor where the input takes no gradient, e.g. ids).
 
@@ -230,6 +180,17 @@ Values dref_attention(const Values& q, const Values& k, const Values& v, int64_t
       }
     }
   return out;
+}
+
+// The references on the fp32 tensors of the forward tests.
+Values ref_matmul(const Tensor& a, bool ta, const Tensor& b, bool tb, int64_t m, int64_t n,
+                  int64_t k) {
+  return dref_matmul(to_double(a), ta, to_double(b), tb, m, n, k);
+}
+// out [B,T,H,hd] of causal attention with GQA.
+Values ref_attention(const Tensor& q, const Tensor& k, const Tensor& v) {
+  return dref_attention(to_double(q), to_double(k), to_double(v), q.dim(0), q.dim(1), q.dim(2),
+                        k.dim(2), q.dim(3));
 }
 
 // Mean over rows of -log softmax(logits)[target], logits [rows, vocab].

@@ -202,25 +202,13 @@ TEST(Checkpoint, PruningKeepsTheCheckpointJustSaved) {
 }
 
 // A checkpoint made once for the validation tests, and damaged copies of it.
-class Damaged : public ::testing::Test {
+class Damaged : public test::TrainedCheckpoint<Damaged> {
+ public:
+  static config::RunConfig run_config(const fs::path& run_dir, int steps) {
+    return moe_run(run_dir, steps);
+  }
+
  protected:
-  static void SetUpTestSuite() {
-    dir_ = new TempDir;
-    config::RunConfig cfg = moe_run(*dir_ / "run", 2);
-    std::ostringstream log;
-    train(cfg, log);
-    good_ = new fs::path(*dir_ / "run" / "checkpoints" / "step-00000002.h5");
-  }
-  static void TearDownTestSuite() {
-    delete good_;
-    delete dir_;
-  }
-
-  // A copy of the good checkpoint, changed by `edit` through the HDF5 API.
-  static fs::path copy_with(const std::string& name, const std::function<void(hid_t)>& edit) {
-    return test::copy_and_edit(*good_, *dir_ / name, edit);
-  }
-
   // The error of loading `file` into the model of `cfg`, and the file unchanged by it.
   static std::string load_error(const fs::path& file, const config::RunConfig& cfg) {
     const std::string before = fs::exists(file) ? data::testing::read_text(file) : "";
@@ -237,14 +225,9 @@ class Damaged : public ::testing::Test {
     return msg;
   }
   static std::string load_error(const fs::path& file) {
-    return load_error(file, moe_run(*dir_ / "run", 2));
+    return load_error(file, run_config(*dir_ / "run", kSteps));
   }
-
-  static TempDir* dir_;
-  static fs::path* good_;
 };
-TempDir* Damaged::dir_ = nullptr;
-fs::path* Damaged::good_ = nullptr;
 
 #define EXPECT_HAS(msg, part) EXPECT_NE((msg).find(part), std::string::npos) << (msg)
 
