@@ -3,22 +3,19 @@
 #include <array>
 
 #include "core/ops.h"
+#include "core/ops_decode.h"
 #include "models/linear.h"
 
 namespace moetron {
-
-RopeTables RopeTables::make(const ModelDims& d) {
-  RopeTables r{Tensor::empty({d.seq, d.head_dim / 2}), Tensor::empty({d.seq, d.head_dim / 2}),
-               d.rope_style};
-  ops::rope_tables(d.seq, d.head_dim, d.rope_theta, r.cos, r.sin);
-  return r;
-}
 
 Attention::Attention(ParamTable& params, const std::string& prefix, const ModelDims& d,
                      const RopeTables& rope)
     : params_(params),
       rope_(rope),
       rows_(d.rows()),
+      heads_(d.local_heads()),
+      kv_heads_(d.local_kv_heads()),
+      head_dim_(d.head_dim),
       q_width_(d.local_heads() * d.head_dim),
       kv_width_(d.local_kv_heads() * d.head_dim) {
   const int64_t q_width = q_width_, kv_width = kv_width_;
@@ -31,13 +28,13 @@ Attention::Attention(ParamTable& params, const std::string& prefix, const ModelD
                        d.tp_shard(0, kv_width, kv_global));
   o_proj_ = params.add(prefix + "o_proj.weight", {d.hidden, q_width}, ParamKind::matrix,
                        d.tp_shard(1, q_width, q_global));
-  const Shape q_shape{d.batch, d.seq, d.local_heads(), d.head_dim};
-  const Shape kv_shape{d.batch, d.seq, d.local_kv_heads(), d.head_dim};
+  const Shape q_shape{d.batch, d.seq, heads_, head_dim_};
+  const Shape kv_shape{d.batch, d.seq, kv_heads_, head_dim_};
   qkv_ = Tensor::empty({d.rows(), q_width + 2 * kv_width});
   dqkv_ = Tensor::empty(qkv_.shape());
   for (Tensor* t : {&q_, &out_, &dout_, &dq_}) *t = Tensor::empty(q_shape);
   for (Tensor* t : {&k_, &v_, &dk_, &dv_}) *t = Tensor::empty(kv_shape);
-  lse_ = Tensor::empty({d.batch, d.local_heads(), d.seq});
+  lse_ = Tensor::empty({d.batch, heads_, d.seq});
 }
 
 void Attention::forward(const Tensor& x, Tensor& y) {
@@ -49,6 +46,29 @@ void Attention::forward(const Tensor& x, Tensor& y) {
   ops::rope(k_, rope_.cos, rope_.sin, rope_.style, false);
   ops::attention_forward(q_, k_, v_, out_, lse_);
   linear_forward(out_.reshape({rows_, q_width_}), o_proj_.value(), y);
+}
+
+void Attention::forward(const Tensor& x, Tensor& y, const DecodeStep& step) {
+  const int64_t n = x.rows(), start = step.start;
+  Tensor qkv = decode_qkv_.rows(n, q_width_ + 2 * kv_width_);
+  linear_forward(x, params_.fused_value(q_proj_, v_proj_), qkv, &step);
+  // Values go straight into their cache rows; keys after RoPE, transposed.
+  std::array<Tensor, 3> parts{decode_q_.rows(n, q_width_), decode_k_.rows(n, kv_width_),
+                              step.values.view(start * kv_width_, {n, kv_width_})};
+  ops::split_cols(qkv, parts);
+  // RoPE at the absolute positions: the tables' rows [start, start + n).
+  const Tensor cos = step.rope.cos.slice(start, start + n);
+  const Tensor sin = step.rope.sin.slice(start, start + n);
+  Tensor q = parts[0].reshape({1, n, heads_, head_dim_});
+  Tensor k = parts[1].reshape({1, n, kv_heads_, head_dim_});
+  ops::rope(q, cos, sin, step.rope.style, false);
+  ops::rope(k, cos, sin, step.rope.style, false);
+  Tensor keys_t = step.keys_t;
+  ops::store_keys(k.reshape({n, kv_heads_, head_dim_}), start, keys_t);
+  Tensor out = decode_out_.rows(n, q_width_);
+  Tensor out_heads = out.reshape({n, heads_, head_dim_});
+  ops::attention_decode(q.reshape({n, heads_, head_dim_}), keys_t, step.values, start, out_heads);
+  linear_forward(out, o_proj_.value(), y, &step);
 }
 
 void Attention::backward(const Tensor& dy, const Tensor& x, Tensor& dx) {

@@ -7,34 +7,35 @@
 
 #include <string>
 
+#include "models/decode_step.h"
 #include "models/dims.h"
 #include "models/params.h"
+#include "models/rope.h"
+#include "models/row_buffer.h"
 
 namespace moetron {
 
-// cos/sin tables [seq, head_dim / 2], shared by every attention layer of a model.
-struct RopeTables {
-  Tensor cos, sin;
-  ops::RopeStyle style = ops::RopeStyle::rotate_half;
-  static RopeTables make(const ModelDims& dims);
-};
-
 class Attention {
  public:
-  // prefix names the module, e.g. "model.layers.0.self_attn."
+  // prefix names the module, e.g. "model.layers.0.self_attn."; rope covers the window.
   Attention(ParamTable& params, const std::string& prefix, const ModelDims& dims,
             const RopeTables& rope);
-  // x, y: [batch * seq, hidden]
+  // Training: x, y [batch * seq, hidden], causal within each sequence of the micro-batch.
   void forward(const Tensor& x, Tensor& y);
   void backward(const Tensor& dy, const Tensor& x, Tensor& dx);
+  // Decoding (one rank): x, y [n, hidden] at positions [step.start, + n); the new keys (after
+  // RoPE) and values go into step's cache, and each query attends over every cached position up
+  // to its own.
+  void forward(const Tensor& x, Tensor& y, const DecodeStep& step);
 
  private:
   const ParamTable& params_;
   const RopeTables& rope_;
-  int64_t rows_, q_width_, kv_width_;
+  int64_t rows_, heads_, kv_heads_, head_dim_, q_width_, kv_width_;
   ParamRef q_proj_, k_proj_, v_proj_, o_proj_;
   Tensor qkv_, q_, k_, v_, out_, lse_;  // saved activations
   Tensor dout_, dq_, dk_, dv_, dqkv_;   // gradient scratch
+  RowBuffer decode_qkv_, decode_q_, decode_k_, decode_out_;
 };
 
 }  // namespace moetron

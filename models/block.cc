@@ -15,26 +15,34 @@ std::unique_ptr<FeedForward> make_mlp(ParamTable& params, const std::string& pre
 
 Block::Block(ParamTable& params, const std::string& prefix, const ModelDims& d,
              const RopeTables& rope, bool moe, const ParallelContext& ctx)
-    : input_norm_(params, prefix + "input_layernorm.weight", d.hidden, d.eps, d.rows()),
+    : input_norm_(params, prefix + "input_layernorm.weight", d.hidden, d.eps),
       attn_(params, prefix + "self_attn.", d, rope),
-      post_attn_norm_(params, prefix + "post_attention_layernorm.weight", d.hidden, d.eps,
-                      d.rows()),
+      post_attn_norm_(params, prefix + "post_attention_layernorm.weight", d.hidden, d.eps),
       mlp_(make_mlp(params, prefix + "mlp.", d, moe, ctx)),
       moe_(moe ? static_cast<MoE*>(mlp_.get()) : nullptr),
       tp_comm_(d.tp > 1 ? ctx.tp_comm : nullptr) {
-  for (Tensor* t : {&xn_, &attn_out_, &h_, &hn_, &mlp_out_, &dh_, &dnorm_})
-    *t = Tensor::empty({d.rows(), d.hidden});
+  for (Tensor* t : {&dh_, &dnorm_}) *t = Tensor::empty({d.rows(), d.hidden});
 }
 
-void Block::forward(const Tensor& x, Tensor& y) {
+void Block::run(const Tensor& x, Tensor& y, const DecodeStep* step) {
+  MOETRON_CHECK(!(step && tp_comm_), "decoding runs on one rank");
+  const int64_t n = x.rows(), d = x.cols();
+  xn_ = xn_buf_.rows(n, d), h_ = h_buf_.rows(n, d), hn_ = hn_buf_.rows(n, d);
+  Tensor attn_out = attn_out_buf_.rows(n, d), mlp_out = mlp_out_buf_.rows(n, d);
   input_norm_.forward(x, xn_);
-  attn_.forward(xn_, attn_out_);
-  sum_over_tp(attn_out_);
-  ops::add(x, attn_out_, h_);
+  if (step)
+    attn_.forward(xn_, attn_out, *step);
+  else
+    attn_.forward(xn_, attn_out);
+  sum_over_tp(attn_out);
+  ops::add(x, attn_out, h_);
   post_attn_norm_.forward(h_, hn_);
-  mlp_->forward(hn_, mlp_out_);
-  sum_over_tp(mlp_out_);
-  ops::add(h_, mlp_out_, y);
+  if (step)
+    mlp_->forward(hn_, mlp_out, *step);
+  else
+    mlp_->forward(hn_, mlp_out);
+  sum_over_tp(mlp_out);
+  ops::add(h_, mlp_out, y);
 }
 
 void Block::backward(const Tensor& dy, const Tensor& x, Tensor& dx) {

@@ -2,7 +2,8 @@
 //   h = x + self_attn(input_layernorm(x));  y = h + mlp(post_attention_layernorm(h))
 // Under tensor parallelism the attention and FFN return partial sums; the block sums them over
 // the group (one all-reduce each way per sublayer, Megatron's g/f operators), so x, h and y and
-// their gradients are whole and the same on every rank of the group.
+// their gradients are whole and the same on every rank of the group. Decoding runs the same
+// block on one rank over a KV cache (models/decode_step.h).
 #pragma once
 
 #include <memory>
@@ -20,13 +21,16 @@ class Block {
   // prefix names the layer, e.g. "model.layers.3."; moe picks the MoE FFN over the dense one.
   Block(ParamTable& params, const std::string& prefix, const ModelDims& dims,
         const RopeTables& rope, bool moe, const ParallelContext& ctx);
-  // x, y: [rows, hidden]. x must stay unchanged until backward.
-  void forward(const Tensor& x, Tensor& y);
+  // Training: x, y [rows, hidden]. x must stay unchanged until backward.
+  void forward(const Tensor& x, Tensor& y) { run(x, y, nullptr); }
+  // Decoding: x, y [n, hidden] at positions [step.start, + n), step's cache this layer's.
+  void forward(const Tensor& x, Tensor& y, const DecodeStep& step) { run(x, y, &step); }
   // dx is overwritten.
   void backward(const Tensor& dy, const Tensor& x, Tensor& dx);
   MoE* moe() const { return moe_; }  // null for a dense block
 
  private:
+  void run(const Tensor& x, Tensor& y, const DecodeStep* step);
   void sum_over_tp(Tensor& t) const {
     if (tp_comm_) tp_comm_->all_reduce(t);
   }
@@ -37,8 +41,9 @@ class Block {
   std::unique_ptr<FeedForward> mlp_;
   MoE* moe_ = nullptr;
   Communicator* tp_comm_;
-  Tensor xn_, attn_out_, h_, hn_, mlp_out_;  // saved activations
-  Tensor dh_, dnorm_;                        // gradient scratch
+  RowBuffer xn_buf_, attn_out_buf_, h_buf_, hn_buf_, mlp_out_buf_;
+  Tensor xn_, h_, hn_;  // of the last forward, for backward
+  Tensor dh_, dnorm_;   // gradient scratch
 };
 
 }  // namespace moetron

@@ -1,34 +1,35 @@
 // Incremental decoding of a trained model (docs/generate.md): the main model and its D MTP
-// modules fed a few tokens at a time, each stack with its own KV cache, over the weights of a
-// ParamTable (a Model's, e.g. loaded from a checkpoint). The math is the training forward pass
-// (docs/model.md) position by position: logits of positions fed one at a time, in chunks or
-// all at once agree with Model::logits to fp32 rounding (tests/generate/).
+// modules fed a few tokens at a time, each stack with its own KV cache. The decoder runs the
+// model's own layers (models/decode_step.h: one implementation of each layer for training and
+// decoding), so logits of positions fed one at a time, in chunks or all at once agree with
+// Model::logits to fp32 rounding (tests/generate/).
 //
 // Positions are absolute (RoPE angle = position), counted from the first token fed after
 // reset(). One sequence at a time; one rank.
 #pragma once
 
 #include <cstdint>
-#include <memory>
 #include <span>
 #include <vector>
 
-#include "configs/moetron.pb.h"
-#include "models/decoder_layers.h"
+#include "models/decode_step.h"
+#include "models/kv_cache.h"
+#include "models/model.h"
+#include "models/row_buffer.h"
 
 namespace moetron {
 
 class Decoder {
  public:
-  // params: every tensor of `cfg`'s model under its Hugging Face name; read, never written, and
-  // it must outlive the decoder (which also copies the matrices, transposed, at construction).
-  // max_len: the most positions a sequence may reach (prompt, generated tokens and speculative
-  // lookahead together).
-  Decoder(const config::ModelConfig& cfg, const ParamTable& params, int64_t max_len);
+  // model: a model of one rank whose weights do not change while the decoder is used (it keeps
+  // transposed copies of the matrices) and which outlives it; its training activations are
+  // left alone, so a Model(cfg, 1, 1) suffices. max_len: the most positions a sequence may reach
+  // (prompt, generated tokens and speculative lookahead together).
+  Decoder(Model& model, int64_t max_len);
 
-  const ModelDims& dims() const { return dims_; }
+  const ModelDims& dims() const { return model_.dims(); }
   int64_t max_len() const { return max_len_; }
-  int64_t mtp_depth() const { return dims_.mtp_depth; }
+  int64_t mtp_depth() const { return dims().mtp_depth; }
   // Forget the sequence: every cache back to length 0.
   void reset();
 
@@ -46,38 +47,29 @@ class Decoder {
   // t[i + k + 1], [n, vocab] (valid until the next mtp_forward()).
   Tensor mtp_forward(int64_t k, std::span<const int32_t> tokens);
   int64_t mtp_length(int64_t k) const {
-    return mtp_.at(static_cast<size_t>(k - 1))->cache.length();
+    return mtp_caches_.at(static_cast<size_t>(k - 1)).length();
   }
   void mtp_truncate(int64_t k, int64_t length) {
-    mtp_.at(static_cast<size_t>(k - 1))->cache.truncate(length);
+    mtp_caches_.at(static_cast<size_t>(k - 1)).truncate(length);
   }
 
  private:
-  struct MtpStage {
-    MtpStage(const ParamTable& params, int64_t layer, const ModelDims& dims, const RopeTables& rope,
-             int64_t max_len);
-    DecoderNorm enorm, hnorm, head_norm;
-    DecodeWeight eh_proj;
-    DecoderBlock block;
-    KvCache cache;
-  };
-
-  Tensor head(const Tensor& h, RowBuffer& out);  // h [n, hidden] -> logits [n, vocab]
+  // The step of n positions from `start`, over layer 0 of `cache`.
+  DecodeStep step(int64_t start, int64_t n, const KvCache& cache);
+  Tensor embed(std::span<const int32_t> tokens, RowBuffer& out);
+  Tensor head(const Tensor& h, const DecodeStep& step, RowBuffer& out);
   // Positions through which stage k's states (h_k; k = 0: the main model) are valid.
   int64_t states_valid(int64_t k) const { return k == 0 ? length() : mtp_length(k); }
 
-  ModelDims dims_;
+  Model& model_;
   int64_t max_len_;
-  RopeTables rope_;
-  Tensor embed_;
-  DecodeWeight head_;
-  std::vector<std::unique_ptr<DecoderBlock>> blocks_;
-  DecoderNorm final_norm_;
+  RopeTables rope_;  // a row per position up to max_len
+  TransposedWeights weights_;
   KvCache cache_;
-  std::vector<std::unique_ptr<MtpStage>> mtp_;
+  std::vector<KvCache> mtp_caches_;  // one layer each
   // states_[k] [max_len, hidden]: h_k of every position stage k has run on, read by stage k+1.
   std::vector<Tensor> states_;
-  RowBuffer x_a_, x_b_, emb_, emb_n_, prev_n_, cat_;
+  RowBuffer x_a_, x_b_, emb_;
   RowBuffer logits_, mtp_logits_;  // apart: a draft step does not overwrite the main logits
 };
 

@@ -26,7 +26,7 @@ int64_t layer_of(const std::string& name) {
 
 Model::Model(const config::ModelConfig& cfg, int64_t batch, int64_t seq, const ParallelContext& ctx)
     : dims_(model_dims(cfg, batch, seq, ctx)),
-      rope_(RopeTables::make(dims_)),
+      rope_(RopeTables::make(dims_, dims_.seq)),
       embed_(params_, dims_, ctx),
       blocks_([&] {
         std::vector<std::unique_ptr<Block>> blocks;
@@ -36,7 +36,7 @@ Model::Model(const config::ModelConfig& cfg, int64_t batch, int64_t seq, const P
                                                    rope_, dims_.is_moe_layer(l), ctx));
         return blocks;
       }()),
-      final_norm_(params_, "model.norm.weight", dims_.hidden, dims_.eps, dims_.rows()),
+      final_norm_(params_, "model.norm.weight", dims_.hidden, dims_.eps),
       head_weight_(make_head_weight(params_, dims_, embed_)),
       mtp_([&] {
         std::vector<std::unique_ptr<MtpModule>> mtp;

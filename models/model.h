@@ -62,6 +62,13 @@ class Model {
   // of this rank's vocabulary block (the whole vocabulary at tp = 1).
   Tensor logits(std::span<const int32_t> tokens);
 
+  // The layers, which the decoder (models/decoder.h) runs position by position.
+  const Embedding& embedding() const { return embed_; }
+  Block& block(int64_t layer) { return *blocks_.at(static_cast<size_t>(layer)); }
+  RMSNorm& final_norm() { return final_norm_; }
+  MtpModule& mtp(int64_t k) { return *mtp_.at(static_cast<size_t>(k - 1)); }  // k = 1..D
+  const ParamRef& head_weight() const { return head_weight_; }
+
   // Matmul FLOPs of one forward + backward per token (3x forward), for MFU; MoE layers count
   // only the experts a token is routed to.
   double train_flops_per_token() const;

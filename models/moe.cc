@@ -55,17 +55,17 @@ MoE::MoE(ParamTable& params, const std::string& prefix, const ModelDims& d,
   }
 }
 
-std::vector<Tensor> MoE::expert_gate_up() const {
-  std::vector<Tensor> w;
-  for (size_t e = 0; e < gate_proj_.size(); ++e)
-    w.push_back(params_.fused_value(gate_proj_[e], up_proj_[e]));
-  return w;
+const std::vector<Tensor>& MoE::expert_gate_up() {
+  if (gate_up_views_.empty())
+    for (size_t e = 0; e < gate_proj_.size(); ++e)
+      gate_up_views_.push_back(params_.fused_value(gate_proj_[e], up_proj_[e]));
+  return gate_up_views_;
 }
 
-std::vector<Tensor> MoE::expert_down() const {
-  std::vector<Tensor> w;
-  for (const ParamRef& p : down_proj_) w.push_back(p.value());
-  return w;
+const std::vector<Tensor>& MoE::expert_down() {
+  if (down_views_.empty())
+    for (const ParamRef& p : down_proj_) down_views_.push_back(p.value());
+  return down_views_;
 }
 
 void MoE::select_slice() {
@@ -103,7 +103,14 @@ void MoE::select_slice() {
   ops::copy_from_host(std::span<const int32_t>(slots), slot_row_);
 }
 
-void MoE::forward(const Tensor& x, Tensor& y) {
+void MoE::run(const Tensor& x, Tensor& y, const DecodeStep* step) {
+  if (step)
+    decode(x, y, *step);
+  else
+    train_forward(x, y);
+}
+
+void MoE::train_forward(const Tensor& x, Tensor& y) {
   linear_forward(x, gate_.value(), logits_);
   ops::router_forward(logits_, bias_.value(), router_, scores_, topk_idx_, gates_);
   ops::plan_dispatch(topk_idx_, scores_, capacity_, plan_);
@@ -134,6 +141,31 @@ void MoE::forward(const Tensor& x, Tensor& y) {
   if (shared_) shared_->forward(x, y);
   ops::combine_rows(out_sent_, slot_rows(), gates_, router_.k, y,
                     /*accumulate=*/shared_ != nullptr);
+}
+
+void MoE::decode(const Tensor& x, Tensor& y, const DecodeStep& step) {
+  MOETRON_CHECK(whole_ && dispatcher_.local(), "MoE ", name_, ": decoding runs on one rank");
+  const int64_t n = x.rows(), k = router_.k, experts = router_.experts;
+  Tensor logits = decode_logits_.rows(n, experts), scores = decode_scores_.rows(n, experts);
+  Tensor topk = decode_topk_.rows(n, k), gates = decode_gates_.rows(n, k);
+  linear_forward(x, gate_.value(), logits, &step);
+  ops::router_forward(logits, bias_.value(), router_, scores, topk, gates);
+  // The plan's buffers, grown to the most tokens seen; this call's plan views n * k of them.
+  if (!decode_plan_.slot_row.defined() || decode_plan_.slot_row.numel() < n * k)
+    decode_plan_ = ops::make_dispatch_plan(n + n / 4, k, experts);
+  ops::DispatchPlan plan{decode_plan_.counts, decode_plan_.offsets,
+                         decode_plan_.row_token.view(0, {n * k}),
+                         decode_plan_.slot_row.view(0, {n * k})};
+  ops::plan_dispatch(topk, scores, /*capacity=*/0, plan);
+  Tensor in = x_sent_buf_.rows(plan.rows, hidden_), out = out_local_buf_.rows(plan.rows, hidden_);
+  Tensor gate_up = gate_up_buf_.rows(plan.rows, 2 * inter_);
+  Tensor act = act_buf_.rows(plan.rows, inter_);
+  ops::gather_rows(x, plan.row_tokens(), in);
+  grouped_forward(in, expert_gate_up(), plan.offsets, gate_up, &step);
+  ops::swiglu_forward(gate_up, act);
+  grouped_forward(act, expert_down(), plan.offsets, out, &step);
+  if (shared_) shared_->forward(x, y, step);
+  ops::combine_rows(out, plan.slot_row, gates, k, y, /*accumulate=*/shared_ != nullptr);
 }
 
 void MoE::backward(const Tensor& dy, const Tensor& x, Tensor& dx) {

@@ -8,6 +8,11 @@
 // hold their experts (n_routed_experts / ep per rank). Shared experts are split like a dense
 // FFN. forward returns this rank's partial sum of the output (routed rows of its slice plus its
 // part of the shared experts) and backward its partial sum of dx; the block sums them.
+//
+// Decoding (models/decode_step.h; one rank) routes as training does (router, biased selection,
+// unbiased gates, groups, shared experts) but dropless: every token reaches its k experts
+// whatever capacity_factor the model was trained with (a capacity is a batch-level training
+// device, and one token has no batch), and no statistics are kept.
 #pragma once
 
 #include <memory>
@@ -39,7 +44,6 @@ class MoE : public FeedForward {
   // prefix names the module, e.g. "model.layers.3.mlp."
   MoE(ParamTable& params, const std::string& prefix, const ModelDims& dims,
       const ParallelContext& ctx);
-  void forward(const Tensor& x, Tensor& y) override;
   void backward(const Tensor& dy, const Tensor& x, Tensor& dx) override;
 
   // Weight of the balance losses' gradients in backward (the loss scale of the micro-batch).
@@ -55,15 +59,22 @@ class MoE : public FeedForward {
   const ParamRef& bias() const { return bias_; }
   const std::string& name() const { return name_; }
 
+ protected:
+  void run(const Tensor& x, Tensor& y, const DecodeStep* step) override;
+
  private:
+  void train_forward(const Tensor& x, Tensor& y);
+  void decode(const Tensor& x, Tensor& y, const DecodeStep& step);
   // This rank's share of the plan: the kept rows of its token slice, in plan order.
   void select_slice();
   Tensor slot_rows() const { return whole_ ? plan_.slot_row : slot_row_; }
   Tensor row_tokens() const {
     return whole_ ? plan_.row_tokens() : row_token_.view(0, {slice_rows_});
   }
-  std::vector<Tensor> expert_gate_up() const;
-  std::vector<Tensor> expert_down() const;
+  // Views of this rank's expert weights (gate|up fused), made on first use: the parameters are
+  // allocated after the layers register them, and never move.
+  const std::vector<Tensor>& expert_gate_up();
+  const std::vector<Tensor>& expert_down();
 
   const ParamTable& params_;
   std::string name_;
@@ -77,6 +88,7 @@ class MoE : public FeedForward {
   TokenDispatcher dispatcher_;
   ParamRef gate_, bias_;
   std::vector<ParamRef> gate_proj_, up_proj_, down_proj_;  // this rank's experts
+  std::vector<Tensor> gate_up_views_, down_views_;
   std::unique_ptr<SwiGLU> shared_;
   float aux_grad_scale_ = 1.0f;
   MoeStats stats_;
@@ -92,6 +104,9 @@ class MoE : public FeedForward {
   RowBuffer x_sent_buf_, x_local_buf_, gate_up_buf_, act_buf_, out_local_buf_, out_sent_buf_;
   RowBuffer d_sent_buf_, d_local_buf_, d_act_buf_, d_gate_up_buf_, dx_local_buf_;
   Tensor x_sent_, x_local_, gate_up_, act_, out_local_, out_sent_;  // saved for backward
+  // Decoding: the plan's buffers for the most tokens so far, and the router's tensors.
+  ops::DispatchPlan decode_plan_;
+  RowBuffer decode_logits_, decode_scores_, decode_topk_{DType::i32}, decode_gates_;
 };
 
 }  // namespace moetron

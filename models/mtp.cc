@@ -11,30 +11,34 @@ MtpModule::MtpModule(ParamTable& params, int64_t layer_index, const ModelDims& d
                      const RopeTables& rope, const ParallelContext& ctx)
     : params_(params),
       enorm_(params, "model.layers." + std::to_string(layer_index) + ".enorm.weight", d.hidden,
-             d.eps, d.rows()),
+             d.eps),
       hnorm_(params, "model.layers." + std::to_string(layer_index) + ".hnorm.weight", d.hidden,
-             d.eps, d.rows()),
+             d.eps),
       eh_proj_(params.add("model.layers." + std::to_string(layer_index) + ".eh_proj.weight",
                           {d.hidden, 2 * d.hidden}, ParamKind::matrix)),
       block_(params, "model.layers." + std::to_string(layer_index) + ".", d, rope,
              d.is_moe_layer(layer_index), ctx),
       head_norm_(params, "model.layers." + std::to_string(layer_index) + ".shared_head.norm.weight",
-                 d.hidden, d.eps, d.rows()) {
-  for (Tensor* t :
-       {&emb_n_, &h_prev_n_, &x_, &h_, &head_in_, &dh_, &dx_, &d_emb_n_, &d_h_prev_n_, &d_out_sum_})
+                 d.hidden, d.eps) {
+  for (Tensor* t : {&head_in_, &dh_, &dx_, &d_emb_n_, &d_h_prev_n_, &d_out_sum_})
     *t = Tensor::empty({d.rows(), d.hidden});
-  cat_ = Tensor::empty({d.rows(), 2 * d.hidden});
   dcat_ = Tensor::empty({d.rows(), 2 * d.hidden});
 }
 
-void MtpModule::forward(const Tensor& emb, const Tensor& h_prev) {
+void MtpModule::run(const Tensor& emb, const Tensor& h_prev, Tensor& h_k, const DecodeStep* step) {
+  const int64_t n = emb.rows(), d = emb.cols();
+  emb_n_ = emb_n_buf_.rows(n, d), h_prev_n_ = h_prev_n_buf_.rows(n, d);
+  cat_ = cat_buf_.rows(n, 2 * d), x_ = x_buf_.rows(n, d), h_ = h_buf_.rows(n, d);
   enorm_.forward(emb, emb_n_);
   hnorm_.forward(h_prev, h_prev_n_);
   const std::array<Tensor, 2> parts{emb_n_, h_prev_n_};  // embedding first, as in V3's weights
   ops::concat_cols(parts, cat_);
-  linear_forward(cat_, eh_proj_.value(), x_);
-  block_.forward(x_, h_);
-  head_norm_.forward(h_, head_in_);
+  linear_forward(cat_, eh_proj_.value(), x_, step);
+  if (step)
+    block_.forward(x_, h_, *step);
+  else
+    block_.forward(x_, h_);
+  head_norm_.forward(h_, h_k);
 }
 
 void MtpModule::backward(const Tensor& d_head_input, const Tensor& d_output, const Tensor& emb,

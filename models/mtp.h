@@ -17,8 +17,13 @@ class MtpModule {
   // on each: it is 2d^2 FLOPs per token); the block splits like any block.
   MtpModule(ParamTable& params, int64_t layer_index, const ModelDims& dims, const RopeTables& rope,
             const ParallelContext& ctx);
-  // emb: embeddings of the tokens k ahead; h_prev: h_{k-1}. Both stay unchanged until backward.
-  void forward(const Tensor& emb, const Tensor& h_prev);
+  // Training. emb: embeddings of the tokens k ahead; h_prev: h_{k-1}. Both stay unchanged until
+  // backward.
+  void forward(const Tensor& emb, const Tensor& h_prev) { run(emb, h_prev, head_in_, nullptr); }
+  // Decoding (models/decode_step.h): the same for n positions, writing h_k [n, hidden].
+  void forward(const Tensor& emb, const Tensor& h_prev, Tensor& h_k, const DecodeStep& step) {
+    run(emb, h_prev, h_k, &step);
+  }
   // h_k = shared_head.norm(block output): the head's input and module k + 1's h_prev.
   const Tensor& output() const { return head_in_; }
   MoE* moe() const { return block_.moe(); }
@@ -28,12 +33,16 @@ class MtpModule {
                 const Tensor& h_prev, Tensor& d_emb, Tensor& d_h_prev);
 
  private:
+  void run(const Tensor& emb, const Tensor& h_prev, Tensor& h_k, const DecodeStep* step);
+
   const ParamTable& params_;
   RMSNorm enorm_, hnorm_;
   ParamRef eh_proj_;
   Block block_;
   RMSNorm head_norm_;
-  Tensor emb_n_, h_prev_n_, cat_, x_, h_, head_in_;           // saved activations
+  RowBuffer emb_n_buf_, h_prev_n_buf_, cat_buf_, x_buf_, h_buf_;
+  Tensor emb_n_, h_prev_n_, cat_, x_, h_;                     // of the last forward
+  Tensor head_in_;                                            // h_k of training
   Tensor dh_, dx_, dcat_, d_emb_n_, d_h_prev_n_, d_out_sum_;  // gradient scratch
 };
 

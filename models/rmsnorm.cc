@@ -4,10 +4,11 @@
 
 namespace moetron {
 
-RMSNorm::RMSNorm(ParamTable& params, const std::string& name, int64_t dim, float eps, int64_t rows)
-    : weight_(params.add(name, {dim}, ParamKind::norm)), eps_(eps), rstd_(Tensor::empty({rows})) {}
+RMSNorm::RMSNorm(ParamTable& params, const std::string& name, int64_t dim, float eps)
+    : weight_(params.add(name, {dim}, ParamKind::norm)), eps_(eps) {}
 
 void RMSNorm::forward(const Tensor& x, Tensor& y) {
+  rstd_ = rstd_buf_.rows(x.rows(), 1);
   ops::rmsnorm_forward(x, weight_.value(), eps_, y, rstd_);
 }
 

@@ -1,23 +1,26 @@
-// RMSNorm layer: one weight vector; saves the per-row rstd for backward.
+// RMSNorm layer: one weight vector; saves the per-row rstd for backward. Any number of rows.
 #pragma once
 
 #include <string>
 
 #include "models/params.h"
+#include "models/row_buffer.h"
 
 namespace moetron {
 
 class RMSNorm {
  public:
-  RMSNorm(ParamTable& params, const std::string& name, int64_t dim, float eps, int64_t rows);
+  RMSNorm(ParamTable& params, const std::string& name, int64_t dim, float eps);
   void forward(const Tensor& x, Tensor& y);
-  // dx = d/dx (or dx += when accumulate_dx); the weight gradient accumulates.
+  // dx = d/dx (or dx += when accumulate_dx); the weight gradient accumulates. x is the last
+  // forward's input.
   void backward(const Tensor& dy, const Tensor& x, Tensor& dx, bool accumulate_dx);
 
  private:
   ParamRef weight_;
   float eps_;
-  Tensor rstd_;
+  RowBuffer rstd_buf_;
+  Tensor rstd_;  // [rows, 1] of the last forward
 };
 
 }  // namespace moetron

@@ -1,5 +1,5 @@
-// A grow-only buffer that hands out [rows, cols] views: row counts that change from step to
-// step (routed tokens) allocate only when a step needs more than any step before.
+// A grow-only buffer that hands out [rows, cols] views: row counts that change from call to
+// call (routed tokens, decoding chunks) allocate only when a call needs more than any before.
 #pragma once
 
 #include <algorithm>
@@ -10,14 +10,17 @@ namespace moetron {
 
 class RowBuffer {
  public:
+  explicit RowBuffer(DType dtype = DType::f32) : dtype_(dtype) {}
+
   Tensor rows(int64_t rows, int64_t cols) {
     const int64_t n = rows * cols;
     if (!storage_.defined() || storage_.numel() < n)
-      storage_ = Tensor::empty({std::max<int64_t>(n + n / 4, 1)});  // headroom for the next
+      storage_ = Tensor::empty({std::max<int64_t>(n + n / 4, 1)}, dtype_);  // headroom
     return storage_.view(0, {rows, cols});
   }
 
  private:
+  DType dtype_;
   Tensor storage_;
 };
 

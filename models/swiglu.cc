@@ -7,24 +7,23 @@ namespace moetron {
 
 SwiGLU::SwiGLU(ParamTable& params, const std::string& prefix, const ModelDims& d,
                int64_t intermediate)
-    : params_(params) {
-  const int64_t local = intermediate / d.tp;
-  gate_ = params.add(prefix + "gate_proj.weight", {local, d.hidden}, ParamKind::matrix,
-                     d.tp_shard(0, local, intermediate));
-  up_ = params.add(prefix + "up_proj.weight", {local, d.hidden}, ParamKind::matrix,
-                   d.tp_shard(0, local, intermediate));
-  down_ = params.add(prefix + "down_proj.weight", {d.hidden, local}, ParamKind::matrix,
-                     d.tp_shard(1, local, intermediate));
-  gate_up_ = Tensor::empty({d.rows(), 2 * local});
-  act_ = Tensor::empty({d.rows(), local});
-  dact_ = Tensor::empty({d.rows(), local});
-  dgate_up_ = Tensor::empty({d.rows(), 2 * local});
+    : params_(params), local_(intermediate / d.tp) {
+  gate_ = params.add(prefix + "gate_proj.weight", {local_, d.hidden}, ParamKind::matrix,
+                     d.tp_shard(0, local_, intermediate));
+  up_ = params.add(prefix + "up_proj.weight", {local_, d.hidden}, ParamKind::matrix,
+                   d.tp_shard(0, local_, intermediate));
+  down_ = params.add(prefix + "down_proj.weight", {d.hidden, local_}, ParamKind::matrix,
+                     d.tp_shard(1, local_, intermediate));
+  dact_ = Tensor::empty({d.rows(), local_});
+  dgate_up_ = Tensor::empty({d.rows(), 2 * local_});
 }
 
-void SwiGLU::forward(const Tensor& x, Tensor& y) {
-  linear_forward(x, params_.fused_value(gate_, up_), gate_up_);
+void SwiGLU::run(const Tensor& x, Tensor& y, const DecodeStep* step) {
+  gate_up_ = gate_up_buf_.rows(x.rows(), 2 * local_);
+  act_ = act_buf_.rows(x.rows(), local_);
+  linear_forward(x, params_.fused_value(gate_, up_), gate_up_, step);
   ops::swiglu_forward(gate_up_, act_);
-  linear_forward(act_, down_.value(), y);
+  linear_forward(act_, down_.value(), y, step);
 }
 
 void SwiGLU::backward(const Tensor& dy, const Tensor& x, Tensor& dx) {

@@ -10,6 +10,7 @@
 #include "models/dims.h"
 #include "models/feed_forward.h"
 #include "models/params.h"
+#include "models/row_buffer.h"
 
 namespace moetron {
 
@@ -18,13 +19,17 @@ class SwiGLU : public FeedForward {
   // prefix names the module, e.g. "model.layers.0.mlp."; intermediate is the logical width.
   SwiGLU(ParamTable& params, const std::string& prefix, const ModelDims& dims,
          int64_t intermediate);
-  void forward(const Tensor& x, Tensor& y) override;
   void backward(const Tensor& dy, const Tensor& x, Tensor& dx) override;
+
+ protected:
+  void run(const Tensor& x, Tensor& y, const DecodeStep* step) override;
 
  private:
   const ParamTable& params_;
+  int64_t local_;  // this rank's share of the intermediate width
   ParamRef gate_, up_, down_;
-  Tensor gate_up_, act_;    // saved activations
+  RowBuffer gate_up_buf_, act_buf_;
+  Tensor gate_up_, act_;    // of the last forward, for backward
   Tensor dact_, dgate_up_;  // gradient scratch
 };
 

@@ -70,7 +70,7 @@ TEST_P(DecoderMatchesTraining, MainLogitsOneAtATimeInChunksAndWhole) {
   const std::vector<int32_t> tokens = random_tokens(kSeq, cfg.vocab_size(), 5);
   const Tensor ref = model.logits(tokens);
 
-  Decoder dec(cfg, model.params(), kSeq);
+  Decoder dec(model, kSeq);
   const std::vector<float> one = main_logits(dec, tokens, ones(kSeq));
   const std::vector<float> chunked = main_logits(dec, tokens, {5, 1, 7, 11});
   const std::vector<float> whole = main_logits(dec, tokens, {kSeq});
@@ -92,90 +92,60 @@ TEST(Decoder, LongChunksAgreeWithTheFixedOrderPath) {
   init_tiny(model.params(), 4);
   const std::vector<int32_t> tokens = random_tokens(T, cfg.vocab_size(), 8);
   const Tensor ref = model.logits(tokens);
-  Decoder dec(cfg, model.params(), T);
+  Decoder dec(model, T);
   const std::vector<float> whole = main_logits(dec, tokens, {T});
   const std::vector<float> steps = main_logits(dec, tokens, {T - 16, 16});
   EXPECT_LT(relative_error(whole, ref.span<float>()), 1e-5);
   EXPECT_LT(relative_error(steps, ref.span<float>()), 1e-5);
 }
 
-// The training model's pieces, registered as Model registers them, to run the MTP chain over
-// a whole window the way training does (Model keeps its modules private).
-struct TrainingReference {
-  explicit TrainingReference(const config::ModelConfig& cfg)
-      : dims(model_dims(cfg, 1, kSeq)), rope(RopeTables::make(dims)), embed(params, dims, {}) {
-    for (int64_t l = 0; l < dims.layers; ++l)
-      blocks.push_back(std::make_unique<Block>(params, "model.layers." + std::to_string(l) + ".",
-                                               dims, rope, dims.is_moe_layer(l),
-                                               ParallelContext{}));
-    final_norm =
-        std::make_unique<RMSNorm>(params, "model.norm.weight", dims.hidden, dims.eps, dims.rows());
-    head = dims.tied_head
-               ? embed.table()
-               : params.add("lm_head.weight", {dims.vocab, dims.hidden}, ParamKind::matrix);
-    for (int64_t k = 0; k < dims.mtp_depth; ++k)
-      mtp.push_back(
-          std::make_unique<MtpModule>(params, dims.layers + k, dims, rope, ParallelContext{}));
-    params.allocate();
+// The MTP chain over a whole window the way training runs it (the training path of the
+// model's own layers). window: kSeq + D tokens. Main logits, then each module's logits,
+// [kSeq, vocab] each.
+std::vector<Tensor> training_chain_logits(Model& model, std::span<const int32_t> window) {
+  const ModelDims& d = model.dims();
+  const Shape act{kSeq, d.hidden};
+  Tensor x = Tensor::empty(act), y = Tensor::empty(act), h0 = Tensor::empty(act);
+  model.embedding().forward(ops::from_host(window.first(kSeq)), x);
+  for (int64_t l = 0; l < d.layers; ++l) {
+    model.block(l).forward(x, y);
+    std::swap(x, y);
   }
-
-  // window: kSeq + D tokens. Main logits, then each module's logits, [kSeq, vocab] each.
-  std::vector<Tensor> logits(std::span<const int32_t> window) {
-    const Shape act{kSeq, dims.hidden};
-    Tensor x = Tensor::empty(act), y = Tensor::empty(act), h0 = Tensor::empty(act);
-    embed.forward(ops::from_host(window.first(kSeq)), x);
-    for (auto& b : blocks) {
-      b->forward(x, y);
-      std::swap(x, y);
-    }
-    final_norm->forward(x, h0);
-    std::vector<Tensor> out;
-    auto project = [&](const Tensor& h) {
-      Tensor l = Tensor::empty({kSeq, dims.vocab});
-      ops::matmul(h, false, head.value(), true, l);
-      out.push_back(l);
-    };
-    project(h0);
-    std::vector<Tensor> emb;
-    for (int64_t k = 1; k <= dims.mtp_depth; ++k) {
-      emb.push_back(Tensor::empty(act));
-      embed.forward(ops::from_host(window.subspan(static_cast<size_t>(k), kSeq)), emb.back());
-      MtpModule& m = *mtp[static_cast<size_t>(k - 1)];
-      m.forward(emb.back(), k == 1 ? h0 : mtp[static_cast<size_t>(k - 2)]->output());
-      project(m.output());  // h_k: the head's input
-    }
-    return out;
+  model.final_norm().forward(x, h0);
+  std::vector<Tensor> out;
+  auto project = [&](const Tensor& h) {
+    Tensor l = Tensor::empty({kSeq, d.vocab});
+    ops::matmul(h, false, model.head_weight().value(), true, l);
+    out.push_back(l);
+  };
+  project(h0);
+  std::vector<Tensor> emb;
+  for (int64_t k = 1; k <= d.mtp_depth; ++k) {
+    emb.push_back(Tensor::empty(act));
+    model.embedding().forward(ops::from_host(window.subspan(static_cast<size_t>(k), kSeq)),
+                              emb.back());
+    model.mtp(k).forward(emb.back(), k == 1 ? h0 : model.mtp(k - 1).output());
+    project(model.mtp(k).output());  // h_k: the head's input
   }
-
-  ParamTable params;
-  ModelDims dims;
-  RopeTables rope;
-  Embedding embed;
-  std::vector<std::unique_ptr<Block>> blocks;
-  std::unique_ptr<RMSNorm> final_norm;
-  ParamRef head;
-  std::vector<std::unique_ptr<MtpModule>> mtp;
-};
+  return out;
+}
 
 TEST_P(DecoderMtpMatchesTraining, MtpLogitsAsTheTrainingChain) {
   const config::ModelConfig cfg = tiny_config(GetParam());
-  TrainingReference ref(cfg);
-  init_tiny(ref.params, 11);
-  const int64_t depth = ref.dims.mtp_depth, vocab = cfg.vocab_size();
-  const std::vector<int32_t> window = random_tokens(kSeq + depth, cfg.vocab_size(), 6);
-  const std::vector<Tensor> expected = ref.logits(window);
-
-  // The reference's main logits are Model::logits' (same layers, same weights by name).
   Model model(cfg, 1, kSeq);
   init_tiny(model.params(), 11);
-  EXPECT_LT(relative_error(expected[0].span<float>(),
+  const int64_t depth = model.dims().mtp_depth, vocab = cfg.vocab_size();
+  const std::vector<int32_t> window = random_tokens(kSeq + depth, cfg.vocab_size(), 6);
+  const std::vector<Tensor> expected = training_chain_logits(model, window);
+  // The chain's main logits are Model::logits'.
+  EXPECT_EQ(relative_error(expected[0].span<float>(),
                            model.logits(std::span(window).first(kSeq)).span<float>()),
-            1e-6);
+            0.0);
 
   // Positions fed as speculative decoding feeds them: a chunk to the main model, then the same
   // positions to module 1, then to module 2 (t[i + k] for module k).
   for (const std::vector<int64_t>& chunks : {ones(kSeq), std::vector<int64_t>{7, 1, 16}}) {
-    Decoder dec(cfg, ref.params, kSeq);
+    Decoder dec(model, kSeq);
     std::vector<std::vector<float>> got(static_cast<size_t>(depth + 1));
     int64_t pos = 0;
     for (int64_t n : chunks) {
@@ -205,7 +175,7 @@ TEST_P(DecoderMatchesTraining, TruncatedPositionsAreForgotten) {
   const std::vector<int32_t> a = random_tokens(16, cfg.vocab_size(), 7);
   std::vector<int32_t> b = a;
   for (size_t i = 10; i < b.size(); ++i) b[i] = (b[i] + 1) % cfg.vocab_size();
-  Decoder dec(cfg, model.params(), kSeq);
+  Decoder dec(model, kSeq);
   const std::vector<float> fresh = main_logits(dec, b, {10, 6});
   main_logits(dec, a, {10, 6});
   dec.truncate(10);  // roll back a's last 6 tokens, then feed b's
@@ -213,6 +183,24 @@ TEST_P(DecoderMatchesTraining, TruncatedPositionsAreForgotten) {
   const auto tail = std::span(fresh).subspan(10 * static_cast<size_t>(cfg.vocab_size()));
   EXPECT_EQ(std::vector<float>(l.span<float>().begin(), l.span<float>().end()),
             std::vector<float>(tail.begin(), tail.end()));
+}
+
+// No capacity at inference: a model trained with a capacity factor decodes dropless, the same
+// bits as the model without one, while its training forward drops assignments.
+TEST(Decoder, DecodesDroplessWhateverTheTrainingCapacity) {
+  const TinyCase c{"Capacity", config::ModelConfig::ROTATE_HALF, true, false, false, 1};
+  config::ModelConfig capped = tiny_config(c);
+  capped.mutable_moe()->set_capacity_factor(0.5f);
+  const config::ModelConfig dropless = tiny_config(c);
+  Model a(capped, 1, kSeq), b(dropless, 1, kSeq);
+  init_tiny(a.params(), 11);
+  init_tiny(b.params(), 11);
+  const std::vector<int32_t> tokens = random_tokens(kSeq, capped.vocab_size(), 5);
+  EXPECT_GT(relative_error(a.logits(tokens).span<float>(), b.logits(tokens).span<float>()), 1e-3);
+  Decoder da(a, kSeq), db(b, kSeq);
+  for (const std::vector<int64_t>& chunks : {ones(kSeq), std::vector<int64_t>{kSeq}})
+    EXPECT_EQ(main_logits(da, tokens, chunks), main_logits(db, tokens, chunks));
+  EXPECT_LT(relative_error(main_logits(db, tokens, {kSeq}), b.logits(tokens).span<float>()), 1e-5);
 }
 
 INSTANTIATE_TEST_SUITE_P(Decoder, DecoderMatchesTraining, ::testing::ValuesIn(kCases), case_name);

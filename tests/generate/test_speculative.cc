@@ -25,11 +25,9 @@ struct Generated {
   GenerateResult plain, speculative;
 };
 
-Generated both_ways(const config::ModelConfig& cfg, const ParamTable& params,
-                    std::span<const int32_t> prompt, const GenerateOptions& o) {
-  Decoder dec(cfg, params,
-              generation_max_len(static_cast<int64_t>(prompt.size()), o.max_tokens,
-                                 cfg.num_nextn_predict_layers()));
+Generated both_ways(Model& model, std::span<const int32_t> prompt, const GenerateOptions& o) {
+  Decoder dec(model, generation_max_len(static_cast<int64_t>(prompt.size()), o.max_tokens,
+                                        model.dims().mtp_depth));
   Generated g{generate(dec, prompt, o), generate_speculative(dec, prompt, o)};
   EXPECT_EQ(g.plain.tokens.size(), static_cast<size_t>(o.max_tokens));
   EXPECT_EQ(g.speculative.tokens.size(), static_cast<size_t>(o.max_tokens));
@@ -44,7 +42,7 @@ TEST_P(GreedySpeculative, GivesThePlainTokens) {
   init_tiny(model.params(), 21, 0.3f);
   for (const int64_t prompt_len : {1, 6}) {
     const std::vector<int32_t> prompt = random_tokens(prompt_len, cfg.vocab_size(), 9);
-    const Generated g = both_ways(cfg, model.params(), prompt, {.max_tokens = 50, .sampling = {}});
+    const Generated g = both_ways(model, prompt, {.max_tokens = 50, .sampling = {}});
     EXPECT_EQ(g.speculative.tokens, g.plain.tokens) << "prompt of " << prompt_len;
     EXPECT_GT(g.speculative.total_drafted(), 0);
     EXPECT_EQ(g.plain.main_forwards, 50);
@@ -65,7 +63,7 @@ TEST(Generate, SpeculativeNeedsMtpModules) {
       tiny_config({"NoMtp", config::ModelConfig::ROTATE_HALF, true, false, false, 0});
   Model model(cfg, 1, 4);
   init_tiny(model.params(), 1);
-  Decoder dec(cfg, model.params(), 16);
+  Decoder dec(model, 16);
   const std::vector<int32_t> prompt{1, 2};
   EXPECT_THROW(generate_speculative(dec, prompt, {.max_tokens = 4, .sampling = {}}), Error);
 }
@@ -96,7 +94,7 @@ TEST(Generate, LearnedPatternAcceptsNearlyEveryDraft) {
       }
     });
   const std::vector<int32_t> prompt(cycle.begin() + 3, cycle.begin() + 8);
-  const Generated g = both_ways(cfg, model.params(), prompt, {.max_tokens = 24, .sampling = {}});
+  const Generated g = both_ways(model, prompt, {.max_tokens = 24, .sampling = {}});
   EXPECT_EQ(g.speculative.tokens, g.plain.tokens);
   for (size_t i = 0; i < g.plain.tokens.size(); ++i)
     EXPECT_EQ(g.plain.tokens[i], cycle[(8 + i) % cycle.size()]) << "token " << i;
@@ -114,7 +112,7 @@ TEST(Generate, SamplingIsReproducibleFromTheSeed) {
   const std::vector<int32_t> prompt = random_tokens(4, cfg.vocab_size(), 2);
   auto run = [&](uint64_t seed) {
     return both_ways(
-        cfg, model.params(), prompt,
+        model, prompt,
         {.max_tokens = 40, .sampling = {.temperature = 0.9f, .top_p = 0.95f, .seed = seed}});
   };
   const Generated a = run(17), b = run(17), c = run(18);
@@ -134,7 +132,7 @@ TEST(Generate, SpeculativeSamplingFollowsThePlainDistribution) {
   init_tiny(model.params(), 3, 0.8f);
   const std::vector<int32_t> prompt{1, 3, 0};
   constexpr int kRuns = 3000, kTokens = 3;
-  Decoder dec(cfg, model.params(), generation_max_len(3, kTokens, 2));
+  Decoder dec(model, generation_max_len(3, kTokens, 2));
   std::vector<double> plain(kTokens * 5, 0.0), spec(kTokens * 5, 0.0);
   for (int seed = 0; seed < kRuns; ++seed) {
     const GenerateOptions o{.max_tokens = kTokens,

@@ -72,7 +72,7 @@ TEST(Layers, RMSNorm) {
   const auto rows = static_cast<int64_t>(g.attr_num("rows"));
   const auto hidden = static_cast<int64_t>(g.attr_num("hidden_size"));
   LayerUnderTest l;
-  RMSNorm norm(l.params, "weight", hidden, static_cast<float>(g.attr_num("eps")), rows);
+  RMSNorm norm(l.params, "weight", hidden, static_cast<float>(g.attr_num("eps")));
   l.params.allocate();
   l.x = test::tensor_from(g, "/inputs/x", {rows, hidden});
   l.y = Tensor::empty({rows, hidden});
@@ -87,7 +87,7 @@ class AttentionGolden : public ::testing::TestWithParam<const char*> {};
 TEST_P(AttentionGolden, MatchesReference) {
   const Golden g(golden_path(GetParam()));
   const ModelDims d = dims_from(g);
-  const RopeTables rope = RopeTables::make(d);
+  const RopeTables rope = RopeTables::make(d, d.seq);
   LayerUnderTest l;
   Attention attn(l.params, "", d, rope);
   l.params.allocate();
@@ -125,7 +125,7 @@ TEST_P(RopeGolden, MatchesReference) {
   const Golden g(golden_path(GetParam()));
   const ModelDims d = head_dims(g);
   const Shape s{d.batch, d.seq, d.heads, d.head_dim};
-  const RopeTables rope = RopeTables::make(d);
+  const RopeTables rope = RopeTables::make(d, d.seq);
   Tensor x = test::tensor_from(g, "/inputs/x", s);
   ops::rope(x, rope.cos, rope.sin, rope.style, false);
   EXPECT_TRUE(all_close(x.span<float>(), g.floats("/outputs/y"), 1e-5f, 1e-5f));
@@ -161,7 +161,7 @@ TEST(Layers, Block) {
   ModelDims d = dims_from(g);
   d.intermediate = static_cast<int64_t>(g.attr_num("intermediate_size"));
   d.eps = static_cast<float>(g.attr_num("rms_norm_eps"));
-  const RopeTables rope = RopeTables::make(d);
+  const RopeTables rope = RopeTables::make(d, d.seq);
   LayerUnderTest l;
   Block block(l.params, "", d, rope, /*moe=*/false, ParallelContext{});
   l.params.allocate();

@@ -248,7 +248,7 @@ int run_generate(std::span<const std::string> args, const StopToken& stop) {
   const auto max_len = generation_max_len(static_cast<int64_t>(prompt.size()),
                                           o.generate.max_tokens, mc.num_nextn_predict_layers());
   check_cache_fits(mc, max_len);
-  Decoder decoder(mc, model.params(), max_len);
+  Decoder decoder(model, max_len);
   std::fprintf(stderr, "generate: %s (step %lld), prompt %zu tokens, %s\n", file.c_str(),
                static_cast<long long>(state.step), prompt.size(),
                o.generate.sampling.temperature == 0

@@ -1,0 +1,65 @@
+// How a layer's forward pass runs when the decoder (models/decoder.h) drives it instead of
+// training: its rows are consecutive positions [start, start + n) of one sequence, attention
+// writes their keys and values into a KV cache and reads every earlier position from it, and
+// nothing is kept for a backward pass. The layers are the training layers (one implementation
+// each); a layer given a DecodeStep takes its decoding path.
+//
+// Chunks of up to kFixedOrderRows positions (every decoding step and speculative verification)
+// run their projections through the fixed-order kernels of core/ops_decode.h, so that a position
+// gets the same bits fed alone or in a chunk and greedy speculative decoding reproduces plain
+// greedy decoding exactly. Longer chunks (long prompts) take the GEMM; their positions agree
+// with the fixed-order ones to fp32 rounding.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <span>
+#include <utility>
+#include <vector>
+
+#include "core/tensor.h"
+#include "models/rope.h"
+
+namespace moetron {
+
+inline constexpr int64_t kFixedOrderRows = 64;
+
+// The transposed copies w^T of the matrices a decoder multiplies by, which the fixed-order
+// kernels read: made on first use and kept, so they are valid only while the weights do not
+// change (a decoder is made over a model that is not training).
+class TransposedWeights {
+ public:
+  const Tensor& of(const Tensor& w);
+  // The copies of a group of matrices (a layer's experts), found by one lookup.
+  std::span<const Tensor> of(std::span<const Tensor> ws);
+
+ private:
+  // A matrix is its first element's address and its row count (fused views such as q|k|v start
+  // where their first part does); a group is its first matrix and its size.
+  using Key = std::pair<const float*, int64_t>;
+  static Key key(const Tensor& w) { return {w.data<float>(), w.rows()}; }
+  std::map<Key, Tensor> copies_;
+  std::map<std::pair<Key, size_t>, std::vector<Tensor>> groups_;
+};
+
+struct DecodeStep {
+  TransposedWeights& weights;
+  bool fixed_order;        // at most kFixedOrderRows positions: the fixed-order kernels
+  int64_t start;           // position of the first row
+  const RopeTables& rope;  // rows covering every position the cache holds
+  Tensor keys_t, values;   // this layer's KV cache (models/kv_cache.h)
+
+  // The step of the next layer, whose cache is keys_t, values.
+  DecodeStep with_cache(Tensor layer_keys_t, Tensor layer_values) const {
+    return {weights, fixed_order, start, rope, std::move(layer_keys_t), std::move(layer_values)};
+  }
+};
+
+// y = x w^T (w [out, in], as linear layers store it): the training GEMM, or, decoding a chunk of
+// at most kFixedOrderRows positions, the fixed-order kernel.
+void linear_forward(const Tensor& x, const Tensor& w, Tensor& y, const DecodeStep* step);
+// The experts' projections (grouped_matmul's contract) by the same rule.
+void grouped_forward(const Tensor& x, std::span<const Tensor> ws, const Tensor& offsets, Tensor& y,
+                     const DecodeStep* step);
+
+}  // namespace moetron
