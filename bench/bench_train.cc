@@ -54,9 +54,8 @@ struct Timing {
 };
 
 // The communicators count from the first timed step on.
-Timing time_steps(TrainStep& step, Model& model, const ProcessGroups& groups,
-                  const config::RunConfig& cfg, const std::vector<int32_t>& tokens, int warmup,
-                  int steps) {
+Timing time_steps(TrainStep& step, const ProcessGroups& groups, const config::RunConfig& cfg,
+                  const std::vector<int32_t>& tokens, int warmup, int steps) {
   Timing t;
   for (int s = 0; s < warmup + steps; ++s) {
     if (s == warmup)
@@ -70,7 +69,7 @@ Timing time_steps(TrainStep& step, Model& model, const ProcessGroups& groups,
     t.step_s.push_back(dt);
     t.exposed_s += r.exposed_comm_seconds;
     (s == warmup ? t.loss_first : t.loss_last) = r.losses.total;
-    for (const MoeStepStats& m : model.moe_step_stats()) {
+    for (const MoeStepStats& m : r.moe) {
       t.rows_sent += m.rows_sent;
       t.rows_off_rank += m.rows_off_rank;
     }
@@ -169,7 +168,7 @@ int run(std::span<const std::string> args, const MpiRuntime& mpi) {
   for (int32_t& t : tokens) t = token(gen);
 
   TrainStep step(model, cfg.optimizer(), groups, accum);
-  const Timing t = time_steps(step, model, groups, cfg, tokens, warmup, steps);
+  const Timing t = time_steps(step, groups, cfg, tokens, warmup, steps);
   std::vector<std::string> names;
   std::vector<double> per_rank{t.rows_sent * 1.0, t.rows_off_rank * 1.0};
   for (Communicator* c : groups.all()) {
@@ -185,7 +184,7 @@ int run(std::span<const std::string> args, const MpiRuntime& mpi) {
   double blocking_s = 0;
   if (layout.dp > 1 || layout.edp() > 1) {
     step.set_overlap(false);
-    blocking_s = time_steps(step, model, groups, cfg, tokens, 1, steps).exposed_s;
+    blocking_s = time_steps(step, groups, cfg, tokens, 1, steps).exposed_s;
   }
   per_rank.push_back(blocking_s);
   CheckpointTiming ckpt;

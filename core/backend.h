@@ -2,9 +2,9 @@
 // interface is the model). core/ops.cc checks every op's shapes, dtypes and devices once, then
 // calls the backend of its tensors' device, so a backend sees checked arguments only and holds
 // no shape logic of its own. Every argument is a Tensor on that device, index arguments (token
-// ids, targets, expert indices, counts, offsets, the dispatch plan) included; only a few
-// results are still host scalars (the losses and norms that sum_squares, all_finite,
-// head_cross_entropy, ce_combine_stats and balance_losses return).
+// ids, targets, expert indices, counts, offsets, the dispatch plan) included, and so is every
+// result: losses and norms are added into f64 scalars on the device, which the train step reads
+// once per step.
 //
 // The CPU backend (core/cpu/backend.cc) is always present. Another registers itself where the
 // build and the machine have its device; backends() lists what this process can use, so the op
@@ -62,8 +62,7 @@ class Backend {
   virtual void add(const Tensor& a, const Tensor& b, Tensor& out) = 0;
   virtual void axpy(float alpha, const Tensor& x, Tensor& y) = 0;
   virtual void scale(Tensor& x, float s) = 0;
-  virtual double sum_squares(const Tensor& x) = 0;
-  virtual bool all_finite(const Tensor& x) = 0;
+  virtual void sum_squares(const Tensor& x, Tensor& sum) = 0;
   virtual void concat_cols(std::span<const Tensor> srcs, Tensor& dst) = 0;
   virtual void split_cols(const Tensor& src, std::span<Tensor> dsts) = 0;
   virtual void rmsnorm_forward(const Tensor& x, const Tensor& weight, float eps, Tensor& y,
@@ -90,13 +89,13 @@ class Backend {
   virtual int64_t ce_workspace_size(int64_t rows, int64_t vocab) = 0;
   virtual void ce_shard_stats(const Tensor& logits, const Tensor& targets,
                               const ops::VocabShard& shard, Tensor& stats) = 0;
-  virtual double ce_combine_stats(const Tensor& all_stats, Tensor& lse) = 0;
+  virtual void ce_combine_stats(const Tensor& all_stats, Tensor& lse, Tensor& loss_sum) = 0;
   virtual void ce_shard_backward(Tensor& logits, const Tensor& targets,
                                  const ops::VocabShard& shard, const Tensor& lse,
                                  float grad_scale) = 0;
-  virtual double head_cross_entropy(const Tensor& h, const Tensor& w, const Tensor& targets,
-                                    float grad_scale, Tensor* dh, Tensor* dw,
-                                    Tensor& workspace) = 0;
+  virtual void head_cross_entropy(const Tensor& h, const Tensor& w, const Tensor& targets,
+                                  float grad_scale, Tensor* dh, Tensor* dw, Tensor& workspace,
+                                  Tensor& loss_sum) = 0;
   virtual void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
                      const ops::AdamWStep& s) = 0;
   virtual void router_forward(const Tensor& logits, const Tensor& bias,
@@ -104,10 +103,9 @@ class Backend {
                               Tensor& gates) = 0;
   virtual void router_backward(const Tensor& dgates, const Tensor& scores, const Tensor& topk_idx,
                                const ops::RouterConfig& cfg, Tensor& dscores, Tensor& dlogits) = 0;
-  virtual ops::BalanceLosses balance_losses(const Tensor& logits, const Tensor& scores,
-                                            const Tensor& counts, const ops::RouterConfig& rc,
-                                            const ops::BalanceConfig& bc, float grad_scale,
-                                            Tensor* dscores, Tensor* dlogits) = 0;
+  virtual void balance_losses(const Tensor& logits, const Tensor& scores, const Tensor& counts,
+                              const ops::RouterConfig& rc, const ops::BalanceConfig& bc,
+                              float grad_scale, Tensor* dscores, Tensor* dlogits, Tensor* sums) = 0;
   virtual void plan_dispatch(const Tensor& topk_idx, const Tensor& scores, int64_t capacity,
                              ops::DispatchPlan& plan) = 0;
   virtual void gather_rows(const Tensor& src, const Tensor& row_token, Tensor& dst) = 0;

@@ -19,6 +19,12 @@ void require_f32(const Tensor& t, const char* op, const char* what) {
   require(t, DType::f32, op, what);
 }
 
+// A device scalar that a reduction adds into: [1] f64.
+void require_scalar_sum(const Tensor& t, const char* op) {
+  require(t, DType::f64, op, "sum");
+  MOETRON_CHECK(t.numel() == 1, op, ": the sum is one element, got ", shape_str(t.shape()));
+}
+
 void require_same_numel(const Tensor& a, const Tensor& b, const char* op) {
   MOETRON_CHECK(a.numel() == b.numel(), op, ": ", shape_str(a.shape()), " vs ",
                 shape_str(b.shape()));
@@ -85,14 +91,10 @@ void scale(Tensor& x, float s) {
   backend_of("scale", {&x}).scale(x, s);
 }
 
-double sum_squares(const Tensor& x) {
+void sum_squares(const Tensor& x, Tensor& sum) {
   require_f32(x, "sum_squares", "x");
-  return backend_of("sum_squares", {&x}).sum_squares(x);
-}
-
-bool all_finite(const Tensor& x) {
-  require_f32(x, "all_finite", "x");
-  return backend_of("all_finite", {&x}).all_finite(x);
+  require_scalar_sum(sum, "sum_squares");
+  backend_of("sum_squares", {&x, &sum}).sum_squares(x, sum);
 }
 
 void concat_cols(std::span<const Tensor> srcs, Tensor& dst) {
@@ -266,13 +268,15 @@ void ce_shard_stats(const Tensor& logits, const Tensor& targets, const VocabShar
       .ce_shard_stats(logits, targets, resolve(shard, logits.cols()), stats);
 }
 
-double ce_combine_stats(const Tensor& all_stats, Tensor& lse) {
+void ce_combine_stats(const Tensor& all_stats, Tensor& lse, Tensor& loss_sum) {
   require_f32(all_stats, "ce_combine_stats", "all_stats");
   require_f32(lse, "ce_combine_stats", "lse");
+  require_scalar_sum(loss_sum, "ce_combine_stats");
   const int64_t rows = lse.numel();
   MOETRON_CHECK(rows > 0 && all_stats.numel() % (rows * 3) == 0,
                 "ce_combine_stats: ", shape_str(all_stats.shape()), " for ", rows, " rows");
-  return backend_of("ce_combine_stats", {&all_stats, &lse}).ce_combine_stats(all_stats, lse);
+  backend_of("ce_combine_stats", {&all_stats, &lse, &loss_sum})
+      .ce_combine_stats(all_stats, lse, loss_sum);
 }
 
 void ce_shard_backward(Tensor& logits, const Tensor& targets, const VocabShard& shard,
@@ -290,8 +294,9 @@ int64_t ce_workspace_size(int64_t rows, int64_t vocab, Device device) {
   return backend(device).ce_workspace_size(rows, vocab);
 }
 
-double head_cross_entropy(const Tensor& h, const Tensor& w, const Tensor& targets, float grad_scale,
-                          Tensor* dh, Tensor* dw, Tensor& workspace) {
+void head_cross_entropy(const Tensor& h, const Tensor& w, const Tensor& targets, float grad_scale,
+                        Tensor* dh, Tensor* dw, Tensor& workspace, Tensor& loss_sum) {
+  require_scalar_sum(loss_sum, "head_cross_entropy");
   require_f32(h, "head_cross_entropy", "h");
   require_f32(w, "head_cross_entropy", "w");
   require(targets, DType::i32, "head_cross_entropy", "targets");
@@ -309,9 +314,9 @@ double head_cross_entropy(const Tensor& h, const Tensor& w, const Tensor& target
     MOETRON_CHECK(dh->numel() == h.numel() && dw->numel() == w.numel(),
                   "head_cross_entropy: grads");
   }
-  return backend_of("head_cross_entropy",
-                    {&h, &w, &targets, &workspace, dh ? dh : &none, dw ? dw : &none})
-      .head_cross_entropy(h, w, targets, grad_scale, dh, dw, workspace);
+  backend_of("head_cross_entropy",
+             {&h, &w, &targets, &workspace, &loss_sum, dh ? dh : &none, dw ? dw : &none})
+      .head_cross_entropy(h, w, targets, grad_scale, dh, dw, workspace, loss_sum);
 }
 
 void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWStep& s) {
@@ -372,5 +377,6 @@ template void copy_from_host<float>(std::span<const float>, Tensor&);
 template std::vector<int32_t> to_host<int32_t>(const Tensor&);
 template std::vector<int64_t> to_host<int64_t>(const Tensor&);
 template std::vector<float> to_host<float>(const Tensor&);
+template std::vector<double> to_host<double>(const Tensor&);
 
 }  // namespace moetron::ops

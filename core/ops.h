@@ -27,8 +27,9 @@ void copy(const Tensor& src, Tensor& dst);
 void add(const Tensor& a, const Tensor& b, Tensor& out);  // out = a + b
 void axpy(float alpha, const Tensor& x, Tensor& y);       // y += alpha * x
 void scale(Tensor& x, float s);                           // x *= s
-double sum_squares(const Tensor& x);                      // in double, fixed order
-bool all_finite(const Tensor& x);
+// Reductions land in device scalars (f64 tensors on x's device) that the caller reads when it
+// needs them (once per training step), not in host values that would wait for the device.
+void sum_squares(const Tensor& x, Tensor& sum);  // sum [1] += x . x, in double, fixed order
 
 // Columns: dst = [srcs[0] | srcs[1] | ...] along the last dim, and the inverse.
 void concat_cols(std::span<const Tensor> srcs, Tensor& dst);
@@ -73,13 +74,14 @@ void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable,
                         const VocabShard& shard = {});
 
 // Output head fused with cross-entropy: logits = h @ w^T, processed in row chunks so the
-// [rows, vocab] logits never exist at once. Returns the sum over rows of CE(logits, target).
+// [rows, vocab] logits never exist at once. Adds the sum over rows of CE(logits, target) into
+// loss_sum ([1] f64, a device scalar).
 // With dh non-null, also dh = grad_scale * dCE/dh and dw += grad_scale * dCE/dw (grad_scale is
 // the weight of the summed loss, e.g. 1/rows for a mean). targets [rows] i32. workspace: any f32
 // tensor of at least ce_workspace_size(rows, vocab) elements (on the same device).
 int64_t ce_workspace_size(int64_t rows, int64_t vocab, Device device = {});
-double head_cross_entropy(const Tensor& h, const Tensor& w, const Tensor& targets, float grad_scale,
-                          Tensor* dh, Tensor* dw, Tensor& workspace);
+void head_cross_entropy(const Tensor& h, const Tensor& w, const Tensor& targets, float grad_scale,
+                        Tensor* dh, Tensor* dw, Tensor& workspace, Tensor& loss_sum);
 
 // Vocabulary-parallel cross-entropy in three pieces, for logits [rows, cols] of this rank's
 // vocabulary block (no rank ever holds all logits; docs/parallelism.md):
@@ -87,8 +89,9 @@ double head_cross_entropy(const Tensor& h, const Tensor& w, const Tensor& target
 // (targets [rows] i32);
 void ce_shard_stats(const Tensor& logits, const Tensor& targets, const VocabShard& shard,
                     Tensor& stats);
-// every block's stats [parts, rows, 3] -> lse [rows]; returns the sum over rows of lse - target;
-double ce_combine_stats(const Tensor& all_stats, Tensor& lse);
+// every block's stats [parts, rows, 3] -> lse [rows]; adds the sum over rows of lse - target
+// into loss_sum ([1] f64);
+void ce_combine_stats(const Tensor& all_stats, Tensor& lse, Tensor& loss_sum);
 // logits -> their gradient in place: grad_scale * (softmax - onehot), padding columns zero.
 void ce_shard_backward(Tensor& logits, const Tensor& targets, const VocabShard& shard,
                        const Tensor& lse, float grad_scale);
@@ -125,15 +128,15 @@ struct BalanceConfig {
   float seq_alpha = 0, aux_coeff = 0, z_coeff = 0;
   int64_t batch = 1, seq = 1;  // N = batch * seq rows, sequences of seq rows
 };
-struct BalanceLosses {
-  double seq_aux = 0, aux = 0, z = 0, entropy = 0;
-  double total() const { return seq_aux + aux + z; }
-};
-// counts [E] i64 are the assignments per expert after top-k (for the batch loss). With grads
-// requested, dscores and dlogits are overwritten with grad_scale * the losses' gradients.
-BalanceLosses balance_losses(const Tensor& logits, const Tensor& scores, const Tensor& counts,
-                             const RouterConfig& rc, const BalanceConfig& bc, float grad_scale,
-                             Tensor* dscores, Tensor* dlogits);
+// The balance losses (weighted by their coefficients) and the routing entropy, in this order in
+// a sums tensor [kBalanceSums] f64.
+enum BalanceSum : int64_t { kSeqAux, kAux, kZ, kEntropy, kBalanceSums };
+// counts [E] i64 are the assignments per expert after top-k (for the batch loss). With sums
+// non-null, adds the losses into it; with grads requested, dscores and dlogits are overwritten
+// with grad_scale * the losses' gradients.
+void balance_losses(const Tensor& logits, const Tensor& scores, const Tensor& counts,
+                    const RouterConfig& rc, const BalanceConfig& bc, float grad_scale,
+                    Tensor* dscores, Tensor* dlogits, Tensor* sums);
 
 // Which permuted row carries which (token, slot): assignments sorted by expert, stable in
 // token order, with per-expert capacity (0 = dropless; lowest-score overflow dropped). Tensors

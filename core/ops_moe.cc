@@ -51,9 +51,9 @@ void router_backward(const Tensor& dgates, const Tensor& scores, const Tensor& t
       .router_backward(dgates, scores, topk_idx, cfg, dscores, dlogits);
 }
 
-BalanceLosses balance_losses(const Tensor& logits, const Tensor& scores, const Tensor& counts,
-                             const RouterConfig& rc, const BalanceConfig& bc, float grad_scale,
-                             Tensor* dscores, Tensor* dlogits) {
+void balance_losses(const Tensor& logits, const Tensor& scores, const Tensor& counts,
+                    const RouterConfig& rc, const BalanceConfig& bc, float grad_scale,
+                    Tensor* dscores, Tensor* dlogits, Tensor* sums) {
   check_router(logits, rc);
   require_rows(scores, logits.rows(), rc.experts, DType::f32, "balance scores");
   require_vector(counts, rc.experts, DType::i64, "balance counts");
@@ -65,9 +65,10 @@ BalanceLosses balance_losses(const Tensor& logits, const Tensor& scores, const T
     require_rows(*dscores, logits.rows(), rc.experts, DType::f32, "balance dscores");
     require_rows(*dlogits, logits.rows(), rc.experts, DType::f32, "balance dlogits");
   }
-  return backend_of("balance_losses", {&logits, &scores, &counts, dscores ? dscores : &none,
-                                       dlogits ? dlogits : &none})
-      .balance_losses(logits, scores, counts, rc, bc, grad_scale, dscores, dlogits);
+  if (sums) require_vector(*sums, kBalanceSums, DType::f64, "balance sums");
+  backend_of("balance_losses", {&logits, &scores, &counts, dscores ? dscores : &none,
+                                dlogits ? dlogits : &none, sums ? sums : &none})
+      .balance_losses(logits, scores, counts, rc, bc, grad_scale, dscores, dlogits, sums);
 }
 
 DispatchPlan make_dispatch_plan(int64_t tokens, int64_t k, int64_t experts, Device device) {

@@ -21,20 +21,22 @@ OutputHead::OutputHead(ParamRef weight, const ops::VocabShard& shard, const Mode
   lse_ = Tensor::empty({chunk_rows_});
 }
 
-double OutputHead::loss(const Tensor& h, const Tensor& targets, float grad_weight, Tensor* dh) {
-  const auto rows = static_cast<float>(h.rows());
-  if (tp_comm_) return sharded_loss(h, targets, grad_weight / rows, dh) / rows;
+void OutputHead::loss(const Tensor& h, const Tensor& targets, float grad_weight, Tensor* dh,
+                      Tensor& loss_sum) {
+  const float grad_scale = grad_weight / static_cast<float>(h.rows());
+  if (tp_comm_) {
+    sharded_loss(h, targets, grad_scale, dh, loss_sum);
+    return;
+  }
   Tensor dw = weight_.grad();
-  const double sum = ops::head_cross_entropy(h, weight_.value(), targets, grad_weight / rows, dh,
-                                             dh ? &dw : nullptr, workspace_);
-  return sum / rows;
+  ops::head_cross_entropy(h, weight_.value(), targets, grad_scale, dh, dh ? &dw : nullptr,
+                          workspace_, loss_sum);
 }
 
-double OutputHead::sharded_loss(const Tensor& h, const Tensor& targets, float grad_scale,
-                                Tensor* dh) {
+void OutputHead::sharded_loss(const Tensor& h, const Tensor& targets, float grad_scale, Tensor* dh,
+                              Tensor& loss_sum) {
   const Tensor w = weight_.value();
   Tensor dw = weight_.grad();
-  double total = 0.0;
   for (int64_t r0 = 0; r0 < h.rows(); r0 += chunk_rows_) {
     const int64_t n = std::min(chunk_rows_, h.rows() - r0);
     const Tensor hc = h.slice(r0, r0 + n);
@@ -44,7 +46,7 @@ double OutputHead::sharded_loss(const Tensor& h, const Tensor& targets, float gr
     ops::ce_shard_stats(logits, tc, shard_, stats);
     Tensor all = all_stats_.view(0, {all_stats_.dim(0), n, 3});
     tp_comm_->all_gather(stats, all);
-    total += ops::ce_combine_stats(all, lse);
+    ops::ce_combine_stats(all, lse, loss_sum);
     if (!dh) continue;
     ops::ce_shard_backward(logits, tc, shard_, lse, grad_scale);
     Tensor dhc = dh->slice(r0, r0 + n);
@@ -52,7 +54,6 @@ double OutputHead::sharded_loss(const Tensor& h, const Tensor& targets, float gr
     ops::matmul(logits, true, hc, false, dw, 1.0f, 1.0f);
   }
   if (dh) tp_comm_->all_reduce(*dh);  // each rank's vocabulary block adds its part
-  return total;
 }
 
 }  // namespace moetron

@@ -14,13 +14,16 @@ class OutputHead {
  public:
   OutputHead(ParamRef weight, const ops::VocabShard& shard, const ModelDims& dims,
              const ParallelContext& ctx);
-  // Mean CE over the rows of h [rows, hidden] (targets [rows] i32). With dh non-null, dh =
-  // grad_weight * dmean/dh (the full gradient on every rank) and the weight's gradient
-  // accumulates grad_weight * dmean/dW.
-  double loss(const Tensor& h, const Tensor& targets, float grad_weight, Tensor* dh);
+  // Adds the CE summed over the rows of h [rows, hidden] (targets [rows] i32) into loss_sum
+  // ([1] f64 on the device; the same on every tensor-parallel rank). With dh non-null, dh =
+  // grad_weight * dmean/dh for the mean over the rows (the full gradient on every rank) and the
+  // weight's gradient accumulates grad_weight * dmean/dW.
+  void loss(const Tensor& h, const Tensor& targets, float grad_weight, Tensor* dh,
+            Tensor& loss_sum);
 
  private:
-  double sharded_loss(const Tensor& h, const Tensor& targets, float grad_scale, Tensor* dh);
+  void sharded_loss(const Tensor& h, const Tensor& targets, float grad_scale, Tensor* dh,
+                    Tensor& loss_sum);
 
   ParamRef weight_;
   ops::VocabShard shard_;

@@ -95,48 +95,72 @@ void Model::gather_tokens(std::span<const int32_t> windows) {
   }
 }
 
-Losses Model::run(std::span<const int32_t> windows, float mtp_weight, bool backward,
-                  float grad_scale, const GradReadyHook& on_ready) {
+Tensor Model::new_sums() const {
+  return Tensor::zeros({sums_size()}, DType::f64, params_.flat_values().device());
+}
+
+int64_t Model::sums_size() const {
+  return moe_sums(moe_layers_.size());
+}
+
+Losses Model::losses(std::span<const double> sums, int64_t passes, float mtp_weight) const {
+  MOETRON_CHECK(static_cast<int64_t>(sums.size()) == sums_size() && passes > 0, sums.size(),
+                " sums of ", passes, " passes for a model of ", sums_size());
+  const int64_t depth = dims_.mtp_depth;
+  const double rows = static_cast<double>(dims_.rows() * passes);
+  Losses l;
+  l.main = sums[0] / rows;
+  for (int64_t k = 1; k <= depth; ++k) l.mtp.push_back(sums[static_cast<size_t>(k)] / rows);
+  for (size_t i = 0; i < moe_layers_.size(); ++i) {
+    const double* b = sums.data() + moe_sums(i);
+    l.aux += (b[ops::kSeqAux] + b[ops::kAux] + b[ops::kZ]) / static_cast<double>(passes);
+  }
+  const double mtp_scale = depth > 0 ? mtp_weight / static_cast<double>(depth) : 0.0;
+  l.total = l.main + l.aux;
+  for (double ce : l.mtp) l.total += mtp_scale * ce;
+  return l;
+}
+
+void Model::run(std::span<const int32_t> windows, float mtp_weight, bool backward, float grad_scale,
+                Tensor& sums, const GradReadyHook& on_ready) {
+  MOETRON_CHECK(sums.dtype() == DType::f64 && sums.numel() == sums_size(), "model sums ",
+                shape_str(sums.shape()), " for ", sums_size());
   auto ready = [&](int unit) {
     if (on_ready) on_ready(unit);
   };
   gather_tokens(windows);
   const int64_t depth = dims_.mtp_depth;
   const float mtp_scale = depth > 0 ? mtp_weight / static_cast<float>(depth) : 0.0f;
-  Losses losses;
-  for (MoE* moe : moe_layers_) moe->set_aux_grad_scale(backward ? grad_scale : 0.0f);
+  for (size_t i = 0; i < moe_layers_.size(); ++i) {
+    moe_layers_[i]->set_aux_grad_scale(backward ? grad_scale : 0.0f);
+    moe_layers_[i]->set_balance_sums(sums.view(moe_sums(i), {ops::kBalanceSums}));
+  }
 
   embed_.forward(ids_[0], x_[0]);
   for (size_t l = 0; l < blocks_.size(); ++l) blocks_[l]->forward(x_[l], x_[l + 1]);
   final_norm_.forward(x_.back(), h0_);
-  losses.main = head_.loss(h0_, targets_[0], grad_scale, backward ? &dh0_ : nullptr);
-  losses.total = losses.main;
+  Tensor main_sum = sums.view(0, {1});
+  head_.loss(h0_, targets_[0], grad_scale, backward ? &dh0_ : nullptr, main_sum);
   for (int64_t k = 0; k < depth; ++k) {
     embed_.forward(ids_[k + 1], emb_[k]);
     mtp_[k]->forward(emb_[k], k == 0 ? h0_ : mtp_[k - 1]->output());
-    const double ce = head_.loss(mtp_[k]->output(), targets_[k + 1], grad_scale * mtp_scale,
-                                 backward ? &d_head_in_[k] : nullptr);
-    losses.mtp.push_back(ce);
-    losses.total += mtp_scale * ce;
+    Tensor mtp_sum = sums.view(1 + k, {1});
+    head_.loss(mtp_[k]->output(), targets_[k + 1], grad_scale * mtp_scale,
+               backward ? &d_head_in_[k] : nullptr, mtp_sum);
   }
   for (size_t i = 0; i < moe_layers_.size(); ++i) {
-    const MoeStats& st = moe_layers_[i]->stats();
-    losses.aux += st.losses.total();
+    moe_layers_[i]->set_balance_sums({});  // a later forward for logits adds nothing here
     if (!backward) continue;
+    const MoeStats& st = moe_layers_[i]->stats();
     MoeStepStats& acc = moe_step_[i];
     for (size_t e = 0; e < st.counts.size(); ++e) acc.counts[e] += st.counts[e];
     acc.dropped += st.dropped;
-    acc.entropy += st.losses.entropy;
-    acc.seq_aux += st.losses.seq_aux;
-    acc.aux += st.losses.aux;
-    acc.z += st.losses.z;
     acc.rows_sent += st.rows_sent;
     acc.rows_off_rank += st.rows_off_rank;
     acc.rows_received_off_rank += st.rows_received_off_rank;
     ++acc.micro_batches;
   }
-  losses.total += losses.aux;
-  if (!backward) return losses;
+  if (!backward) return;
 
   for (int64_t k = depth - 1; k >= 0; --k) {
     Tensor& d_prev = k == 0 ? dh0_ : d_prev_[k];
@@ -156,16 +180,28 @@ Losses Model::run(std::span<const int32_t> windows, float mtp_weight, bool backw
   }
   embed_.backward(ids_[0], dx_a_);
   ready(embedding_unit());
-  return losses;
 }
 
-Losses Model::forward_backward(std::span<const int32_t> windows, float mtp_weight, float grad_scale,
-                               const GradReadyHook& on_ready) {
-  return run(windows, mtp_weight, true, grad_scale, on_ready);
+void Model::forward_backward(std::span<const int32_t> windows, float mtp_weight, float grad_scale,
+                             Tensor& sums, const GradReadyHook& on_ready) {
+  run(windows, mtp_weight, true, grad_scale, sums, on_ready);
+}
+
+void Model::evaluate(std::span<const int32_t> windows, Tensor& sums) {
+  run(windows, 0.0f, false, 0.0f, sums, {});
+}
+
+Losses Model::forward_backward(std::span<const int32_t> windows, float mtp_weight,
+                               float grad_scale) {
+  Tensor sums = new_sums();
+  forward_backward(windows, mtp_weight, grad_scale, sums);
+  return losses(ops::to_host<double>(sums), 1, mtp_weight);
 }
 
 Losses Model::evaluate(std::span<const int32_t> windows, float mtp_weight) {
-  return run(windows, mtp_weight, false, 0.0f, {});
+  Tensor sums = new_sums();
+  evaluate(windows, sums);
+  return losses(ops::to_host<double>(sums), 1, mtp_weight);
 }
 
 Tensor Model::logits(std::span<const int32_t> tokens) {
@@ -186,6 +222,20 @@ double MoeStepStats::max_violation() const {
   for (int64_t c : counts) sum += static_cast<double>(c), mx = std::max(mx, static_cast<double>(c));
   const double mean = counts.empty() ? 0.0 : sum / static_cast<double>(counts.size());
   return mean > 0 ? (mx - mean) / mean : 0.0;
+}
+
+std::vector<MoeStepStats> Model::moe_step_stats(std::span<const double> sums) const {
+  MOETRON_CHECK(static_cast<int64_t>(sums.size()) == sums_size(), sums.size(), " sums for ",
+                sums_size());
+  std::vector<MoeStepStats> out = moe_step_;
+  for (size_t i = 0; i < out.size(); ++i) {
+    const double* b = sums.data() + moe_sums(i);
+    out[i].seq_aux = b[ops::kSeqAux];
+    out[i].aux = b[ops::kAux];
+    out[i].z = b[ops::kZ];
+    out[i].entropy = b[ops::kEntropy];
+  }
+  return out;
 }
 
 void Model::begin_step() {

@@ -29,7 +29,7 @@ struct MoeStepStats {
   std::string name;             // e.g. "model.layers.3.mlp.gate"
   std::vector<int64_t> counts;  // assignments per expert, summed over micro-batches
   int64_t dropped = 0;
-  double entropy = 0, seq_aux = 0, aux = 0, z = 0;  // sums over micro-batches
+  double entropy = 0, seq_aux = 0, aux = 0, z = 0;  // sums over micro-batches (from the sums)
   int64_t micro_batches = 0;
   // This rank's dispatch (not reduced over ranks): rows sent, those that left the rank, and the
   // rows its experts received from other ranks.
@@ -50,13 +50,26 @@ class Model {
   ParamTable& params() { return params_; }
   const ParamTable& params() const { return params_; }
 
+  // The scalars of forward passes stay on the device, in a sums tensor (new_sums(): [sums_size()]
+  // f64), until the caller reads them, once per step: each head's cross-entropy summed over
+  // the rows (main head, then MTP modules 1..D), then each MoE layer's balance losses and
+  // routing entropy (ops::BalanceSum order). Every pass adds to them.
+  Tensor new_sums() const;
+  int64_t sums_size() const;
+  // The mean losses of `passes` passes from their sums (read to the host), lambda = mtp_weight.
+  Losses losses(std::span<const double> sums, int64_t passes, float mtp_weight) const;
+
   // windows: [batch, window()] token ids. Adds grad_scale * d(total)/d(param) into the gradient
-  // buffer (zero it between optimizer steps); mtp_weight is lambda. With a hook set, it is called
-  // with each gradient-ready unit (ParamTable::units()) as soon as backward has finished that
-  // unit's gradients, in unit order 0, 1, ... (data parallelism starts reducing them then).
+  // buffer (zero it between optimizer steps) and the pass's scalars into sums; mtp_weight is
+  // lambda. With a hook set, it is called with each gradient-ready unit (ParamTable::units()) as
+  // soon as backward has finished that unit's gradients, in unit order 0, 1, ... (data
+  // parallelism starts reducing them then).
   using GradReadyHook = std::function<void(int unit)>;
-  Losses forward_backward(std::span<const int32_t> windows, float mtp_weight, float grad_scale,
-                          const GradReadyHook& on_ready = {});
+  void forward_backward(std::span<const int32_t> windows, float mtp_weight, float grad_scale,
+                        Tensor& sums, const GradReadyHook& on_ready = {});
+  void evaluate(std::span<const int32_t> windows, Tensor& sums);
+  // One pass with its losses read back (tests).
+  Losses forward_backward(std::span<const int32_t> windows, float mtp_weight, float grad_scale);
   Losses evaluate(std::span<const int32_t> windows, float mtp_weight);
   // The main head's next-token logits for `tokens` ([batch, seq] ids, no targets): [rows, vocab]
   // of this rank's vocabulary block (the whole vocabulary at tp = 1).
@@ -74,16 +87,21 @@ class Model {
   double train_flops_per_token() const;
 
   // MoE bookkeeping per optimizer step: begin_step() clears the statistics that each
-  // forward_backward adds to; update_router_biases() applies the aux-loss-free rule with the
+  // forward_backward adds to; moe_step_stats() returns them with the balance sums of the step's
+  // `sums` (read to the host); update_router_biases() applies the aux-loss-free rule with the
   // step's loads (this rank's, or as the trainer reduced them over the data-parallel group).
   // `step` is the 0-based index of the step just taken.
   void begin_step();
-  const std::vector<MoeStepStats>& moe_step_stats() const { return moe_step_; }
+  std::vector<MoeStepStats> moe_step_stats(std::span<const double> sums) const;
   void update_router_biases(int64_t step, const std::vector<MoeStepStats>& loads);
 
  private:
-  Losses run(std::span<const int32_t> windows, float mtp_weight, bool backward, float grad_scale,
-             const GradReadyHook& on_ready);
+  void run(std::span<const int32_t> windows, float mtp_weight, bool backward, float grad_scale,
+           Tensor& sums, const GradReadyHook& on_ready);
+  // Where MoE layer i's balance sums start in a sums tensor.
+  int64_t moe_sums(size_t i) const {
+    return 1 + dims_.mtp_depth + ops::kBalanceSums * static_cast<int64_t>(i);
+  }
   // Gradient-ready units, in the order backward finishes them: the MTP modules (last first),
   // the final norm with the head, the blocks (last first), the embedding.
   int unit_of(const ParamInfo& p) const;

@@ -116,8 +116,9 @@ void MoE::train_forward(const Tensor& x, Tensor& y) {
   ops::plan_dispatch(topk_idx_, scores_, capacity_, plan_);
   stats_.counts = ops::to_host<int64_t>(plan_.counts);
   stats_.dropped = plan_.dropped;
-  stats_.losses = ops::balance_losses(logits_, scores_, plan_.counts, router_, balance_, 0.0f,
-                                      nullptr, nullptr);
+  if (balance_sums_.defined())
+    ops::balance_losses(logits_, scores_, plan_.counts, router_, balance_, 0.0f, nullptr, nullptr,
+                        &balance_sums_);
 
   select_slice();
   dispatcher_.plan(send_counts_);
@@ -196,7 +197,7 @@ void MoE::backward(const Tensor& dy, const Tensor& x, Tensor& dx) {
   // Router: the balance losses' gradients, then the gates' on top.
   if (balance_.seq_alpha > 0 || balance_.aux_coeff > 0 || balance_.z_coeff > 0) {
     ops::balance_losses(logits_, scores_, plan_.counts, router_, balance_, aux_grad_scale_,
-                        &dscores_, &dlogits_);
+                        &dscores_, &dlogits_, nullptr);
   } else {
     ops::fill(dscores_, 0.0f);
     ops::fill(dlogits_, 0.0f);

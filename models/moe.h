@@ -18,6 +18,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "models/dims.h"
@@ -29,11 +30,11 @@
 
 namespace moetron {
 
-// What one forward measured: routing statistics and the balance losses (weighted).
+// What one forward measured on the host: routing statistics (the balance losses go to a device
+// sums tensor, set_balance_sums()).
 struct MoeStats {
   std::vector<int64_t> counts;  // assignments per expert (after top-k, before capacity)
   int64_t dropped = 0;          // assignments dropped by the capacity limit
-  ops::BalanceLosses losses;
   // This rank's dispatch: the rows it sends, those of them that leave the rank, and the rows its
   // experts receive from other ranks.
   int64_t rows_sent = 0, rows_off_rank = 0, rows_received_off_rank = 0;
@@ -48,6 +49,10 @@ class MoE : public FeedForward {
 
   // Weight of the balance losses' gradients in backward (the loss scale of the micro-batch).
   void set_aux_grad_scale(float scale) { aux_grad_scale_ = scale; }
+  // Where the training forward adds its balance losses and routing entropy: [ops::kBalanceSums]
+  // f64 on the device (ops::BalanceSum order); undefined: not computed (a forward for logits).
+  void set_balance_sums(Tensor sums) { balance_sums_ = std::move(sums); }
+  const Tensor& balance_sums() const { return balance_sums_; }
   const MoeStats& stats() const { return stats_; }
   // Routing of the last forward (all tokens of the micro-batch): chosen experts [N, k] (i32),
   // gates [N, k], and the plan.
@@ -91,6 +96,7 @@ class MoE : public FeedForward {
   std::vector<Tensor> gate_up_views_, down_views_;
   std::unique_ptr<SwiGLU> shared_;
   float aux_grad_scale_ = 1.0f;
+  Tensor balance_sums_;
   MoeStats stats_;
   ops::DispatchPlan plan_;
   std::vector<int64_t> send_counts_;  // [experts] rows of the slice per expert

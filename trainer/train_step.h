@@ -3,7 +3,8 @@
 // the micro-batches (the last one's backward hands each finished unit to the gradient sync);
 // wait for the reductions; reduce the losses and expert loads over the data-parallel group;
 // the global gradient norm; stop before any update if it or the loss is not finite; clip and
-// AdamW on the elements this rank owns; ZeRO-1 gather; router-bias update.
+// AdamW on the elements this rank owns; ZeRO-1 gather; router-bias update. The losses and the
+// norm stay on the device until one read per step (docs/architecture.md, device scalars).
 #pragma once
 
 #include <cstdint>
@@ -43,7 +44,8 @@ class TrainStep {
   void set_overlap(bool overlap) { sync_.set_overlap(overlap); }
 
  private:
-  double global_grad_norm() const;
+  // Adds the squared global gradient norm (before clipping) into sum ([1] f64 on the device).
+  void grad_norm_squared(Tensor& sum) const;
 
   Model& model_;
   const ProcessGroups& groups_;

@@ -338,8 +338,8 @@ double Run::evaluate(int64_t step, float lambda) {
   data::Loader val_loader(*val_set_, window(), cfg_.data().micro_batch_size(),
                           val_seed(cfg_.seed()), dp_rank, dp);
   const size_t depth = static_cast<size_t>(model_.dims().mtp_depth);
-  Tensor sums = Tensor::zeros({static_cast<int64_t>(2 + depth)}, DType::f64);  // main, total, mtp
-  double* s = sums.data<double>();
+  // The batches' sums stay on the device until the end; a batch this rank drops goes to `spare`.
+  Tensor sums = model_.new_sums(), spare = model_.new_sums();
   const int batches = lc.val_batches();
   for (int draw = 0; draw * dp < batches; ++draw) {
     if (stop_requested()) {
@@ -349,26 +349,22 @@ double Run::evaluate(int64_t step, float lambda) {
     // The last round may not need every rank. A rank without a batch still runs one and drops
     // its losses: the MoE layers' all-to-all spans data-parallel ranks when ep > tp.
     val_loader.next(tokens_);
-    const Losses l = model_.evaluate(tokens_, lambda);
-    if (draw * dp + dp_rank >= batches) continue;
-    s[0] += l.main;
-    s[1] += l.total;
-    for (size_t k = 0; k < depth; ++k) s[2 + k] += l.mtp[k];
+    model_.evaluate(tokens_, draw * dp + dp_rank < batches ? sums : spare);
   }
   if (groups_.dp()) groups_.dp()->all_reduce(sums);
-  for (int64_t i = 0; i < sums.numel(); ++i) s[i] /= batches;
+  const Losses l = model_.losses(ops::to_host<double>(sums), batches, lambda);
   std::ostringstream os;
-  os << std::fixed << std::setprecision(4) << "val  step " << step << " | loss " << s[0];
+  os << std::fixed << std::setprecision(4) << "val  step " << step << " | loss " << l.main;
   JsonLine line;
-  line.add("kind", std::string("val")).add("step", step).add("val_loss", s[0]);
-  line.add("val_total_loss", s[1]);
+  line.add("kind", std::string("val")).add("step", step).add("val_loss", l.main);
+  line.add("val_total_loss", l.total);
   for (size_t k = 0; k < depth; ++k) {
-    os << " | mtp" << k + 1 << " " << s[2 + k];
-    line.add("val_mtp_loss_" + std::to_string(k + 1), s[2 + k]);
+    os << " | mtp" << k + 1 << " " << l.mtp[k];
+    line.add("val_mtp_loss_" + std::to_string(k + 1), l.mtp[k]);
   }
   log_.line(os.str());
   write(line);
-  return s[0];
+  return l.main;
 }
 
 TrainResult Run::run() {

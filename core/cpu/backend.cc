@@ -85,10 +85,9 @@ class CpuBackend final : public Backend {
     cpu::axpy(alpha, x.data<float>(), y.data<float>(), x.numel());
   }
   void scale(Tensor& x, float s) override { cpu::scale(x.data<float>(), x.numel(), s); }
-  double sum_squares(const Tensor& x) override {
-    return cpu::sum_squares(x.data<float>(), x.numel());
+  void sum_squares(const Tensor& x, Tensor& sum) override {
+    sum.data<double>()[0] += cpu::sum_squares(x.data<float>(), x.numel());
   }
-  bool all_finite(const Tensor& x) override { return cpu::all_finite(x.data<float>(), x.numel()); }
   void concat_cols(std::span<const Tensor> srcs, Tensor& dst) override {
     int64_t col = 0;
     for (const Tensor& s : srcs) {
@@ -166,23 +165,23 @@ class CpuBackend final : public Backend {
     cpu::ce_shard_stats(logits.data<float>(), targets.data<int32_t>(), logits.rows(), logits.cols(),
                         s.first, s.valid, stats.data<float>());
   }
-  double ce_combine_stats(const Tensor& all_stats, Tensor& lse) override {
+  void ce_combine_stats(const Tensor& all_stats, Tensor& lse, Tensor& loss_sum) override {
     const int64_t rows = lse.numel();
-    return cpu::ce_combine_stats(all_stats.data<float>(), all_stats.numel() / (rows * 3), rows,
-                                 lse.data<float>());
+    loss_sum.data<double>()[0] += cpu::ce_combine_stats(
+        all_stats.data<float>(), all_stats.numel() / (rows * 3), rows, lse.data<float>());
   }
   void ce_shard_backward(Tensor& logits, const Tensor& targets, const ops::VocabShard& s,
                          const Tensor& lse, float grad_scale) override {
     cpu::ce_shard_backward(logits.data<float>(), targets.data<int32_t>(), logits.rows(),
                            logits.cols(), s.first, s.valid, lse.data<float>(), grad_scale);
   }
-  double head_cross_entropy(const Tensor& h, const Tensor& w, const Tensor& targets,
-                            float grad_scale, Tensor* dh, Tensor* dw, Tensor& workspace) override {
+  void head_cross_entropy(const Tensor& h, const Tensor& w, const Tensor& targets, float grad_scale,
+                          Tensor* dh, Tensor* dw, Tensor& workspace, Tensor& loss_sum) override {
     check_ids(targets, w.rows(), "target");
-    return cpu::head_cross_entropy(h.data<float>(), w.data<float>(), targets.data<int32_t>(),
-                                   h.rows(), h.cols(), w.rows(), grad_scale,
-                                   dh ? dh->data<float>() : nullptr,
-                                   dw ? dw->data<float>() : nullptr, workspace.data<float>());
+    loss_sum.data<double>()[0] +=
+        cpu::head_cross_entropy(h.data<float>(), w.data<float>(), targets.data<int32_t>(), h.rows(),
+                                h.cols(), w.rows(), grad_scale, dh ? dh->data<float>() : nullptr,
+                                dw ? dw->data<float>() : nullptr, workspace.data<float>());
   }
   void adamw(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const ops::AdamWStep& s) override {
     cpu::adamw(p.data<float>(), g.data<float>(), m.data<float>(), v.data<float>(), p.numel(), s.lr,
@@ -198,17 +197,17 @@ class CpuBackend final : public Backend {
     cpu::router_backward(router_of(scores, cfg), dgates.data<float>(), scores.data<float>(),
                          topk_idx.data<int32_t>(), dscores.data<float>(), dlogits.data<float>());
   }
-  ops::BalanceLosses balance_losses(const Tensor& logits, const Tensor& scores,
-                                    const Tensor& counts, const ops::RouterConfig& rc,
-                                    const ops::BalanceConfig& bc, float grad_scale, Tensor* dscores,
-                                    Tensor* dlogits) override {
-    double out[4];
+  void balance_losses(const Tensor& logits, const Tensor& scores, const Tensor& counts,
+                      const ops::RouterConfig& rc, const ops::BalanceConfig& bc, float grad_scale,
+                      Tensor* dscores, Tensor* dlogits, Tensor* sums) override {
+    double out[ops::kBalanceSums];  // the kernel's order is BalanceSum's
     cpu::balance_losses(router_of(logits, rc),
                         {bc.seq_alpha, bc.aux_coeff, bc.z_coeff, bc.batch, bc.seq},
                         logits.data<float>(), scores.data<float>(), counts.data<int64_t>(),
                         grad_scale, dscores ? dscores->data<float>() : nullptr,
                         dlogits ? dlogits->data<float>() : nullptr, out);
-    return {out[0], out[1], out[2], out[3]};
+    if (sums)
+      for (int64_t i = 0; i < ops::kBalanceSums; ++i) sums->data<double>()[i] += out[i];
   }
   void plan_dispatch(const Tensor& topk_idx, const Tensor& scores, int64_t capacity,
                      ops::DispatchPlan& plan) override {

@@ -51,13 +51,6 @@ double sum_squares(const float* x, int64_t n) {
   return total;
 }
 
-bool all_finite(const float* x, int64_t n) {
-  int bad = 0;
-#pragma omp parallel for reduction(| : bad) schedule(static) if (n > kParallelMin)
-  for (int64_t i = 0; i < n; ++i) bad |= !std::isfinite(x[i]);
-  return !bad;
-}
-
 void copy_block(const float* src, int64_t ld_src, float* dst, int64_t ld_dst, int64_t rows,
                 int64_t cols) {
 #pragma omp parallel for schedule(static) if (rows * cols > kParallelMin && rows > 1)

@@ -21,7 +21,6 @@ void add(const float* a, const float* b, float* out, int64_t n);
 void axpy(float alpha, const float* x, float* y, int64_t n);
 void scale(float* x, int64_t n, float s);
 double sum_squares(const float* x, int64_t n);
-bool all_finite(const float* x, int64_t n);
 // Copies a [rows, cols] block between matrices of row strides ld_src / ld_dst.
 void copy_block(const float* src, int64_t ld_src, float* dst, int64_t ld_dst, int64_t rows,
                 int64_t cols);

@@ -82,6 +82,14 @@ Tensor zeros(const Shape& shape) {
   return Tensor::zeros(shape, DType::f32, t_case_device);
 }
 
+// What a reduction op adds into a device scalar ([1] f64 on the case's device), read back.
+template <typename Op>
+double summed(Op&& op) {
+  Tensor sum = Tensor::zeros({1}, DType::f64, t_case_device);
+  op(sum);
+  return ops::to_host<double>(sum)[0];
+}
+
 // An index tensor (i32) of `values`.
 Tensor i32(const std::vector<int32_t>& values) {
   return ops::from_host(std::span<const int32_t>(values), t_case_device);
@@ -346,7 +354,9 @@ std::vector<GradCase> grad_cases() {
     auto loss_tensor = [](const std::vector<Tensor>& in, Tensor* dh, Tensor* dw, float scale) {
       Tensor ws = poisoned({ops::ce_workspace_size(300, 37, t_case_device)});
       // The mean keeps the float objective precise enough for finite differences.
-      const double l = ops::head_cross_entropy(in[0], in[1], i32(targets), scale / 300, dh, dw, ws);
+      const double l = summed([&](Tensor& sum) {
+        ops::head_cross_entropy(in[0], in[1], i32(targets), scale / 300, dh, dw, ws, sum);
+      });
       return scalar(l / 300);
     };
     cases.push_back(
@@ -407,7 +417,7 @@ std::vector<GradCase> grad_cases() {
         Tensor stats = all.view(b * 15, {5, 3});
         ops::ce_shard_stats(blocks(logits)[b], i32(targets), shards[b], stats);
       }
-      return ops::ce_combine_stats(all, lse);
+      return summed([&](Tensor& sum) { ops::ce_combine_stats(all, lse, sum); });
     };
     cases.push_back(
         {"vocab_parallel_ce",
@@ -630,7 +640,9 @@ TEST(OpForward, CrossEntropyMatchesLogSoftmax) {
   std::vector<int32_t> targets(10);
   for (int i = 0; i < 10; ++i) targets[i] = i * 5;
   Tensor ws = Tensor::empty({ops::ce_workspace_size(10, 50)});
-  const double got = ops::head_cross_entropy(h, w, i32(targets), 0.0f, nullptr, nullptr, ws);
+  const double got = summed([&](Tensor& sum) {
+    ops::head_cross_entropy(h, w, i32(targets), 0.0f, nullptr, nullptr, ws, sum);
+  });
   const auto logits = ref_matmul(h, false, w, true, 10, 50, 8);
   double expect = 0;
   for (int r = 0; r < 10; ++r) {
@@ -649,7 +661,9 @@ TEST(OpForward, VocabParallelCrossEntropyEqualsTheWholeVocabulary) {
   const Tensor h = random_tensor({9, 6}, gen), w = random_tensor({13, 6}, gen);
   std::vector<int32_t> targets{0, 12, 5, 9, 4, 10, 1, 7, 11};
   Tensor ws = Tensor::empty({ops::ce_workspace_size(9, 13)});
-  const double whole = ops::head_cross_entropy(h, w, i32(targets), 0.0f, nullptr, nullptr, ws);
+  const double whole = summed([&](Tensor& sum) {
+    ops::head_cross_entropy(h, w, i32(targets), 0.0f, nullptr, nullptr, ws, sum);
+  });
   Tensor all = poisoned({3, 9, 3}), lse = poisoned({9});
   for (int b = 0; b < 3; ++b) {
     Tensor block = Tensor::zeros({5, 6});
@@ -660,7 +674,8 @@ TEST(OpForward, VocabParallelCrossEntropyEqualsTheWholeVocabulary) {
     ops::matmul(h, false, block, true, logits);
     ops::ce_shard_stats(logits, i32(targets), {5 * b, valid, 13}, stats);
   }
-  EXPECT_NEAR(ops::ce_combine_stats(all, lse), whole, 1e-5 * whole);
+  EXPECT_NEAR(summed([&](Tensor& sum) { ops::ce_combine_stats(all, lse, sum); }), whole,
+              1e-5 * whole);
 }
 
 // The decoding ops (core/ops_decode.h): the training ops' results, and rows computed alike
@@ -730,10 +745,14 @@ TEST(OpForward, ElementwiseAndReductions) {
     ss += double{a.span<float>()[i]} * a.span<float>()[i];
   }
   EXPECT_TRUE(close(c.span<float>(), expect, 1e-6, 1e-6));
-  EXPECT_NEAR(ops::sum_squares(a), ss, 1e-9 * ss);
-  EXPECT_TRUE(ops::all_finite(a));
+  // The sum adds to what the scalar holds: the gradient norm sums several ranges into one.
+  EXPECT_NEAR(summed([&](Tensor& sum) {
+                ops::sum_squares(a, sum);
+                ops::sum_squares(a, sum);
+              }),
+              2 * ss, 2e-9 * ss);
   a.span<float>()[n - 1] = std::numeric_limits<float>::quiet_NaN();
-  EXPECT_FALSE(ops::all_finite(a));
+  EXPECT_TRUE(std::isnan(summed([&](Tensor& sum) { ops::sum_squares(a, sum); })));
   ops::axpy(2.0f, b, c);
   for (int64_t i = 0; i < n; i += 997)
     EXPECT_NEAR(c.span<float>()[i], expect[i] + 2.0 * b.span<float>()[i], 1e-5);

@@ -190,7 +190,13 @@ TEST(Layers, HeadCrossEntropy) {
   const std::vector<int32_t> target_ids = g.ints("/inputs/targets");
   const Tensor targets = ops::from_host(std::span<const int32_t>(target_ids));
   Tensor dh = Tensor::empty({rows, hidden});
-  const double loss = head.loss(h, targets, 1.0f, &dh);
+  // The head adds the summed loss into a device scalar: the mean is its 1/rows.
+  auto mean_loss = [&](float grad_weight, Tensor* d) {
+    Tensor sum = Tensor::zeros({1}, DType::f64);
+    head.loss(h, targets, grad_weight, d, sum);
+    return ops::to_host<double>(sum)[0] / static_cast<double>(rows);
+  };
+  const double loss = mean_loss(1.0f, &dh);
   EXPECT_NEAR(loss, g.floats("/outputs/loss")[0], 1e-5 * std::abs(loss));
   EXPECT_TRUE(all_close(dh.span<float>(), g.floats("/grads/h"), 1e-4f, 1e-6f)) << "dh";
   test::expect_param_grads(params, g, "/grads/params", 1e-4f, 1e-6f);
@@ -200,7 +206,7 @@ TEST(Layers, HeadCrossEntropy) {
   one.span<float>()[0] = 1.0f;
   auto fwd = [&] {
     Tensor y = Tensor::empty({1});
-    y.span<float>()[0] = static_cast<float>(head.loss(h, targets, 0.0f, nullptr));
+    y.span<float>()[0] = static_cast<float>(mean_loss(0.0f, nullptr));
     return y;
   };
   test::expect_finite_differences("h", h, dh, fwd, one);

@@ -43,6 +43,7 @@ TEST_P(MoeGolden, MatchesReference) {
   Tensor x = test::tensor_from(g, "/inputs/x", {d.rows(), d.hidden});
   const Tensor dy = test::tensor_from(g, "/inputs/dy", {d.rows(), d.hidden});
   Tensor y = Tensor::empty({d.rows(), d.hidden}), dx = Tensor::empty({d.rows(), d.hidden});
+  moe.set_balance_sums(Tensor::zeros({ops::kBalanceSums}, DType::f64));
   moe.forward(x, y);
 
   // Routing: chosen experts in order, gates, kept slots, counts, dropped.
@@ -55,12 +56,13 @@ TEST_P(MoeGolden, MatchesReference) {
   std::vector<float> counts(moe.stats().counts.begin(), moe.stats().counts.end());
   EXPECT_EQ(counts, as_floats(g.ints("/outputs/counts")));
   EXPECT_EQ(moe.stats().dropped, g.ints("/outputs/dropped")[0]);
-  // Balance losses and entropy.
-  const ops::BalanceLosses& l = moe.stats().losses;
-  EXPECT_NEAR(l.seq_aux, g.floats("/outputs/seq_aux_loss")[0], 1e-6 + 1e-5 * std::abs(l.seq_aux));
-  EXPECT_NEAR(l.aux, g.floats("/outputs/aux_loss")[0], 1e-6 + 1e-5 * std::abs(l.aux));
-  EXPECT_NEAR(l.z, g.floats("/outputs/z_loss")[0], 1e-7 + 1e-5 * std::abs(l.z));
-  EXPECT_NEAR(l.entropy, g.floats("/outputs/entropy")[0], 1e-5);
+  // Balance losses and entropy, as the forward added them to its sums.
+  const std::vector<double> l = ops::to_host<double>(moe.balance_sums());
+  const double seq_aux = l[ops::kSeqAux], aux = l[ops::kAux], z = l[ops::kZ];
+  EXPECT_NEAR(seq_aux, g.floats("/outputs/seq_aux_loss")[0], 1e-6 + 1e-5 * std::abs(seq_aux));
+  EXPECT_NEAR(aux, g.floats("/outputs/aux_loss")[0], 1e-6 + 1e-5 * std::abs(aux));
+  EXPECT_NEAR(z, g.floats("/outputs/z_loss")[0], 1e-7 + 1e-5 * std::abs(z));
+  EXPECT_NEAR(l[ops::kEntropy], g.floats("/outputs/entropy")[0], 1e-5);
   // Output and gradients (of sum(y * dy) + the balance losses).
   EXPECT_TRUE(all_close(y.span<float>(), g.floats("/outputs/y"), 1e-4f, 1e-5f)) << "forward";
   moe.backward(dy, x, dx);
