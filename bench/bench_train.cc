@@ -158,7 +158,7 @@ int run(std::span<const std::string> args, const MpiRuntime& mpi) {
 
   const auto& mc = cfg.model();
   const int accum = cfg.data().grad_accum_steps();
-  Model model(mc, cfg.data().micro_batch_size(), cfg.data().seq_len(), groups.model_context());
+  Model model(mc, cfg.data().micro_batch_size(), cfg.data().seq_len(), groups.runtime());
   const ModelDims& d = model.dims();
   model.params().init(cfg.seed(), mc.init_std());
   // Each data-parallel rank its own tokens; tensor-parallel ranks share them.

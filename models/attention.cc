@@ -9,32 +9,36 @@
 namespace moetron {
 
 Attention::Attention(ParamTable& params, const std::string& prefix, const ModelDims& d,
-                     const RopeTables& rope)
+                     const RopeTables& rope, const Runtime& rt)
     : params_(params),
       rope_(rope),
       rows_(d.rows()),
-      heads_(d.local_heads()),
-      kv_heads_(d.local_kv_heads()),
+      heads_(rt.tp.share(d.heads)),
+      kv_heads_(rt.tp.share(d.kv_heads)),
       head_dim_(d.head_dim),
-      q_width_(d.local_heads() * d.head_dim),
-      kv_width_(d.local_kv_heads() * d.head_dim) {
+      q_width_(heads_ * d.head_dim),
+      kv_width_(kv_heads_ * d.head_dim),
+      decode_qkv_(DType::f32, rt.device),
+      decode_q_(DType::f32, rt.device),
+      decode_k_(DType::f32, rt.device),
+      decode_out_(DType::f32, rt.device) {
   const int64_t q_width = q_width_, kv_width = kv_width_;
   const int64_t q_global = d.heads * d.head_dim, kv_global = d.kv_heads * d.head_dim;
   q_proj_ = params.add(prefix + "q_proj.weight", {q_width, d.hidden}, ParamKind::matrix,
-                       d.tp_shard(0, q_width, q_global));
+                       rt.tp.shard(0, q_width, q_global));
   k_proj_ = params.add(prefix + "k_proj.weight", {kv_width, d.hidden}, ParamKind::matrix,
-                       d.tp_shard(0, kv_width, kv_global));
+                       rt.tp.shard(0, kv_width, kv_global));
   v_proj_ = params.add(prefix + "v_proj.weight", {kv_width, d.hidden}, ParamKind::matrix,
-                       d.tp_shard(0, kv_width, kv_global));
+                       rt.tp.shard(0, kv_width, kv_global));
   o_proj_ = params.add(prefix + "o_proj.weight", {d.hidden, q_width}, ParamKind::matrix,
-                       d.tp_shard(1, q_width, q_global));
+                       rt.tp.shard(1, q_width, q_global));
   const Shape q_shape{d.batch, d.seq, heads_, head_dim_};
   const Shape kv_shape{d.batch, d.seq, kv_heads_, head_dim_};
-  qkv_ = Tensor::empty({d.rows(), q_width + 2 * kv_width});
-  dqkv_ = Tensor::empty(qkv_.shape());
-  for (Tensor* t : {&q_, &out_, &dout_, &dq_}) *t = Tensor::empty(q_shape);
-  for (Tensor* t : {&k_, &v_, &dk_, &dv_}) *t = Tensor::empty(kv_shape);
-  lse_ = Tensor::empty({d.batch, heads_, d.seq});
+  qkv_ = rt.empty({d.rows(), q_width + 2 * kv_width});
+  dqkv_ = rt.empty(qkv_.shape());
+  for (Tensor* t : {&q_, &out_, &dout_, &dq_}) *t = rt.empty(q_shape);
+  for (Tensor* t : {&k_, &v_, &dk_, &dv_}) *t = rt.empty(kv_shape);
+  lse_ = rt.empty({d.batch, heads_, d.seq});
 }
 
 void Attention::forward(const Tensor& x, Tensor& y) {

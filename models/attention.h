@@ -12,6 +12,7 @@
 #include "models/params.h"
 #include "models/rope.h"
 #include "models/row_buffer.h"
+#include "models/runtime.h"
 
 namespace moetron {
 
@@ -19,7 +20,7 @@ class Attention {
  public:
   // prefix names the module, e.g. "model.layers.0.self_attn."; rope covers the window.
   Attention(ParamTable& params, const std::string& prefix, const ModelDims& dims,
-            const RopeTables& rope);
+            const RopeTables& rope, const Runtime& rt);
   // Training: x, y [batch * seq, hidden], causal within each sequence of the micro-batch.
   void forward(const Tensor& x, Tensor& y);
   void backward(const Tensor& dy, const Tensor& x, Tensor& dx);

@@ -7,21 +7,26 @@ namespace moetron {
 
 namespace {
 std::unique_ptr<FeedForward> make_mlp(ParamTable& params, const std::string& prefix,
-                                      const ModelDims& d, bool moe, const ParallelContext& ctx) {
-  if (moe) return std::make_unique<MoE>(params, prefix, d, ctx);
-  return std::make_unique<SwiGLU>(params, prefix, d, d.intermediate);
+                                      const ModelDims& d, bool moe, const Runtime& rt) {
+  if (moe) return std::make_unique<MoE>(params, prefix, d, rt);
+  return std::make_unique<SwiGLU>(params, prefix, d, d.intermediate, rt);
 }
 }  // namespace
 
 Block::Block(ParamTable& params, const std::string& prefix, const ModelDims& d,
-             const RopeTables& rope, bool moe, const ParallelContext& ctx)
-    : input_norm_(params, prefix + "input_layernorm.weight", d.hidden, d.eps),
-      attn_(params, prefix + "self_attn.", d, rope),
-      post_attn_norm_(params, prefix + "post_attention_layernorm.weight", d.hidden, d.eps),
-      mlp_(make_mlp(params, prefix + "mlp.", d, moe, ctx)),
+             const RopeTables& rope, bool moe, const Runtime& rt)
+    : input_norm_(params, prefix + "input_layernorm.weight", d.hidden, d.eps, rt),
+      attn_(params, prefix + "self_attn.", d, rope, rt),
+      post_attn_norm_(params, prefix + "post_attention_layernorm.weight", d.hidden, d.eps, rt),
+      mlp_(make_mlp(params, prefix + "mlp.", d, moe, rt)),
       moe_(moe ? static_cast<MoE*>(mlp_.get()) : nullptr),
-      tp_comm_(d.tp > 1 ? ctx.tp_comm : nullptr) {
-  for (Tensor* t : {&dh_, &dnorm_}) *t = Tensor::empty({d.rows(), d.hidden});
+      tp_comm_(rt.tp.comm),
+      xn_buf_(DType::f32, rt.device),
+      attn_out_buf_(DType::f32, rt.device),
+      h_buf_(DType::f32, rt.device),
+      hn_buf_(DType::f32, rt.device),
+      mlp_out_buf_(DType::f32, rt.device) {
+  for (Tensor* t : {&dh_, &dnorm_}) *t = rt.empty({d.rows(), d.hidden});
 }
 
 void Block::run(const Tensor& x, Tensor& y, const DecodeStep* step) {

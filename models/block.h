@@ -20,7 +20,7 @@ class Block {
  public:
   // prefix names the layer, e.g. "model.layers.3."; moe picks the MoE FFN over the dense one.
   Block(ParamTable& params, const std::string& prefix, const ModelDims& dims,
-        const RopeTables& rope, bool moe, const ParallelContext& ctx);
+        const RopeTables& rope, bool moe, const Runtime& rt);
   // Training: x, y [rows, hidden]. x must stay unchanged until backward.
   void forward(const Tensor& x, Tensor& y) { run(x, y, nullptr); }
   // Decoding: x, y [n, hidden] at positions [step.start, + n), step's cache this layer's.
@@ -41,7 +41,7 @@ class Block {
   std::unique_ptr<FeedForward> mlp_;
   MoE* moe_ = nullptr;
   Communicator* tp_comm_;
-  RowBuffer xn_buf_, attn_out_buf_, h_buf_, hn_buf_, mlp_out_buf_;
+  RowBuffer xn_buf_, attn_out_buf_, h_buf_, hn_buf_, mlp_out_buf_;  // on the runtime's device
   Tensor xn_, h_, hn_;  // of the last forward, for backward
   Tensor dh_, dnorm_;   // gradient scratch
 };

@@ -15,15 +15,17 @@ int64_t checked_max_len(int64_t max_len) {
 Decoder::Decoder(Model& model, int64_t max_len)
     : model_(model),
       max_len_(checked_max_len(max_len)),
-      rope_(RopeTables::make(model.dims(), max_len_)),
-      cache_(model.dims().layers, max_len_, model.dims().kv_heads, model.dims().head_dim) {
+      rope_(RopeTables::make(model.dims(), max_len_, model.runtime().device)),
+      cache_(model.dims().layers, max_len_, model.dims().kv_heads, model.dims().head_dim,
+             model.runtime().device) {
   const ModelDims& d = model.dims();
-  if (d.tp != 1 || d.ep != 1)
+  const Runtime& rt = model.runtime();
+  if (!rt.alone())
     throw Error(detail::concat("decoder: decodes on one rank, and the model is split over tp ",
-                               d.tp, " x ep ", d.ep, " ranks"));
+                               rt.tp.size, " x ep ", rt.ep.size, " ranks"));
   for (int64_t k = 1; k <= d.mtp_depth; ++k)
-    mtp_caches_.emplace_back(1, max_len, d.kv_heads, d.head_dim);
-  for (int64_t k = 0; k <= d.mtp_depth; ++k) states_.push_back(Tensor::empty({max_len, d.hidden}));
+    mtp_caches_.emplace_back(1, max_len, d.kv_heads, d.head_dim, rt.device);
+  for (int64_t k = 0; k <= d.mtp_depth; ++k) states_.push_back(rt.empty({max_len, d.hidden}));
 }
 
 void Decoder::reset() {

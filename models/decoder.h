@@ -69,8 +69,11 @@ class Decoder {
   std::vector<KvCache> mtp_caches_;  // one layer each
   // states_[k] [max_len, hidden]: h_k of every position stage k has run on, read by stage k+1.
   std::vector<Tensor> states_;
-  RowBuffer x_a_, x_b_, emb_;
-  RowBuffer logits_, mtp_logits_;  // apart: a draft step does not overwrite the main logits
+  RowBuffer x_a_{DType::f32, model_.runtime().device}, x_b_{DType::f32, model_.runtime().device};
+  RowBuffer emb_{DType::f32, model_.runtime().device};
+  // Apart: a draft step does not overwrite the main logits.
+  RowBuffer logits_{DType::f32, model_.runtime().device};
+  RowBuffer mtp_logits_{DType::f32, model_.runtime().device};
 };
 
 }  // namespace moetron

@@ -3,8 +3,7 @@
 
 namespace moetron {
 
-ModelDims model_dims(const config::ModelConfig& cfg, int64_t batch, int64_t seq,
-                     const ParallelContext& ctx) {
+ModelDims model_dims(const config::ModelConfig& cfg, int64_t batch, int64_t seq) {
   ModelDims d;
   d.batch = batch;
   d.seq = seq;
@@ -39,17 +38,17 @@ ModelDims model_dims(const config::ModelConfig& cfg, int64_t batch, int64_t seq,
   d.moe.z_coeff = m.z_loss_coeff();
   d.moe.bias_update_speed = m.bias_update_speed();
   d.moe.bias_freeze_step = m.bias_freeze_step();
-  d.tp = ctx.tp;
-  d.tp_rank = ctx.tp_rank;
-  d.ep = ctx.ep;
-  d.ep_rank = ctx.ep_rank;
-  MOETRON_CHECK(d.heads % d.tp == 0 && d.kv_heads % d.tp == 0 && d.intermediate % d.tp == 0, "tp ",
-                d.tp, " does not divide the heads, KV heads or FFN width");
-  if (d.moe.experts > 0)
-    MOETRON_CHECK(d.moe.experts % d.ep == 0 && (d.moe.shared * d.moe.intermediate) % d.tp == 0 &&
-                      d.rows() % d.tp == 0,
-                  "tp ", d.tp, " / ep ", d.ep, " do not divide the MoE layer");
   return d;
+}
+
+void check_split(const ModelDims& d, const Runtime& rt) {
+  const int64_t tp = rt.tp.size, ep = rt.ep.size;
+  MOETRON_CHECK(d.heads % tp == 0 && d.kv_heads % tp == 0 && d.intermediate % tp == 0, "tp ", tp,
+                " does not divide the heads, KV heads or FFN width");
+  if (d.moe.experts > 0)
+    MOETRON_CHECK(d.moe.experts % ep == 0 && (d.moe.shared * d.moe.intermediate) % tp == 0 &&
+                      d.rows() % tp == 0,
+                  "tp ", tp, " / ep ", ep, " do not divide the MoE layer");
 }
 
 }  // namespace moetron

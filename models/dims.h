@@ -5,8 +5,7 @@
 
 #include "configs/moetron.pb.h"
 #include "core/ops.h"
-#include "models/parallel_context.h"
-#include "models/params.h"
+#include "models/runtime.h"
 
 namespace moetron {
 
@@ -31,35 +30,18 @@ struct ModelDims {
   bool tied_head = false;
   MoeDims moe;
 
-  // This rank's share (docs/parallelism.md): tp splits heads, KV heads, the dense and shared-
-  // expert FFN widths, the (padded) vocabulary and, in MoE layers, the dispatched tokens; ep
-  // splits the routed experts.
-  int64_t tp = 1, tp_rank = 0, ep = 1, ep_rank = 0;
-
   int64_t rows() const { return batch * seq; }
-  int64_t local_heads() const { return heads / tp; }
-  int64_t local_kv_heads() const { return kv_heads / tp; }
-  int64_t local_intermediate() const { return intermediate / tp; }
-  int64_t padded_vocab() const { return (vocab + tp - 1) / tp * tp; }
-  int64_t local_vocab() const { return padded_vocab() / tp; }
-  int64_t local_experts() const { return moe.experts / ep; }
-  int64_t first_local_expert() const { return ep_rank * local_experts(); }
-  // Tokens whose routed experts this rank dispatches in MoE layers: rows [begin, end).
-  int64_t token_slice_begin() const { return rows() / tp * tp_rank; }
-  int64_t token_slice_end() const { return rows() / tp * (tp_rank + 1); }
-  // The tensor-parallel block of a [local * tp] extent along `dim`.
-  ShardSpec tp_shard(int dim, int64_t local, int64_t global) const {
-    return ShardSpec::tensor(dim, local * tp_rank, global);
-  }
   // Tokens one sample draws: T inputs, their next tokens, and D more for the MTP modules.
   int64_t window() const { return seq + 1 + mtp_depth; }
   // Whether layer `index` (Hugging Face numbering; MTP blocks follow the main ones) is MoE.
   bool is_moe_layer(int64_t index) const { return moe.experts > 0 && index >= moe.first_dense; }
 };
 
-// The sizes of `cfg` at this micro-batch shape, for this rank of `ctx`. The layout must have
-// been validated (parallel/layout.h): a size that does not divide is an internal error here.
-ModelDims model_dims(const config::ModelConfig& cfg, int64_t batch, int64_t seq,
-                     const ParallelContext& ctx = {});
+// The sizes of `cfg` at this micro-batch shape.
+ModelDims model_dims(const config::ModelConfig& cfg, int64_t batch, int64_t seq);
+// That `rt`'s groups split `d` as the layers need (docs/parallelism.md): tp divides the heads,
+// KV heads, FFN widths and, in MoE layers, the tokens; ep the routed experts. The layout must
+// have been validated (parallel/layout.h): a size that does not divide is an internal error.
+void check_split(const ModelDims& d, const Runtime& rt);
 
 }  // namespace moetron

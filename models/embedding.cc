@@ -6,12 +6,13 @@
 
 namespace moetron {
 
-Embedding::Embedding(ParamTable& params, const ModelDims& d, const ParallelContext& ctx)
-    : table_(params.add("model.embed_tokens.weight", {d.local_vocab(), d.hidden},
-                        ParamKind::embedding, d.tp_shard(0, d.local_vocab(), d.vocab))),
-      tp_comm_(d.tp > 1 ? ctx.tp_comm : nullptr) {
-  const int64_t first = d.local_vocab() * d.tp_rank;
-  shard_ = {first, std::clamp<int64_t>(d.vocab - first, 0, d.local_vocab()), d.vocab};
+Embedding::Embedding(ParamTable& params, const ModelDims& d, const Runtime& rt)
+    : table_(params.add("model.embed_tokens.weight", {rt.tp.padded_share(d.vocab), d.hidden},
+                        ParamKind::embedding,
+                        rt.tp.shard(0, rt.tp.padded_share(d.vocab), d.vocab))),
+      tp_comm_(rt.tp.comm) {
+  const int64_t local = rt.tp.padded_share(d.vocab), first = local * rt.tp.rank;
+  shard_ = {first, std::clamp<int64_t>(d.vocab - first, 0, local), d.vocab};
 }
 
 void Embedding::forward(const Tensor& ids, Tensor& out) const {

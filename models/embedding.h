@@ -9,7 +9,7 @@ namespace moetron {
 
 class Embedding {
  public:
-  Embedding(ParamTable& params, const ModelDims& dims, const ParallelContext& ctx);
+  Embedding(ParamTable& params, const ModelDims& dims, const Runtime& rt);
   // ids [rows] i32.
   void forward(const Tensor& ids, Tensor& out) const;
   // The table's gradient accumulates (dout is the full gradient on every rank).

@@ -5,20 +5,20 @@
 namespace moetron {
 
 OutputHead::OutputHead(ParamRef weight, const ops::VocabShard& shard, const ModelDims& d,
-                       const ParallelContext& ctx)
-    : weight_(weight), shard_(shard), tp_comm_(d.tp > 1 ? ctx.tp_comm : nullptr) {
-  const int64_t rows = d.rows(), cols = d.local_vocab();
+                       const Runtime& rt)
+    : weight_(weight), shard_(shard), tp_comm_(rt.tp.comm) {
+  const int64_t rows = d.rows(), cols = rt.tp.padded_share(d.vocab);
   if (!tp_comm_) {
     chunk_rows_ = rows;
-    workspace_ = Tensor::empty({ops::ce_workspace_size(rows, cols)});
+    workspace_ = rt.empty({ops::ce_workspace_size(rows, cols, rt.device)});
     return;
   }
   // About 8 MiB of logits per chunk, as the fused single-rank kernel.
   chunk_rows_ = std::clamp<int64_t>((int64_t{1} << 21) / cols, 1, rows);
-  workspace_ = Tensor::empty({chunk_rows_, cols});
-  stats_ = Tensor::empty({chunk_rows_, 3});
-  all_stats_ = Tensor::empty({static_cast<int64_t>(d.tp), chunk_rows_, 3});
-  lse_ = Tensor::empty({chunk_rows_});
+  workspace_ = rt.empty({chunk_rows_, cols});
+  stats_ = rt.empty({chunk_rows_, 3});
+  all_stats_ = rt.empty({static_cast<int64_t>(rt.tp.size), chunk_rows_, 3});
+  lse_ = rt.empty({chunk_rows_});
 }
 
 void OutputHead::loss(const Tensor& h, const Tensor& targets, float grad_weight, Tensor* dh,

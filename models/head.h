@@ -13,7 +13,7 @@ namespace moetron {
 class OutputHead {
  public:
   OutputHead(ParamRef weight, const ops::VocabShard& shard, const ModelDims& dims,
-             const ParallelContext& ctx);
+             const Runtime& rt);
   // Adds the CE summed over the rows of h [rows, hidden] (targets [rows] i32) into loss_sum
   // ([1] f64 on the device; the same on every tensor-parallel rank). With dh non-null, dh =
   // grad_weight * dmean/dh for the mean over the rows (the full gradient on every rank) and the

@@ -2,11 +2,11 @@
 
 namespace moetron {
 
-KvCache::KvCache(int64_t layers, int64_t max_len, int64_t kv_heads, int64_t head_dim)
+KvCache::KvCache(int64_t layers, int64_t max_len, int64_t kv_heads, int64_t head_dim, Device device)
     : max_len_(max_len) {
   for (int64_t l = 0; l < layers; ++l) {
-    keys_.push_back(Tensor::empty({kv_heads, head_dim, max_len}));
-    values_.push_back(Tensor::empty({max_len, kv_heads, head_dim}));
+    keys_.push_back(Tensor::empty({kv_heads, head_dim, max_len}, DType::f32, device));
+    values_.push_back(Tensor::empty({max_len, kv_heads, head_dim}, DType::f32, device));
   }
 }
 

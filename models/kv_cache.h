@@ -15,7 +15,7 @@ namespace moetron {
 
 class KvCache {
  public:
-  KvCache(int64_t layers, int64_t max_len, int64_t kv_heads, int64_t head_dim);
+  KvCache(int64_t layers, int64_t max_len, int64_t kv_heads, int64_t head_dim, Device device);
 
   int64_t max_len() const { return max_len_; }
   int64_t length() const { return length_; }

@@ -9,10 +9,19 @@
 namespace moetron {
 namespace {
 
-ParamRef make_head_weight(ParamTable& params, const ModelDims& d, const Embedding& embed) {
+ParamRef make_head_weight(ParamTable& params, const ModelDims& d, const Runtime& rt,
+                          const Embedding& embed) {
   if (d.tied_head) return embed.table();
-  return params.add("lm_head.weight", {d.local_vocab(), d.hidden}, ParamKind::matrix,
-                    d.tp_shard(0, d.local_vocab(), d.vocab));
+  const int64_t local = rt.tp.padded_share(d.vocab);
+  return params.add("lm_head.weight", {local, d.hidden}, ParamKind::matrix,
+                    rt.tp.shard(0, local, d.vocab));
+}
+
+ModelDims split_dims(const config::ModelConfig& cfg, int64_t batch, int64_t seq,
+                     const Runtime& rt) {
+  ModelDims d = model_dims(cfg, batch, seq);
+  check_split(d, rt);
+  return d;
 }
 
 // The layer index N of a "model.layers.N." name, or -1.
@@ -24,28 +33,29 @@ int64_t layer_of(const std::string& name) {
 
 }  // namespace
 
-Model::Model(const config::ModelConfig& cfg, int64_t batch, int64_t seq, const ParallelContext& ctx)
-    : dims_(model_dims(cfg, batch, seq, ctx)),
-      rope_(RopeTables::make(dims_, dims_.seq)),
-      embed_(params_, dims_, ctx),
+Model::Model(const config::ModelConfig& cfg, int64_t batch, int64_t seq, const Runtime& rt)
+    : rt_(rt),
+      dims_(split_dims(cfg, batch, seq, rt)),
+      rope_(RopeTables::make(dims_, dims_.seq, rt.device)),
+      embed_(params_, dims_, rt),
       blocks_([&] {
         std::vector<std::unique_ptr<Block>> blocks;
         for (int64_t l = 0; l < dims_.layers; ++l)
           blocks.push_back(std::make_unique<Block>(params_,
                                                    "model.layers." + std::to_string(l) + ".", dims_,
-                                                   rope_, dims_.is_moe_layer(l), ctx));
+                                                   rope_, dims_.is_moe_layer(l), rt));
         return blocks;
       }()),
-      final_norm_(params_, "model.norm.weight", dims_.hidden, dims_.eps),
-      head_weight_(make_head_weight(params_, dims_, embed_)),
+      final_norm_(params_, "model.norm.weight", dims_.hidden, dims_.eps, rt),
+      head_weight_(make_head_weight(params_, dims_, rt, embed_)),
       mtp_([&] {
         std::vector<std::unique_ptr<MtpModule>> mtp;
         for (int64_t k = 0; k < dims_.mtp_depth; ++k)
-          mtp.push_back(std::make_unique<MtpModule>(params_, dims_.layers + k, dims_, rope_, ctx));
+          mtp.push_back(std::make_unique<MtpModule>(params_, dims_.layers + k, dims_, rope_, rt));
         return mtp;
       }()),
-      head_(head_weight_, embed_.shard(), dims_, ctx) {
-  params_.allocate([this](const ParamInfo& p) { return unit_of(p); });
+      head_(head_weight_, embed_.shard(), dims_, rt) {
+  params_.allocate([this](const ParamInfo& p) { return unit_of(p); }, rt.device);
   for (const auto& b : blocks_)
     if (b->moe()) moe_layers_.push_back(b->moe());
   for (const auto& m : mtp_)
@@ -55,16 +65,16 @@ Model::Model(const config::ModelConfig& cfg, int64_t batch, int64_t seq, const P
   const Shape act{rows, dims_.hidden};
   staged_.assign(static_cast<size_t>(2 * (dims_.mtp_depth + 1) * rows), 0);
   for (int64_t k = 0; k <= dims_.mtp_depth; ++k) {
-    ids_.push_back(Tensor::empty({rows}, DType::i32));
-    targets_.push_back(Tensor::empty({rows}, DType::i32));
+    ids_.push_back(rt_.empty({rows}, DType::i32));
+    targets_.push_back(rt_.empty({rows}, DType::i32));
   }
-  for (int64_t l = 0; l <= dims_.layers; ++l) x_.push_back(Tensor::empty(act));
-  for (Tensor* t : {&h0_, &dh0_, &dx_a_, &dx_b_}) *t = Tensor::empty(act);
+  for (int64_t l = 0; l <= dims_.layers; ++l) x_.push_back(rt_.empty(act));
+  for (Tensor* t : {&h0_, &dh0_, &dx_a_, &dx_b_}) *t = rt_.empty(act);
   for (int64_t k = 0; k < dims_.mtp_depth; ++k) {
-    emb_.push_back(Tensor::empty(act));
-    d_head_in_.push_back(Tensor::empty(act));
-    d_emb_.push_back(Tensor::empty(act));
-    d_prev_.push_back(Tensor::empty(act));
+    emb_.push_back(rt_.empty(act));
+    d_head_in_.push_back(rt_.empty(act));
+    d_emb_.push_back(rt_.empty(act));
+    d_prev_.push_back(rt_.empty(act));
   }
 }
 
@@ -96,7 +106,7 @@ void Model::gather_tokens(std::span<const int32_t> windows) {
 }
 
 Tensor Model::new_sums() const {
-  return Tensor::zeros({sums_size()}, DType::f64, params_.flat_values().device());
+  return Tensor::zeros({sums_size()}, DType::f64, rt_.device);
 }
 
 int64_t Model::sums_size() const {
@@ -212,7 +222,7 @@ Tensor Model::logits(std::span<const int32_t> tokens) {
   embed_.forward(ids_[0], x_[0]);
   for (size_t l = 0; l < blocks_.size(); ++l) blocks_[l]->forward(x_[l], x_[l + 1]);
   final_norm_.forward(x_.back(), h0_);
-  Tensor out = Tensor::empty({dims_.rows(), dims_.local_vocab()});
+  Tensor out = rt_.empty({dims_.rows(), rt_.tp.padded_share(dims_.vocab)});
   ops::matmul(h0_, false, head_weight_.value(), true, out);
   return out;
 }

@@ -40,13 +40,14 @@ struct MoeStepStats {
 
 class Model {
  public:
-  // ctx: this rank's place in a parallel job (the default: one rank alone).
-  Model(const config::ModelConfig& cfg, int64_t batch, int64_t seq,
-        const ParallelContext& ctx = {});
+  // rt: the device and this rank's place in a parallel job (the default: the CPU, one rank
+  // alone).
+  Model(const config::ModelConfig& cfg, int64_t batch, int64_t seq, const Runtime& rt = {});
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
 
   const ModelDims& dims() const { return dims_; }
+  const Runtime& runtime() const { return rt_; }
   ParamTable& params() { return params_; }
   const ParamTable& params() const { return params_; }
 
@@ -112,6 +113,7 @@ class Model {
   int embedding_unit() const { return head_unit() + 1 + static_cast<int>(dims_.layers); }
   void gather_tokens(std::span<const int32_t> windows);
 
+  Runtime rt_;
   ModelDims dims_;
   ParamTable params_;
   RopeTables rope_;

@@ -7,17 +7,17 @@
 
 namespace moetron {
 
-MoE::MoE(ParamTable& params, const std::string& prefix, const ModelDims& d,
-         const ParallelContext& ctx)
+MoE::MoE(ParamTable& params, const std::string& prefix, const ModelDims& d, const Runtime& rt)
     : params_(params),
+      device_(rt.device),
       name_(prefix + "gate"),
       hidden_(d.hidden),
       inter_(d.moe.intermediate),
-      slice_begin_(d.token_slice_begin()),
-      slice_end_(d.token_slice_end()),
-      whole_(d.tp == 1),
-      tp_comm_(d.tp > 1 ? ctx.tp_comm : nullptr),
-      dispatcher_(d.moe.experts, d.ep > 1 ? ctx.ep_comm : nullptr) {
+      slice_begin_(rt.tp.share(d.rows()) * rt.tp.rank),
+      slice_end_(rt.tp.share(d.rows()) * (rt.tp.rank + 1)),
+      whole_(rt.tp.size == 1),
+      tp_comm_(rt.tp.comm),
+      dispatcher_(d.moe.experts, rt.ep.comm) {
   const MoeDims& m = d.moe;
   const int64_t rows = d.rows(), slots = rows * m.k;
   router_ = {m.experts, m.k, m.n_group, m.topk_group, m.scoring, m.norm_topk_prob, m.scaling};
@@ -28,7 +28,8 @@ MoE::MoE(ParamTable& params, const std::string& prefix, const ModelDims& d,
                   static_cast<double>(m.experts)));
   gate_ = params.add(prefix + "gate.weight", {m.experts, d.hidden}, ParamKind::matrix);
   bias_ = params.add(prefix + "gate.e_score_correction_bias", {m.experts}, ParamKind::buffer);
-  for (int64_t e = d.first_local_expert(); e < d.first_local_expert() + d.local_experts(); ++e) {
+  const int64_t local_experts = rt.ep.share(m.experts), first = local_experts * rt.ep.rank;
+  for (int64_t e = first; e < first + local_experts; ++e) {
     const std::string p = prefix + "experts." + std::to_string(e) + ".";
     // gate and up adjacent: one fused [2I, d] GEMM per expert.
     gate_proj_.push_back(params.add(p + "gate_proj.weight", {inter_, d.hidden}, ParamKind::matrix,
@@ -39,19 +40,19 @@ MoE::MoE(ParamTable& params, const std::string& prefix, const ModelDims& d,
                                     ShardSpec::expert()));
   }
   if (m.shared > 0)
-    shared_ = std::make_unique<SwiGLU>(params, prefix + "shared_experts.", d, m.shared * inter_);
-  for (Tensor* t : {&logits_, &scores_, &dlogits_, &dscores_})
-    *t = Tensor::empty({rows, m.experts});
-  topk_idx_ = Tensor::empty({rows, m.k}, DType::i32);
-  gates_ = Tensor::empty({rows, m.k});
-  dgates_ = Tensor::empty({rows, m.k});
-  if (tp_comm_) dgates_slice_ = Tensor::empty({slice_end_ - slice_begin_, m.k});
-  if (shared_) d_shared_ = Tensor::empty({rows, d.hidden});
+    shared_ =
+        std::make_unique<SwiGLU>(params, prefix + "shared_experts.", d, m.shared * inter_, rt);
+  for (Tensor* t : {&logits_, &scores_, &dlogits_, &dscores_}) *t = rt.empty({rows, m.experts});
+  topk_idx_ = rt.empty({rows, m.k}, DType::i32);
+  gates_ = rt.empty({rows, m.k});
+  dgates_ = rt.empty({rows, m.k});
+  if (tp_comm_) dgates_slice_ = rt.empty({slice_end_ - slice_begin_, m.k});
+  if (shared_) d_shared_ = rt.empty({rows, d.hidden});
   send_counts_.assign(static_cast<size_t>(m.experts), 0);
-  plan_ = ops::make_dispatch_plan(rows, m.k, m.experts);
+  plan_ = ops::make_dispatch_plan(rows, m.k, m.experts, rt.device);
   if (!whole_) {
-    row_token_ = Tensor::empty({slots}, DType::i32);
-    slot_row_ = Tensor::empty({slots}, DType::i32);
+    row_token_ = rt.empty({slots}, DType::i32);
+    slot_row_ = rt.empty({slots}, DType::i32);
   }
 }
 
@@ -153,7 +154,7 @@ void MoE::decode(const Tensor& x, Tensor& y, const DecodeStep& step) {
   ops::router_forward(logits, bias_.value(), router_, scores, topk, gates);
   // The plan's buffers, grown to the most tokens seen; this call's plan views n * k of them.
   if (!decode_plan_.slot_row.defined() || decode_plan_.slot_row.numel() < n * k)
-    decode_plan_ = ops::make_dispatch_plan(n + n / 4, k, experts);
+    decode_plan_ = ops::make_dispatch_plan(n + n / 4, k, experts, device_);
   ops::DispatchPlan plan{decode_plan_.counts, decode_plan_.offsets,
                          decode_plan_.row_token.view(0, {n * k}),
                          decode_plan_.slot_row.view(0, {n * k})};

@@ -43,8 +43,7 @@ struct MoeStats {
 class MoE : public FeedForward {
  public:
   // prefix names the module, e.g. "model.layers.3.mlp."
-  MoE(ParamTable& params, const std::string& prefix, const ModelDims& dims,
-      const ParallelContext& ctx);
+  MoE(ParamTable& params, const std::string& prefix, const ModelDims& dims, const Runtime& rt);
   void backward(const Tensor& dy, const Tensor& x, Tensor& dx) override;
 
   // Weight of the balance losses' gradients in backward (the loss scale of the micro-batch).
@@ -82,6 +81,7 @@ class MoE : public FeedForward {
   const std::vector<Tensor>& expert_down();
 
   const ParamTable& params_;
+  Device device_;  // first: the buffers below are made on it
   std::string name_;
   ops::RouterConfig router_;
   ops::BalanceConfig balance_;
@@ -107,12 +107,17 @@ class MoE : public FeedForward {
   Tensor logits_, scores_, topk_idx_, gates_;
   Tensor dlogits_, dscores_, dgates_, dgates_slice_, d_shared_;
   // Rows of this rank: sent (its slice, by global expert) and local (its experts' inputs).
-  RowBuffer x_sent_buf_, x_local_buf_, gate_up_buf_, act_buf_, out_local_buf_, out_sent_buf_;
-  RowBuffer d_sent_buf_, d_local_buf_, d_act_buf_, d_gate_up_buf_, dx_local_buf_;
+  RowBuffer x_sent_buf_{DType::f32, device_}, x_local_buf_{DType::f32, device_};
+  RowBuffer gate_up_buf_{DType::f32, device_}, act_buf_{DType::f32, device_};
+  RowBuffer out_local_buf_{DType::f32, device_}, out_sent_buf_{DType::f32, device_};
+  RowBuffer d_sent_buf_{DType::f32, device_}, d_local_buf_{DType::f32, device_};
+  RowBuffer d_act_buf_{DType::f32, device_}, d_gate_up_buf_{DType::f32, device_};
+  RowBuffer dx_local_buf_{DType::f32, device_};
   Tensor x_sent_, x_local_, gate_up_, act_, out_local_, out_sent_;  // saved for backward
   // Decoding: the plan's buffers for the most tokens so far, and the router's tensors.
   ops::DispatchPlan decode_plan_;
-  RowBuffer decode_logits_, decode_scores_, decode_topk_{DType::i32}, decode_gates_;
+  RowBuffer decode_logits_{DType::f32, device_}, decode_scores_{DType::f32, device_};
+  RowBuffer decode_topk_{DType::i32, device_}, decode_gates_{DType::f32, device_};
 };
 
 }  // namespace moetron

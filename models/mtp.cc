@@ -8,21 +8,26 @@
 namespace moetron {
 
 MtpModule::MtpModule(ParamTable& params, int64_t layer_index, const ModelDims& d,
-                     const RopeTables& rope, const ParallelContext& ctx)
+                     const RopeTables& rope, const Runtime& rt)
     : params_(params),
       enorm_(params, "model.layers." + std::to_string(layer_index) + ".enorm.weight", d.hidden,
-             d.eps),
+             d.eps, rt),
       hnorm_(params, "model.layers." + std::to_string(layer_index) + ".hnorm.weight", d.hidden,
-             d.eps),
+             d.eps, rt),
       eh_proj_(params.add("model.layers." + std::to_string(layer_index) + ".eh_proj.weight",
                           {d.hidden, 2 * d.hidden}, ParamKind::matrix)),
       block_(params, "model.layers." + std::to_string(layer_index) + ".", d, rope,
-             d.is_moe_layer(layer_index), ctx),
+             d.is_moe_layer(layer_index), rt),
       head_norm_(params, "model.layers." + std::to_string(layer_index) + ".shared_head.norm.weight",
-                 d.hidden, d.eps) {
+                 d.hidden, d.eps, rt),
+      emb_n_buf_(DType::f32, rt.device),
+      h_prev_n_buf_(DType::f32, rt.device),
+      cat_buf_(DType::f32, rt.device),
+      x_buf_(DType::f32, rt.device),
+      h_buf_(DType::f32, rt.device) {
   for (Tensor* t : {&head_in_, &dh_, &dx_, &d_emb_n_, &d_h_prev_n_, &d_out_sum_})
-    *t = Tensor::empty({d.rows(), d.hidden});
-  dcat_ = Tensor::empty({d.rows(), 2 * d.hidden});
+    *t = rt.empty({d.rows(), d.hidden});
+  dcat_ = rt.empty({d.rows(), 2 * d.hidden});
 }
 
 void MtpModule::run(const Tensor& emb, const Tensor& h_prev, Tensor& h_k, const DecodeStep* step) {

@@ -16,7 +16,7 @@ class MtpModule {
   // eh_proj and the norms are replicated over tensor-parallel ranks (eh_proj is computed whole
   // on each: it is 2d^2 FLOPs per token); the block splits like any block.
   MtpModule(ParamTable& params, int64_t layer_index, const ModelDims& dims, const RopeTables& rope,
-            const ParallelContext& ctx);
+            const Runtime& rt);
   // Training. emb: embeddings of the tokens k ahead; h_prev: h_{k-1}. Both stay unchanged until
   // backward.
   void forward(const Tensor& emb, const Tensor& h_prev) { run(emb, h_prev, head_in_, nullptr); }

@@ -39,7 +39,7 @@ ParamRef ParamTable::add(std::string name, Shape shape, ParamKind kind, ShardSpe
   return {this, id};
 }
 
-void ParamTable::allocate(const std::function<int(const ParamInfo&)>& unit_of) {
+void ParamTable::allocate(const std::function<int(const ParamInfo&)>& unit_of, Device device) {
   MOETRON_CHECK(!allocated(), "parameters allocated twice");
   int units = 1;
   for (ParamInfo& p : infos_) {
@@ -76,8 +76,8 @@ void ParamTable::allocate(const std::function<int(const ParamInfo&)>& unit_of) {
     if (!seen_dense[u]) units_[u].dense_begin = units_[u].dense_end = dense_numel_;
     if (!seen_expert[u]) units_[u].expert_begin = units_[u].expert_end = numel_;
   }
-  params_ = Tensor::zeros({numel_});
-  grads_ = Tensor::zeros({numel_});
+  params_ = Tensor::zeros({numel_}, DType::f32, device);
+  grads_ = Tensor::zeros({numel_}, DType::f32, device);
 }
 
 int ParamTable::find(const std::string& name) const {

@@ -81,8 +81,8 @@ class ParamTable {
   // (see fused_value).
   ParamRef add(std::string name, Shape shape, ParamKind kind, ShardSpec shard = {});
   // Lays out the segments (unit_of gives each parameter's gradient-ready unit, 0 if absent) and
-  // allocates the flat parameter and gradient buffers (gradients zeroed).
-  void allocate(const std::function<int(const ParamInfo&)>& unit_of = {});
+  // allocates the flat parameter and gradient buffers on `device` (gradients zeroed).
+  void allocate(const std::function<int(const ParamInfo&)>& unit_of = {}, Device device = {});
   bool allocated() const { return params_.defined(); }
 
   const std::vector<ParamInfo>& infos() const { return infos_; }

@@ -4,8 +4,11 @@
 
 namespace moetron {
 
-RMSNorm::RMSNorm(ParamTable& params, const std::string& name, int64_t dim, float eps)
-    : weight_(params.add(name, {dim}, ParamKind::norm)), eps_(eps) {}
+RMSNorm::RMSNorm(ParamTable& params, const std::string& name, int64_t dim, float eps,
+                 const Runtime& rt)
+    : weight_(params.add(name, {dim}, ParamKind::norm)),
+      eps_(eps),
+      rstd_buf_(DType::f32, rt.device) {}
 
 void RMSNorm::forward(const Tensor& x, Tensor& y) {
   rstd_ = rstd_buf_.rows(x.rows(), 1);

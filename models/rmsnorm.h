@@ -5,12 +5,13 @@
 
 #include "models/params.h"
 #include "models/row_buffer.h"
+#include "models/runtime.h"
 
 namespace moetron {
 
 class RMSNorm {
  public:
-  RMSNorm(ParamTable& params, const std::string& name, int64_t dim, float eps);
+  RMSNorm(ParamTable& params, const std::string& name, int64_t dim, float eps, const Runtime& rt);
   void forward(const Tensor& x, Tensor& y);
   // dx = d/dx (or dx += when accumulate_dx); the weight gradient accumulates. x is the last
   // forward's input.

@@ -13,7 +13,7 @@ namespace moetron {
 struct RopeTables {
   Tensor cos, sin;
   ops::RopeStyle style = ops::RopeStyle::rotate_half;
-  static RopeTables make(const ModelDims& dims, int64_t positions);
+  static RopeTables make(const ModelDims& dims, int64_t positions, Device device = {});
 };
 
 }  // namespace moetron

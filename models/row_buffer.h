@@ -10,17 +10,19 @@ namespace moetron {
 
 class RowBuffer {
  public:
-  explicit RowBuffer(DType dtype = DType::f32) : dtype_(dtype) {}
+  explicit RowBuffer(DType dtype = DType::f32, Device device = {})
+      : dtype_(dtype), device_(device) {}
 
   Tensor rows(int64_t rows, int64_t cols) {
     const int64_t n = rows * cols;
-    if (!storage_.defined() || storage_.numel() < n)
-      storage_ = Tensor::empty({std::max<int64_t>(n + n / 4, 1)}, dtype_);  // headroom
+    if (!storage_.defined() || storage_.numel() < n)  // headroom for the next
+      storage_ = Tensor::empty({std::max<int64_t>(n + n / 4, 1)}, dtype_, device_);
     return storage_.view(0, {rows, cols});
   }
 
  private:
   DType dtype_;
+  Device device_;
   Tensor storage_;
 };
 

@@ -6,16 +6,19 @@
 namespace moetron {
 
 SwiGLU::SwiGLU(ParamTable& params, const std::string& prefix, const ModelDims& d,
-               int64_t intermediate)
-    : params_(params), local_(intermediate / d.tp) {
+               int64_t intermediate, const Runtime& rt)
+    : params_(params),
+      local_(rt.tp.share(intermediate)),
+      gate_up_buf_(DType::f32, rt.device),
+      act_buf_(DType::f32, rt.device) {
   gate_ = params.add(prefix + "gate_proj.weight", {local_, d.hidden}, ParamKind::matrix,
-                     d.tp_shard(0, local_, intermediate));
+                     rt.tp.shard(0, local_, intermediate));
   up_ = params.add(prefix + "up_proj.weight", {local_, d.hidden}, ParamKind::matrix,
-                   d.tp_shard(0, local_, intermediate));
+                   rt.tp.shard(0, local_, intermediate));
   down_ = params.add(prefix + "down_proj.weight", {d.hidden, local_}, ParamKind::matrix,
-                     d.tp_shard(1, local_, intermediate));
-  dact_ = Tensor::empty({d.rows(), local_});
-  dgate_up_ = Tensor::empty({d.rows(), 2 * local_});
+                     rt.tp.shard(1, local_, intermediate));
+  dact_ = rt.empty({d.rows(), local_});
+  dgate_up_ = rt.empty({d.rows(), 2 * local_});
 }
 
 void SwiGLU::run(const Tensor& x, Tensor& y, const DecodeStep* step) {

@@ -11,14 +11,15 @@
 #include "models/feed_forward.h"
 #include "models/params.h"
 #include "models/row_buffer.h"
+#include "models/runtime.h"
 
 namespace moetron {
 
 class SwiGLU : public FeedForward {
  public:
   // prefix names the module, e.g. "model.layers.0.mlp."; intermediate is the logical width.
-  SwiGLU(ParamTable& params, const std::string& prefix, const ModelDims& dims,
-         int64_t intermediate);
+  SwiGLU(ParamTable& params, const std::string& prefix, const ModelDims& dims, int64_t intermediate,
+         const Runtime& rt);
   void backward(const Tensor& dy, const Tensor& x, Tensor& dx) override;
 
  protected:

@@ -8,7 +8,7 @@ namespace moetron {
 
 TokenDispatcher::TokenDispatcher(int64_t experts, Communicator* ep_comm)
     : experts_(experts), ep_comm_(ep_comm && ep_comm->size() > 1 ? ep_comm : nullptr) {
-  if (ep_comm_) {
+  if (ep_comm_) {  // on the host: the counts size the exchange
     counts_send_ = Tensor::empty({experts}, DType::i64);
     counts_recv_ = Tensor::empty({experts}, DType::i64);
   }

@@ -55,8 +55,8 @@ MPI_Comm ProcessGroups::mpi_world() const {
   return world_ ? world_->comm() : MPI_COMM_NULL;
 }
 
-ParallelContext ProcessGroups::model_context() const {
-  return {layout_.tp, tp_rank(), layout_.ep, ep_rank(), tp(), ep()};
+Runtime ProcessGroups::runtime(Device device) const {
+  return {device, {layout_.tp, tp_rank(), tp()}, {layout_.ep, ep_rank(), ep()}};
 }
 
 }  // namespace moetron

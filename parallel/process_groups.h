@@ -10,7 +10,7 @@
 #include <memory>
 #include <vector>
 
-#include "models/parallel_context.h"
+#include "models/runtime.h"
 #include "parallel/layout.h"
 
 namespace moetron {
@@ -41,7 +41,8 @@ class ProcessGroups {
   Communicator* edp() const;
   std::vector<Communicator*> all() const;  // world, dp, tp, ep, edp (those of several ranks)
 
-  ParallelContext model_context() const;
+  // What the model and its layers see of this rank: its device and its tp and ep groups.
+  Runtime runtime(Device device = {}) const;
   // The MPI communicator of all ranks (for MPI-IO), or MPI_COMM_NULL without MPI.
   MPI_Comm mpi_world() const;
 

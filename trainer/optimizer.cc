@@ -12,8 +12,10 @@ AdamW::AdamW(ParamTable& params, const config::OptimizerConfig& cfg,
   if (owned_.empty()) owned_.emplace_back(0, params.numel());
   int64_t n = 0;
   for (const auto& [b, e] : owned_) n += e - b;
-  m_ = Tensor::zeros({n});
-  v_ = Tensor::zeros({n});
+  // The moments live where the parameters do.
+  const Device device = params.flat_values().device();
+  m_ = Tensor::zeros({n}, DType::f32, device);
+  v_ = Tensor::zeros({n}, DType::f32, device);
 }
 
 void AdamW::step(double lr, double grad_norm) {

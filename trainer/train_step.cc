@@ -57,7 +57,7 @@ StepResult TrainStep::run(int64_t index, double lr, float mtp_weight, const Next
   // The step's scalars on the device: the model's sums, then the squared gradient norm. The
   // host reads them once, below.
   const int64_t n_sums = model_.sums_size();
-  Tensor scalars = Tensor::zeros({n_sums + 1}, DType::f64, model_.params().flat_grads().device());
+  Tensor scalars = Tensor::zeros({n_sums + 1}, DType::f64, model_.runtime().device);
   Tensor sums = scalars.view(0, {n_sums}), norm_squared = scalars.view(n_sums, {1});
   for (int micro = 0; micro < accum_; ++micro) {
     next(tokens_);

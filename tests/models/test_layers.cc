@@ -72,7 +72,7 @@ TEST(Layers, RMSNorm) {
   const auto rows = static_cast<int64_t>(g.attr_num("rows"));
   const auto hidden = static_cast<int64_t>(g.attr_num("hidden_size"));
   LayerUnderTest l;
-  RMSNorm norm(l.params, "weight", hidden, static_cast<float>(g.attr_num("eps")));
+  RMSNorm norm(l.params, "weight", hidden, static_cast<float>(g.attr_num("eps")), Runtime{});
   l.params.allocate();
   l.x = test::tensor_from(g, "/inputs/x", {rows, hidden});
   l.y = Tensor::empty({rows, hidden});
@@ -89,7 +89,7 @@ TEST_P(AttentionGolden, MatchesReference) {
   const ModelDims d = dims_from(g);
   const RopeTables rope = RopeTables::make(d, d.seq);
   LayerUnderTest l;
-  Attention attn(l.params, "", d, rope);
+  Attention attn(l.params, "", d, rope, Runtime{});
   l.params.allocate();
   l.x = test::tensor_from(g, "/inputs/x", {d.rows(), d.hidden});
   l.y = Tensor::empty({d.rows(), d.hidden});
@@ -146,7 +146,7 @@ TEST(Layers, SwiGLU) {
   ModelDims d;
   d.batch = rows;
   d.hidden = hidden;
-  SwiGLU mlp(l.params, "", d, inter);
+  SwiGLU mlp(l.params, "", d, inter, Runtime{});
   l.params.allocate();
   l.x = test::tensor_from(g, "/inputs/x", {rows, hidden});
   l.y = Tensor::empty({rows, hidden});
@@ -163,7 +163,7 @@ TEST(Layers, Block) {
   d.eps = static_cast<float>(g.attr_num("rms_norm_eps"));
   const RopeTables rope = RopeTables::make(d, d.seq);
   LayerUnderTest l;
-  Block block(l.params, "", d, rope, /*moe=*/false, ParallelContext{});
+  Block block(l.params, "", d, rope, /*moe=*/false, Runtime{});
   l.params.allocate();
   l.x = test::tensor_from(g, "/inputs/x", {d.rows(), d.hidden});
   l.y = Tensor::empty({d.rows(), d.hidden});

@@ -38,7 +38,7 @@ TEST_F(World2CheckpointFailure, AWriteFailingOnOneRankStopsEveryRankWithItsMessa
   layout.world = 2;
   layout.tp = 2;
   const ProcessGroups groups(layout);
-  Model model(cfg.model(), 1, 8, groups.model_context());
+  Model model(cfg.model(), 1, 8, groups.runtime());
   model.params().init(1, 0.02f);
   AdamW adam(model.params(), cfg.optimizer());
   const checkpoint::OptimizerState opt{adam.owned(), adam.exp_avg(), adam.exp_avg_sq(), 0};

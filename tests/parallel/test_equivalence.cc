@@ -117,7 +117,7 @@ Record train(const Variant& v, const ProcessGroups& groups, std::unique_ptr<Mode
   const config::RunConfig cfg = test_config(v.capacity_factor);
   const data::Dataset ds(dataset_dir(), data::Split::train);
   model = std::make_unique<Model>(cfg.model(), cfg.data().micro_batch_size(), cfg.data().seq_len(),
-                                  groups.model_context());
+                                  groups.runtime());
   model->params().init(cfg.seed(), cfg.model().init_std());
   if (v.one_expert)
     for (const ParamInfo& p : model->params().infos())
@@ -344,8 +344,7 @@ TEST_F(World4, CommunicationVolumeIsTheDocumentedFormula) {
     const ProcessGroups groups(layout);
     const config::RunConfig cfg = test_config();
     const data::Dataset ds(dataset_dir(), data::Split::train);
-    Model model(cfg.model(), cfg.data().micro_batch_size(), cfg.data().seq_len(),
-                groups.model_context());
+    Model model(cfg.model(), cfg.data().micro_batch_size(), cfg.data().seq_len(), groups.runtime());
     model.params().init(cfg.seed(), cfg.model().init_std());
     TrainStep step(model, cfg.optimizer(), groups, 2);
     data::Loader loader(ds, static_cast<int>(model.dims().window()), cfg.data().micro_batch_size(),

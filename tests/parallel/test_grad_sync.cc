@@ -45,7 +45,7 @@ void expect_reduced(bool zero1, int ep, int64_t max_per_call) {
   layout.zero1 = zero1;
   const ProcessGroups groups(layout);
   const config::RunConfig cfg = moe_config();
-  Model model(cfg.model(), 1, 8, groups.model_context());
+  Model model(cfg.model(), 1, 8, groups.runtime());
   ParamTable& params = model.params();
   GradSync sync(params, groups, max_per_call);
   const int rank = world().rank();

@@ -81,7 +81,7 @@ class World4Reshard : public test::MpiTest {
               test::AdamCheck* gradients = nullptr) {
     const config::RunConfig c = cfg();
     const data::Dataset ds(c.data().dataset_dir(), data::Split::train);
-    Model model(c.model(), c.data().micro_batch_size(), c.data().seq_len(), groups.model_context());
+    Model model(c.model(), c.data().micro_batch_size(), c.data().seq_len(), groups.runtime());
     model.params().init(c.seed(), c.model().init_std());
     const int accum = 4 / layout.dp;
     TrainStep step(model, c.optimizer(), groups, accum);
