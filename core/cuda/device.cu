@@ -1,5 +1,6 @@
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <memory>
 
 #include "core/check.h"
@@ -57,6 +58,26 @@ void add(std::span<const float> a, std::span<const float> b, std::span<float> ou
       da.get(), db.get(), dout.get(), static_cast<int64_t>(n));
   check(cudaGetLastError(), "add_kernel launch");
   check(cudaMemcpy(out.data(), dout.get(), bytes, cudaMemcpyDeviceToHost), "copy out");
+}
+
+DeviceFloats::DeviceFloats(size_t n) : n_(n) {
+  check(cudaMalloc(&data_, std::max<size_t>(n, 1) * sizeof(float)), "cudaMalloc");
+}
+
+DeviceFloats::DeviceFloats(std::span<const float> host) : DeviceFloats(host.size()) {
+  check(cudaMemcpy(data_, host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice),
+        "copy to device");
+}
+
+DeviceFloats::~DeviceFloats() {
+  cudaFree(data_);
+}
+
+std::vector<float> DeviceFloats::to_host() const {
+  std::vector<float> out(n_);
+  check(cudaDeviceSynchronize(), "synchronize");
+  check(cudaMemcpy(out.data(), data_, n_ * sizeof(float), cudaMemcpyDeviceToHost), "copy back");
+  return out;
 }
 
 }  // namespace moetron::cuda

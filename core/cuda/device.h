@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 namespace moetron::cuda {
 
@@ -15,5 +16,22 @@ std::string device_description(int index);
 // out = a + b computed on device 0 (copies in and out): the smoke test of the toolchain,
 // the driver and the device together.
 void add(std::span<const float> a, std::span<const float> b, std::span<float> out);
+
+// Device memory for n floats on device 0 (RAII), for the kernel tests: filled from the host or
+// left uninitialised, read back whole.
+class DeviceFloats {
+ public:
+  explicit DeviceFloats(size_t n);
+  explicit DeviceFloats(std::span<const float> host);
+  ~DeviceFloats();
+  DeviceFloats(const DeviceFloats&) = delete;
+  DeviceFloats& operator=(const DeviceFloats&) = delete;
+  float* get() { return data_; }
+  std::vector<float> to_host() const;  // waits for the device
+
+ private:
+  float* data_ = nullptr;
+  size_t n_ = 0;
+};
 
 }  // namespace moetron::cuda

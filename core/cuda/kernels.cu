@@ -1,0 +1,88 @@
+// The CUDA kernels over the shared math of core/kernels/*.h (the host launchers of
+// core/kernels/host.cc run the same functions on the CPU). Device pointers; launches on the
+// default stream (the backend's stream replaces it when the CUDA backend lands).
+#include <cuda_runtime.h>
+
+#include "core/check.h"
+#include "core/cuda/kernels.h"
+#include "core/kernels/elementwise.h"
+#include "core/kernels/rmsnorm.h"
+
+namespace moetron::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+unsigned blocks_for(int64_t n, int per_block) {
+  return static_cast<unsigned>((n + per_block - 1) / per_block);
+}
+
+void check_launch(const char* what) {
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) throw Error(std::string("CUDA ") + what + ": " + cudaGetErrorString(err));
+}
+
+__global__ void swiglu_forward_kernel(const float* gate_up, float* out, int64_t n, int64_t width) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) kernels::swiglu_forward(gate_up, out, width, i);
+}
+
+__global__ void swiglu_backward_kernel(const float* dout, const float* gate_up, float* dgate_up,
+                                       int64_t n, int64_t width) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) kernels::swiglu_backward(dout, gate_up, dgate_up, width, i);
+}
+
+__global__ void adamw_kernel(float* p, const float* g, float* m, float* v, int64_t n,
+                             kernels::AdamWScalars s) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) kernels::adamw(p, g, m, v, s, i);
+}
+
+// One row per warp; the butterfly of core/kernels/rmsnorm.h by shuffles.
+__global__ void rmsnorm_forward_kernel(const float* x, const float* w, float eps, float* y,
+                                       float* rstd, int64_t rows, int64_t cols) {
+  const int64_t r = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / kernels::kWarp;
+  const int lane = static_cast<int>(threadIdx.x % kernels::kWarp);
+  if (r >= rows) return;  // whole warps leave together: rows are warp-aligned
+  float sum = kernels::rmsnorm_partial(x, cols, r, lane);
+  for (int o = kernels::kWarp / 2; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  const float rs = kernels::rmsnorm_rstd(sum, cols, eps);
+  if (lane == 0) rstd[r] = rs;
+  kernels::rmsnorm_write(x, w, rs, y, cols, r, lane);
+}
+
+}  // namespace
+
+void swiglu_forward(const float* gate_up, float* out, int64_t rows, int64_t width) {
+  const int64_t n = rows * width;
+  if (n == 0) return;
+  swiglu_forward_kernel<<<blocks_for(n, kThreads), kThreads>>>(gate_up, out, n, width);
+  check_launch("swiglu_forward");
+}
+
+void swiglu_backward(const float* dout, const float* gate_up, float* dgate_up, int64_t rows,
+                     int64_t width) {
+  const int64_t n = rows * width;
+  if (n == 0) return;
+  swiglu_backward_kernel<<<blocks_for(n, kThreads), kThreads>>>(dout, gate_up, dgate_up, n, width);
+  check_launch("swiglu_backward");
+}
+
+void adamw(float* p, const float* g, float* m, float* v, int64_t n,
+           const kernels::AdamWScalars& s) {
+  if (n == 0) return;
+  adamw_kernel<<<blocks_for(n, kThreads), kThreads>>>(p, g, m, v, n, s);
+  check_launch("adamw");
+}
+
+void rmsnorm_forward(const float* x, const float* w, float eps, float* y, float* rstd, int64_t rows,
+                     int64_t cols) {
+  if (rows == 0) return;
+  const int rows_per_block = kThreads / kernels::kWarp;
+  rmsnorm_forward_kernel<<<blocks_for(rows, rows_per_block), kThreads>>>(x, w, eps, y, rstd, rows,
+                                                                         cols);
+  check_launch("rmsnorm_forward");
+}
+
+}  // namespace moetron::cuda

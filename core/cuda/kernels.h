@@ -1,0 +1,18 @@
+// The CUDA kernels over core/kernels/*.h's shared math, on device pointers (the host launchers
+// of core/kernels/host.h run the same math on the CPU). No CUDA header needed to call them.
+#pragma once
+
+#include <cstdint>
+
+#include "core/kernels/elementwise.h"
+
+namespace moetron::cuda {
+
+void swiglu_forward(const float* gate_up, float* out, int64_t rows, int64_t width);
+void swiglu_backward(const float* dout, const float* gate_up, float* dgate_up, int64_t rows,
+                     int64_t width);
+void adamw(float* p, const float* g, float* m, float* v, int64_t n, const kernels::AdamWScalars& s);
+void rmsnorm_forward(const float* x, const float* w, float eps, float* y, float* rstd, int64_t rows,
+                     int64_t cols);
+
+}  // namespace moetron::cuda

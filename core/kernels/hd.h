@@ -1,0 +1,13 @@
+// The one spelling of a function that runs on the host and on a CUDA device. The per-element and
+// per-row math of the CUDA kernels is written once with it (core/kernels/*.h): nvcc builds it
+// into the __global__ kernels of core/cuda/, and g++ into the host launchers of
+// core/kernels/host.h, so CI runs the very code the GPU runs against the CPU backend. Multiply-
+// adds that must round alike on both are explicit fmaf (nvcc would otherwise contract a * b + c
+// and g++ would not).
+#pragma once
+
+#if defined(__CUDACC__)
+#define MT_HD __host__ __device__ __forceinline__
+#else
+#define MT_HD inline
+#endif

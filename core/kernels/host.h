@@ -1,0 +1,21 @@
+// The host launchers of the CUDA kernels' math (core/kernels/*.h): each runs, on the CPU, the
+// per-element or per-row functions the __global__ kernels of core/cuda/kernels.cu run, in the
+// same phases, so tests compare the device's math with the CPU backend without a GPU
+// (tests/core/test_kernel_math.cc) and, on a GPU, the device's results with these bit for bit.
+// Plain host pointers; sizes as the CPU backend's kernels take them.
+#pragma once
+
+#include <cstdint>
+
+#include "core/kernels/elementwise.h"
+
+namespace moetron::kernels::host {
+
+void swiglu_forward(const float* gate_up, float* out, int64_t rows, int64_t width);
+void swiglu_backward(const float* dout, const float* gate_up, float* dgate_up, int64_t rows,
+                     int64_t width);
+void adamw(float* p, const float* g, float* m, float* v, int64_t n, const AdamWScalars& s);
+void rmsnorm_forward(const float* x, const float* w, float eps, float* y, float* rstd, int64_t rows,
+                     int64_t cols);
+
+}  // namespace moetron::kernels::host

@@ -1,0 +1,90 @@
+// The CUDA kernels' math (core/kernels/*.h), run on the CPU by the host launchers of
+// core/kernels/host.h, against the CPU backend: the same functions the __global__ kernels of
+// core/cuda/kernels.cu run, checked without a GPU (tests/core/test_cuda.cc compares them with
+// the device where one is visible). Float reductions and exp within stated tolerances.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "core/kernels/host.h"
+#include "core/ops.h"
+
+namespace moetron {
+namespace {
+
+std::vector<float> random_values(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> normal(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = normal(gen);
+  return v;
+}
+
+Tensor tensor(const std::vector<float>& v, Shape shape) {
+  Tensor t = Tensor::empty(std::move(shape));
+  std::copy(v.begin(), v.end(), t.span<float>().begin());
+  return t;
+}
+
+// Largest |a - b| / (|b| + floor) over the elements.
+double max_relative(std::span<const float> a, std::span<const float> b, double floor) {
+  EXPECT_EQ(a.size(), b.size());
+  double worst = 0;
+  for (size_t i = 0; i < a.size(); ++i)
+    worst = std::max(worst, std::abs(double{a[i]} - b[i]) / (std::abs(double{b[i]}) + floor));
+  return worst;
+}
+
+TEST(KernelMath, SwigluMatchesTheCpuBackend) {
+  constexpr int64_t rows = 37, width = 45;  // no multiple of a block or a vector width
+  const std::vector<float> gu = random_values(rows * 2 * width, 1, 3.0f);
+  const std::vector<float> dout = random_values(rows * width, 2);
+  std::vector<float> out(rows * width, NAN), dgu(rows * 2 * width, NAN);
+  kernels::host::swiglu_forward(gu.data(), out.data(), rows, width);
+  kernels::host::swiglu_backward(dout.data(), gu.data(), dgu.data(), rows, width);
+  const Tensor gate_up = tensor(gu, {rows, 2 * width});
+  Tensor ref = Tensor::empty({rows, width}), dref = Tensor::empty({rows, 2 * width});
+  ops::swiglu_forward(gate_up, ref);
+  ops::swiglu_backward(tensor(dout, {rows, width}), gate_up, dref);
+  // The CPU backend's sigmoid is its own fast exp: a few ulp apart, and the gate gradient's
+  // 1 + g (1 - s) cancels near g = -1.28, so near zero the bound is absolute (1e-7).
+  EXPECT_LT(max_relative(out, ref.span<float>(), 1e-6), 1e-5);
+  EXPECT_LT(max_relative(dgu, dref.span<float>(), 1e-2), 1e-5);
+}
+
+TEST(KernelMath, AdamwMatchesTheCpuBackend) {
+  constexpr int64_t n = 1001;
+  const std::vector<float> g = random_values(n, 3), p0 = random_values(n, 4);
+  std::vector<float> m = random_values(n, 5, 0.1f), v = random_values(n, 6, 0.1f);
+  for (float& x : v) x = x * x;
+  Tensor p_ref = tensor(p0, {n}), m_ref = tensor(m, {n}), v_ref = tensor(v, {n});
+  std::vector<float> p = p0;
+  for (int64_t step = 1; step <= 3; ++step) {
+    kernels::host::adamw(p.data(), g.data(), m.data(), v.data(), n,
+                         kernels::adamw_scalars(double{1e-3f}, 0.9f, 0.95f, 1e-8f, 0.1f, step));
+    ops::adamw(p_ref, tensor(g, {n}), m_ref, v_ref, {1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, step});
+  }
+  // Explicit fmaf in the shared math against the CPU's a * b + c: 1-2 ulp per step.
+  EXPECT_LT(max_relative(m, m_ref.span<float>(), 1e-6), 1e-5);
+  EXPECT_LT(max_relative(v, v_ref.span<float>(), 1e-9), 1e-5);
+  EXPECT_LT(max_relative(p, p_ref.span<float>(), 1e-6), 1e-5);
+}
+
+TEST(KernelMath, RmsnormMatchesTheCpuBackend) {
+  for (const int64_t cols : {int64_t{1}, int64_t{31}, int64_t{32}, int64_t{257}}) {
+    constexpr int64_t rows = 19;
+    const std::vector<float> x = random_values(rows * cols, 7, 2.0f), w = random_values(cols, 8);
+    std::vector<float> y(rows * cols, NAN), rstd(rows, NAN);
+    kernels::host::rmsnorm_forward(x.data(), w.data(), 1e-6f, y.data(), rstd.data(), rows, cols);
+    Tensor y_ref = Tensor::empty({rows, cols}), rstd_ref = Tensor::empty({rows});
+    ops::rmsnorm_forward(tensor(x, {rows, cols}), tensor(w, {cols}), 1e-6f, y_ref, rstd_ref);
+    // The butterfly sums in another order than the CPU's vector reduction.
+    EXPECT_LT(max_relative(rstd, rstd_ref.span<float>(), 0), 1e-6) << cols << " columns";
+    EXPECT_LT(max_relative(y, y_ref.span<float>(), 1e-6), 1e-5) << cols << " columns";
+  }
+}
+
+}  // namespace
+}  // namespace moetron
