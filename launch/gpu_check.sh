@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The GPU check (docs/gpu.md). On a machine with a GPU, the CUDA toolkit, CMake and a compiler
+# (nothing else: no MPI, HDF5, Protobuf or network), in this order, so that the first steps are
+# useful alone if time runs out:
+#   1. the GPU, driver and tool versions;
+#   2. the CUDA-only build for sm_90 (-DMOETRON_CUDA_ONLY=ON), ptxas register and spill report;
+#   3. every CUDA kernel against the host launchers of the same math (moetron_gpu_check);
+#   4. compute-sanitizer memcheck and racecheck on small sizes;
+#   5. a summary table; with $OUT set, everything under $OUT (gpu_check.json, kernels.json, logs).
+# Still to come with the CUDA backend (issue 12): the 100-step training run against the CPU's
+# losses and the MFU benchmark. Exit status: 0 when every step that ran passed.
+#   launch/gpu_check.sh            GPU_BUILD_DIR=build-gpu by default; CUDA_ARCH=90
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 2
+build=${GPU_BUILD_DIR:-build-gpu}
+arch=${CUDA_ARCH:-90}
+out=${OUT:-$(mktemp -d)}
+mkdir -p "$out"
+export PATH="$PATH:/usr/local/cuda/bin"
+declare -a names=() results=() times=()
+failed=0
+
+record() {  # name result seconds
+  names+=("$1") results+=("$2") times+=("$3")
+  [[ $2 == pass || $2 == skipped* ]] || failed=1
+}
+
+run_step() {  # name log command...: pass when the command exits 0
+  local name=$1 log=$2 start=$SECONDS
+  shift 2
+  echo "== $name"
+  if "$@" 2>&1 | tee "$out/$log"; then
+    record "$name" pass $((SECONDS - start))
+  else
+    record "$name" "FAIL (see $log)" $((SECONDS - start))
+  fi
+}
+
+echo "== versions"
+{
+  date -u +"%Y-%m-%d %H:%M UTC"
+  if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader
+  else
+    echo "nvidia-smi: not found"
+  fi
+  nvcc --version | tail -n 2
+  cmake --version | head -n 1
+  c++ --version | head -n 1
+} 2>&1 | tee "$out/versions.txt"
+
+generator=()
+command -v ninja >/dev/null && generator=(-G Ninja)
+run_step "build (sm_$arch)" build.log bash -c "
+  cmake -S . -B '$build' ${generator[*]} -DMOETRON_CUDA_ONLY=ON -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_CUDA_ARCHITECTURES=$arch &&
+  cmake --build '$build' -j \"\$(nproc)\""
+grep -E "Compiling entry|registers|spill" "$out/build.log" > "$out/ptxas.txt" || true
+
+check=$build/moetron_gpu_check
+start=$SECONDS
+echo "== kernels against the host math"
+if [[ ! -x $check ]]; then
+  record kernels "skipped: not built" 0
+else
+  "$check" --json "$out/kernels.json" 2>&1 | tee "$out/kernels.log"
+  case ${PIPESTATUS[0]} in
+    0) record kernels pass $((SECONDS - start)) ;;
+    2) record kernels "skipped: no GPU" $((SECONDS - start)) ;;
+    *) record kernels "FAIL (see kernels.log)" $((SECONDS - start)) ;;
+  esac
+fi
+
+for tool in memcheck racecheck; do
+  start=$SECONDS
+  echo "== compute-sanitizer $tool"
+  if ! command -v compute-sanitizer >/dev/null; then
+    record "sanitizer $tool" "skipped: no compute-sanitizer" 0
+  elif [[ ! -x $check ]] || ! "$check" --small >/dev/null 2>&1; then
+    record "sanitizer $tool" "skipped: no GPU or kernels failed" 0
+  elif compute-sanitizer --tool "$tool" --error-exitcode 3 "$check" --small 2>&1 |
+      tee "$out/sanitizer-$tool.log"; then
+    record "sanitizer $tool" pass $((SECONDS - start))
+  else
+    record "sanitizer $tool" "FAIL (see sanitizer-$tool.log)" $((SECONDS - start))
+  fi
+done
+record "100-step training vs CPU" "skipped: not built yet (CUDA backend, issue 12)" 0
+record "MFU benchmark" "skipped: not built yet (CUDA backend, issue 12)" 0
+
+echo
+echo "== summary"
+printf '%-28s %-52s %6s\n' step result seconds
+json="{\n  \"steps\": ["
+for i in "${!names[@]}"; do
+  printf '%-28s %-52s %6s\n' "${names[$i]}" "${results[$i]}" "${times[$i]}"
+  json+="$([[ $i -gt 0 ]] && echo ,)\n    {\"step\": \"${names[$i]}\", \"result\": \"${results[$i]}\", \"seconds\": ${times[$i]}}"
+done
+json+="\n  ]\n}"
+echo -e "$json" > "$out/gpu_check.json"
+echo "results: $out"
+exit $failed

@@ -1,0 +1,63 @@
+// The GPU check's kernel step (launch/gpu_check.sh): the CUDA kernels against the host launchers
+// of the same math, a table on stdout and, with --json FILE, the results as JSON. Built by the
+// CUDA-only build mode (-DMOETRON_CUDA_ONLY=ON), which needs nothing but the CUDA toolkit, CMake
+// and a compiler. Exit 0: every check passed; 1: one failed; 2: no GPU, or a usage error.
+//   moetron_gpu_check [--small] [--json FILE]
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <fstream>
+#include <string>
+
+#include "core/cuda/device.h"
+#include "tests/gpu/kernel_checks.h"
+
+int main(int argc, char** argv) {
+  using namespace moetron;
+  int scale = 1;
+  std::string json;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--small") == 0) {
+      scale = 10;  // for compute-sanitizer, which runs kernels far slower
+    } else if (std::strcmp(argv[i], "--json") == 0 && i + 1 < argc) {
+      json = argv[++i];
+    } else {
+      std::fprintf(stderr, "usage: %s [--small] [--json FILE]\n", argv[0]);
+      return 2;
+    }
+  }
+  try {
+    if (cuda::device_count() == 0) {
+      std::printf("no CUDA device visible: nothing to check\n");
+      return 2;
+    }
+    const std::string device = cuda::device_description(0);
+    std::printf("device: %s\n%-26s %14s %10s  result\n", device.c_str(), "kernel", "max relative",
+                "bound");
+    bool all = true;
+    std::string rows;
+    for (const gpu::KernelCheck& c : gpu::run_kernel_checks(scale)) {
+      all = all && c.passed();
+      std::printf("%-26s %14.3g %10.3g  %s\n", c.name.c_str(), c.max_relative, c.bound,
+                  c.passed() ? "pass" : "FAIL");
+      rows += std::string(rows.empty() ? "" : ",\n") + "    {\"kernel\": \"" + c.name +
+              "\", \"max_relative\": " + std::to_string(c.max_relative) +
+              ", \"bound\": " + std::to_string(c.bound) +
+              ", \"passed\": " + (c.passed() ? "true" : "false") + "}";
+    }
+    if (!json.empty()) {
+      std::ofstream f(json);
+      f << "{\n  \"device\": \"" << device << "\",\n  \"scale\": " << scale
+        << ",\n  \"kernels\": [\n"
+        << rows << "\n  ]\n}\n";
+      if (!f) {
+        std::fprintf(stderr, "cannot write %s\n", json.c_str());
+        return 2;
+      }
+    }
+    return all ? 0 : 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "gpu check: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,80 @@
+#include "tests/gpu/kernel_checks.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <random>
+
+#include "core/cuda/device.h"
+#include "core/cuda/kernels.h"
+#include "core/kernels/host.h"
+
+namespace moetron::gpu {
+namespace {
+
+std::vector<float> random_values(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> normal(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = normal(gen);
+  return v;
+}
+
+double max_relative(const std::vector<float>& got, const std::vector<float>& want) {
+  if (got.size() != want.size()) return INFINITY;
+  double worst = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double d = std::abs(double{got[i]} - want[i]);
+    if (d != 0 || std::isnan(got[i]) != std::isnan(want[i]))
+      worst = std::max(worst, std::isnan(d) ? INFINITY : d / (std::abs(double{want[i]}) + 1e-30));
+  }
+  return worst;
+}
+
+}  // namespace
+
+std::vector<KernelCheck> run_kernel_checks(int scale) {
+  std::vector<KernelCheck> out;
+  {
+    const int64_t rows = 301 / scale + 1, width = 77;
+    const std::vector<float> gu = random_values(rows * 2 * width, 1, 3.0f);
+    const std::vector<float> dout = random_values(rows * width, 2);
+    std::vector<float> y(rows * width), dgu(rows * 2 * width);
+    kernels::host::swiglu_forward(gu.data(), y.data(), rows, width);
+    kernels::host::swiglu_backward(dout.data(), gu.data(), dgu.data(), rows, width);
+    cuda::DeviceFloats d_gu(gu), d_dout(dout), d_y(y.size()), d_dgu(dgu.size());
+    cuda::swiglu_forward(d_gu.get(), d_y.get(), rows, width);
+    cuda::swiglu_backward(d_dout.get(), d_gu.get(), d_dgu.get(), rows, width);
+    // The device's expf is an ulp or two from glibc's.
+    out.push_back({"swiglu_forward", max_relative(d_y.to_host(), y), 4e-7});
+    out.push_back({"swiglu_backward", max_relative(d_dgu.to_host(), dgu), 4e-7});
+  }
+  {
+    const int64_t n = 100003 / scale;
+    const std::vector<float> g = random_values(n, 3);
+    std::vector<float> p = random_values(n, 4), m = random_values(n, 5, 0.1f), v(n, 0.01f);
+    cuda::DeviceFloats dp(p), dg(g), dm(m), dv(v);
+    for (int64_t step = 1; step <= 3; ++step) {
+      const auto s = kernels::adamw_scalars(1e-3, 0.9f, 0.95f, 1e-8f, 0.1f, step);
+      kernels::host::adamw(p.data(), g.data(), m.data(), v.data(), n, s);
+      cuda::adamw(dp.get(), dg.get(), dm.get(), dv.get(), n, s);
+    }
+    const double worst = std::max({max_relative(dp.to_host(), p), max_relative(dm.to_host(), m),
+                                   max_relative(dv.to_host(), v)});
+    out.push_back({"adamw", worst, 0});
+  }
+  for (const int64_t cols : {int64_t{1}, int64_t{31}, int64_t{257}, int64_t{4096}}) {
+    const int64_t rows = 1003 / scale + 1;
+    const std::vector<float> x = random_values(rows * cols, 7, 2.0f), w = random_values(cols, 8);
+    std::vector<float> y(rows * cols), rstd(rows);
+    kernels::host::rmsnorm_forward(x.data(), w.data(), 1e-6f, y.data(), rstd.data(), rows, cols);
+    cuda::DeviceFloats dx(x), dw(w), dy(y.size()), drstd(rstd.size());
+    cuda::rmsnorm_forward(dx.get(), dw.get(), 1e-6f, dy.get(), drstd.get(), rows, cols);
+    out.push_back({"rmsnorm_forward cols " + std::to_string(cols),
+                   std::max(max_relative(dy.to_host(), y), max_relative(drstd.to_host(), rstd)),
+                   0});
+  }
+  return out;
+}
+
+}  // namespace moetron::gpu
