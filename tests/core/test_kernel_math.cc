@@ -5,22 +5,16 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <random>
 #include <vector>
 
 #include "core/kernels/host.h"
 #include "core/ops.h"
+#include "tests/random_values.h"
 
 namespace moetron {
 namespace {
 
-std::vector<float> random_values(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> normal(0.0f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = normal(gen);
-  return v;
-}
+using test::random_values;
 
 Tensor tensor(const std::vector<float>& v, Shape shape) {
   Tensor t = Tensor::empty(std::move(shape));

@@ -3,22 +3,16 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <random>
 
 #include "core/cuda/device.h"
 #include "core/cuda/kernels.h"
 #include "core/kernels/host.h"
+#include "tests/random_values.h"
 
 namespace moetron::gpu {
 namespace {
 
-std::vector<float> random_values(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> normal(0.0f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = normal(gen);
-  return v;
-}
+using test::random_values;
 
 double max_relative(const std::vector<float>& got, const std::vector<float>& want) {
   if (got.size() != want.size()) return INFINITY;
