@@ -2,6 +2,9 @@
 // the balance losses, and the row permutations around the grouped expert GEMM.
 #include "core/cpu/router.h"
 
+#include "core/kernels/host.h"
+#include "core/kernels/router.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -13,75 +16,13 @@ namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-// Indices of the n largest of v[0..size), largest first, ties to the lower index. Repeated
-// selection in the order (value desc, index asc): each pick is the best element that comes
-// after the previous pick, so nothing is allocated (it runs per token).
-void top_n(const float* v, int64_t size, int64_t n, int32_t* out) {
-  auto before = [v](int64_t a, int64_t b) { return v[a] > v[b] || (v[a] == v[b] && a < b); };
-  for (int64_t j = 0; j < n; ++j) {
-    int64_t best = -1;
-    for (int64_t e = 0; e < size; ++e) {
-      if (j > 0 && !before(out[j - 1], e)) continue;
-      if (best < 0 || before(e, best)) best = e;
-    }
-    out[j] = static_cast<int32_t>(best);
-  }
-}
-
-void scores_of(const Router& r, const float* u, float* s) {
-  if (r.softmax) {
-    float mx = kNegInf;
-    for (int64_t e = 0; e < r.experts; ++e) mx = std::max(mx, u[e]);
-    float sum = 0;
-    for (int64_t e = 0; e < r.experts; ++e) sum += (s[e] = std::exp(u[e] - mx));
-    for (int64_t e = 0; e < r.experts; ++e) s[e] /= sum;
-  } else {
-    for (int64_t e = 0; e < r.experts; ++e) s[e] = 1.0f / (1.0f + std::exp(-u[e]));
-  }
-}
-
 }  // namespace
 
 void router_forward(const Router& r, const float* logits, const float* bias, float* scores,
                     int32_t* topk_idx, float* gates) {
-  const int64_t E = r.experts, per_group = E / r.n_group;
-#pragma omp parallel
-  {
-    std::vector<float> sel(static_cast<size_t>(E)), group_score(static_cast<size_t>(r.n_group));
-    std::vector<int32_t> best(static_cast<size_t>(std::max(r.topk_group, int64_t{2})));
-    std::vector<uint8_t> keep(static_cast<size_t>(r.n_group));
-#pragma omp for schedule(static)
-    for (int64_t t = 0; t < r.tokens; ++t) {
-      float* s = scores + t * E;
-      scores_of(r, logits + t * E, s);
-      for (int64_t e = 0; e < E; ++e) sel[e] = s[e] + bias[e];
-      if (r.n_group > 1) {
-        for (int64_t g = 0; g < r.n_group; ++g) {
-          const float* gs = sel.data() + g * per_group;
-          if (r.softmax) {
-            group_score[g] = *std::max_element(gs, gs + per_group);
-          } else {
-            // The sum of the group's two best (its only one when a group has one expert).
-            const int64_t two = std::min<int64_t>(2, per_group);
-            top_n(gs, per_group, two, best.data());
-            group_score[g] = gs[best[0]] + (two == 2 ? gs[best[1]] : 0.0f);
-          }
-        }
-        top_n(group_score.data(), r.n_group, r.topk_group, best.data());
-        std::fill(keep.begin(), keep.end(), 0);
-        for (int64_t j = 0; j < r.topk_group; ++j) keep[best[j]] = 1;
-        for (int64_t e = 0; e < E; ++e)
-          if (!keep[e / per_group]) sel[e] = kNegInf;
-      }
-      int32_t* idx = topk_idx + t * r.k;
-      top_n(sel.data(), E, r.k, idx);
-      float* g = gates + t * r.k;
-      float sum = 0;
-      for (int64_t j = 0; j < r.k; ++j) sum += (g[j] = s[idx[j]]);
-      const float norm = r.norm_topk_prob ? r.scaling / (sum + 1e-20f) : r.scaling;
-      for (int64_t j = 0; j < r.k; ++j) g[j] *= norm;
-    }
-  }
+  kernels::host::router_forward(
+      {r.experts, r.k, r.n_group, r.topk_group, r.softmax, r.norm_topk_prob, r.scaling}, r.tokens,
+      logits, bias, scores, topk_idx, gates);
 }
 
 void router_backward(const Router& r, const float* dgates, const float* scores,
@@ -124,7 +65,7 @@ void balance_losses(const Router& r, const Balance& b, const float* logits, cons
   std::vector<int32_t> idx(static_cast<size_t>(r.k));
   if (b.seq_alpha > 0) {
     for (int64_t t = 0; t < N; ++t) {
-      top_n(scores + t * E, E, r.k, idx.data());
+      kernels::top_n(scores + t * E, E, r.k, idx.data());
       for (int32_t e : idx) f_seq[(t / T) * E + e] += static_cast<double>(E) / (r.k * T);
     }
   }

@@ -60,24 +60,31 @@ void add(std::span<const float> a, std::span<const float> b, std::span<float> ou
   check(cudaMemcpy(out.data(), dout.get(), bytes, cudaMemcpyDeviceToHost), "copy out");
 }
 
-DeviceFloats::DeviceFloats(size_t n) : n_(n) {
-  check(cudaMalloc(&data_, std::max<size_t>(n, 1) * sizeof(float)), "cudaMalloc");
+template <typename T>
+DeviceArray<T>::DeviceArray(size_t n) : n_(n) {
+  check(cudaMalloc(&data_, std::max<size_t>(n, 1) * sizeof(T)), "cudaMalloc");
 }
 
-DeviceFloats::DeviceFloats(std::span<const float> host) : DeviceFloats(host.size()) {
-  check(cudaMemcpy(data_, host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice),
+template <typename T>
+DeviceArray<T>::DeviceArray(std::span<const T> host) : DeviceArray(host.size()) {
+  check(cudaMemcpy(data_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice),
         "copy to device");
 }
 
-DeviceFloats::~DeviceFloats() {
+template <typename T>
+DeviceArray<T>::~DeviceArray() {
   cudaFree(data_);
 }
 
-std::vector<float> DeviceFloats::to_host() const {
-  std::vector<float> out(n_);
+template <typename T>
+std::vector<T> DeviceArray<T>::to_host() const {
+  std::vector<T> out(n_);
   check(cudaDeviceSynchronize(), "synchronize");
-  check(cudaMemcpy(out.data(), data_, n_ * sizeof(float), cudaMemcpyDeviceToHost), "copy back");
+  check(cudaMemcpy(out.data(), data_, n_ * sizeof(T), cudaMemcpyDeviceToHost), "copy back");
   return out;
 }
+
+template class DeviceArray<float>;
+template class DeviceArray<int32_t>;
 
 }  // namespace moetron::cuda

@@ -17,21 +17,23 @@ std::string device_description(int index);
 // the driver and the device together.
 void add(std::span<const float> a, std::span<const float> b, std::span<float> out);
 
-// Device memory for n floats on device 0 (RAII), for the kernel tests: filled from the host or
-// left uninitialised, read back whole.
-class DeviceFloats {
+// Device memory for n values on device 0 (RAII), for the kernel checks: filled from the host
+// or left uninitialised, read back whole. T: float or int32_t.
+template <typename T>
+class DeviceArray {
  public:
-  explicit DeviceFloats(size_t n);
-  explicit DeviceFloats(std::span<const float> host);
-  ~DeviceFloats();
-  DeviceFloats(const DeviceFloats&) = delete;
-  DeviceFloats& operator=(const DeviceFloats&) = delete;
-  float* get() { return data_; }
-  std::vector<float> to_host() const;  // waits for the device
+  explicit DeviceArray(size_t n);
+  explicit DeviceArray(std::span<const T> host);
+  ~DeviceArray();
+  DeviceArray(const DeviceArray&) = delete;
+  DeviceArray& operator=(const DeviceArray&) = delete;
+  T* get() { return data_; }
+  std::vector<T> to_host() const;  // waits for the device
 
  private:
-  float* data_ = nullptr;
+  T* data_ = nullptr;
   size_t n_ = 0;
 };
+using DeviceFloats = DeviceArray<float>;
 
 }  // namespace moetron::cuda

@@ -7,6 +7,7 @@
 #include "core/cuda/kernels.h"
 #include "core/kernels/elementwise.h"
 #include "core/kernels/rmsnorm.h"
+#include "core/kernels/router.h"
 
 namespace moetron::cuda {
 namespace {
@@ -52,7 +53,44 @@ __global__ void rmsnorm_forward_kernel(const float* x, const float* w, float eps
   kernels::rmsnorm_write(x, w, rs, y, cols, r, lane);
 }
 
+// A token per thread; scratch holds each token's selection buffers.
+__global__ void router_forward_kernel(kernels::RouterShape r, int64_t tokens, const float* logits,
+                                      const float* bias, float* scores, int32_t* topk_idx,
+                                      float* gates, float* sel, float* group_score, int32_t* best,
+                                      uint8_t* keep) {
+  const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (t >= tokens) return;
+  const int64_t best_n = r.topk_group > 2 ? r.topk_group : 2;
+  const kernels::RouterScratch w{sel + t * r.experts, group_score + t * r.n_group,
+                                 best + t * best_n, keep + t * r.n_group};
+  kernels::route_token(r, logits + t * r.experts, bias, scores + t * r.experts, topk_idx + t * r.k,
+                       gates + t * r.k, w);
+}
+
 }  // namespace
+
+void router_forward(const kernels::RouterShape& r, int64_t tokens, const float* logits,
+                    const float* bias, float* scores, int32_t* topk_idx, float* gates) {
+  if (tokens == 0) return;
+  const int64_t best_n = r.topk_group > 2 ? r.topk_group : 2;
+  const size_t bytes =
+      static_cast<size_t>(tokens) *
+      (static_cast<size_t>(r.experts + r.n_group) * sizeof(float) +
+       static_cast<size_t>(best_n) * sizeof(int32_t) + static_cast<size_t>(r.n_group));
+  void* scratch = nullptr;
+  if (cudaMalloc(&scratch, bytes) != cudaSuccess) check_launch("router scratch");
+  auto* sel = static_cast<float*>(scratch);
+  float* group_score = sel + tokens * r.experts;
+  auto* best = reinterpret_cast<int32_t*>(group_score + tokens * r.n_group);
+  auto* keep = reinterpret_cast<uint8_t*>(best + tokens * best_n);
+  constexpr int threads = 128;
+  router_forward_kernel<<<blocks_for(tokens, threads), threads>>>(
+      r, tokens, logits, bias, scores, topk_idx, gates, sel, group_score, best, keep);
+  const cudaError_t err = cudaGetLastError();
+  cudaFree(scratch);  // waits for the kernel
+  if (err != cudaSuccess)
+    throw Error(std::string("CUDA router_forward: ") + cudaGetErrorString(err));
+}
 
 void swiglu_forward(const float* gate_up, float* out, int64_t rows, int64_t width) {
   const int64_t n = rows * width;

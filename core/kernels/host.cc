@@ -1,5 +1,8 @@
 #include "core/kernels/host.h"
 
+#include <algorithm>
+#include <vector>
+
 #include "core/kernels/rmsnorm.h"
 
 namespace moetron::kernels::host {
@@ -19,6 +22,22 @@ void swiglu_backward(const float* dout, const float* gate_up, float* dgate_up, i
 void adamw(float* p, const float* g, float* m, float* v, int64_t n, const AdamWScalars& s) {
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) kernels::adamw(p, g, m, v, s, i);
+}
+
+void router_forward(const RouterShape& r, int64_t tokens, const float* logits, const float* bias,
+                    float* scores, int32_t* topk_idx, float* gates) {
+#pragma omp parallel
+  {
+    std::vector<float> sel(static_cast<size_t>(r.experts));
+    std::vector<float> group_score(static_cast<size_t>(r.n_group));
+    std::vector<int32_t> best(static_cast<size_t>(std::max(r.topk_group, int64_t{2})));
+    std::vector<uint8_t> keep(static_cast<size_t>(r.n_group));
+    const RouterScratch scratch{sel.data(), group_score.data(), best.data(), keep.data()};
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < tokens; ++t)
+      route_token(r, logits + t * r.experts, bias, scores + t * r.experts, topk_idx + t * r.k,
+                  gates + t * r.k, scratch);
+  }
 }
 
 void rmsnorm_forward(const float* x, const float* w, float eps, float* y, float* rstd, int64_t rows,

@@ -57,6 +57,28 @@ std::vector<KernelCheck> run_kernel_checks(int scale) {
                                    max_relative(dv.to_host(), v)});
     out.push_back({"adamw", worst, 0});
   }
+  // Routing: the chosen experts exactly (an index differing is reported as infinitely off),
+  // scores and gates within the device's expf.
+  for (const bool softmax : {false, true}) {
+    const kernels::RouterShape r{64, 6, 8, 3, softmax, true, 2.5f};
+    const int64_t tokens = 4099 / scale + 1;
+    const std::vector<float> logits = random_values(tokens * r.experts, 9, 2.0f);
+    const std::vector<float> bias = random_values(r.experts, 10, 0.1f);
+    std::vector<float> scores(tokens * r.experts), gates(tokens * r.k);
+    std::vector<int32_t> idx(tokens * r.k);
+    kernels::host::router_forward(r, tokens, logits.data(), bias.data(), scores.data(), idx.data(),
+                                  gates.data());
+    cuda::DeviceFloats d_logits(logits), d_bias(bias), d_scores(scores.size()),
+        d_gates(gates.size());
+    cuda::DeviceArray<int32_t> d_idx(idx.size());
+    cuda::router_forward(r, tokens, d_logits.get(), d_bias.get(), d_scores.get(), d_idx.get(),
+                         d_gates.get());
+    const double off = d_idx.to_host() == idx ? 0.0 : INFINITY;
+    out.push_back({std::string("router_forward ") + (softmax ? "softmax" : "sigmoid"),
+                   std::max({off, max_relative(d_scores.to_host(), scores),
+                             max_relative(d_gates.to_host(), gates)}),
+                   4e-7});
+  }
   for (const int64_t cols : {int64_t{1}, int64_t{31}, int64_t{257}, int64_t{4096}}) {
     const int64_t rows = 1003 / scale + 1;
     const std::vector<float> x = random_values(rows * cols, 7, 2.0f), w = random_values(cols, 8);
