@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "core/cpu/kernels.h"
+#include "core/kernels/rope.h"
 
 namespace moetron::cpu {
 
@@ -35,11 +36,7 @@ void rope(float* x, const float* cos, const float* sin, int64_t batch, int64_t s
         float* xh = x + ((b * seq + t) * heads + h) * head_dim;
 #pragma omp simd
         for (int64_t j = 0; j < half; ++j) {
-          float& xa = xh[j * a_stride];
-          float& xb = xh[j * a_stride + b_offset];
-          const float a = xa, bv = xb, s = sign * st[j];
-          xa = a * ct[j] - bv * s;
-          xb = bv * ct[j] + a * s;
+          kernels::rope_pair(xh[j * a_stride], xh[j * a_stride + b_offset], ct[j], sign * st[j]);
         }
       }
     }

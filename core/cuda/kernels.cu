@@ -7,6 +7,7 @@
 #include "core/cuda/kernels.h"
 #include "core/kernels/elementwise.h"
 #include "core/kernels/rmsnorm.h"
+#include "core/kernels/rope.h"
 #include "core/kernels/router.h"
 
 namespace moetron::cuda {
@@ -53,6 +54,12 @@ __global__ void rmsnorm_forward_kernel(const float* x, const float* w, float eps
   kernels::rmsnorm_write(x, w, rs, y, cols, r, lane);
 }
 
+__global__ void rope_kernel(float* x, const float* cos, const float* sin, kernels::RopeShape r,
+                            int64_t pairs) {
+  const int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (p < pairs) kernels::rope_at(x, cos, sin, r, p);
+}
+
 // A token per thread; scratch holds each token's selection buffers.
 __global__ void router_forward_kernel(kernels::RouterShape r, int64_t tokens, const float* logits,
                                       const float* bias, float* scores, int32_t* topk_idx,
@@ -90,6 +97,14 @@ void router_forward(const kernels::RouterShape& r, int64_t tokens, const float* 
   cudaFree(scratch);  // waits for the kernel
   if (err != cudaSuccess)
     throw Error(std::string("CUDA router_forward: ") + cudaGetErrorString(err));
+}
+
+void rope(float* x, const float* cos, const float* sin, int64_t batch,
+          const kernels::RopeShape& r) {
+  const int64_t pairs = batch * r.seq * r.heads * (r.head_dim / 2);
+  if (pairs == 0) return;
+  rope_kernel<<<blocks_for(pairs, kThreads), kThreads>>>(x, cos, sin, r, pairs);
+  check_launch("rope");
 }
 
 void swiglu_forward(const float* gate_up, float* out, int64_t rows, int64_t width) {

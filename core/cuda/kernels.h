@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "core/kernels/elementwise.h"
+#include "core/kernels/rope.h"
 #include "core/kernels/router.h"
 
 namespace moetron::cuda {
@@ -13,6 +14,8 @@ void swiglu_forward(const float* gate_up, float* out, int64_t rows, int64_t widt
 void swiglu_backward(const float* dout, const float* gate_up, float* dgate_up, int64_t rows,
                      int64_t width);
 void adamw(float* p, const float* g, float* m, float* v, int64_t n, const kernels::AdamWScalars& s);
+// RoPE in place on x [batch, seq, heads, head_dim] (cos, sin [seq, head_dim / 2]).
+void rope(float* x, const float* cos, const float* sin, int64_t batch, const kernels::RopeShape& r);
 // The router of core/kernels/router.h, a token per thread (scratch allocated per call for now).
 void router_forward(const kernels::RouterShape& r, int64_t tokens, const float* logits,
                     const float* bias, float* scores, int32_t* topk_idx, float* gates);

@@ -24,6 +24,12 @@ void adamw(float* p, const float* g, float* m, float* v, int64_t n, const AdamWS
   for (int64_t i = 0; i < n; ++i) kernels::adamw(p, g, m, v, s, i);
 }
 
+void rope(float* x, const float* cos, const float* sin, int64_t batch, const RopeShape& r) {
+  const int64_t pairs = batch * r.seq * r.heads * (r.head_dim / 2);
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < pairs; ++p) rope_at(x, cos, sin, r, p);
+}
+
 void router_forward(const RouterShape& r, int64_t tokens, const float* logits, const float* bias,
                     float* scores, int32_t* topk_idx, float* gates) {
 #pragma omp parallel

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "core/kernels/elementwise.h"
+#include "core/kernels/rope.h"
 #include "core/kernels/router.h"
 
 namespace moetron::kernels::host {
@@ -16,6 +17,9 @@ void swiglu_forward(const float* gate_up, float* out, int64_t rows, int64_t widt
 void swiglu_backward(const float* dout, const float* gate_up, float* dgate_up, int64_t rows,
                      int64_t width);
 void adamw(float* p, const float* g, float* m, float* v, int64_t n, const AdamWScalars& s);
+// Pair by pair, as the kernel's threads (the CPU backend's rope loops by row over the same
+// rope_pair).
+void rope(float* x, const float* cos, const float* sin, int64_t batch, const RopeShape& r);
 // A token per iteration (OpenMP over tokens); the CPU backend's router is this function.
 void router_forward(const RouterShape& r, int64_t tokens, const float* logits, const float* bias,
                     float* scores, int32_t* topk_idx, float* gates);

@@ -66,6 +66,24 @@ TEST(KernelMath, AdamwMatchesTheCpuBackend) {
   EXPECT_LT(max_relative(p, p_ref.span<float>(), 1e-6), 1e-5);
 }
 
+TEST(KernelMath, RopeMatchesTheCpuBackendBitwise) {
+  constexpr int64_t batch = 2, seq = 7, heads = 3, head_dim = 12;
+  Tensor cos = Tensor::empty({seq, head_dim / 2}), sin = Tensor::empty({seq, head_dim / 2});
+  ops::rope_tables(seq, head_dim, 10000.0f, cos, sin);
+  const std::vector<float> x0 = random_values(batch * seq * heads * head_dim, 11);
+  for (const bool interleaved : {false, true})
+    for (const bool inverse : {false, true}) {
+      std::vector<float> x = x0;
+      kernels::host::rope(x.data(), cos.data<float>(), sin.data<float>(), batch,
+                          {seq, heads, head_dim, interleaved, inverse ? -1.0f : 1.0f});
+      Tensor ref = tensor(x0, {batch, seq, heads, head_dim});
+      ops::rope(ref, cos, sin,
+                interleaved ? ops::RopeStyle::interleaved : ops::RopeStyle::rotate_half, inverse);
+      EXPECT_EQ(x, std::vector<float>(ref.span<float>().begin(), ref.span<float>().end()))
+          << (interleaved ? "interleaved" : "rotate-half") << (inverse ? ", inverse" : "");
+    }
+}
+
 TEST(KernelMath, RmsnormMatchesTheCpuBackend) {
   for (const int64_t cols : {int64_t{1}, int64_t{31}, int64_t{32}, int64_t{257}}) {
     constexpr int64_t rows = 19;

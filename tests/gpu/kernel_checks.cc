@@ -57,6 +57,27 @@ std::vector<KernelCheck> run_kernel_checks(int scale) {
                                    max_relative(dv.to_host(), v)});
     out.push_back({"adamw", worst, 0});
   }
+  {
+    // Tables made on the host (as training makes them), rotation on the device.
+    const int64_t batch = 3, seq = 129 / scale + 1, heads = 5, head_dim = 64;
+    std::vector<float> cos(seq * head_dim / 2), sin(seq * head_dim / 2);
+    for (int64_t t = 0; t < seq; ++t)
+      for (int64_t j = 0; j < head_dim / 2; ++j) {
+        const float angle = static_cast<float>(t) * std::pow(10000.0f, -2.0f * j / head_dim);
+        cos[t * head_dim / 2 + j] = std::cos(angle);
+        sin[t * head_dim / 2 + j] = std::sin(angle);
+      }
+    double worst = 0;
+    for (const bool interleaved : {false, true}) {
+      const kernels::RopeShape r{seq, heads, head_dim, interleaved, interleaved ? -1.0f : 1.0f};
+      std::vector<float> x = random_values(batch * seq * heads * head_dim, 12);
+      cuda::DeviceFloats dx(x), dcos(cos), dsin(sin);
+      kernels::host::rope(x.data(), cos.data(), sin.data(), batch, r);
+      cuda::rope(dx.get(), dcos.get(), dsin.get(), batch, r);
+      worst = std::max(worst, max_relative(dx.to_host(), x));
+    }
+    out.push_back({"rope", worst, 0});
+  }
   // Routing: the chosen experts exactly (an index differing is reported as infinitely off),
   // scores and gates within the device's expf.
   for (const bool softmax : {false, true}) {
