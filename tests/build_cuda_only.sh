@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# CTest BuildModes.CudaOnly: the CUDA-only build mode (what launch/gpu_check.sh builds on a GPU
+# machine) configures and builds from this tree, and its driver runs: exit 0 (checks passed)
+# or 2 (no GPU visible) is a pass, 1 (a check failed) is not.
+#   tests/build_cuda_only.sh SOURCE_DIR BUILD_DIR
+set -euo pipefail
+src=$1 build=$2
+cmake -S "$src" -B "$build" -DMOETRON_CUDA_ONLY=ON -DCMAKE_BUILD_TYPE=Release > "$build.configure.log"
+cmake --build "$build" -j 2 > "$build.build.log"
+status=0
+"$build/moetron_gpu_check" --small || status=$?
+[[ $status -eq 0 || $status -eq 2 ]]
