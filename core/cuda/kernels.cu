@@ -5,6 +5,7 @@
 
 #include "core/check.h"
 #include "core/cuda/kernels.h"
+#include "core/kernels/cross_entropy.h"
 #include "core/kernels/elementwise.h"
 #include "core/kernels/rmsnorm.h"
 #include "core/kernels/rope.h"
@@ -41,14 +42,45 @@ __global__ void adamw_kernel(float* p, const float* g, float* m, float* v, int64
   if (i < n) kernels::adamw(p, g, m, v, s, i);
 }
 
-// One row per warp; the butterfly of core/kernels/rmsnorm.h by shuffles.
+// The butterflies of core/kernels/warp.h by shuffles.
+__device__ float warp_sum(float v) {
+  for (int o = kernels::kWarp / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ float warp_max(float v) {
+  for (int o = kernels::kWarp / 2; o > 0; o /= 2) {
+    const float w = __shfl_xor_sync(0xffffffffu, v, o);
+    v = w > v ? w : v;
+  }
+  return v;
+}
+
+// One row per warp.
+__global__ void ce_shard_stats_kernel(const float* logits, const int32_t* targets, int64_t rows,
+                                      kernels::VocabBlock v, float* stats) {
+  const int64_t r = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / kernels::kWarp;
+  const int lane = static_cast<int>(threadIdx.x % kernels::kWarp);
+  if (r >= rows) return;  // whole warps leave together
+  const float* z = logits + r * v.cols;
+  const float mx = warp_max(kernels::ce_lane_max(z, v, lane));
+  const float sum = warp_sum(kernels::ce_lane_sum(z, v, mx, lane));
+  if (lane == 0) kernels::ce_write_stats(z, targets[r], v, mx, sum, stats + r * 3);
+}
+
+__global__ void ce_shard_backward_kernel(float* logits, const int32_t* targets, int64_t n,
+                                         kernels::VocabBlock v, const float* lse,
+                                         float grad_scale) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) kernels::ce_backward_at(logits, targets, v, lse, grad_scale, i);
+}
+
+// One row per warp; the butterfly of core/kernels/warp.h by shuffles.
 __global__ void rmsnorm_forward_kernel(const float* x, const float* w, float eps, float* y,
                                        float* rstd, int64_t rows, int64_t cols) {
   const int64_t r = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / kernels::kWarp;
   const int lane = static_cast<int>(threadIdx.x % kernels::kWarp);
   if (r >= rows) return;  // whole warps leave together: rows are warp-aligned
-  float sum = kernels::rmsnorm_partial(x, cols, r, lane);
-  for (int o = kernels::kWarp / 2; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  const float sum = warp_sum(kernels::rmsnorm_partial(x, cols, r, lane));
   const float rs = kernels::rmsnorm_rstd(sum, cols, eps);
   if (lane == 0) rstd[r] = rs;
   kernels::rmsnorm_write(x, w, rs, y, cols, r, lane);
@@ -97,6 +129,24 @@ void router_forward(const kernels::RouterShape& r, int64_t tokens, const float* 
   cudaFree(scratch);  // waits for the kernel
   if (err != cudaSuccess)
     throw Error(std::string("CUDA router_forward: ") + cudaGetErrorString(err));
+}
+
+void ce_shard_stats(const float* logits, const int32_t* targets, int64_t rows,
+                    const kernels::VocabBlock& v, float* stats) {
+  if (rows == 0) return;
+  const int rows_per_block = kThreads / kernels::kWarp;
+  ce_shard_stats_kernel<<<blocks_for(rows, rows_per_block), kThreads>>>(logits, targets, rows, v,
+                                                                        stats);
+  check_launch("ce_shard_stats");
+}
+
+void ce_shard_backward(float* logits, const int32_t* targets, int64_t rows,
+                       const kernels::VocabBlock& v, const float* lse, float grad_scale) {
+  const int64_t n = rows * v.cols;
+  if (n == 0) return;
+  ce_shard_backward_kernel<<<blocks_for(n, kThreads), kThreads>>>(logits, targets, n, v, lse,
+                                                                  grad_scale);
+  check_launch("ce_shard_backward");
 }
 
 void rope(float* x, const float* cos, const float* sin, int64_t batch,

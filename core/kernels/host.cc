@@ -24,6 +24,28 @@ void adamw(float* p, const float* g, float* m, float* v, int64_t n, const AdamWS
   for (int64_t i = 0; i < n; ++i) kernels::adamw(p, g, m, v, s, i);
 }
 
+void ce_shard_stats(const float* logits, const int32_t* targets, int64_t rows, const VocabBlock& v,
+                    float* stats) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* z = logits + r * v.cols;
+    float lanes[kWarp];
+    for (int lane = 0; lane < kWarp; ++lane) lanes[lane] = ce_lane_max(z, v, lane);
+    host_butterfly(lanes, Max{});
+    const float mx = lanes[0];
+    for (int lane = 0; lane < kWarp; ++lane) lanes[lane] = ce_lane_sum(z, v, mx, lane);
+    host_butterfly(lanes, Sum{});
+    ce_write_stats(z, targets[r], v, mx, lanes[0], stats + r * 3);
+  }
+}
+
+void ce_shard_backward(float* logits, const int32_t* targets, int64_t rows, const VocabBlock& v,
+                       const float* lse, float grad_scale) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < rows * v.cols; ++i)
+    ce_backward_at(logits, targets, v, lse, grad_scale, i);
+}
+
 void rope(float* x, const float* cos, const float* sin, int64_t batch, const RopeShape& r) {
   const int64_t pairs = batch * r.seq * r.heads * (r.head_dim / 2);
 #pragma omp parallel for schedule(static)
@@ -52,7 +74,7 @@ void rmsnorm_forward(const float* x, const float* w, float eps, float* y, float*
   for (int64_t r = 0; r < rows; ++r) {
     float sums[kWarp];
     for (int lane = 0; lane < kWarp; ++lane) sums[lane] = rmsnorm_partial(x, cols, r, lane);
-    host_butterfly(sums);
+    host_butterfly(sums, Sum{});
     const float rs = rmsnorm_rstd(sums[0], cols, eps);
     rstd[r] = rs;
     for (int lane = 0; lane < kWarp; ++lane) rmsnorm_write(x, w, rs, y, cols, r, lane);

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "core/kernels/cross_entropy.h"
 #include "core/kernels/elementwise.h"
 #include "core/kernels/rope.h"
 #include "core/kernels/router.h"
@@ -23,6 +24,11 @@ void rope(float* x, const float* cos, const float* sin, int64_t batch, const Rop
 // A token per iteration (OpenMP over tokens); the CPU backend's router is this function.
 void router_forward(const RouterShape& r, int64_t tokens, const float* logits, const float* bias,
                     float* scores, int32_t* topk_idx, float* gates);
+// logits [rows, v.cols], targets [rows]; stats [rows, 3]; lse [rows].
+void ce_shard_stats(const float* logits, const int32_t* targets, int64_t rows, const VocabBlock& v,
+                    float* stats);
+void ce_shard_backward(float* logits, const int32_t* targets, int64_t rows, const VocabBlock& v,
+                       const float* lse, float grad_scale);
 void rmsnorm_forward(const float* x, const float* w, float eps, float* y, float* rstd, int64_t rows,
                      int64_t cols);
 

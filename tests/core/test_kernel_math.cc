@@ -66,6 +66,31 @@ TEST(KernelMath, AdamwMatchesTheCpuBackend) {
   EXPECT_LT(max_relative(p, p_ref.span<float>(), 1e-6), 1e-5);
 }
 
+// A block of 50 columns holding ids 10..54 of a vocabulary of 55 plus 5 padding columns;
+// targets inside and outside the block.
+TEST(KernelMath, CrossEntropyPiecesMatchTheCpuBackend) {
+  constexpr int64_t rows = 37, cols = 50;
+  const kernels::VocabBlock v{cols, 10, 45};
+  const std::vector<float> z0 = random_values(rows * cols, 13, 3.0f);
+  std::vector<int32_t> targets(rows);
+  for (int64_t r = 0; r < rows; ++r) targets[r] = static_cast<int32_t>((r * 7) % 55);
+  const Tensor ids = ops::from_host(std::span<const int32_t>(targets));
+  const ops::VocabShard shard{v.first, v.valid, 55};
+  std::vector<float> stats(rows * 3, NAN);
+  kernels::host::ce_shard_stats(z0.data(), targets.data(), rows, v, stats.data());
+  Tensor ref = Tensor::empty({rows, 3});
+  ops::ce_shard_stats(tensor(z0, {rows, cols}), ids, shard, ref);
+  // The CPU backend's exp is its own fast one.
+  EXPECT_LT(max_relative(stats, ref.span<float>(), 1e-6), 1e-5);
+  std::vector<float> lse(rows);
+  for (int64_t r = 0; r < rows; ++r) lse[r] = stats[r * 3] + std::log(stats[r * 3 + 1]);
+  std::vector<float> z = z0;
+  kernels::host::ce_shard_backward(z.data(), targets.data(), rows, v, lse.data(), 0.25f);
+  Tensor dref = tensor(z0, {rows, cols});
+  ops::ce_shard_backward(dref, ids, shard, tensor(lse, {rows}), 0.25f);
+  EXPECT_LT(max_relative(z, dref.span<float>(), 1e-6), 1e-5);
+}
+
 TEST(KernelMath, RopeMatchesTheCpuBackendBitwise) {
   constexpr int64_t batch = 2, seq = 7, heads = 3, head_dim = 12;
   Tensor cos = Tensor::empty({seq, head_dim / 2}), sin = Tensor::empty({seq, head_dim / 2});

@@ -78,6 +78,24 @@ std::vector<KernelCheck> run_kernel_checks(int scale) {
     }
     out.push_back({"rope", worst, 0});
   }
+  {
+    // A vocabulary block with padding; targets inside and outside it.
+    const int64_t rows = 1031 / scale + 1;
+    const kernels::VocabBlock v{1000, 4000, 997};
+    const std::vector<float> z = random_values(rows * v.cols, 13, 3.0f);
+    std::vector<int32_t> targets(rows);
+    for (int64_t r = 0; r < rows; ++r) targets[r] = static_cast<int32_t>(3990 + (r * 37) % 1020);
+    std::vector<float> stats(rows * 3), lse(rows), dz = z;
+    kernels::host::ce_shard_stats(z.data(), targets.data(), rows, v, stats.data());
+    for (int64_t r = 0; r < rows; ++r) lse[r] = stats[r * 3] + std::log(stats[r * 3 + 1]);
+    kernels::host::ce_shard_backward(dz.data(), targets.data(), rows, v, lse.data(), 0.25f);
+    cuda::DeviceFloats d_z(z), d_stats(stats.size()), d_lse(lse);
+    cuda::DeviceArray<int32_t> d_targets(targets);
+    cuda::ce_shard_stats(d_z.get(), d_targets.get(), rows, v, d_stats.get());
+    out.push_back({"ce_shard_stats", max_relative(d_stats.to_host(), stats), 4e-7});
+    cuda::ce_shard_backward(d_z.get(), d_targets.get(), rows, v, d_lse.get(), 0.25f);
+    out.push_back({"ce_shard_backward", max_relative(d_z.to_host(), dz), 4e-7});
+  }
   // Routing: the chosen experts exactly (an index differing is reported as infinitely off),
   // scores and gates within the device's expf.
   for (const bool softmax : {false, true}) {
