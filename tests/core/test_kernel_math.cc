@@ -7,6 +7,7 @@
 #include <cmath>
 #include <vector>
 
+#include "core/kernels/gemm_plan.h"
 #include "core/kernels/host.h"
 #include "core/ops.h"
 #include "tests/random_values.h"
@@ -22,12 +23,15 @@ Tensor tensor(const std::vector<float>& v, Shape shape) {
   return t;
 }
 
-// Largest |a - b| / (|b| + floor) over the elements.
+// Largest |a - b| / (|b| + floor) over the elements; NaN when any element is NaN.
 double max_relative(std::span<const float> a, std::span<const float> b, double floor) {
   EXPECT_EQ(a.size(), b.size());
   double worst = 0;
-  for (size_t i = 0; i < a.size(); ++i)
-    worst = std::max(worst, std::abs(double{a[i]} - b[i]) / (std::abs(double{b[i]}) + floor));
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double d = std::abs(double{a[i]} - b[i]) / (std::abs(double{b[i]}) + floor);
+    if (std::isnan(d)) return d;  // fails every bound
+    worst = std::max(worst, d);
+  }
   return worst;
 }
 
@@ -121,6 +125,49 @@ TEST(KernelMath, RmsnormMatchesTheCpuBackend) {
     EXPECT_LT(max_relative(rstd, rstd_ref.span<float>(), 0), 1e-6) << cols << " columns";
     EXPECT_LT(max_relative(y, y_ref.span<float>(), 1e-6), 1e-5) << cols << " columns";
   }
+}
+
+// The column-major GEMM plans the CUDA backend hands to cuBLAS(Lt), executed by the host
+// reference under cuBLAS's rules, against the CPU backend's row-major products: every
+// transpose combination, non-square shapes, alpha and beta.
+TEST(GemmPlan, ColumnMajorPlansGiveTheRowMajorProducts) {
+  constexpr int64_t M = 7, K = 5, N = 3;
+  for (const bool ta : {false, true})
+    for (const bool tb : {false, true}) {
+      const int64_t a_rows = ta ? K : M, a_cols = ta ? M : K;
+      const int64_t b_rows = tb ? N : K, b_cols = tb ? K : N;
+      const std::vector<float> a = random_values(a_rows * a_cols, 20);
+      const std::vector<float> b = random_values(b_rows * b_cols, 21);
+      const std::vector<float> c0 = random_values(M * N, 22);
+      const kernels::GemmPlan p =
+          kernels::plan_matmul(a_rows, a_cols, ta, b_rows, b_cols, tb, 0.5f, 2.0f);
+      std::vector<float> c = c0;
+      kernels::host_gemm(p, b.data(), a.data(), c.data());
+      Tensor ref = tensor(c0, {M, N});
+      ops::matmul(tensor(a, {a_rows, a_cols}), ta, tensor(b, {b_rows, b_cols}), tb, ref, 0.5f,
+                  2.0f);
+      EXPECT_LT(max_relative(c, ref.span<float>(), 1e-3), 1e-5) << "ta " << ta << " tb " << tb;
+    }
+}
+
+TEST(GemmPlan, GroupedPlansGiveTheGroupedProduct) {
+  constexpr int64_t in = 6, out = 4;
+  const std::vector<int64_t> offsets{0, 3, 3, 8, 9, 9};  // experts 1 and 4 receive no rows
+  const int64_t rows = offsets.back();
+  const std::vector<float> x = random_values(rows * in, 23);
+  std::vector<Tensor> w;
+  for (size_t e = 0; e + 1 < offsets.size(); ++e)
+    w.push_back(tensor(random_values(out * in, 24 + static_cast<uint32_t>(e)), {out, in}));
+  const kernels::GroupedGemm g = kernels::plan_grouped(offsets, in, out);
+  EXPECT_EQ(g.experts, (std::vector<int64_t>{0, 2, 3}));
+  std::vector<float> y(rows * out, NAN);
+  for (size_t i = 0; i < g.plans.size(); ++i)
+    kernels::host_gemm(g.plans[i], w[static_cast<size_t>(g.experts[i])].data<float>(),
+                       x.data() + g.x_offsets[i], y.data() + g.y_offsets[i]);
+  Tensor ref = Tensor::empty({rows, out});
+  ops::grouped_matmul(tensor(x, {rows, in}), w, ops::from_host(std::span<const int64_t>(offsets)),
+                      ref);
+  EXPECT_LT(max_relative(y, ref.span<float>(), 1e-3), 1e-5);
 }
 
 }  // namespace
