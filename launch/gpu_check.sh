@@ -49,10 +49,10 @@ echo "== versions"
   c++ --version | head -n 1
 } 2>&1 | tee "$out/versions.txt"
 
-generator=()
-command -v ninja >/dev/null && generator=(-G Ninja)
+generator=""
+command -v ninja >/dev/null && generator="-G Ninja"
 run_step "build (sm_$arch)" build.log bash -c "
-  cmake -S . -B '$build' ${generator[*]} -DMOETRON_CUDA_ONLY=ON -DCMAKE_BUILD_TYPE=Release \
+  cmake -S . -B '$build' $generator -DMOETRON_CUDA_ONLY=ON -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_CUDA_ARCHITECTURES=$arch &&
   cmake --build '$build' -j \"\$(nproc)\""
 grep -E "Compiling entry|registers|spill" "$out/build.log" > "$out/ptxas.txt" || true

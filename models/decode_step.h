@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <map>
 #include <span>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -34,10 +35,10 @@ class TransposedWeights {
   std::span<const Tensor> of(std::span<const Tensor> ws);
 
  private:
-  // A matrix is its first element's address and its row count (fused views such as q|k|v start
-  // where their first part does); a group is its first matrix and its size.
-  using Key = std::pair<const float*, int64_t>;
-  static Key key(const Tensor& w) { return {w.data<float>(), w.rows()}; }
+  // A matrix is its first element's address and its shape (fused views such as q|k|v start
+  // where their first part does, with more rows); a group is its first matrix and its size.
+  using Key = std::tuple<const float*, int64_t, int64_t>;
+  static Key key(const Tensor& w) { return {w.data<float>(), w.rows(), w.cols()}; }
   std::map<Key, Tensor> copies_;
   std::map<std::pair<Key, size_t>, std::vector<Tensor>> groups_;
 };

@@ -22,10 +22,13 @@ namespace moetron {
 class Decoder {
  public:
   // model: a model of one rank whose weights do not change while the decoder is used (it keeps
-  // transposed copies of the matrices) and which outlives it; its training activations are
-  // left alone, so a Model(cfg, 1, 1) suffices. max_len: the most positions a sequence may reach
+  // transposed copies of the matrices) and which outlives it. Decoding reuses the layers'
+  // activation buffers, so it must not run between a training forward and its backward; a
+  // Model(cfg, 1, 1) suffices. max_len: the most positions a sequence may reach
   // (prompt, generated tokens and speculative lookahead together).
   Decoder(Model& model, int64_t max_len);
+  Decoder(const Decoder&) = delete;  // a copy would share the caches
+  Decoder& operator=(const Decoder&) = delete;
 
   const ModelDims& dims() const { return model_.dims(); }
   int64_t max_len() const { return max_len_; }

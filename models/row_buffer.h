@@ -15,8 +15,9 @@ class RowBuffer {
 
   Tensor rows(int64_t rows, int64_t cols) {
     const int64_t n = rows * cols;
-    if (!storage_.defined() || storage_.numel() < n)  // headroom for the next
-      storage_ = Tensor::empty({std::max<int64_t>(n + n / 4, 1)}, dtype_, device_);
+    if (!storage_.defined() || storage_.numel() < n)  // exact at first, then headroom to grow
+      storage_ = Tensor::empty({std::max<int64_t>(n + (storage_.defined() ? n / 4 : 0), 1)}, dtype_,
+                               device_);
     return storage_.view(0, {rows, cols});
   }
 

@@ -1,5 +1,6 @@
-// CUDA device discovery and the first device kernels. Host code never includes CUDA headers:
-// everything here takes plain host pointers and sizes.
+// CUDA device discovery, a smoke-test kernel and device memory for the kernel checks (the
+// kernels themselves: core/cuda/kernels.h). Host code never includes CUDA headers: everything
+// here takes plain host pointers and sizes.
 #pragma once
 
 #include <cstdint>

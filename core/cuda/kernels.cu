@@ -43,16 +43,16 @@ __global__ void adamw_kernel(float* p, const float* g, float* m, float* v, int64
 }
 
 // The butterflies of core/kernels/warp.h by shuffles.
-__device__ float warp_sum(float v) {
-  for (int o = kernels::kWarp / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+template <typename Op>
+__device__ float butterfly(float v, Op op) {
+  for (int o = kernels::kWarp / 2; o > 0; o /= 2) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
 }
+__device__ float warp_sum(float v) {
+  return butterfly(v, kernels::Sum{});
+}
 __device__ float warp_max(float v) {
-  for (int o = kernels::kWarp / 2; o > 0; o /= 2) {
-    const float w = __shfl_xor_sync(0xffffffffu, v, o);
-    v = w > v ? w : v;
-  }
-  return v;
+  return butterfly(v, kernels::Max{});
 }
 
 // One row per warp.

@@ -6,6 +6,8 @@
 // values: op(a, b) == op(b, a)).
 #pragma once
 
+#include "core/kernels/hd.h"
+
 namespace moetron::kernels {
 
 inline constexpr int kWarp = 32;
@@ -19,11 +21,12 @@ void host_butterfly(float (&v)[kWarp], Op op) {
   }
 }
 
+// The ops, called as op(own, other) on both sides.
 struct Sum {
-  float operator()(float a, float b) const { return a + b; }
+  MT_HD float operator()(float a, float b) const { return a + b; }
 };
 struct Max {
-  float operator()(float a, float b) const { return a > b ? a : b; }
+  MT_HD float operator()(float a, float b) const { return a > b ? a : b; }
 };
 
 }  // namespace moetron::kernels

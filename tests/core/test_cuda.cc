@@ -9,8 +9,10 @@
 namespace moetron {
 namespace {
 
-#define MOETRON_REQUIRE_GPU() \
-  if (cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device visible: CUDA tests skipped"
+#define MOETRON_REQUIRE_GPU()                                                                    \
+  do {                                                                                           \
+    if (cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device visible: CUDA tests skipped"; \
+  } while (0)
 
 TEST(Cuda, AddMatchesCpu) {
   MOETRON_REQUIRE_GPU();

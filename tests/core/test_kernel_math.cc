@@ -10,6 +10,7 @@
 #include "core/kernels/gemm_plan.h"
 #include "core/kernels/host.h"
 #include "core/ops.h"
+#include "tests/compare.h"
 #include "tests/random_values.h"
 
 namespace moetron {
@@ -23,17 +24,7 @@ Tensor tensor(const std::vector<float>& v, Shape shape) {
   return t;
 }
 
-// Largest |a - b| / (|b| + floor) over the elements; NaN when any element is NaN.
-double max_relative(std::span<const float> a, std::span<const float> b, double floor) {
-  EXPECT_EQ(a.size(), b.size());
-  double worst = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const double d = std::abs(double{a[i]} - b[i]) / (std::abs(double{b[i]}) + floor);
-    if (std::isnan(d)) return d;  // fails every bound
-    worst = std::max(worst, d);
-  }
-  return worst;
-}
+using test::max_relative;
 
 TEST(KernelMath, SwigluMatchesTheCpuBackend) {
   constexpr int64_t rows = 37, width = 45;  // no multiple of a block or a vector width

@@ -3,6 +3,7 @@
 // CUDA-only build mode (-DMOETRON_CUDA_ONLY=ON), which needs nothing but the CUDA toolkit, CMake
 // and a compiler. Exit 0: every check passed; 1: one failed; 2: no GPU, or a usage error.
 //   moetron_gpu_check [--small] [--json FILE]
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -41,7 +42,8 @@ int main(int argc, char** argv) {
       std::printf("%-26s %14.3g %10.3g  %s\n", c.name.c_str(), c.max_relative, c.bound,
                   c.passed() ? "pass" : "FAIL");
       rows += std::string(rows.empty() ? "" : ",\n") + "    {\"kernel\": \"" + c.name +
-              "\", \"max_relative\": " + std::to_string(c.max_relative) +
+              "\", \"max_relative\": " +
+              (std::isfinite(c.max_relative) ? std::to_string(c.max_relative) : "null") +
               ", \"bound\": " + std::to_string(c.bound) +
               ", \"passed\": " + (c.passed() ? "true" : "false") + "}";
     }
