@@ -61,7 +61,7 @@ MT_HD void route_token(const RouterShape& r, const float* u, const float* bias, 
   const int64_t E = r.experts, per_group = E / r.n_group;
   router_scores(r, u, s);
   for (int64_t e = 0; e < E; ++e) w.sel[e] = s[e] + bias[e];
-  if (r.n_group > 1) {
+  if (r.n_group > 1 && per_group > 0) {  // the config check makes n_group divide experts
     for (int64_t grp = 0; grp < r.n_group; ++grp) {
       const float* gs = w.sel + grp * per_group;
       if (r.softmax) {

@@ -501,6 +501,7 @@ TEST_P(OpGradient, BackwardMatchesTheDoubleReference) {
   const Tensor dy = random_tensor(y.shape(), gen);
   const std::vector<Tensor> grads = c.backward(in, dy);
   std::vector<Values> x;
+  x.reserve(in.size());
   for (const Tensor& t : in) x.push_back(to_double(t));
   const Values dyd = to_double(dy);
   auto objective = [&] {
@@ -552,6 +553,7 @@ TEST_P(OpBackends, EveryCaseOnEveryBackendMatchesTheCpu) {
     SCOPED_TRACE(c.name + " on " + b->name());
     const OnDevice on(device);
     std::vector<Tensor> din;
+    din.reserve(in.size());
     for (const Tensor& t : in) din.push_back(ops::to_device(t, device));
     const Tensor dyd = ops::to_device(dy, device);
     const Tensor yd = c.forward(din);
