@@ -28,7 +28,6 @@ struct VocabShard;
 struct AdamWStep;
 struct RouterConfig;
 struct BalanceConfig;
-struct BalanceLosses;
 struct DispatchPlan;
 }  // namespace ops
 

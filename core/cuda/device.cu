@@ -3,15 +3,11 @@
 #include <algorithm>
 #include <memory>
 
-#include "core/check.h"
+#include "core/cuda/check.cuh"
 #include "core/cuda/device.h"
 
 namespace moetron::cuda {
 namespace {
-
-void check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) throw Error(std::string("CUDA ") + what + ": " + cudaGetErrorString(err));
-}
 
 struct DeviceFree {
   void operator()(float* p) const { cudaFree(p); }

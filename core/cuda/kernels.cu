@@ -3,7 +3,7 @@
 // default stream (the backend's stream replaces it when the CUDA backend lands).
 #include <cuda_runtime.h>
 
-#include "core/check.h"
+#include "core/cuda/check.cuh"
 #include "core/cuda/kernels.h"
 #include "core/kernels/cross_entropy.h"
 #include "core/kernels/elementwise.h"
@@ -21,8 +21,7 @@ unsigned blocks_for(int64_t n, int per_block) {
 }
 
 void check_launch(const char* what) {
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) throw Error(std::string("CUDA ") + what + ": " + cudaGetErrorString(err));
+  check(cudaGetLastError(), what);
 }
 
 __global__ void swiglu_forward_kernel(const float* gate_up, float* out, int64_t n, int64_t width) {
@@ -108,16 +107,18 @@ __global__ void router_forward_kernel(kernels::RouterShape r, int64_t tokens, co
 
 }  // namespace
 
+size_t router_scratch_bytes(const kernels::RouterShape& r, int64_t tokens) {
+  const int64_t best_n = r.topk_group > 2 ? r.topk_group : 2;
+  return static_cast<size_t>(tokens) *
+         (static_cast<size_t>(r.experts + r.n_group) * sizeof(float) +
+          static_cast<size_t>(best_n) * sizeof(int32_t) + static_cast<size_t>(r.n_group));
+}
+
 void router_forward(const kernels::RouterShape& r, int64_t tokens, const float* logits,
-                    const float* bias, float* scores, int32_t* topk_idx, float* gates) {
+                    const float* bias, float* scores, int32_t* topk_idx, float* gates,
+                    void* scratch) {
   if (tokens == 0) return;
   const int64_t best_n = r.topk_group > 2 ? r.topk_group : 2;
-  const size_t bytes =
-      static_cast<size_t>(tokens) *
-      (static_cast<size_t>(r.experts + r.n_group) * sizeof(float) +
-       static_cast<size_t>(best_n) * sizeof(int32_t) + static_cast<size_t>(r.n_group));
-  void* scratch = nullptr;
-  if (cudaMalloc(&scratch, bytes) != cudaSuccess) check_launch("router scratch");
   auto* sel = static_cast<float*>(scratch);
   float* group_score = sel + tokens * r.experts;
   auto* best = reinterpret_cast<int32_t*>(group_score + tokens * r.n_group);
@@ -125,10 +126,7 @@ void router_forward(const kernels::RouterShape& r, int64_t tokens, const float* 
   constexpr int threads = 128;
   router_forward_kernel<<<blocks_for(tokens, threads), threads>>>(
       r, tokens, logits, bias, scores, topk_idx, gates, sel, group_score, best, keep);
-  const cudaError_t err = cudaGetLastError();
-  cudaFree(scratch);  // waits for the kernel
-  if (err != cudaSuccess)
-    throw Error(std::string("CUDA router_forward: ") + cudaGetErrorString(err));
+  check_launch("router_forward");
 }
 
 void ce_shard_stats(const float* logits, const int32_t* targets, int64_t rows,

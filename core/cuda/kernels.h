@@ -2,6 +2,7 @@
 // of core/kernels/host.h run the same math on the CPU). No CUDA header needed to call them.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "core/kernels/cross_entropy.h"
@@ -22,9 +23,12 @@ void ce_shard_backward(float* logits, const int32_t* targets, int64_t rows,
                        const kernels::VocabBlock& v, const float* lse, float grad_scale);
 // RoPE in place on x [batch, seq, heads, head_dim] (cos, sin [seq, head_dim / 2]).
 void rope(float* x, const float* cos, const float* sin, int64_t batch, const kernels::RopeShape& r);
-// The router of core/kernels/router.h, a token per thread (scratch allocated per call for now).
+// The router of core/kernels/router.h, a token per thread; scratch: router_scratch_bytes of
+// device memory (4-byte aligned) that the caller keeps, so a step neither allocates nor waits.
+size_t router_scratch_bytes(const kernels::RouterShape& r, int64_t tokens);
 void router_forward(const kernels::RouterShape& r, int64_t tokens, const float* logits,
-                    const float* bias, float* scores, int32_t* topk_idx, float* gates);
+                    const float* bias, float* scores, int32_t* topk_idx, float* gates,
+                    void* scratch);
 void rmsnorm_forward(const float* x, const float* w, float eps, float* y, float* rstd, int64_t rows,
                      int64_t cols);
 

@@ -107,8 +107,9 @@ std::vector<KernelCheck> run_kernel_checks(int scale) {
     cuda::DeviceFloats d_logits(logits), d_bias(bias), d_scores(scores.size()),
         d_gates(gates.size());
     cuda::DeviceArray<int32_t> d_idx(idx.size());
+    cuda::DeviceFloats scratch((cuda::router_scratch_bytes(r, tokens) + 3) / 4);
     cuda::router_forward(r, tokens, d_logits.get(), d_bias.get(), d_scores.get(), d_idx.get(),
-                         d_gates.get());
+                         d_gates.get(), scratch.get());
     const double off = d_idx.to_host() == idx ? 0.0 : INFINITY;
     out.push_back({std::string("router_forward ") + (softmax ? "softmax" : "sigmoid"),
                    std::max({off, max_relative(d_scores.to_host(), scores),
