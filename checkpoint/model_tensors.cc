@@ -57,10 +57,27 @@ std::vector<ModelTensor> model_tensors(const ModelConfig& m) {
       out.push_back({p + "eh_proj.weight", {d, 2 * d}});
     }
     out.push_back({p + "input_layernorm.weight", {d}});
-    out.push_back({p + "self_attn.q_proj.weight", {H * hd, d}});
-    out.push_back({p + "self_attn.k_proj.weight", {KV * hd, d}});
-    out.push_back({p + "self_attn.v_proj.weight", {KV * hd, d}});
-    out.push_back({p + "self_attn.o_proj.weight", {d, H * hd}});
+    if (layer_type(m, l) == ModelConfig::MLA) {
+      const config::MlaConfig& a = m.mla();
+      const uint64_t ql = u(a.q_lora_rank()), r = u(a.kv_lora_rank()), rope = u(a.qk_rope_head_dim());
+      const uint64_t qk = u(a.qk_nope_head_dim()) + rope, v = u(a.v_head_dim());
+      if (ql > 0) {
+        out.push_back({p + "self_attn.q_a_proj.weight", {ql, d}});
+        out.push_back({p + "self_attn.q_a_layernorm.weight", {ql}});
+        out.push_back({p + "self_attn.q_b_proj.weight", {H * qk, ql}});
+      } else {
+        out.push_back({p + "self_attn.q_proj.weight", {H * qk, d}});
+      }
+      out.push_back({p + "self_attn.kv_a_proj_with_mqa.weight", {r + rope, d}});
+      out.push_back({p + "self_attn.kv_a_layernorm.weight", {r}});
+      out.push_back({p + "self_attn.kv_b_proj.weight", {H * (qk - rope + v), r}});
+      out.push_back({p + "self_attn.o_proj.weight", {d, H * v}});
+    } else {
+      out.push_back({p + "self_attn.q_proj.weight", {H * hd, d}});
+      out.push_back({p + "self_attn.k_proj.weight", {KV * hd, d}});
+      out.push_back({p + "self_attn.v_proj.weight", {KV * hd, d}});
+      out.push_back({p + "self_attn.o_proj.weight", {d, H * hd}});
+    }
     out.push_back({p + "post_attention_layernorm.weight", {d}});
     if (is_moe_layer(m, l)) {
       const uint64_t E = u(e.n_routed_experts()), I = u(e.moe_intermediate_size());
@@ -84,8 +101,27 @@ ModelSize model_size(const ModelConfig& m) {
   const Wide L = u(m.num_hidden_layers()), D = u(m.num_nextn_predict_layers());
   const config::MoeConfig& e = m.moe();
   const Wide E = u(e.n_routed_experts()), I = u(e.moe_intermediate_size());
-  // Per layer: the attention block and its norms; the FFN, dense or MoE; the MTP extras.
-  const Wide attn_tensors = 6, attn_elements = 2 * d + (2 * H + 2 * KV) * hd * d;
+  // Per layer: the mixer and the block's norms; the FFN, dense or MoE; the MTP extras. Layers
+  // of each mixer: the pattern's share of the main layers, and the MTP blocks, which take the
+  // last main layer's.
+  const int pattern = std::max(1, m.layer_types_size());
+  auto layers_of = [&](ModelConfig::LayerType t) {
+    Wide n = 0;
+    for (int i = 0; i < pattern; ++i)
+      if (layer_type(m, i) == t) n += L / u(pattern);
+    return n + (layer_type(m, m.num_hidden_layers() - 1) == t ? D : 0);
+  };
+  const config::MlaConfig& a = m.mla();
+  const Wide ql = u(a.q_lora_rank()), r = u(a.kv_lora_rank()), rope = u(a.qk_rope_head_dim());
+  const Wide nope = u(a.qk_nope_head_dim()), v = u(a.v_head_dim());
+  const Wide mla_tensors = 2 + (ql > 0 ? 7 : 5);
+  const Wide mla_elements = 2 * d + (ql > 0 ? ql * d + ql + H * (nope + rope) * ql
+                                            : H * (nope + rope) * d) +
+                            (r + rope) * d + r + H * (nope + v) * r + d * H * v;
+  const Wide attn_layers = layers_of(ModelConfig::ATTENTION), mla_layers = layers_of(ModelConfig::MLA);
+  const Wide mixer_tensors = attn_layers * 6 + mla_layers * mla_tensors;
+  const Wide mixer_elements =
+      attn_layers * (2 * d + (2 * H + 2 * KV) * hd * d) + mla_layers * mla_elements;
   const Wide dense_tensors = 3, dense_elements = 3 * u(m.intermediate_size()) * d;
   const Wide shared = u(e.n_shared_experts()) * I;
   const Wide moe_tensors = 2 + 3 * E + (shared > 0 ? 3 : 0);
@@ -96,10 +132,10 @@ ModelSize model_size(const ModelConfig& m) {
       E > 0 ? std::min<Wide>(L, u(std::max(0, e.first_k_dense_replace()))) : L;
   const Wide moe_layers = E > 0 ? L - dense_layers + D : 0;
   const Wide head = m.tie_word_embeddings() ? 0 : 1;
-  const Wide tensors = 1 + (L + D) * attn_tensors +
+  const Wide tensors = 1 + mixer_tensors +
                        (dense_layers + (E > 0 ? 0 : D)) * dense_tensors + moe_layers * moe_tensors +
                        D * mtp_tensors + 1 + head;
-  const Wide elements = V * d + (L + D) * attn_elements +
+  const Wide elements = V * d + mixer_elements +
                         (dense_layers + (E > 0 ? 0 : D)) * dense_elements +
                         moe_layers * moe_elements + D * mtp_elements + d + head * V * d;
   return {saturate(tensors), saturate(elements)};

@@ -368,18 +368,48 @@ void check_finite(const pb::Message& msg, const std::string& prefix) {
   }
 }
 
+void check_mla(const config::MlaConfig& a) {
+  non_negative("model.mla.q_lora_rank", a.q_lora_rank());
+  positive("model.mla.kv_lora_rank", a.kv_lora_rank());
+  positive("model.mla.qk_nope_head_dim", a.qk_nope_head_dim());
+  positive("model.mla.qk_rope_head_dim", a.qk_rope_head_dim());
+  if (a.qk_rope_head_dim() % 2 != 0)
+    fail("model.mla.qk_rope_head_dim", a.qk_rope_head_dim(),
+         "must be even: RoPE rotates pairs of dimensions");
+  positive("model.mla.v_head_dim", a.v_head_dim());
+}
+
+void check_rope_scaling(const config::RopeScalingConfig& r) {
+  if (r.factor() < 1.0f)
+    fail("model.rope_scaling.factor", r.factor(), "must be >= 1 (1 = no scaling)");
+  if (r.factor() == 1.0f) return;
+  positive("model.rope_scaling.original_max_position_embeddings",
+           r.original_max_position_embeddings());
+  positive("model.rope_scaling.beta_fast", r.beta_fast());
+  positive("model.rope_scaling.beta_slow", r.beta_slow());
+  non_negative("model.rope_scaling.mscale", r.mscale());
+  non_negative("model.rope_scaling.mscale_all_dim", r.mscale_all_dim());
+}
+
 void check_model(const config::ModelConfig& m) {
   positive("model.vocab_size", m.vocab_size());
   positive("model.hidden_size", m.hidden_size());
   positive("model.num_hidden_layers", m.num_hidden_layers());
   positive("model.num_attention_heads", m.num_attention_heads());
   positive("model.intermediate_size", m.intermediate_size());
+  const int layers = m.num_hidden_layers(), pattern = m.layer_types_size();
+  if (pattern > 0 && layers % pattern != 0)
+    fail("model.layer_types", concat(pattern, " entries"),
+         concat("must divide model.num_hidden_layers = ", layers,
+                ": the pattern repeats over the layers (valid lengths: ", divisors(layers), ")"));
+  const bool attention = has_layer_type(m, config::ModelConfig::ATTENTION);
+  const bool mla = has_layer_type(m, config::ModelConfig::MLA);
   const int hidden = m.hidden_size(), heads = m.num_attention_heads();
-  if (hidden % heads != 0) {
+  if (attention && hidden % heads != 0) {
     fail("model.num_attention_heads", heads,
          concat("must divide model.hidden_size = ", hidden, " (valid: ", divisors(hidden), ")"));
   }
-  if ((hidden / heads) % 2 != 0) {
+  if (attention && (hidden / heads) % 2 != 0) {
     fail("model.num_attention_heads", heads,
          concat("gives head_dim = model.hidden_size / num_attention_heads = ", hidden, " / ", heads,
                 " = ", hidden / heads,
@@ -392,7 +422,20 @@ void check_model(const config::ModelConfig& m) {
          concat("must divide model.num_attention_heads = ", heads, " (valid: 0 = same as heads, ",
                 divisors(heads), ")"));
   }
+  if (mla) {
+    check_mla(m.mla());
+    if (m.num_key_value_heads() != 0 && m.num_key_value_heads() != heads)
+      fail("model.num_key_value_heads", m.num_key_value_heads(),
+           concat("must be 0 or num_attention_heads = ", heads,
+                  " with MLA layers (every head has its own key and value)"));
+    // One RoPE table serves every layer.
+    if (attention && hidden / heads != m.mla().qk_rope_head_dim())
+      fail("model.mla.qk_rope_head_dim", m.mla().qk_rope_head_dim(),
+           concat("must equal the ATTENTION layers' head_dim ", hidden / heads,
+                  " when both mixers are in one model (one RoPE table serves every layer)"));
+  }
   positive("model.rope_theta", m.rope_theta());
+  check_rope_scaling(m.rope_scaling());
   positive("model.rms_norm_eps", m.rms_norm_eps());
   non_negative("model.num_nextn_predict_layers", m.num_nextn_predict_layers());
   positive("model.init_std", m.init_std());
@@ -456,8 +499,10 @@ void check_parallel(const config::RunConfig& cfg) {
   // Each rule: a size tp must divide, and what it is.
   std::vector<std::pair<int64_t, std::string>> split_by_tp = {
       {m.num_attention_heads(), "model.num_attention_heads"},
-      {kv_heads(m), "model.num_key_value_heads (KV heads are split, not replicated)"},
       {m.intermediate_size(), "model.intermediate_size"}};
+  if (has_layer_type(m, config::ModelConfig::ATTENTION))
+    split_by_tp.push_back(
+        {kv_heads(m), "model.num_key_value_heads (KV heads are split, not replicated)"});
   if (e.n_routed_experts() > 0) {
     split_by_tp.push_back({int64_t{e.n_shared_experts()} * e.moe_intermediate_size(),
                            "model.moe.n_shared_experts * moe_intermediate_size"});
@@ -719,6 +764,20 @@ int head_dim(const config::ModelConfig& m) {
 
 int kv_heads(const config::ModelConfig& m) {
   return m.num_key_value_heads() == 0 ? m.num_attention_heads() : m.num_key_value_heads();
+}
+
+config::ModelConfig::LayerType layer_type(const config::ModelConfig& m, int64_t index) {
+  const int pattern = m.layer_types_size();
+  if (pattern == 0) return config::ModelConfig::ATTENTION;
+  const int64_t main = std::min<int64_t>(index, m.num_hidden_layers() - 1);
+  return m.layer_types(static_cast<int>(main % pattern));
+}
+
+bool has_layer_type(const config::ModelConfig& m, config::ModelConfig::LayerType t) {
+  if (m.layer_types_size() == 0) return t == config::ModelConfig::ATTENTION;
+  for (int i = 0; i < m.layer_types_size(); ++i)
+    if (m.layer_types(i) == t) return true;
+  return false;
 }
 
 ConfigArgs parse_config_args(std::span<const std::string> args) {

@@ -38,6 +38,12 @@ config::RunConfig resolve_defaults(const config::RunConfig& cfg);
 
 int head_dim(const config::ModelConfig& m);  // hidden_size / num_attention_heads
 int kv_heads(const config::ModelConfig& m);  // num_key_value_heads, 0 meaning heads
+// The mixer of layer `index` (Hugging Face numbering: MTP blocks follow the main layers and take
+// the last main layer's), from the repeated model.layer_types pattern (validated: its length
+// divides num_hidden_layers).
+config::ModelConfig::LayerType layer_type(const config::ModelConfig& m, int64_t index);
+// Whether any block (MTP blocks included) has mixer `t`.
+bool has_layer_type(const config::ModelConfig& m, config::ModelConfig::LayerType t);
 
 // The common command-line shape `CONFIG [--set a.b=v | --set=a.b=v ...] [other args]`.
 struct ConfigArgs {

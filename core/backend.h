@@ -69,15 +69,18 @@ class Backend {
   virtual void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight,
                                 const Tensor& rstd, Tensor& dx, Tensor& dweight,
                                 bool accumulate_dx) = 0;
-  virtual void rope_tables(int64_t seq, int64_t head_dim, float theta, Tensor& cos,
+  virtual void concat_heads(const Tensor& a, const Tensor& b, Tensor& dst) = 0;
+  virtual void split_heads(const Tensor& src, Tensor& a, Tensor& b) = 0;
+  virtual void transpose01(const Tensor& src, Tensor& dst) = 0;
+  virtual void rope_tables(const Tensor& inv_freq, float attention_factor, Tensor& cos,
                            Tensor& sin) = 0;
   virtual void rope(Tensor& x, const Tensor& cos, const Tensor& sin, ops::RopeStyle style,
                     bool inverse) = 0;
-  virtual void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out,
-                                 Tensor& lse) = 0;
+  virtual void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
+                                 Tensor& out, Tensor& lse) = 0;
   virtual void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
-                                  const Tensor& v, const Tensor& out, const Tensor& lse, Tensor& dq,
-                                  Tensor& dk, Tensor& dv) = 0;
+                                  const Tensor& v, float scale, const Tensor& out,
+                                  const Tensor& lse, Tensor& dq, Tensor& dk, Tensor& dv) = 0;
   virtual void swiglu_forward(const Tensor& gate_up, Tensor& out) = 0;
   virtual void swiglu_backward(const Tensor& dout, const Tensor& gate_up, Tensor& dgate_up) = 0;
   // Ids outside [0, shard.vocab) are an Error naming the id.
@@ -117,6 +120,8 @@ class Backend {
   virtual void attention_decode(const Tensor& q, const Tensor& keys_t, const Tensor& values,
                                 int64_t start, Tensor& out) = 0;
   virtual void store_keys(const Tensor& k, int64_t start, Tensor& keys_t) = 0;
+  virtual void attention_decode_latent(const Tensor& q, const Tensor& cache, int64_t start,
+                                       float scale, Tensor& out) = 0;
   virtual void linear_rows(const Tensor& x, const Tensor& wt, Tensor& y) = 0;
   virtual void transpose(const Tensor& src, Tensor& dst) = 0;
 };

@@ -2,6 +2,7 @@
 #include "core/ops.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "core/backend.h"
@@ -97,6 +98,38 @@ void sum_squares(const Tensor& x, Tensor& sum) {
   backend_of("sum_squares", {&x, &sum}).sum_squares(x, sum);
 }
 
+namespace {
+// a [n, H, da], b [n, H or 1, db], whole [n, H, da + db].
+void check_heads(const char* op, const Tensor& a, const Tensor& b, const Tensor& whole) {
+  for (const Tensor* t : {&a, &b, &whole}) require_f32(*t, op, "a tensor");
+  MOETRON_CHECK(a.ndim() == 3 && b.ndim() == 3 && whole.ndim() == 3 && a.dim(0) == whole.dim(0) &&
+                    b.dim(0) == whole.dim(0) && a.dim(1) == whole.dim(1) &&
+                    (b.dim(1) == whole.dim(1) || b.dim(1) == 1) &&
+                    a.dim(2) + b.dim(2) == whole.dim(2),
+                op, ": a ", shape_str(a.shape()), " b ", shape_str(b.shape()), " whole ",
+                shape_str(whole.shape()));
+}
+}  // namespace
+
+void concat_heads(const Tensor& a, const Tensor& b, Tensor& dst) {
+  check_heads("concat_heads", a, b, dst);
+  backend_of("concat_heads", {&a, &b, &dst}).concat_heads(a, b, dst);
+}
+
+void split_heads(const Tensor& src, Tensor& a, Tensor& b) {
+  check_heads("split_heads", a, b, src);
+  backend_of("split_heads", {&src, &a, &b}).split_heads(src, a, b);
+}
+
+void transpose01(const Tensor& src, Tensor& dst) {
+  require_f32(src, "transpose01", "src");
+  require_f32(dst, "transpose01", "dst");
+  MOETRON_CHECK(src.ndim() == 3 && dst.ndim() == 3 && dst.dim(0) == src.dim(1) &&
+                    dst.dim(1) == src.dim(0) && dst.dim(2) == src.dim(2),
+                "transpose01: ", shape_str(src.shape()), " -> ", shape_str(dst.shape()));
+  backend_of("transpose01", {&src, &dst}).transpose01(src, dst);
+}
+
 void concat_cols(std::span<const Tensor> srcs, Tensor& dst) {
   require_f32(dst, "concat_cols", "dst");
   int64_t col = 0;
@@ -145,12 +178,16 @@ void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, c
       .rmsnorm_backward(dy, x, weight, rstd, dx, dweight, accumulate_dx);
 }
 
-void rope_tables(int64_t seq, int64_t head_dim, float theta, Tensor& cos, Tensor& sin) {
-  MOETRON_CHECK(head_dim % 2 == 0, "rope: head_dim ", head_dim, " must be even");
+void rope_tables(const Tensor& inv_freq, float attention_factor, Tensor& cos, Tensor& sin) {
+  require_f32(inv_freq, "rope_tables", "inv_freq");
   require_f32(cos, "rope_tables", "cos");
   require_f32(sin, "rope_tables", "sin");
-  MOETRON_CHECK(cos.numel() == seq * head_dim / 2 && sin.numel() == cos.numel(), "rope tables");
-  backend_of("rope_tables", {&cos, &sin}).rope_tables(seq, head_dim, theta, cos, sin);
+  MOETRON_CHECK(inv_freq.ndim() == 1 && cos.ndim() == 2 && cos.shape() == sin.shape() &&
+                    cos.dim(1) == inv_freq.dim(0),
+                "rope_tables: inv_freq ", shape_str(inv_freq.shape()), " cos ",
+                shape_str(cos.shape()), " sin ", shape_str(sin.shape()));
+  backend_of("rope_tables", {&inv_freq, &cos, &sin})
+      .rope_tables(inv_freq, attention_factor, cos, sin);
 }
 
 void rope(Tensor& x, const Tensor& cos, const Tensor& sin, RopeStyle style, bool inverse) {
@@ -165,39 +202,43 @@ void rope(Tensor& x, const Tensor& cos, const Tensor& sin, RopeStyle style, bool
 }
 
 namespace {
-void check_attention(const Tensor& q, const Tensor& k, const Tensor& v) {
+void check_attention(const Tensor& q, const Tensor& k, const Tensor& v, float scale) {
   require_f32(q, "attention", "q");
   require_f32(k, "attention", "k");
   require_f32(v, "attention", "v");
-  MOETRON_CHECK(q.ndim() == 4 && k.ndim() == 4 && k.shape() == v.shape() && q.dim(0) == k.dim(0) &&
-                    q.dim(1) == k.dim(1) && q.dim(3) == k.dim(3) && q.dim(2) % k.dim(2) == 0,
+  MOETRON_CHECK(q.ndim() == 4 && k.ndim() == 4 && v.ndim() == 4 && q.dim(0) == k.dim(0) && q.dim(1) == k.dim(1) && q.dim(3) == k.dim(3) &&
+                    v.dim(0) == k.dim(0) && v.dim(1) == k.dim(1) && v.dim(2) == k.dim(2) &&
+                    q.dim(2) % k.dim(2) == 0 && std::isfinite(scale) && scale > 0,
                 "attention: q ", shape_str(q.shape()), " k ", shape_str(k.shape()), " v ",
-                shape_str(v.shape()));
+                shape_str(v.shape()), " scale ", scale);
 }
+// out and dout: [B, T, H, dv].
+Shape out_shape(const Tensor& q, const Tensor& v) { return {q.dim(0), q.dim(1), q.dim(2), v.dim(3)}; }
 }  // namespace
 
-void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out,
+void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale, Tensor& out,
                        Tensor& lse) {
-  check_attention(q, k, v);
+  check_attention(q, k, v, scale);
   require_f32(out, "attention", "out");
   require_f32(lse, "attention", "lse");
-  MOETRON_CHECK(out.shape() == q.shape() && lse.numel() == q.dim(0) * q.dim(2) * q.dim(1),
+  MOETRON_CHECK(out.shape() == out_shape(q, v) && lse.numel() == q.dim(0) * q.dim(2) * q.dim(1),
                 "attention: out ", shape_str(out.shape()), " lse ", shape_str(lse.shape()));
-  backend_of("attention", {&q, &k, &v, &out, &lse}).attention_forward(q, k, v, out, lse);
+  backend_of("attention", {&q, &k, &v, &out, &lse}).attention_forward(q, k, v, scale, out, lse);
 }
 
 void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
-                        const Tensor& out, const Tensor& lse, Tensor& dq, Tensor& dk, Tensor& dv) {
-  check_attention(q, k, v);
+                        float scale, const Tensor& out, const Tensor& lse, Tensor& dq, Tensor& dk,
+                        Tensor& dv) {
+  check_attention(q, k, v, scale);
   for (const Tensor* t : {&dout, &out, &lse, static_cast<const Tensor*>(&dq),
                           static_cast<const Tensor*>(&dk), static_cast<const Tensor*>(&dv)})
     require_f32(*t, "attention_backward", "a tensor");
-  MOETRON_CHECK(dout.shape() == q.shape() && out.shape() == q.shape() && dq.shape() == q.shape() &&
-                    dk.shape() == k.shape() && dv.shape() == v.shape() &&
+  MOETRON_CHECK(dout.shape() == out_shape(q, v) && out.shape() == dout.shape() &&
+                    dq.shape() == q.shape() && dk.shape() == k.shape() && dv.shape() == v.shape() &&
                     lse.numel() == q.dim(0) * q.dim(2) * q.dim(1),
                 "attention_backward: shapes");
   backend_of("attention_backward", {&dout, &q, &k, &v, &out, &lse, &dq, &dk, &dv})
-      .attention_backward(dout, q, k, v, out, lse, dq, dk, dv);
+      .attention_backward(dout, q, k, v, scale, out, lse, dq, dk, dv);
 }
 
 void swiglu_forward(const Tensor& gate_up, Tensor& out) {

@@ -35,6 +35,14 @@ void sum_squares(const Tensor& x, Tensor& sum);  // sum [1] += x . x, in double,
 void concat_cols(std::span<const Tensor> srcs, Tensor& dst);
 void split_cols(const Tensor& src, std::span<Tensor> dsts);
 
+// Heads: dst [n, H, da + db] = [a | b] in every head, a [n, H, da], b [n, H or 1, db] (b of one
+// head is broadcast to every head: MLA's shared RoPE key). split_heads is the inverse; a b of one
+// head receives the sum over the heads (the gradient of the broadcast).
+void concat_heads(const Tensor& a, const Tensor& b, Tensor& dst);
+void split_heads(const Tensor& src, Tensor& a, Tensor& b);
+// dst [d1, d0, d2] = src [d0, d1, d2] (the first two dims swapped).
+void transpose01(const Tensor& src, Tensor& dst);
+
 // RMSNorm over the last dim. rstd [rows] is saved for backward.
 void rmsnorm_forward(const Tensor& x, const Tensor& weight, float eps, Tensor& y, Tensor& rstd);
 // dx = (accumulate ? dx : 0) + d/dx; dweight accumulates.
@@ -44,15 +52,20 @@ void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, c
 // RoPE, in place on x [batch, seq, heads, head_dim] with tables cos/sin [seq, head_dim / 2].
 // inverse = rotate by the negative angle, which is the backward of the forward rotation.
 enum class RopeStyle { rotate_half, interleaved };
-void rope_tables(int64_t seq, int64_t head_dim, float theta, Tensor& cos, Tensor& sin);
+// cos/sin [positions, half] of the angles position * inv_freq[j] (inv_freq [half], f32), each
+// times attention_factor (YaRN's; 1 otherwise). models/rope.h computes the frequencies.
+void rope_tables(const Tensor& inv_freq, float attention_factor, Tensor& cos, Tensor& sin);
 void rope(Tensor& x, const Tensor& cos, const Tensor& sin, RopeStyle style, bool inverse);
 
-// Causal attention, q [B, T, H, hd], k/v [B, T, KV, hd] (H % KV == 0; query head h reads kv
-// head h / (H / KV)), out [B, T, H, hd], lse [B, H, T] (log-sum-exp saved for backward).
-// Computed in query blocks: no T x T score matrix is ever held per head.
-void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, Tensor& lse);
+// Causal attention, q [B, T, H, hd], k [B, T, KV, hd], v [B, T, KV, dv] (H % KV == 0; query head
+// h reads kv head h / (H / KV); dv may differ from hd, as in MLA), scores scale * q.k, out [B, T,
+// H, dv], lse [B, H, T] (log-sum-exp saved for backward). Computed in query blocks: no T x T
+// score matrix is ever held per head.
+void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale, Tensor& out,
+                       Tensor& lse);
 void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
-                        const Tensor& out, const Tensor& lse, Tensor& dq, Tensor& dk, Tensor& dv);
+                        float scale, const Tensor& out, const Tensor& lse, Tensor& dq, Tensor& dk,
+                        Tensor& dv);
 
 // SwiGLU gate on the fused projection gate_up = [gate | up] ([rows, 2I]):
 // out = silu(gate) * up ([rows, I]); backward writes dgate_up in the same fused layout.

@@ -27,6 +27,21 @@ void attention_decode(const Tensor& q, const Tensor& keys_t, const Tensor& value
       .attention_decode(q, keys_t, values, start, out);
 }
 
+void attention_decode_latent(const Tensor& q, const Tensor& cache, int64_t start, float scale,
+                             Tensor& out) {
+  for (const Tensor* t : {&q, &cache, static_cast<const Tensor*>(&out)})
+    require_f32(*t, "attention_decode_latent");
+  MOETRON_CHECK(q.ndim() == 3 && cache.ndim() == 2 && out.ndim() == 3 && q.dim(2) == cache.dim(1) &&
+                    out.dim(0) == q.dim(0) && out.dim(1) == q.dim(1) && out.dim(2) <= q.dim(2),
+                "attention_decode_latent: q ", shape_str(q.shape()), " cache ",
+                shape_str(cache.shape()), " out ", shape_str(out.shape()));
+  MOETRON_CHECK(start >= 0 && start + q.dim(1) <= cache.dim(0),
+                "attention_decode_latent: positions [", start, ", ", start + q.dim(1),
+                ") outside a cache of ", cache.dim(0));
+  backend_of("attention_decode_latent", {&q, &cache, &out})
+      .attention_decode_latent(q, cache, start, scale, out);
+}
+
 void store_keys(const Tensor& k, int64_t start, Tensor& keys_t) {
   require_f32(k, "store_keys");
   require_f32(keys_t, "store_keys");

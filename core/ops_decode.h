@@ -16,6 +16,13 @@ namespace moetron::ops {
 // so a position gets the same bits fed alone or in a chunk.
 void attention_decode(const Tensor& q, const Tensor& keys_t, const Tensor& values, int64_t start,
                       Tensor& out);
+// Absorbed MLA decoding (docs/model.md): queries q [H, n, dk] (head-major) of positions [start,
+// start + n) over a latent cache [max_len, dk] of one row per position, whose first dv columns
+// are also the values (MLA's normalised latent; the rest is the shared RoPE key); out [H, n,
+// dv], scores scale * q.row. Query i sees rows 0 .. start + i, computed in attention_decode's
+// fixed order, so a position gets the same bits fed alone or in a chunk.
+void attention_decode_latent(const Tensor& q, const Tensor& cache, int64_t start, float scale,
+                             Tensor& out);
 // Writes the keys k [n, KV, hd] of positions [start, start + n) into keys_t [KV, hd, max_len].
 void store_keys(const Tensor& k, int64_t start, Tensor& keys_t);
 

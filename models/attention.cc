@@ -1,6 +1,7 @@
 #include "models/attention.h"
 
 #include <array>
+#include <cmath>
 
 #include "core/ops.h"
 #include "core/ops_decode.h"
@@ -18,6 +19,7 @@ Attention::Attention(ParamTable& params, const std::string& prefix, const ModelD
       head_dim_(d.head_dim),
       q_width_(heads_ * d.head_dim),
       kv_width_(kv_heads_ * d.head_dim),
+      scale_(1.0f / std::sqrt(static_cast<float>(d.head_dim))),
       decode_qkv_(DType::f32, rt.device),
       decode_q_(DType::f32, rt.device),
       decode_k_(DType::f32, rt.device),
@@ -41,24 +43,37 @@ Attention::Attention(ParamTable& params, const std::string& prefix, const ModelD
   lse_ = rt.empty({d.batch, heads_, d.seq});
 }
 
-void Attention::forward(const Tensor& x, Tensor& y) {
+std::vector<Shape> Attention::decode_state(int64_t max_len) const {
+  return {{kv_heads_, head_dim_, max_len}, {max_len, kv_heads_, head_dim_}};
+}
+
+void Attention::run(const Tensor& x, Tensor& y, const DecodeStep* step) {
+  if (step)
+    decode_forward(x, y, *step);
+  else
+    train_forward(x, y);
+}
+
+void Attention::train_forward(const Tensor& x, Tensor& y) {
   linear_forward(x, params_.fused_value(q_proj_, v_proj_), qkv_);
   std::array<Tensor, 3> parts{q_.reshape({rows_, q_width_}), k_.reshape({rows_, kv_width_}),
                               v_.reshape({rows_, kv_width_})};
   ops::split_cols(qkv_, parts);
   ops::rope(q_, rope_.cos, rope_.sin, rope_.style, false);
   ops::rope(k_, rope_.cos, rope_.sin, rope_.style, false);
-  ops::attention_forward(q_, k_, v_, out_, lse_);
+  ops::attention_forward(q_, k_, v_, scale_, out_, lse_);
   linear_forward(out_.reshape({rows_, q_width_}), o_proj_.value(), y);
 }
 
-void Attention::forward(const Tensor& x, Tensor& y, const DecodeStep& step) {
+void Attention::decode_forward(const Tensor& x, Tensor& y, const DecodeStep& step) {
   const int64_t n = x.rows(), start = step.start;
+  Tensor keys_t = step.state[0];
+  const Tensor& values = step.state[1];
   Tensor qkv = decode_qkv_.rows(n, q_width_ + 2 * kv_width_);
   linear_forward(x, params_.fused_value(q_proj_, v_proj_), qkv, &step);
   // Values go straight into their cache rows; keys after RoPE, transposed.
   std::array<Tensor, 3> parts{decode_q_.rows(n, q_width_), decode_k_.rows(n, kv_width_),
-                              step.values.view(start * kv_width_, {n, kv_width_})};
+                              values.view(start * kv_width_, {n, kv_width_})};
   ops::split_cols(qkv, parts);
   // RoPE at the absolute positions: the tables' rows [start, start + n).
   const Tensor cos = step.rope.cos.slice(start, start + n);
@@ -67,11 +82,10 @@ void Attention::forward(const Tensor& x, Tensor& y, const DecodeStep& step) {
   Tensor k = parts[1].reshape({1, n, kv_heads_, head_dim_});
   ops::rope(q, cos, sin, step.rope.style, false);
   ops::rope(k, cos, sin, step.rope.style, false);
-  Tensor keys_t = step.keys_t;
   ops::store_keys(k.reshape({n, kv_heads_, head_dim_}), start, keys_t);
   Tensor out = decode_out_.rows(n, q_width_);
   Tensor out_heads = out.reshape({n, heads_, head_dim_});
-  ops::attention_decode(q.reshape({n, heads_, head_dim_}), keys_t, step.values, start, out_heads);
+  ops::attention_decode(q.reshape({n, heads_, head_dim_}), keys_t, values, start, out_heads);
   linear_forward(out, o_proj_.value(), y, &step);
 }
 
@@ -79,7 +93,7 @@ void Attention::backward(const Tensor& dy, const Tensor& x, Tensor& dx) {
   Tensor dout_2d = dout_.reshape({rows_, q_width_});
   Tensor dwo = o_proj_.grad();
   linear_backward(dy, out_.reshape({rows_, q_width_}), o_proj_.value(), dwo, dout_2d);
-  ops::attention_backward(dout_, q_, k_, v_, out_, lse_, dq_, dk_, dv_);
+  ops::attention_backward(dout_, q_, k_, v_, scale_, out_, lse_, dq_, dk_, dv_);
   ops::rope(dq_, rope_.cos, rope_.sin, rope_.style, true);
   ops::rope(dk_, rope_.cos, rope_.sin, rope_.style, true);
   const std::array<Tensor, 3> parts{dq_.reshape({rows_, q_width_}), dk_.reshape({rows_, kv_width_}),

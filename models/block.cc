@@ -14,9 +14,9 @@ std::unique_ptr<FeedForward> make_mlp(ParamTable& params, const std::string& pre
 }  // namespace
 
 Block::Block(ParamTable& params, const std::string& prefix, const ModelDims& d,
-             const RopeTables& rope, bool moe, const Runtime& rt)
+             const RopeTables& rope, MixerKind mixer, bool moe, const Runtime& rt)
     : input_norm_(params, prefix + "input_layernorm.weight", d.hidden, d.eps, rt),
-      attn_(params, prefix + "self_attn.", d, rope, rt),
+      mixer_(make_mixer(mixer, params, prefix + "self_attn.", d, rope, rt)),
       post_attn_norm_(params, prefix + "post_attention_layernorm.weight", d.hidden, d.eps, rt),
       mlp_(make_mlp(params, prefix + "mlp.", d, moe, rt)),
       moe_(moe ? static_cast<MoE*>(mlp_.get()) : nullptr),
@@ -36,9 +36,9 @@ void Block::run(const Tensor& x, Tensor& y, const DecodeStep* step) {
   Tensor attn_out = attn_out_buf_.rows(n, d), mlp_out = mlp_out_buf_.rows(n, d);
   input_norm_.forward(x, xn_);
   if (step)
-    attn_.forward(xn_, attn_out, *step);
+    mixer_->forward(xn_, attn_out, *step);
   else
-    attn_.forward(xn_, attn_out);
+    mixer_->forward(xn_, attn_out);
   sum_over_tp(attn_out);
   ops::add(x, attn_out, h_);
   post_attn_norm_.forward(h_, hn_);
@@ -56,7 +56,7 @@ void Block::backward(const Tensor& dy, const Tensor& x, Tensor& dx) {
   sum_over_tp(dnorm_);
   ops::copy(dy, dh_);
   post_attn_norm_.backward(dnorm_, h_, dh_, /*accumulate_dx=*/true);
-  attn_.backward(dh_, xn_, dnorm_);
+  mixer_->backward(dh_, xn_, dnorm_);
   sum_over_tp(dnorm_);
   ops::copy(dh_, dx);
   input_norm_.backward(dnorm_, x, dx, /*accumulate_dx=*/true);

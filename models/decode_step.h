@@ -1,7 +1,8 @@
 // How a layer's forward pass runs when the decoder (models/decoder.h) drives it instead of
-// training: its rows are consecutive positions [start, start + n) of one sequence, attention
-// writes their keys and values into a KV cache and reads every earlier position from it, and
-// nothing is kept for a backward pass. The layers are the training layers (one implementation
+// training: its rows are consecutive positions [start, start + n) of one sequence, a mixer
+// writes what later positions need into its decoding state (attention: a KV cache; MLA: the
+// latent cache) and reads every earlier position from it, and nothing is kept for a backward
+// pass. The layers are the training layers (one implementation
 // each); a layer given a DecodeStep takes its decoding path.
 //
 // Chunks of up to kFixedOrderRows positions (every decoding step and speculative verification)
@@ -47,12 +48,12 @@ struct DecodeStep {
   TransposedWeights& weights;
   bool fixed_order;        // at most kFixedOrderRows positions: the fixed-order kernels
   int64_t start;           // position of the first row
-  const RopeTables& rope;  // rows covering every position the cache holds
-  Tensor keys_t, values;   // this layer's KV cache (models/kv_cache.h)
+  const RopeTables& rope;          // rows covering every position the cache holds
+  std::span<const Tensor> state;  // this layer's decoding state (TokenMixer::decode_state)
 
-  // The step of the next layer, whose cache is keys_t, values.
-  DecodeStep with_cache(Tensor layer_keys_t, Tensor layer_values) const {
-    return {weights, fixed_order, start, rope, std::move(layer_keys_t), std::move(layer_values)};
+  // The same step for the layer whose state is `layer_state`.
+  DecodeStep with_state(std::span<const Tensor> layer_state) const {
+    return {weights, fixed_order, start, rope, layer_state};
   }
 };
 

@@ -16,15 +16,23 @@ Decoder::Decoder(Model& model, int64_t max_len)
     : model_(model),
       max_len_(checked_max_len(max_len)),
       rope_(RopeTables::make(model.dims(), max_len_, model.runtime().device)),
-      cache_(model.dims().layers, max_len_, model.dims().kv_heads, model.dims().head_dim,
-             model.runtime().device) {
+      cache_(
+          [&] {
+            std::vector<std::vector<Shape>> shapes;
+            for (int64_t l = 0; l < model.dims().layers; ++l)
+              shapes.push_back(model.block(l).mixer().decode_state(max_len_));
+            return shapes;
+          }(),
+          max_len_, model.runtime().device) {
   const ModelDims& d = model.dims();
   const Runtime& rt = model.runtime();
   if (!rt.alone())
     throw Error(detail::concat("decoder: decodes on one rank, and the model is split over tp ",
                                rt.tp.size, " x ep ", rt.ep.size, " ranks"));
   for (int64_t k = 1; k <= d.mtp_depth; ++k)
-    mtp_caches_.emplace_back(1, max_len, d.kv_heads, d.head_dim, rt.device);
+    mtp_caches_.emplace_back(
+        std::vector<std::vector<Shape>>{model.mtp(k).block().mixer().decode_state(max_len_)},
+        max_len_, rt.device);
   for (int64_t k = 0; k <= d.mtp_depth; ++k) states_.push_back(rt.empty({max_len, d.hidden}));
 }
 
@@ -34,7 +42,7 @@ void Decoder::reset() {
 }
 
 DecodeStep Decoder::step(int64_t start, int64_t n, const KvCache& cache) {
-  return {weights_, n <= kFixedOrderRows, start, rope_, cache.keys_t(0), cache.values(0)};
+  return {weights_, n <= kFixedOrderRows, start, rope_, cache.layer(0)};
 }
 
 Tensor Decoder::embed(std::span<const int32_t> tokens, RowBuffer& out) {
@@ -57,7 +65,7 @@ Tensor Decoder::forward(std::span<const int32_t> tokens) {
   const DecodeStep s = step(start, n, cache_);
   Tensor x = embed(tokens, x_a_), y = x_b_.rows(n, dims().hidden);
   for (int64_t l = 0; l < dims().layers; ++l) {
-    model_.block(l).forward(x, y, s.with_cache(cache_.keys_t(l), cache_.values(l)));
+    model_.block(l).forward(x, y, s.with_state(cache_.layer(l)));
     std::swap(x, y);
   }
   Tensor h0 = states_[0].slice(start, start + n);

@@ -1,4 +1,6 @@
 #include "models/dims.h"
+
+#include "configs/config.h"
 #include "core/check.h"
 
 namespace moetron {
@@ -17,6 +19,16 @@ ModelDims model_dims(const config::ModelConfig& cfg, int64_t batch, int64_t seq)
   d.mtp_depth = cfg.num_nextn_predict_layers();
   d.eps = cfg.rms_norm_eps();
   d.rope_theta = cfg.rope_theta();
+  for (int64_t l = 0; l < d.layers + d.mtp_depth; ++l)
+    d.mixers.push_back(layer_type(cfg, l) == config::ModelConfig::MLA ? MixerKind::mla
+                                                                      : MixerKind::attention);
+  const config::MlaConfig& a = cfg.mla();
+  d.mla = {a.q_lora_rank(), a.kv_lora_rank(), a.qk_nope_head_dim(), a.qk_rope_head_dim(),
+           a.v_head_dim()};
+  d.rope_dim = has_layer_type(cfg, config::ModelConfig::ATTENTION) ? d.head_dim : d.mla.rope;
+  const config::RopeScalingConfig& r = cfg.rope_scaling();
+  d.yarn = {r.factor(),   r.beta_fast(),      r.beta_slow(),
+            r.mscale(),   r.mscale_all_dim(), r.original_max_position_embeddings()};
   d.rope_style = cfg.rope_style() == config::ModelConfig::INTERLEAVED ? ops::RopeStyle::interleaved
                                                                       : ops::RopeStyle::rotate_half;
   d.tied_head = cfg.tie_word_embeddings();
@@ -43,8 +55,11 @@ ModelDims model_dims(const config::ModelConfig& cfg, int64_t batch, int64_t seq)
 
 void check_split(const ModelDims& d, const Runtime& rt) {
   const int64_t tp = rt.tp.size, ep = rt.ep.size;
-  MOETRON_CHECK(d.heads % tp == 0 && d.kv_heads % tp == 0 && d.intermediate % tp == 0, "tp ", tp,
-                " does not divide the heads, KV heads or FFN width");
+  MOETRON_CHECK(d.heads % tp == 0 && d.intermediate % tp == 0, "tp ", tp,
+                " does not divide the heads or FFN width");
+  for (MixerKind m : d.mixers)
+    MOETRON_CHECK(m != MixerKind::attention || d.kv_heads % tp == 0, "tp ", tp,
+                  " does not divide the KV heads");
   if (d.moe.experts > 0)
     MOETRON_CHECK(d.moe.experts % ep == 0 && (d.moe.shared * d.moe.intermediate) % tp == 0 &&
                       d.rows() % tp == 0,

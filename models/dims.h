@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "configs/moetron.pb.h"
 #include "core/ops.h"
@@ -21,12 +22,31 @@ struct MoeDims {
   int64_t bias_freeze_step = 0;
 };
 
+// The token mixer of a block (models/mixer.h).
+enum class MixerKind { attention, mla };
+
+// Multi-head latent attention's widths (models/mla.h); q_lora == 0: a plain q_proj.
+struct MlaDims {
+  int64_t q_lora = 0, kv_lora = 0, nope = 0, rope = 0, v = 0;
+  int64_t qk() const { return nope + rope; }  // a query's and a key's width
+};
+
+// YaRN RoPE scaling (models/rope.h); factor 1 = none.
+struct YarnDims {
+  float factor = 1.0f, beta_fast = 32.0f, beta_slow = 1.0f, mscale = 1.0f, mscale_all_dim = 0.0f;
+  int64_t original = 0;  // original_max_position_embeddings
+};
+
 struct ModelDims {
   int64_t batch = 1, seq = 1;  // micro-batch shape; rows = batch * seq
   int64_t hidden = 0, heads = 0, kv_heads = 0, head_dim = 0, intermediate = 0, vocab = 0;
   int64_t layers = 0, mtp_depth = 0;
   float eps = 1e-6f, rope_theta = 10000.0f;
+  int64_t rope_dim = 0;  // the width RoPE rotates: head_dim, or MLA's qk_rope_head_dim
   ops::RopeStyle rope_style = ops::RopeStyle::rotate_half;
+  YarnDims yarn;
+  std::vector<MixerKind> mixers;  // of each block: the L main ones, then the D MTP ones
+  MlaDims mla;
   bool tied_head = false;
   MoeDims moe;
 
@@ -35,6 +55,7 @@ struct ModelDims {
   int64_t window() const { return seq + 1 + mtp_depth; }
   // Whether layer `index` (Hugging Face numbering; MTP blocks follow the main ones) is MoE.
   bool is_moe_layer(int64_t index) const { return moe.experts > 0 && index >= moe.first_dense; }
+  MixerKind mixer(int64_t index) const { return mixers.at(static_cast<size_t>(index)); }
 };
 
 // The sizes of `cfg` at this micro-batch shape.

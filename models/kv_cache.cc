@@ -2,11 +2,12 @@
 
 namespace moetron {
 
-KvCache::KvCache(int64_t layers, int64_t max_len, int64_t kv_heads, int64_t head_dim, Device device)
+KvCache::KvCache(const std::vector<std::vector<Shape>>& layer_shapes, int64_t max_len,
+                 Device device)
     : max_len_(max_len) {
-  for (int64_t l = 0; l < layers; ++l) {
-    keys_.push_back(Tensor::empty({kv_heads, head_dim, max_len}, DType::f32, device));
-    values_.push_back(Tensor::empty({max_len, kv_heads, head_dim}, DType::f32, device));
+  for (const std::vector<Shape>& shapes : layer_shapes) {
+    std::vector<Tensor>& layer = layers_.emplace_back();
+    for (const Shape& s : shapes) layer.push_back(Tensor::empty(s, DType::f32, device));
   }
 }
 

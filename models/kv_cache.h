@@ -1,12 +1,14 @@
-// Keys and values of the positions a decoder has processed, for each attention layer of one
-// stack (the main model's L blocks, or one MTP module's block), keys after RoPE, as attention
-// reads them: values [max_len, kv_heads, head_dim], keys transposed, [kv_heads, head_dim,
+// The decoding state of one stack of layers (the main model's L blocks, or one MTP module's
+// block) for one sequence: each layer's tensors, in the shapes its mixer declares
+// (TokenMixer::decode_state; attention: keys after RoPE, transposed, [kv_heads, head_dim,
 // max_len], so that a query's scores against all positions are contiguous vector work
-// (core/ops_decode.h). Positions [0, length()) are valid. Speculative decoding rolls rejected
-// positions back with truncate(): their entries are simply rewritten.
+// (core/ops_decode.h), and values [max_len, kv_heads, head_dim]; MLA: the latent cache
+// [max_len, kv_lora_rank + qk_rope_head_dim]). Positions [0, length()) are valid. Speculative
+// decoding rolls rejected positions back with truncate(): their entries are simply rewritten.
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "core/tensor.h"
@@ -15,12 +17,12 @@ namespace moetron {
 
 class KvCache {
  public:
-  KvCache(int64_t layers, int64_t max_len, int64_t kv_heads, int64_t head_dim, Device device);
+  // layer_shapes[l]: the shapes of layer l's state tensors for max_len positions.
+  KvCache(const std::vector<std::vector<Shape>>& layer_shapes, int64_t max_len, Device device);
 
   int64_t max_len() const { return max_len_; }
   int64_t length() const { return length_; }
-  Tensor keys_t(int64_t layer) const { return keys_.at(static_cast<size_t>(layer)); }
-  Tensor values(int64_t layer) const { return values_.at(static_cast<size_t>(layer)); }
+  std::span<const Tensor> layer(int64_t l) const { return layers_.at(static_cast<size_t>(l)); }
 
   // Throws Error when n more positions would not fit.
   void require_room(int64_t n) const;
@@ -31,7 +33,7 @@ class KvCache {
 
  private:
   int64_t max_len_, length_ = 0;
-  std::vector<Tensor> keys_, values_;
+  std::vector<std::vector<Tensor>> layers_;
 };
 
 }  // namespace moetron

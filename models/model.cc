@@ -43,7 +43,8 @@ Model::Model(const config::ModelConfig& cfg, int64_t batch, int64_t seq, const R
         for (int64_t l = 0; l < dims_.layers; ++l)
           blocks.push_back(std::make_unique<Block>(params_,
                                                    "model.layers." + std::to_string(l) + ".", dims_,
-                                                   rope_, dims_.is_moe_layer(l), rt));
+                                                   rope_, dims_.mixer(l), dims_.is_moe_layer(l),
+                                                   rt));
         return blocks;
       }()),
       final_norm_(params_, "model.norm.weight", dims_.hidden, dims_.eps, rt),
@@ -267,24 +268,42 @@ void Model::update_router_biases(int64_t step, const std::vector<MoeStepStats>& 
 
 double Model::train_flops_per_token() const {
   const double d = static_cast<double>(dims_.hidden);
-  const double q = static_cast<double>(dims_.heads * dims_.head_dim);
-  const double kv = static_cast<double>(dims_.kv_heads * dims_.head_dim);
-  const double attn_params = d * (2 * q + 2 * kv);
+  const double heads = static_cast<double>(dims_.heads);
   const double dense_ffn = 3 * d * static_cast<double>(dims_.intermediate);
   // MoE: the router plus only the experts a token uses (k routed + the shared ones).
   const MoeDims& m = dims_.moe;
   const double moe_ffn = 3 * d * static_cast<double>(m.intermediate * (m.k + m.shared)) +
                          d * static_cast<double>(m.experts);
-  double matmul_params = 0;
-  for (int64_t l = 0; l < dims_.layers + dims_.mtp_depth; ++l)
-    matmul_params += attn_params + (dims_.is_moe_layer(l) ? moe_ffn : dense_ffn);
+  // Per mixer: its projections' weights, and the widths of a query's scores (q.k) and of the
+  // values it sums, over (T + 1) / 2 keys on average (causal).
+  struct MixerCost {
+    double params, qk, v;
+  };
+  auto mixer_cost = [&](MixerKind kind) -> MixerCost {
+    if (kind == MixerKind::mla) {
+      const MlaDims& a = dims_.mla;
+      const auto f = [](int64_t v) { return static_cast<double>(v); };
+      const double q = a.q_lora > 0 ? f(a.q_lora) * d + heads * f(a.qk()) * f(a.q_lora)
+                                    : heads * f(a.qk()) * d;
+      return {q + f(a.kv_lora + a.rope) * d + heads * f(a.nope + a.v) * f(a.kv_lora) +
+                  d * heads * f(a.v),
+              heads * f(a.qk()), heads * f(a.v)};
+    }
+    const double q = heads * static_cast<double>(dims_.head_dim);
+    const double kv = static_cast<double>(dims_.kv_heads * dims_.head_dim);
+    return {d * (2 * q + 2 * kv), q, q};
+  };
+  const double keys = (static_cast<double>(dims_.seq) + 1.0) / 2.0;
+  double matmul_params = 0, attn = 0;
+  for (int64_t l = 0; l < dims_.layers + dims_.mtp_depth; ++l) {
+    const MixerCost c = mixer_cost(dims_.mixer(l));
+    matmul_params += c.params + (dims_.is_moe_layer(l) ? moe_ffn : dense_ffn);
+    attn += 2.0 * (c.qk + c.v) * keys;
+  }
   const double depth = static_cast<double>(dims_.mtp_depth);
   matmul_params += depth * 2.0 * d * d;                                   // eh_proj
   matmul_params += (1.0 + depth) * d * static_cast<double>(dims_.vocab);  // head, per depth
-  // Causal attention: scores and weighted values, (T + 1) / 2 keys per query on average.
-  const double attn = 2.0 * 2.0 * q * (static_cast<double>(dims_.seq) + 1.0) / 2.0;
-  const double blocks = static_cast<double>(dims_.layers) + depth;
-  return 3.0 * (2.0 * matmul_params + blocks * attn);
+  return 3.0 * (2.0 * matmul_params + attn);
 }
 
 }  // namespace moetron

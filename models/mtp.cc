@@ -17,7 +17,7 @@ MtpModule::MtpModule(ParamTable& params, int64_t layer_index, const ModelDims& d
       eh_proj_(params.add("model.layers." + std::to_string(layer_index) + ".eh_proj.weight",
                           {d.hidden, 2 * d.hidden}, ParamKind::matrix)),
       block_(params, "model.layers." + std::to_string(layer_index) + ".", d, rope,
-             d.is_moe_layer(layer_index), rt),
+             d.mixer(layer_index), d.is_moe_layer(layer_index), rt),
       head_norm_(params, "model.layers." + std::to_string(layer_index) + ".shared_head.norm.weight",
                  d.hidden, d.eps, rt),
       emb_n_buf_(DType::f32, rt.device),

@@ -15,8 +15,9 @@ void RMSNorm::forward(const Tensor& x, Tensor& y) {
   ops::rmsnorm_forward(x, weight_.value(), eps_, y, rstd_);
 }
 
-void RMSNorm::backward(const Tensor& dy, const Tensor& x, Tensor& dx, bool accumulate_dx) {
-  Tensor dw = weight_.grad();
+void RMSNorm::backward(const Tensor& dy, const Tensor& x, Tensor& dx, bool accumulate_dx,
+                       Tensor* dweight) {
+  Tensor dw = dweight ? *dweight : weight_.grad();
   ops::rmsnorm_backward(dy, x, weight_.value(), rstd_, dx, dw, accumulate_dx);
 }
 

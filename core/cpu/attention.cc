@@ -27,9 +27,9 @@ struct HeadView {
 
 void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v,
                        float* out, float* lse) {
-  const int64_t hd = s.head_dim, group = s.heads / s.kv_heads;
-  const HeadView qv{s.heads * hd}, kv{s.kv_heads * hd};
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const int64_t hd = s.head_dim, dv = s.v_dim, group = s.heads / s.kv_heads;
+  const HeadView qv{s.heads * hd}, kv{s.kv_heads * hd}, vv{s.kv_heads * dv}, ov{s.heads * dv};
+  const float scale = s.scale;
   const int64_t blocks = (s.seq + kQueryBlock - 1) / kQueryBlock;
   const int64_t tasks = s.batch * s.heads * blocks;
 #pragma omp parallel
@@ -44,7 +44,7 @@ void attention_forward(const AttentionShape& s, const float* q, const float* k, 
       const int64_t kvh = h / group;
       const float* qb = q + qv.offset(b, t0, h, s.seq, hd);
       const float* kb = k + kv.offset(b, 0, kvh, s.seq, hd);
-      const float* vb = v + kv.offset(b, 0, kvh, s.seq, hd);
+      const float* vb = v + vv.offset(b, 0, kvh, s.seq, dv);
       float* sc = scores.data();
       sgemm(false, true, rows, t1, hd, scale, qb, qv.ld, kb, kv.ld, 0.0f, sc, t1);
       for (int64_t r = 0; r < rows; ++r) {
@@ -64,15 +64,15 @@ void attention_forward(const AttentionShape& s, const float* q, const float* k, 
         std::fill(row + valid, row + t1, 0.0f);
         lse[(b * s.heads + h) * s.seq + t0 + r] = mx + std::log(sum);
       }
-      sgemm(false, false, rows, hd, t1, 1.0f, sc, t1, vb, kv.ld, 0.0f,
-            out + qv.offset(b, t0, h, s.seq, hd), qv.ld);
+      sgemm(false, false, rows, dv, t1, 1.0f, sc, t1, vb, vv.ld, 0.0f,
+            out + ov.offset(b, t0, h, s.seq, dv), ov.ld);
     }
   }
 }
 
 void attention_backward(const AttentionShape& s, const float* dout, const float* q, const float* k,
                         const float* v, const float* out, const float* lse, float* dq, float* dk,
-                        float* dv) {
+                        float* dvv) {
   // Two passes, each writing only its own rows, so any thread count gives the same bits and
   // small batches with few kv heads still use every thread (FlashAttention-2 would accumulate
   // dq atomically instead; that is neither deterministic nor needed at CPU block sizes):
@@ -80,9 +80,9 @@ void attention_backward(const AttentionShape& s, const float* dout, const float*
   //   pass 2, per (batch, kv head, key block): dk and dv, over the query blocks that see it.
   // The probabilities P = exp(scale q.k - lse) and dS = P (dP - rowsum(dO O)) are recomputed
   // in both.
-  const int64_t hd = s.head_dim, group = s.heads / s.kv_heads;
-  const HeadView qv{s.heads * hd}, kv{s.kv_heads * hd};
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const int64_t hd = s.head_dim, dv = s.v_dim, group = s.heads / s.kv_heads;
+  const HeadView qv{s.heads * hd}, kv{s.kv_heads * hd}, vv{s.kv_heads * dv}, ov{s.heads * dv};
+  const float scale = s.scale;
   const int64_t blocks = (s.seq + kQueryBlock - 1) / kQueryBlock;
   auto lse_at = [&](int64_t b, int64_t h, int64_t t) { return lse[(b * s.heads + h) * s.seq + t]; };
 
@@ -92,11 +92,11 @@ void attention_backward(const AttentionShape& s, const float* dout, const float*
   for (int64_t b = 0; b < s.batch; ++b)
     for (int64_t h = 0; h < s.heads; ++h)
       for (int64_t t = 0; t < s.seq; ++t) {
-        const float* dor = dout + qv.offset(b, t, h, s.seq, hd);
-        const float* outr = out + qv.offset(b, t, h, s.seq, hd);
+        const float* dor = dout + ov.offset(b, t, h, s.seq, dv);
+        const float* outr = out + ov.offset(b, t, h, s.seq, dv);
         float acc = 0.0f;
 #pragma omp simd reduction(+ : acc)
-        for (int64_t c = 0; c < hd; ++c) acc += dor[c] * outr[c];
+        for (int64_t c = 0; c < dv; ++c) acc += dor[c] * outr[c];
         dsum[(b * s.heads + h) * s.seq + t] = acc;
       }
 
@@ -131,11 +131,11 @@ void attention_backward(const AttentionShape& s, const float* dout, const float*
       const int64_t b = task / (s.heads * blocks), h = task / blocks % s.heads;
       const int64_t blk = blocks - 1 - task % blocks;  // heavier blocks first
       const int64_t t0 = blk * kQueryBlock, t1 = std::min(s.seq, t0 + kQueryBlock);
-      const int64_t at = qv.offset(b, t0, h, s.seq, hd);
+      const int64_t at = qv.offset(b, t0, h, s.seq, hd), at_o = ov.offset(b, t0, h, s.seq, dv);
       const float* kb = k + kv.offset(b, 0, h / group, s.seq, hd);
-      const float* vb = v + kv.offset(b, 0, h / group, s.seq, hd);
+      const float* vb = v + vv.offset(b, 0, h / group, s.seq, dv);
       sgemm(false, true, t1 - t0, t1, hd, scale, q + at, qv.ld, kb, kv.ld, 0.0f, p, t1);
-      sgemm(false, true, t1 - t0, t1, hd, 1.0f, dout + at, qv.ld, vb, kv.ld, 0.0f, dp, t1);
+      sgemm(false, true, t1 - t0, t1, dv, 1.0f, dout + at_o, ov.ld, vb, vv.ld, 0.0f, dp, t1);
       probs_and_dscores(b, h, t0, t1 - t0, 0, t1, p, dp);
       sgemm(false, false, t1 - t0, hd, t1, scale, dp, t1, kb, kv.ld, 0.0f, dq + at, qv.ld);
     }
@@ -147,23 +147,25 @@ void attention_backward(const AttentionShape& s, const float* dout, const float*
       const int64_t kblk = task % blocks;
       const int64_t k0 = kblk * kQueryBlock, k1 = std::min(s.seq, k0 + kQueryBlock);
       const int64_t cols = k1 - k0, at_k = kv.offset(b, k0, kvh, s.seq, hd);
+      const int64_t at_v = vv.offset(b, k0, kvh, s.seq, dv);
       float* dkb = dk + at_k;
-      float* dvb = dv + at_k;
+      float* dvb = dvv + at_v;
       for (int64_t t = 0; t < cols; ++t) {
         std::fill(dkb + t * kv.ld, dkb + t * kv.ld + hd, 0.0f);
-        std::fill(dvb + t * kv.ld, dvb + t * kv.ld + hd, 0.0f);
+        std::fill(dvb + t * vv.ld, dvb + t * vv.ld + dv, 0.0f);
       }
       for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h)
         for (int64_t blk = kblk; blk < blocks; ++blk) {
           const int64_t t0 = blk * kQueryBlock, t1 = std::min(s.seq, t0 + kQueryBlock);
           const int64_t rows = t1 - t0, at_q = qv.offset(b, t0, h, s.seq, hd);
+          const int64_t at_o = ov.offset(b, t0, h, s.seq, dv);
           sgemm(false, true, rows, cols, hd, scale, q + at_q, qv.ld, k + at_k, kv.ld, 0.0f, p,
                 cols);
-          sgemm(false, true, rows, cols, hd, 1.0f, dout + at_q, qv.ld, v + at_k, kv.ld, 0.0f, dp,
+          sgemm(false, true, rows, cols, dv, 1.0f, dout + at_o, ov.ld, v + at_v, vv.ld, 0.0f, dp,
                 cols);
           probs_and_dscores(b, h, t0, rows, k0, cols, p, dp);
           sgemm(true, false, cols, hd, rows, scale, dp, cols, q + at_q, qv.ld, 1.0f, dkb, kv.ld);
-          sgemm(true, false, cols, hd, rows, 1.0f, p, cols, dout + at_q, qv.ld, 1.0f, dvb, kv.ld);
+          sgemm(true, false, cols, dv, rows, 1.0f, p, cols, dout + at_o, ov.ld, 1.0f, dvb, vv.ld);
         }
     }
   }

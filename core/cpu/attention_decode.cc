@@ -54,6 +54,41 @@ void attention_decode(const DecodeAttentionShape& s, const float* q, const float
   }
 }
 
+void attention_decode_latent(const LatentAttentionShape& s, const float* q, const float* cache,
+                             float* out) {
+  // Each (head, query): scores one fixed-order dot per cached row, then attention_decode's
+  // softmax and value sum over the rows' first dv columns.
+  const int64_t tasks = s.heads * s.queries, keys = s.start + s.queries;
+  auto run = [&](int64_t task, std::vector<float>& scores) {
+    const int64_t i = task % s.queries;
+    const int64_t valid = s.start + i + 1;
+    const float* qi = q + task * s.dk;
+    if (scores.size() < static_cast<size_t>(valid)) scores.resize(static_cast<size_t>(valid));
+    float* sc = scores.data();
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int64_t j = 0; j < valid; ++j) {
+      sc[j] = dot_fixed(qi, cache + j * s.dk, s.dk) * s.scale;
+      mx = std::max(mx, sc[j]);
+    }
+    for (int64_t j = 0; j < valid; ++j) sc[j] = fast_exp(sc[j] - mx);
+    const float inv = 1.0f / sum_fixed(sc, valid);
+    float* oi = out + task * s.dv;
+    std::fill(oi, oi + s.dv, 0.0f);
+    for (int64_t j = 0; j < valid; ++j) axpy_fixed(sc[j] * inv, cache + j * s.dk, oi, s.dv);
+  };
+  if (tasks * keys * s.dk < (int64_t{1} << 17)) {
+    thread_local std::vector<float> scores;
+    for (int64_t task = 0; task < tasks; ++task) run(task, scores);
+    return;
+  }
+#pragma omp parallel
+  {
+    std::vector<float> scores(static_cast<size_t>(keys));
+#pragma omp for schedule(static)
+    for (int64_t task = 0; task < tasks; ++task) run(task, scores);
+  }
+}
+
 void store_keys(const float* k, int64_t n, int64_t kv_heads, int64_t head_dim, int64_t start,
                 int64_t max_len, float* k_t) {
   for (int64_t i = 0; i < n; ++i)

@@ -114,26 +114,40 @@ class CpuBackend final : public Backend {
     cpu::rmsnorm_backward(dy.data<float>(), x.data<float>(), w.data<float>(), rstd.data<float>(),
                           dx.data<float>(), dw.data<float>(), accumulate_dx, x.rows(), x.cols());
   }
-  void rope_tables(int64_t seq, int64_t head_dim, float theta, Tensor& cos, Tensor& sin) override {
-    cpu::rope_tables(seq, head_dim, theta, cos.data<float>(), sin.data<float>());
+  void concat_heads(const Tensor& a, const Tensor& b, Tensor& dst) override {
+    cpu::concat_heads(a.data<float>(), b.data<float>(), dst.data<float>(), a.dim(0), a.dim(1),
+                      a.dim(2), b.dim(2), b.dim(1) == 1);
+  }
+  void split_heads(const Tensor& src, Tensor& a, Tensor& b) override {
+    cpu::split_heads(src.data<float>(), a.data<float>(), b.data<float>(), a.dim(0), a.dim(1),
+                     a.dim(2), b.dim(2), b.dim(1) == 1);
+  }
+  void transpose01(const Tensor& src, Tensor& dst) override {
+    cpu::transpose01(src.data<float>(), src.dim(0), src.dim(1), src.dim(2), dst.data<float>());
+  }
+  void rope_tables(const Tensor& inv_freq, float attention_factor, Tensor& cos,
+                   Tensor& sin) override {
+    cpu::rope_tables(cos.dim(0), cos.dim(1), inv_freq.data<float>(), attention_factor,
+                     cos.data<float>(), sin.data<float>());
   }
   void rope(Tensor& x, const Tensor& cos, const Tensor& sin, ops::RopeStyle style,
             bool inverse) override {
     cpu::rope(x.data<float>(), cos.data<float>(), sin.data<float>(), x.dim(0), x.dim(1), x.dim(2),
               x.dim(3), style == ops::RopeStyle::interleaved, inverse);
   }
-  static cpu::AttentionShape shape_of(const Tensor& q, const Tensor& k) {
-    return {q.dim(0), q.dim(1), q.dim(2), k.dim(2), q.dim(3)};
+  static cpu::AttentionShape shape_of(const Tensor& q, const Tensor& k, const Tensor& v,
+                                      float scale) {
+    return {q.dim(0), q.dim(1), q.dim(2), k.dim(2), q.dim(3), v.dim(3), scale};
   }
-  void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out,
-                         Tensor& lse) override {
-    cpu::attention_forward(shape_of(q, k), q.data<float>(), k.data<float>(), v.data<float>(),
-                           out.data<float>(), lse.data<float>());
+  void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
+                         Tensor& out, Tensor& lse) override {
+    cpu::attention_forward(shape_of(q, k, v, scale), q.data<float>(), k.data<float>(),
+                           v.data<float>(), out.data<float>(), lse.data<float>());
   }
   void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
-                          const Tensor& out, const Tensor& lse, Tensor& dq, Tensor& dk,
-                          Tensor& dv) override {
-    cpu::attention_backward(shape_of(q, k), dout.data<float>(), q.data<float>(), k.data<float>(),
+                          float scale, const Tensor& out, const Tensor& lse, Tensor& dq,
+                          Tensor& dk, Tensor& dv) override {
+    cpu::attention_backward(shape_of(q, k, v, scale), dout.data<float>(), q.data<float>(), k.data<float>(),
                             v.data<float>(), out.data<float>(), lse.data<float>(), dq.data<float>(),
                             dk.data<float>(), dv.data<float>());
   }
@@ -244,6 +258,11 @@ class CpuBackend final : public Backend {
     cpu::attention_decode({q.dim(0), start, q.dim(1), values.dim(1), q.dim(2), values.dim(0)},
                           q.data<float>(), keys_t.data<float>(), values.data<float>(),
                           out.data<float>());
+  }
+  void attention_decode_latent(const Tensor& q, const Tensor& cache, int64_t start, float scale,
+                               Tensor& out) override {
+    cpu::attention_decode_latent({q.dim(0), q.dim(1), start, q.dim(2), out.dim(2), scale},
+                                 q.data<float>(), cache.data<float>(), out.data<float>());
   }
   void store_keys(const Tensor& k, int64_t start, Tensor& keys_t) override {
     cpu::store_keys(k.data<float>(), k.dim(0), k.dim(1), k.dim(2), start, keys_t.dim(2),

@@ -58,6 +58,43 @@ void copy_block(const float* src, int64_t ld_src, float* dst, int64_t ld_dst, in
     std::memcpy(dst + r * ld_dst, src + r * ld_src, static_cast<size_t>(cols) * sizeof(float));
 }
 
+void concat_heads(const float* a, const float* b, float* dst, int64_t n, int64_t heads, int64_t da,
+                  int64_t db, bool broadcast) {
+  const int64_t dw = da + db;
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t h = 0; h < heads; ++h) {
+      float* out = dst + (i * heads + h) * dw;
+      std::copy_n(a + (i * heads + h) * da, da, out);
+      std::copy_n(b + (broadcast ? i : i * heads + h) * db, db, out + da);
+    }
+}
+
+void split_heads(const float* src, float* a, float* b, int64_t n, int64_t heads, int64_t da,
+                 int64_t db, bool broadcast) {
+  const int64_t dw = da + db;
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    if (broadcast) std::fill_n(b + i * db, db, 0.0f);
+    for (int64_t h = 0; h < heads; ++h) {
+      const float* in = src + (i * heads + h) * dw;
+      std::copy_n(in, da, a + (i * heads + h) * da);
+      if (broadcast) {
+        float* bi = b + i * db;  // heads summed in order: the same bits on any thread count
+        for (int64_t c = 0; c < db; ++c) bi[c] += in[da + c];
+      } else {
+        std::copy_n(in + da, db, b + (i * heads + h) * db);
+      }
+    }
+  }
+}
+
+void transpose01(const float* src, int64_t d0, int64_t d1, int64_t d2, float* dst) {
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t i = 0; i < d0; ++i)
+    for (int64_t j = 0; j < d1; ++j) std::copy_n(src + (i * d1 + j) * d2, d2, dst + (j * d0 + i) * d2);
+}
+
 void swiglu_forward(const float* gate_up, float* out, int64_t rows, int64_t width) {
 #pragma omp parallel for schedule(static) if (rows * width > kParallelMin)
   for (int64_t r = 0; r < rows; ++r) {

@@ -30,12 +30,23 @@ void rmsnorm_forward(const float* x, const float* w, float eps, float* y, float*
 void rmsnorm_backward(const float* dy, const float* x, const float* w, const float* rstd, float* dx,
                       float* dw, bool accumulate_dx, int64_t rows, int64_t cols);
 
-void rope_tables(int64_t seq, int64_t head_dim, float theta, float* cos, float* sin);
+void rope_tables(int64_t positions, int64_t half, const float* inv_freq, float attention_factor,
+                 float* cos, float* sin);
 void rope(float* x, const float* cos, const float* sin, int64_t batch, int64_t seq, int64_t heads,
           int64_t head_dim, bool interleaved, bool inverse);
 
+// [n, heads, da + db] from [n, heads, da] and [n, heads (or 1: broadcast), db], and back (a
+// broadcast b receives the sum over the heads).
+void concat_heads(const float* a, const float* b, float* dst, int64_t n, int64_t heads, int64_t da,
+                  int64_t db, bool broadcast);
+void split_heads(const float* src, float* a, float* b, int64_t n, int64_t heads, int64_t da,
+                 int64_t db, bool broadcast);
+void transpose01(const float* src, int64_t d0, int64_t d1, int64_t d2, float* dst);
+
+// q, k [B, T, heads or kv_heads, head_dim]; v [B, T, kv_heads, v_dim]; out [B, T, heads, v_dim].
 struct AttentionShape {
-  int64_t batch, seq, heads, kv_heads, head_dim;
+  int64_t batch, seq, heads, kv_heads, head_dim, v_dim;
+  float scale;  // of the scores q.k
 };
 void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v,
                        float* out, float* lse);

@@ -6,18 +6,15 @@
 
 namespace moetron::cpu {
 
-void rope_tables(int64_t seq, int64_t head_dim, float theta, float* cos, float* sin) {
-  // fp32 like Hugging Face's inv_freq = 1 / theta^(2j/hd) and angle = pos * inv_freq.
-  const int64_t half = head_dim / 2;
-  for (int64_t j = 0; j < half; ++j) {
-    const float inv_freq =
-        1.0f / std::pow(theta, static_cast<float>(2 * j) / static_cast<float>(head_dim));
-    for (int64_t t = 0; t < seq; ++t) {
-      const float angle = static_cast<float>(t) * inv_freq;
-      cos[t * half + j] = std::cos(angle);
-      sin[t * half + j] = std::sin(angle);
+void rope_tables(int64_t positions, int64_t half, const float* inv_freq, float attention_factor,
+                 float* cos, float* sin) {
+  // fp32 like Hugging Face: angle = pos * inv_freq, then cos/sin times the attention factor.
+  for (int64_t j = 0; j < half; ++j)
+    for (int64_t t = 0; t < positions; ++t) {
+      const float angle = static_cast<float>(t) * inv_freq[j];
+      cos[t * half + j] = std::cos(angle) * attention_factor;
+      sin[t * half + j] = std::sin(angle) * attention_factor;
     }
-  }
 }
 
 void rope(float* x, const float* cos, const float* sin, int64_t batch, int64_t seq, int64_t heads,

@@ -17,6 +17,7 @@
 #include "core/ops.h"
 #include "core/ops_decode.h"
 #include "core/threads.h"
+#include "tests/rope_tables.h"
 
 namespace moetron {
 namespace {
@@ -162,9 +163,10 @@ Values dref_rope(const Values& x, int64_t B, int64_t T, int64_t H, int64_t hd, d
   return y;
 }
 
+// q, k [B, T, H or KV, hd], v [B, T, KV, dv] -> [B, T, H, dv]; scores scale * q.k.
 Values dref_attention(const Values& q, const Values& k, const Values& v, int64_t B, int64_t T,
-                      int64_t H, int64_t KV, int64_t hd) {
-  Values out(q.size());
+                      int64_t H, int64_t KV, int64_t hd, int64_t dv, double scale) {
+  Values out(static_cast<size_t>(B * T * H * dv));
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h) {
       const int64_t g = h / (H / KV);
@@ -175,19 +177,23 @@ Values dref_attention(const Values& q, const Values& k, const Values& v, int64_t
           double d = 0;
           for (int64_t c = 0; c < hd; ++c)
             d += q[((b * T + i) * H + h) * hd + c] * k[((b * T + j) * KV + g) * hd + c];
-          s[j] = d / std::sqrt(static_cast<double>(hd));
+          s[j] = d * scale;
           mx = std::max(mx, s[j]);
         }
         double sum = 0;
         for (double& x : s) sum += (x = std::exp(x - mx));
-        for (int64_t c = 0; c < hd; ++c) {
+        for (int64_t c = 0; c < dv; ++c) {
           double o = 0;
-          for (int64_t j = 0; j <= i; ++j) o += s[j] / sum * v[((b * T + j) * KV + g) * hd + c];
-          out[((b * T + i) * H + h) * hd + c] = o;
+          for (int64_t j = 0; j <= i; ++j) o += s[j] / sum * v[((b * T + j) * KV + g) * dv + c];
+          out[((b * T + i) * H + h) * dv + c] = o;
         }
       }
     }
   return out;
+}
+Values dref_attention(const Values& q, const Values& k, const Values& v, int64_t B, int64_t T,
+                      int64_t H, int64_t KV, int64_t hd) {
+  return dref_attention(q, k, v, B, T, H, KV, hd, hd, 1.0 / std::sqrt(static_cast<double>(hd)));
 }
 
 // The references on the fp32 tensors of the forward tests.
@@ -213,6 +219,8 @@ double dref_mean_ce(const Values& logits, std::span<const int32_t> targets, int6
   }
   return total / static_cast<double>(rows);
 }
+
+constexpr float kScale8 = 0.35355339f;  // 1 / sqrt(8)
 
 std::vector<GradCase> grad_cases() {
   std::vector<GradCase> cases;
@@ -274,7 +282,7 @@ std::vector<GradCase> grad_cases() {
         style == ops::RopeStyle::rotate_half ? "rope_rotate_half" : "rope_interleaved";
     auto fwd = [=](const std::vector<Tensor>& in) {
       Tensor cos = poisoned({5, 4}), sin = poisoned({5, 4});
-      ops::rope_tables(5, 8, 10000.0f, cos, sin);
+      test::plain_rope_tables(8, 10000.0f, cos, sin);
       Tensor y = poisoned(in[0].shape());
       ops::copy(in[0], y);
       ops::rope(y, cos, sin, style, false);
@@ -287,7 +295,7 @@ std::vector<GradCase> grad_cases() {
                      fwd,
                      [=](const std::vector<Tensor>&, const Tensor& dy) {
                        Tensor cos = poisoned({5, 4}), sin = poisoned({5, 4});
-                       ops::rope_tables(5, 8, 10000.0f, cos, sin);
+                       test::plain_rope_tables(8, 10000.0f, cos, sin);
                        Tensor dx = poisoned(dy.shape());
                        ops::copy(dy, dx);
                        ops::rope(dx, cos, sin, style, true);
@@ -305,22 +313,96 @@ std::vector<GradCase> grad_cases() {
     };
     auto fwd = [](const std::vector<Tensor>& in) {
       Tensor out = poisoned(in[0].shape()), lse = poisoned({2, 4, 70});
-      ops::attention_forward(in[0], in[1], in[2], out, lse);
+      ops::attention_forward(in[0], in[1], in[2], kScale8, out, lse);
       return out;
     };
     cases.push_back({"attention_kv" + std::to_string(kv), make, fwd,
                      [=](const std::vector<Tensor>& in, const Tensor& dy) {
                        Tensor out = poisoned(in[0].shape()), lse = poisoned({2, 4, 70});
-                       ops::attention_forward(in[0], in[1], in[2], out, lse);
+                       ops::attention_forward(in[0], in[1], in[2], kScale8, out, lse);
                        Tensor dq = poisoned(in[0].shape()), dk = poisoned(in[1].shape()),
                               dv = poisoned(in[2].shape());
-                       ops::attention_backward(dy, in[0], in[1], in[2], out, lse, dq, dk, dv);
+                       ops::attention_backward(dy, in[0], in[1], in[2], kScale8, out, lse, dq, dk,
+                                               dv);
                        return std::vector<Tensor>{dq, dk, dv};
                      }});
     cases.back().reference = [=](const std::vector<Values>& in) {
       return dref_attention(in[0], in[1], in[2], 2, 70, 4, kv, 8);
     };
   }
+  {
+    // MLA's shape: values narrower than the keys (dv 6, hd 12) and a scale of its own.
+    constexpr float scale = 0.37f;
+    auto make = [](std::mt19937& g) {
+      return std::vector<Tensor>{random_tensor({2, 70, 4, 12}, g), random_tensor({2, 70, 4, 12}, g),
+                                 random_tensor({2, 70, 4, 6}, g)};
+    };
+    auto fwd = [](const std::vector<Tensor>& in) {
+      Tensor out = poisoned({2, 70, 4, 6}), lse = poisoned({2, 4, 70});
+      ops::attention_forward(in[0], in[1], in[2], scale, out, lse);
+      return out;
+    };
+    cases.push_back({"attention_dv_scale", make, fwd,
+                     [](const std::vector<Tensor>& in, const Tensor& dy) {
+                       Tensor out = poisoned({2, 70, 4, 6}), lse = poisoned({2, 4, 70});
+                       ops::attention_forward(in[0], in[1], in[2], scale, out, lse);
+                       Tensor dq = poisoned(in[0].shape()), dk = poisoned(in[1].shape()),
+                              dv = poisoned(in[2].shape());
+                       ops::attention_backward(dy, in[0], in[1], in[2], scale, out, lse, dq, dk,
+                                               dv);
+                       return std::vector<Tensor>{dq, dk, dv};
+                     }});
+    cases.back().reference = [](const std::vector<Values>& in) {
+      return dref_attention(in[0], in[1], in[2], 2, 70, 4, 4, 12, 6, scale);
+    };
+  }
+  for (const bool broadcast : {false, true}) {
+    // concat_heads (b of one head broadcast: MLA's shared key); its gradient is split_heads.
+    const int64_t hb = broadcast ? 1 : 3;
+    cases.push_back({broadcast ? "concat_heads_broadcast" : "concat_heads",
+                     [=](std::mt19937& g) {
+                       return std::vector<Tensor>{random_tensor({5, 3, 4}, g),
+                                                  random_tensor({5, hb, 2}, g)};
+                     },
+                     [](const std::vector<Tensor>& in) {
+                       Tensor y = poisoned({5, 3, 6});
+                       ops::concat_heads(in[0], in[1], y);
+                       return y;
+                     },
+                     [=](const std::vector<Tensor>&, const Tensor& dy) {
+                       Tensor da = poisoned({5, 3, 4}), db = poisoned({5, hb, 2});
+                       ops::split_heads(dy, da, db);
+                       return std::vector<Tensor>{da, db};
+                     }});
+    cases.back().reference = [=](const std::vector<Values>& in) {
+      Values y(5 * 3 * 6);
+      for (int64_t i = 0; i < 5; ++i)
+        for (int64_t h = 0; h < 3; ++h)
+          for (int64_t c = 0; c < 6; ++c)
+            y[(i * 3 + h) * 6 + c] = c < 4 ? in[0][(i * 3 + h) * 4 + c]
+                                           : in[1][(i * hb + (broadcast ? 0 : h)) * 2 + c - 4];
+      return y;
+    };
+  }
+  cases.push_back({"transpose01",
+                   [](std::mt19937& g) { return std::vector<Tensor>{random_tensor({4, 3, 5}, g)}; },
+                   [](const std::vector<Tensor>& in) {
+                     Tensor y = poisoned({3, 4, 5});
+                     ops::transpose01(in[0], y);
+                     return y;
+                   },
+                   [](const std::vector<Tensor>&, const Tensor& dy) {
+                     Tensor dx = poisoned({4, 3, 5});
+                     ops::transpose01(dy, dx);
+                     return std::vector<Tensor>{dx};
+                   }});
+  cases.back().reference = [](const std::vector<Values>& in) {
+    Values y(60);
+    for (int64_t i = 0; i < 4; ++i)
+      for (int64_t j = 0; j < 3; ++j)
+        for (int64_t c = 0; c < 5; ++c) y[(j * 4 + i) * 5 + c] = in[0][(i * 3 + j) * 5 + c];
+    return y;
+  };
   cases.push_back({"swiglu",
                    [](std::mt19937& g) {
                      return std::vector<Tensor>{random_tensor({5, 2 * 12}, g, 2.0f)};
@@ -630,7 +712,7 @@ TEST(OpForward, AttentionMatchesNaiveAcrossBlockEdges) {
     const Tensor q = random_tensor({2, t, h, 16}, gen), k = random_tensor({2, t, kv, 16}, gen),
                  v = random_tensor({2, t, kv, 16}, gen);
     Tensor out = Tensor::empty(q.shape()), lse = Tensor::empty({2, h, t});
-    ops::attention_forward(q, k, v, out, lse);
+    ops::attention_forward(q, k, v, 0.25f, out, lse);
     EXPECT_TRUE(close(out.span<float>(), ref_attention(q, k, v), 1e-4, 1e-5))
         << "T=" << t << " H=" << h << " KV=" << kv;
   }
@@ -702,7 +784,7 @@ TEST(OpForward, DecodingOpsMatchTheTrainingOpsRowForRow) {
   const Tensor q = random_tensor({1, T, H, hd}, gen), k = random_tensor({1, T, KV, hd}, gen),
                v = random_tensor({1, T, KV, hd}, gen);
   Tensor full = poisoned({1, T, H, hd}), lse = poisoned({1, H, T});
-  ops::attention_forward(q, k, v, full, lse);
+  ops::attention_forward(q, k, v, kScale8, full, lse);
   Tensor keys_t = poisoned({KV, hd, T}), values = poisoned({T, KV, hd});
   ops::copy(v.reshape({T, KV, hd}), values);
   for (int64_t t = 0; t < T; ++t) {
@@ -791,10 +873,10 @@ TEST(OpDeterminism, SameInputsGiveBitwiseSameAttentionGradients) {
                v = random_tensor({2, 130, 2, 16}, gen), dy = random_tensor(q.shape(), gen);
   auto run = [&] {
     Tensor out = Tensor::empty(q.shape()), lse = Tensor::empty({2, 4, 130});
-    ops::attention_forward(q, k, v, out, lse);
+    ops::attention_forward(q, k, v, 0.25f, out, lse);
     Tensor dq = Tensor::empty(q.shape()), dk = Tensor::empty(k.shape()),
            dv = Tensor::empty(v.shape());
-    ops::attention_backward(dy, q, k, v, out, lse, dq, dk, dv);
+    ops::attention_backward(dy, q, k, v, 0.25f, out, lse, dq, dk, dv);
     return std::vector<float>(dk.span<float>().begin(), dk.span<float>().end());
   };
   EXPECT_EQ(run(), run());
@@ -838,10 +920,10 @@ TEST(OpDeterminism, AttentionGradientsDoNotDependOnTheThreadCount) {
   auto grads = [&](int threads) {
     set_compute_threads(threads);
     Tensor out = Tensor::empty(q.shape()), lse = Tensor::empty({1, 2, 200});
-    ops::attention_forward(q, k, v, out, lse);
+    ops::attention_forward(q, k, v, 0.25f, out, lse);
     Tensor dq = Tensor::empty(q.shape()), dk = Tensor::empty(k.shape()),
            dv = Tensor::empty(v.shape());
-    ops::attention_backward(dy, q, k, v, out, lse, dq, dk, dv);
+    ops::attention_backward(dy, q, k, v, 0.25f, out, lse, dq, dk, dv);
     std::vector<float> all;
     for (const Tensor* t : {&dq, &dk, &dv})
       all.insert(all.end(), t->span<float>().begin(), t->span<float>().end());

@@ -218,7 +218,7 @@ TEST(AttentionDecode, MatchesCausalAttentionAtEveryPosition) {
   };
   const Tensor q = random({1, T, H, hd}), k = random({1, T, KV, hd}), v = random({1, T, KV, hd});
   Tensor out = Tensor::empty({1, T, H, hd}), lse = Tensor::empty({1, H, T});
-  ops::attention_forward(q, k, v, out, lse);
+  ops::attention_forward(q, k, v, 0.25f, out, lse);
   const Tensor values = v.reshape({T, KV, hd}), q_rows = q.reshape({T, H, hd});
   for (const int64_t chunk : {int64_t{1}, int64_t{5}, T}) {
     Tensor keys_t = Tensor::empty({KV, hd, T}), got = Tensor::empty({T, H, hd});

@@ -7,6 +7,7 @@
 #include "models/attention.h"
 #include "models/block.h"
 #include "models/head.h"
+#include "models/mla.h"
 #include "models/rmsnorm.h"
 #include "models/swiglu.h"
 #include "tests/models/layer_check.h"
@@ -25,6 +26,7 @@ ModelDims head_dims(const Golden& g) {
   d.seq = static_cast<int64_t>(g.attr_num("seq_len"));
   d.heads = static_cast<int64_t>(g.attr_num("heads"));
   d.head_dim = static_cast<int64_t>(g.attr_num("head_dim"));
+  d.rope_dim = d.head_dim;
   d.rope_theta = static_cast<float>(g.attr_num("rope_theta"));
   d.rope_style = g.attr_str("rope_style") == "interleaved" ? ops::RopeStyle::interleaved
                                                            : ops::RopeStyle::rotate_half;
@@ -103,6 +105,54 @@ INSTANTIATE_TEST_SUITE_P(Layers, AttentionGolden,
                          ::testing::Values("attention_mha_rotate_half.h5",
                                            "attention_gqa_interleaved.h5"));
 
+// MLA (tests/reference/mla.py): its RoPE tables (YaRN included), forward, input and parameter
+// gradients against the PyTorch reference, and finite differences.
+ModelDims mla_dims(const Golden& g) {
+  ModelDims d;
+  d.batch = static_cast<int64_t>(g.attr_num("batch"));
+  d.seq = static_cast<int64_t>(g.attr_num("seq_len"));
+  d.heads = static_cast<int64_t>(g.attr_num("heads"));
+  d.rope_theta = static_cast<float>(g.attr_num("rope_theta"));
+  d.rope_style = g.attr_str("rope_style") == "interleaved" ? ops::RopeStyle::interleaved
+                                                           : ops::RopeStyle::rotate_half;
+  d.hidden = static_cast<int64_t>(g.attr_num("hidden_size"));
+  d.eps = static_cast<float>(g.attr_num("rms_norm_eps"));
+  auto n = [&](const char* attr) { return static_cast<int64_t>(g.attr_num(attr)); };
+  d.mla = {n("q_lora_rank"), n("kv_lora_rank"), n("qk_nope_head_dim"), n("qk_rope_head_dim"),
+           n("v_head_dim")};
+  d.rope_dim = d.mla.rope;
+  if (g.attr_num("yarn_factor") > 0) {
+    auto f = [&](const char* attr) { return static_cast<float>(g.attr_num(attr)); };
+    d.yarn = {f("yarn_factor"), f("yarn_beta_fast"), f("yarn_beta_slow"),
+              f("yarn_mscale"), f("yarn_mscale_all_dim"),
+              n("yarn_original_max_position_embeddings")};
+  }
+  return d;
+}
+
+class MlaGolden : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(MlaGolden, MatchesReference) {
+  const Golden g(golden_path(GetParam()));
+  const ModelDims d = mla_dims(g);
+  const RopeTables rope = RopeTables::make(d, d.seq);
+  EXPECT_TRUE(all_close(rope.cos.span<float>(), g.floats("/outputs/rope_cos"), 1e-6f, 1e-6f));
+  EXPECT_TRUE(all_close(rope.sin.span<float>(), g.floats("/outputs/rope_sin"), 1e-6f, 1e-6f));
+  LayerUnderTest l;
+  Mla mla(l.params, "", d, rope, Runtime{});
+  l.params.allocate();
+  l.x = test::tensor_from(g, "/inputs/x", {d.rows(), d.hidden});
+  l.y = Tensor::empty({d.rows(), d.hidden});
+  l.dx = Tensor::empty({d.rows(), d.hidden});
+  l.forward = [&] { mla.forward(l.x, l.y); };
+  l.backward = [&](const Tensor& dy) { mla.backward(dy, l.x, l.dx); };
+  check_layer(l, g, 1e-4f, 1e-5f);
+}
+
+INSTANTIATE_TEST_SUITE_P(Layers, MlaGolden,
+                         ::testing::Values("mla_q_lora_interleaved.h5",
+                                           "mla_no_q_lora_rotate_half.h5", "mla_yarn.h5"));
+
 TEST(Layers, AttentionCoreLong) {
   const Golden g(golden_path("attention_core_long.h5"));
   const Shape qs{1, 150, 2, 16}, ks{1, 150, 1, 16};
@@ -110,10 +160,10 @@ TEST(Layers, AttentionCoreLong) {
                v = test::tensor_from(g, "/inputs/v", ks),
                dy = test::tensor_from(g, "/inputs/dy", qs);
   Tensor out = Tensor::empty(qs), lse = Tensor::empty({1, 2, 150});
-  ops::attention_forward(q, k, v, out, lse);
+  ops::attention_forward(q, k, v, 0.25f, out, lse);
   EXPECT_TRUE(all_close(out.span<float>(), g.floats("/outputs/y"), 1e-4f, 2e-5f));
   Tensor dq = Tensor::empty(qs), dk = Tensor::empty(ks), dv = Tensor::empty(ks);
-  ops::attention_backward(dy, q, k, v, out, lse, dq, dk, dv);
+  ops::attention_backward(dy, q, k, v, 0.25f, out, lse, dq, dk, dv);
   EXPECT_TRUE(all_close(dq.span<float>(), g.floats("/grads/q"), 1e-4f, 2e-5f)) << "dq";
   EXPECT_TRUE(all_close(dk.span<float>(), g.floats("/grads/k"), 1e-4f, 2e-5f)) << "dk";
   EXPECT_TRUE(all_close(dv.span<float>(), g.floats("/grads/v"), 1e-4f, 2e-5f)) << "dv";
@@ -163,7 +213,7 @@ TEST(Layers, Block) {
   d.eps = static_cast<float>(g.attr_num("rms_norm_eps"));
   const RopeTables rope = RopeTables::make(d, d.seq);
   LayerUnderTest l;
-  Block block(l.params, "", d, rope, /*moe=*/false, Runtime{});
+  Block block(l.params, "", d, rope, MixerKind::attention, /*moe=*/false, Runtime{});
   l.params.allocate();
   l.x = test::tensor_from(g, "/inputs/x", {d.rows(), d.hidden});
   l.y = Tensor::empty({d.rows(), d.hidden});
