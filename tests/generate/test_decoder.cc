@@ -50,7 +50,10 @@ const std::vector<TinyCase> kCases = {
     {"RotateHalfSigmoidGroupsMoe", config::ModelConfig::ROTATE_HALF, true, false, false, 2},
     {"InterleavedSoftmaxMoeTied", config::ModelConfig::INTERLEAVED, true, true, true, 1},
     {"InterleavedDense", config::ModelConfig::INTERLEAVED, false, false, false, 2},
-    {"RotateHalfDenseTiedNoMtp", config::ModelConfig::ROTATE_HALF, false, false, true, 0}};
+    {"RotateHalfDenseTiedNoMtp", config::ModelConfig::ROTATE_HALF, false, false, true, 0},
+    // MLA decodes in the absorbed form over its latent cache; training runs the expanded form.
+    {"MlaQLoraInterleavedMoe", config::ModelConfig::INTERLEAVED, true, false, false, 2, 1},
+    {"MlaQProjYarnDense", config::ModelConfig::ROTATE_HALF, false, false, false, 1, 2}};
 
 std::vector<TinyCase> mtp_cases() {
   std::vector<TinyCase> out;

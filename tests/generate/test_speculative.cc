@@ -55,7 +55,8 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         TinyCase{"MoeD2", config::ModelConfig::ROTATE_HALF, true, false, false, 2},
         TinyCase{"MoeSoftmaxD1", config::ModelConfig::INTERLEAVED, true, true, true, 1},
-        TinyCase{"DenseD3", config::ModelConfig::ROTATE_HALF, false, false, false, 3}),
+        TinyCase{"DenseD3", config::ModelConfig::ROTATE_HALF, false, false, false, 3},
+        TinyCase{"MlaMoeD2", config::ModelConfig::INTERLEAVED, true, false, false, 2, 1}),
     [](const ::testing::TestParamInfo<TinyCase>& info) { return std::string(info.param.name); });
 
 TEST(Generate, SpeculativeNeedsMtpModules) {

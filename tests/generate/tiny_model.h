@@ -1,4 +1,4 @@
-// Small random models for the generation tests: GQA, a dense first layer, MoE layers with
+// Small random models for the generation tests: GQA or MLA, a dense first layer, MoE layers with
 // shared experts, D MTP modules; the RoPE style, routing and head tying vary by case.
 #pragma once
 
@@ -22,6 +22,8 @@ struct TinyCase {
   bool softmax = false;  // softmax router (else sigmoid with group-limited routing)
   bool tied = false;
   int depth = 2;  // MTP modules
+  // 0: GQA attention; 1: MLA with a q LoRA; 2: MLA with q_proj, v_head_dim != nope, and YaRN.
+  int mla = 0;
 };
 
 // gtest prints a case by its name (test names and failures).
@@ -42,6 +44,22 @@ inline config::ModelConfig tiny_config(const TinyCase& c, int vocab = 48) {
   m.set_rms_norm_eps(1e-6f);
   m.set_tie_word_embeddings(c.tied);
   m.set_num_nextn_predict_layers(c.depth);
+  if (c.mla > 0) {
+    m.add_layer_types(config::ModelConfig::MLA);
+    config::MlaConfig* a = m.mutable_mla();
+    a->set_q_lora_rank(c.mla == 1 ? 24 : 0);
+    a->set_kv_lora_rank(16);
+    a->set_qk_nope_head_dim(8);
+    a->set_qk_rope_head_dim(4);
+    a->set_v_head_dim(c.mla == 1 ? 8 : 12);
+    if (c.mla == 2) {
+      config::RopeScalingConfig* r = m.mutable_rope_scaling();
+      r->set_factor(4.0f);
+      r->set_original_max_position_embeddings(16);
+      r->set_mscale(1.0f);
+      r->set_mscale_all_dim(0.8f);
+    }
+  }
   if (c.moe) {
     config::MoeConfig* e = m.mutable_moe();
     e->set_n_routed_experts(4);

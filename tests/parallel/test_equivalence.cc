@@ -8,7 +8,8 @@
 // windows the dp ranks see, micro-batch for micro-batch. Five AdamW steps on each; compared:
 // the losses, gradient norms and router biases of every step, and the final weights (each
 // rank's blocks against the reference's tensors). Router biases must also be bitwise identical
-// on every rank after every step.
+// on every rank after every step. The MLA variants run the same model with MLA blocks (with a q
+// LoRA, or with q_proj), whose replicated latent weights tensor parallelism reduces.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -63,7 +64,8 @@ const std::filesystem::path& dataset_dir() {
   return path;
 }
 
-config::RunConfig test_config(float capacity_factor = 0) {
+// mla: 0 GQA; 1 MLA with a q LoRA; 2 MLA with q_proj.
+config::RunConfig test_config(float capacity_factor = 0, int mla = 0) {
   config::RunConfig cfg = parse_config_text(R"(
     model { vocab_size: 258 hidden_size: 64 num_hidden_layers: 2 num_attention_heads: 8
             num_key_value_heads: 4 intermediate_size: 96 num_nextn_predict_layers: 2
@@ -77,6 +79,17 @@ config::RunConfig test_config(float capacity_factor = 0) {
   )",
                                             "equivalence");
   cfg.mutable_model()->mutable_moe()->set_capacity_factor(capacity_factor);
+  if (mla > 0) {
+    config::ModelConfig* m = cfg.mutable_model();
+    m->add_layer_types(config::ModelConfig::MLA);
+    m->set_num_key_value_heads(0);
+    config::MlaConfig* a = m->mutable_mla();
+    a->set_q_lora_rank(mla == 1 ? 32 : 0);
+    a->set_kv_lora_rank(16);
+    a->set_qk_nope_head_dim(8);
+    a->set_qk_rope_head_dim(4);
+    a->set_v_head_dim(12);
+  }
   return cfg;
 }
 
@@ -86,11 +99,13 @@ struct Variant {
   int accum = 1;
   bool one_expert = false;    // every token to experts 0 and 1 (the other ranks get none)
   float capacity_factor = 0;  // > 0: experts drop their lowest-score overflow
+  int mla = 0;                // test_config's
   std::string name() const {
     return "(dp " + std::to_string(dp) + ", tp " + std::to_string(tp) + ", ep " +
            std::to_string(ep) + ", ZeRO-1 " + (zero1 ? "on" : "off") + ", accum " +
            std::to_string(accum) + (one_expert ? ", one expert" : "") +
-           (capacity_factor > 0 ? ", capacity " + std::to_string(capacity_factor) : "") + ")";
+           (capacity_factor > 0 ? ", capacity " + std::to_string(capacity_factor) : "") +
+           (mla > 0 ? mla == 1 ? ", MLA q LoRA" : ", MLA q_proj" : "") + ")";
   }
 };
 
@@ -114,7 +129,7 @@ std::vector<float> router_biases(const ParamTable& params) {
 // where rounding decides AdamW's updates (tests/adam_check.h).
 Record train(const Variant& v, const ProcessGroups& groups, std::unique_ptr<Model>& model,
              int accum, test::AdamCheck* gradients = nullptr) {
-  const config::RunConfig cfg = test_config(v.capacity_factor);
+  const config::RunConfig cfg = test_config(v.capacity_factor, v.mla);
   const data::Dataset ds(dataset_dir(), data::Split::train);
   model = std::make_unique<Model>(cfg.model(), cfg.data().micro_batch_size(), cfg.data().seq_len(),
                                   groups.runtime());
@@ -159,13 +174,14 @@ struct Reference {
 // The single-process run of `parallel`'s model for `accum` micro-batches per step (computed once
 // per program and setting).
 const Reference& reference(const Variant& parallel, int accum) {
-  static std::map<std::tuple<int, bool, float>, Reference> cache;
-  Reference& ref = cache[{accum, parallel.one_expert, parallel.capacity_factor}];
+  static std::map<std::tuple<int, bool, float, int>, Reference> cache;
+  Reference& ref = cache[{accum, parallel.one_expert, parallel.capacity_factor, parallel.mla}];
   if (!ref.model) {
     const ProcessGroups alone;
     Variant v;
     v.one_expert = parallel.one_expert;
     v.capacity_factor = parallel.capacity_factor;
+    v.mla = parallel.mla;
     ref.record = train(v, alone, ref.model, accum, &ref.weights);
   }
   return ref;
@@ -252,6 +268,14 @@ TEST_F(World2, EveryLayoutMatchesOneRank) {
       expect_matches_reference({dp, tp, ep, zero1});
 }
 
+TEST_F(World2, MlaLayoutsMatchOneRank) {
+  MOETRON_REQUIRE_WORLD(2);
+  for (const int mla : {1, 2})
+    for (bool zero1 : {false, true})
+      for (auto [dp, tp, ep] : {std::tuple{2, 1, 1}, {1, 2, 1}, {1, 2, 2}})
+        expect_matches_reference({dp, tp, ep, zero1, 1, false, 0, mla});
+}
+
 TEST_F(World2, GradientAccumulationMatchesOneRank) {
   MOETRON_REQUIRE_WORLD(2);
   expect_matches_reference({2, 1, 2, true, /*accum=*/2});
@@ -291,6 +315,15 @@ TEST_F(World4, EveryLayoutMatchesOneRank) {
   const std::vector<Variant> layouts = every_layout(4);
   EXPECT_EQ(layouts.size(), 18u);  // tp 1, 2, 4 x ep 1, 2, 4 x ZeRO-1 off, on
   for (const Variant& v : layouts) expect_matches_reference(v);
+}
+
+TEST_F(World4, MlaLayoutsMatchOneRank) {
+  MOETRON_REQUIRE_WORLD(4);
+  for (const int mla : {1, 2})
+    for (auto [dp, tp, ep, zero1] :
+         {std::tuple{4, 1, 4, true}, {2, 2, 2, false}, {2, 2, 1, true}, {1, 4, 4, true},
+          {1, 4, 2, false}})
+      expect_matches_reference({dp, tp, ep, zero1, 1, false, 0, mla});
 }
 
 TEST_F(World4, CapacityDroppingMatchesOneRank) {
