@@ -4,7 +4,7 @@
 #include <map>
 
 #include "checkpoint/checkpoint.h"
-#include "checkpoint/glm4_moe.h"
+#include "checkpoint/hf_layout.h"
 #include "checkpoint/reader.h"
 #include "core/check.h"
 #include "data/file_io.h"
@@ -131,24 +131,6 @@ std::string write_tokenizer(const fs::path& dataset, const config::RunConfig& cf
       concat("export: ", dataset, " has a tokenizer of unknown kind \"", m.tokenizer_kind, "\""));
 }
 
-std::vector<std::string> notes_for(const config::ModelConfig& m) {
-  std::vector<std::string> notes;
-  if (m.rope_style() == config::ModelConfig::INTERLEAVED)
-    notes.push_back(
-        "rope_style INTERLEAVED: q_proj/k_proj rows permuted within each head to the "
-        "rotate_half layout glm4_moe implements (the same function)");
-  if (m.tie_word_embeddings())
-    notes.push_back("tied embeddings: lm_head.weight written as a copy of the embedding");
-  if (m.moe().capacity_factor() > 0)
-    notes.push_back(concat("capacity_factor ", m.moe().capacity_factor(),
-                           " is a training setting: glm4_moe (and the export) is dropless"));
-  if (m.moe().n_shared_experts() == 0)
-    notes.push_back(
-        "n_shared_experts 0: transformers runs a zero-width shared expert; other "
-        "engines may expect at least one");
-  return notes;
-}
-
 }  // namespace
 
 std::string shard_name(size_t index, size_t count) {
@@ -195,16 +177,20 @@ ExportSummary export_checkpoint(const ExportOptions& o,
   const fs::path dataset = tokenizer_dataset(o, cfg);
   check_output(o, dataset);
   const config::ModelConfig& model = cfg.model();
+  std::unique_ptr<HfLayout> layout;
   try {
-    check_glm4_moe(model);
+    layout = hf_layout_for(model);
+    layout->check(model);
   } catch (const Error& e) {
-    throw Error(concat("export: ", o.checkpoint, " cannot be written as glm4_moe: ", e.what()));
+    throw Error(concat("export: ", o.checkpoint, " cannot be written as ",
+                       layout ? layout->model_type() : "a Hugging Face model", ": ", e.what()));
   }
 
   ExportSummary summary;
   summary.step = reader.metadata().state.step;
-  summary.notes = notes_for(model);
-  const std::vector<ExportTensor> tensors = export_tensors(model, o.dtype);
+  summary.model_type = layout->model_type();
+  summary.notes = layout->notes(model);
+  const std::vector<ExportTensor> tensors = export_tensors(model, *layout, o.dtype);
   const std::vector<Shard> shards = plan_shards(tensors, o.shard_size);
   summary.tensors = tensors.size();
   summary.shards = shards.size();
@@ -246,8 +232,7 @@ ExportSummary export_checkpoint(const ExportOptions& o,
   }
   index += "\n  }\n}\n";
   data::write_file_atomic(staging / kIndexFile, index);
-  data::write_file_atomic(staging / "config.json",
-                          glm4_moe_config_json(cfg, o.dtype, summary.step));
+  data::write_file_atomic(staging / "config.json", layout->config_json(cfg, o.dtype, summary.step));
   // No special tokens: moetron trains on plain token streams (no BOS/EOS), so generation stops
   // at max_length or the caller's own stop criteria.
   data::write_file_atomic(staging / "generation_config.json",

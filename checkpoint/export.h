@@ -1,5 +1,6 @@
-// `moetron export`: a checkpoint as a Hugging Face model directory in the glm4_moe (GLM-4.5)
-// layout (docs/export.md): config.json, generation_config.json, sharded *.safetensors with
+// `moetron export`: a checkpoint as a Hugging Face model directory (docs/export.md) in the
+// deepseek_v3 layout (MLA models) or the glm4_moe (GLM-4.5) one (attention models),
+// checkpoint/hf_layout.h: config.json, generation_config.json, sharded *.safetensors with
 // model.safetensors.index.json, and the tokenizer.
 //
 // Streaming: each shard's tensor list and header are planned first, then the values are read
@@ -39,8 +40,9 @@ struct ExportOptions {
 };
 
 struct ExportSummary {
-  int64_t step = 0;    // the checkpoint's
-  size_t tensors = 0;  // in the export, MTP copies included
+  std::string model_type;  // the Hugging Face architecture written, e.g. "deepseek_v3"
+  int64_t step = 0;        // the checkpoint's
+  size_t tensors = 0;      // in the export, MTP copies included
   size_t shards = 0;
   uint64_t bytes = 0;              // tensor data, all shards together
   std::string tokenizer;           // what was written for it

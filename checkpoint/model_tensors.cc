@@ -59,7 +59,8 @@ std::vector<ModelTensor> model_tensors(const ModelConfig& m) {
     out.push_back({p + "input_layernorm.weight", {d}});
     if (layer_type(m, l) == ModelConfig::MLA) {
       const config::MlaConfig& a = m.mla();
-      const uint64_t ql = u(a.q_lora_rank()), r = u(a.kv_lora_rank()), rope = u(a.qk_rope_head_dim());
+      const uint64_t ql = u(a.q_lora_rank()), r = u(a.kv_lora_rank()),
+                     rope = u(a.qk_rope_head_dim());
       const uint64_t qk = u(a.qk_nope_head_dim()) + rope, v = u(a.v_head_dim());
       if (ql > 0) {
         out.push_back({p + "self_attn.q_a_proj.weight", {ql, d}});
@@ -115,10 +116,11 @@ ModelSize model_size(const ModelConfig& m) {
   const Wide ql = u(a.q_lora_rank()), r = u(a.kv_lora_rank()), rope = u(a.qk_rope_head_dim());
   const Wide nope = u(a.qk_nope_head_dim()), v = u(a.v_head_dim());
   const Wide mla_tensors = 2 + (ql > 0 ? 7 : 5);
-  const Wide mla_elements = 2 * d + (ql > 0 ? ql * d + ql + H * (nope + rope) * ql
-                                            : H * (nope + rope) * d) +
-                            (r + rope) * d + r + H * (nope + v) * r + d * H * v;
-  const Wide attn_layers = layers_of(ModelConfig::ATTENTION), mla_layers = layers_of(ModelConfig::MLA);
+  const Wide mla_elements =
+      2 * d + (ql > 0 ? ql * d + ql + H * (nope + rope) * ql : H * (nope + rope) * d) +
+      (r + rope) * d + r + H * (nope + v) * r + d * H * v;
+  const Wide attn_layers = layers_of(ModelConfig::ATTENTION),
+             mla_layers = layers_of(ModelConfig::MLA);
   const Wide mixer_tensors = attn_layers * 6 + mla_layers * mla_tensors;
   const Wide mixer_elements =
       attn_layers * (2 * d + (2 * H + 2 * KV) * hd * d) + mla_layers * mla_elements;
@@ -132,11 +134,9 @@ ModelSize model_size(const ModelConfig& m) {
       E > 0 ? std::min<Wide>(L, u(std::max(0, e.first_k_dense_replace()))) : L;
   const Wide moe_layers = E > 0 ? L - dense_layers + D : 0;
   const Wide head = m.tie_word_embeddings() ? 0 : 1;
-  const Wide tensors = 1 + mixer_tensors +
-                       (dense_layers + (E > 0 ? 0 : D)) * dense_tensors + moe_layers * moe_tensors +
-                       D * mtp_tensors + 1 + head;
-  const Wide elements = V * d + mixer_elements +
-                        (dense_layers + (E > 0 ? 0 : D)) * dense_elements +
+  const Wide tensors = 1 + mixer_tensors + (dense_layers + (E > 0 ? 0 : D)) * dense_tensors +
+                       moe_layers * moe_tensors + D * mtp_tensors + 1 + head;
+  const Wide elements = V * d + mixer_elements + (dense_layers + (E > 0 ? 0 : D)) * dense_elements +
                         moe_layers * moe_elements + D * mtp_elements + d + head * V * d;
   return {saturate(tensors), saturate(elements)};
 }

@@ -206,14 +206,17 @@ void check_attention(const Tensor& q, const Tensor& k, const Tensor& v, float sc
   require_f32(q, "attention", "q");
   require_f32(k, "attention", "k");
   require_f32(v, "attention", "v");
-  MOETRON_CHECK(q.ndim() == 4 && k.ndim() == 4 && v.ndim() == 4 && q.dim(0) == k.dim(0) && q.dim(1) == k.dim(1) && q.dim(3) == k.dim(3) &&
-                    v.dim(0) == k.dim(0) && v.dim(1) == k.dim(1) && v.dim(2) == k.dim(2) &&
-                    q.dim(2) % k.dim(2) == 0 && std::isfinite(scale) && scale > 0,
+  MOETRON_CHECK(q.ndim() == 4 && k.ndim() == 4 && v.ndim() == 4 && q.dim(0) == k.dim(0) &&
+                    q.dim(1) == k.dim(1) && q.dim(3) == k.dim(3) && v.dim(0) == k.dim(0) &&
+                    v.dim(1) == k.dim(1) && v.dim(2) == k.dim(2) && q.dim(2) % k.dim(2) == 0 &&
+                    std::isfinite(scale) && scale > 0,
                 "attention: q ", shape_str(q.shape()), " k ", shape_str(k.shape()), " v ",
                 shape_str(v.shape()), " scale ", scale);
 }
 // out and dout: [B, T, H, dv].
-Shape out_shape(const Tensor& q, const Tensor& v) { return {q.dim(0), q.dim(1), q.dim(2), v.dim(3)}; }
+Shape out_shape(const Tensor& q, const Tensor& v) {
+  return {q.dim(0), q.dim(1), q.dim(2), v.dim(3)};
+}
 }  // namespace
 
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale, Tensor& out,

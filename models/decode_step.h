@@ -46,9 +46,9 @@ class TransposedWeights {
 
 struct DecodeStep {
   TransposedWeights& weights;
-  bool fixed_order;        // at most kFixedOrderRows positions: the fixed-order kernels
-  int64_t start;           // position of the first row
-  const RopeTables& rope;          // rows covering every position the cache holds
+  bool fixed_order;               // at most kFixedOrderRows positions: the fixed-order kernels
+  int64_t start;                  // position of the first row
+  const RopeTables& rope;         // rows covering every position the cache holds
   std::span<const Tensor> state;  // this layer's decoding state (TokenMixer::decode_state)
 
   // The same step for the layer whose state is `layer_state`.

@@ -27,8 +27,8 @@ ModelDims model_dims(const config::ModelConfig& cfg, int64_t batch, int64_t seq)
            a.v_head_dim()};
   d.rope_dim = has_layer_type(cfg, config::ModelConfig::ATTENTION) ? d.head_dim : d.mla.rope;
   const config::RopeScalingConfig& r = cfg.rope_scaling();
-  d.yarn = {r.factor(),   r.beta_fast(),      r.beta_slow(),
-            r.mscale(),   r.mscale_all_dim(), r.original_max_position_embeddings()};
+  d.yarn = {r.factor(), r.beta_fast(),      r.beta_slow(),
+            r.mscale(), r.mscale_all_dim(), r.original_max_position_embeddings()};
   d.rope_style = cfg.rope_style() == config::ModelConfig::INTERLEAVED ? ops::RopeStyle::interleaved
                                                                       : ops::RopeStyle::rotate_half;
   d.tied_head = cfg.tie_word_embeddings();

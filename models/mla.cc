@@ -60,7 +60,8 @@ Mla::Mla(ParamTable& params, const std::string& prefix, const ModelDims& d, cons
     q_down_ = params.add(prefix + "q_proj.weight", {qk_width, d.hidden}, ParamKind::matrix,
                          rt.tp.shard(0, qk_width, d.heads * a.qk()));
   }
-  kv_down_ = params.add(prefix + "kv_a_proj_with_mqa.weight", {latent, d.hidden}, ParamKind::matrix);
+  kv_down_ =
+      params.add(prefix + "kv_a_proj_with_mqa.weight", {latent, d.hidden}, ParamKind::matrix);
   if (q_lora()) {
     q_norm_.emplace(params, prefix + "q_a_layernorm.weight", a.q_lora, kLatentEps, rt);
     q_b_ = params.add(prefix + "q_b_proj.weight", {qk_width, a.q_lora}, ParamKind::matrix,
@@ -103,8 +104,7 @@ Mla::Mla(ParamTable& params, const std::string& prefix, const ModelDims& d, cons
   dqc_ = rt.empty({rows, H, a.nope});
   dqr_ = rt.empty({rows, H, a.rope});
   dq_ = rt.empty({rows, qk_width});
-  if (tp_comm_)
-    tp_grads_ = rt.empty({down * d.hidden + (q_lora() ? a.q_lora : 0) + a.kv_lora});
+  if (tp_comm_) tp_grads_ = rt.empty({down * d.hidden + (q_lora() ? a.q_lora : 0) + a.kv_lora});
 }
 
 std::vector<Shape> Mla::decode_state(int64_t max_len) const {

@@ -48,7 +48,7 @@ class Mla final : public TokenMixer {
   int64_t batch_, seq_, rows_, heads_;
   float scale_;
   Communicator* tp_comm_;
-  ParamRef q_down_, kv_down_;  // adjacent: one fused [q_down_width + kv_lora + rope, hidden]
+  ParamRef q_down_, kv_down_;      // adjacent: one fused [q_down_width + kv_lora + rope, hidden]
   std::optional<RMSNorm> q_norm_;  // with a q LoRA only
   ParamRef q_b_;
   RMSNorm kv_norm_;

@@ -41,10 +41,9 @@ Model::Model(const config::ModelConfig& cfg, int64_t batch, int64_t seq, const R
       blocks_([&] {
         std::vector<std::unique_ptr<Block>> blocks;
         for (int64_t l = 0; l < dims_.layers; ++l)
-          blocks.push_back(std::make_unique<Block>(params_,
-                                                   "model.layers." + std::to_string(l) + ".", dims_,
-                                                   rope_, dims_.mixer(l), dims_.is_moe_layer(l),
-                                                   rt));
+          blocks.push_back(
+              std::make_unique<Block>(params_, "model.layers." + std::to_string(l) + ".", dims_,
+                                      rope_, dims_.mixer(l), dims_.is_moe_layer(l), rt));
         return blocks;
       }()),
       final_norm_(params_, "model.norm.weight", dims_.hidden, dims_.eps, rt),
@@ -283,8 +282,8 @@ double Model::train_flops_per_token() const {
     if (kind == MixerKind::mla) {
       const MlaDims& a = dims_.mla;
       const auto f = [](int64_t v) { return static_cast<double>(v); };
-      const double q = a.q_lora > 0 ? f(a.q_lora) * d + heads * f(a.qk()) * f(a.q_lora)
-                                    : heads * f(a.qk()) * d;
+      const double q =
+          a.q_lora > 0 ? f(a.q_lora) * d + heads * f(a.qk()) * f(a.q_lora) : heads * f(a.qk()) * d;
       return {q + f(a.kv_lora + a.rope) * d + heads * f(a.nope + a.v) * f(a.kv_lora) +
                   d * heads * f(a.v),
               heads * f(a.qk()), heads * f(a.v)};

@@ -34,8 +34,8 @@ std::vector<float> rope_inv_freq(const ModelDims& d) {
   double high = std::min(std::ceil(correction_dim(y.beta_slow)), static_cast<double>(dim - 1));
   if (low == high) high += 0.001;
   for (int64_t j = 0; j < half; ++j) {
-    const auto ramp = static_cast<float>(
-        std::clamp((static_cast<double>(j) - low) / (high - low), 0.0, 1.0));
+    const auto ramp =
+        static_cast<float>(std::clamp((static_cast<double>(j) - low) / (high - low), 0.0, 1.0));
     const float extrapolation = 1.0f - ramp;
     float& f = inv[static_cast<size_t>(j)];
     const float interpolated = f / y.factor;

@@ -145,11 +145,11 @@ class CpuBackend final : public Backend {
                            v.data<float>(), out.data<float>(), lse.data<float>());
   }
   void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
-                          float scale, const Tensor& out, const Tensor& lse, Tensor& dq,
-                          Tensor& dk, Tensor& dv) override {
-    cpu::attention_backward(shape_of(q, k, v, scale), dout.data<float>(), q.data<float>(), k.data<float>(),
-                            v.data<float>(), out.data<float>(), lse.data<float>(), dq.data<float>(),
-                            dk.data<float>(), dv.data<float>());
+                          float scale, const Tensor& out, const Tensor& lse, Tensor& dq, Tensor& dk,
+                          Tensor& dv) override {
+    cpu::attention_backward(shape_of(q, k, v, scale), dout.data<float>(), q.data<float>(),
+                            k.data<float>(), v.data<float>(), out.data<float>(), lse.data<float>(),
+                            dq.data<float>(), dk.data<float>(), dv.data<float>());
   }
   void swiglu_forward(const Tensor& gate_up, Tensor& out) override {
     cpu::swiglu_forward(gate_up.data<float>(), out.data<float>(), out.rows(), out.cols());

@@ -92,7 +92,8 @@ void split_heads(const float* src, float* a, float* b, int64_t n, int64_t heads,
 void transpose01(const float* src, int64_t d0, int64_t d1, int64_t d2, float* dst) {
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t i = 0; i < d0; ++i)
-    for (int64_t j = 0; j < d1; ++j) std::copy_n(src + (i * d1 + j) * d2, d2, dst + (j * d0 + i) * d2);
+    for (int64_t j = 0; j < d1; ++j)
+      std::copy_n(src + (i * d1 + j) * d2, d2, dst + (j * d0 + i) * d2);
 }
 
 void swiglu_forward(const float* gate_up, float* out, int64_t rows, int64_t width) {

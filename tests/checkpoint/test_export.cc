@@ -389,6 +389,70 @@ TEST(Export, RefusesSettingsGlm4MoeCannotExpress) {
   EXPECT_FALSE(fs::exists(dir / "hf"));
 }
 
+// A DeepSeek-V3-shaped MLA model small enough for the PyTorch reference: MLA with a q LoRA
+// (or q_proj), v_head_dim != qk_nope_head_dim, the glm_run MoE, D MTP modules.
+config::RunConfig deepseek_run(int mtp_depth, bool q_lora) {
+  config::RunConfig cfg = glm_run(mtp_depth);
+  config::ModelConfig* m = cfg.mutable_model();
+  m->add_layer_types(config::ModelConfig::MLA);
+  m->set_num_key_value_heads(0);
+  m->set_rope_style(config::ModelConfig::INTERLEAVED);
+  config::MlaConfig* a = m->mutable_mla();
+  a->set_q_lora_rank(q_lora ? 24 : 0);
+  a->set_kv_lora_rank(16);
+  a->set_qk_nope_head_dim(8);
+  a->set_qk_rope_head_dim(4);
+  a->set_v_head_dim(12);
+  validate_config(cfg);
+  return cfg;
+}
+
+// deepseek_v3: every tensor copied as stored (rope_interleave true for INTERLEAVED), MTP layers
+// at num_hidden_layers + k; the reference model's MLA (tests/reference/mla.py) gives moetron's
+// logits.
+TEST(Export, DeepseekV3Fp32GivesMoetronsLogitsInTheReferenceModel) {
+  TempDir dir;
+  make_checkpoint(deepseek_run(2, true), dir / "ckpt.h5", 61);
+  const ExportOptions o = options(dir / "ckpt.h5", dir / "hf", StDtype::f32);
+  const checkpoint::ExportSummary s = checkpoint::export_checkpoint(o);
+  EXPECT_EQ(s.model_type, "deepseek_v3");
+  check_with_reference(dir.path(), o, 1e-4, 3);
+}
+
+// q_proj (q_lora_rank null), ROTATE_HALF (rope_interleave false), YaRN, tied embeddings, bf16
+// of bf16-exact weights.
+TEST(Export, DeepseekV3Bf16OfQProjYarnTiedModelGivesMoetronsLogits) {
+  TempDir dir;
+  config::RunConfig cfg = deepseek_run(1, false);
+  cfg.mutable_model()->set_rope_style(config::ModelConfig::ROTATE_HALF);
+  cfg.mutable_model()->set_tie_word_embeddings(true);
+  config::RopeScalingConfig* r = cfg.mutable_model()->mutable_rope_scaling();
+  r->set_factor(4.0f);
+  r->set_original_max_position_embeddings(8);
+  r->set_mscale(1.0f);
+  r->set_mscale_all_dim(0.8f);
+  validate_config(cfg);
+  make_checkpoint(cfg, dir / "ckpt.h5", 62, /*bf16_exact=*/true);
+  const ExportOptions o = options(dir / "ckpt.h5", dir / "hf", StDtype::bf16);
+  const checkpoint::ExportSummary s = checkpoint::export_checkpoint(o);
+  EXPECT_EQ(s.model_type, "deepseek_v3");
+  check_with_reference(dir.path(), o, 1e-4, 2);
+}
+
+TEST(Export, RefusesAModelMixingMlaAndAttention) {
+  TempDir dir;
+  config::RunConfig cfg = deepseek_run(1, true);
+  cfg.mutable_model()->add_layer_types(config::ModelConfig::ATTENTION);
+  cfg.mutable_model()->set_num_hidden_layers(4);
+  cfg.mutable_model()->mutable_mla()->set_qk_rope_head_dim(8);  // head_dim 32 / 4
+  validate_config(cfg);
+  make_checkpoint(cfg, dir / "mixed.h5", 63);
+  expect_error(
+      [&] { checkpoint::export_checkpoint(options(dir / "mixed.h5", dir / "hf", StDtype::bf16)); },
+      "mixes MLA and ATTENTION layers");
+  EXPECT_FALSE(fs::exists(dir / "hf"));
+}
+
 TEST(Export, WritesTheTokenizerTheCheckpointWasTrainedWith) {
   TempDir dir;
   // The byte tokenizer: tokenizer.json maps ids 0..255 to the 256 bytes, one each.

@@ -342,16 +342,15 @@ std::vector<GradCase> grad_cases() {
       ops::attention_forward(in[0], in[1], in[2], scale, out, lse);
       return out;
     };
-    cases.push_back({"attention_dv_scale", make, fwd,
-                     [](const std::vector<Tensor>& in, const Tensor& dy) {
-                       Tensor out = poisoned({2, 70, 4, 6}), lse = poisoned({2, 4, 70});
-                       ops::attention_forward(in[0], in[1], in[2], scale, out, lse);
-                       Tensor dq = poisoned(in[0].shape()), dk = poisoned(in[1].shape()),
-                              dv = poisoned(in[2].shape());
-                       ops::attention_backward(dy, in[0], in[1], in[2], scale, out, lse, dq, dk,
-                                               dv);
-                       return std::vector<Tensor>{dq, dk, dv};
-                     }});
+    cases.push_back(
+        {"attention_dv_scale", make, fwd, [](const std::vector<Tensor>& in, const Tensor& dy) {
+           Tensor out = poisoned({2, 70, 4, 6}), lse = poisoned({2, 4, 70});
+           ops::attention_forward(in[0], in[1], in[2], scale, out, lse);
+           Tensor dq = poisoned(in[0].shape()), dk = poisoned(in[1].shape()),
+                  dv = poisoned(in[2].shape());
+           ops::attention_backward(dy, in[0], in[1], in[2], scale, out, lse, dq, dk, dv);
+           return std::vector<Tensor>{dq, dk, dv};
+         }});
     cases.back().reference = [](const std::vector<Values>& in) {
       return dref_attention(in[0], in[1], in[2], 2, 70, 4, 4, 12, 6, scale);
     };
@@ -359,21 +358,21 @@ std::vector<GradCase> grad_cases() {
   for (const bool broadcast : {false, true}) {
     // concat_heads (b of one head broadcast: MLA's shared key); its gradient is split_heads.
     const int64_t hb = broadcast ? 1 : 3;
-    cases.push_back({broadcast ? "concat_heads_broadcast" : "concat_heads",
-                     [=](std::mt19937& g) {
-                       return std::vector<Tensor>{random_tensor({5, 3, 4}, g),
-                                                  random_tensor({5, hb, 2}, g)};
-                     },
-                     [](const std::vector<Tensor>& in) {
-                       Tensor y = poisoned({5, 3, 6});
-                       ops::concat_heads(in[0], in[1], y);
-                       return y;
-                     },
-                     [=](const std::vector<Tensor>&, const Tensor& dy) {
-                       Tensor da = poisoned({5, 3, 4}), db = poisoned({5, hb, 2});
-                       ops::split_heads(dy, da, db);
-                       return std::vector<Tensor>{da, db};
-                     }});
+    cases.push_back(
+        {broadcast ? "concat_heads_broadcast" : "concat_heads",
+         [=](std::mt19937& g) {
+           return std::vector<Tensor>{random_tensor({5, 3, 4}, g), random_tensor({5, hb, 2}, g)};
+         },
+         [](const std::vector<Tensor>& in) {
+           Tensor y = poisoned({5, 3, 6});
+           ops::concat_heads(in[0], in[1], y);
+           return y;
+         },
+         [=](const std::vector<Tensor>&, const Tensor& dy) {
+           Tensor da = poisoned({5, 3, 4}), db = poisoned({5, hb, 2});
+           ops::split_heads(dy, da, db);
+           return std::vector<Tensor>{da, db};
+         }});
     cases.back().reference = [=](const std::vector<Values>& in) {
       Values y(5 * 3 * 6);
       for (int64_t i = 0; i < 5; ++i)
@@ -385,7 +384,9 @@ std::vector<GradCase> grad_cases() {
     };
   }
   cases.push_back({"transpose01",
-                   [](std::mt19937& g) { return std::vector<Tensor>{random_tensor({4, 3, 5}, g)}; },
+                   [](std::mt19937& g) {
+                     return std::vector<Tensor>{random_tensor({4, 3, 5}, g)};
+                   },
                    [](const std::vector<Tensor>& in) {
                      Tensor y = poisoned({3, 4, 5});
                      ops::transpose01(in[0], y);
@@ -794,6 +795,41 @@ TEST(OpForward, DecodingOpsMatchTheTrainingOpsRowForRow) {
     EXPECT_TRUE(
         close(out.span<float>(), to_double(full.reshape({T, H, hd}).slice(t, t + 1)), 1e-5, 1e-5))
         << "position " << t;
+  }
+}
+
+// Absorbed MLA decoding: attention over a latent cache whose rows are the keys and whose first
+// dv columns are the values equals causal attention with one kv head of those keys and values.
+TEST(OpForward, LatentDecodingMatchesCausalAttention) {
+  std::mt19937 gen(10);
+  const int64_t T = 11, H = 3, dk = 10, dv = 6;
+  const float scale = 0.3f;
+  const Tensor cache = random_tensor({T, dk}, gen), q = random_tensor({1, T, H, dk}, gen);
+  Tensor values = poisoned({1, T, 1, dv});
+  std::array<Tensor, 2> parts{values.reshape({T, dv}), poisoned({T, dk - dv})};
+  ops::split_cols(cache, parts);
+  Tensor full = poisoned({1, T, H, dv}), lse = poisoned({1, H, T});
+  ops::attention_forward(q, cache.reshape({1, T, 1, dk}), values, scale, full, lse);
+  Tensor qh = poisoned({H, T, dk});
+  ops::transpose01(q.reshape({T, H, dk}), qh);
+  for (const int64_t chunk : {int64_t{1}, int64_t{4}, T}) {
+    Tensor got = poisoned({H, T, dv});
+    for (int64_t start = 0; start < T; start += chunk) {
+      const int64_t n = std::min(chunk, T - start);
+      Tensor qs = poisoned({H, n, dk}), out = poisoned({H, n, dv});
+      for (int64_t h = 0; h < H; ++h) {
+        Tensor dst = qs.view(h * n * dk, {n, dk});
+        ops::copy(qh.view((h * T + start) * dk, {n, dk}), dst);
+      }
+      ops::attention_decode_latent(qs, cache, start, scale, out);
+      for (int64_t h = 0; h < H; ++h) {
+        Tensor dst = got.view((h * T + start) * dv, {n, dv});
+        ops::copy(out.view(h * n * dv, {n, dv}), dst);
+      }
+    }
+    Tensor want = poisoned({H, T, dv});
+    ops::transpose01(full.reshape({T, H, dv}), want);
+    EXPECT_TRUE(close(got.span<float>(), to_double(want), 1e-5, 1e-6)) << "chunk " << chunk;
   }
 }
 

@@ -123,9 +123,9 @@ ModelDims mla_dims(const Golden& g) {
   d.rope_dim = d.mla.rope;
   if (g.attr_num("yarn_factor") > 0) {
     auto f = [&](const char* attr) { return static_cast<float>(g.attr_num(attr)); };
-    d.yarn = {f("yarn_factor"), f("yarn_beta_fast"), f("yarn_beta_slow"),
-              f("yarn_mscale"), f("yarn_mscale_all_dim"),
-              n("yarn_original_max_position_embeddings")};
+    d.yarn = {f("yarn_factor"),         f("yarn_beta_fast"),
+              f("yarn_beta_slow"),      f("yarn_mscale"),
+              f("yarn_mscale_all_dim"), n("yarn_original_max_position_embeddings")};
   }
   return d;
 }

@@ -320,9 +320,11 @@ TEST_F(World4, EveryLayoutMatchesOneRank) {
 TEST_F(World4, MlaLayoutsMatchOneRank) {
   MOETRON_REQUIRE_WORLD(4);
   for (const int mla : {1, 2})
-    for (auto [dp, tp, ep, zero1] :
-         {std::tuple{4, 1, 4, true}, {2, 2, 2, false}, {2, 2, 1, true}, {1, 4, 4, true},
-          {1, 4, 2, false}})
+    for (auto [dp, tp, ep, zero1] : {std::tuple{4, 1, 4, true},
+                                     {2, 2, 2, false},
+                                     {2, 2, 1, true},
+                                     {1, 4, 4, true},
+                                     {1, 4, 2, false}})
       expect_matches_reference({dp, tp, ep, zero1, 1, false, 0, mla});
 }
 

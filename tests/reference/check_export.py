@@ -1,7 +1,10 @@
 """Checks a `moetron export` directory against its checkpoint and against moetron's logits, with
 code independent of moetron's C++: the safetensors reader beside this file, h5py for the
-checkpoint, torch for the bf16 rounding, and the PyTorch reference model (model.py, moe.py) for
-the forward pass. Run by tests/checkpoint/test_export.cc; exits non-zero with the reason.
+checkpoint, torch for the bf16 rounding, and the PyTorch reference model (model.py, moe.py,
+mla.py) for the forward pass. Run by tests/checkpoint/test_export.cc; exits non-zero with the
+reason. Both layouts of docs/export.md: glm4_moe (GQA attention) and deepseek_v3 (MLA layers);
+which one the export must be follows from the checkpoint's config (model.layer_types MLA:
+deepseek_v3).
 
     python3 tests/reference/check_export.py --export DIR --checkpoint CKPT.h5 \
         --tokens TOKENS.i32 --logits LOGITS.f32 --batch B --seq T --dtype fp32|bf16 --rtol R
@@ -13,12 +16,22 @@ What it checks:
     model.layers.{L+k}.embed_tokens.weight and .shared_head.head.weight (and lm_head.weight for
     a tied model), each equal to its source;
   * every value is the checkpoint's: bitwise for fp32 and for the router (mlp.gate.*, always
-    F32), and bitwise torch's round-to-nearest-even bf16 of it for bf16; q_proj/k_proj of an
-    INTERLEAVED checkpoint with each head's rows (2j, 2j+1) moved to (j, j + hd/2);
-  * config.json describes the model (glm4_moe, partial_rotary_factor 1.0, ...);
-  * the reference model, built from config.json alone with glm4_moe's rotate_half RoPE and fed
-    the exported weights, gives moetron's main-head logits on the same tokens:
-    max |ref - moetron| <= rtol * max |moetron|.
+    F32), and bitwise torch's round-to-nearest-even bf16 of it for bf16; for glm4_moe, q_proj/
+    k_proj of an INTERLEAVED checkpoint with each head's rows (2j, 2j+1) moved to (j, j + hd/2);
+    for deepseek_v3 every tensor as stored (no permutation: rope_interleave says the layout);
+  * config.json describes the model: glm4_moe (partial_rotary_factor 1.0, ...), or deepseek_v3
+    (DeepseekV3ForCausalLM; the MLA widths, q_lora_rank null for 0, head_dim ==
+    qk_rope_head_dim, num_key_value_heads == heads, rope_interleave == the checkpoint's
+    rope_style is INTERLEAVED, rope_scaling (transformers 4) and rope_parameters (5) agreeing,
+    YaRN's fields as the checkpoint's model.rope_scaling, max_position_embeddings = factor x
+    original_max_position_embeddings under YaRN, else data.seq_len; the other model and MoE
+    fields as the checkpoint's);
+  * the reference model, built from config.json alone and fed the exported weights, gives
+    moetron's main-head logits on the same tokens: max |ref - moetron| <= rtol * max |moetron|.
+    glm4_moe: model.py's attention with glm4_moe's rotate_half RoPE; deepseek_v3: mla.py's MLA
+    in moe.py's model (rope_interleave true: the interleaved pairs rotated natively, false:
+    rotate_half; YaRN from rope_parameters; the latent norms with eps 1e-6 as transformers
+    hardcodes, the block norms with rms_norm_eps).
 """
 
 from __future__ import annotations
@@ -29,12 +42,12 @@ import os
 import re
 import sys
 
-import h5py
 import numpy as np
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+import mla  # noqa: E402
 import model as ref  # noqa: E402
 import moe  # noqa: E402
 from safetensors_reader import read_dir  # noqa: E402
@@ -72,6 +85,168 @@ def reference_config(cfg: dict) -> moe.MoeModelConfig:
         norm_topk_prob=cfg["norm_topk_prob"], n_group=cfg["n_group"], topk_group=cfg["topk_group"])
 
 
+# transformers' DeepseekV3Attention builds q_a_layernorm / kv_a_layernorm with this eps, whatever
+# rms_norm_eps says (DeepSeek-V3's own q_norm / kv_norm too); moetron's MLA does the same.
+LATENT_NORM_EPS = 1e-6
+YARN_FIELDS = ("factor", "original_max_position_embeddings", "beta_fast", "beta_slow", "mscale",
+               "mscale_all_dim")
+
+
+def parse_textproto(text: str) -> dict:
+    """moetron's saved config (protobuf text format, one field per line, as config_to_text
+    prints it) -> nested dict: field -> list of values (str) or of sub-dicts."""
+    root: dict = {}
+    stack = [root]
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("{"):
+            sub: dict = {}
+            stack[-1].setdefault(line[:-1].strip().rstrip(":").strip(), []).append(sub)
+            stack.append(sub)
+        elif line == "}":
+            stack.pop()
+            if not stack:
+                fail(f"checkpoint config line {n}: unbalanced '}}'")
+        elif ":" in line:
+            k, v = line.split(":", 1)
+            stack[-1].setdefault(k.strip(), []).append(v.strip())
+        else:
+            fail(f"checkpoint config line {n}: cannot read {line!r}")
+    if len(stack) != 1:
+        fail("checkpoint config: unclosed block")
+    return root
+
+
+def field(msg: dict, path: str):
+    """The last value of a dotted field path (str, or dict for a message); None when absent."""
+    for part in path.split("."):
+        if msg is None or part not in msg:
+            return None
+        msg = msg[part][-1]
+    return msg
+
+
+def need(msg: dict, path: str) -> str:
+    v = field(msg, path)
+    if v is None:
+        fail(f"the checkpoint's config has no {path}")
+    return v
+
+
+def f32(v) -> np.float32:
+    return np.float32(float(v))
+
+
+def check_deepseek_config(cfg: dict, saved: dict):
+    """config.json against the checkpoint's config (saved, parse_textproto) for deepseek_v3."""
+    want = {"model_type": "deepseek_v3", "architectures": ["DeepseekV3ForCausalLM"],
+            "hidden_act": "silu", "attention_bias": False, "tie_word_embeddings": False,
+            "scoring_func": "sigmoid", "topk_method": "noaux_tc"}
+    for k, v in want.items():
+        if cfg.get(k) != v:
+            fail(f"config.json {k} is {cfg.get(k)!r}, expected {v!r}")
+    if field(saved, "model.moe.scoring_func") not in (None, "SIGMOID"):
+        fail("the checkpoint routes with softmax; deepseek_v3 is sigmoid only")
+    # Integers and floats copied from the checkpoint's model config (floats as float32).
+    ints = {"vocab_size": "model.vocab_size", "hidden_size": "model.hidden_size",
+            "intermediate_size": "model.intermediate_size",
+            "num_hidden_layers": "model.num_hidden_layers",
+            "num_attention_heads": "model.num_attention_heads",
+            "num_nextn_predict_layers": "model.num_nextn_predict_layers",
+            "kv_lora_rank": "model.mla.kv_lora_rank", "qk_nope_head_dim": "model.mla.qk_nope_head_dim",
+            "qk_rope_head_dim": "model.mla.qk_rope_head_dim", "v_head_dim": "model.mla.v_head_dim"}
+    for k in ("n_routed_experts", "num_experts_per_tok", "moe_intermediate_size",
+              "n_shared_experts", "first_k_dense_replace", "n_group", "topk_group"):
+        ints[k] = f"model.moe.{k}"
+    for k, path in ints.items():
+        if type(cfg.get(k)) is not int or cfg[k] != int(need(saved, path)):
+            fail(f"config.json {k} is {cfg.get(k)!r}, the checkpoint's {path} is {need(saved, path)}")
+    floats = {"rms_norm_eps": "model.rms_norm_eps", "rope_theta": "model.rope_theta",
+              "routed_scaling_factor": "model.moe.routed_scaling_factor"}
+    for k, path in floats.items():
+        if not isinstance(cfg.get(k), (int, float)) or f32(cfg[k]) != f32(need(saved, path)):
+            fail(f"config.json {k} is {cfg.get(k)!r}, the checkpoint's {path} is {need(saved, path)}")
+    if cfg.get("norm_topk_prob") != (need(saved, "model.moe.norm_topk_prob") == "true"):
+        fail(f"config.json norm_topk_prob is {cfg.get('norm_topk_prob')!r}")
+    # MLA.
+    q_lora = int(need(saved, "model.mla.q_lora_rank"))
+    if cfg.get("q_lora_rank", "absent") != (q_lora if q_lora > 0 else None):
+        fail(f"config.json q_lora_rank is {cfg.get('q_lora_rank', 'absent')!r}, expected "
+             f"{q_lora if q_lora > 0 else None!r} (the checkpoint's q_lora_rank {q_lora}; 0 is null)")
+    if cfg.get("num_key_value_heads") != cfg["num_attention_heads"]:
+        fail(f"config.json num_key_value_heads is {cfg.get('num_key_value_heads')!r}, expected "
+             f"num_attention_heads {cfg['num_attention_heads']} (MLA has a key per head)")
+    if cfg.get("head_dim") != cfg["qk_rope_head_dim"]:
+        fail(f"config.json head_dim is {cfg.get('head_dim')!r}, expected qk_rope_head_dim "
+             f"{cfg['qk_rope_head_dim']} (the rotary width transformers' rotary embedding uses)")
+    interleaved = need(saved, "model.rope_style") == "INTERLEAVED"
+    if cfg.get("rope_interleave") is not interleaved:
+        fail(f"config.json rope_interleave is {cfg.get('rope_interleave')!r}, the checkpoint's "
+             f"rope_style is {need(saved, 'model.rope_style')}")
+    # RoPE parameters: rope_scaling (transformers 4) and rope_parameters (5) must agree.
+    rp, rs = cfg.get("rope_parameters"), cfg.get("rope_scaling", "absent")
+    if not isinstance(rp, dict) or rp.get("rope_theta") != cfg["rope_theta"]:
+        fail(f"config.json rope_parameters {rp!r}: rope_theta must be {cfg['rope_theta']}")
+    factor = f32(field(saved, "model.rope_scaling.factor") or 1)
+    if factor == 1:
+        if rs is not None or rp != {"rope_type": "default", "rope_theta": cfg["rope_theta"]}:
+            fail(f"config.json without YaRN: rope_scaling {rs!r} (expected null), rope_parameters {rp!r}")
+        want_positions = int(need(saved, "data.seq_len"))
+    else:
+        if not isinstance(rs, dict) or set(rs) != {"type", "rope_type", *YARN_FIELDS} or \
+                rs["type"] != "yarn" or rs["rope_type"] != "yarn":
+            fail(f"config.json rope_scaling {rs!r}: expected type/rope_type yarn and {YARN_FIELDS}")
+        if set(rp) != {"rope_type", "rope_theta", *YARN_FIELDS} or rp["rope_type"] != "yarn":
+            fail(f"config.json rope_parameters {rp!r}: expected rope_type yarn, rope_theta, {YARN_FIELDS}")
+        for k in YARN_FIELDS:
+            if rs[k] != rp[k]:
+                fail(f"config.json rope_scaling.{k} {rs[k]!r} != rope_parameters.{k} {rp[k]!r}")
+            if f32(rp[k]) != f32(need(saved, f"model.rope_scaling.{k}")):
+                fail(f"config.json rope_parameters.{k} is {rp[k]!r}, the checkpoint's "
+                     f"model.rope_scaling.{k} is {need(saved, f'model.rope_scaling.{k}')}")
+        if type(rp["original_max_position_embeddings"]) is not int:
+            fail("config.json original_max_position_embeddings is not an integer")
+        want_positions = float(rp["factor"]) * rp["original_max_position_embeddings"]
+    if cfg.get("max_position_embeddings") != want_positions:
+        fail(f"config.json max_position_embeddings is {cfg.get('max_position_embeddings')!r}, "
+             f"expected {want_positions:g}" + (" (factor x original_max_position_embeddings)"
+                                               if factor != 1 else " (data.seq_len)"))
+
+
+def deepseek_reference_config(cfg: dict) -> moe.MoeModelConfig:
+    """The reference model deepseek_v3's config.json describes (transformers'
+    DeepseekV3ForCausalLM), from config.json alone: moe.py's model with mla.py's attention."""
+    rp = cfg["rope_parameters"]
+    yarn = None
+    if rp["rope_type"] == "yarn":
+        yarn = mla.YarnConfig(factor=float(rp["factor"]),
+                              original_max_position_embeddings=rp["original_max_position_embeddings"],
+                              beta_fast=float(rp["beta_fast"]), beta_slow=float(rp["beta_slow"]),
+                              mscale=float(rp["mscale"]), mscale_all_dim=float(rp["mscale_all_dim"]))
+    attn = mla.MlaConfig(
+        hidden_size=cfg["hidden_size"], heads=cfg["num_attention_heads"],
+        q_lora_rank=cfg["q_lora_rank"] or 0, kv_lora_rank=cfg["kv_lora_rank"],
+        qk_nope_head_dim=cfg["qk_nope_head_dim"], qk_rope_head_dim=cfg["qk_rope_head_dim"],
+        v_head_dim=cfg["v_head_dim"], rope_theta=rp["rope_theta"],
+        rope_style=mla.INTERLEAVED if cfg["rope_interleave"] else mla.ROTATE_HALF,
+        rms_norm_eps=LATENT_NORM_EPS, yarn=yarn)
+    return moe.MoeModelConfig(
+        vocab_size=cfg["vocab_size"], hidden_size=cfg["hidden_size"],
+        num_hidden_layers=cfg["num_hidden_layers"], num_attention_heads=cfg["num_attention_heads"],
+        num_key_value_heads=cfg["num_key_value_heads"], intermediate_size=cfg["intermediate_size"],
+        rope_theta=rp["rope_theta"], rope_style=attn.rope_style,
+        rms_norm_eps=cfg["rms_norm_eps"], tie_word_embeddings=False,
+        num_nextn_predict_layers=cfg["num_nextn_predict_layers"],
+        n_routed_experts=cfg["n_routed_experts"], num_experts_per_tok=cfg["num_experts_per_tok"],
+        moe_intermediate_size=cfg["moe_intermediate_size"], n_shared_experts=cfg["n_shared_experts"],
+        first_k_dense_replace=cfg["first_k_dense_replace"],
+        routed_scaling_factor=cfg["routed_scaling_factor"], scoring_func=moe.SIGMOID,
+        norm_topk_prob=cfg["norm_topk_prob"], n_group=cfg["n_group"], topk_group=cfg["topk_group"],
+        mla=attn)
+
+
 def bf16_round(a: np.ndarray) -> np.ndarray:
     """torch's float32 -> bfloat16 (round to nearest even), widened back to float32."""
     return torch.from_numpy(a).to(torch.bfloat16).to(torch.float32).numpy()
@@ -106,6 +281,9 @@ def main() -> int:
     ap.add_argument("--min-shards", type=int, default=1)
     a = ap.parse_args()
     torch.set_num_threads(1)
+    # Here, not at the top: check_transformers_export.py imports this module's config readers
+    # in a venv without h5py.
+    import h5py
 
     tensors, index = read_dir(a.export)
     shards = sorted(set(index["weight_map"].values()))
@@ -116,13 +294,25 @@ def main() -> int:
             fail(f"shard name {s}")
     with open(os.path.join(a.export, "config.json")) as f:
         hf = json.load(f)
-    cfg = reference_config(hf)
-    L, D = cfg.num_hidden_layers, cfg.num_nextn_predict_layers
 
     with h5py.File(a.checkpoint, "r") as f:
         saved = f.attrs["config"]
         saved = saved.decode() if isinstance(saved, bytes) else saved
         ckpt = {name: np.asarray(f["params"][name], dtype=np.float32) for name in f["params"]}
+    # The layout follows from the checkpoint: MLA layers are deepseek_v3, attention glm4_moe.
+    layer_types = parse_textproto(saved).get("model", [{}])[-1].get("layer_types", [])
+    deepseek = "MLA" in layer_types
+    if deepseek and set(layer_types) != {"MLA"}:
+        fail(f"the checkpoint mixes layer types {sorted(set(layer_types))}: no export layout holds them")
+    if deepseek:
+        if hf.get("model_type") != "deepseek_v3":
+            fail(f"config.json model_type is {hf.get('model_type')!r}: the checkpoint has MLA "
+                 "layers, expected 'deepseek_v3'")
+        check_deepseek_config(hf, parse_textproto(saved))
+        cfg = deepseek_reference_config(hf)
+    else:
+        cfg = reference_config(hf)
+    L, D = cfg.num_hidden_layers, cfg.num_nextn_predict_layers
     interleaved = re.search(r"rope_style:\s*INTERLEAVED", saved) is not None
     tied = re.search(r"tie_word_embeddings:\s*true", saved) is not None
     if f"num_nextn_predict_layers: {D}" not in saved or f"num_hidden_layers: {L}" not in saved:
@@ -142,12 +332,13 @@ def main() -> int:
     if set(index["weight_map"]) != set(sources):
         fail("the index does not list exactly the export's tensors")
 
-    # Values.
+    # Values (deepseek_v3: as stored; glm4_moe: INTERLEAVED q/k rows permuted to rotate_half).
     head_dim = hf["head_dim"]
+    permute = interleaved and not deepseek
     for name, src in sources.items():
         dtype, got = tensors[name]
         want = ckpt[src]
-        if interleaved and re.search(r"self_attn\.[qk]_proj\.weight$", name):
+        if permute and re.search(r"self_attn\.[qk]_proj\.weight$", name):
             want = rope_to_half(want, head_dim)
         router = name.endswith("mlp.gate.weight") or name.endswith("e_score_correction_bias")
         want_dtype = "F32" if router or a.dtype == "fp32" else "BF16"
@@ -176,7 +367,7 @@ def main() -> int:
     diff = np.abs(mine - theirs)
     scale = float(np.max(np.abs(theirs)))
     rel = float(np.max(diff)) / scale
-    print(f"check_export: {len(tensors)} tensors in {len(shards)} shards ({a.dtype}), "
+    print(f"check_export: {hf['model_type']}, {len(tensors)} tensors in {len(shards)} shards ({a.dtype}), "
           f"logits [{n}, {cfg.vocab_size}]: max |diff| {np.max(diff):.3e}, max |logit| {scale:.3f}, "
           f"relative {rel:.3e} (tolerance {a.rtol:g})")
     if not rel <= a.rtol:

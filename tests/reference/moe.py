@@ -2,6 +2,11 @@
 the whole model of docs/model.md with MoE layers (model.py is reused unchanged; with
 n_routed_experts = 0 everything here reduces to model.py exactly).
 
+The attention can be swapped for DeepSeek's multi-head latent attention (mla.py): with
+MoeModelConfig.mla set (an mla.MlaConfig) every layer, dense, MoE and MTP, has MLA's
+self_attn.* parameters and sublayer in place of model.py's GQA; with mla None (the default)
+the model is exactly the one above.
+
 fp32, plain tensors, autograd for gradients. Routing (groups, top-k, capacity) is computed
 without gradient and written out explicitly: every "top" selection goes through order_desc(),
 a pairwise rank that breaks ties by the lower index, so nothing depends on torch.topk's
@@ -18,11 +23,12 @@ from __future__ import annotations
 import math
 import os
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mla as mla_ref  # noqa: E402
 import model as ref  # noqa: E402
 
 SIGMOID = "sigmoid"
@@ -82,6 +88,16 @@ class MoeModelConfig(ref.ModelConfig):
     aux_loss_coeff: float = 0.0
     z_loss_coeff: float = 0.0
     capacity_factor: float = 0.0
+    # The attention of every layer: None = model.py's GQA attention; an mla.MlaConfig = MLA
+    # (its hidden_size and heads must be this config's; the block norms keep rms_norm_eps,
+    # MLA's latent norms use the MlaConfig's).
+    mla: mla_ref.MlaConfig | None = None
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        if d["mla"] is None:
+            del d["mla"]  # GQA: the fields (and golden attributes) of before the swap existed
+        return d
 
     @property
     def moe(self) -> MoeConfig:
@@ -296,7 +312,22 @@ def _layer_of(name: str) -> int:
 
 def param_shapes(cfg: MoeModelConfig) -> dict:
     """model.param_shapes() with each MoE layer's dense mlp.* replaced (in place) by the MoE
-    names; includes the (non-trainable) e_score_correction_bias."""
+    names; includes the (non-trainable) e_score_correction_bias. With cfg.mla, each layer's
+    self_attn.{q,k,v,o}_proj are replaced (in place) by mla.param_shapes' names."""
+    if cfg.mla is not None:
+        assert cfg.mla.hidden_size == cfg.hidden_size and cfg.mla.heads == cfg.num_attention_heads
+        # model.py's names and order, from a config whose (discarded) GQA shapes always exist.
+        base = replace(cfg, mla=None, num_attention_heads=1, num_key_value_heads=1)
+        shapes = {}
+        for name, s in param_shapes(base).items():
+            if ".self_attn." in name:
+                if name.endswith("self_attn.q_proj.weight"):
+                    pre = name[: -len("q_proj.weight")]
+                    for n, ms in mla_ref.param_shapes(cfg.mla).items():
+                        shapes[pre + n] = ms
+                continue  # k_proj / v_proj / o_proj
+            shapes[name] = s
+        return shapes
     shapes = {}
     for name, s in ref.param_shapes(cfg).items():
         if name.startswith("model.layers.") and ".mlp." in name and cfg.is_moe_layer(_layer_of(name)):
@@ -333,14 +364,29 @@ def biases(params: dict) -> dict:
     return {k: v for k, v in params.items() if is_bias(k)}
 
 
+def attention(a: torch.Tensor, p: dict, prefix: str, cfg: MoeModelConfig,
+              fast: bool = False) -> torch.Tensor:
+    """The attention sublayer (no norm, no residual) of cfg: model.attention, or mla.mla when
+    cfg.mla is set (which has no fast path: always the explicit score matrix)."""
+    if cfg.mla is not None:
+        return mla_ref.mla(a, p, prefix, cfg.mla)
+    return ref.attention(a, p, prefix, cfg.num_attention_heads, cfg.kv_heads, cfg.rope_theta,
+                         cfg.rope_style, fast=fast)
+
+
 def block(x: torch.Tensor, p: dict, prefix: str, cfg: MoeModelConfig, layer: int, stats: dict,
           fast: bool = False) -> torch.Tensor:
-    """model.block with the MoE FFN on MoE layers; stats[prefix + "mlp."] gets moe_ffn's dict."""
+    """model.block with the MoE FFN on MoE layers and cfg's attention (GQA or MLA);
+    stats[prefix + "mlp."] gets moe_ffn's dict."""
     if not cfg.is_moe_layer(layer):
-        return ref.block(x, p, prefix, cfg, fast=fast)
+        if cfg.mla is None:
+            return ref.block(x, p, prefix, cfg, fast=fast)
+        a = ref.rms_norm(x, p[prefix + "input_layernorm.weight"], cfg.rms_norm_eps)
+        h = x + attention(a, p, prefix + "self_attn.", cfg, fast=fast)
+        m = ref.rms_norm(h, p[prefix + "post_attention_layernorm.weight"], cfg.rms_norm_eps)
+        return h + ref.swiglu(m, p, prefix + "mlp.")
     a = ref.rms_norm(x, p[prefix + "input_layernorm.weight"], cfg.rms_norm_eps)
-    h = x + ref.attention(a, p, prefix + "self_attn.", cfg.num_attention_heads, cfg.kv_heads,
-                          cfg.rope_theta, cfg.rope_style, fast=fast)
+    h = x + attention(a, p, prefix + "self_attn.", cfg, fast=fast)
     m = ref.rms_norm(h, p[prefix + "post_attention_layernorm.weight"], cfg.rms_norm_eps)
     B, T, d = m.shape
     out = moe_ffn(m.reshape(B * T, d), p, prefix + "mlp.", cfg.moe, seq_len=T, fast=fast)

@@ -16,9 +16,9 @@ using detail::concat;
 constexpr const char* kUsage =
     "usage: moetron export CKPT --out DIR [options]\n"
     "  Writes the checkpoint CKPT (a file, or a run or checkpoint directory: its latest) as a\n"
-    "  Hugging Face model directory in the glm4_moe (GLM-4.5) layout: config.json,\n"
-    "  generation_config.json, *.safetensors with model.safetensors.index.json, and the\n"
-    "  tokenizer (docs/export.md).\n"
+    "  Hugging Face model directory: deepseek_v3 for an MLA model, glm4_moe (GLM-4.5) for an\n"
+    "  attention model; config.json, generation_config.json, *.safetensors with\n"
+    "  model.safetensors.index.json, and the tokenizer (docs/export.md).\n"
     "  --out DIR           the model directory; must not exist or be empty\n"
     "  --dtype bf16|fp32   tensor type (default bf16, rounded to nearest even; the router stays\n"
     "                      fp32)\n"
@@ -103,7 +103,7 @@ int run_export(std::span<const std::string> args, const StopToken& stop) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("exported %s (step %lld) -> %s\n", o.checkpoint.c_str(),
               static_cast<long long>(s.step), o.out.c_str());
-  std::printf("  glm4_moe, %s, %zu tensors in %zu shards, %.1f MB, %.1fs\n",
+  std::printf("  %s, %s, %zu tensors in %zu shards, %.1f MB, %.1fs\n", s.model_type.c_str(),
               o.dtype == checkpoint::StDtype::bf16 ? "bf16" : "fp32", s.tensors, s.shards,
               static_cast<double>(s.bytes) / 1e6, seconds);
   std::printf("  tokenizer  %s\n", s.tokenizer.c_str());

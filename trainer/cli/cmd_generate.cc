@@ -146,13 +146,16 @@ uint64_t available_memory() {
   return 0;
 }
 
-// The decoder keeps keys and values of every position in every layer and MTP block; twice that
-// stands for its other per-position buffers.
+// The decoder keeps each layer's decoding state for every position (attention: keys and
+// values; MLA: the latent and the RoPE key) in every layer and MTP block; twice that stands for
+// its other per-position buffers.
 void check_cache_fits(const config::ModelConfig& mc, int64_t positions) {
-  const uint64_t layers =
-      static_cast<uint64_t>(mc.num_hidden_layers()) + mc.num_nextn_predict_layers();
-  const uint64_t kv_width = static_cast<uint64_t>(kv_heads(mc)) * head_dim(mc);
-  const uint64_t bytes = 2 * (layers * 2 * kv_width * 4) * static_cast<uint64_t>(positions);
+  uint64_t floats = 0;  // per position, all layers
+  for (int64_t l = 0; l < int64_t{mc.num_hidden_layers()} + mc.num_nextn_predict_layers(); ++l)
+    floats += layer_type(mc, l) == config::ModelConfig::MLA
+                  ? static_cast<uint64_t>(mc.mla().kv_lora_rank() + mc.mla().qk_rope_head_dim())
+                  : 2 * static_cast<uint64_t>(kv_heads(mc)) * head_dim(mc);
+  const uint64_t bytes = 2 * floats * 4 * static_cast<uint64_t>(positions);
   const uint64_t available = available_memory();
   if (available > 0 && bytes > available)
     throw Error(concat("generate: ", positions,

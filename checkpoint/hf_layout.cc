@@ -1,0 +1,92 @@
+#include "checkpoint/hf_layout.h"
+
+#include <charconv>
+
+#include "configs/config.h"
+#include "core/check.h"
+
+namespace moetron::checkpoint {
+
+using config::ModelConfig;
+using detail::concat;
+
+std::unique_ptr<HfLayout> hf_layout_for(const ModelConfig& m) {
+  const bool mla = has_layer_type(m, ModelConfig::MLA);
+  if (mla && has_layer_type(m, ModelConfig::ATTENTION))
+    throw Error(
+        "model.layer_types mixes MLA and ATTENTION layers: no Hugging Face architecture holds "
+        "both (deepseek_v3 is all MLA, glm4_moe all attention)");
+  return mla ? deepseek_v3_layout() : glm4_moe_layout();
+}
+
+std::vector<ExportTensor> export_tensors(const ModelConfig& m, const HfLayout& layout,
+                                         StDtype dtype) {
+  const std::string head = m.tie_word_embeddings() ? "model.embed_tokens.weight" : "lm_head.weight";
+  const auto vocab = static_cast<uint64_t>(m.vocab_size());
+  const auto hidden = static_cast<uint64_t>(m.hidden_size());
+  // A [vocab, hidden] copy of the embedding or the head under another name.
+  auto copy_of = [&](std::string name, const std::string& source) {
+    return ExportTensor{std::move(name), source, {vocab, hidden}, dtype};
+  };
+  std::vector<ExportTensor> out;
+  for (const ModelTensor& t : model_tensors(m)) {
+    ExportTensor x{t.name, t.name, t.shape, dtype, layout.rope_rows(m, t.name)};
+    if (t.name.ends_with(".mlp.gate.weight") || t.name.ends_with(".e_score_correction_bias"))
+      x.dtype = StDtype::f32;
+    // The MTP layer's copies of the embedding and the head go first in the layer, so a shard
+    // boundary never separates them from the layer.
+    if (t.name.starts_with("model.layers.") && t.name.ends_with(".enorm.weight")) {
+      const std::string p = t.name.substr(0, t.name.size() - std::string("enorm.weight").size());
+      out.push_back(copy_of(p + "embed_tokens.weight", "model.embed_tokens.weight"));
+      out.push_back(copy_of(p + "shared_head.head.weight", head));
+    }
+    out.push_back(std::move(x));
+  }
+  if (m.tie_word_embeddings())
+    out.push_back(copy_of("lm_head.weight", "model.embed_tokens.weight"));
+  return out;
+}
+
+std::string json_float(float v) {
+  char buf[64];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  std::string s(buf, r.ptr);
+  if (s.find_first_of(".eEni") == std::string::npos) s += ".0";
+  return s;
+}
+
+void check_hf_moe(const ModelConfig& m, const std::string& model_type) {
+  const config::MoeConfig& e = m.moe();
+  if (e.n_routed_experts() == 0)
+    throw Error(concat(
+        "model.moe.n_routed_experts is 0 (a dense model): ", model_type,
+        " is a mixture-of-experts architecture (vLLM refuses a model without an MoE layer and "
+        "transformers builds every MTP block as MoE); export a model with n_routed_experts >= 2"));
+  if (e.scoring_func() != config::MoeConfig::SIGMOID)
+    throw Error(concat("model.moe.scoring_func is SOFTMAX: ", model_type,
+                       "'s router always scores with sigmoid (transformers' TopkRouter, vLLM's "
+                       "scoring_func=\"sigmoid\"); only SIGMOID models can be exported as ",
+                       model_type));
+  if (e.n_routed_experts() / e.n_group() < 2)
+    throw Error(concat("model.moe.n_routed_experts / model.moe.n_group is ",
+                       e.n_routed_experts() / e.n_group(), ": ", model_type,
+                       " scores each expert group by the sum of its 2 best experts, so every "
+                       "group needs at least 2 experts"));
+}
+
+std::vector<std::string> common_notes(const ModelConfig& m, const std::string& model_type) {
+  std::vector<std::string> notes;
+  if (m.tie_word_embeddings())
+    notes.push_back("tied embeddings: lm_head.weight written as a copy of the embedding");
+  if (m.moe().capacity_factor() > 0)
+    notes.push_back(concat("capacity_factor ", m.moe().capacity_factor(),
+                           " is a training setting: ", model_type,
+                           " (and the export) is dropless"));
+  if (m.moe().n_shared_experts() == 0)
+    notes.push_back(
+        "n_shared_experts 0: transformers runs a zero-width shared expert; other "
+        "engines may expect at least one");
+  return notes;
+}
+
+}  // namespace moetron::checkpoint
