@@ -1,24 +1,40 @@
 """Loads a `moetron export` in current Hugging Face transformers, in transformers' own
-Glm4MoeForCausalLM (no trust_remote_code), and compares its next-token logits with moetron's on
-the same tokens. Not part of CI: it needs the venv tests/reference/setup_transformers_venv.sh
-makes (current transformers and PyTorch from PyPI). docs/export.md records the result.
+Glm4MoeForCausalLM or DeepseekV3ForCausalLM (whichever config.json's model_type names; no
+trust_remote_code), and compares its next-token logits with moetron's on the same tokens and its
+greedy continuation with `moetron generate`'s. Not part of CI: it needs the venv
+tests/reference/setup_transformers_venv.sh makes (current transformers and PyTorch from PyPI).
+docs/export.md records the results.
 
     tests/reference/setup_transformers_venv.sh
     .cache/venv-transformers/bin/python tests/reference/check_transformers_export.py CKPT \
         [--moetron build/trainer/moetron] [--logits build/tests/checkpoint/export_logits] \
         [--batch 2 --seq 64] [--dtype fp32] [--rtol 1e-4] [--dataset DIR] [--shard-size BYTES]
-        [--work DIR]
+        [--prompt TEXT --max-tokens 100] [--work DIR]
 
 It runs `moetron export CKPT --out WORK/hf --dtype DTYPE`, then export_logits (moetron's own
 forward on the checkpoint: the main head's logits of BATCH x SEQ random tokens), loads WORK/hf
-with Glm4MoeForCausalLM.from_pretrained (eager attention, float32) and requires
-max |transformers - moetron| <= rtol * max |moetron|.
+with from_pretrained (eager attention, float32; no missing weights, unexpected ones only in the
+MTP layers) and requires max |transformers - moetron| <= rtol * max |moetron|.
+
+Greedy continuation (byte tokenizer only): `moetron generate CKPT --prompt TEXT --max-tokens N`
+(its incremental decoder, KV cache and, for MLA, the absorbed form) against transformers'
+model.generate(do_sample=False) on the prompt's bytes: the N generated token ids must be equal
+(for an fp32 export; a bf16 one's is reported, not checked, as moetron decodes the fp32
+checkpoint).
+
+deepseek_v3 besides: the loaded config's rope_interleave, q_lora_rank and rope_parameters are
+config.json's (transformers 5 takes rope_scaling over rope_parameters when both are there, so
+both are compared with what it kept); its RoPE inverse frequencies and attention factor and its
+softmax scale are those of tests/reference/mla.py for the same settings; q_lora_rank null builds
+q_proj; and flipping model.config.rope_interleave after loading must move the logits (the flag
+is read at run time, so this shows the export's value is the one that matters).
 
 It also loads the MTP module with transformers' own MtpModel and compares its logits with the
-PyTorch reference's MTP (tests/reference/model.py, tied to moetron's C++ by the goldens) on
-the exported weights. transformers finds MTP weights only under the layer numbers of the
-released GLM-4.5 checkpoints (its Glm4MoePreTrainedModel._keys_to_ignore_on_load_unexpected
-holds model.layers.46 and 92), so the check points that list at this model's MTP layers first.
+PyTorch reference's MTP (tests/reference/model.py, moe.py, mla.py, tied to moetron's C++ by the
+goldens) on the exported weights. transformers finds MTP weights only under the layer numbers of
+the released checkpoints (Glm4MoePreTrainedModel._keys_to_ignore_on_load_unexpected holds
+model.layers.46 and 92, DeepseekV3PreTrainedModel's model.layers.61), so the check points that
+list at this model's MTP layers first.
 """
 
 from __future__ import annotations
@@ -48,6 +64,89 @@ def run(cmd: list[str]) -> str:
     return out.stdout
 
 
+def run_bytes(cmd: list[str]) -> bytes:
+    """run() for a command whose stdout is raw bytes (moetron generate's byte tokens); stderr
+    is printed."""
+    print("+", " ".join(cmd), flush=True)
+    out = subprocess.run(cmd, capture_output=True)
+    print(out.stderr.decode(errors="replace"), end="", flush=True)
+    if out.returncode != 0:
+        sys.exit(f"{cmd[0]} failed with exit status {out.returncode}")
+    return out.stdout
+
+
+def check_deepseek_model(model, config: dict, tokens, mine: np.ndarray) -> bool:
+    """What transformers made of a deepseek_v3 config.json (see the module docstring)."""
+    import mla
+    from check_export import deepseek_reference_config
+    ok = True
+    c = model.config
+    rp = config["rope_parameters"]
+    kept = dict(c.rope_parameters)
+    print(f"deepseek_v3 config as loaded: rope_interleave {c.rope_interleave}, q_lora_rank "
+          f"{c.q_lora_rank}, head_dim {c.head_dim}, qk_head_dim {c.qk_head_dim}, num_key_value_heads "
+          f"{c.num_key_value_heads}, max_position_embeddings {c.max_position_embeddings}, "
+          f"num_mtp_layers {c.num_mtp_layers}, rope_parameters {kept}", flush=True)
+    same = (c.rope_interleave is config["rope_interleave"] and c.q_lora_rank == config["q_lora_rank"]
+            and c.head_dim == config["qk_rope_head_dim"]
+            and c.num_key_value_heads == config["num_attention_heads"]
+            and c.num_mtp_layers == config["num_nextn_predict_layers"])
+    # rope_parameters: what transformers kept (rope_scaling when present, else rope_parameters,
+    # plus the top-level rope_theta) must hold config.json's rope_parameters' values.
+    for k, v in rp.items():
+        if k not in kept or kept[k] != v:
+            print(f"  loaded rope_parameters[{k!r}] = {kept.get(k, 'absent')!r}, config.json's {v!r}")
+            same = False
+    extra = {k: kept[k] for k in kept if k not in rp}
+    if extra:
+        print(f"  loaded rope_parameters keys not in config.json's rope_parameters: {extra} "
+              "(from rope_scaling, which transformers takes when present)")
+    attn0 = model.model.layers[0].self_attn
+    if (config["q_lora_rank"] is None) != (attn0.q_proj is not None and attn0.q_a_proj is None):
+        print(f"  q_lora_rank {config['q_lora_rank']}: q_proj {attn0.q_proj}, q_a_proj {attn0.q_a_proj}")
+        same = False
+    print(f"deepseek_v3 config fields as config.json's: {'ok' if same else 'FAIL'}", flush=True)
+    ok &= same
+
+    # RoPE and softmax scale against mla.py.
+    ref_cfg = deepseek_reference_config(config).mla
+    rot = model.model.rotary_emb
+    yarn = mla.yarn_of(ref_cfg.yarn)
+    if yarn is None:
+        j = torch.arange(ref_cfg.qk_rope_head_dim // 2, dtype=torch.float64)
+        inv_ref, af_ref = ref_cfg.rope_theta ** (-2.0 * j / ref_cfg.qk_rope_head_dim), 1.0
+    else:
+        inv_ref, af_ref = mla.yarn_inv_freq_and_factor(
+            ref_cfg.qk_rope_head_dim, ref_cfg.rope_theta, yarn.factor,
+            yarn.original_max_position_embeddings, yarn.beta_fast, yarn.beta_slow, yarn.mscale,
+            yarn.mscale_all_dim)
+    inv_hf = rot.inv_freq.double()
+    e_inv = float(((inv_hf - inv_ref).abs() / inv_ref).max())
+    e_af = abs(rot.attention_scaling - af_ref) / af_ref
+    e_scale = abs(attn0.scaling - mla.softmax_scale(ref_cfg)) / mla.softmax_scale(ref_cfg)
+    rope_ok = e_inv < 1e-6 and e_af < 1e-6 and e_scale < 1e-6
+    print(f"RoPE ({rot.rope_type}): inv_freq vs mla.py {e_inv:.1e} relative (transformers' are "
+          f"float32), attention factor {rot.attention_scaling:.9f} vs {af_ref:.9f}, softmax scale "
+          f"{attn0.scaling:.9f} vs {mla.softmax_scale(ref_cfg):.9f}: {'ok' if rope_ok else 'FAIL'}",
+          flush=True)
+    ok &= rope_ok
+
+    # rope_interleave is read at run time: the other value must give other logits.
+    V = config["vocab_size"]
+    c.rope_interleave = not config["rope_interleave"]
+    try:
+        with torch.no_grad():
+            flipped = model(input_ids=tokens).logits.reshape(-1, V).float().numpy()
+    finally:
+        c.rope_interleave = config["rope_interleave"]
+    moved = float(np.max(np.abs(flipped - mine))) / float(np.max(np.abs(mine)))
+    print(f"rope_interleave flipped to {not config['rope_interleave']} after loading: logits move by "
+          f"{moved:.3e} of the largest: {'ok (honoured)' if moved > 1e-3 else 'FAIL (ignored?)'}",
+          flush=True)
+    ok &= moved > 1e-3
+    return ok
+
+
 def compare(name: str, mine: np.ndarray, theirs: np.ndarray, rtol: float) -> bool:
     diff = np.abs(mine - theirs)
     scale = float(np.max(np.abs(theirs)))
@@ -74,11 +173,14 @@ def main() -> int:
     ap.add_argument("--seq", type=int, default=64)
     ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     ap.add_argument("--rtol", type=float, default=1e-4)
+    ap.add_argument("--prompt", default="The ", help="greedy continuation's prompt")
+    ap.add_argument("--max-tokens", type=int, default=100, help="greedy continuation's length")
     ap.add_argument("--work", help="where the export and logits go (default: a temporary directory)")
     a = ap.parse_args()
 
     import transformers
-    from transformers import AutoTokenizer, Glm4MoeForCausalLM
+    from transformers import AutoTokenizer, DeepseekV3ForCausalLM, Glm4MoeForCausalLM
+    from transformers.models.deepseek_v3 import modeling_deepseek_v3
     from transformers.models.glm4_moe import modeling_glm4_moe
 
     torch.manual_seed(0)
@@ -97,18 +199,38 @@ def main() -> int:
     with open(os.path.join(hf, "config.json")) as f:
         config = json.load(f)
     V, L, D = config["vocab_size"], config["num_hidden_layers"], config["num_nextn_predict_layers"]
+    deepseek = config["model_type"] == "deepseek_v3"
+    assert deepseek or config["model_type"] == "glm4_moe", config["model_type"]
     tokens = torch.from_numpy(np.fromfile(tokens_file, dtype=np.int32).astype(np.int64)).view(a.batch, a.seq)
     theirs = np.fromfile(logits_file, dtype=np.float32).reshape(a.batch * a.seq, V)
 
-    model = Glm4MoeForCausalLM.from_pretrained(hf, dtype=torch.float32, attn_implementation="eager")
+    cls = DeepseekV3ForCausalLM if deepseek else Glm4MoeForCausalLM
+    model, info = cls.from_pretrained(hf, dtype=torch.float32, attn_implementation="eager",
+                                      output_loading_info=True)
     model.eval()
-    assert type(model) is modeling_glm4_moe.Glm4MoeForCausalLM, type(model)
-    assert model.config.rope_parameters["partial_rotary_factor"] == 1.0, model.config.rope_parameters
+    if deepseek:
+        assert type(model) is modeling_deepseek_v3.DeepseekV3ForCausalLM, type(model)
+    else:
+        assert type(model) is modeling_glm4_moe.Glm4MoeForCausalLM, type(model)
+        assert model.config.rope_parameters["partial_rotary_factor"] == 1.0, model.config.rope_parameters
+    # Loading: every weight found; the unexpected ones are the MTP layers' (loaded below).
+    mtp_key = re.compile(rf"model\.layers\.({'|'.join(str(L + k) for k in range(D))})\.") if D else None
+    unexpected = sorted(info.get("unexpected_keys", []))
+    stray = [k for k in unexpected if not (mtp_key and mtp_key.match(k))]
+    bad = {k: v for k, v in info.items() if k != "unexpected_keys" and v}
+    load_ok = not stray and not bad
+    print(f"loading: {len(unexpected)} unexpected keys (all in the MTP layers {L}..{L + D - 1}: "
+          f"{not stray}), other loading info {bad or 'empty'}: {'ok' if load_ok else 'FAIL'}", flush=True)
+    if stray:
+        print(f"  unexpected outside the MTP layers: {stray[:8]}")
     with torch.no_grad():
         out = model(input_ids=tokens, output_hidden_states=True)
     mine = out.logits.reshape(-1, V).float().numpy()
-    ok = compare(f"main head, transformers Glm4MoeForCausalLM vs moetron ({a.dtype} export)",
+    ok = compare(f"main head, transformers {cls.__name__} vs moetron ({a.dtype} export)",
                  mine, theirs, a.rtol)
+    ok &= load_ok
+    if deepseek:
+        ok &= check_deepseek_model(model, config, tokens, mine)
 
     # The tokenizer (byte-level tokenizer.json) through AutoTokenizer.
     if os.path.exists(os.path.join(hf, "tokenizer.json")):
@@ -119,6 +241,33 @@ def main() -> int:
         print(f"tokenizer: {type(tok).__name__}, encode = UTF-8 bytes and decode round trip: "
               f"{'ok' if same else 'FAIL'}")
         ok &= same
+
+        # Greedy continuation: moetron generate vs transformers' generate, token for token.
+        prompt = list(a.prompt.encode("utf-8"))
+        gen_cmd = [a.moetron, "generate", a.checkpoint, "--prompt", a.prompt, "--max-tokens",
+                   str(a.max_tokens)] + (["--tokenizer", a.dataset] if a.dataset else [])
+        moetron_ids = list(run_bytes(gen_cmd))
+        if len(moetron_ids) == a.max_tokens + 1 and moetron_ids[-1] == ord("\n"):
+            moetron_ids.pop()  # the newline generate adds when the text does not end with one
+        with torch.no_grad():
+            gen = model.generate(input_ids=torch.tensor([prompt]),
+                                 attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                                 max_new_tokens=a.max_tokens,
+                                 do_sample=False, num_beams=1)
+        hf_ids = gen[0, len(prompt):].tolist()
+        first = next((i for i, (x, y) in enumerate(zip(hf_ids, moetron_ids)) if x != y),
+                     None if len(hf_ids) == len(moetron_ids) else min(len(hf_ids), len(moetron_ids)))
+        same = first is None and len(hf_ids) == a.max_tokens
+        print(f"greedy continuation of {a.prompt!r}, {a.max_tokens} tokens: moetron generate "
+              f"{bytes(moetron_ids)!r}", flush=True)
+        # A bf16 export decodes with rounded weights, moetron with the checkpoint's: reported only.
+        verdict = "identical" if same else f"first difference at token {first}"
+        verdict += (": ok" if same else ": FAIL") if a.dtype == "fp32" else " (bf16 export: not checked)"
+        print(f"  transformers generate(do_sample=False) {bytes(hf_ids)!r}: {verdict}", flush=True)
+        if a.dtype == "fp32":
+            ok &= same
+    else:
+        print("greedy continuation: skipped (not the byte tokenizer)")
 
     # MTP: transformers' MtpModel on the exported layers L..L+D-1 vs the PyTorch reference.
     if D > 0:
@@ -133,19 +282,23 @@ def main() -> int:
         T = a.seq - D
         h0 = out.hidden_states[-1][:, :T]  # after model.norm: what transformers' drafting feeds
         exported = {k: torch.from_numpy(v[1].copy()) for k, v in read_dir(hf)[0].items()}
-        cfg = moe.MoeModelConfig(
-            vocab_size=V, hidden_size=config["hidden_size"], num_hidden_layers=L,
-            num_attention_heads=config["num_attention_heads"],
-            num_key_value_heads=config["num_key_value_heads"],
-            intermediate_size=config["intermediate_size"], rope_theta=config["rope_theta"],
-            rope_style=ref.ROTATE_HALF, rms_norm_eps=config["rms_norm_eps"],
-            num_nextn_predict_layers=D, n_routed_experts=config["n_routed_experts"],
-            num_experts_per_tok=config["num_experts_per_tok"],
-            moe_intermediate_size=config["moe_intermediate_size"],
-            n_shared_experts=config["n_shared_experts"],
-            first_k_dense_replace=config["first_k_dense_replace"],
-            routed_scaling_factor=config["routed_scaling_factor"], norm_topk_prob=config["norm_topk_prob"],
-            n_group=config["n_group"], topk_group=config["topk_group"])
+        if deepseek:
+            from check_export import deepseek_reference_config
+            cfg = deepseek_reference_config(config)
+        else:
+            cfg = moe.MoeModelConfig(
+                vocab_size=V, hidden_size=config["hidden_size"], num_hidden_layers=L,
+                num_attention_heads=config["num_attention_heads"],
+                num_key_value_heads=config["num_key_value_heads"],
+                intermediate_size=config["intermediate_size"], rope_theta=config["rope_theta"],
+                rope_style=ref.ROTATE_HALF, rms_norm_eps=config["rms_norm_eps"],
+                num_nextn_predict_layers=D, n_routed_experts=config["n_routed_experts"],
+                num_experts_per_tok=config["num_experts_per_tok"],
+                moe_intermediate_size=config["moe_intermediate_size"],
+                n_shared_experts=config["n_shared_experts"],
+                first_k_dense_replace=config["first_k_dense_replace"],
+                routed_scaling_factor=config["routed_scaling_factor"], norm_topk_prob=config["norm_topk_prob"],
+                n_group=config["n_group"], topk_group=config["topk_group"])
         embed, head = exported["model.embed_tokens.weight"], exported["lm_head.weight"]
         with torch.no_grad():
             h_t, h_r = h0, h0
