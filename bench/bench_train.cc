@@ -94,14 +94,14 @@ struct CheckpointTiming {
 };
 
 // Saves the trained state three times (the best time counts) and loads it back once.
-CheckpointTiming time_checkpoint(const std::filesystem::path& dir, Model& model, AdamW& adam,
+CheckpointTiming time_checkpoint(const std::filesystem::path& dir, Model& model, Optimizer& adam,
                                  const config::RunConfig& cfg, const ProcessGroups& groups) {
   CheckpointTiming t;
   t.save_s = 1e30;
   const std::filesystem::path file = dir / "bench.h5";
   if (groups.rank() == 0) std::filesystem::create_directories(dir);
   if (groups.world()) groups.world()->barrier();
-  checkpoint::OptimizerState opt{adam.owned(), adam.exp_avg(), adam.exp_avg_sq(), adam.steps()};
+  checkpoint::OptimizerState opt = adam.state();
   for (int i = 0; i < 3; ++i) {
     reset_peak_rss();
     const int64_t before = rss_field("VmRSS:");

@@ -26,14 +26,20 @@ namespace fs = std::filesystem;
 struct Entry {
   std::string name;
   std::vector<uint64_t> shape;
-  bool moments = false;  // trained: AdamW's moments are saved beside it
+  ParamKind kind = ParamKind::matrix;
 };
 
-// Where group k (0: values, 1 and 2: AdamW's moments) keeps tensor `name`.
-std::string dataset_path(int k, const std::string& name) {
-  static constexpr std::array<std::string_view, 3> kGroups = {"/params/", "/exp_avg/",
-                                                              "/exp_avg_sq/"};
-  return concat(kGroups.at(static_cast<size_t>(k)), name);
+// Group k of a tensor: 0 its values, k >= 1 the optimizer's slot k - 1.
+std::string dataset_path(int k, const std::string& name, const OptimizerState& opt) {
+  if (k == 0) return "/params/" + name;
+  return concat("/", opt.slots.at(static_cast<size_t>(k - 1)).name, "/", name);
+}
+
+// Whether tensor e has group k (its values always; a slot when the slot holds it).
+bool has_group(int k, const Entry& e, const OptimizerState& opt) {
+  if (k == 0) return true;
+  return e.kind != ParamKind::buffer &&
+         opt.slots.at(static_cast<size_t>(k - 1)).holds(e.name, e.kind);
 }
 
 // The checksum contribution of element `index` (row-major in the logical tensor) holding `v`.
@@ -125,7 +131,7 @@ bool writes_moments(const ParamInfo& p, const ProcessGroups& g) {
 std::vector<Entry> global_entries(const ParamTable& params, const ProcessGroups& g) {
   std::ostringstream mine;
   for (const ParamInfo& p : params.infos()) {
-    mine << p.name << ' ' << (p.kind == ParamKind::buffer ? 0 : 1);
+    mine << p.name << ' ' << static_cast<int>(p.kind);
     for (int64_t d : p.global_shape) mine << ' ' << d;
     mine << '\n';
   }
@@ -147,9 +153,9 @@ std::vector<Entry> global_entries(const ParamTable& params, const ProcessGroups&
   for (std::string line; std::getline(lines, line);) {
     std::istringstream f(line);
     Entry e;
-    int trained = 0;
-    f >> e.name >> trained;
-    e.moments = trained != 0;
+    int kind = 0;
+    f >> e.name >> kind;
+    e.kind = static_cast<ParamKind>(kind);
     for (uint64_t d; f >> d;) e.shape.push_back(d);
     by_name.emplace(e.name, std::move(e));
   }
@@ -176,12 +182,12 @@ std::vector<Piece> value_pieces(const ParamInfo& p, const ParamTable& params) {
   return {std::move(piece)};
 }
 
-// p's elements among the owned ranges, in `moments` (laid out range after range).
-std::vector<Piece> moment_pieces(const ParamInfo& p, const OptimizerState& opt,
-                                 const Tensor& moments) {
+// p's elements among the slot's ranges, in its values (laid out range after range).
+std::vector<Piece> state_pieces(const ParamInfo& p, const StateSlot& slot) {
+  const Tensor& moments = slot.values;
   std::vector<Piece> out;
-  int64_t at = 0;  // where the current owned range's moments start
-  for (const auto& [first, last] : opt.owned) {
+  int64_t at = 0;  // where the current range's values start
+  for (const auto& [first, last] : slot.ranges) {
     const int64_t lo = std::max(first, p.offset), hi = std::min(last, p.offset + p.numel());
     if (lo < hi) {
       int64_t end = hi - p.offset;
@@ -196,11 +202,11 @@ std::vector<Piece> moment_pieces(const ParamInfo& p, const OptimizerState& opt,
   return out;
 }
 
-// Pieces of tensor k (0 values, 1 exp_avg, 2 exp_avg_sq) of p.
+// Pieces of group k (0 values, k >= 1 slot k - 1) of p.
 std::vector<Piece> pieces(int k, const ParamInfo& p, const ParamTable& params,
                           const OptimizerState& opt) {
   if (k == 0) return value_pieces(p, params);
-  return moment_pieces(p, opt, k == 1 ? opt.exp_avg : opt.exp_avg_sq);
+  return state_pieces(p, opt.slots.at(static_cast<size_t>(k - 1)));
 }
 
 uint64_t checksum(const std::vector<Piece>& pieces, uint64_t cols) {
@@ -249,22 +255,26 @@ std::string model_difference(const config::ModelConfig& a, const config::ModelCo
 
 void save(const fs::path& path, const ParamTable& params, const OptimizerState& opt,
           const TrainState& state, const std::string& config_text, const ProcessGroups& g) {
-  std::vector<Entry> entries = global_entries(params, g);
-  // Without an optimizer (the same on every rank), the weights alone.
-  if (!opt.exp_avg.defined())
-    for (Entry& e : entries) e.moments = false;
+  const std::vector<Entry> entries = global_entries(params, g);
+  // Groups per tensor: its values, then the optimizer's slots (none: the weights alone).
+  const int groups = 1 + static_cast<int>(opt.slots.size());
   // What this rank writes, and every tensor's checksum (XOR over the ranks that write it).
-  std::vector<std::array<std::vector<Piece>, 3>> written(entries.size());
-  Tensor sums = Tensor::zeros({static_cast<int64_t>(3 * entries.size())}, DType::i64);
+  std::vector<std::vector<std::vector<Piece>>> written(
+      entries.size(), std::vector<std::vector<Piece>>(static_cast<size_t>(groups)));
+  Tensor sums = Tensor::zeros({static_cast<int64_t>(groups * entries.size())}, DType::i64);
+  auto sum_at = [&](size_t i, int k) -> int64_t& {
+    return sums.data<int64_t>()[static_cast<int64_t>(i) * groups + k];
+  };
   for (size_t i = 0; i < entries.size(); ++i) {
     const int id = params.find(entries[i].name);
     if (id < 0) continue;  // another rank's expert
     const ParamInfo& p = params.info(id);
-    for (int k = 0; k < (entries[i].moments ? 3 : 1); ++k) {
+    for (int k = 0; k < groups; ++k) {
+      if (!has_group(k, entries[i], opt)) continue;
       if (!(k == 0 ? writes_values(p, g) : writes_moments(p, g))) continue;
-      written[i][k] = pieces(k, p, params, opt);
-      sums.data<int64_t>()[3 * i + k] =
-          static_cast<int64_t>(checksum(written[i][k], columns(entries[i])));
+      written[i][static_cast<size_t>(k)] = pieces(k, p, params, opt);
+      sum_at(i, k) =
+          static_cast<int64_t>(checksum(written[i][static_cast<size_t>(k)], columns(entries[i])));
     }
   }
   xor_over_world(g, sums);
@@ -295,18 +305,18 @@ void save(const fs::path& path, const ParamTable& params, const OptimizerState& 
       m.config_text = config_text;
       write_metadata(*file, m);
       for (size_t i = 0; i < entries.size(); ++i)
-        for (int k = 0; k < (entries[i].moments ? 3 : 1); ++k) {
-          const std::string name = dataset_path(k, entries[i].name);
+        for (int k = 0; k < groups; ++k) {
+          if (!has_group(k, entries[i], opt)) continue;
+          const std::string name = dataset_path(k, entries[i].name, opt);
           file->create_dataset(name, entries[i].shape);
-          file->set_dataset_attr(name, "checksum",
-                                 static_cast<uint64_t>(sums.data<int64_t>()[3 * i + k]));
+          file->set_dataset_attr(name, "checksum", static_cast<uint64_t>(sum_at(i, k)));
         }
     });
     agreed([&] {  // this rank's blocks: independent writes
       for (size_t i = 0; i < entries.size(); ++i)
-        for (int k = 0; k < (entries[i].moments ? 3 : 1); ++k)
-          for (const Piece& piece : written[i][k])
-            file->write(dataset_path(k, entries[i].name), piece.rects, piece.values);
+        for (int k = 0; k < groups; ++k)
+          for (const Piece& piece : written[i][static_cast<size_t>(k)])
+            file->write(dataset_path(k, entries[i].name, opt), piece.rects, piece.values);
     });
     agreed([&] { file->close(); });
     // Complete and closed on every rank: make it durable, then give it its name.
@@ -332,7 +342,7 @@ TrainState load(const fs::path& path, ParamTable& params, OptimizerState* optimi
                 const config::RunConfig& cfg, const ProcessGroups& g) {
   OptimizerState none;
   OptimizerState& opt = optimizer ? *optimizer : none;
-  const int groups_read = optimizer ? 3 : 1;  // values, and the moments when wanted
+  const int groups = 1 + static_cast<int>(opt.slots.size());  // values, and the state wanted
   const std::vector<Entry> entries = global_entries(params, g);
   std::optional<CheckpointReader> reader;
   TrainState state;
@@ -358,24 +368,31 @@ TrainState load(const fs::path& path, ParamTable& params, OptimizerState* optimi
     for (const std::string& name : found)
       if (!std::binary_search(expected.begin(), expected.end(), name))
         throw Error(concat(path, ": tensor ", name, " is not part of this model"));
-    if (optimizer)
-      for (const Entry& e : entries)
-        if (e.moments && !reader->has_moments(e.name))
-          throw Error(concat(path, ": AdamW's moments of ", e.name,
-                             " are missing (/exp_avg, /exp_avg_sq)"));
+    for (const Entry& e : entries)
+      for (int k = 1; k < groups; ++k)
+        if (has_group(k, e, opt) &&
+            !reader->has_state(opt.slots[static_cast<size_t>(k - 1)].name, e.name))
+          throw Error(concat(path, ": the optimizer state ", dataset_path(k, e.name, opt),
+                             " is missing (a checkpoint of weights alone, or of another "
+                             "optimizer: its config has optimizer.kind ",
+                             config::OptimizerConfig::Kind_Name(m.config.optimizer().kind()), ")"));
     state = m.state;
     if (optimizer) opt.step = m.optimizer_step;
   });
   H5File& file = reader->file();
   // This rank's blocks: shapes, dtypes, then the data.
-  Tensor sums = Tensor::zeros({static_cast<int64_t>(3 * entries.size())}, DType::i64);
+  Tensor sums = Tensor::zeros({static_cast<int64_t>(groups * entries.size())}, DType::i64);
+  auto sum_at = [&](size_t i, int k) -> int64_t& {
+    return sums.data<int64_t>()[static_cast<int64_t>(i) * groups + k];
+  };
   run_collectively(g.world(), [&] {
     for (size_t i = 0; i < entries.size(); ++i) {
       const int id = params.find(entries[i].name);
       if (id < 0) continue;
       const ParamInfo& p = params.info(id);
-      for (int k = 0; k < (entries[i].moments ? groups_read : 1); ++k) {
-        const std::string name = dataset_path(k, entries[i].name);
+      for (int k = 0; k < groups; ++k) {
+        if (!has_group(k, entries[i], opt)) continue;
+        const std::string name = dataset_path(k, entries[i].name, opt);
         MOETRON_CHECK(file.shape(name) == entries[i].shape, name, ": the reader checked it");
         if (k == 0) {  // padding rows (past the vocabulary) are zero
           float* v = params.flat_values().data<float>() + p.offset;
@@ -385,18 +402,17 @@ TrainState load(const fs::path& path, ParamTable& params, OptimizerState* optimi
         for (const Piece& piece : read) file.read(name, piece.rects, piece.values);
         // Every element is counted by the one rank that would write it in this layout.
         if (k == 0 ? writes_values(p, g) : writes_moments(p, g))
-          sums.data<int64_t>()[3 * i + k] =
-              static_cast<int64_t>(checksum(read, columns(entries[i])));
+          sum_at(i, k) = static_cast<int64_t>(checksum(read, columns(entries[i])));
       }
     }
   });
   xor_over_world(g, sums);
   run_collectively(g.world(), [&] {
     for (size_t i = 0; i < entries.size(); ++i)
-      for (int k = 0; k < (entries[i].moments ? groups_read : 1); ++k) {
-        const std::string name = dataset_path(k, entries[i].name);
-        if (static_cast<uint64_t>(sums.data<int64_t>()[3 * i + k]) !=
-            file.dataset_u64_attr(name, "checksum"))
+      for (int k = 0; k < groups; ++k) {
+        if (!has_group(k, entries[i], opt)) continue;
+        const std::string name = dataset_path(k, entries[i].name, opt);
+        if (static_cast<uint64_t>(sum_at(i, k)) != file.dataset_u64_attr(name, "checksum"))
           throw Error(
               concat(path, ": ", name, " does not match its checksum (the file is corrupt)"));
       }

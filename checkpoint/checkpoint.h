@@ -2,9 +2,10 @@
 // into any parallel layout (docs/checkpoint.md).
 //
 // Each dataset is one logical, unsharded tensor under its Hugging Face name (/params/NAME, and
-// AdamW's moments under /exp_avg/NAME and /exp_avg_sq/NAME), written by hyperslab: every
-// element by exactly one rank (one replica of each block). Beside them, as attributes of the
-// root: the format and its version, the step, the tokens and training windows consumed, AdamW's
+// each optimizer state tensor under its slot's name: AdamW's moments /exp_avg/NAME and
+// /exp_avg_sq/NAME, Muon's momentum /muon_momentum/NAME), written by hyperslab: every element
+// by exactly one rank (one replica of each block). Beside them, as attributes of the root: the
+// format and its version, the step, the tokens and training windows consumed, the optimizer's
 // step count, the layout at save time and the resolved config text. Every dataset carries a
 // layout-independent checksum (an XOR of per-element hashes of index and bits), so any layout
 // can verify what it reads.
@@ -13,6 +14,7 @@
 #include <bit>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -33,18 +35,29 @@ inline uint64_t element_hash(uint64_t index, float value) {
   return x ^ (x >> 31);
 }
 
-// AdamW's state (trainer/optimizer.h): the moments of the element ranges this rank owns, range
-// after range, and its step count. Tensors are handles: loading writes through them.
+// One tensor of optimizer state per element of the parameters it holds (trainer/optimizer.h):
+// saved as /NAME/<parameter> for every trained parameter `holds` accepts (a rule on names and
+// kinds, so that every rank agrees on the datasets, experts it does not hold included); this
+// rank's part is `values`, laid out over `ranges` (element ranges of the flat buffers,
+// ascending) range after range. Under ZeRO-1 the ranges are this rank's share, and each element
+// is written by its owner; otherwise by the one replica that writes the values.
+struct StateSlot {
+  std::string name;  // "exp_avg", "exp_avg_sq", "muon_momentum"
+  std::function<bool(const std::string& name, ParamKind kind)> holds;
+  std::vector<ElementRange> ranges;
+  Tensor values;  // a handle: loading writes through it
+};
+
+// The optimizer's state: its slots and its step count. No slots: the weights alone.
 struct OptimizerState {
-  std::vector<ElementRange> owned;
-  Tensor exp_avg, exp_avg_sq;
+  std::vector<StateSlot> slots;
   int64_t step = 0;
 };
 
 // Writes a checkpoint to `path` on every rank of `groups` together: into `path`.partial, closed
 // and fsynced, then renamed (rank 0), so `path` is complete or absent. `config_text` is the
-// resolved config. An `optimizer` without moment tensors (OptimizerState{}, on every rank) saves
-// the weights alone. Throws CollectiveError on failure (every rank alike), after removing the
+// resolved config. An `optimizer` without slots (OptimizerState{}, on every rank) saves the
+// weights alone. Throws CollectiveError on failure (every rank alike), after removing the
 // partial file.
 void save(const std::filesystem::path& path, const ParamTable& params,
           const OptimizerState& optimizer, const TrainState& state, const std::string& config_text,

@@ -1,6 +1,7 @@
 #include "checkpoint/inspect.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <iomanip>
 #include <ostream>
@@ -53,7 +54,9 @@ void inspect(const std::filesystem::path& path, std::ostream& out, bool moments,
   const config::ModelConfig& m = cfg.model();
   out << path.string() << ": " << kFormat << " version " << meta.version << "\n"
       << "  step " << meta.state.step << ", " << meta.state.tokens_seen << " tokens seen, "
-      << meta.state.samples_consumed << " windows, AdamW step " << meta.optimizer_step << "\n"
+      << meta.state.samples_consumed << " windows, optimizer "
+      << (cfg.optimizer().kind() == config::OptimizerConfig::MUON ? "Muon + AdamW" : "AdamW")
+      << " step " << meta.optimizer_step << "\n"
       << "  saved by the layout " << meta.layout << "\n"
       << "  model: vocab " << m.vocab_size() << ", hidden " << m.hidden_size() << ", "
       << m.num_hidden_layers() << " layers, " << m.num_attention_heads() << " heads ("
@@ -74,7 +77,7 @@ void inspect(const std::filesystem::path& path, std::ostream& out, bool moments,
   for (const ModelTensor& t : tensors) width = std::max(width, t.name.size());
   out << std::left << std::setw(static_cast<int>(width)) << "tensor"
       << "  " << std::setw(14) << "shape" << std::right << std::setw(12) << "L2 norm"
-      << (moments ? "   exp_avg norm  exp_avg_sq norm" : "") << "\n";
+      << (moments ? "   exp_avg norm  exp_avg_sq norm  muon_momentum norm" : "") << "\n";
   uint64_t elements = 0;
   std::ostringstream biases;
   std::vector<std::string> bad;
@@ -85,11 +88,19 @@ void inspect(const std::filesystem::path& path, std::ostream& out, bool moments,
     out << std::left << std::setw(static_cast<int>(width)) << t.name << "  " << std::setw(14)
         << shape_str({t.shape.begin(), t.shape.end()}) << std::right << std::setw(12)
         << std::setprecision(5) << std::defaultfloat << std::sqrt(v.sum_sq);
-    if (reader.has_moments(t.name)) {  // verified whether shown or not
-      const Reading a = read(reader, "/exp_avg/" + t.name, stop, bad);
-      const Reading b = read(reader, "/exp_avg_sq/" + t.name, stop, bad);
-      if (moments)
-        out << std::setw(15) << std::sqrt(a.sum_sq) << std::setw(17) << std::sqrt(b.sum_sq);
+    // Each state tensor is verified whether shown or not; "-" where a group holds none.
+    constexpr std::array<int, 3> kWidths = {15, 17, 20};
+    for (size_t k = 0; k < kStateGroups.size(); ++k) {
+      const bool has = reader.has_state(kStateGroups[k], t.name);
+      double norm = 0;
+      if (has)
+        norm = std::sqrt(read(reader, concat("/", kStateGroups[k], "/", t.name), stop, bad).sum_sq);
+      if (!moments) continue;
+      out << std::setw(kWidths[k]);
+      if (has)
+        out << norm;
+      else
+        out << "-";
     }
     if (bad.size() > bad_before) out << "  CHECKSUM MISMATCH";
     out << "\n";

@@ -53,25 +53,28 @@ CheckpointReader::CheckpointReader(const std::filesystem::path& path, MPI_Comm c
     if (!std::binary_search(expected.begin(), expected.end(), name))
       throw Error(concat(where, ": tensor ", name,
                          " is not part of this model (the one its config describes)"));
-  // AdamW's moments: both or neither of each tensor, of its shape.
-  const std::vector<std::string> avg = file_.list("/exp_avg"), avg_sq = file_.list("/exp_avg_sq");
-  if (avg != avg_sq)
-    throw Error(concat(where, ": /exp_avg and /exp_avg_sq hold different tensors (", avg.size(),
-                       " and ", avg_sq.size(), ")"));
+  // Optimizer state: each group's tensors are tensors of the model, of their shapes; AdamW's
+  // two moments hold the same tensors.
   std::vector<const ModelTensor*> by_name;
   for (const ModelTensor& t : tensors_) by_name.push_back(&t);
   std::sort(by_name.begin(), by_name.end(),
             [](const ModelTensor* a, const ModelTensor* b) { return a->name < b->name; });
-  for (const std::string& name : avg) {
-    const auto t =
-        std::lower_bound(by_name.begin(), by_name.end(), name,
-                         [](const ModelTensor* a, const std::string& n) { return a->name < n; });
-    if (t == by_name.end() || (*t)->name != name)
-      throw Error(concat(where, ": /exp_avg/", name, " is the moment of no tensor of the model"));
-    stored += check_dataset("/exp_avg/" + name, (*t)->shape);
-    stored += check_dataset("/exp_avg_sq/" + name, (*t)->shape);
+  for (const char* group : kStateGroups) {
+    std::vector<std::string>& names = state_[group];
+    names = file_.list(concat("/", group));
+    for (const std::string& name : names) {
+      const auto t =
+          std::lower_bound(by_name.begin(), by_name.end(), name,
+                           [](const ModelTensor* a, const std::string& n) { return a->name < n; });
+      if (t == by_name.end() || (*t)->name != name)
+        throw Error(concat(where, ": /", group, "/", name,
+                           " is the optimizer state of no tensor of the model"));
+      stored += check_dataset(concat("/", group, "/", name), (*t)->shape);
+    }
   }
-  with_moments_ = avg;
+  if (state_["exp_avg"] != state_["exp_avg_sq"])
+    throw Error(concat(where, ": /exp_avg and /exp_avg_sq hold different tensors (",
+                       state_["exp_avg"].size(), " and ", state_["exp_avg_sq"].size(), ")"));
   if (stored > file_.bytes())
     throw Error(concat(where, ": its tensors claim ", stored, " bytes, more than the file's ",
                        file_.bytes(), ": the file is damaged"));
@@ -93,8 +96,9 @@ uint64_t CheckpointReader::check_dataset(const std::string& path,
   return bytes;
 }
 
-bool CheckpointReader::has_moments(const std::string& name) const {
-  return std::binary_search(with_moments_.begin(), with_moments_.end(), name);
+bool CheckpointReader::has_state(const std::string& group, const std::string& name) const {
+  const auto it = state_.find(group);
+  return it != state_.end() && std::binary_search(it->second.begin(), it->second.end(), name);
 }
 
 bool CheckpointReader::read_rows(

@@ -9,9 +9,11 @@
 
 #include <mpi.h>
 
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <span>
 #include <string>
 #include <vector>
@@ -21,6 +23,11 @@
 #include "checkpoint/model_tensors.h"
 
 namespace moetron::checkpoint {
+
+// The optimizer state groups a checkpoint may hold (checkpoint.h, StateSlot), in the order
+// inspect shows them: AdamW's moments, Muon's momentum.
+inline constexpr std::array<const char*, 3> kStateGroups = {"exp_avg", "exp_avg_sq",
+                                                            "muon_momentum"};
 
 class CheckpointReader {
  public:
@@ -34,8 +41,9 @@ class CheckpointReader {
   H5File& file() { return file_; }
   // The model's tensors (/params), in model order.
   const std::vector<ModelTensor>& tensors() const { return tensors_; }
-  // Whether tensor `name` has AdamW's moments (/exp_avg, /exp_avg_sq) in the file.
-  bool has_moments(const std::string& name) const;
+  // Whether tensor `name` has optimizer state in `group` (one of kStateGroups, e.g. "exp_avg")
+  // in the file.
+  bool has_state(const std::string& group, const std::string& name) const;
 
   // Reads dataset `path` in blocks of whole rows (a multiple of `unit` rows, at most
   // `max_bytes` where a unit fits), calling `visit(first_row, values)` for each, and checks the
@@ -52,7 +60,7 @@ class CheckpointReader {
   H5File file_;
   Metadata metadata_;
   std::vector<ModelTensor> tensors_;
-  std::vector<std::string> with_moments_;  // sorted
+  std::map<std::string, std::vector<std::string>> state_;  // tensors of each state group, sorted
 };
 
 }  // namespace moetron::checkpoint

@@ -486,6 +486,20 @@ void check_moe(const config::MoeConfig& e, int num_layers) {
   }
 }
 
+void check_muon(const config::RunConfig& cfg) {
+  if (cfg.optimizer().kind() != config::OptimizerConfig::MUON) return;
+  const config::MuonConfig& m = cfg.optimizer().muon();
+  if (!(m.momentum() >= 0.0f && m.momentum() < 1.0f))
+    fail("optimizer.muon.momentum", m.momentum(), "must be in [0, 1)");
+  in_range("optimizer.muon.ns_steps", m.ns_steps(), 1, 100, "[1, 100]");
+  non_negative("optimizer.muon.weight_decay", m.weight_decay());
+  positive("optimizer.muon.rms_scale", m.rms_scale());
+  if (cfg.parallel().zero1())
+    fail("parallel.zero1", "true",
+         "does not combine with optimizer.kind MUON yet: Newton-Schulz needs each matrix whole, "
+         "and ZeRO-1 splits the gradients into element ranges (valid: false; docs/optimizers.md)");
+}
+
 // The rules of the layout that do not depend on the world size (parallel/layout.cc checks the
 // rest at launch).
 void check_parallel(const config::RunConfig& cfg) {
@@ -579,6 +593,7 @@ void validate_impl(const config::RunConfig& cfg) {
   check_parallel(cfg);
   check_data(cfg.data());
   check_optimizer(cfg.optimizer());
+  check_muon(cfg);
   check_schedule(cfg.schedule());
   non_negative("checkpoint.interval", cfg.checkpoint().interval());
   non_negative("checkpoint.keep_last", cfg.checkpoint().keep_last());

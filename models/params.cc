@@ -9,6 +9,11 @@
 
 namespace moetron {
 
+bool is_hidden_matrix(const std::string& name, ParamKind kind) {
+  return kind == ParamKind::matrix && name != "lm_head.weight" &&
+         name != "model.embed_tokens.weight";
+}
+
 Tensor ParamRef::value() const {
   return table_->value(id_);
 }

@@ -53,6 +53,14 @@ struct ParamInfo {
   int64_t numel() const { return shape_numel(shape); }
 };
 
+// Whether a parameter is one of the network's hidden matrices: a trained 2-D weight that is
+// neither the embedding nor the output head (Moonlight's and Megatron's rule for the parameters
+// Muon updates; the router's weight is one, the norms and the balancing bias are not).
+bool is_hidden_matrix(const std::string& name, ParamKind kind);
+// A rule on parameters by name and kind (an optimizer's parameter group: every rank agrees on
+// it, for the experts it does not hold too).
+using ParamFilter = std::function<bool(const std::string& name, ParamKind kind)>;
+
 // One gradient-ready unit's ranges in the two segments: [begin, end) element offsets.
 struct UnitRanges {
   int64_t dense_begin = 0, dense_end = 0, expert_begin = 0, expert_end = 0;

@@ -14,8 +14,8 @@ namespace {
 namespace fs = std::filesystem;
 using detail::concat;
 
-checkpoint::OptimizerState state_of(AdamW& opt) {
-  return {opt.owned(), opt.exp_avg(), opt.exp_avg_sq(), opt.steps()};
+checkpoint::OptimizerState state_of(const Optimizer& opt) {
+  return opt.state();
 }
 
 }  // namespace
@@ -88,7 +88,7 @@ fs::path Checkpoints::resume_point(const std::string& spec) const {
   return file;
 }
 
-fs::path Checkpoints::save(const Model& model, AdamW& optimizer,
+fs::path Checkpoints::save(const Model& model, Optimizer& optimizer,
                            const checkpoint::TrainState& state, const std::string& config_text) {
   fs::path file = dir_ / checkpoint_name(state.step);  // not const: returned by move
   if (groups_.rank() == 0) fs::create_directories(dir_);
@@ -138,7 +138,7 @@ void Checkpoints::prune(const fs::path& saved) const {
     fs::remove(older[i]);
 }
 
-checkpoint::TrainState Checkpoints::load(const fs::path& file, Model& model, AdamW& optimizer,
+checkpoint::TrainState Checkpoints::load(const fs::path& file, Model& model, Optimizer& optimizer,
                                          const config::RunConfig& cfg) {
   checkpoint::OptimizerState opt = state_of(optimizer);
   checkpoint::TrainState state = checkpoint::load(file, model.params(), &opt, cfg, groups_);

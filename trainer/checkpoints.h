@@ -32,14 +32,14 @@ class Checkpoints {
   // Saves step `state.step` (every rank together), then points `latest` at it and removes the
   // checkpoints beyond keep_last and any .partial left by a killed save. Returns the file. On
   // failure throws, naming the cause and the checkpoint `latest` still names.
-  std::filesystem::path save(const Model& model, AdamW& optimizer,
+  std::filesystem::path save(const Model& model, Optimizer& optimizer,
                              const checkpoint::TrainState& state, const std::string& config_text);
   // The checkpoint to resume from: the one `latest` names when `spec` is empty, else `spec`: a
   // checkpoint file, or a step number (its step-NNNNNNNN.h5 here). Throws Error naming what is
   // wrong and a way out that loses nothing.
   std::filesystem::path resume_point(const std::string& spec) const;
   // Loads `file` into the model and optimizer (any layout wrote it).
-  checkpoint::TrainState load(const std::filesystem::path& file, Model& model, AdamW& optimizer,
+  checkpoint::TrainState load(const std::filesystem::path& file, Model& model, Optimizer& optimizer,
                               const config::RunConfig& cfg);
   // "; DIR holds 3 checkpoints, the newest step-00000150.h5: --resume-from 150 continues from
   // it ...", or "" when it holds none besides `except`: what to say after a resume point is

@@ -6,10 +6,40 @@
 
 namespace moetron {
 
+namespace {
+
+// The parts of `owned` that lie in parameters `holds` accepts, ascending and merged.
+std::vector<std::pair<int64_t, int64_t>> held_ranges(
+    const ParamTable& params, const std::vector<std::pair<int64_t, int64_t>>& owned,
+    const ParamFilter& holds) {
+  std::vector<const ParamInfo*> held;
+  for (const ParamInfo& p : params.infos())
+    if (p.kind != ParamKind::buffer && holds(p.name, p.kind)) held.push_back(&p);
+  std::sort(held.begin(), held.end(),
+            [](const ParamInfo* a, const ParamInfo* b) { return a->offset < b->offset; });
+  std::vector<std::pair<int64_t, int64_t>> out;
+  for (const auto& [b, e] : owned)
+    for (const ParamInfo* p : held) {
+      const int64_t lo = std::max(b, p->offset), hi = std::min(e, p->offset + p->numel());
+      if (lo >= hi) continue;
+      if (!out.empty() && out.back().second == lo)
+        out.back().second = hi;
+      else
+        out.emplace_back(lo, hi);
+    }
+  return out;
+}
+
+}  // namespace
+
 AdamW::AdamW(ParamTable& params, const config::OptimizerConfig& cfg,
-             std::vector<std::pair<int64_t, int64_t>> owned)
-    : params_(params), cfg_(cfg), owned_(std::move(owned)) {
+             std::vector<std::pair<int64_t, int64_t>> owned, ParamFilter holds)
+    : params_(params), cfg_(cfg), holds_(std::move(holds)), owned_(std::move(owned)) {
   if (owned_.empty()) owned_.emplace_back(0, params.numel());
+  if (holds_)
+    owned_ = held_ranges(params, owned_, holds_);
+  else
+    holds_ = [](const std::string&, ParamKind) { return true; };
   int64_t n = 0;
   for (const auto& [b, e] : owned_) n += e - b;
   // The moments live where the parameters do.
@@ -49,6 +79,34 @@ void AdamW::step(double lr, double grad_norm) {
     }
     moment += e - b;
   }
+}
+
+std::vector<checkpoint::StateSlot> AdamW::slots() const {
+  return {{"exp_avg", holds_, owned_, m_}, {"exp_avg_sq", holds_, owned_, v_}};
+}
+
+Optimizer::Optimizer(ParamTable& params, const config::OptimizerConfig& cfg,
+                     std::vector<std::pair<int64_t, int64_t>> owned, Communicator* tp_comm,
+                     int tp_size, int tp_rank)
+    : adamw_(params, cfg, std::move(owned),
+             cfg.kind() == config::OptimizerConfig::MUON
+                 ? ParamFilter([](const std::string& name, ParamKind kind) {
+                     return !is_hidden_matrix(name, kind);
+                   })
+                 : ParamFilter()) {
+  if (cfg.kind() == config::OptimizerConfig::MUON)
+    muon_ = std::make_unique<Muon>(params, cfg, is_hidden_matrix, tp_comm, tp_size, tp_rank);
+}
+
+void Optimizer::step(double lr, double grad_norm) {
+  adamw_.step(lr, grad_norm);
+  if (muon_) muon_->step(lr, grad_norm);
+}
+
+checkpoint::OptimizerState Optimizer::state() const {
+  checkpoint::OptimizerState s{adamw_.slots(), adamw_.steps()};
+  if (muon_) s.slots.push_back(muon_->slot());
+  return s;
 }
 
 }  // namespace moetron

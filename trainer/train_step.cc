@@ -37,7 +37,8 @@ TrainStep::TrainStep(Model& model, const config::OptimizerConfig& optimizer,
       groups_(groups),
       accum_(grad_accum_steps),
       sync_(model.params(), groups),
-      optimizer_(model.params(), optimizer, sync_.owned()),
+      optimizer_(model.params(), optimizer, sync_.owned(), groups.tp(), groups.layout().tp,
+                 groups.tp_rank()),
       tokens_(static_cast<size_t>(model.dims().batch * model.dims().window())) {}
 
 void TrainStep::grad_norm_squared(Tensor& sum) const {

@@ -3,8 +3,9 @@
 // the micro-batches (the last one's backward hands each finished unit to the gradient sync);
 // wait for the reductions; reduce the losses and expert loads over the data-parallel group;
 // the global gradient norm; stop before any update if it or the loss is not finite; clip and
-// AdamW on the elements this rank owns; ZeRO-1 gather; router-bias update. The losses and the
-// norm stay on the device until one read per step (docs/architecture.md, device scalars).
+// the optimizer (AdamW on the elements this rank owns; Muon on its matrices); ZeRO-1 gather;
+// router-bias update. The losses and the norm stay on the device until one read per step
+// (docs/architecture.md, device scalars).
 #pragma once
 
 #include <cstdint>
@@ -39,7 +40,7 @@ class TrainStep {
   // when given, sees the reduced gradients before clipping and the update (tests use it).
   StepResult run(int64_t index, double lr, float mtp_weight, const NextBatch& next,
                  const std::function<void(const StepResult&)>& before_update = {});
-  AdamW& optimizer() { return optimizer_; }
+  Optimizer& optimizer() { return optimizer_; }
   // Whether gradient reductions start during backward (benchmarks compare both).
   void set_overlap(bool overlap) { sync_.set_overlap(overlap); }
 
@@ -51,7 +52,7 @@ class TrainStep {
   const ProcessGroups& groups_;
   int accum_;
   GradSync sync_;
-  AdamW optimizer_;
+  Optimizer optimizer_;
   std::vector<int32_t> tokens_;
 };
 

@@ -64,8 +64,8 @@ const std::filesystem::path& dataset_dir() {
   return path;
 }
 
-// mla: 0 GQA; 1 MLA with a q LoRA; 2 MLA with q_proj.
-config::RunConfig test_config(float capacity_factor = 0, int mla = 0) {
+// mla: 0 GQA; 1 MLA with a q LoRA; 2 MLA with q_proj. muon: optimizer.kind MUON.
+config::RunConfig test_config(float capacity_factor = 0, int mla = 0, bool muon = false) {
   config::RunConfig cfg = parse_config_text(R"(
     model { vocab_size: 258 hidden_size: 64 num_hidden_layers: 2 num_attention_heads: 8
             num_key_value_heads: 4 intermediate_size: 96 num_nextn_predict_layers: 2
@@ -90,6 +90,7 @@ config::RunConfig test_config(float capacity_factor = 0, int mla = 0) {
     a->set_qk_rope_head_dim(4);
     a->set_v_head_dim(12);
   }
+  if (muon) cfg.mutable_optimizer()->set_kind(config::OptimizerConfig::MUON);
   return cfg;
 }
 
@@ -100,12 +101,14 @@ struct Variant {
   bool one_expert = false;    // every token to experts 0 and 1 (the other ranks get none)
   float capacity_factor = 0;  // > 0: experts drop their lowest-score overflow
   int mla = 0;                // test_config's
+  bool muon = false;          // optimizer.kind MUON
   std::string name() const {
     return "(dp " + std::to_string(dp) + ", tp " + std::to_string(tp) + ", ep " +
            std::to_string(ep) + ", ZeRO-1 " + (zero1 ? "on" : "off") + ", accum " +
            std::to_string(accum) + (one_expert ? ", one expert" : "") +
            (capacity_factor > 0 ? ", capacity " + std::to_string(capacity_factor) : "") +
-           (mla > 0 ? mla == 1 ? ", MLA q LoRA" : ", MLA q_proj" : "") + ")";
+           (mla > 0 ? mla == 1 ? ", MLA q LoRA" : ", MLA q_proj" : "") + (muon ? ", Muon" : "") +
+           ")";
   }
 };
 
@@ -129,7 +132,7 @@ std::vector<float> router_biases(const ParamTable& params) {
 // where rounding decides AdamW's updates (tests/adam_check.h).
 Record train(const Variant& v, const ProcessGroups& groups, std::unique_ptr<Model>& model,
              int accum, test::AdamCheck* gradients = nullptr) {
-  const config::RunConfig cfg = test_config(v.capacity_factor, v.mla);
+  const config::RunConfig cfg = test_config(v.capacity_factor, v.mla, v.muon);
   const data::Dataset ds(dataset_dir(), data::Split::train);
   model = std::make_unique<Model>(cfg.model(), cfg.data().micro_batch_size(), cfg.data().seq_len(),
                                   groups.runtime());
@@ -174,14 +177,16 @@ struct Reference {
 // The single-process run of `parallel`'s model for `accum` micro-batches per step (computed once
 // per program and setting).
 const Reference& reference(const Variant& parallel, int accum) {
-  static std::map<std::tuple<int, bool, float, int>, Reference> cache;
-  Reference& ref = cache[{accum, parallel.one_expert, parallel.capacity_factor, parallel.mla}];
+  static std::map<std::tuple<int, bool, float, int, bool>, Reference> cache;
+  Reference& ref =
+      cache[{accum, parallel.one_expert, parallel.capacity_factor, parallel.mla, parallel.muon}];
   if (!ref.model) {
     const ProcessGroups alone;
     Variant v;
     v.one_expert = parallel.one_expert;
     v.capacity_factor = parallel.capacity_factor;
     v.mla = parallel.mla;
+    v.muon = parallel.muon;
     ref.record = train(v, alone, ref.model, accum, &ref.weights);
   }
   return ref;
@@ -276,6 +281,19 @@ TEST_F(World2, MlaLayoutsMatchOneRank) {
         expect_matches_reference({dp, tp, ep, zero1, 1, false, 0, mla});
 }
 
+// Muon: tensor-parallel shards gathered for Newton-Schulz, experts on their EP rank, data
+// parallel replicas computing the same update (ZeRO-1 is refused with Muon).
+TEST_F(World2, MuonLayoutsMatchOneRank) {
+  MOETRON_REQUIRE_WORLD(2);
+  for (const int mla : {0, 1})
+    for (auto [dp, tp, ep] : {std::tuple{2, 1, 1}, {1, 2, 1}, {2, 1, 2}, {1, 2, 2}}) {
+      Variant v{dp, tp, ep};
+      v.mla = mla;
+      v.muon = true;
+      expect_matches_reference(v);
+    }
+}
+
 TEST_F(World2, GradientAccumulationMatchesOneRank) {
   MOETRON_REQUIRE_WORLD(2);
   expect_matches_reference({2, 1, 2, true, /*accum=*/2});
@@ -326,6 +344,17 @@ TEST_F(World4, MlaLayoutsMatchOneRank) {
                                      {1, 4, 4, true},
                                      {1, 4, 2, false}})
       expect_matches_reference({dp, tp, ep, zero1, 1, false, 0, mla});
+}
+
+TEST_F(World4, MuonLayoutsMatchOneRank) {
+  MOETRON_REQUIRE_WORLD(4);
+  for (auto [dp, tp, ep, mla] :
+       {std::tuple{4, 1, 4, 0}, {2, 2, 2, 0}, {1, 4, 4, 0}, {2, 2, 1, 1}, {1, 4, 2, 2}}) {
+    Variant v{dp, tp, ep};
+    v.mla = mla;
+    v.muon = true;
+    expect_matches_reference(v);
+  }
 }
 
 TEST_F(World4, CapacityDroppingMatchesOneRank) {

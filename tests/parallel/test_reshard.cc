@@ -2,7 +2,8 @@
 // layout continues at any other, optimizer state included, with the losses of the run that was
 // never interrupted. The chain: (2,1,2) on 2 ranks -> (1,2,1) on 2 ranks -> one rank alone ->
 // (4,1,4) with ZeRO-1 on 4, two steps each, against one rank training all eight steps. The
-// global batch stays 8 windows of 2 sequences x 16 tokens: grad_accum_steps x dp = 4.
+// global batch stays 8 windows of 2 sequences x 16 tokens: grad_accum_steps x dp = 4. The Muon
+// variants carry Muon's momentum (and AdamW's moments of the other parameters) the same way.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -62,6 +63,7 @@ class World4Reshard : public test::MpiTest {
     )",
                                             "reshard");
     c.mutable_data()->set_dataset_dir(root_ + "/prepared");
+    if (muon_) c.mutable_optimizer()->set_kind(config::OptimizerConfig::MUON);
     return c;
   }
 
@@ -70,7 +72,7 @@ class World4Reshard : public test::MpiTest {
   struct Phase {
     std::vector<double> losses, norms;
     std::map<std::string, std::vector<float>> weights;
-    std::vector<float> exp_avg, exp_avg_sq;
+    std::vector<float> exp_avg, exp_avg_sq, muon_momentum;
   };
 
   // Trains steps [first, last) at `layout` on `groups`, loading `from` first (unless empty) and
@@ -85,8 +87,8 @@ class World4Reshard : public test::MpiTest {
     model.params().init(c.seed(), c.model().init_std());
     const int accum = 4 / layout.dp;
     TrainStep step(model, c.optimizer(), groups, accum);
-    AdamW& adam = step.optimizer();
-    checkpoint::OptimizerState opt{adam.owned(), adam.exp_avg(), adam.exp_avg_sq(), adam.steps()};
+    AdamW& adam = step.optimizer().adamw();
+    checkpoint::OptimizerState opt = step.optimizer().state();
     checkpoint::TrainState state;
     if (!from.empty()) {
       state = checkpoint::load(from, model.params(), &opt, c, groups);
@@ -125,8 +127,17 @@ class World4Reshard : public test::MpiTest {
     out.exp_avg.assign(adam.exp_avg().span<float>().begin(), adam.exp_avg().span<float>().end());
     out.exp_avg_sq.assign(adam.exp_avg_sq().span<float>().begin(),
                           adam.exp_avg_sq().span<float>().end());
+    if (Muon* muon = step.optimizer().muon()) {
+      const Tensor m = muon->slot().values;
+      out.muon_momentum.assign(m.span<float>().begin(), m.span<float>().end());
+    }
     return out;
   }
+
+  // The chain of the file comment, ending at `final_layout`, against one rank.
+  void chain(const Layout& final_layout);
+  // A run resumed in layout l is bitwise the run that never stopped.
+  void same_layout_resumes(const Layout& l);
 
   static Layout layout(int dp, int tp, int ep, bool zero1) {
     Layout l;
@@ -140,9 +151,21 @@ class World4Reshard : public test::MpiTest {
 
   data::testing::TempDir dir_;
   std::string root_;
+  bool muon_ = false;  // optimizer.kind MUON
 };
 
 TEST_F(World4Reshard, EveryLayoutContinuesTheRunThatWasNeverInterrupted) {
+  chain(layout(4, 1, 4, true));
+}
+
+// Muon's momentum reshards like AdamW's moments (ZeRO-1 does not combine with Muon: the last
+// layout is (4, 1, 4) without it).
+TEST_F(World4Reshard, MuonStateContinuesInEveryLayout) {
+  muon_ = true;
+  chain(layout(4, 1, 4, false));
+}
+
+void World4Reshard::chain(const Layout& final_layout) {
   const bool first_two = world().rank() < 2;
   MPI_Comm pair = MPI_COMM_NULL;
   MPI_Comm_split(world().comm(), first_two ? 0 : MPI_UNDEFINED, world().rank(), &pair);
@@ -167,8 +190,8 @@ TEST_F(World4Reshard, EveryLayoutContinuesTheRunThatWasNeverInterrupted) {
   world().barrier();
   Phase last;
   {
-    const ProcessGroups g(layout(4, 1, 4, true));
-    last = phase(layout(4, 1, 4, true), g, 6, 8, c, "");
+    const ProcessGroups g(final_layout);
+    last = phase(final_layout, g, 6, 8, c, "");
     append(last);
   }
   // One rank, eight steps, never interrupted (computed on every rank).
@@ -196,7 +219,15 @@ TEST_F(World4Reshard, EveryLayoutContinuesTheRunThatWasNeverInterrupted) {
 // every tensor every rank holds (its blocks of the weights, its routed experts, the router
 // biases) and AdamW's moments of the elements it owns.
 TEST_F(World4Reshard, TheSameLayoutResumesBitwise) {
-  const Layout l = layout(2, 2, 2, true);
+  same_layout_resumes(layout(2, 2, 2, true));
+}
+
+TEST_F(World4Reshard, TheSameLayoutResumesBitwiseWithMuon) {
+  muon_ = true;
+  same_layout_resumes(layout(2, 2, 2, false));
+}
+
+void World4Reshard::same_layout_resumes(const Layout& l) {
   const std::string mid = root_ + "/mid.h5";
   Phase straight, first, rest;
   {
@@ -221,6 +252,7 @@ TEST_F(World4Reshard, TheSameLayoutResumesBitwise) {
     EXPECT_TRUE(rest.weights.at(name) == values) << name << " differs after the resumed run";
   EXPECT_TRUE(rest.exp_avg == straight.exp_avg) << "AdamW's first moments differ";
   EXPECT_TRUE(rest.exp_avg_sq == straight.exp_avg_sq) << "AdamW's second moments differ";
+  EXPECT_TRUE(rest.muon_momentum == straight.muon_momentum) << "Muon's momentum differs";
 }
 
 }  // namespace

@@ -43,7 +43,7 @@ std::string load_problem(const fs::path& file) {
     const config::RunConfig cfg = checkpoint::saved_config(file);
     Model model(cfg.model(), cfg.data().micro_batch_size(), cfg.data().seq_len());
     AdamW adam(model.params(), cfg.optimizer());
-    checkpoint::OptimizerState opt{adam.owned(), adam.exp_avg(), adam.exp_avg_sq(), 0};
+    checkpoint::OptimizerState opt{adam.slots(), 0};
     const ProcessGroups alone;
     checkpoint::load(file, model.params(), &opt, cfg, alone);
     return "";

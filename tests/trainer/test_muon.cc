@@ -1,0 +1,129 @@
+// Muon (trainer/muon.h) against the fp32 reference of Moonlight's step (tests/reference/muon.py):
+// Newton-Schulz on its own, two steps with momentum (Nesterov, 5 iterations; plain, 3), and the
+// parameter groups of optimizer.kind MUON.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "configs/config.h"
+#include "core/ops.h"
+#include "models/model.h"
+#include "tests/golden.h"
+#include "tests/models/layer_check.h"
+#include "trainer/optimizer.h"
+
+namespace moetron {
+namespace {
+
+using test::all_close;
+using test::Golden;
+using test::golden_path;
+
+const std::vector<std::pair<std::string, Shape>> kMatrices = {
+    {"model.layers.0.mlp.gate_proj.weight", {48, 32}},
+    {"model.layers.0.self_attn.o_proj.weight", {32, 48}},
+    {"model.layers.0.self_attn.kv_b_proj.weight", {24, 24}},
+    {"model.layers.1.mlp.experts.3.down_proj.weight", {32, 16}}};
+
+config::OptimizerConfig muon_config(const Golden& g) {
+  config::OptimizerConfig c;
+  c.set_kind(config::OptimizerConfig::MUON);
+  c.set_grad_clip(0.0f);  // the reference does not clip
+  config::MuonConfig* m = c.mutable_muon();
+  m->set_momentum(static_cast<float>(g.attr_num("momentum")));
+  m->set_nesterov(g.attr_num("nesterov") != 0);
+  m->set_ns_steps(static_cast<int>(g.attr_num("ns_steps")));
+  m->set_weight_decay(static_cast<float>(g.attr_num("weight_decay")));
+  m->set_rms_scale(static_cast<float>(g.attr_num("rms_scale")));
+  return c;
+}
+
+TEST(Muon, NewtonSchulzMatchesTheReference) {
+  const Golden g(golden_path("muon_step.h5"));
+  for (const auto& [name, shape] : kMatrices) {
+    Tensor u = test::tensor_from(g, "/outputs/step0_u/" + name, shape);
+    newton_schulz(u, static_cast<int>(g.attr_num("ns_steps")));
+    EXPECT_TRUE(all_close(u.span<float>(), g.floats("/outputs/step0_ortho/" + name), 1e-5f, 1e-5f))
+        << name;
+  }
+}
+
+class MuonGolden : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(MuonGolden, TwoStepsMatchTheReference) {
+  const Golden g(golden_path(GetParam()));
+  ParamTable params;
+  for (const auto& [name, shape] : kMatrices) params.add(name, shape, ParamKind::matrix);
+  params.allocate();
+  test::load_params(params, g, "/params");
+  Muon muon(params, muon_config(g), is_hidden_matrix, nullptr, 1, 0);
+  const double lr = g.attr_num("lr");
+  for (int step = 0; step < 2; ++step) {
+    for (const auto& [name, shape] : kMatrices) {
+      const std::vector<float> grad = g.floats("/grads/step" + std::to_string(step) + "/" + name);
+      std::copy(grad.begin(), grad.end(), params.grad(params.find(name)).span<float>().begin());
+    }
+    muon.step(lr, 0.0);
+    if (step == 0)
+      for (const auto& [name, shape] : kMatrices)
+        EXPECT_TRUE(all_close(params.value(params.find(name)).span<float>(),
+                              g.floats("/outputs/step0_params/" + name), 1e-5f, 1e-6f))
+            << name << " after step 1";
+  }
+  const checkpoint::StateSlot slot = muon.slot();
+  for (const auto& [name, shape] : kMatrices) {
+    const int id = params.find(name);
+    EXPECT_TRUE(all_close(params.value(id).span<float>(), g.floats("/outputs/params/" + name),
+                          1e-5f, 1e-6f))
+        << name;
+    // The momentum of each matrix lies at its offset among the slot's ranges (here: everything).
+    const Tensor m = slot.values.view(params.info(id).offset, {params.info(id).numel()});
+    EXPECT_TRUE(all_close(m.span<float>(), g.floats("/outputs/momentum/" + name), 1e-5f, 1e-7f))
+        << name << " momentum";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Muon, MuonGolden, ::testing::Values("muon_step.h5", "muon_step_plain.h5"));
+
+// optimizer.kind MUON: Muon for every hidden matrix (experts and the router included), AdamW
+// for the norms, the embedding and the head; every trained parameter in exactly one group.
+TEST(Muon, ParameterGroupsOfAModel) {
+  config::RunConfig cfg = parse_config_text(R"(
+    model { vocab_size: 64 hidden_size: 32 num_hidden_layers: 2 num_attention_heads: 4
+            intermediate_size: 48 num_nextn_predict_layers: 1
+            moe { n_routed_experts: 4 num_experts_per_tok: 2 moe_intermediate_size: 16
+                  first_k_dense_replace: 1 } }
+    optimizer { kind: MUON }
+  )",
+                                            "muon");
+  Model model(cfg.model(), 1, 8);
+  const Optimizer opt(model.params(), cfg.optimizer(), {}, nullptr, 1, 0);
+  const checkpoint::OptimizerState state = opt.state();
+  ASSERT_EQ(state.slots.size(), 3u);  // exp_avg, exp_avg_sq, muon_momentum
+  int muon = 0, adam = 0;
+  for (const ParamInfo& p : model.params().infos()) {
+    if (p.kind == ParamKind::buffer) continue;
+    const bool in_muon = state.slots[2].holds(p.name, p.kind);
+    const bool in_adam = state.slots[0].holds(p.name, p.kind);
+    EXPECT_NE(in_muon, in_adam) << p.name;
+    (in_muon ? muon : adam) += 1;
+    if (p.name.find("experts.") != std::string::npos || p.name.ends_with("mlp.gate.weight"))
+      EXPECT_TRUE(in_muon) << p.name;
+    if (p.name == "model.embed_tokens.weight" || p.name == "lm_head.weight" ||
+        p.name.ends_with("norm.weight"))
+      EXPECT_TRUE(in_adam) << p.name;
+  }
+  EXPECT_GT(muon, 0);
+  EXPECT_GT(adam, 0);
+  // The slots' ranges cover exactly their parameters' elements.
+  int64_t muon_elements = 0;
+  for (const auto& [b, e] : state.slots[2].ranges) muon_elements += e - b;
+  int64_t expected = 0;
+  for (const ParamInfo& p : model.params().infos())
+    if (p.kind != ParamKind::buffer && is_hidden_matrix(p.name, p.kind)) expected += p.numel();
+  EXPECT_EQ(muon_elements, expected);
+}
+
+}  // namespace
+}  // namespace moetron
