@@ -494,6 +494,7 @@ void check_muon(const config::RunConfig& cfg) {
   in_range("optimizer.muon.ns_steps", m.ns_steps(), 1, 100, "[1, 100]");
   non_negative("optimizer.muon.weight_decay", m.weight_decay());
   positive("optimizer.muon.rms_scale", m.rms_scale());
+  non_negative("optimizer.muon.qk_clip_tau", m.qk_clip_tau());
   if (cfg.parallel().zero1())
     fail("parallel.zero1", "true",
          "does not combine with optimizer.kind MUON yet: Newton-Schulz needs each matrix whole, "

@@ -77,7 +77,8 @@ class Backend {
   virtual void rope(Tensor& x, const Tensor& cos, const Tensor& sin, ops::RopeStyle style,
                     bool inverse) = 0;
   virtual void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
-                                 Tensor& out, Tensor& lse) = 0;
+                                 Tensor& out, Tensor& lse, Tensor* row_max) = 0;
+  virtual void head_max(const Tensor& row_max, Tensor& acc) = 0;
   virtual void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
                                   const Tensor& v, float scale, const Tensor& out,
                                   const Tensor& lse, Tensor& dq, Tensor& dk, Tensor& dv) = 0;

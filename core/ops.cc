@@ -220,13 +220,28 @@ Shape out_shape(const Tensor& q, const Tensor& v) {
 }  // namespace
 
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale, Tensor& out,
-                       Tensor& lse) {
+                       Tensor& lse, Tensor* row_max) {
   check_attention(q, k, v, scale);
   require_f32(out, "attention", "out");
   require_f32(lse, "attention", "lse");
   MOETRON_CHECK(out.shape() == out_shape(q, v) && lse.numel() == q.dim(0) * q.dim(2) * q.dim(1),
                 "attention: out ", shape_str(out.shape()), " lse ", shape_str(lse.shape()));
-  backend_of("attention", {&q, &k, &v, &out, &lse}).attention_forward(q, k, v, scale, out, lse);
+  if (row_max) {
+    require_f32(*row_max, "attention", "row_max");
+    MOETRON_CHECK(row_max->numel() == lse.numel(), "attention: row_max ",
+                  shape_str(row_max->shape()));
+  }
+  const Tensor none;
+  backend_of("attention", {&q, &k, &v, &out, &lse, row_max ? row_max : &none})
+      .attention_forward(q, k, v, scale, out, lse, row_max);
+}
+
+void head_max(const Tensor& row_max, Tensor& acc) {
+  require_f32(row_max, "head_max", "row_max");
+  require_f32(acc, "head_max", "acc");
+  MOETRON_CHECK(row_max.ndim() == 3 && acc.numel() == row_max.dim(1), "head_max: row_max ",
+                shape_str(row_max.shape()), " acc ", shape_str(acc.shape()));
+  backend_of("head_max", {&row_max, &acc}).head_max(row_max, acc);
 }
 
 void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,

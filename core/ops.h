@@ -60,9 +60,12 @@ void rope(Tensor& x, const Tensor& cos, const Tensor& sin, RopeStyle style, bool
 // Causal attention, q [B, T, H, hd], k [B, T, KV, hd], v [B, T, KV, dv] (H % KV == 0; query head
 // h reads kv head h / (H / KV); dv may differ from hd, as in MLA), scores scale * q.k, out [B, T,
 // H, dv], lse [B, H, T] (log-sum-exp saved for backward). Computed in query blocks: no T x T
-// score matrix is ever held per head.
+// score matrix is ever held per head. row_max (optional, [B, H, T]): each query's largest
+// scaled score, the pre-softmax logit QK-clip measures.
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale, Tensor& out,
-                       Tensor& lse);
+                       Tensor& lse, Tensor* row_max = nullptr);
+// acc [H] = max(acc, the largest of row_max [B, H, T] per head).
+void head_max(const Tensor& row_max, Tensor& acc);
 void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                         float scale, const Tensor& out, const Tensor& lse, Tensor& dq, Tensor& dk,
                         Tensor& dv);

@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cmath>
+#include <limits>
 
 #include "core/ops.h"
 #include "core/ops_decode.h"
@@ -41,6 +42,22 @@ Attention::Attention(ParamTable& params, const std::string& prefix, const ModelD
   for (Tensor* t : {&q_, &out_, &dout_, &dq_}) *t = rt.empty(q_shape);
   for (Tensor* t : {&k_, &v_, &dk_, &dv_}) *t = rt.empty(kv_shape);
   lse_ = rt.empty({d.batch, heads_, d.seq});
+  row_max_ = rt.empty({d.batch, heads_, d.seq});
+  max_logits_ = rt.empty({heads_});
+  reset_max_logits();
+}
+
+void Attention::reset_max_logits() {
+  ops::fill(max_logits_, -std::numeric_limits<float>::infinity());
+}
+
+void Attention::qk_clip(std::span<const float> gamma) {
+  Tensor q = q_proj_.value();
+  for (int64_t h = 0; h < heads_; ++h) {
+    if (gamma[static_cast<size_t>(h)] >= 1.0f) continue;
+    Tensor rows = q.slice(h * head_dim_, (h + 1) * head_dim_);
+    ops::scale(rows, gamma[static_cast<size_t>(h)]);
+  }
 }
 
 std::vector<Shape> Attention::decode_state(int64_t max_len) const {
@@ -61,7 +78,8 @@ void Attention::train_forward(const Tensor& x, Tensor& y) {
   ops::split_cols(qkv_, parts);
   ops::rope(q_, rope_.cos, rope_.sin, rope_.style, false);
   ops::rope(k_, rope_.cos, rope_.sin, rope_.style, false);
-  ops::attention_forward(q_, k_, v_, scale_, out_, lse_);
+  ops::attention_forward(q_, k_, v_, scale_, out_, lse_, &row_max_);
+  ops::head_max(row_max_, max_logits_);
   linear_forward(out_.reshape({rows_, q_width_}), o_proj_.value(), y);
 }
 

@@ -19,6 +19,10 @@ class Attention final : public TokenMixer {
   void backward(const Tensor& dy, const Tensor& x, Tensor& dx) override;
   // keys_t [kv_heads, head_dim, max_len], values [max_len, kv_heads, head_dim].
   std::vector<Shape> decode_state(int64_t max_len) const override;
+  Tensor& max_logits() override { return max_logits_; }
+  void reset_max_logits() override;
+  // A key serves a group of heads, so the whole factor goes on each head's query rows.
+  void qk_clip(std::span<const float> gamma) override;
 
  private:
   void run(const Tensor& x, Tensor& y, const DecodeStep* step) override;
@@ -33,6 +37,7 @@ class Attention final : public TokenMixer {
   float scale_;  // 1 / sqrt(head_dim)
   ParamRef q_proj_, k_proj_, v_proj_, o_proj_;
   Tensor qkv_, q_, k_, v_, out_, lse_;  // saved activations
+  Tensor row_max_, max_logits_;         // QK-clip's measure
   Tensor dout_, dq_, dk_, dv_, dqkv_;   // gradient scratch
   RowBuffer decode_qkv_, decode_q_, decode_k_, decode_out_;
 };

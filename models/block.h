@@ -31,6 +31,7 @@ class Block {
   void backward(const Tensor& dy, const Tensor& x, Tensor& dx);
   MoE* moe() const { return moe_; }  // null for a dense block
   const TokenMixer& mixer() const { return *mixer_; }
+  TokenMixer& mixer() { return *mixer_; }
 
  private:
   void run(const Tensor& x, Tensor& y, const DecodeStep* step);

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,14 @@ class TokenMixer {
   // The shapes of the tensors of one sequence's decoding state for up to max_len positions
   // (DecodeStep::state, in this order), f32 on the model's device.
   virtual std::vector<Shape> decode_state(int64_t max_len) const = 0;
+
+  // QK-clip (MuonClip, docs/optimizers.md). The largest pre-softmax logit (scaled q.k) of each
+  // of this rank's heads over the training forwards since reset_max_logits(): [heads] f32.
+  virtual Tensor& max_logits() = 0;
+  virtual void reset_max_logits() = 0;
+  // Rescales head h's query and key weights so that its logits scale by gamma[h] (in (0, 1]; 1
+  // leaves the head untouched).
+  virtual void qk_clip(std::span<const float> gamma) = 0;
 
  protected:
   virtual void run(const Tensor& x, Tensor& y, const DecodeStep* step) = 0;

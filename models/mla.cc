@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cmath>
+#include <limits>
 
 #include "core/ops.h"
 #include "core/ops_decode.h"
@@ -96,6 +97,9 @@ Mla::Mla(ParamTable& params, const std::string& prefix, const ModelDims& d, cons
   for (Tensor* t : {&qf_, &kf_, &dqf_, &dkf_}) *t = rt.empty(heads_qk);
   for (Tensor* t : {&v_, &out_, &dout_, &dv_}) *t = rt.empty(heads_v);
   lse_ = rt.empty({d.batch, H, d.seq});
+  row_max_ = rt.empty({d.batch, H, d.seq});
+  max_logits_ = rt.empty({H});
+  reset_max_logits();
   dkc_ = rt.empty({rows, H, a.nope});
   dkr_ = rt.empty({rows, 1, a.rope});
   dkvb_ = rt.empty({rows, kvb_width});
@@ -105,6 +109,25 @@ Mla::Mla(ParamTable& params, const std::string& prefix, const ModelDims& d, cons
   dqr_ = rt.empty({rows, H, a.rope});
   dq_ = rt.empty({rows, qk_width});
   if (tp_comm_) tp_grads_ = rt.empty({down * d.hidden + (q_lora() ? a.q_lora : 0) + a.kv_lora});
+}
+
+void Mla::reset_max_logits() {
+  ops::fill(max_logits_, -std::numeric_limits<float>::infinity());
+}
+
+void Mla::qk_clip(std::span<const float> gamma) {
+  const MlaDims& a = dims_;
+  Tensor q = q_lora() ? q_b_.value() : q_down_.value(), kv_b = kv_b_.value();
+  for (int64_t h = 0; h < heads_; ++h) {
+    const float g = gamma[static_cast<size_t>(h)];
+    if (g >= 1.0f) continue;
+    const int64_t q0 = h * a.qk(), k0 = h * (a.nope + a.v);
+    Tensor q_c = q.slice(q0, q0 + a.nope), q_r = q.slice(q0 + a.nope, q0 + a.qk());
+    Tensor k_c = kv_b.slice(k0, k0 + a.nope);
+    ops::scale(q_c, std::sqrt(g));
+    ops::scale(k_c, std::sqrt(g));
+    ops::scale(q_r, g);
+  }
 }
 
 std::vector<Shape> Mla::decode_state(int64_t max_len) const {
@@ -142,7 +165,8 @@ void Mla::train_forward(const Tensor& x, Tensor& y) {
   Tensor v = v_.reshape({rows, H, a.v});
   ops::split_heads(kvb_.reshape({rows, H, a.nope + a.v}), kc_, v);
   ops::concat_heads(kc_, kr_.reshape({rows, 1, a.rope}), kf);
-  ops::attention_forward(qf_, kf_, v_, scale_, out_, lse_);
+  ops::attention_forward(qf_, kf_, v_, scale_, out_, lse_, &row_max_);
+  ops::head_max(row_max_, max_logits_);
   linear_forward(out_.reshape({rows, H * a.v}), o_proj_.value(), y);
 }
 

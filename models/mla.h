@@ -33,6 +33,11 @@ class Mla final : public TokenMixer {
   void backward(const Tensor& dy, const Tensor& x, Tensor& dx) override;
   // The latent cache [max_len, kv_lora_rank + qk_rope_head_dim]: rows [c'_KV | rotated k_R].
   std::vector<Shape> decode_state(int64_t max_len) const override;
+  Tensor& max_logits() override { return max_logits_; }
+  void reset_max_logits() override;
+  // Kimi K2's rule: head h's q_C rows (of q_b_proj or q_proj) and k_C rows (of kv_b_proj) by
+  // sqrt(gamma), its q_R rows by gamma; the shared RoPE key and the values untouched.
+  void qk_clip(std::span<const float> gamma) override;
 
  private:
   void run(const Tensor& x, Tensor& y, const DecodeStep* step) override;
@@ -56,6 +61,7 @@ class Mla final : public TokenMixer {
 
   // Training activations, saved for backward.
   Tensor down_, cq_, c_, kr_, cqn_, q_, cn_, kvb_, qc_, qr_, kc_, qf_, kf_, v_, out_, lse_;
+  Tensor row_max_, max_logits_;  // QK-clip's measure
   // Gradient scratch.
   Tensor dout_, dqf_, dkf_, dv_, dkc_, dkr_, dkvb_, dcn_, dc_, dqc_, dqr_, dq_, dcqn_, dcq_, ddown_;
   // Under tp > 1: [fused down | q norm | kv norm] gradients of one backward, reduced over the

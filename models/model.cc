@@ -248,7 +248,15 @@ std::vector<MoeStepStats> Model::moe_step_stats(std::span<const double> sums) co
   return out;
 }
 
+std::vector<TokenMixer*> Model::mixers() {
+  std::vector<TokenMixer*> out;
+  for (const auto& b : blocks_) out.push_back(&b->mixer());
+  for (const auto& m : mtp_) out.push_back(&m->block().mixer());
+  return out;
+}
+
 void Model::begin_step() {
+  for (TokenMixer* m : mixers()) m->reset_max_logits();
   moe_step_.assign(moe_layers_.size(), {});
   for (size_t i = 0; i < moe_layers_.size(); ++i) {
     moe_step_[i].name = moe_layers_[i]->name();

@@ -82,15 +82,17 @@ class Model {
   RMSNorm& final_norm() { return final_norm_; }
   MtpModule& mtp(int64_t k) { return *mtp_.at(static_cast<size_t>(k - 1)); }  // k = 1..D
   const ParamRef& head_weight() const { return head_weight_; }
+  // Every block's token mixer: the main blocks, then the MTP blocks (QK-clip).
+  std::vector<TokenMixer*> mixers();
 
   // Matmul FLOPs of one forward + backward per token (3x forward), for MFU; MoE layers count
   // only the experts a token is routed to.
   double train_flops_per_token() const;
 
-  // MoE bookkeeping per optimizer step: begin_step() clears the statistics that each
-  // forward_backward adds to; moe_step_stats() returns them with the balance sums of the step's
-  // `sums` (read to the host); update_router_biases() applies the aux-loss-free rule with the
-  // step's loads (this rank's, or as the trainer reduced them over the data-parallel group).
+  // Per optimizer step: begin_step() clears the mixers' largest logits and the MoE statistics
+  // that each forward_backward adds to; moe_step_stats() returns them with the balance sums of the
+  // step's `sums` (read to the host); update_router_biases() applies the aux-loss-free rule with
+  // the step's loads (this rank's, or as the trainer reduced them over the data-parallel group).
   // `step` is the 0-based index of the step just taken.
   void begin_step();
   std::vector<MoeStepStats> moe_step_stats(std::span<const double> sums) const;

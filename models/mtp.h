@@ -28,6 +28,7 @@ class MtpModule {
   const Tensor& output() const { return head_in_; }
   MoE* moe() const { return block_.moe(); }
   const Block& block() const { return block_; }
+  Block& block() { return block_; }
   // d_head_input: gradient at h_k from the head; d_output: gradient at h_k from module k + 1
   // (undefined for the last module). Writes d_emb; adds into d_h_prev.
   void backward(const Tensor& d_head_input, const Tensor& d_output, const Tensor& emb,

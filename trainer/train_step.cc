@@ -1,5 +1,6 @@
 #include "trainer/train_step.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/ops.h"
@@ -39,12 +40,48 @@ TrainStep::TrainStep(Model& model, const config::OptimizerConfig& optimizer,
       sync_(model.params(), groups),
       optimizer_(model.params(), optimizer, sync_.owned(), groups.tp(), groups.layout().tp,
                  groups.tp_rank()),
+      qk_clip_tau_(optimizer.kind() == config::OptimizerConfig::MUON
+                       ? optimizer.muon().qk_clip_tau()
+                       : 0.0f),
       tokens_(static_cast<size_t>(model.dims().batch * model.dims().window())) {}
 
 void TrainStep::grad_norm_squared(Tensor& sum) const {
   const Tensor& grads = model_.params().flat_grads();
   for (const auto& [b, e] : sync_.norm_ranges()) ops::sum_squares(grads.view(b, {e - b}), sum);
   if (groups_.world()) groups_.world()->all_reduce(sum);
+}
+
+void TrainStep::qk_clip(float tau, StepResult& r) {
+  // Every mixer's largest logits in one tensor: one reduction and one read per step.
+  const std::vector<TokenMixer*> mixers = model_.mixers();
+  int64_t heads = 0;
+  for (TokenMixer* m : mixers) heads += m->max_logits().numel();
+  Tensor all = model_.runtime().empty({heads});
+  int64_t at = 0;
+  for (TokenMixer* m : mixers) {
+    Tensor part = all.view(at, {m->max_logits().numel()});
+    ops::copy(m->max_logits(), part);
+    at += part.numel();
+  }
+  if (groups_.dp()) groups_.dp()->all_reduce(all, ReduceOp::max);
+  const std::vector<float> host = ops::to_host<float>(all);
+  r.max_logit = host.empty() ? 0.0 : *std::max_element(host.begin(), host.end());
+  at = 0;
+  for (TokenMixer* m : mixers) {
+    const int64_t n = m->max_logits().numel();
+    std::vector<float> gamma(static_cast<size_t>(n), 1.0f);
+    bool any = false;
+    for (int64_t h = 0; h < n; ++h) {
+      const float s = host[static_cast<size_t>(at + h)];
+      if (s > tau) {
+        gamma[static_cast<size_t>(h)] = tau / s;
+        any = true;
+        ++r.clipped_heads;
+      }
+    }
+    if (any) m->qk_clip(gamma);
+    at += n;
+  }
 }
 
 StepResult TrainStep::run(int64_t index, double lr, float mtp_weight, const NextBatch& next,
@@ -84,6 +121,7 @@ StepResult TrainStep::run(int64_t index, double lr, float mtp_weight, const Next
   if (!r.finite) return r;  // every rank decides alike: the norm and losses are global
   optimizer_.step(lr, r.grad_norm);
   sync_.gather_parameters();
+  if (qk_clip_tau_ > 0.0f) qk_clip(qk_clip_tau_, r);
   model_.update_router_biases(index, r.moe);
   return r;
 }

@@ -27,6 +27,10 @@ struct StepResult {
   bool finite = true;             // false: loss or gradient norm not finite, nothing was updated
   std::vector<MoeStepStats> moe;  // expert loads and balance statistics, summed over dp ranks
   double exposed_comm_seconds = 0.0;  // waiting for gradient reductions after backward
+  // QK-clip (optimizer.muon.qk_clip_tau > 0): the step's largest pre-softmax logit over every
+  // head, and how many heads it rescaled.
+  double max_logit = 0.0;
+  int64_t clipped_heads = 0;
 };
 
 class TrainStep {
@@ -47,12 +51,16 @@ class TrainStep {
  private:
   // Adds the squared global gradient norm (before clipping) into sum ([1] f64 on the device).
   void grad_norm_squared(Tensor& sum) const;
+  // QK-clip after the update: each head's largest logit of the step, reduced (max) over the
+  // data-parallel group, and the heads above tau rescaled.
+  void qk_clip(float tau, StepResult& r);
 
   Model& model_;
   const ProcessGroups& groups_;
   int accum_;
   GradSync sync_;
   Optimizer optimizer_;
+  float qk_clip_tau_;
   std::vector<int32_t> tokens_;
 };
 

@@ -433,6 +433,9 @@ TrainResult Run::run() {
       line.add("mtp_loss_" + std::to_string(k + 1), r.losses.mtp[k]);
     line.add("lr", lr).add("grad_norm", r.grad_norm);
     line.add("mtp_weight", static_cast<double>(lambda));
+    if (cfg_.optimizer().kind() == config::OptimizerConfig::MUON &&
+        cfg_.optimizer().muon().qk_clip_tau() > 0)
+      line.add("qk_clip.max_logit", r.max_logit).add("qk_clip.clipped_heads", r.clipped_heads);
     const bool moe = !r.moe.empty();
     const double worst_maxvio = moe ? add_moe_metrics(r.moe, r.losses.aux, line) : 0.0;
     if (world > 1) {

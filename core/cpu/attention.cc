@@ -26,7 +26,7 @@ struct HeadView {
 }  // namespace
 
 void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v,
-                       float* out, float* lse) {
+                       float* out, float* lse, float* row_max) {
   const int64_t hd = s.head_dim, dv = s.v_dim, group = s.heads / s.kv_heads;
   const HeadView qv{s.heads * hd}, kv{s.kv_heads * hd}, vv{s.kv_heads * dv}, ov{s.heads * dv};
   const float scale = s.scale;
@@ -63,11 +63,20 @@ void attention_forward(const AttentionShape& s, const float* q, const float* k, 
         for (int64_t c = 0; c < valid; ++c) row[c] *= inv;
         std::fill(row + valid, row + t1, 0.0f);
         lse[(b * s.heads + h) * s.seq + t0 + r] = mx + std::log(sum);
+        if (row_max) row_max[(b * s.heads + h) * s.seq + t0 + r] = mx;
       }
       sgemm(false, false, rows, dv, t1, 1.0f, sc, t1, vb, vv.ld, 0.0f,
             out + ov.offset(b, t0, h, s.seq, dv), ov.ld);
     }
   }
+}
+
+void head_max(const float* row_max, int64_t batch, int64_t heads, int64_t seq, float* acc) {
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t h = 0; h < heads; ++h) {
+      const float* r = row_max + (b * heads + h) * seq;
+      acc[h] = std::max(acc[h], *std::max_element(r, r + seq));
+    }
 }
 
 void attention_backward(const AttentionShape& s, const float* dout, const float* q, const float* k,

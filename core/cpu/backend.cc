@@ -140,9 +140,14 @@ class CpuBackend final : public Backend {
     return {q.dim(0), q.dim(1), q.dim(2), k.dim(2), q.dim(3), v.dim(3), scale};
   }
   void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
-                         Tensor& out, Tensor& lse) override {
+                         Tensor& out, Tensor& lse, Tensor* row_max) override {
     cpu::attention_forward(shape_of(q, k, v, scale), q.data<float>(), k.data<float>(),
-                           v.data<float>(), out.data<float>(), lse.data<float>());
+                           v.data<float>(), out.data<float>(), lse.data<float>(),
+                           row_max ? row_max->data<float>() : nullptr);
+  }
+  void head_max(const Tensor& row_max, Tensor& acc) override {
+    cpu::head_max(row_max.data<float>(), row_max.dim(0), row_max.dim(1), row_max.dim(2),
+                  acc.data<float>());
   }
   void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                           float scale, const Tensor& out, const Tensor& lse, Tensor& dq, Tensor& dk,

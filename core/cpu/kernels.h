@@ -48,8 +48,11 @@ struct AttentionShape {
   int64_t batch, seq, heads, kv_heads, head_dim, v_dim;
   float scale;  // of the scores q.k
 };
+// row_max (optional, [B, H, T]): each query's largest scaled score (QK-clip's measure).
 void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v,
-                       float* out, float* lse);
+                       float* out, float* lse, float* row_max);
+// acc[h] = max(acc[h], max over b, t of row_max[b, h, t]).
+void head_max(const float* row_max, int64_t batch, int64_t heads, int64_t seq, float* acc);
 void attention_backward(const AttentionShape& s, const float* dout, const float* q, const float* k,
                         const float* v, const float* out, const float* lse, float* dq, float* dk,
                         float* dv);

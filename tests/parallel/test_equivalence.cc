@@ -65,7 +65,9 @@ const std::filesystem::path& dataset_dir() {
 }
 
 // mla: 0 GQA; 1 MLA with a q LoRA; 2 MLA with q_proj. muon: optimizer.kind MUON.
-config::RunConfig test_config(float capacity_factor = 0, int mla = 0, bool muon = false) {
+// qk_clip: Muon's QK-clip threshold (0 = off).
+config::RunConfig test_config(float capacity_factor = 0, int mla = 0, bool muon = false,
+                              float qk_clip = 0) {
   config::RunConfig cfg = parse_config_text(R"(
     model { vocab_size: 258 hidden_size: 64 num_hidden_layers: 2 num_attention_heads: 8
             num_key_value_heads: 4 intermediate_size: 96 num_nextn_predict_layers: 2
@@ -91,6 +93,7 @@ config::RunConfig test_config(float capacity_factor = 0, int mla = 0, bool muon 
     a->set_v_head_dim(12);
   }
   if (muon) cfg.mutable_optimizer()->set_kind(config::OptimizerConfig::MUON);
+  cfg.mutable_optimizer()->mutable_muon()->set_qk_clip_tau(qk_clip);
   return cfg;
 }
 
@@ -102,13 +105,14 @@ struct Variant {
   float capacity_factor = 0;  // > 0: experts drop their lowest-score overflow
   int mla = 0;                // test_config's
   bool muon = false;          // optimizer.kind MUON
+  float qk_clip = 0;          // its QK-clip threshold
   std::string name() const {
     return "(dp " + std::to_string(dp) + ", tp " + std::to_string(tp) + ", ep " +
            std::to_string(ep) + ", ZeRO-1 " + (zero1 ? "on" : "off") + ", accum " +
            std::to_string(accum) + (one_expert ? ", one expert" : "") +
            (capacity_factor > 0 ? ", capacity " + std::to_string(capacity_factor) : "") +
            (mla > 0 ? mla == 1 ? ", MLA q LoRA" : ", MLA q_proj" : "") + (muon ? ", Muon" : "") +
-           ")";
+           (qk_clip > 0 ? ", QK-clip " + std::to_string(qk_clip) : "") + ")";
   }
 };
 
@@ -132,7 +136,7 @@ std::vector<float> router_biases(const ParamTable& params) {
 // where rounding decides AdamW's updates (tests/adam_check.h).
 Record train(const Variant& v, const ProcessGroups& groups, std::unique_ptr<Model>& model,
              int accum, test::AdamCheck* gradients = nullptr) {
-  const config::RunConfig cfg = test_config(v.capacity_factor, v.mla, v.muon);
+  const config::RunConfig cfg = test_config(v.capacity_factor, v.mla, v.muon, v.qk_clip);
   const data::Dataset ds(dataset_dir(), data::Split::train);
   model = std::make_unique<Model>(cfg.model(), cfg.data().micro_batch_size(), cfg.data().seq_len(),
                                   groups.runtime());
@@ -158,6 +162,9 @@ Record train(const Variant& v, const ProcessGroups& groups, std::unique_ptr<Mode
               gradients->add_gradient(p.name, s, params.grad(params.find(p.name)).span<float>());
         });
     EXPECT_TRUE(out.finite) << "step " << s;
+    if (v.qk_clip > 0) {
+      EXPECT_GT(out.clipped_heads, 0) << "QK-clip clipped nothing at step " << s;
+    }
     r.losses.push_back(out.losses.total);
     r.main.push_back(out.losses.main);
     r.norms.push_back(out.grad_norm);
@@ -177,9 +184,9 @@ struct Reference {
 // The single-process run of `parallel`'s model for `accum` micro-batches per step (computed once
 // per program and setting).
 const Reference& reference(const Variant& parallel, int accum) {
-  static std::map<std::tuple<int, bool, float, int, bool>, Reference> cache;
-  Reference& ref =
-      cache[{accum, parallel.one_expert, parallel.capacity_factor, parallel.mla, parallel.muon}];
+  static std::map<std::tuple<int, bool, float, int, bool, float>, Reference> cache;
+  Reference& ref = cache[{accum, parallel.one_expert, parallel.capacity_factor, parallel.mla,
+                          parallel.muon, parallel.qk_clip}];
   if (!ref.model) {
     const ProcessGroups alone;
     Variant v;
@@ -187,6 +194,7 @@ const Reference& reference(const Variant& parallel, int accum) {
     v.capacity_factor = parallel.capacity_factor;
     v.mla = parallel.mla;
     v.muon = parallel.muon;
+    v.qk_clip = parallel.qk_clip;
     ref.record = train(v, alone, ref.model, accum, &ref.weights);
   }
   return ref;
@@ -292,6 +300,15 @@ TEST_F(World2, MuonLayoutsMatchOneRank) {
       v.muon = true;
       expect_matches_reference(v);
     }
+  // QK-clip at a threshold every head exceeds: the largest logits reduced over dp, each TP
+  // rank clipping its own heads.
+  for (auto [dp, tp, ep, mla] : {std::tuple{2, 1, 2, 0}, {1, 2, 1, 1}, {2, 1, 1, 2}}) {
+    Variant v{dp, tp, ep};
+    v.mla = mla;
+    v.muon = true;
+    v.qk_clip = 1e-3f;
+    expect_matches_reference(v);
+  }
 }
 
 TEST_F(World2, GradientAccumulationMatchesOneRank) {
@@ -353,6 +370,13 @@ TEST_F(World4, MuonLayoutsMatchOneRank) {
     Variant v{dp, tp, ep};
     v.mla = mla;
     v.muon = true;
+    expect_matches_reference(v);
+  }
+  for (auto [dp, tp, ep, mla] : {std::tuple{2, 2, 2, 1}, {4, 1, 2, 0}}) {
+    Variant v{dp, tp, ep};
+    v.mla = mla;
+    v.muon = true;
+    v.qk_clip = 1e-3f;
     expect_matches_reference(v);
   }
 }

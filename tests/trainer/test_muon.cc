@@ -3,11 +3,16 @@
 // parameter groups of optimizer.kind MUON.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "configs/config.h"
 #include "core/ops.h"
+#include "models/attention.h"
+#include "models/mla.h"
 #include "models/model.h"
 #include "tests/golden.h"
 #include "tests/models/layer_check.h"
@@ -65,11 +70,12 @@ TEST_P(MuonGolden, TwoStepsMatchTheReference) {
       std::copy(grad.begin(), grad.end(), params.grad(params.find(name)).span<float>().begin());
     }
     muon.step(lr, 0.0);
-    if (step == 0)
+    if (step == 0) {
       for (const auto& [name, shape] : kMatrices)
         EXPECT_TRUE(all_close(params.value(params.find(name)).span<float>(),
                               g.floats("/outputs/step0_params/" + name), 1e-5f, 1e-6f))
             << name << " after step 1";
+    }
   }
   const checkpoint::StateSlot slot = muon.slot();
   for (const auto& [name, shape] : kMatrices) {
@@ -108,11 +114,13 @@ TEST(Muon, ParameterGroupsOfAModel) {
     const bool in_adam = state.slots[0].holds(p.name, p.kind);
     EXPECT_NE(in_muon, in_adam) << p.name;
     (in_muon ? muon : adam) += 1;
-    if (p.name.find("experts.") != std::string::npos || p.name.ends_with("mlp.gate.weight"))
+    if (p.name.find("experts.") != std::string::npos || p.name.ends_with("mlp.gate.weight")) {
       EXPECT_TRUE(in_muon) << p.name;
+    }
     if (p.name == "model.embed_tokens.weight" || p.name == "lm_head.weight" ||
-        p.name.ends_with("norm.weight"))
+        p.name.ends_with("norm.weight")) {
       EXPECT_TRUE(in_adam) << p.name;
+    }
   }
   EXPECT_GT(muon, 0);
   EXPECT_GT(adam, 0);
@@ -124,6 +132,74 @@ TEST(Muon, ParameterGroupsOfAModel) {
     if (p.kind != ParamKind::buffer && is_hidden_matrix(p.name, p.kind)) expected += p.numel();
   EXPECT_EQ(muon_elements, expected);
 }
+
+// QK-clip's invariant (Kimi K2): on the batch that measured them, the largest logit of every
+// head above tau becomes tau, and the other heads keep theirs bitwise; only the clipped heads'
+// query/key rows change (MLA: never the shared RoPE key or the values).
+class QkClip : public ::testing::TestWithParam<int> {};  // 0 GQA; 1 MLA with a q LoRA; 2 q_proj
+
+TEST_P(QkClip, ClippedHeadsReachTauOnTheMeasuringBatch) {
+  ModelDims d;
+  d.batch = 2;
+  d.seq = 17;
+  d.hidden = 32;
+  d.heads = 4;
+  d.kv_heads = GetParam() == 0 ? 2 : 4;
+  d.head_dim = 8;
+  d.mla = {GetParam() == 1 ? 24 : 0, 16, 8, 4, 12};
+  d.rope_dim = GetParam() == 0 ? 8 : 4;
+  const RopeTables rope = RopeTables::make(d, d.seq);
+  ParamTable params;
+  std::unique_ptr<TokenMixer> mixer =
+      make_mixer(GetParam() == 0 ? MixerKind::attention : MixerKind::mla, params, "", d, rope, {});
+  params.allocate();
+  params.init(3, 0.6f);  // large weights: logits of a few units to tens
+  Tensor x = Tensor::empty({d.rows(), d.hidden}), y = Tensor::empty({d.rows(), d.hidden});
+  std::mt19937 gen(5);
+  std::normal_distribution<float> normal;
+  for (float& v : x.span<float>()) v = normal(gen);
+  mixer->reset_max_logits();
+  mixer->forward(x, y);
+  const std::vector<float> before = ops::to_host<float>(mixer->max_logits());
+  std::vector<float> sorted = before;
+  std::sort(sorted.begin(), sorted.end());
+  const float tau = 0.5f * (sorted[1] + sorted[2]);  // two heads above, two below
+  std::vector<float> gamma(before.size(), 1.0f);
+  for (size_t h = 0; h < before.size(); ++h)
+    if (before[h] > tau) gamma[h] = tau / before[h];
+  const std::vector<float> weights_before(params.flat_values().span<float>().begin(),
+                                          params.flat_values().span<float>().end());
+  mixer->qk_clip(gamma);
+  mixer->reset_max_logits();
+  mixer->forward(x, y);
+  const std::vector<float> after = ops::to_host<float>(mixer->max_logits());
+  for (size_t h = 0; h < before.size(); ++h) {
+    if (before[h] > tau) {
+      EXPECT_NEAR(after[h], tau, 2e-5 * tau) << "head " << h << " measured " << before[h];
+    } else {
+      EXPECT_EQ(after[h], before[h]) << "head " << h;
+    }
+  }
+  // Which weights moved: only the rows of the clipped heads, in the query and key projections.
+  for (const ParamInfo& p : params.infos()) {
+    const auto now = params.value(params.find(p.name)).span<float>();
+    const int64_t cols = p.shape.size() == 2 ? p.shape[1] : 1;
+    for (int64_t i = 0; i < p.numel(); ++i) {
+      if (now[static_cast<size_t>(i)] == weights_before[static_cast<size_t>(p.offset + i)])
+        continue;
+      const int64_t row = i / cols;
+      int64_t head = -1;
+      if (p.name == "q_proj.weight" || p.name == "q_b_proj.weight")
+        head = row / (GetParam() == 0 ? d.head_dim : d.mla.qk());
+      else if (p.name == "kv_b_proj.weight" && row % (d.mla.nope + d.mla.v) < d.mla.nope)
+        head = row / (d.mla.nope + d.mla.v);
+      ASSERT_GE(head, 0) << p.name << " row " << row << " changed";
+      EXPECT_LT(gamma[static_cast<size_t>(head)], 1.0f) << p.name << " row " << row;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Muon, QkClip, ::testing::Values(0, 1, 2));
 
 }  // namespace
 }  // namespace moetron
