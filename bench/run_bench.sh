@@ -10,6 +10,11 @@
 #
 # Needs a build (launch/test.sh or launch/demo.sh makes one in build/); BUILD_DIR overrides.
 # TORCH_VENV: the PyPI peer's venv (default bench/.venv-torch, relative to the repository root).
+#
+# A config whose layers are MLA (model.layer_types, model.mla) makes the reference build the same
+# MLA model (torch_reference.py --layer-types MLA --mla-...). moetron_bench's JSON carries the
+# MLA settings when it has a layer_types field; until then they are read from CONFIG itself
+# (bench/config_text.py), and the output's "mla" block says which ("source").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 config=${1:-configs/bench-cpu.pbtxt}
@@ -30,6 +35,7 @@ bench="$build/bench/moetron_bench"
 ours=$("$bench" "$config" --steps "$steps" --warmup-steps "$warmup")
 ref_args=$(/usr/bin/python3 -c '
 import json, sys
+sys.path.insert(0, "bench")
 j = json.loads(sys.argv[1])
 a = ["--vocab", j["vocab"], "--hidden", j["hidden"], "--layers", j["layers"], "--heads", j["heads"],
      "--kv-heads", j["kv_heads"], "--intermediate", j["intermediate"], "--seq", j["seq"],
@@ -43,7 +49,24 @@ if j["n_routed_experts"] > 0:
                 "topk_group", "bias_update_speed", "seq_aux_alpha", "aux_loss_coeff",
                 "z_loss_coeff", "capacity_factor"):
         a += ["--" + key.replace("_", "-"), j[key]]
-print(" ".join(str(x) for x in a))' "$ours")
+mla_keys = ("q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
+if "layer_types" in j:  # moetron_bench reports every block mixer, comma-separated
+    kinds = set(j["layer_types"].split(","))
+    if "MLA" in kinds and kinds != {"MLA"}:
+        sys.exit("run_bench.sh: layer_types %s: the reference builds all-MLA or all-ATTENTION models" % j["layer_types"])
+    mla = {k: j["mla." + k] for k in mla_keys} if "MLA" in kinds else None
+else:  # not in the JSON: from the config file
+    import config_text
+    try:
+        found = config_text.mla_settings(sys.argv[2])
+    except (config_text.ConfigError, OSError, ValueError) as e:
+        sys.exit("run_bench.sh: %s: %s" % (sys.argv[2], e))
+    mla = found["mla"] if found else None
+if mla:
+    a += ["--layer-types", "MLA"]
+    for key in mla_keys:
+        a += ["--mla-" + key.replace("_", "-"), mla[key]]
+print(" ".join(str(x) for x in a))' "$ours" "$config")
 # Give the reference its best: this machine pins OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE for safety,
 # which slows OpenBLAS; unset them for the reference commands only.
 reference() {
@@ -98,5 +121,10 @@ peers = [k for k in ("pytorch_debian", "pytorch_pypi") if "tokens_per_s" in out[
 best = max(peers, key=lambda k: out[k]["tokens_per_s"])
 out["strongest_peer"] = best
 out["speedup"] = out[best]["speedup"]
+mla = json.loads(sys.argv[3]).get("mla")  # what the reference built (only with MLA layers)
+if mla:
+    out["layer_types"] = "MLA"
+    out["mla"] = dict(mla, source="moetron_bench JSON" if "layer_types" in ours else
+                      "config file (moetron_bench reports no MLA fields)")
 print(json.dumps(out, indent=2))
 PY

@@ -24,6 +24,13 @@ assignments by expert, one SwiGLU per expert on its contiguous rows via index_se
 with index_add), the loss includes the weighted auxiliary losses, and the aux-loss-free bias is
 updated after each optimizer step. The JSON line then also has moe_counts_last (tokens per
 expert of each MoE layer in the last step) and moe_dropped_last.
+
+With --layer-types MLA every block (dense, MoE and MTP) has DeepSeek's multi-head latent
+attention of tests/reference/mla.py in place of GQA (moe.py's model with MoeModelConfig.mla set;
+widths from --mla-q-lora-rank, --mla-kv-lora-rank, --mla-qk-nope-head-dim,
+--mla-qk-rope-head-dim, --mla-v-head-dim, defaults those of configs/moetron.proto), its
+attention on the same fused causal SDPA (mla.mla(fast=True)); --kv-heads is then unused. The
+training step is the same. The JSON line then also has mla (the five widths).
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "reference"))
+import mla  # noqa: E402
 import model as ref  # noqa: E402
 import moe  # noqa: E402
 
@@ -117,7 +125,16 @@ def main():
     ap.add_argument("--aux-loss-coeff", type=float, default=0.0)
     ap.add_argument("--z-loss-coeff", type=float, default=0.0)
     ap.add_argument("--capacity-factor", type=float, default=0.0, help="0 = dropless")
+    # The token mixer of every block (configs/moetron.proto model.layer_types / model.mla).
+    ap.add_argument("--layer-types", default="ATTENTION", choices=["ATTENTION", "MLA"],
+                    help="MLA: multi-head latent attention in every block (all-MLA only)")
+    ap.add_argument("--mla-q-lora-rank", type=int, default=0, help="0 = q_proj directly")
+    ap.add_argument("--mla-kv-lora-rank", type=int, default=64)
+    ap.add_argument("--mla-qk-nope-head-dim", type=int, default=32)
+    ap.add_argument("--mla-qk-rope-head-dim", type=int, default=16)
+    ap.add_argument("--mla-v-head-dim", type=int, default=32)
     args = ap.parse_args()
+    use_mla = args.layer_types == "MLA"
 
     torch.set_num_threads(args.threads)
     try:
@@ -136,11 +153,23 @@ def main():
     ocfg = ref.OptimConfig(lr=args.lr, weight_decay=args.weight_decay, grad_clip=args.grad_clip)
     g = torch.Generator().manual_seed(args.seed)
     moe_last = {}
-    if not use_moe:
+    mla_cfg = None
+    if use_mla:  # rope_theta and the latent norms' eps: the schema's defaults, as mla.MlaConfig's
+        mla_cfg = mla.MlaConfig(
+            hidden_size=args.hidden, heads=args.heads, q_lora_rank=args.mla_q_lora_rank,
+            kv_lora_rank=args.mla_kv_lora_rank, qk_nope_head_dim=args.mla_qk_nope_head_dim,
+            qk_rope_head_dim=args.mla_qk_rope_head_dim, v_head_dim=args.mla_v_head_dim,
+            rope_style=args.rope_style)
+    if not use_moe and not use_mla:
         cfg = ref.ModelConfig(**dense_kw)
         params = ref.init_params(cfg, g, init_std=args.init_std)
         opt = ref.make_optimizer(params, ocfg, foreach=True)
         train_params = params
+    elif not use_moe:  # dense MLA: moe.py's model with no routed experts (model.py's FFNs)
+        cfg = moe.MoeModelConfig(**dense_kw, mla=mla_cfg)
+        params = moe.init_params(cfg, g, init_std=args.init_std)
+        opt = moe.make_optimizer(params, ocfg, foreach=True)
+        train_params = moe.trainable(params)
     else:
         cfg = moe.MoeModelConfig(
             **dense_kw, n_routed_experts=args.n_routed_experts,
@@ -150,7 +179,7 @@ def main():
             norm_topk_prob=bool(args.norm_topk_prob), n_group=args.n_group,
             topk_group=args.topk_group, bias_update_speed=args.bias_update_speed,
             seq_aux_loss_alpha=args.seq_aux_alpha, aux_loss_coeff=args.aux_loss_coeff,
-            z_loss_coeff=args.z_loss_coeff, capacity_factor=args.capacity_factor)
+            z_loss_coeff=args.z_loss_coeff, capacity_factor=args.capacity_factor, mla=mla_cfg)
         cfg.moe.validate()
         params = moe.init_params(cfg, g, init_std=args.init_std)
         opt = moe.make_optimizer(params, ocfg, foreach=True)
@@ -158,7 +187,7 @@ def main():
     window = torch.randint(0, args.vocab, (args.batch, args.seq + 1 + args.mtp_depth), generator=g)
 
     def step():
-        if use_moe:
+        if use_moe or use_mla:
             losses = moe.model_loss(params, cfg, window, fast=True)
         else:
             losses = ref.model_loss(params, cfg, window, fast=True)
@@ -196,11 +225,16 @@ def main():
         "loss_first": losses[0] if losses else None,
         "loss_last": losses[-1] if losses else None,
         "params": sum(p.numel() for p in train_params.values()),
-        "config": {k: v for k, v in vars(args).items()},
+        "config": {k: v for k, v in vars(args).items()
+                   if use_mla or k != "layer_types" and not k.startswith("mla_")},
     }
     if use_moe:
         result["moe_counts_last"] = moe_last["counts"]
         result["moe_dropped_last"] = moe_last["dropped"]
+    if use_mla:
+        result["mla"] = {k: getattr(mla_cfg, k) for k in ("q_lora_rank", "kv_lora_rank",
+                                                        "qk_nope_head_dim", "qk_rope_head_dim",
+                                                        "v_head_dim")}
     result.update(blas_summary())
     print(json.dumps(result))
 

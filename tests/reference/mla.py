@@ -228,8 +228,22 @@ def _causal_softmax(scores):
     return scores.masked_fill(future, float("-inf")).softmax(dim=-1)
 
 
-def mla(x: torch.Tensor, p: dict, prefix: str, cfg: MlaConfig) -> torch.Tensor:
-    """The MLA sublayer without input norm and residual, expanded form. x [B, T, d] -> [B, T, d]."""
+def _sdpa_causal(q, k, v, scale: float):
+    """Fused causal attention: q, k [B, H, T, E], v [B, H, T, Ev] -> [B, H, T, Ev], softmax of
+    q k^T * scale. The kernels scale by E^-0.5; another scale (YaRN's mscale) goes into q."""
+    E = q.shape[-1]
+    if scale != E ** -0.5:
+        q = q * (scale * math.sqrt(E))
+    if hasattr(torch.nn.functional, "scaled_dot_product_attention"):  # torch >= 2.0
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    # torch 1.13: private (math) kernel, returns (out, weights)
+    return torch.nn.functional._scaled_dot_product_attention(q, k, v, None, 0.0, False, True)[0]
+
+
+def mla(x: torch.Tensor, p: dict, prefix: str, cfg: MlaConfig, fast: bool = False) -> torch.Tensor:
+    """The MLA sublayer without input norm and residual, expanded form. x [B, T, d] -> [B, T, d].
+    fast=True (bench/torch_reference.py): the same function with PyTorch's fused causal
+    scaled-dot-product attention in place of the explicit score matrix."""
     B, T, d = x.shape
     H, dn, dv = cfg.heads, cfg.qk_nope_head_dim, cfg.v_head_dim
     q_nope, q_pe, c, k_pe = _projections(x, p, prefix, cfg)
@@ -238,6 +252,10 @@ def mla(x: torch.Tensor, p: dict, prefix: str, cfg: MlaConfig) -> torch.Tensor:
 
     q = torch.cat([q_nope, q_pe], dim=-1)  # [B, T, H, dn + dr]
     k = torch.cat([k_nope, k_pe.expand(B, T, H, cfg.qk_rope_head_dim)], dim=-1)
+    if fast:
+        out = _sdpa_causal(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                           softmax_scale(cfg)).transpose(1, 2).reshape(B, T, H * dv)
+        return out @ p[prefix + "o_proj.weight"].t()
     scores = torch.einsum("bthd,bshd->bhts", q, k) * softmax_scale(cfg)  # [B, H, T, T]
     probs = _causal_softmax(scores)
     out = torch.einsum("bhts,bshd->bthd", probs, v).reshape(B, T, H * dv)
@@ -301,10 +319,29 @@ def _yarn_by_hand(dim, theta, factor, L, beta_fast, beta_slow, mscale, mscale_al
     return out, af, (lo, hi)
 
 
+def _fast_vs_explicit(x, p, cfg: MlaConfig) -> float:
+    """Worst relative difference of y, dx and every parameter gradient between mla(fast=True)
+    and mla(fast=False), fp32 (its own generator: the other checks draw what they drew before)."""
+    g = torch.Generator().manual_seed(23)
+    res = []
+    dy = None
+    for fast in (False, True):
+        xi = x.detach().clone().requires_grad_(True)
+        pi = {k: v.detach().clone().requires_grad_(True) for k, v in p.items()}
+        y = mla(xi, pi, "", cfg, fast=fast)
+        if dy is None:
+            dy = torch.randn(y.shape, generator=g)
+        (y * dy).sum().backward()
+        res.append((y, xi.grad, {k: v.grad for k, v in pi.items()}))
+    (y0, gx0, gp0), (y1, gx1, gp1) = res
+    return max([_rel(y1, y0), _rel(gx1, gx0)] + [_rel(gp1[k], gp0[k]) for k in gp0])
+
+
 def self_check(cases=None):
     """(a) absorbed vs expanded form, (b) fp32 vs fp64 gradients, (c) YaRN tables against a
     scalar re-derivation, (d) native interleaved rotation vs Hugging Face's de-interleave +
-    rotate_half give the same scores, (e) no-YaRN tables are model.rope_cos_sin."""
+    rotate_half give the same scores, (e) no-YaRN tables are model.rope_cos_sin, (f) the
+    fused-attention form (fast=True) is the explicit one, values and gradients."""
     g = torch.Generator().manual_seed(17)
     if cases is None:
         cases = {
@@ -312,7 +349,7 @@ def self_check(cases=None):
             "q_proj rotate_half": MlaConfig(q_lora_rank=0, rope_style=ROTATE_HALF),
             "yarn": MlaConfig(yarn=YarnConfig(4.0, 16, 32.0, 1.0, 1.0, 0.8)),
         }
-    worst_abs32 = worst_abs64 = worst_grad = 0.0
+    worst_abs32 = worst_abs64 = worst_grad = worst_fast = 0.0
     for name, cfg in cases.items():
         p = init_params(cfg, g)
         x = torch.randn(2, 33, cfg.hidden_size, generator=g)
@@ -324,6 +361,10 @@ def self_check(cases=None):
         e64 = _rel(mla_absorbed(x.double(), p64, "", cfg), mla(x.double(), p64, "", cfg))
         assert e32 < 1e-5 and e64 < 1e-12, (name, e32, e64)
         worst_abs32, worst_abs64 = max(worst_abs32, e32), max(worst_abs64, e64)
+        # (f) the fused-attention form (fast=True) against the explicit one, with gradients.
+        ef = _fast_vs_explicit(x, p, cfg)
+        assert ef < 1e-5, (name, ef)
+        worst_fast = max(worst_fast, ef)
         # (b) fp32 vs fp64 gradients of sum(y * dy).
         dy = torch.randn(y.shape, generator=g)
         res = {}
@@ -402,6 +443,7 @@ def self_check(cases=None):
     assert torch.equal(c0, c1) and torch.equal(s0, s1) and torch.equal(c0, c2) and torch.equal(s0, s2)
     print("  HF de-interleave + rotate_half = native interleaved scores; no-YaRN tables = "
           "model.rope_cos_sin")
+    print(f"  fused attention (fast=True) vs explicit scores: y and grads worst {worst_fast:.1e}")
     print("  MLA self-checks passed")
 
 

@@ -367,9 +367,9 @@ def biases(params: dict) -> dict:
 def attention(a: torch.Tensor, p: dict, prefix: str, cfg: MoeModelConfig,
               fast: bool = False) -> torch.Tensor:
     """The attention sublayer (no norm, no residual) of cfg: model.attention, or mla.mla when
-    cfg.mla is set (which has no fast path: always the explicit score matrix)."""
+    cfg.mla is set; fast=True: PyTorch's fused causal attention in either."""
     if cfg.mla is not None:
-        return mla_ref.mla(a, p, prefix, cfg.mla)
+        return mla_ref.mla(a, p, prefix, cfg.mla, fast=fast)
     return ref.attention(a, p, prefix, cfg.num_attention_heads, cfg.kv_heads, cfg.rope_theta,
                          cfg.rope_style, fast=fast)
 
