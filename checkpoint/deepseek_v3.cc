@@ -9,7 +9,6 @@
 
 #include "checkpoint/hf_layout.h"
 #include "core/check.h"
-#include "data/json.h"
 
 namespace moetron::checkpoint {
 namespace {
@@ -62,7 +61,6 @@ class DeepseekV3 final : public HfLayout {
   std::string config_json(const config::RunConfig& run, StDtype dtype,
                           int64_t step) const override {
     const ModelConfig& m = run.model();
-    const config::MoeConfig& e = m.moe();
     const config::MlaConfig& a = m.mla();
     const config::RopeScalingConfig& r = m.rope_scaling();
     const std::string theta = json_float(m.rope_theta());
@@ -83,7 +81,6 @@ class DeepseekV3 final : public HfLayout {
       << "  \"vocab_size\": " << m.vocab_size() << ",\n"
       << "  \"hidden_size\": " << m.hidden_size() << ",\n"
       << "  \"intermediate_size\": " << m.intermediate_size() << ",\n"
-      << "  \"moe_intermediate_size\": " << e.moe_intermediate_size() << ",\n"
       << "  \"num_hidden_layers\": " << m.num_hidden_layers() << ",\n"
       << "  \"num_attention_heads\": " << m.num_attention_heads() << ",\n"
       << "  \"num_key_value_heads\": " << m.num_attention_heads() << ",\n"
@@ -109,27 +106,12 @@ class DeepseekV3 final : public HfLayout {
       << "  \"max_position_embeddings\": " << max_positions(run) << ",\n"
       << "  \"initializer_range\": " << json_float(m.init_std()) << ",\n"
       << "  \"tie_word_embeddings\": false,\n"
-      << "  \"n_routed_experts\": " << e.n_routed_experts() << ",\n"
-      << "  \"num_experts_per_tok\": " << e.num_experts_per_tok() << ",\n"
-      << "  \"n_shared_experts\": " << e.n_shared_experts() << ",\n"
-      << "  \"first_k_dense_replace\": " << e.first_k_dense_replace() << ",\n"
-      << "  \"routed_scaling_factor\": " << json_float(e.routed_scaling_factor()) << ",\n"
-      << "  \"norm_topk_prob\": " << json_bool(e.norm_topk_prob()) << ",\n"
-      << "  \"n_group\": " << e.n_group() << ",\n"
-      << "  \"topk_group\": " << e.topk_group() << ",\n"
       << "  \"scoring_func\": \"sigmoid\",\n"
       << "  \"topk_method\": \"noaux_tc\",\n"
-      << "  \"num_nextn_predict_layers\": " << m.num_nextn_predict_layers() << ",\n"
-      << "  \"bos_token_id\": null,\n"
-      << "  \"eos_token_id\": null,\n"
-      << "  \"pad_token_id\": null,\n"
-      << "  \"use_cache\": true,\n"
-      << "  \"dtype\": \"" << (dtype == StDtype::bf16 ? "bfloat16" : "float32") << "\",\n"
-      << "  \"moetron\": {\"checkpoint_step\": " << step << ", \"rope_style\": "
-      << data::json_quote(m.rope_style() == ModelConfig::INTERLEAVED ? "INTERLEAVED"
-                                                                     : "ROTATE_HALF")
-      << ", \"capacity_factor\": " << json_float(e.capacity_factor()) << "}\n"
-      << "}\n";
+      << hf_moe_fields(m)
+      << hf_closing_fields(
+             m, dtype, step,
+             m.rope_style() == ModelConfig::INTERLEAVED ? "INTERLEAVED" : "ROTATE_HALF");
     return j.str();
   }
 };

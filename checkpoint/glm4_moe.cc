@@ -5,7 +5,6 @@
 #include "checkpoint/hf_layout.h"
 #include "configs/config.h"
 #include "core/check.h"
-#include "data/json.h"
 
 namespace moetron::checkpoint {
 namespace {
@@ -15,10 +14,6 @@ using moetron::kv_heads;
 
 using config::ModelConfig;
 using detail::concat;
-
-const char* json_bool(bool v) {
-  return v ? "true" : "false";
-}
 
 class Glm4Moe final : public HfLayout {
  public:
@@ -54,7 +49,6 @@ class Glm4Moe final : public HfLayout {
   std::string config_json(const config::RunConfig& run, StDtype dtype,
                           int64_t step) const override {
     const ModelConfig& m = run.model();
-    const config::MoeConfig& e = m.moe();
     const std::string theta = json_float(m.rope_theta());
     std::ostringstream j;
     j << "{\n"
@@ -85,27 +79,11 @@ class Glm4Moe final : public HfLayout {
       // Tied embeddings are exported as an untied copy (lm_head.weight): vLLM's
       // Glm4MoeForCausalLM always loads lm_head.weight.
       << "  \"tie_word_embeddings\": false,\n"
-      << "  \"n_routed_experts\": " << e.n_routed_experts() << ",\n"
-      << "  \"num_experts_per_tok\": " << e.num_experts_per_tok() << ",\n"
-      << "  \"moe_intermediate_size\": " << e.moe_intermediate_size() << ",\n"
-      << "  \"n_shared_experts\": " << e.n_shared_experts() << ",\n"
-      << "  \"first_k_dense_replace\": " << e.first_k_dense_replace() << ",\n"
-      << "  \"routed_scaling_factor\": " << json_float(e.routed_scaling_factor()) << ",\n"
-      << "  \"norm_topk_prob\": " << json_bool(e.norm_topk_prob()) << ",\n"
-      << "  \"n_group\": " << e.n_group() << ",\n"
-      << "  \"topk_group\": " << e.topk_group() << ",\n"
-      << "  \"num_nextn_predict_layers\": " << m.num_nextn_predict_layers() << ",\n"
-      << "  \"bos_token_id\": null,\n"
-      << "  \"eos_token_id\": null,\n"
-      << "  \"pad_token_id\": null,\n"
-      << "  \"use_cache\": true,\n"
-      << "  \"dtype\": \"" << (dtype == StDtype::bf16 ? "bfloat16" : "float32") << "\",\n"
-      << "  \"moetron\": {\"checkpoint_step\": " << step << ", \"rope_style\": "
-      << data::json_quote(m.rope_style() == ModelConfig::INTERLEAVED
-                              ? "INTERLEAVED (q_proj/k_proj rows permuted to rotate_half)"
-                              : "ROTATE_HALF")
-      << ", \"capacity_factor\": " << json_float(e.capacity_factor()) << "}\n"
-      << "}\n";
+      << hf_moe_fields(m)
+      << hf_closing_fields(m, dtype, step,
+                           m.rope_style() == ModelConfig::INTERLEAVED
+                               ? "INTERLEAVED (q_proj/k_proj rows permuted to rotate_half)"
+                               : "ROTATE_HALF");
     return j.str();
   }
 };

@@ -4,6 +4,7 @@
 
 #include "configs/config.h"
 #include "core/check.h"
+#include "data/json.h"
 
 namespace moetron::checkpoint {
 
@@ -72,6 +73,29 @@ void check_hf_moe(const ModelConfig& m, const std::string& model_type) {
                        e.n_routed_experts() / e.n_group(), ": ", model_type,
                        " scores each expert group by the sum of its 2 best experts, so every "
                        "group needs at least 2 experts"));
+}
+
+std::string hf_moe_fields(const ModelConfig& m) {
+  const config::MoeConfig& e = m.moe();
+  return concat("  \"n_routed_experts\": ", e.n_routed_experts(), ",\n",
+                "  \"num_experts_per_tok\": ", e.num_experts_per_tok(), ",\n",
+                "  \"moe_intermediate_size\": ", e.moe_intermediate_size(), ",\n",
+                "  \"n_shared_experts\": ", e.n_shared_experts(), ",\n",
+                "  \"first_k_dense_replace\": ", e.first_k_dense_replace(), ",\n",
+                "  \"routed_scaling_factor\": ", json_float(e.routed_scaling_factor()), ",\n",
+                "  \"norm_topk_prob\": ", e.norm_topk_prob() ? "true" : "false", ",\n",
+                "  \"n_group\": ", e.n_group(), ",\n", "  \"topk_group\": ", e.topk_group(), ",\n",
+                "  \"num_nextn_predict_layers\": ", m.num_nextn_predict_layers(), ",\n");
+}
+
+std::string hf_closing_fields(const ModelConfig& m, StDtype dtype, int64_t step,
+                              const std::string& rope_note) {
+  return concat("  \"bos_token_id\": null,\n  \"eos_token_id\": null,\n  \"pad_token_id\": null,\n",
+                "  \"use_cache\": true,\n", "  \"dtype\": \"",
+                dtype == StDtype::bf16 ? "bfloat16" : "float32", "\",\n",
+                "  \"moetron\": {\"checkpoint_step\": ", step,
+                ", \"rope_style\": ", data::json_quote(rope_note),
+                ", \"capacity_factor\": ", json_float(m.moe().capacity_factor()), "}\n}\n");
 }
 
 std::vector<std::string> common_notes(const ModelConfig& m, const std::string& model_type) {

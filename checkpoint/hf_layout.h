@@ -64,6 +64,13 @@ std::vector<ExportTensor> export_tensors(const config::ModelConfig& m, const HfL
 std::string json_float(float v);
 // The checks every MoE architecture of Hugging Face's (sigmoid routing, >= 2 experts a group).
 void check_hf_moe(const config::ModelConfig& m, const std::string& model_type);
+// config.json's MoE and MTP fields, the same in every architecture ("n_routed_experts" ..
+// "num_nextn_predict_layers", each line ending ",\n"), and its closing fields (no special
+// tokens, use_cache, dtype, moetron's provenance: the step, `rope_note`, capacity_factor; then
+// the closing brace).
+std::string hf_moe_fields(const config::ModelConfig& m);
+std::string hf_closing_fields(const config::ModelConfig& m, StDtype dtype, int64_t step,
+                              const std::string& rope_note);
 // The notes of settings every architecture drops or copies (tied head, capacity, no shared
 // expert).
 std::vector<std::string> common_notes(const config::ModelConfig& m, const std::string& model_type);
