@@ -80,10 +80,10 @@ Mla::Mla(ParamTable& params, const std::string& prefix, const ModelDims& d, cons
   const Shape heads_qk{d.batch, d.seq, H, a.qk()}, heads_v{d.batch, d.seq, H, a.v};
   down_ = rt.empty({rows, down});
   ddown_ = rt.empty({rows, down});
-  cq_ = rt.empty({rows, q_down_width()});
   c_ = rt.empty({rows, a.kv_lora});
   kr_ = rt.empty({rows, a.rope});
   if (q_lora()) {
+    cq_ = rt.empty({rows, a.q_lora});
     cqn_ = rt.empty({rows, a.q_lora});
     dcqn_ = rt.empty({rows, a.q_lora});
     dcq_ = rt.empty({rows, a.q_lora});
