@@ -120,10 +120,10 @@ bool writes_values(const ParamInfo& p, const ProcessGroups& g) {
   return first_replica && (p.shard.group != ShardGroup::replicated || g.tp_rank() == 0);
 }
 
-// Whether this rank writes its owned moments of p: with ZeRO-1 every rank owns distinct
-// parts; without, the moments are replicated like the values.
-bool writes_moments(const ParamInfo& p, const ProcessGroups& g) {
-  if (!g.layout().zero1) return writes_values(p, g);
+// Whether this rank writes its part of slot `slot`'s state of p: with ZeRO-1 every rank owns
+// distinct parts of a partitioned slot; otherwise the state is replicated like the values.
+bool writes_state(const ParamInfo& p, const StateSlot& slot, const ProcessGroups& g) {
+  if (!g.layout().zero1 || !slot.partitioned) return writes_values(p, g);
   return p.shard.group != ShardGroup::replicated || g.tp_rank() == 0;
 }
 
@@ -271,7 +271,9 @@ void save(const fs::path& path, const ParamTable& params, const OptimizerState& 
     const ParamInfo& p = params.info(id);
     for (int k = 0; k < groups; ++k) {
       if (!has_group(k, entries[i], opt)) continue;
-      if (!(k == 0 ? writes_values(p, g) : writes_moments(p, g))) continue;
+      if (!(k == 0 ? writes_values(p, g)
+                   : writes_state(p, opt.slots[static_cast<size_t>(k - 1)], g)))
+        continue;
       written[i][static_cast<size_t>(k)] = pieces(k, p, params, opt);
       sum_at(i, k) =
           static_cast<int64_t>(checksum(written[i][static_cast<size_t>(k)], columns(entries[i])));
@@ -401,7 +403,8 @@ TrainState load(const fs::path& path, ParamTable& params, OptimizerState* optimi
         const std::vector<Piece> read = pieces(k, p, params, opt);
         for (const Piece& piece : read) file.read(name, piece.rects, piece.values);
         // Every element is counted by the one rank that would write it in this layout.
-        if (k == 0 ? writes_values(p, g) : writes_moments(p, g))
+        if (k == 0 ? writes_values(p, g)
+                   : writes_state(p, opt.slots[static_cast<size_t>(k - 1)], g))
           sum_at(i, k) = static_cast<int64_t>(checksum(read, columns(entries[i])));
       }
     }

@@ -495,10 +495,6 @@ void check_muon(const config::RunConfig& cfg) {
   non_negative("optimizer.muon.weight_decay", m.weight_decay());
   positive("optimizer.muon.rms_scale", m.rms_scale());
   non_negative("optimizer.muon.qk_clip_tau", m.qk_clip_tau());
-  if (cfg.parallel().zero1())
-    fail("parallel.zero1", "true",
-         "does not combine with optimizer.kind MUON yet: Newton-Schulz needs each matrix whole, "
-         "and ZeRO-1 splits the gradients into element ranges (valid: false; docs/optimizers.md)");
 }
 
 // The rules of the layout that do not depend on the world size (parallel/layout.cc checks the

@@ -113,8 +113,14 @@ void GradSync::finish() {
 }
 
 void GradSync::gather_parameters() {
-  if (!zero1_) return;
-  Tensor& values = params_.flat_values();
+  if (zero1_) gather(params_.flat_values());
+}
+
+void GradSync::gather_gradients() {
+  if (zero1_) gather(params_.flat_grads());
+}
+
+void GradSync::gather(Tensor& values) {
   std::vector<std::unique_ptr<CommRequest>> gathers;
   auto gather = [&](int64_t begin, int64_t end, const Segment& seg) {
     if (seg.comm == nullptr) return;

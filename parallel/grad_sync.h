@@ -40,6 +40,9 @@ class GradSync {
   void finish();
   // ZeRO-1: after the update, every rank gets everyone's updated parameters. Otherwise nothing.
   void gather_parameters();
+  // ZeRO-1: after finish(), every rank gets everyone's reduced gradients (an optimizer that
+  // needs whole matrices, Muon, on every rank). Otherwise nothing.
+  void gather_gradients();
 
   // The elements this rank updates (all of them without ZeRO-1).
   const std::vector<ElementRange>& owned() const { return owned_; }
@@ -57,6 +60,8 @@ class GradSync {
     int rank = 0, size = 1;
   };
   void start(int unit);
+  // All-gathers each unit's parts of `flat` over its group (ZeRO-1).
+  void gather(Tensor& flat);
   // The parts of [begin, end) that the ranks of `seg` own under ZeRO-1.
   static std::vector<int64_t> part_counts(int64_t begin, int64_t end, const Segment& seg);
 

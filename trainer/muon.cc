@@ -77,7 +77,7 @@ Muon::Muon(ParamTable& params, const config::OptimizerConfig& cfg, ParamFilter h
 }
 
 checkpoint::StateSlot Muon::slot() const {
-  return {"muon_momentum", holds_, ranges_, momentum_};
+  return {"muon_momentum", holds_, ranges_, momentum_, /*partitioned=*/false};
 }
 
 Tensor Muon::whole(const ParamInfo& p, const Tensor& local) {

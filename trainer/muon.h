@@ -5,6 +5,8 @@
 // Newton-Schulz needs the whole matrix: a tensor-parallel shard is all-gathered over the TP
 // group, every rank of it orthogonalizes the same whole matrix (Megatron's "duplicated" mode)
 // and keeps its own block, so the ranks stay identical. Experts are whole on their EP rank.
+// Every data-parallel rank computes every update (under ZeRO-1 from the gradients the train step
+// gathers first), so the replicas stay identical too.
 // The momentum of a shard is the rank's own (elementwise), saved like the values.
 #pragma once
 

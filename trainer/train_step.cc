@@ -119,6 +119,9 @@ StepResult TrainStep::run(int64_t index, double lr, float mtp_weight, const Next
   r.finite = std::isfinite(r.losses.total) && std::isfinite(r.grad_norm);
   if (before_update) before_update(r);
   if (!r.finite) return r;  // every rank decides alike: the norm and losses are global
+  // Muon needs whole matrices: under ZeRO-1 the reduced gradient parts are gathered first (the
+  // parameter gather below then hands every rank the same Muon update it computed itself).
+  if (optimizer_.muon()) sync_.gather_gradients();
   optimizer_.step(lr, r.grad_norm);
   sync_.gather_parameters();
   if (qk_clip_tau_ > 0.0f) qk_clip(qk_clip_tau_, r);

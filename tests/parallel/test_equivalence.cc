@@ -175,19 +175,34 @@ Record train(const Variant& v, const ProcessGroups& groups, std::unique_ptr<Mode
 
 // The weights after kSteps steps: each element within 1e-5 + 1e-4 relative of one rank's (seen:
 // at most 1.3e-6 apart), and more only where rounding decides AdamW's updates (tests/adam_check.h).
+// With Muon the weights get an absolute 5% of one step's largest Muon update (lr * rms_scale *
+// sqrt(96), the widest matrix), the losses 1e-5 and the norms 1e-4: Newton-Schulz
+// raises a gradient's small singular values towards 1, so the rounding of the other layouts'
+// summation orders, in the directions an almost rank-deficient gradient barely has (an MTP
+// expert that received a few tokens), moves that matrix's update by up to a few percent. Seen
+// at dp 2 x tp 2 x ep 2 (MLA, with or without ZeRO-1): one expert's weights up to 1.4e-4 apart
+// (3% of a step's update), the losses 1.1e-6; the same layout with ns_steps 1 agrees within the
+// AdamW bounds (1e-4), so the difference is the iteration's amplification, not the distributed
+// path.
+constexpr double kMuonWeightAtol = 0.05 * 3e-3 * 0.2 * 9.8;  // lr, rms_scale, sqrt(96)
+
 struct Reference {
   Record record;
   std::unique_ptr<Model> model;
-  test::AdamCheck weights{kSteps, 1e-5, 1e-4};
+  test::AdamCheck weights;
 };
 
 // The single-process run of `parallel`'s model for `accum` micro-batches per step (computed once
 // per program and setting).
 const Reference& reference(const Variant& parallel, int accum) {
   static std::map<std::tuple<int, bool, float, int, bool, float>, Reference> cache;
-  Reference& ref = cache[{accum, parallel.one_expert, parallel.capacity_factor, parallel.mla,
-                          parallel.muon, parallel.qk_clip}];
-  if (!ref.model) {
+  auto [it, fresh] = cache.try_emplace(
+      {accum, parallel.one_expert, parallel.capacity_factor, parallel.mla, parallel.muon,
+       parallel.qk_clip},
+      Reference{
+          {}, nullptr, test::AdamCheck(kSteps, parallel.muon ? kMuonWeightAtol : 1e-5, 1e-4)});
+  Reference& ref = it->second;
+  if (fresh) {
     const ProcessGroups alone;
     Variant v;
     v.one_expert = parallel.one_expert;
@@ -247,10 +262,12 @@ void expect_matches_reference(const Variant& v) {
   // The same fp32 arithmetic summed in another order (partial sums over tp, all-reduces over dp,
   // other row sets in the grouped GEMMs): seen within 5e-9 relative after 5 steps; the bounds
   // leave two orders of magnitude.
+  const double loss_rtol = v.muon ? 1e-5 : 1e-6, norm_rtol = v.muon ? 1e-4 : 1e-5;
   for (int s = 0; s < kSteps; ++s) {
-    EXPECT_NEAR(got.losses[s], ref.record.losses[s], 1e-6 * ref.record.losses[s]) << "step " << s;
-    EXPECT_NEAR(got.main[s], ref.record.main[s], 1e-6 * ref.record.main[s]) << "step " << s;
-    EXPECT_NEAR(got.norms[s], ref.record.norms[s], 1e-5 * ref.record.norms[s]) << "step " << s;
+    EXPECT_NEAR(got.losses[s], ref.record.losses[s], loss_rtol * ref.record.losses[s])
+        << "step " << s;
+    EXPECT_NEAR(got.main[s], ref.record.main[s], loss_rtol * ref.record.main[s]) << "step " << s;
+    EXPECT_NEAR(got.norms[s], ref.record.norms[s], norm_rtol * ref.record.norms[s]) << "step " << s;
     // Loads are integers: the same routing gives exactly the same biases.
     EXPECT_EQ(got.biases[s], ref.record.biases[s]) << "router biases after step " << s;
     // And every rank holds the same ones.
@@ -290,12 +307,17 @@ TEST_F(World2, MlaLayoutsMatchOneRank) {
 }
 
 // Muon: tensor-parallel shards gathered for Newton-Schulz, experts on their EP rank, data
-// parallel replicas computing the same update (ZeRO-1 is refused with Muon).
+// parallel replicas computing the same update (under ZeRO-1 from the gathered gradients).
 TEST_F(World2, MuonLayoutsMatchOneRank) {
   MOETRON_REQUIRE_WORLD(2);
   for (const int mla : {0, 1})
-    for (auto [dp, tp, ep] : {std::tuple{2, 1, 1}, {1, 2, 1}, {2, 1, 2}, {1, 2, 2}}) {
-      Variant v{dp, tp, ep};
+    for (auto [dp, tp, ep, zero1] : {std::tuple{2, 1, 1, false},
+                                     {1, 2, 1, false},
+                                     {2, 1, 2, false},
+                                     {1, 2, 2, false},
+                                     {2, 1, 1, true},
+                                     {2, 1, 2, true}}) {
+      Variant v{dp, tp, ep, zero1};
       v.mla = mla;
       v.muon = true;
       expect_matches_reference(v);
@@ -365,15 +387,20 @@ TEST_F(World4, MlaLayoutsMatchOneRank) {
 
 TEST_F(World4, MuonLayoutsMatchOneRank) {
   MOETRON_REQUIRE_WORLD(4);
-  for (auto [dp, tp, ep, mla] :
-       {std::tuple{4, 1, 4, 0}, {2, 2, 2, 0}, {1, 4, 4, 0}, {2, 2, 1, 1}, {1, 4, 2, 2}}) {
-    Variant v{dp, tp, ep};
+  for (auto [dp, tp, ep, mla, zero1] : {std::tuple{4, 1, 4, 0, false},
+                                        {2, 2, 2, 0, false},
+                                        {1, 4, 4, 0, false},
+                                        {2, 2, 1, 1, false},
+                                        {1, 4, 2, 2, false},
+                                        {4, 1, 4, 0, true},
+                                        {2, 2, 2, 1, true}}) {
+    Variant v{dp, tp, ep, zero1};
     v.mla = mla;
     v.muon = true;
     expect_matches_reference(v);
   }
-  for (auto [dp, tp, ep, mla] : {std::tuple{2, 2, 2, 1}, {4, 1, 2, 0}}) {
-    Variant v{dp, tp, ep};
+  for (auto [dp, tp, ep, mla, zero1] : {std::tuple{2, 2, 2, 1, true}, {4, 1, 2, 0, false}}) {
+    Variant v{dp, tp, ep, zero1};
     v.mla = mla;
     v.muon = true;
     v.qk_clip = 1e-3f;

@@ -158,11 +158,11 @@ TEST_F(World4Reshard, EveryLayoutContinuesTheRunThatWasNeverInterrupted) {
   chain(layout(4, 1, 4, true));
 }
 
-// Muon's momentum reshards like AdamW's moments (ZeRO-1 does not combine with Muon: the last
-// layout is (4, 1, 4) without it).
+// Muon's momentum reshards like AdamW's moments (the last layout with ZeRO-1: AdamW's moments
+// partitioned, Muon's replicated).
 TEST_F(World4Reshard, MuonStateContinuesInEveryLayout) {
   muon_ = true;
-  chain(layout(4, 1, 4, false));
+  chain(layout(4, 1, 4, true));
 }
 
 void World4Reshard::chain(const Layout& final_layout) {
@@ -224,7 +224,7 @@ TEST_F(World4Reshard, TheSameLayoutResumesBitwise) {
 
 TEST_F(World4Reshard, TheSameLayoutResumesBitwiseWithMuon) {
   muon_ = true;
-  same_layout_resumes(layout(2, 2, 2, false));
+  same_layout_resumes(layout(2, 2, 2, true));
 }
 
 void World4Reshard::same_layout_resumes(const Layout& l) {
