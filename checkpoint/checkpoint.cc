@@ -120,10 +120,10 @@ bool writes_values(const ParamInfo& p, const ProcessGroups& g) {
   return first_replica && (p.shard.group != ShardGroup::replicated || g.tp_rank() == 0);
 }
 
-// Whether this rank writes its part of slot `slot`'s state of p: with ZeRO-1 every rank owns
-// distinct parts of a partitioned slot; otherwise the state is replicated like the values.
+// Whether this rank writes its part of slot `slot`'s state of p: with ZeRO-1 (or a slot split
+// by owner) every rank holds distinct parts; otherwise the state is replicated like the values.
 bool writes_state(const ParamInfo& p, const StateSlot& slot, const ProcessGroups& g) {
-  if (!g.layout().zero1 || !slot.partitioned) return writes_values(p, g);
+  if (!g.layout().zero1 && slot.split == StateSlot::Split::zero1) return writes_values(p, g);
   return p.shard.group != ShardGroup::replicated || g.tp_rank() == 0;
 }
 

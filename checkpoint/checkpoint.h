@@ -39,16 +39,17 @@ inline uint64_t element_hash(uint64_t index, float value) {
 // saved as /NAME/<parameter> for every trained parameter `holds` accepts (a rule on names and
 // kinds, so that every rank agrees on the datasets, experts it does not hold included); this
 // rank's part is `values`, laid out over `ranges` (element ranges of the flat buffers,
-// ascending) range after range. A partitioned slot's ranges are, under ZeRO-1, this rank's
-// share, and each element is written by its owner; a slot that is not (Muon's momentum, the
-// same on every data-parallel rank), and any slot without ZeRO-1, is written by the one replica
-// that writes the values.
+// ascending) range after range. How the ranks split a slot (`split`): AdamW's moments are this
+// rank's ZeRO-1 share under ZeRO-1 and replicated like the values otherwise; Muon's momentum is
+// held by each matrix's owner alone. Each element is written by the rank that holds it (of
+// replicated state, by the one replica that writes the values).
 struct StateSlot {
   std::string name;  // "exp_avg", "exp_avg_sq", "muon_momentum"
   std::function<bool(const std::string& name, ParamKind kind)> holds;
   std::vector<ElementRange> ranges;
   Tensor values;  // a handle: loading writes through it
-  bool partitioned = true;
+  enum class Split { zero1, by_owner };
+  Split split = Split::zero1;
 };
 
 // The optimizer's state: its slots and its step count. No slots: the weights alone.

@@ -45,14 +45,8 @@ void newton_schulz(Tensor& x, int steps) {
   if (cur.data<float>() != x.data<float>()) ops::copy(cur, x);  // the result in x's storage
 }
 
-Muon::Muon(ParamTable& params, const config::OptimizerConfig& cfg, ParamFilter holds,
-           Communicator* tp_comm, int tp_size, int tp_rank)
-    : params_(params),
-      cfg_(cfg),
-      holds_(std::move(holds)),
-      tp_comm_(tp_comm),
-      tp_size_(tp_size),
-      tp_rank_(tp_rank) {
+Muon::Muon(ParamTable& params, const config::OptimizerConfig& cfg, ParamFilter holds, Groups groups)
+    : params_(params), cfg_(cfg), holds_(std::move(holds)), g_(groups) {
   std::vector<int> ids;
   for (int id = 0; id < static_cast<int>(params.infos().size()); ++id) {
     const ParamInfo& p = params.info(id);
@@ -61,52 +55,77 @@ Muon::Muon(ParamTable& params, const config::OptimizerConfig& cfg, ParamFilter h
   }
   std::sort(ids.begin(), ids.end(),
             [&](int a, int b) { return params.info(a).offset < params.info(b).offset; });
+  // Owners: in table order, each matrix to the rank of its group with the fewest elements so
+  // far (lowest rank on ties). Every rank of a group holds the same matrices, so every rank
+  // makes the same choice; tensor-parallel peers share a data-parallel rank and so an owner.
+  std::vector<int64_t> dense_load(static_cast<size_t>(g_.dp ? g_.dp->size() : 1), 0);
+  std::vector<int64_t> expert_load(static_cast<size_t>(g_.edp ? g_.edp->size() : 1), 0);
   int64_t n = 0;
   for (int id : ids) {
     const ParamInfo& p = params.info(id);
-    matrices_.push_back({id, n});
-    if (!ranges_.empty() && ranges_.back().second == p.offset)
-      ranges_.back().second += p.numel();
-    else
-      ranges_.emplace_back(p.offset, p.offset + p.numel());
-    n += p.numel();
+    std::vector<int64_t>& load = p.is_expert() ? expert_load : dense_load;
+    const auto owner = static_cast<int>(std::min_element(load.begin(), load.end()) - load.begin());
+    load[static_cast<size_t>(owner)] += p.numel();
+    Matrix m{id, owner};
+    if (owns_matrix(m)) {
+      m.at = n;
+      n += p.numel();
+      if (!ranges_.empty() && ranges_.back().second == p.offset)
+        ranges_.back().second += p.numel();
+      else
+        ranges_.emplace_back(p.offset, p.offset + p.numel());
+    }
+    matrices_.push_back(m);
   }
   const Device device = params.flat_values().device();
   momentum_ = Tensor::zeros({std::max<int64_t>(n, 1)}, DType::f32, device);
   for (RowBuffer* b : {&update_, &gathered_, &whole_}) *b = RowBuffer(DType::f32, device);
 }
 
+bool Muon::owns_matrix(const Matrix& m) const {
+  const Communicator* group = group_of(params_.info(m.id));
+  return (group ? group->rank() : 0) == m.owner;
+}
+
+bool Muon::owns(int id) const {
+  for (const Matrix& m : matrices_)
+    if (m.id == id) return owns_matrix(m);
+  return false;
+}
+
 checkpoint::StateSlot Muon::slot() const {
-  return {"muon_momentum", holds_, ranges_, momentum_, /*partitioned=*/false};
+  return {"muon_momentum", holds_, ranges_, momentum_, checkpoint::StateSlot::Split::by_owner};
 }
 
 Tensor Muon::whole(const ParamInfo& p, const Tensor& local) {
-  if (p.shard.group != ShardGroup::tensor || tp_size_ == 1) return local;
+  if (p.shard.group != ShardGroup::tensor || g_.tp_size == 1) return local;
   const int64_t rows = p.shape[0], cols = p.shape[1];
-  Tensor all = gathered_.rows(tp_size_ * rows, cols);
-  tp_comm_->all_gather(local, all);
+  const int tp = g_.tp_size;
+  Tensor all = gathered_.rows(tp * rows, cols);
+  g_.tp->all_gather(local, all);
   if (p.shard.dim == 0) return all;  // the row blocks in rank order: the whole matrix
   // Column blocks: [tp, rows, cols] -> [rows, tp, cols] = [rows, tp * cols].
-  Tensor w = whole_.rows(rows, tp_size_ * cols);
-  Tensor w3 = w.reshape({rows, tp_size_, cols});
-  ops::transpose01(all.reshape({tp_size_, rows, cols}), w3);
+  Tensor w = whole_.rows(rows, tp * cols);
+  Tensor w3 = w.reshape({rows, tp, cols});
+  ops::transpose01(all.reshape({tp, rows, cols}), w3);
   return w;
 }
 
 void Muon::own_block(const ParamInfo& p, const Tensor& w, Tensor& local) {
-  if (p.shard.group != ShardGroup::tensor || tp_size_ == 1) {
+  if (p.shard.group != ShardGroup::tensor || g_.tp_size == 1) {
     if (w.data<float>() != local.data<float>()) ops::copy(w, local);
     return;
   }
   const int64_t rows = p.shape[0], cols = p.shape[1];
+  const int tp = g_.tp_size, r = g_.tp_rank;
   if (p.shard.dim == 0) {
-    ops::copy(w.slice(tp_rank_ * rows, (tp_rank_ + 1) * rows), local);
+    ops::copy(w.slice(r * rows, (r + 1) * rows), local);
     return;
   }
-  Tensor blocks = gathered_.rows(tp_size_ * rows, cols);
-  Tensor b3 = blocks.reshape({tp_size_, rows, cols});
-  ops::transpose01(w.reshape({rows, tp_size_, cols}), b3);
-  ops::copy(blocks.slice(tp_rank_ * rows, (tp_rank_ + 1) * rows), local);
+  Tensor blocks = gathered_.rows(tp * rows, cols);
+  Tensor b3 = blocks.reshape({tp, rows, cols});
+  ops::transpose01(w.reshape({rows, tp, cols}), b3);
+  ops::copy(blocks.slice(r * rows, (r + 1) * rows), local);
 }
 
 void Muon::step(double lr, double grad_norm) {
@@ -123,6 +142,7 @@ void Muon::step(double lr, double grad_norm) {
   const config::MuonConfig& c = cfg_.muon();
   const float mu = c.momentum();
   for (const Matrix& mat : matrices_) {
+    if (!owns_matrix(mat)) continue;
     const ParamInfo& p = params_.info(mat.id);
     const int64_t rows = p.shape[0], cols = p.shape[1];
     const Tensor g = params_.grad(mat.id).reshape({rows, cols});
@@ -145,6 +165,12 @@ void Muon::step(double lr, double grad_norm) {
     ops::scale(value, static_cast<float>(1.0 - lr * c.weight_decay()));
     ops::axpy(-scale, u, value);
   }
+  // Every rank of a group gets its owners' updated matrices.
+  for (const Matrix& mat : matrices_)
+    if (Communicator* group = group_of(params_.info(mat.id))) {
+      Tensor value = params_.value(mat.id);
+      group->broadcast(value, mat.owner);
+    }
 }
 
 }  // namespace moetron

@@ -5,8 +5,11 @@
 // Newton-Schulz needs the whole matrix: a tensor-parallel shard is all-gathered over the TP
 // group, every rank of it orthogonalizes the same whole matrix (Megatron's "duplicated" mode)
 // and keeps its own block, so the ranks stay identical. Experts are whole on their EP rank.
-// Every data-parallel rank computes every update (under ZeRO-1 from the gradients the train step
-// gathers first), so the replicas stay identical too.
+// Each matrix has one owner among the ranks that hold it (the data-parallel group; for routed
+// experts the expert-data-parallel group), chosen by size so that the ranks share the work:
+// the owner (with its tensor-parallel peers) keeps the matrix's momentum and computes its
+// update from the reduced gradient (under ZeRO-1 the train step gathers the reduced parts
+// first), then broadcasts the updated matrix to the group.
 // The momentum of a shard is the rank's own (elementwise), saved like the values.
 #pragma once
 
@@ -29,19 +32,31 @@ void newton_schulz(Tensor& x, int steps);
 
 class Muon {
  public:
-  // tp: the tensor-parallel group (size 1 and no communicator alone).
-  Muon(ParamTable& params, const config::OptimizerConfig& cfg, ParamFilter holds,
-       Communicator* tp_comm, int tp_size, int tp_rank);
+  // The groups it works over (null: this rank alone): tp gathers shards for Newton-Schulz; dp
+  // and edp are the data-parallel groups of dense and expert matrices, among whose ranks each
+  // matrix has its owner.
+  struct Groups {
+    Communicator* tp = nullptr;
+    int tp_size = 1, tp_rank = 0;
+    Communicator* dp = nullptr;
+    Communicator* edp = nullptr;
+  };
+  Muon(ParamTable& params, const config::OptimizerConfig& cfg, ParamFilter holds, Groups groups);
   // Clips its gradients to cfg.grad_clip given the global norm, then one Muon step.
   void step(double lr, double grad_norm);
-  // Its momentum, for checkpoints (/muon_momentum/NAME).
+  // Its momentum, for checkpoints (/muon_momentum/NAME): of the matrices this rank owns.
   checkpoint::StateSlot slot() const;
+  // Whether this rank owns matrix `id` of the table (tests).
+  bool owns(int id) const;
 
  private:
   struct Matrix {
     int id;
-    int64_t at;  // where its momentum starts
+    int owner;        // rank in its group (dp, or edp for experts)
+    int64_t at = -1;  // where its momentum starts, when this rank owns it
   };
+  Communicator* group_of(const ParamInfo& p) const { return p.is_expert() ? g_.edp : g_.dp; }
+  bool owns_matrix(const Matrix& m) const;
   // The whole matrix of `local` (param p's block): itself, or gathered over the TP group.
   Tensor whole(const ParamInfo& p, const Tensor& local);
   // This rank's block of the whole matrix `w` of p, into `local`.
@@ -50,8 +65,7 @@ class Muon {
   ParamTable& params_;
   config::OptimizerConfig cfg_;
   ParamFilter holds_;
-  Communicator* tp_comm_;
-  int tp_size_, tp_rank_;
+  Groups g_;
   std::vector<Matrix> matrices_;
   std::vector<ElementRange> ranges_;
   Tensor momentum_;

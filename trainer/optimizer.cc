@@ -86,8 +86,7 @@ std::vector<checkpoint::StateSlot> AdamW::slots() const {
 }
 
 Optimizer::Optimizer(ParamTable& params, const config::OptimizerConfig& cfg,
-                     std::vector<std::pair<int64_t, int64_t>> owned, Communicator* tp_comm,
-                     int tp_size, int tp_rank)
+                     std::vector<std::pair<int64_t, int64_t>> owned, Muon::Groups muon_groups)
     : adamw_(params, cfg, std::move(owned),
              cfg.kind() == config::OptimizerConfig::MUON
                  ? ParamFilter([](const std::string& name, ParamKind kind) {
@@ -95,7 +94,7 @@ Optimizer::Optimizer(ParamTable& params, const config::OptimizerConfig& cfg,
                    })
                  : ParamFilter()) {
   if (cfg.kind() == config::OptimizerConfig::MUON)
-    muon_ = std::make_unique<Muon>(params, cfg, is_hidden_matrix, tp_comm, tp_size, tp_rank);
+    muon_ = std::make_unique<Muon>(params, cfg, is_hidden_matrix, muon_groups);
 }
 
 void Optimizer::step(double lr, double grad_norm) {

@@ -50,10 +50,9 @@ class AdamW {
 
 class Optimizer {
  public:
-  // owned: as AdamW's; tp: the tensor-parallel group Muon gathers shards over.
+  // owned: as AdamW's; muon_groups: the groups Muon works over (Muon::Groups).
   Optimizer(ParamTable& params, const config::OptimizerConfig& cfg,
-            std::vector<std::pair<int64_t, int64_t>> owned, Communicator* tp_comm, int tp_size,
-            int tp_rank);
+            std::vector<std::pair<int64_t, int64_t>> owned, Muon::Groups muon_groups = {});
   void step(double lr, double grad_norm);
   int64_t steps() const { return adamw_.steps(); }
   void set_steps(int64_t steps) { adamw_.set_steps(steps); }

@@ -38,8 +38,8 @@ TrainStep::TrainStep(Model& model, const config::OptimizerConfig& optimizer,
       groups_(groups),
       accum_(grad_accum_steps),
       sync_(model.params(), groups),
-      optimizer_(model.params(), optimizer, sync_.owned(), groups.tp(), groups.layout().tp,
-                 groups.tp_rank()),
+      optimizer_(model.params(), optimizer, sync_.owned(),
+                 {groups.tp(), groups.layout().tp, groups.tp_rank(), groups.dp(), groups.edp()}),
       qk_clip_tau_(optimizer.kind() == config::OptimizerConfig::MUON
                        ? optimizer.muon().qk_clip_tau()
                        : 0.0f),
@@ -119,8 +119,8 @@ StepResult TrainStep::run(int64_t index, double lr, float mtp_weight, const Next
   r.finite = std::isfinite(r.losses.total) && std::isfinite(r.grad_norm);
   if (before_update) before_update(r);
   if (!r.finite) return r;  // every rank decides alike: the norm and losses are global
-  // Muon needs whole matrices: under ZeRO-1 the reduced gradient parts are gathered first (the
-  // parameter gather below then hands every rank the same Muon update it computed itself).
+  // Muon's owners need whole gradients: under ZeRO-1 the reduced parts are gathered first (the
+  // parameter gather below then leaves every rank with the values the owners broadcast).
   if (optimizer_.muon()) sync_.gather_gradients();
   optimizer_.step(lr, r.grad_norm);
   sync_.gather_parameters();

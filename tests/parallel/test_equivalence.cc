@@ -148,6 +148,15 @@ Record train(const Variant& v, const ProcessGroups& groups, std::unique_ptr<Mode
         b[0] = b[1] = 10.0f;  // far above any score: experts 0 and 1 take every token
       }
   TrainStep step(*model, cfg.optimizer(), groups, accum);
+  if (Muon* muon = step.optimizer().muon(); muon && v.dp > 1) {
+    // The Muon matrices have owners: this rank keeps and computes some of them, not all.
+    int64_t mine = 0, all = 0;
+    for (const auto& [b, e] : muon->slot().ranges) mine += e - b;
+    for (const ParamInfo& p : model->params().infos())
+      if (p.kind != ParamKind::buffer && is_hidden_matrix(p.name, p.kind)) all += p.numel();
+    EXPECT_GT(mine, 0);
+    EXPECT_LT(mine, all) << "this data-parallel rank owns every Muon matrix";
+  }
   data::Loader loader(ds, static_cast<int>(model->dims().window()), cfg.data().micro_batch_size(),
                       cfg.seed(), groups.dp_rank(), groups.layout().dp);
   Record r;
@@ -306,8 +315,9 @@ TEST_F(World2, MlaLayoutsMatchOneRank) {
         expect_matches_reference({dp, tp, ep, zero1, 1, false, 0, mla});
 }
 
-// Muon: tensor-parallel shards gathered for Newton-Schulz, experts on their EP rank, data
-// parallel replicas computing the same update (under ZeRO-1 from the gathered gradients).
+// Muon: tensor-parallel shards gathered for Newton-Schulz, experts on their EP rank, each
+// matrix updated by its data-parallel owner and broadcast (under ZeRO-1 from the gathered
+// gradients).
 TEST_F(World2, MuonLayoutsMatchOneRank) {
   MOETRON_REQUIRE_WORLD(2);
   for (const int mla : {0, 1})

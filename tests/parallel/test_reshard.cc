@@ -158,8 +158,8 @@ TEST_F(World4Reshard, EveryLayoutContinuesTheRunThatWasNeverInterrupted) {
   chain(layout(4, 1, 4, true));
 }
 
-// Muon's momentum reshards like AdamW's moments (the last layout with ZeRO-1: AdamW's moments
-// partitioned, Muon's replicated).
+// Muon's momentum, held by each matrix's owner, reshards like AdamW's moments (the last layout
+// with ZeRO-1).
 TEST_F(World4Reshard, MuonStateContinuesInEveryLayout) {
   muon_ = true;
   chain(layout(4, 1, 4, true));

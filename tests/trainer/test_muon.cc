@@ -62,7 +62,7 @@ TEST_P(MuonGolden, TwoStepsMatchTheReference) {
   for (const auto& [name, shape] : kMatrices) params.add(name, shape, ParamKind::matrix);
   params.allocate();
   test::load_params(params, g, "/params");
-  Muon muon(params, muon_config(g), is_hidden_matrix, nullptr, 1, 0);
+  Muon muon(params, muon_config(g), is_hidden_matrix, {});
   const double lr = g.attr_num("lr");
   for (int step = 0; step < 2; ++step) {
     for (const auto& [name, shape] : kMatrices) {
@@ -104,7 +104,7 @@ TEST(Muon, ParameterGroupsOfAModel) {
   )",
                                             "muon");
   Model model(cfg.model(), 1, 8);
-  const Optimizer opt(model.params(), cfg.optimizer(), {}, nullptr, 1, 0);
+  const Optimizer opt(model.params(), cfg.optimizer(), {});
   const checkpoint::OptimizerState state = opt.state();
   ASSERT_EQ(state.slots.size(), 3u);  // exp_avg, exp_avg_sq, muon_momentum
   int muon = 0, adam = 0;
