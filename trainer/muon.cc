@@ -15,7 +15,7 @@ constexpr float kA = 3.4445f, kB = -4.7750f, kC = 2.0315f;
 
 }  // namespace
 
-void newton_schulz(Tensor& x, int steps) {
+void newton_schulz(Tensor& x, int steps, NewtonSchulzScratch& scratch) {
   const int64_t m = x.rows(), n = x.cols(), k = std::min(m, n);
   const Device device = x.device();
   // X / (||X||_F + 1e-7); the norm is read once per matrix.
@@ -25,9 +25,8 @@ void newton_schulz(Tensor& x, int steps) {
   // Wide (m <= n): A = X X^T, X = a X + B X. Tall: the same on X^T, written without the
   // transpose as A = X^T X, X = a X + X B (B is symmetric).
   const bool wide = m <= n;
-  Tensor a = Tensor::empty({k, k}, DType::f32, device),
-         b = Tensor::empty({k, k}, DType::f32, device);
-  Tensor cur = x, next = Tensor::empty({m, n}, DType::f32, device);
+  Tensor a = scratch.gram.rows(k, k), b = scratch.poly.rows(k, k);
+  Tensor cur = x, next = scratch.next.rows(m, n);
   for (int s = 0; s < steps; ++s) {
     if (wide)
       ops::matmul(cur, false, cur, true, a);
@@ -80,17 +79,12 @@ Muon::Muon(ParamTable& params, const config::OptimizerConfig& cfg, ParamFilter h
   const Device device = params.flat_values().device();
   momentum_ = Tensor::zeros({std::max<int64_t>(n, 1)}, DType::f32, device);
   for (RowBuffer* b : {&update_, &gathered_, &whole_}) *b = RowBuffer(DType::f32, device);
+  ns_ = NewtonSchulzScratch(device);
 }
 
 bool Muon::owns_matrix(const Matrix& m) const {
   const Communicator* group = group_of(params_.info(m.id));
   return (group ? group->rank() : 0) == m.owner;
-}
-
-bool Muon::owns(int id) const {
-  for (const Matrix& m : matrices_)
-    if (m.id == id) return owns_matrix(m);
-  return false;
 }
 
 checkpoint::StateSlot Muon::slot() const {
@@ -157,7 +151,7 @@ void Muon::step(double lr, double grad_norm) {
       ops::copy(m, u);
     }
     Tensor w = whole(p, u);
-    newton_schulz(w, c.ns_steps());
+    newton_schulz(w, c.ns_steps(), ns_);
     own_block(p, w, u);
     const double global_max = static_cast<double>(std::max(p.global_shape[0], p.global_shape[1]));
     const auto scale = static_cast<float>(lr * c.rms_scale() * std::sqrt(global_max));

@@ -26,9 +26,16 @@
 
 namespace moetron {
 
+// Newton-Schulz's working memory, kept across calls so that a step allocates nothing.
+struct NewtonSchulzScratch {
+  explicit NewtonSchulzScratch(Device device = {})
+      : gram(DType::f32, device), poly(DType::f32, device), next(DType::f32, device) {}
+  RowBuffer gram, poly, next;
+};
+
 // Newton-Schulz orthogonalization in place: x [m, n] becomes approximately U S' V^T of its
 // polar factor (S' in about [0.5, 1.5]) after `steps` quintic iterations, in fp32.
-void newton_schulz(Tensor& x, int steps);
+void newton_schulz(Tensor& x, int steps, NewtonSchulzScratch& scratch);
 
 class Muon {
  public:
@@ -46,8 +53,6 @@ class Muon {
   void step(double lr, double grad_norm);
   // Its momentum, for checkpoints (/muon_momentum/NAME): of the matrices this rank owns.
   checkpoint::StateSlot slot() const;
-  // Whether this rank owns matrix `id` of the table (tests).
-  bool owns(int id) const;
 
  private:
   struct Matrix {
@@ -70,6 +75,7 @@ class Muon {
   std::vector<ElementRange> ranges_;
   Tensor momentum_;
   RowBuffer update_, gathered_, whole_;
+  NewtonSchulzScratch ns_;
 };
 
 }  // namespace moetron
