@@ -84,6 +84,38 @@ class Backend {
                                   const Tensor& lse, Tensor& dq, Tensor& dk, Tensor& dv) = 0;
   virtual void swiglu_forward(const Tensor& gate_up, Tensor& out) = 0;
   virtual void swiglu_backward(const Tensor& dout, const Tensor& gate_up, Tensor& dgate_up) = 0;
+  virtual void sigmoid_gate(const Tensor& x, const Tensor& gate, Tensor& y) = 0;
+  virtual void sigmoid_gate_backward(const Tensor& dy, const Tensor& x, const Tensor& gate,
+                                     Tensor& dx, Tensor& dgate) = 0;
+  // core/ops_linear_attention.h.
+  virtual void gated_delta_forward(const Tensor& q, const Tensor& k, const Tensor& v,
+                                   const Tensor& g, const Tensor& beta, Tensor& out,
+                                   Tensor& states) = 0;
+  virtual void gated_delta_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
+                                    const Tensor& v, const Tensor& g, const Tensor& beta,
+                                    const Tensor& states, Tensor& dq, Tensor& dk, Tensor& dv,
+                                    Tensor& dg, Tensor& dbeta) = 0;
+  virtual void gated_delta_step(const Tensor& q, const Tensor& k, const Tensor& v,
+                                const Tensor& g, const Tensor& beta, Tensor& state,
+                                Tensor& out) = 0;
+  virtual void conv_silu_forward(const Tensor& x, const Tensor& w, Tensor& pre, Tensor& y) = 0;
+  virtual void conv_silu_backward(const Tensor& dy, const Tensor& x, const Tensor& w,
+                                  const Tensor& pre, Tensor& dx, Tensor& dw) = 0;
+  virtual void conv_silu_step(const Tensor& x, const Tensor& w, Tensor& state, Tensor& y) = 0;
+  virtual void l2norm_forward(const Tensor& x, float eps, float scale, Tensor& y,
+                              Tensor& rnorm) = 0;
+  virtual void l2norm_backward(const Tensor& dy, const Tensor& x, const Tensor& rnorm,
+                               float scale, Tensor& dx) = 0;
+  virtual void gdn_gates_forward(const Tensor& a, const Tensor& b, const Tensor& a_log,
+                                 const Tensor& dt_bias, Tensor& g, Tensor& beta) = 0;
+  virtual void gdn_gates_backward(const Tensor& dg, const Tensor& dbeta, const Tensor& a,
+                                  const Tensor& a_log, const Tensor& dt_bias, const Tensor& beta,
+                                  Tensor& da, Tensor& db, Tensor& da_log, Tensor& ddt_bias) = 0;
+  virtual void gated_rmsnorm_forward(const Tensor& x, const Tensor& z, const Tensor& w, float eps,
+                                     Tensor& y, Tensor& rstd) = 0;
+  virtual void gated_rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& z,
+                                      const Tensor& w, const Tensor& rstd, Tensor& dx, Tensor& dz,
+                                      Tensor& dw) = 0;
   // Ids outside [0, shard.vocab) are an Error naming the id.
   virtual void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out,
                                  const ops::VocabShard& shard) = 0;

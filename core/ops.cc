@@ -196,8 +196,10 @@ void rope(Tensor& x, const Tensor& cos, const Tensor& sin, RopeStyle style, bool
   require_f32(sin, "rope", "sin");
   MOETRON_CHECK(x.ndim() == 4 && x.dim(3) % 2 == 0, "rope: x must be [B, T, H, even hd], is ",
                 shape_str(x.shape()));
-  MOETRON_CHECK(cos.numel() >= x.dim(1) * x.dim(3) / 2 && cos.cols() == x.dim(3) / 2,
-                "rope: tables ", shape_str(cos.shape()), " too small for ", shape_str(x.shape()));
+  MOETRON_CHECK(cos.numel() >= x.dim(1) * cos.cols() && cos.cols() >= 1 &&
+                    2 * cos.cols() <= x.dim(3) && sin.shape() == cos.shape(),
+                "rope: tables ", shape_str(cos.shape()), " do not fit ", shape_str(x.shape()),
+                " (want [>= T, <= head_dim / 2])");
   backend_of("rope", {&x, &cos, &sin}).rope(x, cos, sin, style, inverse);
 }
 
@@ -276,6 +278,30 @@ void swiglu_backward(const Tensor& dout, const Tensor& gate_up, Tensor& dgate_up
                 "swiglu_backward: shapes");
   backend_of("swiglu_backward", {&dout, &gate_up, &dgate_up})
       .swiglu_backward(dout, gate_up, dgate_up);
+}
+
+void sigmoid_gate(const Tensor& x, const Tensor& gate, Tensor& y) {
+  require_f32(x, "sigmoid_gate", "x");
+  require_f32(gate, "sigmoid_gate", "gate");
+  require_f32(y, "sigmoid_gate", "y");
+  MOETRON_CHECK(y.shape() == x.shape() && gate.rows() == x.rows() &&
+                    (gate.numel() == x.numel() || gate.cols() == 1),
+                "sigmoid_gate: x ", shape_str(x.shape()), " gate ", shape_str(gate.shape()),
+                " (x's shape or [rows, 1]) y ", shape_str(y.shape()));
+  backend_of("sigmoid_gate", {&x, &gate, &y}).sigmoid_gate(x, gate, y);
+}
+
+void sigmoid_gate_backward(const Tensor& dy, const Tensor& x, const Tensor& gate, Tensor& dx,
+                           Tensor& dgate) {
+  for (const Tensor* t : {&dy, &x, &gate, static_cast<const Tensor*>(&dx),
+                          static_cast<const Tensor*>(&dgate)})
+    require_f32(*t, "sigmoid_gate_backward", "a tensor");
+  MOETRON_CHECK(dy.shape() == x.shape() && dx.shape() == x.shape() &&
+                    dgate.shape() == gate.shape() && gate.rows() == x.rows() &&
+                    (gate.numel() == x.numel() || gate.cols() == 1),
+                "sigmoid_gate_backward: shapes");
+  backend_of("sigmoid_gate_backward", {&dy, &x, &gate, &dx, &dgate})
+      .sigmoid_gate_backward(dy, x, gate, dx, dgate);
 }
 
 namespace {

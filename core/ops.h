@@ -49,8 +49,9 @@ void rmsnorm_forward(const Tensor& x, const Tensor& weight, float eps, Tensor& y
 void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd,
                       Tensor& dx, Tensor& dweight, bool accumulate_dx);
 
-// RoPE, in place on x [batch, seq, heads, head_dim] with tables cos/sin [seq, head_dim / 2].
-// inverse = rotate by the negative angle, which is the backward of the forward rotation.
+// RoPE, in place on x [batch, seq, heads, head_dim] with tables cos/sin [seq, rotary / 2]: the
+// first `rotary` dims of each head turn (partial RoPE when rotary < head_dim, as Qwen3-Next's),
+// the rest pass through. inverse = rotate by the negative angle, the forward rotation's backward.
 enum class RopeStyle { rotate_half, interleaved };
 // cos/sin [positions, half] of the angles position * inv_freq[j] (inv_freq [half], f32), each
 // times attention_factor (YaRN's; 1 otherwise). models/rope.h computes the frequencies.
@@ -74,6 +75,13 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
 // out = silu(gate) * up ([rows, I]); backward writes dgate_up in the same fused layout.
 void swiglu_forward(const Tensor& gate_up, Tensor& out);
 void swiglu_backward(const Tensor& dout, const Tensor& gate_up, Tensor& dgate_up);
+
+// Sigmoid gate: y = x * sigmoid(gate), gate of x's shape or [rows, 1] (one gate per row, broadcast:
+// Qwen's shared-expert gate); gated attention's output gate is the first. backward overwrites dx
+// and dgate (a row gate receives the sum over its row).
+void sigmoid_gate(const Tensor& x, const Tensor& gate, Tensor& y);
+void sigmoid_gate_backward(const Tensor& dy, const Tensor& x, const Tensor& gate, Tensor& dx,
+                           Tensor& dgate);
 
 // A tensor-parallel block of the vocabulary: rows (or logit columns) of ids [first, first +
 // valid) of a vocabulary of `vocab` ids; rows past `valid` are padding. vocab = -1: the block is

@@ -7,8 +7,10 @@
 #include "core/backend.h"
 #include "core/cpu/kernels.h"
 #include "core/cpu/kernels_decode.h"
+#include "core/cpu/kernels_linear_attention.h"
 #include "core/cpu/router.h"
 #include "core/ops.h"
+#include "core/ops_linear_attention.h"
 
 namespace moetron {
 namespace {
@@ -133,7 +135,7 @@ class CpuBackend final : public Backend {
   void rope(Tensor& x, const Tensor& cos, const Tensor& sin, ops::RopeStyle style,
             bool inverse) override {
     cpu::rope(x.data<float>(), cos.data<float>(), sin.data<float>(), x.dim(0), x.dim(1), x.dim(2),
-              x.dim(3), style == ops::RopeStyle::interleaved, inverse);
+              x.dim(3), cos.cols(), style == ops::RopeStyle::interleaved, inverse);
   }
   static cpu::AttentionShape shape_of(const Tensor& q, const Tensor& k, const Tensor& v,
                                       float scale) {
@@ -162,6 +164,90 @@ class CpuBackend final : public Backend {
   void swiglu_backward(const Tensor& dout, const Tensor& gate_up, Tensor& dgate_up) override {
     cpu::swiglu_backward(dout.data<float>(), gate_up.data<float>(), dgate_up.data<float>(),
                          dout.rows(), dout.cols());
+  }
+  void sigmoid_gate(const Tensor& x, const Tensor& gate, Tensor& y) override {
+    cpu::sigmoid_gate_forward(x.data<float>(), gate.data<float>(), y.data<float>(), x.rows(),
+                              x.cols(), gate.cols());
+  }
+  void sigmoid_gate_backward(const Tensor& dy, const Tensor& x, const Tensor& gate, Tensor& dx,
+                             Tensor& dgate) override {
+    cpu::sigmoid_gate_backward(dy.data<float>(), x.data<float>(), gate.data<float>(),
+                               dx.data<float>(), dgate.data<float>(), x.rows(), x.cols(),
+                               gate.cols());
+  }
+  static cpu::GatedDeltaShape delta_shape(const Tensor& q, const Tensor& v) {
+    if (q.ndim() == 3)  // decoding: one sequence of n positions
+      return {1, q.dim(0), q.dim(1), v.dim(1), q.dim(2), v.dim(2), ops::kGatedDeltaChunk};
+    return {q.dim(0), q.dim(1), q.dim(2), v.dim(2), q.dim(3), v.dim(3), ops::kGatedDeltaChunk};
+  }
+  void gated_delta_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g,
+                           const Tensor& beta, Tensor& out, Tensor& states) override {
+    cpu::gated_delta_forward(delta_shape(q, v), q.data<float>(), k.data<float>(), v.data<float>(),
+                             g.data<float>(), beta.data<float>(), out.data<float>(),
+                             states.data<float>());
+  }
+  void gated_delta_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                            const Tensor& g, const Tensor& beta, const Tensor& states, Tensor& dq,
+                            Tensor& dk, Tensor& dv, Tensor& dg, Tensor& dbeta) override {
+    cpu::gated_delta_backward(delta_shape(q, v), dout.data<float>(), q.data<float>(),
+                              k.data<float>(), v.data<float>(), g.data<float>(),
+                              beta.data<float>(), states.data<float>(), dq.data<float>(),
+                              dk.data<float>(), dv.data<float>(), dg.data<float>(),
+                              dbeta.data<float>());
+  }
+  void gated_delta_step(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g,
+                        const Tensor& beta, Tensor& state, Tensor& out) override {
+    cpu::gated_delta_step(delta_shape(q, v), q.data<float>(), k.data<float>(), v.data<float>(),
+                          g.data<float>(), beta.data<float>(), state.data<float>(),
+                          out.data<float>());
+  }
+  void conv_silu_forward(const Tensor& x, const Tensor& w, Tensor& pre, Tensor& y) override {
+    cpu::conv_silu_forward(x.data<float>(), w.data<float>(), pre.data<float>(), y.data<float>(),
+                           x.dim(0), x.dim(1), x.dim(2), w.dim(1));
+  }
+  void conv_silu_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& pre,
+                          Tensor& dx, Tensor& dw) override {
+    cpu::conv_silu_backward(dy.data<float>(), x.data<float>(), w.data<float>(), pre.data<float>(),
+                            dx.data<float>(), dw.data<float>(), x.dim(0), x.dim(1), x.dim(2),
+                            w.dim(1));
+  }
+  void conv_silu_step(const Tensor& x, const Tensor& w, Tensor& state, Tensor& y) override {
+    cpu::conv_silu_step(x.data<float>(), w.data<float>(), state.data<float>(), y.data<float>(),
+                        x.dim(0), x.dim(1), w.dim(1));
+  }
+  void l2norm_forward(const Tensor& x, float eps, float scale, Tensor& y, Tensor& rnorm) override {
+    cpu::l2norm_forward(x.data<float>(), eps, scale, y.data<float>(), rnorm.data<float>(),
+                        x.rows(), x.cols());
+  }
+  void l2norm_backward(const Tensor& dy, const Tensor& x, const Tensor& rnorm, float scale,
+                       Tensor& dx) override {
+    cpu::l2norm_backward(dy.data<float>(), x.data<float>(), rnorm.data<float>(), scale,
+                         dx.data<float>(), x.rows(), x.cols());
+  }
+  void gdn_gates_forward(const Tensor& a, const Tensor& b, const Tensor& a_log,
+                         const Tensor& dt_bias, Tensor& g, Tensor& beta) override {
+    cpu::gdn_gates_forward(a.data<float>(), b.data<float>(), a_log.data<float>(),
+                           dt_bias.data<float>(), g.data<float>(), beta.data<float>(), a.rows(),
+                           a.cols());
+  }
+  void gdn_gates_backward(const Tensor& dg, const Tensor& dbeta, const Tensor& a,
+                          const Tensor& a_log, const Tensor& dt_bias, const Tensor& beta,
+                          Tensor& da, Tensor& db, Tensor& da_log, Tensor& ddt_bias) override {
+    cpu::gdn_gates_backward(dg.data<float>(), dbeta.data<float>(), a.data<float>(),
+                            a_log.data<float>(), dt_bias.data<float>(), beta.data<float>(),
+                            da.data<float>(), db.data<float>(), da_log.data<float>(),
+                            ddt_bias.data<float>(), a.rows(), a.cols());
+  }
+  void gated_rmsnorm_forward(const Tensor& x, const Tensor& z, const Tensor& w, float eps,
+                             Tensor& y, Tensor& rstd) override {
+    cpu::gated_rmsnorm_forward(x.data<float>(), z.data<float>(), w.data<float>(), eps,
+                               y.data<float>(), rstd.data<float>(), x.rows(), x.cols());
+  }
+  void gated_rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& z, const Tensor& w,
+                              const Tensor& rstd, Tensor& dx, Tensor& dz, Tensor& dw) override {
+    cpu::gated_rmsnorm_backward(dy.data<float>(), x.data<float>(), z.data<float>(),
+                                w.data<float>(), rstd.data<float>(), dx.data<float>(),
+                                dz.data<float>(), dw.data<float>(), x.rows(), x.cols());
   }
   void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out,
                          const ops::VocabShard& s) override {

@@ -32,8 +32,9 @@ void rmsnorm_backward(const float* dy, const float* x, const float* w, const flo
 
 void rope_tables(int64_t positions, int64_t half, const float* inv_freq, float attention_factor,
                  float* cos, float* sin);
+// Rotates the first 2 * half dims of each head (cos, sin [seq, half]).
 void rope(float* x, const float* cos, const float* sin, int64_t batch, int64_t seq, int64_t heads,
-          int64_t head_dim, bool interleaved, bool inverse);
+          int64_t head_dim, int64_t half, bool interleaved, bool inverse);
 
 // [n, heads, da + db] from [n, heads, da] and [n, heads (or 1: broadcast), db], and back (a
 // broadcast b receives the sum over the heads).

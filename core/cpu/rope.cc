@@ -18,8 +18,7 @@ void rope_tables(int64_t positions, int64_t half, const float* inv_freq, float a
 }
 
 void rope(float* x, const float* cos, const float* sin, int64_t batch, int64_t seq, int64_t heads,
-          int64_t head_dim, bool interleaved, bool inverse) {
-  const int64_t half = head_dim / 2;
+          int64_t head_dim, int64_t half, bool interleaved, bool inverse) {
   // Pair j is (j, j + half) for rotate-half, (2j, 2j + 1) for interleaved.
   const int64_t a_stride = interleaved ? 2 : 1;
   const int64_t b_offset = interleaved ? 1 : half;

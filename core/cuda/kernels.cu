@@ -149,7 +149,7 @@ void ce_shard_backward(float* logits, const int32_t* targets, int64_t rows,
 
 void rope(float* x, const float* cos, const float* sin, int64_t batch,
           const kernels::RopeShape& r) {
-  const int64_t pairs = batch * r.seq * r.heads * (r.head_dim / 2);
+  const int64_t pairs = batch * r.seq * r.heads * r.half;
   if (pairs == 0) return;
   rope_kernel<<<blocks_for(pairs, kThreads), kThreads>>>(x, cos, sin, r, pairs);
   check_launch("rope");

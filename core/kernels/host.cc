@@ -47,7 +47,7 @@ void ce_shard_backward(float* logits, const int32_t* targets, int64_t rows, cons
 }
 
 void rope(float* x, const float* cos, const float* sin, int64_t batch, const RopeShape& r) {
-  const int64_t pairs = batch * r.seq * r.heads * (r.head_dim / 2);
+  const int64_t pairs = batch * r.seq * r.heads * r.half;
 #pragma omp parallel for schedule(static)
   for (int64_t p = 0; p < pairs; ++p) rope_at(x, cos, sin, r, p);
 }

@@ -20,15 +20,15 @@ MT_HD void rope_pair(float& xa, float& xb, float c, float s) {
 }
 
 struct RopeShape {
-  int64_t seq, heads, head_dim;
+  int64_t seq, heads, head_dim, half;  // half: the rotated pairs per head (head_dim / 2: all)
   bool interleaved;  // pairs (2j, 2j + 1); else rotate-half, (j, j + half)
   float sign;        // -1 for the inverse rotation
 };
 
-// Pair p of x [batch, seq, heads, head_dim] (p over batch * seq * heads * head_dim / 2); cos and
-// sin are [seq, head_dim / 2].
+// Pair p of x [batch, seq, heads, head_dim] (p over batch * seq * heads * half); cos and sin are
+// [seq, half].
 MT_HD void rope_at(float* x, const float* cos, const float* sin, const RopeShape& r, int64_t p) {
-  const int64_t half = r.head_dim / 2, j = p % half, row = p / half;  // row: (b, t, h)
+  const int64_t half = r.half, j = p % half, row = p / half;  // row: (b, t, h)
   const int64_t t = (row / r.heads) % r.seq;
   float* xh = x + row * r.head_dim;
   const int64_t a = r.interleaved ? 2 * j : j, b = r.interleaved ? 2 * j + 1 : j + half;
