@@ -16,8 +16,9 @@ namespace {
 double dsigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 double dsoftplus(double x) { return x > 20.0 ? x : std::log1p(std::exp(x)); }
 
-// The gated delta rule's test sizes: two chunks, the second partial; two value heads per key head.
-constexpr int64_t kB = 2, kT = 70, kHk = 1, kHv = 2, kDk = 4, kDv = 3;
+// The gated delta rule's test sizes: three chunks, the last partial (a gradient crosses two chunk
+// edges, through a non-zero state); two value heads per key head.
+constexpr int64_t kB = 2, kT = 140, kHk = 1, kHv = 2, kDk = 4, kDv = 3;
 const Shape kQ{kB, kT, kHk, kDk}, kV{kB, kT, kHv, kDv}, kG{kB, kT, kHv};
 
 // Per value head, S [dk, dv] from zero: S <- e^g S; S += k (beta (v - S^T k))^T; o = S^T q.
@@ -50,7 +51,9 @@ Values dref_gated_delta(const Values& q, const Values& k, const Values& v, const
   return out;
 }
 
-// Unit-norm keys (what the layer feeds the rule), decays in (0.6, 0.98), beta in (0.1, 0.9).
+// Unit-norm keys (what the layer feeds the rule), beta in (0.1, 0.9), and decays near 1 (g in
+// (-0.05, -0.002)), so that a chunk's state still matters a chunk later (e^{G} over 64 steps
+// about 0.2; strong decays would hide the gradient that crosses the chunk edge).
 std::vector<Tensor> delta_inputs(std::mt19937& gen) {
   Tensor q = random_tensor(kQ, gen, 0.5f), k = random_tensor(kQ, gen);
   for (int64_t r = 0; r < k.numel() / kDk; ++r) {
@@ -60,7 +63,7 @@ std::vector<Tensor> delta_inputs(std::mt19937& gen) {
     for (int64_t m = 0; m < kDk; ++m) row[m] /= std::sqrt(ss);
   }
   Tensor v = random_tensor(kV, gen), g = Tensor::empty(kG), beta = Tensor::empty(kG);
-  std::uniform_real_distribution<float> decay(0.02f, 0.5f), write(0.1f, 0.9f);
+  std::uniform_real_distribution<float> decay(0.002f, 0.05f), write(0.1f, 0.9f);
   for (float& x : g.span<float>()) x = -decay(gen);
   for (float& x : beta.span<float>()) x = write(gen);
   return {q, k, v, g, beta};
