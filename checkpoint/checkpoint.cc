@@ -53,8 +53,10 @@ uint64_t columns(const Entry& e) {
 // Also returns where the valid part ends (b clipped).
 std::vector<Rect> rects_of(const ParamInfo& p, int64_t a, int64_t& b) {
   std::vector<Rect> out;
-  if (p.shape.size() == 1) {
-    if (a < b) out.push_back({0, static_cast<uint64_t>(a), 1, static_cast<uint64_t>(b - a)});
+  if (p.shape.size() == 1) {  // a vector is one row; a tensor-parallel one a block of it
+    const int64_t offset = p.shard.group == ShardGroup::tensor ? p.shard.begin : 0;
+    if (a < b)
+      out.push_back({0, static_cast<uint64_t>(a + offset), 1, static_cast<uint64_t>(b - a)});
     return out;
   }
   const int64_t cols = p.shape[1];

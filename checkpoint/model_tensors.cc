@@ -73,10 +73,34 @@ std::vector<ModelTensor> model_tensors(const ModelConfig& m) {
       out.push_back({p + "self_attn.kv_a_layernorm.weight", {r}});
       out.push_back({p + "self_attn.kv_b_proj.weight", {H * (qk - rope + v), r}});
       out.push_back({p + "self_attn.o_proj.weight", {d, H * v}});
+    } else if (layer_type(m, l) == ModelConfig::GATED_DELTANET) {
+      const config::GatedDeltaNetConfig& g = m.linear_attention();
+      const uint64_t kw = u(g.linear_num_key_heads()) * u(g.linear_key_head_dim());
+      const uint64_t vh = u(g.linear_num_value_heads()), vw = vh * u(g.linear_value_head_dim());
+      const uint64_t taps = u(g.linear_conv_kernel_dim());
+      const std::string a = p + "linear_attn.";
+      out.push_back({a + "in_proj_q.weight", {kw, d}});
+      out.push_back({a + "in_proj_k.weight", {kw, d}});
+      out.push_back({a + "in_proj_v.weight", {vw, d}});
+      out.push_back({a + "in_proj_z.weight", {vw, d}});
+      out.push_back({a + "in_proj_b.weight", {vh, d}});
+      out.push_back({a + "in_proj_a.weight", {vh, d}});
+      out.push_back({a + "conv1d_q.weight", {kw, taps}});
+      out.push_back({a + "conv1d_k.weight", {kw, taps}});
+      out.push_back({a + "conv1d_v.weight", {vw, taps}});
+      out.push_back({a + "A_log", {vh}});
+      out.push_back({a + "dt_bias", {vh}});
+      out.push_back({a + "norm.weight", {u(g.linear_value_head_dim())}});
+      out.push_back({a + "out_proj.weight", {d, vw}});
     } else {
-      out.push_back({p + "self_attn.q_proj.weight", {H * hd, d}});
+      const uint64_t q_rows = (m.attention_output_gate() ? 2 : 1) * H * hd;
+      out.push_back({p + "self_attn.q_proj.weight", {q_rows, d}});
       out.push_back({p + "self_attn.k_proj.weight", {KV * hd, d}});
       out.push_back({p + "self_attn.v_proj.weight", {KV * hd, d}});
+      if (m.qk_norm()) {
+        out.push_back({p + "self_attn.q_norm.weight", {hd}});
+        out.push_back({p + "self_attn.k_norm.weight", {hd}});
+      }
       out.push_back({p + "self_attn.o_proj.weight", {d, H * hd}});
     }
     out.push_back({p + "post_attention_layernorm.weight", {d}});
@@ -86,6 +110,7 @@ std::vector<ModelTensor> model_tensors(const ModelConfig& m) {
       out.push_back({p + "mlp.gate.e_score_correction_bias", {E}});
       for (uint64_t x = 0; x < E; ++x) swiglu(p + "mlp.experts." + std::to_string(x) + ".", I);
       if (e.n_shared_experts() > 0) swiglu(p + "mlp.shared_experts.", u(e.n_shared_experts()) * I);
+      if (e.shared_expert_gate()) out.push_back({p + "mlp.shared_expert_gate.weight", {1, d}});
     } else {
       swiglu(p + "mlp.", u(m.intermediate_size()));
     }
@@ -119,15 +144,27 @@ ModelSize model_size(const ModelConfig& m) {
   const Wide mla_elements =
       2 * d + (ql > 0 ? ql * d + ql + H * (nope + rope) * ql : H * (nope + rope) * d) +
       (r + rope) * d + r + H * (nope + v) * r + d * H * v;
+  const config::GatedDeltaNetConfig& g = m.linear_attention();
+  const Wide kw = u(g.linear_num_key_heads()) * u(g.linear_key_head_dim());
+  const Wide vh = u(g.linear_num_value_heads()), vw = vh * u(g.linear_value_head_dim());
+  const Wide gdn_elements = 2 * d + (2 * kw + 2 * vw + 2 * vh) * d +
+                            (2 * kw + vw) * u(g.linear_conv_kernel_dim()) + 2 * vh +
+                            u(g.linear_value_head_dim()) + d * vw;
   const Wide attn_layers = layers_of(ModelConfig::ATTENTION),
-             mla_layers = layers_of(ModelConfig::MLA);
-  const Wide mixer_tensors = attn_layers * 6 + mla_layers * mla_tensors;
+             mla_layers = layers_of(ModelConfig::MLA),
+             gdn_layers = layers_of(ModelConfig::GATED_DELTANET);
+  const Wide q_rows = (m.attention_output_gate() ? 2 : 1) * H * hd;
+  const Wide qk_norms = m.qk_norm() ? 1 : 0;
+  const Wide mixer_tensors =
+      attn_layers * (6 + 2 * qk_norms) + mla_layers * mla_tensors + gdn_layers * (2 + 13);
   const Wide mixer_elements =
-      attn_layers * (2 * d + (2 * H + 2 * KV) * hd * d) + mla_layers * mla_elements;
+      attn_layers * (2 * d + (q_rows + H * hd + 2 * KV * hd) * d + qk_norms * 2 * hd) +
+      mla_layers * mla_elements + gdn_layers * gdn_elements;
   const Wide dense_tensors = 3, dense_elements = 3 * u(m.intermediate_size()) * d;
   const Wide shared = u(e.n_shared_experts()) * I;
-  const Wide moe_tensors = 2 + 3 * E + (shared > 0 ? 3 : 0);
-  const Wide moe_elements = E * d + E + 3 * E * I * d + 3 * shared * d;
+  const Wide shared_gate = e.shared_expert_gate() ? 1 : 0;
+  const Wide moe_tensors = 2 + 3 * E + (shared > 0 ? 3 : 0) + shared_gate;
+  const Wide moe_elements = E * d + E + 3 * E * I * d + 3 * shared * d + shared_gate * d;
   const Wide mtp_tensors = 4, mtp_elements = 2 * d + 2 * d * d + d;
   // MoE layers: from first_k_dense_replace on, and every MTP block.
   const Wide dense_layers =

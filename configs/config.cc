@@ -405,16 +405,23 @@ void check_model(const config::ModelConfig& m) {
   const bool attention = has_layer_type(m, config::ModelConfig::ATTENTION);
   const bool mla = has_layer_type(m, config::ModelConfig::MLA);
   const int hidden = m.hidden_size(), heads = m.num_attention_heads();
-  if (attention && hidden % heads != 0) {
+  non_negative("model.head_dim", m.head_dim());
+  if (attention && m.head_dim() == 0 && hidden % heads != 0) {
     fail("model.num_attention_heads", heads,
-         concat("must divide model.hidden_size = ", hidden, " (valid: ", divisors(hidden), ")"));
+         concat("must divide model.hidden_size = ", hidden, " (valid: ", divisors(hidden),
+                "), or set model.head_dim"));
   }
-  if (attention && (hidden / heads) % 2 != 0) {
-    fail("model.num_attention_heads", heads,
-         concat("gives head_dim = model.hidden_size / num_attention_heads = ", hidden, " / ", heads,
-                " = ", hidden / heads,
-                ", which must be even: RoPE rotates pairs of dimensions (valid: ",
-                divisors(hidden, [&](int64_t h) { return (hidden / h) % 2 == 0; }), ")"));
+  const float factor = m.partial_rotary_factor();
+  if (!(factor > 0.0f && factor <= 1.0f))
+    fail("model.partial_rotary_factor", factor, "must be in (0, 1]");
+  if (attention && (rotary_dim(m) % 2 != 0 || rotary_dim(m) < 2 ||
+                    std::abs(head_dim(m) * static_cast<double>(factor) - rotary_dim(m)) > 1e-3)) {
+    fail(m.partial_rotary_factor() < 1.0f ? "model.partial_rotary_factor"
+                                          : "model.num_attention_heads",
+         m.partial_rotary_factor() < 1.0f ? concat(factor) : concat(heads),
+         concat("gives head_dim = ", head_dim(m), " and RoPE width head_dim * ",
+                "partial_rotary_factor = ", head_dim(m) * static_cast<double>(factor),
+                ", which must be an even whole number: RoPE rotates pairs of dimensions"));
   }
   non_negative("model.num_key_value_heads", m.num_key_value_heads());
   if (heads % kv_heads(m) != 0) {
@@ -429,10 +436,22 @@ void check_model(const config::ModelConfig& m) {
            concat("must be 0 or num_attention_heads = ", heads,
                   " with MLA layers (every head has its own key and value)"));
     // One RoPE table serves every layer.
-    if (attention && hidden / heads != m.mla().qk_rope_head_dim())
+    if (attention && rotary_dim(m) != m.mla().qk_rope_head_dim())
       fail("model.mla.qk_rope_head_dim", m.mla().qk_rope_head_dim(),
-           concat("must equal the ATTENTION layers' head_dim ", hidden / heads,
+           concat("must equal the ATTENTION layers' RoPE width ", rotary_dim(m),
                   " when both mixers are in one model (one RoPE table serves every layer)"));
+  }
+  if (has_layer_type(m, config::ModelConfig::GATED_DELTANET)) {
+    const config::GatedDeltaNetConfig& g = m.linear_attention();
+    positive("model.linear_attention.linear_num_key_heads", g.linear_num_key_heads());
+    positive("model.linear_attention.linear_key_head_dim", g.linear_key_head_dim());
+    positive("model.linear_attention.linear_num_value_heads", g.linear_num_value_heads());
+    positive("model.linear_attention.linear_value_head_dim", g.linear_value_head_dim());
+    positive("model.linear_attention.linear_conv_kernel_dim", g.linear_conv_kernel_dim());
+    if (g.linear_num_value_heads() % g.linear_num_key_heads() != 0)
+      fail("model.linear_attention.linear_num_value_heads", g.linear_num_value_heads(),
+           concat("must be a multiple of linear_num_key_heads = ", g.linear_num_key_heads(),
+                  " (each key head serves a group of value heads)"));
   }
   positive("model.rope_theta", m.rope_theta());
   check_rope_scaling(m.rope_scaling());
@@ -450,6 +469,9 @@ void check_moe(const config::MoeConfig& e, int num_layers) {
            concat("[1, model.moe.n_routed_experts = ", n, "]"));
   positive("model.moe.moe_intermediate_size", e.moe_intermediate_size());
   non_negative("model.moe.n_shared_experts", e.n_shared_experts());
+  if (e.shared_expert_gate() && e.n_shared_experts() == 0)
+    fail("model.moe.shared_expert_gate", "true",
+         "gates the shared experts, and model.moe.n_shared_experts is 0 (set it to >= 1)");
   in_range("model.moe.first_k_dense_replace", e.first_k_dense_replace(), 0, num_layers,
            concat("[0, model.num_hidden_layers = ", num_layers, "]"));
   positive("model.moe.routed_scaling_factor", e.routed_scaling_factor());
@@ -514,6 +536,12 @@ void check_parallel(const config::RunConfig& cfg) {
   if (has_layer_type(m, config::ModelConfig::ATTENTION))
     split_by_tp.push_back(
         {kv_heads(m), "model.num_key_value_heads (KV heads are split, not replicated)"});
+  if (has_layer_type(m, config::ModelConfig::GATED_DELTANET)) {
+    split_by_tp.push_back({m.linear_attention().linear_num_key_heads(),
+                           "model.linear_attention.linear_num_key_heads"});
+    split_by_tp.push_back({m.linear_attention().linear_num_value_heads(),
+                           "model.linear_attention.linear_num_value_heads"});
+  }
   if (e.n_routed_experts() > 0) {
     split_by_tp.push_back({int64_t{e.n_shared_experts()} * e.moe_intermediate_size(),
                            "model.moe.n_shared_experts * moe_intermediate_size"});
@@ -771,7 +799,11 @@ std::string config_to_text(const config::RunConfig& cfg) {
 }
 
 int head_dim(const config::ModelConfig& m) {
-  return m.hidden_size() / m.num_attention_heads();
+  return m.head_dim() > 0 ? m.head_dim() : m.hidden_size() / m.num_attention_heads();
+}
+
+int rotary_dim(const config::ModelConfig& m) {
+  return static_cast<int>(std::lround(head_dim(m) * static_cast<double>(m.partial_rotary_factor())));
 }
 
 int kv_heads(const config::ModelConfig& m) {

@@ -36,7 +36,10 @@ std::string config_to_text(const config::RunConfig& cfg);
 // prints). Note: `model.moe` becomes present; n_routed_experts == 0 still means dense.
 config::RunConfig resolve_defaults(const config::RunConfig& cfg);
 
-int head_dim(const config::ModelConfig& m);  // hidden_size / num_attention_heads
+// model.head_dim, or hidden_size / num_attention_heads when it is 0.
+int head_dim(const config::ModelConfig& m);
+// The dims of an ATTENTION head RoPE rotates: head_dim * partial_rotary_factor.
+int rotary_dim(const config::ModelConfig& m);
 int kv_heads(const config::ModelConfig& m);  // num_key_value_heads, 0 meaning heads
 // The mixer of layer `index` (Hugging Face numbering: MTP blocks follow the main layers and take
 // the last main layer's), from the repeated model.layer_types pattern (validated: its length

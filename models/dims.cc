@@ -12,20 +12,30 @@ ModelDims model_dims(const config::ModelConfig& cfg, int64_t batch, int64_t seq)
   d.hidden = cfg.hidden_size();
   d.heads = cfg.num_attention_heads();
   d.kv_heads = cfg.num_key_value_heads() > 0 ? cfg.num_key_value_heads() : d.heads;
-  d.head_dim = d.hidden / d.heads;
+  d.head_dim = head_dim(cfg);
   d.intermediate = cfg.intermediate_size();
   d.vocab = cfg.vocab_size();
   d.layers = cfg.num_hidden_layers();
   d.mtp_depth = cfg.num_nextn_predict_layers();
   d.eps = cfg.rms_norm_eps();
   d.rope_theta = cfg.rope_theta();
-  for (int64_t l = 0; l < d.layers + d.mtp_depth; ++l)
-    d.mixers.push_back(layer_type(cfg, l) == config::ModelConfig::MLA ? MixerKind::mla
-                                                                      : MixerKind::attention);
+  for (int64_t l = 0; l < d.layers + d.mtp_depth; ++l) {
+    switch (layer_type(cfg, l)) {
+      case config::ModelConfig::MLA: d.mixers.push_back(MixerKind::mla); break;
+      case config::ModelConfig::GATED_DELTANET: d.mixers.push_back(MixerKind::gated_deltanet); break;
+      default: d.mixers.push_back(MixerKind::attention);
+    }
+  }
   const config::MlaConfig& a = cfg.mla();
   d.mla = {a.q_lora_rank(), a.kv_lora_rank(), a.qk_nope_head_dim(), a.qk_rope_head_dim(),
            a.v_head_dim()};
-  d.rope_dim = has_layer_type(cfg, config::ModelConfig::ATTENTION) ? d.head_dim : d.mla.rope;
+  d.rope_dim = has_layer_type(cfg, config::ModelConfig::ATTENTION) ? rotary_dim(cfg) : d.mla.rope;
+  d.output_gate = cfg.attention_output_gate();
+  d.qk_norm = cfg.qk_norm();
+  d.zero_centered_norms = cfg.zero_centered_norms();
+  const config::GatedDeltaNetConfig& g = cfg.linear_attention();
+  d.gdn = {g.linear_num_key_heads(), g.linear_key_head_dim(), g.linear_num_value_heads(),
+           g.linear_value_head_dim(), g.linear_conv_kernel_dim()};
   const config::RopeScalingConfig& r = cfg.rope_scaling();
   d.yarn = {r.factor(), r.beta_fast(),      r.beta_slow(),
             r.mscale(), r.mscale_all_dim(), r.original_max_position_embeddings()};
@@ -50,6 +60,7 @@ ModelDims model_dims(const config::ModelConfig& cfg, int64_t batch, int64_t seq)
   d.moe.z_coeff = m.z_loss_coeff();
   d.moe.bias_update_speed = m.bias_update_speed();
   d.moe.bias_freeze_step = m.bias_freeze_step();
+  d.moe.shared_gate = m.shared_expert_gate();
   return d;
 }
 
@@ -57,9 +68,12 @@ void check_split(const ModelDims& d, const Runtime& rt) {
   const int64_t tp = rt.tp.size, ep = rt.ep.size;
   MOETRON_CHECK(d.heads % tp == 0 && d.intermediate % tp == 0, "tp ", tp,
                 " does not divide the heads or FFN width");
-  for (MixerKind m : d.mixers)
+  for (MixerKind m : d.mixers) {
     MOETRON_CHECK(m != MixerKind::attention || d.kv_heads % tp == 0, "tp ", tp,
                   " does not divide the KV heads");
+    MOETRON_CHECK(m != MixerKind::gated_deltanet || (d.gdn.k_heads % tp == 0 && d.gdn.v_heads % tp == 0),
+                  "tp ", tp, " does not divide the linear attention's heads");
+  }
   if (d.moe.experts > 0)
     MOETRON_CHECK(d.moe.experts % ep == 0 && (d.moe.shared * d.moe.intermediate) % tp == 0 &&
                       d.rows() % tp == 0,

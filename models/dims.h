@@ -20,15 +20,23 @@ struct MoeDims {
   float seq_aux_alpha = 0.0f, aux_coeff = 0.0f, z_coeff = 0.0f;
   float bias_update_speed = 0.0f;
   int64_t bias_freeze_step = 0;
+  bool shared_gate = false;  // the shared experts' output times sigmoid(x . w) (Qwen)
 };
 
 // The token mixer of a block (models/mixer.h).
-enum class MixerKind { attention, mla };
+enum class MixerKind { attention, mla, gated_deltanet };
 
 // Multi-head latent attention's widths (models/mla.h); q_lora == 0: a plain q_proj.
 struct MlaDims {
   int64_t q_lora = 0, kv_lora = 0, nope = 0, rope = 0, v = 0;
   int64_t qk() const { return nope + rope; }  // a query's and a key's width
+};
+
+// Gated DeltaNet's sizes (models/gated_deltanet.h): key heads of k_dim, value heads of v_dim (a
+// multiple of the key heads), conv taps.
+struct GatedDeltaNetDims {
+  int64_t k_heads = 0, k_dim = 0, v_heads = 0, v_dim = 0, conv = 0;
+  int64_t conv_dim() const { return 2 * k_heads * k_dim + v_heads * v_dim; }  // [q | k | v]
 };
 
 // YaRN RoPE scaling (models/rope.h); factor 1 = none.
@@ -42,11 +50,15 @@ struct ModelDims {
   int64_t hidden = 0, heads = 0, kv_heads = 0, head_dim = 0, intermediate = 0, vocab = 0;
   int64_t layers = 0, mtp_depth = 0;
   float eps = 1e-6f, rope_theta = 10000.0f;
-  int64_t rope_dim = 0;  // the width RoPE rotates: head_dim, or MLA's qk_rope_head_dim
+  // The width RoPE rotates: head_dim * partial_rotary_factor, or MLA's qk_rope_head_dim.
+  int64_t rope_dim = 0;
+  bool output_gate = false, qk_norm = false;  // ATTENTION's options (models/attention.h)
+  bool zero_centered_norms = false;           // norm weights stored as offsets from 1
   ops::RopeStyle rope_style = ops::RopeStyle::rotate_half;
   YarnDims yarn;
   std::vector<MixerKind> mixers;  // of each block: the L main ones, then the D MTP ones
   MlaDims mla;
+  GatedDeltaNetDims gdn;
   bool tied_head = false;
   MoeDims moe;
 

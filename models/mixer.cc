@@ -1,6 +1,7 @@
 #include "models/mixer.h"
 
 #include "models/attention.h"
+#include "models/gated_deltanet.h"
 #include "models/mla.h"
 
 namespace moetron {
@@ -13,6 +14,8 @@ std::unique_ptr<TokenMixer> make_mixer(MixerKind kind, ParamTable& params,
       return std::make_unique<Attention>(params, prefix, dims, rope, rt);
     case MixerKind::mla:
       return std::make_unique<Mla>(params, prefix, dims, rope, rt);
+    case MixerKind::gated_deltanet:
+      return std::make_unique<GatedDeltaNet>(params, prefix, dims, rt);
   }
   MOETRON_CHECK(false, "unknown mixer kind ", static_cast<int>(kind));
   return nullptr;

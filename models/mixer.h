@@ -1,5 +1,5 @@
-// The token-mixing slot of a block (attention today: GQA and MLA; linear and sparse attention
-// later), beside the FFN slot (models/feed_forward.h). A mixer owns its parameters and their
+// The token-mixing slot of a block (attention: GQA and MLA; linear attention: Gated DeltaNet;
+// sparse attention later), beside the FFN slot (models/feed_forward.h). A mixer owns its parameters and their
 // names, its forward and backward for training, and its decoding path with the state it keeps
 // per sequence (a KV cache, a latent cache, a recurrent state), whose shapes it declares. The
 // block's mixer comes from the config's per-layer pattern (model.layer_types, ModelDims::mixers);
@@ -37,6 +37,10 @@ class TokenMixer {
   // The shapes of the tensors of one sequence's decoding state for up to max_len positions
   // (DecodeStep::state, in this order), f32 on the model's device.
   virtual std::vector<Shape> decode_state(int64_t max_len) const = 0;
+  // Whether that state is a running summary of every position so far (a recurrent state)
+  // rather than one entry per position (a KV cache): the decoder cannot forget positions of a
+  // recurrent state by truncation and recomputes instead (models/decoder.h).
+  virtual bool recurrent() const { return false; }
 
   // QK-clip (MuonClip, docs/optimizers.md). The largest pre-softmax logit (scaled q.k) of each
   // of this rank's heads over the training forwards since reset_max_logits(): [heads] f32.

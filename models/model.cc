@@ -46,7 +46,7 @@ Model::Model(const config::ModelConfig& cfg, int64_t batch, int64_t seq, const R
                                       rope_, dims_.mixer(l), dims_.is_moe_layer(l), rt));
         return blocks;
       }()),
-      final_norm_(params_, "model.norm.weight", dims_.hidden, dims_.eps, rt),
+      final_norm_(params_, "model.norm.weight", dims_.hidden, dims_.eps, rt, dims_.zero_centered_norms),
       head_weight_(make_head_weight(params_, dims_, rt, embed_)),
       mtp_([&] {
         std::vector<std::unique_ptr<MtpModule>> mtp;

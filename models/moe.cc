@@ -42,6 +42,11 @@ MoE::MoE(ParamTable& params, const std::string& prefix, const ModelDims& d, cons
   if (m.shared > 0)
     shared_ =
         std::make_unique<SwiGLU>(params, prefix + "shared_experts.", d, m.shared * inter_, rt);
+  if (m.shared_gate) {
+    shared_gate_ = params.add(prefix + "shared_expert_gate.weight", {1, d.hidden}, ParamKind::matrix);
+    shared_out_ = rt.empty({rows, d.hidden}), d_shared_scaled_ = rt.empty({rows, d.hidden});
+    shared_logit_ = rt.empty({rows, 1}), d_shared_logit_ = rt.empty({rows, 1});
+  }
   for (Tensor* t : {&logits_, &scores_, &dlogits_, &dscores_}) *t = rt.empty({rows, m.experts});
   topk_idx_ = rt.empty({rows, m.k}, DType::i32);
   gates_ = rt.empty({rows, m.k});
@@ -140,9 +145,20 @@ void MoE::train_forward(const Tensor& x, Tensor& y) {
   ops::grouped_matmul(act_, expert_down(), offsets, out_local_);
   out_sent_ = dispatcher_.local() ? out_local_ : out_sent_buf_.rows(sent, hidden_);
   if (!dispatcher_.local()) dispatcher_.combine(out_local_, out_sent_);
-  if (shared_) shared_->forward(x, y);
+  if (shared_gate_.id() >= 0) {
+    shared_->forward(x, shared_out_);
+    gate_shared(x, shared_out_, shared_logit_, y, nullptr);
+  } else if (shared_) {
+    shared_->forward(x, y);
+  }
   ops::combine_rows(out_sent_, slot_rows(), gates_, router_.k, y,
                     /*accumulate=*/shared_ != nullptr);
+}
+
+void MoE::gate_shared(const Tensor& x, const Tensor& shared_out, Tensor& logit, Tensor& y,
+                      const DecodeStep* step) {
+  linear_forward(x, shared_gate_.value(), logit, step);
+  ops::sigmoid_gate(shared_out, logit, y);
 }
 
 void MoE::decode(const Tensor& x, Tensor& y, const DecodeStep& step) {
@@ -166,7 +182,13 @@ void MoE::decode(const Tensor& x, Tensor& y, const DecodeStep& step) {
   grouped_forward(in, expert_gate_up(), plan.offsets, gate_up, &step);
   ops::swiglu_forward(gate_up, act);
   grouped_forward(act, expert_down(), plan.offsets, out, &step);
-  if (shared_) shared_->forward(x, y, step);
+  if (shared_gate_.id() >= 0) {
+    Tensor shared = decode_shared_.rows(n, hidden_), logit = decode_shared_logit_.rows(n, 1);
+    shared_->forward(x, shared, step);
+    gate_shared(x, shared, logit, y, &step);
+  } else if (shared_) {
+    shared_->forward(x, y, step);
+  }
   ops::combine_rows(out, plan.slot_row, gates, k, y, /*accumulate=*/shared_ != nullptr);
 }
 
@@ -211,7 +233,19 @@ void MoE::backward(const Tensor& dy, const Tensor& x, Tensor& dx) {
   Tensor dx_slice = dx.slice(slice_begin_, slice_end_);
   ops::matmul(dlogits_.slice(slice_begin_, slice_end_), false, gate_.value(), false, dx_slice, 1.0f,
               1.0f);
-  if (shared_) {
+  if (shared_gate_.id() >= 0) {
+    // Under tp the shared output is this rank's partial sum, so is the gate logit's gradient:
+    // summed over the group, it is then the router's case (whole weight gradient on every
+    // rank, the dx part on this rank's slice).
+    ops::sigmoid_gate_backward(dy, shared_out_, shared_logit_, d_shared_scaled_, d_shared_logit_);
+    if (tp_comm_) tp_comm_->all_reduce(d_shared_logit_);
+    Tensor dw = shared_gate_.grad();
+    ops::matmul(d_shared_logit_, true, x, false, dw, 1.0f, 1.0f);
+    ops::matmul(d_shared_logit_.slice(slice_begin_, slice_end_), false, shared_gate_.value(), false,
+                dx_slice, 1.0f, 1.0f);
+    shared_->backward(d_shared_scaled_, x, d_shared_);
+    ops::axpy(1.0f, d_shared_, dx);
+  } else if (shared_) {
     shared_->backward(dy, x, d_shared_);
     ops::axpy(1.0f, d_shared_, dx);
   }

@@ -95,6 +95,14 @@ class MoE : public FeedForward {
   std::vector<ParamRef> gate_proj_, up_proj_, down_proj_;  // this rank's experts
   std::vector<Tensor> gate_up_views_, down_views_;
   std::unique_ptr<SwiGLU> shared_;
+  // Qwen's shared-expert gate: the shared experts' output times sigmoid(x . w) per token.
+  // Applies the gate to shared_out (the shared experts' output of x, [n, hidden]) into y, with
+  // logit [n, 1] receiving x . w.
+  void gate_shared(const Tensor& x, const Tensor& shared_out, Tensor& logit, Tensor& y,
+                   const DecodeStep* step);
+  ParamRef shared_gate_;
+  Tensor shared_out_, shared_logit_, d_shared_scaled_, d_shared_logit_;
+  RowBuffer decode_shared_{DType::f32, device_}, decode_shared_logit_{DType::f32, device_};
   float aux_grad_scale_ = 1.0f;
   Tensor balance_sums_;
   MoeStats stats_;

@@ -1,6 +1,7 @@
 #include "models/params.h"
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <random>
 #include <utility>
@@ -10,8 +11,10 @@
 namespace moetron {
 
 bool is_hidden_matrix(const std::string& name, ParamKind kind) {
+  // A depthwise conv's taps are [channels, kernel] here but no linear map (Hugging Face stores
+  // them 3-D): not one.
   return kind == ParamKind::matrix && name != "lm_head.weight" &&
-         name != "model.embed_tokens.weight";
+         name != "model.embed_tokens.weight" && name.find(".conv1d") == std::string::npos;
 }
 
 Tensor ParamRef::value() const {
@@ -21,13 +24,16 @@ Tensor ParamRef::grad() const {
   return table_->grad(id_);
 }
 
-ParamRef ParamTable::add(std::string name, Shape shape, ParamKind kind, ShardSpec shard) {
+ParamRef ParamTable::add(std::string name, Shape shape, ParamKind kind, ShardSpec shard,
+                         ParamInit init) {
   MOETRON_CHECK(!allocated(), "parameter ", name, " added after allocation");
   MOETRON_CHECK(!by_name_.contains(name), "duplicate parameter ", name);
   Shape global = shape;
   if (shard.group == ShardGroup::tensor) {
     MOETRON_CHECK(
-        shape.size() == 2 && (shard.dim == 0 || shard.dim == 1) && shard.begin < shard.global_size,
+        ((shape.size() == 2 && (shard.dim == 0 || shard.dim == 1)) ||
+         (shape.size() == 1 && shard.dim == 0)) &&
+            shard.begin < shard.global_size,
         "bad tensor shard of ", name);
     global[static_cast<size_t>(shard.dim)] = shard.global_size;
   }
@@ -39,6 +45,7 @@ ParamRef ParamTable::add(std::string name, Shape shape, ParamKind kind, ShardSpe
   info.global_shape = std::move(global);
   info.kind = kind;
   info.shard = shard;
+  info.init = init;
   numel_ += info.numel();
   infos_.push_back(std::move(info));
   return {this, id};
@@ -127,17 +134,31 @@ void ParamTable::init(uint64_t seed, float std) {
   for (int id = 0; id < static_cast<int>(infos_.size()); ++id) {
     const ParamInfo& p = infos_[static_cast<size_t>(id)];
     Tensor v = value(id);
-    ops::fill(v, p.kind == ParamKind::norm ? 1.0f : 0.0f);
-    if (p.kind == ParamKind::norm || p.kind == ParamKind::buffer) continue;
+    ParamInit init = p.init;
+    if (init == ParamInit::by_kind && p.kind == ParamKind::norm) init = ParamInit::ones;
+    if (init == ParamInit::by_kind && p.kind == ParamKind::buffer) init = ParamInit::zeros;
+    ops::fill(v, init == ParamInit::ones ? 1.0f : 0.0f);
+    if (init == ParamInit::ones || init == ParamInit::zeros) continue;
     uint64_t h = 1469598103934665603ull;  // FNV-1a of the name
     for (unsigned char c : p.name) h = (h ^ c) * 1099511628211ull;
     std::seed_seq seq{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32),
                       static_cast<uint32_t>(h), static_cast<uint32_t>(h >> 32)};
     std::mt19937_64 gen(seq);
     std::normal_distribution<float> normal(0.0f, std);
+    std::uniform_real_distribution<float> uniform(1.0f, 16.0f);
+    // PyTorch's default for convs: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in the taps per channel.
+    const float bound = 1.0f / std::sqrt(static_cast<float>(p.shape.back()));
+    std::uniform_real_distribution<float> fan_in(-bound, bound);
+    auto draw = [&] {
+      switch (init) {
+        case ParamInit::log_uniform_1_16: return std::log(uniform(gen));
+        case ParamInit::fan_in_uniform: return fan_in(gen);
+        default: return normal(gen);
+      }
+    };
     float* out = v.data<float>();
     if (p.shard.group != ShardGroup::tensor) {
-      for (int64_t i = 0; i < p.numel(); ++i) out[i] = normal(gen);
+      for (int64_t i = 0; i < p.numel(); ++i) out[i] = draw();
       continue;
     }
     // Draw the logical tensor in order and keep this rank's block (padding stays zero).
@@ -146,7 +167,7 @@ void ParamTable::init(uint64_t seed, float std) {
     const int64_t b = p.shard.begin, local = p.shape[static_cast<size_t>(p.shard.dim)];
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t c = 0; c < global_cols; ++c) {
-        const float x = normal(gen);
+        const float x = draw();
         if (p.shard.dim == 0 && r >= b && r < b + local) out[(r - b) * cols + c] = x;
         if (p.shard.dim == 1 && c >= b && c < b + local) out[r * cols + (c - b)] = x;
       }

@@ -39,6 +39,12 @@ struct ShardSpec {
 // buffer: state saved with the model but not trained (no gradient, no optimizer), e.g. the
 // router's balancing bias.
 enum class ParamKind : uint8_t { matrix, norm, embedding, buffer };
+// How a parameter starts (ParamTable::init): by its kind (normal for matrices and embeddings,
+// ones for norms, zeros for buffers), or as given: zeros (a zero-centred norm's offset), ones,
+// log U(1, 16) (Gated DeltaNet's A_log: decay rates exp(A_log) spread over [1, 16]), or
+// U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in the last dim (a depthwise conv's taps,
+// PyTorch's default).
+enum class ParamInit : uint8_t { by_kind, zeros, ones, log_uniform_1_16, fan_in_uniform };
 
 struct ParamInfo {
   std::string name;
@@ -47,6 +53,7 @@ struct ParamInfo {
   int64_t offset = 0;  // elements into the flat buffers
   ParamKind kind = ParamKind::matrix;
   ShardSpec shard;
+  ParamInit init = ParamInit::by_kind;
   int unit = 0;  // gradient-ready unit
 
   bool is_expert() const { return shard.group == ShardGroup::expert; }
@@ -54,7 +61,7 @@ struct ParamInfo {
 };
 
 // Whether a parameter is one of the network's hidden matrices: a trained 2-D weight that is
-// neither the embedding nor the output head (Moonlight's and Megatron's rule for the parameters
+// neither the embedding nor the output head nor a conv's taps (Moonlight's and Megatron's rule for the parameters
 // Muon updates; the router's weight is one, the norms and the balancing bias are not).
 bool is_hidden_matrix(const std::string& name, ParamKind kind);
 // A rule on parameters by name and kind (an optimizer's parameter group: every rank agrees on
@@ -87,7 +94,8 @@ class ParamTable {
   // Registration: names must be unique. `shape` is this rank's block. Parameters registered one
   // after the other with the same unit stay adjacent, so they can be used as one fused matrix
   // (see fused_value).
-  ParamRef add(std::string name, Shape shape, ParamKind kind, ShardSpec shard = {});
+  ParamRef add(std::string name, Shape shape, ParamKind kind, ShardSpec shard = {},
+               ParamInit init = ParamInit::by_kind);
   // Lays out the segments (unit_of gives each parameter's gradient-ready unit, 0 if absent) and
   // allocates the flat parameter and gradient buffers on `device` (gradients zeroed).
   void allocate(const std::function<int(const ParamInfo&)>& unit_of = {}, Device device = {});
@@ -111,9 +119,9 @@ class ParamTable {
   const Tensor& flat_values() const { return params_; }
   const Tensor& flat_grads() const { return grads_; }
 
-  // Normal(0, std) for matrices and embeddings, ones for norms, zeros for buffers; each from its
-  // own generator seeded by (seed, name) over the logical tensor, of which this rank keeps its
-  // block: the init does not depend on the layout or the order.
+  // Each parameter as its ParamInit says (normal(0, std) for matrices and embeddings), random
+  // ones from their own generator seeded by (seed, name) over the logical tensor, of which this
+  // rank keeps its block: the init does not depend on the layout or the order.
   void init(uint64_t seed, float std);
 
  private:
