@@ -34,6 +34,7 @@ class DeepseekV3 final : public HfLayout {
 
   void check(const ModelConfig& m) const override {
     check_hf_moe(m, model_type());
+    check_no_qwen_options(m, model_type());
     const config::RopeScalingConfig& r = m.rope_scaling();
     const double positions = static_cast<double>(r.factor()) * r.original_max_position_embeddings();
     if (r.factor() != 1.0f && positions != std::round(positions))

@@ -59,9 +59,12 @@ std::vector<Shard> plan_shards(const std::vector<ExportTensor>& tensors, uint64_
 // heads when the rows are permuted), checking the source's checksum on the way.
 void copy_tensor(const CheckpointReader& reader, const ExportTensor& t, uint64_t chunk_bytes,
                  SafetensorsWriter& writer, std::vector<float>& out, const StopToken& stop) {
-  const std::string path = "/params/" + t.source;
   const uint64_t cols = t.shape.size() == 1 ? t.shape[0] : t.shape[1];
   const uint64_t R = t.rope_rows;
+  std::vector<std::string> sources{t.source};
+  sources.insert(sources.end(), t.more_sources.begin(), t.more_sources.end());
+  for (const std::string& source : sources) {
+  const std::string path = "/params/" + source;
   const bool ok = reader.read_rows(
       path, R > 0 ? R : 1, chunk_bytes, [&](uint64_t, std::span<const float> block) {
         stop.check();
@@ -82,6 +85,7 @@ void copy_tensor(const CheckpointReader& reader, const ExportTensor& t, uint64_t
   if (!ok)
     throw Error(concat(reader.file().path(), ": ", path,
                        " does not match its checksum (the checkpoint is corrupt)"));
+  }
 }
 
 // UTF-8 of one code point below U+0800.

@@ -21,6 +21,7 @@ class Glm4Moe final : public HfLayout {
 
   void check(const ModelConfig& m) const override {
     check_hf_moe(m, model_type());
+    check_no_qwen_options(m, model_type());
     if (m.hidden_size() % m.num_attention_heads() != 0 || head_dim(m) % 2 != 0)
       throw Error(concat("model.hidden_size / model.num_attention_heads = ", m.hidden_size(), " / ",
                          m.num_attention_heads(), " must be an even head_dim for RoPE"));

@@ -13,11 +13,31 @@ using detail::concat;
 
 std::unique_ptr<HfLayout> hf_layout_for(const ModelConfig& m) {
   const bool mla = has_layer_type(m, ModelConfig::MLA);
-  if (mla && has_layer_type(m, ModelConfig::ATTENTION))
+  if (mla && (has_layer_type(m, ModelConfig::ATTENTION) ||
+              has_layer_type(m, ModelConfig::GATED_DELTANET)))
     throw Error(
-        "model.layer_types mixes MLA and ATTENTION layers: no Hugging Face architecture holds "
-        "both (deepseek_v3 is all MLA, glm4_moe all attention)");
-  return mla ? deepseek_v3_layout() : glm4_moe_layout();
+        "model.layer_types mixes MLA with other layers: no Hugging Face architecture holds "
+        "both (deepseek_v3 is all MLA, glm4_moe all attention, qwen3_5_moe_text Gated "
+        "DeltaNet and attention)");
+  if (mla) return deepseek_v3_layout();
+  if (has_layer_type(m, ModelConfig::GATED_DELTANET)) return qwen3_5_moe_layout();
+  return glm4_moe_layout();
+}
+
+void check_no_qwen_options(const ModelConfig& m, const std::string& model_type) {
+  auto refuse = [&](const std::string& field, const std::string& value) {
+    throw Error(concat(field, " is ", value, ": ", model_type,
+                       " has no such option (Qwen3-Next's; the qwen3_5_moe_text export, for "
+                       "models with GATED_DELTANET layers, has it)"));
+  };
+  if (m.attention_output_gate()) refuse("model.attention_output_gate", "true");
+  if (m.qk_norm()) refuse("model.qk_norm", "true");
+  if (m.zero_centered_norms()) refuse("model.zero_centered_norms", "true");
+  if (m.partial_rotary_factor() != 1.0f)
+    refuse("model.partial_rotary_factor", concat(m.partial_rotary_factor()));
+  if (m.head_dim() != 0 && m.head_dim() * m.num_attention_heads() != m.hidden_size())
+    refuse("model.head_dim", concat(m.head_dim(), " (not hidden_size / num_attention_heads)"));
+  if (m.moe().shared_expert_gate()) refuse("model.moe.shared_expert_gate", "true");
 }
 
 std::vector<ExportTensor> export_tensors(const ModelConfig& m, const HfLayout& layout,
@@ -27,11 +47,11 @@ std::vector<ExportTensor> export_tensors(const ModelConfig& m, const HfLayout& l
   const auto hidden = static_cast<uint64_t>(m.hidden_size());
   // A [vocab, hidden] copy of the embedding or the head under another name.
   auto copy_of = [&](std::string name, const std::string& source) {
-    return ExportTensor{std::move(name), source, {vocab, hidden}, dtype};
+    return ExportTensor{std::move(name), source, {vocab, hidden}, dtype, 0, {}};
   };
   std::vector<ExportTensor> out;
   for (const ModelTensor& t : model_tensors(m)) {
-    ExportTensor x{t.name, t.name, t.shape, dtype, layout.rope_rows(m, t.name)};
+    ExportTensor x{t.name, t.name, t.shape, dtype, layout.rope_rows(m, t.name), {}};
     if (t.name.ends_with(".mlp.gate.weight") || t.name.ends_with(".e_score_correction_bias"))
       x.dtype = StDtype::f32;
     // The MTP layer's copies of the embedding and the head go first in the layer, so a shard
@@ -45,6 +65,7 @@ std::vector<ExportTensor> export_tensors(const ModelConfig& m, const HfLayout& l
   }
   if (m.tie_word_embeddings())
     out.push_back(copy_of("lm_head.weight", "model.embed_tokens.weight"));
+  layout.adapt(m, out);
   return out;
 }
 

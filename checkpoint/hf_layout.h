@@ -27,6 +27,9 @@ struct ExportTensor {
   // from RoPE pairs (2j, 2j+1) to (j, j + rope_rows/2): moetron's INTERLEAVED RoPE as the
   // rotate_half RoPE that glm4_moe implements (docs/export.md).
   uint64_t rope_rows = 0;
+  // Checkpoint tensors whose rows follow source's, in order (a fused tensor: Qwen3.5's
+  // in_proj_qkv of in_proj_q, _k, _v).
+  std::vector<std::string> more_sources;
 };
 
 class HfLayout {
@@ -43,13 +46,23 @@ class HfLayout {
   virtual std::string config_json(const config::RunConfig& run, StDtype dtype,
                                   int64_t step) const = 0;
   virtual std::vector<std::string> notes(const config::ModelConfig& m) const = 0;
+  // The architecture's names for the export's tensors (export_tensors' list, the checkpoint's
+  // names): renamed, fused or dropped in place; kept as they are by default.
+  virtual void adapt(const config::ModelConfig& /*m*/, std::vector<ExportTensor>& /*tensors*/) const {
+  }
 };
 
-// deepseek_v3 for a model with MLA layers, glm4_moe for one of attention layers; Error for a
-// model that mixes them (no Hugging Face architecture has both).
+// deepseek_v3 for a model with MLA layers, qwen3_5_moe_text for one with Gated DeltaNet layers,
+// glm4_moe for one of attention layers; Error for a model that mixes MLA with another mixer
+// (no Hugging Face architecture has both).
 std::unique_ptr<HfLayout> hf_layout_for(const config::ModelConfig& m);
 std::unique_ptr<HfLayout> glm4_moe_layout();
 std::unique_ptr<HfLayout> deepseek_v3_layout();
+std::unique_ptr<HfLayout> qwen3_5_moe_layout();
+// Throws Error naming the first of Qwen3-Next's options (gated attention, q/k norms, partial
+// RoPE, head_dim, zero-centred norms, the shared-expert gate) that `m` uses, which the
+// DeepSeek-style architectures (glm4_moe, deepseek_v3) do not have.
+void check_no_qwen_options(const config::ModelConfig& m, const std::string& model_type);
 
 // The tensors of the export, in order: the checkpoint's, plus for each MTP layer L+k the copies
 // of the embedding and the head that vLLM and SGLang load (model.layers.{L+k}.embed_tokens,

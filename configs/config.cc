@@ -416,12 +416,17 @@ void check_model(const config::ModelConfig& m) {
     fail("model.partial_rotary_factor", factor, "must be in (0, 1]");
   if (attention && (rotary_dim(m) % 2 != 0 || rotary_dim(m) < 2 ||
                     std::abs(head_dim(m) * static_cast<double>(factor) - rotary_dim(m)) > 1e-3)) {
-    fail(m.partial_rotary_factor() < 1.0f ? "model.partial_rotary_factor"
-                                          : "model.num_attention_heads",
-         m.partial_rotary_factor() < 1.0f ? concat(factor) : concat(heads),
-         concat("gives head_dim = ", head_dim(m), " and RoPE width head_dim * ",
-                "partial_rotary_factor = ", head_dim(m) * static_cast<double>(factor),
-                ", which must be an even whole number: RoPE rotates pairs of dimensions"));
+    if (factor < 1.0f || m.head_dim() > 0)
+      fail(factor < 1.0f ? "model.partial_rotary_factor" : "model.head_dim",
+           factor < 1.0f ? concat(factor) : concat(m.head_dim()),
+           concat("gives head_dim = ", head_dim(m), " and a RoPE width head_dim * ",
+                  "partial_rotary_factor = ", head_dim(m) * static_cast<double>(factor),
+                  ", which must be an even whole number: RoPE rotates pairs of dimensions"));
+    fail("model.num_attention_heads", heads,
+         concat("gives head_dim = model.hidden_size / num_attention_heads = ", hidden, " / ", heads,
+                " = ", hidden / heads,
+                ", which must be even: RoPE rotates pairs of dimensions (valid: ",
+                divisors(hidden, [&](int64_t h) { return (hidden / h) % 2 == 0; }), ")"));
   }
   non_negative("model.num_key_value_heads", m.num_key_value_heads());
   if (heads % kv_heads(m) != 0) {

@@ -18,10 +18,12 @@ Decoder::Decoder(Model& model, int64_t max_len)
       rope_(RopeTables::make(model.dims(), max_len_, model.runtime().device)),
       cache_(
           [&] {
-            std::vector<std::vector<Shape>> shapes;
-            for (int64_t l = 0; l < model.dims().layers; ++l)
-              shapes.push_back(model.block(l).mixer().decode_state(max_len_));
-            return shapes;
+            std::vector<KvCache::Layer> layers;
+            for (int64_t l = 0; l < model.dims().layers; ++l) {
+              const TokenMixer& m = model.block(l).mixer();
+              layers.push_back({m.decode_state(max_len_), m.recurrent()});
+            }
+            return layers;
           }(),
           max_len_, model.runtime().device) {
   const ModelDims& d = model.dims();
@@ -29,10 +31,12 @@ Decoder::Decoder(Model& model, int64_t max_len)
   if (!rt.alone())
     throw Error(detail::concat("decoder: decodes on one rank, and the model is split over tp ",
                                rt.tp.size, " x ep ", rt.ep.size, " ranks"));
-  for (int64_t k = 1; k <= d.mtp_depth; ++k)
-    mtp_caches_.emplace_back(
-        std::vector<std::vector<Shape>>{model.mtp(k).block().mixer().decode_state(max_len_)},
-        max_len_, rt.device);
+  for (int64_t k = 1; k <= d.mtp_depth; ++k) {
+    const TokenMixer& m = model.mtp(k).block().mixer();
+    mtp_caches_.emplace_back(std::vector<KvCache::Layer>{{m.decode_state(max_len_), m.recurrent()}},
+                             max_len_, rt.device);
+  }
+  last_tokens_.resize(static_cast<size_t>(d.mtp_depth) + 1);
   for (int64_t k = 0; k <= d.mtp_depth; ++k) states_.push_back(rt.empty({max_len, d.hidden}));
 }
 
@@ -62,6 +66,10 @@ Tensor Decoder::forward(std::span<const int32_t> tokens) {
   MOETRON_CHECK(n > 0, "decoder: no tokens");
   cache_.require_room(n);
   const int64_t start = length();
+  if (cache_.recurrent()) {
+    cache_.save();
+    last_tokens_[0].assign(tokens.begin(), tokens.end());
+  }
   const DecodeStep s = step(start, n, cache_);
   Tensor x = embed(tokens, x_a_), y = x_b_.rows(n, dims().hidden);
   for (int64_t l = 0; l < dims().layers; ++l) {
@@ -83,6 +91,10 @@ Tensor Decoder::mtp_forward(int64_t k, std::span<const int32_t> tokens) {
                 " at positions [", start, ", ", start + n,
                 ") before its input stage reached them (", states_valid(k - 1), ")");
   cache.require_room(n);
+  if (cache.recurrent()) {
+    cache.save();
+    last_tokens_[static_cast<size_t>(k)].assign(tokens.begin(), tokens.end());
+  }
   const DecodeStep s = step(start, n, cache);
   // h_k = shared_head.norm(block output) is both the head's input and what module k + 1
   // receives, as training chains them (MtpModule::output() in models/mtp.h).
@@ -91,6 +103,31 @@ Tensor Decoder::mtp_forward(int64_t k, std::span<const int32_t> tokens) {
                         states_[static_cast<size_t>(k - 1)].slice(start, start + n), h_k, s);
   cache.advance(n);
   return head(h_k, s, mtp_logits_);
+}
+
+void Decoder::roll_back(KvCache& cache, int64_t length, const std::vector<int32_t>& tokens,
+                        const std::function<void(std::span<const int32_t>)>& refeed) {
+  if (!cache.recurrent() || length == cache.length() || length == 0) {
+    cache.truncate(length);
+    return;
+  }
+  const int64_t saved = cache.saved_length();
+  MOETRON_CHECK(length >= saved && length <= cache.length(), "decoder: rolling a recurrent state ",
+                "back to ", length, ", before its latest forward started (", saved, ")");
+  cache.restore();
+  // A copy: feeding again records these tokens as the latest forward's.
+  const std::vector<int32_t> kept(tokens.begin(), tokens.begin() + (length - saved));
+  if (!kept.empty()) refeed(kept);
+}
+
+void Decoder::truncate(int64_t length) {
+  roll_back(cache_, length, last_tokens_[0], [&](std::span<const int32_t> t) { forward(t); });
+}
+
+void Decoder::mtp_truncate(int64_t k, int64_t length) {
+  MOETRON_CHECK(k >= 1 && k <= mtp_depth(), "decoder: MTP module ", k, " of ", mtp_depth());
+  roll_back(mtp_caches_[static_cast<size_t>(k - 1)], length, last_tokens_[static_cast<size_t>(k)],
+            [&](std::span<const int32_t> t) { mtp_forward(k, t); });
 }
 
 }  // namespace moetron

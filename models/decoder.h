@@ -6,9 +6,16 @@
 //
 // Positions are absolute (RoPE angle = position), counted from the first token fed after
 // reset(). One sequence at a time; one rank.
+//
+// Rolling back (truncate, mtp_truncate) is free for per-position caches. A stack with a
+// recurrent mixer (Gated DeltaNet) keeps its recurrent state from before its latest forward and
+// rolls back by restoring it and feeding again the kept part of that forward's tokens: a roll
+// back reaches at most to the start of the latest forward of its stack, and the kept positions
+// get the same bits again (fixed-order kernels, token by token recurrence).
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -41,8 +48,9 @@ class Decoder {
   // final-normed states h_0, the first MTP module's input.
   Tensor forward(std::span<const int32_t> tokens);
   int64_t length() const { return cache_.length(); }
-  // Forget positions from `length` on (rejected speculative tokens).
-  void truncate(int64_t length) { cache_.truncate(length); }
+  // Forget positions from `length` on (rejected speculative tokens). Invalidates the logits of
+  // the latest forward() when the model has a recurrent mixer.
+  void truncate(int64_t length);
 
   // MTP module k = 1..D (docs/model.md) at positions [mtp_length(k), + n): `tokens` are the
   // tokens k ahead of those positions (t[i + k]); the previous stage (the main model for k = 1,
@@ -52,9 +60,8 @@ class Decoder {
   int64_t mtp_length(int64_t k) const {
     return mtp_caches_.at(static_cast<size_t>(k - 1)).length();
   }
-  void mtp_truncate(int64_t k, int64_t length) {
-    mtp_caches_.at(static_cast<size_t>(k - 1)).truncate(length);
-  }
+  // The same for module k (invalidates its latest logits with a recurrent mixer).
+  void mtp_truncate(int64_t k, int64_t length);
 
  private:
   // The step of n positions from `start`, over layer 0 of `cache`.
@@ -63,6 +70,10 @@ class Decoder {
   Tensor head(const Tensor& h, const DecodeStep& step, RowBuffer& out);
   // Positions through which stage k's states (h_k; k = 0: the main model) are valid.
   int64_t states_valid(int64_t k) const { return k == 0 ? length() : mtp_length(k); }
+  // Rolls `cache` back to `length`; a recurrent one restores its saved state and feeds again
+  // tokens[0, length - saved) through `refeed`.
+  void roll_back(KvCache& cache, int64_t length, const std::vector<int32_t>& tokens,
+                 const std::function<void(std::span<const int32_t>)>& refeed);
 
   Model& model_;
   int64_t max_len_;
@@ -70,6 +81,8 @@ class Decoder {
   TransposedWeights weights_;
   KvCache cache_;
   std::vector<KvCache> mtp_caches_;  // one layer each
+  // The tokens of each stack's latest forward (index 0: the main model), for recomputing.
+  std::vector<std::vector<int32_t>> last_tokens_;
   // states_[k] [max_len, hidden]: h_k of every position stage k has run on, read by stage k+1.
   std::vector<Tensor> states_;
   RowBuffer x_a_{DType::f32, model_.runtime().device}, x_b_{DType::f32, model_.runtime().device};

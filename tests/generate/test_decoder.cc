@@ -53,7 +53,11 @@ const std::vector<TinyCase> kCases = {
     {"RotateHalfDenseTiedNoMtp", config::ModelConfig::ROTATE_HALF, false, false, true, 0},
     // MLA decodes in the absorbed form over its latent cache; training runs the expanded form.
     {"MlaQLoraInterleavedMoe", config::ModelConfig::INTERLEAVED, true, false, false, 2, 1},
-    {"MlaQProjYarnDense", config::ModelConfig::ROTATE_HALF, false, false, false, 1, 2}};
+    {"MlaQProjYarnDense", config::ModelConfig::ROTATE_HALF, false, false, false, 1, 2},
+    // Gated DeltaNet decodes with its recurrent form; training runs the chunked one. Truncation
+    // restores the saved state and recomputes.
+    {"HybridGatedAttentionMoe", config::ModelConfig::ROTATE_HALF, true, true, false, 2, 0, 1},
+    {"GatedDeltaNetEverywhereDense", config::ModelConfig::ROTATE_HALF, false, false, true, 1, 0, 2}};
 
 std::vector<TinyCase> mtp_cases() {
   std::vector<TinyCase> out;

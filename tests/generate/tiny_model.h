@@ -1,5 +1,6 @@
-// Small random models for the generation tests: GQA or MLA, a dense first layer, MoE layers with
-// shared experts, D MTP modules; the RoPE style, routing and head tying vary by case.
+// Small random models for the generation tests: GQA, MLA or a Gated DeltaNet hybrid, a dense
+// first layer, MoE layers with shared experts, D MTP modules; the RoPE style, routing and head
+// tying vary by case.
 #pragma once
 
 #include <cmath>
@@ -24,6 +25,10 @@ struct TinyCase {
   int depth = 2;  // MTP modules
   // 0: GQA attention; 1: MLA with a q LoRA; 2: MLA with q_proj, v_head_dim != nope, and YaRN.
   int mla = 0;
+  // Qwen3-Next-style (mla 0): 1: Gated DeltaNet, Gated DeltaNet, then gated attention (q/k
+  // norms, partial RoPE, output gate, head_dim set), zero-centred norms, a gated shared expert;
+  // the MTP blocks take the attention. 2: every block (MTP ones too) Gated DeltaNet.
+  int hybrid = 0;
 };
 
 // gtest prints a case by its name (test names and failures).
@@ -60,6 +65,27 @@ inline config::ModelConfig tiny_config(const TinyCase& c, int vocab = 48) {
       r->set_mscale_all_dim(0.8f);
     }
   }
+  if (c.hybrid > 0) {
+    using config::ModelConfig;
+    if (c.hybrid == 1) {
+      m.add_layer_types(ModelConfig::GATED_DELTANET);
+      m.add_layer_types(ModelConfig::GATED_DELTANET);
+      m.add_layer_types(ModelConfig::ATTENTION);
+    } else {
+      m.add_layer_types(ModelConfig::GATED_DELTANET);
+    }
+    m.set_head_dim(12);
+    m.set_partial_rotary_factor(0.5f);
+    m.set_attention_output_gate(true);
+    m.set_qk_norm(true);
+    m.set_zero_centered_norms(true);
+    config::GatedDeltaNetConfig* g = m.mutable_linear_attention();
+    g->set_linear_num_key_heads(2);
+    g->set_linear_key_head_dim(8);
+    g->set_linear_num_value_heads(4);
+    g->set_linear_value_head_dim(6);
+    g->set_linear_conv_kernel_dim(4);
+  }
   if (c.moe) {
     config::MoeConfig* e = m.mutable_moe();
     e->set_n_routed_experts(4);
@@ -69,6 +95,7 @@ inline config::ModelConfig tiny_config(const TinyCase& c, int vocab = 48) {
     e->set_first_k_dense_replace(1);
     e->set_routed_scaling_factor(2.5f);
     e->set_norm_topk_prob(true);
+    e->set_shared_expert_gate(c.hybrid > 0);
     if (c.softmax) {
       e->set_scoring_func(config::MoeConfig::SOFTMAX);
     } else {

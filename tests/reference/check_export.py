@@ -50,6 +50,7 @@ sys.path.insert(0, HERE)
 import mla  # noqa: E402
 import model as ref  # noqa: E402
 import moe  # noqa: E402
+import qwen35  # noqa: E402
 from safetensors_reader import read_dir  # noqa: E402
 
 
@@ -245,6 +246,140 @@ def deepseek_reference_config(cfg: dict) -> moe.MoeModelConfig:
         routed_scaling_factor=cfg["routed_scaling_factor"], scoring_func=moe.SIGMOID,
         norm_topk_prob=cfg["norm_topk_prob"], n_group=cfg["n_group"], topk_group=cfg["topk_group"],
         mla=attn)
+
+
+QWEN_LAYER_TYPES = {"GATED_DELTANET": qwen35.LINEAR, "ATTENTION": qwen35.FULL}
+
+
+def check_qwen_config(cfg: dict, saved: dict):
+    """config.json against the checkpoint's config (saved, parse_textproto) for
+    qwen3_5_moe_text, and the checkpoint's settings that layout requires (transformers'
+    Qwen3_5MoeForCausalLM has no switch for them: softmax top-k always renormalised, no routed
+    scaling, no groups, a gated shared expert, zero-centred norms, gated attention with q/k
+    norms)."""
+    want = {"model_type": "qwen3_5_moe_text", "architectures": ["Qwen3_5MoeForCausalLM"],
+            "hidden_act": "silu", "attention_bias": False,
+            "tie_word_embeddings": need(saved, "model.tie_word_embeddings") == "true"}
+    for k, v in want.items():
+        if cfg.get(k) != v:
+            fail(f"config.json {k} is {cfg.get(k)!r}, expected {v!r}")
+    # What the architecture hardcodes must be what the checkpoint was trained with.
+    required = {"model.moe.scoring_func": "SOFTMAX", "model.moe.norm_topk_prob": "true",
+                "model.moe.first_k_dense_replace": "0", "model.moe.n_group": "1",
+                "model.moe.shared_expert_gate": "true", "model.zero_centered_norms": "true",
+                "model.rope_style": "ROTATE_HALF"}
+    if "ATTENTION" in [QWEN_LAYER_TYPES and t for t in need_layer_types(saved)]:
+        required.update({"model.attention_output_gate": "true", "model.qk_norm": "true"})
+    for path, v in required.items():
+        if field(saved, path) != v:
+            fail(f"the checkpoint's {path} is {field(saved, path)}: qwen3_5_moe_text needs {v}")
+    for path in ("model.moe.routed_scaling_factor", "model.rope_scaling.factor"):
+        if f32(field(saved, path) or 1) != 1:
+            fail(f"the checkpoint's {path} is {field(saved, path)}: qwen3_5_moe_text needs 1")
+    if int(need(saved, "model.moe.n_shared_experts")) < 1:
+        fail("the checkpoint has no shared expert: qwen3_5_moe_text always has one")
+    heads = int(need(saved, "model.num_attention_heads"))
+    head_dim = int(field(saved, "model.head_dim") or 0) or int(need(saved, "model.hidden_size")) // heads
+    kv = int(field(saved, "model.num_key_value_heads") or 0) or heads
+    ints = {"vocab_size": int(need(saved, "model.vocab_size")),
+            "hidden_size": int(need(saved, "model.hidden_size")),
+            "num_hidden_layers": int(need(saved, "model.num_hidden_layers")),
+            "num_attention_heads": heads, "num_key_value_heads": kv, "head_dim": head_dim,
+            "num_experts": int(need(saved, "model.moe.n_routed_experts")),
+            "num_experts_per_tok": int(need(saved, "model.moe.num_experts_per_tok")),
+            "moe_intermediate_size": int(need(saved, "model.moe.moe_intermediate_size")),
+            "shared_expert_intermediate_size": int(need(saved, "model.moe.n_shared_experts"))
+            * int(need(saved, "model.moe.moe_intermediate_size")),
+            "mtp_num_hidden_layers": int(need(saved, "model.num_nextn_predict_layers")),
+            "max_position_embeddings": int(need(saved, "data.seq_len"))}
+    for k in ("linear_num_key_heads", "linear_key_head_dim", "linear_num_value_heads",
+              "linear_value_head_dim", "linear_conv_kernel_dim"):
+        ints[k] = int(need(saved, f"model.linear_attention.{k}"))
+    for k, v in ints.items():
+        if type(cfg.get(k)) is not int or cfg[k] != v:
+            fail(f"config.json {k} is {cfg.get(k)!r}, the checkpoint's config gives {v}")
+    floats = {"rms_norm_eps": "model.rms_norm_eps",
+              "router_aux_loss_coef": "model.moe.aux_loss_coeff"}
+    for k, path in floats.items():
+        v = field(saved, path) or "0"
+        if not isinstance(cfg.get(k), (int, float)) or f32(cfg[k]) != f32(v):
+            fail(f"config.json {k} is {cfg.get(k)!r}, the checkpoint's {path} is {v}")
+    # RoPE: rope_parameters in full (transformers' default partial_rotary_factor is 0.25).
+    rp = cfg.get("rope_parameters")
+    if not isinstance(rp, dict) or set(rp) != {"rope_type", "rope_theta", "partial_rotary_factor"} \
+            or rp["rope_type"] != "default" or \
+            f32(rp["rope_theta"]) != f32(need(saved, "model.rope_theta")) or \
+            f32(rp["partial_rotary_factor"]) != f32(field(saved, "model.partial_rotary_factor") or 1):
+        fail(f"config.json rope_parameters {rp!r}: expected rope_type default, rope_theta "
+             f"{need(saved, 'model.rope_theta')}, partial_rotary_factor "
+             f"{field(saved, 'model.partial_rotary_factor') or 1}")
+    if "rope_theta" in cfg or "partial_rotary_factor" in cfg or cfg.get("rope_scaling") is not None:
+        fail("config.json has top-level rope_theta / partial_rotary_factor / rope_scaling beside "
+             "rope_parameters")
+    rot = int(head_dim * float(rp["partial_rotary_factor"]))
+    if abs(head_dim * f32(field(saved, "model.partial_rotary_factor") or 1) - rot) > 1e-3 or rot % 2:
+        fail(f"int(head_dim * partial_rotary_factor) = {rot}: not the checkpoint's rotary width")
+    L = ints["num_hidden_layers"]
+    pattern = need_layer_types(saved)
+    expect = [QWEN_LAYER_TYPES[pattern[l % len(pattern)]] for l in range(L)]
+    if cfg.get("layer_types") != expect:
+        fail(f"config.json layer_types {cfg.get('layer_types')!r}, the checkpoint's pattern "
+             f"{pattern} over {L} layers gives {expect}")
+    if ints["mtp_num_hidden_layers"] > 1:
+        fail(f"mtp_num_hidden_layers {ints['mtp_num_hidden_layers']}: qwen3_5_moe_text names one MTP module")
+
+
+def need_layer_types(saved: dict) -> list:
+    """The checkpoint's model.layer_types pattern (every value a known Qwen mixer)."""
+    pattern = field(saved, "model") and saved["model"][-1].get("layer_types", [])
+    if not pattern or any(t not in QWEN_LAYER_TYPES for t in pattern):
+        fail(f"the checkpoint's model.layer_types {pattern}: qwen3_5_moe_text holds "
+             f"{sorted(QWEN_LAYER_TYPES)} only")
+    return pattern
+
+
+# qwen3_5_moe_text's fused tensors: export name (under linear_attn.) -> the checkpoint's parts.
+QWEN_FUSED = {"in_proj_qkv.weight": ("in_proj_q.weight", "in_proj_k.weight", "in_proj_v.weight"),
+              "conv1d.weight": ("conv1d_q.weight", "conv1d_k.weight", "conv1d_v.weight")}
+QWEN_MTP = {"enorm.weight": "mtp.pre_fc_norm_embedding.weight",
+            "hnorm.weight": "mtp.pre_fc_norm_hidden.weight", "eh_proj.weight": "mtp.fc.weight",
+            "shared_head.norm.weight": "mtp.norm.weight"}
+
+
+def qwen_sources(ckpt: dict, L: int, tied: bool) -> dict:
+    """Export name -> the checkpoint tensors whose rows it holds, in order (one for a copy),
+    for qwen3_5_moe_text: in_proj_q/_k/_v fused as in_proj_qkv and conv1d_q/_k/_v as
+    conv1d.weight [C, 1, K], mlp.shared_experts.* as mlp.shared_expert.*, no router bias, the
+    MTP block (checkpoint layer L) under mtp.*, and no per-module copies of the embedding or the
+    head (Qwen's MTP shares them)."""
+    parts = {p: (fused, i) for fused, ps in QWEN_FUSED.items() for i, p in enumerate(ps)}
+    mtp = f"model.layers.{L}."
+    sources: dict = {}
+    for name in sorted(ckpt):
+        if name.endswith(".mlp.gate.e_score_correction_bias"):
+            continue  # dropped: checked to be zero by the caller
+        out = name
+        m = re.match(r"(.*\.linear_attn\.)(.*)$", name)
+        if m and m.group(2) in parts:
+            fused, i = parts[m.group(2)]
+            if i > 0:
+                continue  # in the fused tensor, listed with its first part
+            out = m.group(1) + fused
+            src = [m.group(1) + p for p in QWEN_FUSED[fused]]
+        else:
+            src = [name]
+        out = out.replace(".mlp.shared_experts.", ".mlp.shared_expert.")
+        if out.startswith(mtp):
+            rest = out[len(mtp):]
+            out = QWEN_MTP.get(rest, "mtp.layers.0." + rest)
+        elif re.match(r"model\.layers\.(\d+)\.", out) and int(out.split(".")[2]) > L:
+            fail(f"the checkpoint has {name}: qwen3_5_moe_text holds one MTP module (layer {L})")
+        if out in sources:
+            fail(f"two checkpoint tensors export as {out}")
+        sources[out] = src
+    if tied:
+        sources["lm_head.weight"] = ["model.embed_tokens.weight"]
+    return sources
 
 
 def bf16_round(a: np.ndarray) -> np.ndarray:
