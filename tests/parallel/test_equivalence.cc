@@ -67,8 +67,10 @@ const std::filesystem::path& dataset_dir() {
 // mla: 0 GQA; 1 MLA with a q LoRA; 2 MLA with q_proj. muon: optimizer.kind MUON.
 // qk_clip: Muon's QK-clip threshold (0 = off).
 // ns_steps: Muon's Newton-Schulz iterations (0 = the default 5).
+// hybrid: Qwen3-Next's mixers (layer 0 Gated DeltaNet, layer 1 and the MTP blocks gated
+// attention with q/k norms and partial RoPE), zero-centred norms, a gated shared expert.
 config::RunConfig test_config(float capacity_factor = 0, int mla = 0, bool muon = false,
-                              float qk_clip = 0, int ns_steps = 0) {
+                              float qk_clip = 0, int ns_steps = 0, bool hybrid = false) {
   config::RunConfig cfg = parse_config_text(R"(
     model { vocab_size: 258 hidden_size: 64 num_hidden_layers: 2 num_attention_heads: 8
             num_key_value_heads: 4 intermediate_size: 96 num_nextn_predict_layers: 2
@@ -93,6 +95,22 @@ config::RunConfig test_config(float capacity_factor = 0, int mla = 0, bool muon 
     a->set_qk_rope_head_dim(4);
     a->set_v_head_dim(12);
   }
+  if (hybrid) {
+    config::ModelConfig* m = cfg.mutable_model();
+    m->add_layer_types(config::ModelConfig::GATED_DELTANET);
+    m->add_layer_types(config::ModelConfig::ATTENTION);
+    m->set_partial_rotary_factor(0.5f);
+    m->set_attention_output_gate(true);
+    m->set_qk_norm(true);
+    m->set_zero_centered_norms(true);
+    config::GatedDeltaNetConfig* g = m->mutable_linear_attention();
+    g->set_linear_num_key_heads(4);
+    g->set_linear_key_head_dim(8);
+    g->set_linear_num_value_heads(8);
+    g->set_linear_value_head_dim(6);
+    g->set_linear_conv_kernel_dim(4);
+    m->mutable_moe()->set_shared_expert_gate(true);
+  }
   if (muon) cfg.mutable_optimizer()->set_kind(config::OptimizerConfig::MUON);
   cfg.mutable_optimizer()->mutable_muon()->set_qk_clip_tau(qk_clip);
   if (ns_steps > 0) cfg.mutable_optimizer()->mutable_muon()->set_ns_steps(ns_steps);
@@ -109,6 +127,7 @@ struct Variant {
   bool muon = false;          // optimizer.kind MUON
   float qk_clip = 0;          // its QK-clip threshold
   int ns_steps = 0;           // its Newton-Schulz iterations (0: the default)
+  bool hybrid = false;        // test_config's
   // Muon's amplified rounding needs the wider bounds (Reference below); with one iteration the
   // layouts meet AdamW's.
   bool wide_bounds() const { return muon && ns_steps != 1; }
@@ -119,7 +138,8 @@ struct Variant {
            (capacity_factor > 0 ? ", capacity " + std::to_string(capacity_factor) : "") +
            (mla > 0 ? mla == 1 ? ", MLA q LoRA" : ", MLA q_proj" : "") + (muon ? ", Muon" : "") +
            (qk_clip > 0 ? ", QK-clip " + std::to_string(qk_clip) : "") +
-           (ns_steps > 0 ? ", NS steps " + std::to_string(ns_steps) : "") + ")";
+           (ns_steps > 0 ? ", NS steps " + std::to_string(ns_steps) : "") +
+           (hybrid ? ", Gated DeltaNet hybrid" : "") + ")";
   }
 };
 
@@ -144,7 +164,7 @@ std::vector<float> router_biases(const ParamTable& params) {
 Record train(const Variant& v, const ProcessGroups& groups, std::unique_ptr<Model>& model,
              int accum, test::AdamCheck* gradients = nullptr) {
   const config::RunConfig cfg =
-      test_config(v.capacity_factor, v.mla, v.muon, v.qk_clip, v.ns_steps);
+      test_config(v.capacity_factor, v.mla, v.muon, v.qk_clip, v.ns_steps, v.hybrid);
   const data::Dataset ds(dataset_dir(), data::Split::train);
   model = std::make_unique<Model>(cfg.model(), cfg.data().micro_batch_size(), cfg.data().seq_len(),
                                   groups.runtime());
@@ -212,10 +232,10 @@ struct Reference {
 // The single-process run of `parallel`'s model for `accum` micro-batches per step (computed once
 // per program and setting).
 const Reference& reference(const Variant& parallel, int accum) {
-  static std::map<std::tuple<int, bool, float, int, bool, float, int>, Reference> cache;
+  static std::map<std::tuple<int, bool, float, int, bool, float, int, bool>, Reference> cache;
   auto [it, fresh] = cache.try_emplace(
       {accum, parallel.one_expert, parallel.capacity_factor, parallel.mla, parallel.muon,
-       parallel.qk_clip, parallel.ns_steps},
+       parallel.qk_clip, parallel.ns_steps, parallel.hybrid},
       Reference{{},
                 nullptr,
                 test::AdamCheck(kSteps, parallel.wide_bounds() ? kMuonWeightAtol : 1e-5, 1e-4)});
@@ -229,6 +249,7 @@ const Reference& reference(const Variant& parallel, int accum) {
     v.muon = parallel.muon;
     v.qk_clip = parallel.qk_clip;
     v.ns_steps = parallel.ns_steps;
+    v.hybrid = parallel.hybrid;
     ref.record = train(v, alone, ref.model, accum, &ref.weights);
   }
   return ref;
@@ -252,12 +273,15 @@ Block reference_block(const ParamInfo& p, const Model& ref) {
   }
   out.values.assign(static_cast<size_t>(p.numel()), 0.0f);
   out.index.assign(static_cast<size_t>(p.numel()), -1);
-  const int64_t rows = p.shape[0], cols = p.shape[1], full_cols = full.cols();
+  // A vector (Gated DeltaNet's A_log, dt_bias) is a column: its block is rows.
+  const bool vector = p.shape.size() == 1;
+  const int64_t rows = p.shape[0], cols = vector ? 1 : p.shape[1];
+  const int64_t full_rows = vector ? full.numel() : full.rows(), full_cols = vector ? 1 : full.cols();
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c) {
       const int64_t gr = p.shard.dim == 0 ? p.shard.begin + r : r;
       const int64_t gc = p.shard.dim == 1 ? p.shard.begin + c : c;
-      if (gr >= full.rows()) continue;
+      if (gr >= full_rows) continue;
       out.values[static_cast<size_t>(r * cols + c)] = f[gr * full_cols + gc];
       out.index[static_cast<size_t>(r * cols + c)] = gr * full_cols + gc;
     }
@@ -282,12 +306,19 @@ void expect_matches_reference(const Variant& v) {
   // other row sets in the grouped GEMMs): seen within 5e-9 relative after 5 steps; the bounds
   // leave two orders of magnitude.
   const double loss_rtol = v.wide_bounds() ? 1e-5 : 1e-6;
-  const double norm_rtol = v.wide_bounds() ? 1e-4 : 1e-5;
+  // The first step's gradients come before any update: every layout within 1e-6 (seen: 5e-8).
+  // Later, AdamW's first update, lr * sign(g) for an element whose gradient is rounding noise,
+  // goes either way (the weights' check allows for it: tests/adam_check.h), and the hybrid has
+  // such elements whose flips move later gradient norms by up to 2.4e-5 (its losses stay
+  // within 2e-7, as the others'): 1e-4 there.
+  const double norm_rtol = v.wide_bounds() || v.hybrid ? 1e-4 : 1e-5;
   for (int s = 0; s < kSteps; ++s) {
     EXPECT_NEAR(got.losses[s], ref.record.losses[s], loss_rtol * ref.record.losses[s])
         << "step " << s;
     EXPECT_NEAR(got.main[s], ref.record.main[s], loss_rtol * ref.record.main[s]) << "step " << s;
-    EXPECT_NEAR(got.norms[s], ref.record.norms[s], norm_rtol * ref.record.norms[s]) << "step " << s;
+    EXPECT_NEAR(got.norms[s], ref.record.norms[s],
+                (s == 0 ? 1e-6 : norm_rtol) * ref.record.norms[s])
+        << "step " << s;
     // Loads are integers: the same routing gives exactly the same biases.
     EXPECT_EQ(got.biases[s], ref.record.biases[s]) << "router biases after step " << s;
     // And every rank holds the same ones.
@@ -324,6 +355,21 @@ TEST_F(World2, MlaLayoutsMatchOneRank) {
     for (bool zero1 : {false, true})
       for (auto [dp, tp, ep] : {std::tuple{2, 1, 1}, {1, 2, 1}, {1, 2, 2}})
         expect_matches_reference({dp, tp, ep, zero1, 1, false, 0, mla});
+}
+
+// Gated DeltaNet split by heads (conv channels, A_log and dt_bias with their value heads, the
+// norm's gradient summed), gated attention's q/k norms summed likewise, the shared-expert gate.
+Variant hybrid(int dp, int tp, int ep, bool zero1) {
+  Variant v{dp, tp, ep, zero1};
+  v.hybrid = true;
+  return v;
+}
+
+TEST_F(World2, HybridLayoutsMatchOneRank) {
+  MOETRON_REQUIRE_WORLD(2);
+  for (bool zero1 : {false, true})
+    for (auto [dp, tp, ep] : {std::tuple{2, 1, 1}, {1, 2, 1}, {1, 2, 2}})
+      expect_matches_reference(hybrid(dp, tp, ep, zero1));
 }
 
 // Muon: tensor-parallel shards gathered for Newton-Schulz, experts on their EP rank, each
@@ -404,6 +450,15 @@ TEST_F(World4, MlaLayoutsMatchOneRank) {
                                      {1, 4, 4, true},
                                      {1, 4, 2, false}})
       expect_matches_reference({dp, tp, ep, zero1, 1, false, 0, mla});
+}
+
+TEST_F(World4, HybridLayoutsMatchOneRank) {
+  MOETRON_REQUIRE_WORLD(4);
+  for (auto [dp, tp, ep, zero1] : {std::tuple{4, 1, 4, true},
+                                   {2, 2, 2, false},
+                                   {1, 4, 4, true},
+                                   {1, 4, 1, false}})
+    expect_matches_reference(hybrid(dp, tp, ep, zero1));
 }
 
 TEST_F(World4, MuonLayoutsMatchOneRank) {

@@ -64,6 +64,21 @@ class World4Reshard : public test::MpiTest {
                                             "reshard");
     c.mutable_data()->set_dataset_dir(root_ + "/prepared");
     if (muon_) c.mutable_optimizer()->set_kind(config::OptimizerConfig::MUON);
+    if (hybrid_) {  // Gated DeltaNet then gated attention, as the equivalence suite's hybrid
+      config::ModelConfig* m = c.mutable_model();
+      m->add_layer_types(config::ModelConfig::GATED_DELTANET);
+      m->add_layer_types(config::ModelConfig::ATTENTION);
+      m->set_partial_rotary_factor(0.5f);
+      m->set_attention_output_gate(true);
+      m->set_qk_norm(true);
+      m->set_zero_centered_norms(true);
+      config::GatedDeltaNetConfig* g = m->mutable_linear_attention();
+      g->set_linear_num_key_heads(2);
+      g->set_linear_key_head_dim(8);
+      g->set_linear_num_value_heads(4);
+      g->set_linear_value_head_dim(8);
+      m->mutable_moe()->set_shared_expert_gate(true);
+    }
     return c;
   }
 
@@ -151,7 +166,8 @@ class World4Reshard : public test::MpiTest {
 
   data::testing::TempDir dir_;
   std::string root_;
-  bool muon_ = false;  // optimizer.kind MUON
+  bool muon_ = false;    // optimizer.kind MUON
+  bool hybrid_ = false;  // a Gated DeltaNet hybrid (its A_log and dt_bias: split vectors)
 };
 
 TEST_F(World4Reshard, EveryLayoutContinuesTheRunThatWasNeverInterrupted) {
@@ -162,6 +178,11 @@ TEST_F(World4Reshard, EveryLayoutContinuesTheRunThatWasNeverInterrupted) {
 // with ZeRO-1).
 TEST_F(World4Reshard, MuonStateContinuesInEveryLayout) {
   muon_ = true;
+  chain(layout(4, 1, 4, true));
+}
+
+TEST_F(World4Reshard, HybridContinuesInEveryLayout) {
+  hybrid_ = true;
   chain(layout(4, 1, 4, true));
 }
 
@@ -224,6 +245,11 @@ TEST_F(World4Reshard, TheSameLayoutResumesBitwise) {
 
 TEST_F(World4Reshard, TheSameLayoutResumesBitwiseWithMuon) {
   muon_ = true;
+  same_layout_resumes(layout(2, 2, 2, true));
+}
+
+TEST_F(World4Reshard, TheSameLayoutResumesBitwiseHybrid) {
+  hybrid_ = true;
   same_layout_resumes(layout(2, 2, 2, true));
 }
 

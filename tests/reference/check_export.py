@@ -1,10 +1,11 @@
 """Checks a `moetron export` directory against its checkpoint and against moetron's logits, with
 code independent of moetron's C++: the safetensors reader beside this file, h5py for the
-checkpoint, torch for the bf16 rounding, and the PyTorch reference model (model.py, moe.py,
-mla.py) for the forward pass. Run by tests/checkpoint/test_export.cc; exits non-zero with the
-reason. Both layouts of docs/export.md: glm4_moe (GQA attention) and deepseek_v3 (MLA layers);
+checkpoint, torch for the bf16 rounding, and the PyTorch reference models (model.py, moe.py,
+mla.py; qwen35.py with gdn.py) for the forward pass. Run by tests/checkpoint/test_export.cc;
+exits non-zero with the reason. The layouts of docs/export.md: glm4_moe (GQA attention),
+deepseek_v3 (MLA layers) and qwen3_5_moe_text (Gated DeltaNet and gated attention layers);
 which one the export must be follows from the checkpoint's config (model.layer_types MLA:
-deepseek_v3).
+deepseek_v3, else GATED_DELTANET: qwen3_5_moe_text, else glm4_moe).
 
     python3 tests/reference/check_export.py --export DIR --checkpoint CKPT.h5 \
         --tokens TOKENS.i32 --logits LOGITS.f32 --batch B --seq T --dtype fp32|bf16 --rtol R
@@ -14,24 +15,42 @@ What it checks:
     tile exactly (safetensors_reader.read_dir);
   * the tensor names are exactly the checkpoint's plus, for each MTP layer L+k, the copies
     model.layers.{L+k}.embed_tokens.weight and .shared_head.head.weight (and lm_head.weight for
-    a tied model), each equal to its source;
+    a tied model), each equal to its source; qwen3_5_moe_text instead (qwen_sources): the
+    checkpoint's names with linear_attn.in_proj_q/_k/_v fused as in_proj_qkv and conv1d_q/_k/_v
+    as conv1d.weight, mlp.shared_experts.* as mlp.shared_expert.*, no mlp.gate.
+    e_score_correction_bias (which must then be all zero in the checkpoint), the MTP block
+    (checkpoint layer L) as mtp.pre_fc_norm_embedding / mtp.pre_fc_norm_hidden / mtp.fc /
+    mtp.norm (enorm, hnorm, eh_proj, shared_head.norm) and mtp.layers.0.* (the rest), no
+    per-module embedding or head copies, plus lm_head.weight for a tied model;
   * every value is the checkpoint's: bitwise for fp32 and for the router (mlp.gate.*, always
     F32), and bitwise torch's round-to-nearest-even bf16 of it for bf16; for glm4_moe, q_proj/
     k_proj of an INTERLEAVED checkpoint with each head's rows (2j, 2j+1) moved to (j, j + hd/2);
     for deepseek_v3 every tensor as stored (no permutation: rope_interleave says the layout);
+    for qwen3_5_moe_text every tensor as stored, a fused one the rows of its parts in q, k, v
+    order (conv1d reshaped [C, K] -> [C, 1, K]);
   * config.json describes the model: glm4_moe (partial_rotary_factor 1.0, ...), or deepseek_v3
     (DeepseekV3ForCausalLM; the MLA widths, q_lora_rank null for 0, head_dim ==
     qk_rope_head_dim, num_key_value_heads == heads, rope_interleave == the checkpoint's
     rope_style is INTERLEAVED, rope_scaling (transformers 4) and rope_parameters (5) agreeing,
     YaRN's fields as the checkpoint's model.rope_scaling, max_position_embeddings = factor x
     original_max_position_embeddings under YaRN, else data.seq_len; the other model and MoE
-    fields as the checkpoint's);
+    fields as the checkpoint's), or qwen3_5_moe_text (Qwen3_5MoeForCausalLM; layer_types the
+    checkpoint's pattern expanded, linear_attention / full_attention; rope_parameters with
+    rope_type default, rope_theta and partial_rotary_factor written out; head_dim, KV heads,
+    the linear_* widths, num_experts, shared_expert_intermediate_size = n_shared x
+    moe_intermediate_size, mtp_num_hidden_layers, router_aux_loss_coef = aux_loss_coeff; and the
+    checkpoint trained with what the architecture hardcodes: SOFTMAX, norm_topk_prob,
+    routed_scaling_factor 1, one group, every layer MoE, a gated shared expert, zero-centred
+    norms, gated attention with q/k norms, ROTATE_HALF, no YaRN);
   * the reference model, built from config.json alone and fed the exported weights, gives
     moetron's main-head logits on the same tokens: max |ref - moetron| <= rtol * max |moetron|.
     glm4_moe: model.py's attention with glm4_moe's rotate_half RoPE; deepseek_v3: mla.py's MLA
     in moe.py's model (rope_interleave true: the interleaved pairs rotated natively, false:
     rotate_half; YaRN from rope_parameters; the latent norms with eps 1e-6 as transformers
-    hardcodes, the block norms with rms_norm_eps).
+    hardcodes, the block norms with rms_norm_eps); qwen3_5_moe_text: qwen35.py (gdn.py's
+    Gated DeltaNet on in_proj_qkv split back, gated attention with zero-centred q/k norms and
+    partial rotate_half RoPE, softmax top-k renormalised MoE with the sigmoid-gated shared
+    expert, zero-centred RMSNorms).
 """
 
 from __future__ import annotations
@@ -259,7 +278,7 @@ def check_qwen_config(cfg: dict, saved: dict):
     norms)."""
     want = {"model_type": "qwen3_5_moe_text", "architectures": ["Qwen3_5MoeForCausalLM"],
             "hidden_act": "silu", "attention_bias": False,
-            "tie_word_embeddings": need(saved, "model.tie_word_embeddings") == "true"}
+            "tie_word_embeddings": field(saved, "model.tie_word_embeddings") == "true"}
     for k, v in want.items():
         if cfg.get(k) != v:
             fail(f"config.json {k} is {cfg.get(k)!r}, expected {v!r}")
@@ -268,7 +287,7 @@ def check_qwen_config(cfg: dict, saved: dict):
                 "model.moe.first_k_dense_replace": "0", "model.moe.n_group": "1",
                 "model.moe.shared_expert_gate": "true", "model.zero_centered_norms": "true",
                 "model.rope_style": "ROTATE_HALF"}
-    if "ATTENTION" in [QWEN_LAYER_TYPES and t for t in need_layer_types(saved)]:
+    if "ATTENTION" in need_layer_types(saved):
         required.update({"model.attention_output_gate": "true", "model.qk_norm": "true"})
     for path, v in required.items():
         if field(saved, path) != v:
@@ -313,8 +332,11 @@ def check_qwen_config(cfg: dict, saved: dict):
         fail(f"config.json rope_parameters {rp!r}: expected rope_type default, rope_theta "
              f"{need(saved, 'model.rope_theta')}, partial_rotary_factor "
              f"{field(saved, 'model.partial_rotary_factor') or 1}")
-    if "rope_theta" in cfg or "partial_rotary_factor" in cfg or cfg.get("rope_scaling") is not None:
-        fail("config.json has top-level rope_theta / partial_rotary_factor / rope_scaling beside "
+    for k in ("rope_theta", "partial_rotary_factor"):
+        if k in cfg and cfg[k] != rp[k]:
+            fail(f"config.json top-level {k} {cfg[k]!r} differs from rope_parameters' {rp[k]!r}")
+    if cfg.get("rope_scaling") is not None:
+        fail(f"config.json rope_scaling {cfg['rope_scaling']!r}: transformers would take it over "
              "rope_parameters")
     rot = int(head_dim * float(rp["partial_rotary_factor"]))
     if abs(head_dim * f32(field(saved, "model.partial_rotary_factor") or 1) - rot) > 1e-3 or rot % 2:
@@ -331,7 +353,7 @@ def check_qwen_config(cfg: dict, saved: dict):
 
 def need_layer_types(saved: dict) -> list:
     """The checkpoint's model.layer_types pattern (every value a known Qwen mixer)."""
-    pattern = field(saved, "model") and saved["model"][-1].get("layer_types", [])
+    pattern = (field(saved, "model") or {}).get("layer_types", [])
     if not pattern or any(t not in QWEN_LAYER_TYPES for t in pattern):
         fail(f"the checkpoint's model.layer_types {pattern}: qwen3_5_moe_text holds "
              f"{sorted(QWEN_LAYER_TYPES)} only")
@@ -434,12 +456,20 @@ def main() -> int:
         saved = f.attrs["config"]
         saved = saved.decode() if isinstance(saved, bytes) else saved
         ckpt = {name: np.asarray(f["params"][name], dtype=np.float32) for name in f["params"]}
-    # The layout follows from the checkpoint: MLA layers are deepseek_v3, attention glm4_moe.
+    # The layout follows from the checkpoint: MLA layers are deepseek_v3, Gated DeltaNet layers
+    # qwen3_5_moe_text, attention alone glm4_moe.
     layer_types = parse_textproto(saved).get("model", [{}])[-1].get("layer_types", [])
     deepseek = "MLA" in layer_types
+    qwen = not deepseek and "GATED_DELTANET" in layer_types
     if deepseek and set(layer_types) != {"MLA"}:
         fail(f"the checkpoint mixes layer types {sorted(set(layer_types))}: no export layout holds them")
-    if deepseek:
+    if qwen:
+        if hf.get("model_type") != "qwen3_5_moe_text":
+            fail(f"config.json model_type is {hf.get('model_type')!r}: the checkpoint has Gated "
+                 "DeltaNet layers, expected 'qwen3_5_moe_text'")
+        check_qwen_config(hf, parse_textproto(saved))
+        cfg = qwen35.config_from_json(hf)
+    elif deepseek:
         if hf.get("model_type") != "deepseek_v3":
             fail(f"config.json model_type is {hf.get('model_type')!r}: the checkpoint has MLA "
                  "layers, expected 'deepseek_v3'")
@@ -447,32 +477,47 @@ def main() -> int:
         cfg = deepseek_reference_config(hf)
     else:
         cfg = reference_config(hf)
-    L, D = cfg.num_hidden_layers, cfg.num_nextn_predict_layers
+    L = cfg.num_hidden_layers
+    D = hf["mtp_num_hidden_layers"] if qwen else cfg.num_nextn_predict_layers
     interleaved = re.search(r"rope_style:\s*INTERLEAVED", saved) is not None
     tied = re.search(r"tie_word_embeddings:\s*true", saved) is not None
     if f"num_nextn_predict_layers: {D}" not in saved or f"num_hidden_layers: {L}" not in saved:
         fail("config.json's layers differ from the checkpoint's config")
 
-    # Names: the checkpoint's, plus the MTP copies (and the untied head).
+    # Names: the checkpoint's, plus the MTP copies (and the untied head); qwen3_5_moe_text:
+    # qwen_sources' renaming and fusing. Each name maps to the checkpoint tensors it holds.
     head = "model.embed_tokens.weight" if tied else "lm_head.weight"
-    sources = {name: name for name in ckpt}
-    for k in range(D):
-        sources[f"model.layers.{L + k}.embed_tokens.weight"] = "model.embed_tokens.weight"
-        sources[f"model.layers.{L + k}.shared_head.head.weight"] = head
-    if tied:
-        sources["lm_head.weight"] = "model.embed_tokens.weight"
+    if qwen:
+        sources = qwen_sources(ckpt, L, tied)
+        # The router bias is not exported (the architecture has none): it must not matter.
+        for name in ckpt:
+            if name.endswith("e_score_correction_bias") and np.any(ckpt[name] != 0):
+                fail(f"the checkpoint's {name} is not zero (max |b| {np.max(np.abs(ckpt[name])):.3g}): "
+                     "qwen3_5_moe_text has no router bias and the export drops it, so the exported "
+                     "model would route otherwise than the checkpoint")
+    else:
+        sources = {name: [name] for name in ckpt}
+        for k in range(D):
+            sources[f"model.layers.{L + k}.embed_tokens.weight"] = ["model.embed_tokens.weight"]
+            sources[f"model.layers.{L + k}.shared_head.head.weight"] = [head]
+        if tied:
+            sources["lm_head.weight"] = ["model.embed_tokens.weight"]
     if set(tensors) != set(sources):
         fail(f"tensor names: missing {sorted(set(sources) - set(tensors))[:5]}, "
              f"unexpected {sorted(set(tensors) - set(sources))[:5]}")
     if set(index["weight_map"]) != set(sources):
         fail("the index does not list exactly the export's tensors")
 
-    # Values (deepseek_v3: as stored; glm4_moe: INTERLEAVED q/k rows permuted to rotate_half).
+    # Values (deepseek_v3: as stored; glm4_moe: INTERLEAVED q/k rows permuted to rotate_half;
+    # qwen3_5_moe_text: as stored, the fused tensors the rows of their parts in order, conv1d
+    # [C, K] -> [C, 1, K]).
     head_dim = hf["head_dim"]
-    permute = interleaved and not deepseek
+    permute = interleaved and not deepseek and not qwen
     for name, src in sources.items():
         dtype, got = tensors[name]
-        want = ckpt[src]
+        want = np.concatenate([ckpt[s] for s in src], axis=0) if len(src) > 1 else ckpt[src[0]]
+        if qwen and name.endswith(".linear_attn.conv1d.weight"):
+            want = want[:, None, :]
         if permute and re.search(r"self_attn\.[qk]_proj\.weight$", name):
             want = rope_to_half(want, head_dim)
         router = name.endswith("mlp.gate.weight") or name.endswith("e_score_correction_bias")
@@ -482,23 +527,25 @@ def main() -> int:
         if want_dtype == "BF16":
             want = bf16_round(want)
         if got.shape != want.shape or not np.array_equal(got.view(np.uint32), want.view(np.uint32)):
-            fail(f"{name}: values differ from the checkpoint's {src} "
+            fail(f"{name}: values differ from the checkpoint's {' + '.join(src)} "
                  f"(max abs {np.max(np.abs(got - want)) if got.shape == want.shape else 'shape'})")
 
     # Logits: the reference on the exported weights vs moetron's.
     n = a.batch * a.seq
     tokens = torch.from_numpy(np.fromfile(a.tokens, dtype=np.int32).reshape(a.batch, a.seq))
     theirs = np.fromfile(a.logits, dtype=np.float32).reshape(n, cfg.vocab_size)
-    shapes = moe.param_shapes(cfg)
+    shapes = qwen35.param_shapes(cfg) if qwen else moe.param_shapes(cfg)
     params = {}
     for name, shape in shapes.items():
         if name.startswith(f"model.layers.") and int(name.split(".")[2]) >= L:
             continue  # MTP modules: not on the main head's path
+        if name not in tensors:
+            fail(f"{name}: not in the export, the reference needs it")
         if tuple(tensors[name][1].shape) != tuple(shape):
             fail(f"{name}: shape {tensors[name][1].shape}, the reference needs {shape}")
         params[name] = torch.from_numpy(tensors[name][1].copy())
     with torch.no_grad():
-        mine = logits_of(params, cfg, tokens).numpy()
+        mine = (qwen35.logits_of(params, cfg, tokens) if qwen else logits_of(params, cfg, tokens)).numpy()
     diff = np.abs(mine - theirs)
     scale = float(np.max(np.abs(theirs)))
     rel = float(np.max(diff)) / scale

@@ -1,6 +1,6 @@
 """Loads a `moetron export` in current Hugging Face transformers, in transformers' own
-Glm4MoeForCausalLM or DeepseekV3ForCausalLM (whichever config.json's model_type names; no
-trust_remote_code), and compares its next-token logits with moetron's on the same tokens and its
+Glm4MoeForCausalLM, DeepseekV3ForCausalLM or Qwen3_5MoeForCausalLM (whichever config.json's
+model_type names: glm4_moe, deepseek_v3, qwen3_5_moe_text; no trust_remote_code), and compares its next-token logits with moetron's on the same tokens and its
 greedy continuation with `moetron generate`'s. Not part of CI: it needs the venv
 tests/reference/setup_transformers_venv.sh makes (current transformers and PyTorch from PyPI).
 docs/export.md records the results.
@@ -14,10 +14,12 @@ docs/export.md records the results.
 It runs `moetron export CKPT --out WORK/hf --dtype DTYPE`, then export_logits (moetron's own
 forward on the checkpoint: the main head's logits of BATCH x SEQ random tokens), loads WORK/hf
 with from_pretrained (eager attention, float32; no missing weights, unexpected ones only in the
-MTP layers) and requires max |transformers - moetron| <= rtol * max |moetron|.
+MTP layers: model.layers.L.. for glm4_moe / deepseek_v3, mtp.* for qwen3_5_moe_text, which
+transformers drops on load) and requires max |transformers - moetron| <= rtol * max |moetron|.
 
 Greedy continuation (byte tokenizer only): `moetron generate CKPT --prompt TEXT --max-tokens N`
-(its incremental decoder, KV cache and, for MLA, the absorbed form) against transformers'
+(its incremental decoder, KV cache and, for MLA, the absorbed form; for Gated DeltaNet the
+recurrent state and conv window) against transformers'
 model.generate(do_sample=False) on the prompt's bytes: the N generated token ids must be equal
 (for an fp32 export; a bf16 one's is reported, not checked, as moetron decodes the fp32
 checkpoint).
@@ -29,7 +31,14 @@ softmax scale are those of tests/reference/mla.py for the same settings; q_lora_
 q_proj; and flipping model.config.rope_interleave after loading must move the logits (the flag
 is read at run time, so this shows the export's value is the one that matters).
 
-It also loads the MTP module with transformers' own MtpModel and compares its logits with the
+qwen3_5_moe_text besides: the loaded config's layer_types, head_dim, linear_* widths and
+rope_parameters (partial_rotary_factor, whose default when absent is 0.25) are config.json's,
+the built layers are GatedDeltaNet / gated attention as layer_types says, and the rotary
+embedding's inverse frequencies are theta^(-2j/rot) for rot = int(head_dim *
+partial_rotary_factor), with attention scaling 1 and softmax scale head_dim^-0.5.
+
+glm4_moe and deepseek_v3 only (transformers has no MTP for qwen3_5_moe_text; its mtp.* weights
+are ignored on load, so that check is skipped): it also loads the MTP module with transformers' own MtpModel and compares its logits with the
 PyTorch reference's MTP (tests/reference/model.py, moe.py, mla.py, tied to moetron's C++ by the
 goldens) on the exported weights. transformers finds MTP weights only under the layer numbers of
 the released checkpoints (Glm4MoePreTrainedModel._keys_to_ignore_on_load_unexpected holds
@@ -147,6 +156,56 @@ def check_deepseek_model(model, config: dict, tokens, mine: np.ndarray) -> bool:
     return ok
 
 
+def check_qwen_model(model, config: dict) -> bool:
+    """What transformers made of a qwen3_5_moe_text config.json (see the module docstring)."""
+    c = model.config
+    rp = config["rope_parameters"]
+    kept = dict(c.rope_parameters)
+    print(f"qwen3_5_moe_text config as loaded: layer_types {list(c.layer_types)}, head_dim "
+          f"{c.head_dim}, num_key_value_heads {c.num_key_value_heads}, linear heads "
+          f"{c.linear_num_key_heads} x {c.linear_key_head_dim} / {c.linear_num_value_heads} x "
+          f"{c.linear_value_head_dim}, conv {c.linear_conv_kernel_dim}, experts {c.num_experts} "
+          f"top {c.num_experts_per_tok}, shared {c.shared_expert_intermediate_size}, "
+          f"rope_parameters {kept}", flush=True)
+    same = list(c.layer_types) == config["layer_types"]
+    for k in ("head_dim", "num_key_value_heads", "linear_num_key_heads", "linear_key_head_dim",
+              "linear_num_value_heads", "linear_value_head_dim", "linear_conv_kernel_dim",
+              "num_experts", "num_experts_per_tok", "moe_intermediate_size",
+              "shared_expert_intermediate_size"):
+        if getattr(c, k) != config[k]:
+            print(f"  loaded {k} = {getattr(c, k)!r}, config.json's {config[k]!r}")
+            same = False
+    for k, v in rp.items():
+        if kept.get(k) != v:
+            print(f"  loaded rope_parameters[{k!r}] = {kept.get(k, 'absent')!r}, config.json's {v!r}")
+            same = False
+    for l, t in enumerate(config["layer_types"]):
+        layer = model.model.layers[l]
+        built = "linear_attention" if hasattr(layer, "linear_attn") else "full_attention"
+        if built != t:
+            print(f"  layer {l} built as {built}, layer_types says {t}")
+            same = False
+    print(f"qwen3_5_moe_text config fields as config.json's: {'ok' if same else 'FAIL'}", flush=True)
+
+    # Partial RoPE: the rotated width and its frequencies; the softmax scale.
+    hd = config["head_dim"]
+    rot = int(hd * rp["partial_rotary_factor"])
+    rotary = model.model.rotary_emb
+    inv_hf = rotary.inv_freq.double()
+    j = torch.arange(rot // 2, dtype=torch.float64)
+    inv_ref = float(rp["rope_theta"]) ** (-2.0 * j / rot)
+    e_inv = float(((inv_hf - inv_ref).abs() / inv_ref).max()) if inv_hf.shape == inv_ref.shape else float("inf")
+    full = [l for l, t in enumerate(config["layer_types"]) if t == "full_attention"]
+    scale = model.model.layers[full[0]].self_attn.scaling if full else hd ** -0.5
+    rope_ok = (inv_hf.shape == inv_ref.shape and e_inv < 1e-6 and rotary.attention_scaling == 1.0
+               and abs(scale - hd ** -0.5) < 1e-12)
+    print(f"RoPE ({rotary.rope_type}): {inv_hf.numel()} inverse frequencies (rot {rot} = "
+          f"int({hd} x {rp['partial_rotary_factor']}) needs {rot // 2}), vs theta^(-2j/rot) "
+          f"{e_inv:.1e} relative, attention scaling {rotary.attention_scaling}, softmax scale "
+          f"{scale:.9f} vs {hd ** -0.5:.9f}: {'ok' if rope_ok else 'FAIL'}", flush=True)
+    return same and rope_ok
+
+
 def compare(name: str, mine: np.ndarray, theirs: np.ndarray, rtol: float) -> bool:
     diff = np.abs(mine - theirs)
     scale = float(np.max(np.abs(theirs)))
@@ -179,7 +238,8 @@ def main() -> int:
     a = ap.parse_args()
 
     import transformers
-    from transformers import AutoTokenizer, DeepseekV3ForCausalLM, Glm4MoeForCausalLM
+    from transformers import (AutoModelForCausalLM, AutoTokenizer, DeepseekV3ForCausalLM,
+                              Glm4MoeForCausalLM)
     from transformers.models.deepseek_v3 import modeling_deepseek_v3
     from transformers.models.glm4_moe import modeling_glm4_moe
 
@@ -198,28 +258,40 @@ def main() -> int:
     run([a.logits, a.checkpoint, tokens_file, logits_file, str(a.batch), str(a.seq)])
     with open(os.path.join(hf, "config.json")) as f:
         config = json.load(f)
-    V, L, D = config["vocab_size"], config["num_hidden_layers"], config["num_nextn_predict_layers"]
     deepseek = config["model_type"] == "deepseek_v3"
-    assert deepseek or config["model_type"] == "glm4_moe", config["model_type"]
+    qwen = config["model_type"] == "qwen3_5_moe_text"
+    assert deepseek or qwen or config["model_type"] == "glm4_moe", config["model_type"]
+    V, L = config["vocab_size"], config["num_hidden_layers"]
+    D = config["mtp_num_hidden_layers"] if qwen else config["num_nextn_predict_layers"]
     tokens = torch.from_numpy(np.fromfile(tokens_file, dtype=np.int32).astype(np.int64)).view(a.batch, a.seq)
     theirs = np.fromfile(logits_file, dtype=np.float32).reshape(a.batch * a.seq, V)
 
-    cls = DeepseekV3ForCausalLM if deepseek else Glm4MoeForCausalLM
+    cls = (AutoModelForCausalLM if qwen else DeepseekV3ForCausalLM if deepseek
+           else Glm4MoeForCausalLM)
     model, info = cls.from_pretrained(hf, dtype=torch.float32, attn_implementation="eager",
                                       output_loading_info=True)
     model.eval()
-    if deepseek:
+    if qwen:
+        from transformers.models.qwen3_5_moe import modeling_qwen3_5_moe
+        assert type(model) is modeling_qwen3_5_moe.Qwen3_5MoeForCausalLM, type(model)
+    elif deepseek:
         assert type(model) is modeling_deepseek_v3.DeepseekV3ForCausalLM, type(model)
     else:
         assert type(model) is modeling_glm4_moe.Glm4MoeForCausalLM, type(model)
         assert model.config.rope_parameters["partial_rotary_factor"] == 1.0, model.config.rope_parameters
-    # Loading: every weight found; the unexpected ones are the MTP layers' (loaded below).
-    mtp_key = re.compile(rf"model\.layers\.({'|'.join(str(L + k) for k in range(D))})\.") if D else None
+    # Loading: every weight found; the unexpected ones are the MTP layers' (loaded below; for
+    # qwen3_5_moe_text mtp.*, which transformers ignores and may not list at all).
+    if qwen:
+        mtp_key = re.compile(r"mtp\.") if D else None
+        where = "mtp.*"
+    else:
+        mtp_key = re.compile(rf"model\.layers\.({'|'.join(str(L + k) for k in range(D))})\.") if D else None
+        where = f"the MTP layers {L}..{L + D - 1}"
     unexpected = sorted(info.get("unexpected_keys", []))
     stray = [k for k in unexpected if not (mtp_key and mtp_key.match(k))]
     bad = {k: v for k, v in info.items() if k != "unexpected_keys" and v}
     load_ok = not stray and not bad
-    print(f"loading: {len(unexpected)} unexpected keys (all in the MTP layers {L}..{L + D - 1}: "
+    print(f"loading: {len(unexpected)} unexpected keys (all in {where}: "
           f"{not stray}), other loading info {bad or 'empty'}: {'ok' if load_ok else 'FAIL'}", flush=True)
     if stray:
         print(f"  unexpected outside the MTP layers: {stray[:8]}")
@@ -231,6 +303,8 @@ def main() -> int:
     ok &= load_ok
     if deepseek:
         ok &= check_deepseek_model(model, config, tokens, mine)
+    if qwen:
+        ok &= check_qwen_model(model, config)
 
     # The tokenizer (byte-level tokenizer.json) through AutoTokenizer.
     if os.path.exists(os.path.join(hf, "tokenizer.json")):
@@ -270,7 +344,10 @@ def main() -> int:
         print("greedy continuation: skipped (not the byte tokenizer)")
 
     # MTP: transformers' MtpModel on the exported layers L..L+D-1 vs the PyTorch reference.
-    if D > 0:
+    if D > 0 and qwen:
+        print(f"MTP module (mtp.*, {D}): not checked (transformers has no MTP for "
+              "qwen3_5_moe_text and drops mtp.* on load)", flush=True)
+    elif D > 0:
         from transformers.modeling_layers import MtpModel
         import model as ref
         import moe
