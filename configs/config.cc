@@ -522,6 +522,11 @@ void check_muon(const config::RunConfig& cfg) {
   non_negative("optimizer.muon.weight_decay", m.weight_decay());
   positive("optimizer.muon.rms_scale", m.rms_scale());
   non_negative("optimizer.muon.qk_clip_tau", m.qk_clip_tau());
+  // QK-clip rescales the query and key weights, which a q/k norm undoes.
+  if (m.qk_clip_tau() > 0 && cfg.model().qk_norm())
+    fail("optimizer.muon.qk_clip_tau", m.qk_clip_tau(),
+         "must be 0 with model.qk_norm: the norms undo QK-clip's rescaling of the query and key "
+         "weights (q/k norms bound the logits themselves)");
 }
 
 // The rules of the layout that do not depend on the world size (parallel/layout.cc checks the

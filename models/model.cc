@@ -5,6 +5,7 @@
 #include <string_view>
 
 #include "core/ops.h"
+#include "core/ops_linear_attention.h"
 
 namespace moetron {
 namespace {
@@ -285,8 +286,22 @@ double Model::train_flops_per_token() const {
   // values it sums, over (T + 1) / 2 keys on average (causal).
   struct MixerCost {
     double params, qk, v;
+    double mixing = 0;  // linear attention: multiply-adds per token of its chunked form
   };
   auto mixer_cost = [&](MixerKind kind) -> MixerCost {
+    if (kind == MixerKind::gated_deltanet) {
+      // The projections and the conv; per value head, the chunked form's products (the
+      // intra-chunk q.k and its values over (C + 1) / 2 positions, k.k and the substitutions
+      // for U and W over C / 2, and the state's three dk x dv products).
+      const GatedDeltaNetDims& g = dims_.gdn;
+      const auto f = [](int64_t v) { return static_cast<double>(v); };
+      const double kw = f(g.k_heads * g.k_dim), vw = f(g.v_heads * g.v_dim);
+      const double c = f(std::min(dims_.seq, ops::kGatedDeltaChunk)), dk = f(g.k_dim), dv = f(g.v_dim);
+      const double per_head =
+          (dk + dv) * (c + 1) / 2 + dk * c / 2 + (dk + dv) * c / 2 + 3 * dk * dv;
+      return {d * (2 * kw + 2 * vw + 2 * f(g.v_heads)) + d * vw + f(g.conv_dim() * g.conv), 0, 0,
+              f(g.v_heads) * per_head};
+    }
     if (kind == MixerKind::mla) {
       const MlaDims& a = dims_.mla;
       const auto f = [](int64_t v) { return static_cast<double>(v); };
@@ -298,14 +313,14 @@ double Model::train_flops_per_token() const {
     }
     const double q = heads * static_cast<double>(dims_.head_dim);
     const double kv = static_cast<double>(dims_.kv_heads * dims_.head_dim);
-    return {d * (2 * q + 2 * kv), q, q};
+    return {d * ((dims_.output_gate ? 3 : 2) * q + 2 * kv), q, q};
   };
   const double keys = (static_cast<double>(dims_.seq) + 1.0) / 2.0;
   double matmul_params = 0, attn = 0;
   for (int64_t l = 0; l < dims_.layers + dims_.mtp_depth; ++l) {
     const MixerCost c = mixer_cost(dims_.mixer(l));
     matmul_params += c.params + (dims_.is_moe_layer(l) ? moe_ffn : dense_ffn);
-    attn += 2.0 * (c.qk + c.v) * keys;
+    attn += 2.0 * (c.qk + c.v) * keys + 2.0 * c.mixing;
   }
   const double depth = static_cast<double>(dims_.mtp_depth);
   matmul_params += depth * 2.0 * d * d;                                   // eh_proj

@@ -16,6 +16,7 @@
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/export.h"
 #include "checkpoint/h5.h"
+#include "checkpoint/model_tensors.h"
 #include "checkpoint/safetensors.h"
 #include "configs/config.h"
 #include "data/json.h"
@@ -439,6 +440,103 @@ TEST(Export, DeepseekV3Bf16OfQProjYarnTiedModelGivesMoetronsLogits) {
   check_with_reference(dir.path(), o, 1e-4, 2);
 }
 
+// A Qwen3.5-shaped hybrid small enough for the reference (tests/reference/qwen35.py): Gated
+// DeltaNet, Gated DeltaNet, gated attention (q/k norms, partial RoPE, output gate, head_dim set),
+// zero-centred norms, every layer MoE with softmax routing and a gated shared expert.
+config::RunConfig qwen_run(int mtp_depth, bool tied) {
+  config::RunConfig cfg = glm_run(mtp_depth);
+  config::ModelConfig* m = cfg.mutable_model();
+  m->add_layer_types(config::ModelConfig::GATED_DELTANET);
+  m->add_layer_types(config::ModelConfig::GATED_DELTANET);
+  m->add_layer_types(config::ModelConfig::ATTENTION);
+  m->set_head_dim(12);
+  m->set_partial_rotary_factor(0.5f);
+  m->set_attention_output_gate(true);
+  m->set_qk_norm(true);
+  m->set_zero_centered_norms(true);
+  m->set_tie_word_embeddings(tied);
+  config::GatedDeltaNetConfig* g = m->mutable_linear_attention();
+  g->set_linear_num_key_heads(2);
+  g->set_linear_key_head_dim(8);
+  g->set_linear_num_value_heads(4);
+  g->set_linear_value_head_dim(6);
+  config::MoeConfig* e = m->mutable_moe();
+  e->set_first_k_dense_replace(0);
+  e->set_scoring_func(config::MoeConfig::SOFTMAX);
+  e->set_routed_scaling_factor(1.0f);
+  e->set_n_group(1);
+  e->set_topk_group(1);
+  e->set_shared_expert_gate(true);
+  validate_config(cfg);
+  return cfg;
+}
+
+// qwen3_5_moe_text: in_proj_qkv and conv1d fused from moetron's parts, the shared expert and
+// the MTP module under Qwen's names; the reference hybrid gives moetron's logits.
+TEST(Export, Qwen35Fp32GivesMoetronsLogitsInTheReferenceModel) {
+  TempDir dir;
+  make_checkpoint(qwen_run(1, false), dir / "ckpt.h5", 64);
+  const ExportOptions o = options(dir / "ckpt.h5", dir / "hf", StDtype::f32);
+  const checkpoint::ExportSummary s = checkpoint::export_checkpoint(o);
+  EXPECT_EQ(s.model_type, "qwen3_5_moe_text");
+  check_with_reference(dir.path(), o, 1e-4, 2);
+}
+
+TEST(Export, Qwen35Bf16OfTiedModelGivesMoetronsLogits) {
+  TempDir dir;
+  make_checkpoint(qwen_run(0, true), dir / "ckpt.h5", 65, /*bf16_exact=*/true);
+  const ExportOptions o = options(dir / "ckpt.h5", dir / "hf", StDtype::bf16);
+  EXPECT_EQ(checkpoint::export_checkpoint(o).model_type, "qwen3_5_moe_text");
+  check_with_reference(dir.path(), o, 1e-4, 1);
+}
+
+TEST(Export, RefusesWhatQwen35CannotExpress) {
+  TempDir dir;
+  auto refused = [&](config::RunConfig cfg, const std::string& part) {
+    make_checkpoint(cfg, dir / "q.h5", 66);
+    expect_error(
+        [&] { checkpoint::export_checkpoint(options(dir / "q.h5", dir / "hf", StDtype::bf16)); },
+        part);
+    EXPECT_FALSE(fs::exists(dir / "hf"));
+  };
+  config::RunConfig cfg = qwen_run(1, false);
+  cfg.mutable_model()->mutable_moe()->set_scoring_func(config::MoeConfig::SIGMOID);
+  refused(cfg, "model.moe.scoring_func is SIGMOID");
+  cfg = qwen_run(2, false);
+  refused(cfg, "model.num_nextn_predict_layers is 2");
+  cfg = qwen_run(1, false);
+  cfg.mutable_model()->set_attention_output_gate(false);
+  refused(cfg, "model.attention_output_gate is false");
+  // And the DeepSeek-style layouts refuse Qwen's options.
+  cfg = glm_run(1);
+  cfg.mutable_model()->set_qk_norm(true);
+  refused(cfg, "model.qk_norm is true: glm4_moe has no such option");
+}
+
+// The checkpoint's tensor list (checkpoint/model_tensors.h) is the model's parameter table, and
+// its closed-form size counts that list, for every architecture.
+TEST(ModelTensors, ListTheParameterTableAndCountInClosedForm) {
+  for (const config::RunConfig& cfg : {glm_run(1), deepseek_run(2, true), deepseek_run(1, false),
+                                       qwen_run(1, false), qwen_run(0, true)}) {
+    const std::vector<checkpoint::ModelTensor> list = checkpoint::model_tensors(cfg.model());
+    Model model(cfg.model(), 1, 8);
+    ASSERT_EQ(list.size(), model.params().infos().size());
+    uint64_t elements = 0;
+    for (const checkpoint::ModelTensor& t : list) {
+      const int id = model.params().find(t.name);
+      ASSERT_GE(id, 0) << t.name;
+      const Shape& shape = model.params().info(id).global_shape;
+      EXPECT_EQ(std::vector<uint64_t>(shape.begin(), shape.end()), t.shape) << t.name;
+      uint64_t n = 1;
+      for (uint64_t d : t.shape) n *= d;
+      elements += n;
+    }
+    const checkpoint::ModelSize size = checkpoint::model_size(cfg.model());
+    EXPECT_EQ(size.tensors, list.size());
+    EXPECT_EQ(size.elements, elements);
+  }
+}
+
 TEST(Export, RefusesAModelMixingMlaAndAttention) {
   TempDir dir;
   config::RunConfig cfg = deepseek_run(1, true);
@@ -449,7 +547,7 @@ TEST(Export, RefusesAModelMixingMlaAndAttention) {
   make_checkpoint(cfg, dir / "mixed.h5", 63);
   expect_error(
       [&] { checkpoint::export_checkpoint(options(dir / "mixed.h5", dir / "hf", StDtype::bf16)); },
-      "mixes MLA and ATTENTION layers");
+      "mixes MLA with other layers");
   EXPECT_FALSE(fs::exists(dir / "hf"));
 }
 

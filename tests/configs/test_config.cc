@@ -347,6 +347,46 @@ TEST(Validate, HeadDimMustBeEven) {
   EXPECT_CONTAINS(msg, "valid: 1, 2, 3, 4, 6, 8, 12, 16, 24, 48)");
 }
 
+// Qwen3-Next's options: head_dim set apart from hidden / heads, partial RoPE of an even width,
+// Gated DeltaNet's heads, the shared-expert gate, QK-clip not with q/k norms.
+config::RunConfig hybrid(std::initializer_list<std::string> sets) {
+  config::RunConfig cfg = with({});
+  cfg.mutable_model()->add_layer_types(config::ModelConfig::GATED_DELTANET);
+  cfg.mutable_model()->add_layer_types(config::ModelConfig::ATTENTION);
+  for (const auto& s : sets) apply_override(cfg, s);
+  return cfg;
+}
+
+TEST(Validate, TheQwenOptionsNameWhatWouldBeValid) {
+  EXPECT_NO_THROW(validate_config(hybrid({"model.head_dim=24", "model.partial_rotary_factor=0.25",
+                                          "model.attention_output_gate=true",
+                                          "model.qk_norm=true", "model.zero_centered_norms=true"})));
+  auto error = [](std::initializer_list<std::string> sets) {
+    const config::RunConfig cfg = hybrid(sets);
+    return error_of([&] { validate_config(cfg); });
+  };
+  std::string msg = error({"model.head_dim=20", "model.partial_rotary_factor=0.25"});
+  EXPECT_CONTAINS(msg, "model.partial_rotary_factor = 0.25");
+  EXPECT_CONTAINS(msg, "= 5, which must be an even whole number");
+  msg = error({"model.partial_rotary_factor=1.5"});
+  EXPECT_CONTAINS(msg, "must be in (0, 1]");
+  msg = error({"model.linear_attention.linear_num_value_heads=3"});
+  EXPECT_CONTAINS(msg, "model.linear_attention.linear_num_value_heads = 3");
+  EXPECT_CONTAINS(msg, "multiple of linear_num_key_heads = 2");
+  msg = error({"model.linear_attention.linear_conv_kernel_dim=0"});
+  EXPECT_CONTAINS(msg, "model.linear_attention.linear_conv_kernel_dim");
+  msg = error({"model.moe.n_routed_experts=4", "model.moe.n_shared_experts=0",
+               "model.moe.shared_expert_gate=true"});
+  EXPECT_CONTAINS(msg, "model.moe.shared_expert_gate");
+  EXPECT_CONTAINS(msg, "n_shared_experts is 0");
+  msg = error({"model.qk_norm=true", "optimizer.kind=MUON", "optimizer.muon.qk_clip_tau=100"});
+  EXPECT_CONTAINS(msg, "optimizer.muon.qk_clip_tau = 100");
+  EXPECT_CONTAINS(msg, "model.qk_norm");
+  msg = error({"model.num_key_value_heads=4", "parallel.tp=4"});  // 2 linear key heads
+  EXPECT_CONTAINS(msg, "parallel.tp = 4");
+  EXPECT_CONTAINS(msg, "model.linear_attention.linear_num_key_heads = 2");
+}
+
 TEST(Validate, KvHeadsMustDivideHeads) {
   const std::string msg = invalid({"model.num_key_value_heads=3"});
   EXPECT_CONTAINS(msg, "model.num_key_value_heads = 3");
