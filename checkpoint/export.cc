@@ -64,27 +64,28 @@ void copy_tensor(const CheckpointReader& reader, const ExportTensor& t, uint64_t
   std::vector<std::string> sources{t.source};
   sources.insert(sources.end(), t.more_sources.begin(), t.more_sources.end());
   for (const std::string& source : sources) {
-  const std::string path = "/params/" + source;
-  const bool ok = reader.read_rows(
-      path, R > 0 ? R : 1, chunk_bytes, [&](uint64_t, std::span<const float> block) {
-        stop.check();
-        if (R == 0) {
-          writer.append(block);
-          return;
-        }
-        // Within each head: rows (2j, 2j+1) become rows (j, j + R/2).
-        out.resize(block.size());
-        const uint64_t n = block.size() / cols;
-        for (uint64_t h = 0; h < n; h += R)
-          for (uint64_t j = 0; j < R / 2; ++j)
-            for (uint64_t k = 0; k < 2; ++k)
-              std::copy_n(block.begin() + static_cast<std::ptrdiff_t>((h + 2 * j + k) * cols), cols,
-                          out.begin() + static_cast<std::ptrdiff_t>((h + j + k * R / 2) * cols));
-        writer.append(out);
-      });
-  if (!ok)
-    throw Error(concat(reader.file().path(), ": ", path,
-                       " does not match its checksum (the checkpoint is corrupt)"));
+    const std::string path = "/params/" + source;
+    const bool ok = reader.read_rows(
+        path, R > 0 ? R : 1, chunk_bytes, [&](uint64_t, std::span<const float> block) {
+          stop.check();
+          if (R == 0) {
+            writer.append(block);
+            return;
+          }
+          // Within each head: rows (2j, 2j+1) become rows (j, j + R/2).
+          out.resize(block.size());
+          const uint64_t n = block.size() / cols;
+          for (uint64_t h = 0; h < n; h += R)
+            for (uint64_t j = 0; j < R / 2; ++j)
+              for (uint64_t k = 0; k < 2; ++k)
+                std::copy_n(block.begin() + static_cast<std::ptrdiff_t>((h + 2 * j + k) * cols),
+                            cols,
+                            out.begin() + static_cast<std::ptrdiff_t>((h + j + k * R / 2) * cols));
+          writer.append(out);
+        });
+    if (!ok)
+      throw Error(concat(reader.file().path(), ": ", path,
+                         " does not match its checksum (the checkpoint is corrupt)"));
   }
 }
 

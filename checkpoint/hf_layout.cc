@@ -13,8 +13,8 @@ using detail::concat;
 
 std::unique_ptr<HfLayout> hf_layout_for(const ModelConfig& m) {
   const bool mla = has_layer_type(m, ModelConfig::MLA);
-  if (mla && (has_layer_type(m, ModelConfig::ATTENTION) ||
-              has_layer_type(m, ModelConfig::GATED_DELTANET)))
+  if (mla &&
+      (has_layer_type(m, ModelConfig::ATTENTION) || has_layer_type(m, ModelConfig::GATED_DELTANET)))
     throw Error(
         "model.layer_types mixes MLA with other layers: no Hugging Face architecture holds "
         "both (deepseek_v3 is all MLA, glm4_moe all attention, qwen3_5_moe_text Gated "

@@ -48,8 +48,8 @@ class HfLayout {
   virtual std::vector<std::string> notes(const config::ModelConfig& m) const = 0;
   // The architecture's names for the export's tensors (export_tensors' list, the checkpoint's
   // names): renamed, fused or dropped in place; kept as they are by default.
-  virtual void adapt(const config::ModelConfig& /*m*/, std::vector<ExportTensor>& /*tensors*/) const {
-  }
+  virtual void adapt(const config::ModelConfig& /*m*/,
+                     std::vector<ExportTensor>& /*tensors*/) const {}
 };
 
 // deepseek_v3 for a model with MLA layers, qwen3_5_moe_text for one with Gated DeltaNet layers,

@@ -111,8 +111,8 @@ class Qwen35Moe final : public HfLayout {
       ExportTensor t = tensors[i];
       if (ends_with(t.name, ".mlp.gate.e_score_correction_bias")) continue;  // no router bias
       // DeepSeek's per-module copies of the embedding and the head: Qwen's MTP shares them.
-      if (t.name.starts_with(mtp) &&
-          (ends_with(t.name, ".embed_tokens.weight") || ends_with(t.name, ".shared_head.head.weight")))
+      if (t.name.starts_with(mtp) && (ends_with(t.name, ".embed_tokens.weight") ||
+                                      ends_with(t.name, ".shared_head.head.weight")))
         continue;
       bool skip = false;
       for (const auto& f : fused) {
@@ -154,10 +154,10 @@ class Qwen35Moe final : public HfLayout {
     const config::GatedDeltaNetConfig& g = m.linear_attention();
     std::string layer_types;
     for (int64_t l = 0; l < m.num_hidden_layers(); ++l)
-      layer_types += concat(l > 0 ? ", " : "", "\"",
-                            layer_type(m, l) == ModelConfig::GATED_DELTANET ? "linear_attention"
-                                                                            : "full_attention",
-                            "\"");
+      layer_types += concat(
+          l > 0 ? ", " : "", "\"",
+          layer_type(m, l) == ModelConfig::GATED_DELTANET ? "linear_attention" : "full_attention",
+          "\"");
     std::ostringstream j;
     j << "{\n"
       << "  \"architectures\": [\"Qwen3_5MoeForCausalLM\"],\n"

@@ -813,7 +813,8 @@ int head_dim(const config::ModelConfig& m) {
 }
 
 int rotary_dim(const config::ModelConfig& m) {
-  return static_cast<int>(std::lround(head_dim(m) * static_cast<double>(m.partial_rotary_factor())));
+  return static_cast<int>(
+      std::lround(head_dim(m) * static_cast<double>(m.partial_rotary_factor())));
 }
 
 int kv_heads(const config::ModelConfig& m) {

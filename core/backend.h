@@ -95,17 +95,16 @@ class Backend {
                                     const Tensor& v, const Tensor& g, const Tensor& beta,
                                     const Tensor& states, Tensor& dq, Tensor& dk, Tensor& dv,
                                     Tensor& dg, Tensor& dbeta) = 0;
-  virtual void gated_delta_step(const Tensor& q, const Tensor& k, const Tensor& v,
-                                const Tensor& g, const Tensor& beta, Tensor& state,
-                                Tensor& out) = 0;
+  virtual void gated_delta_step(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g,
+                                const Tensor& beta, Tensor& state, Tensor& out) = 0;
   virtual void conv_silu_forward(const Tensor& x, const Tensor& w, Tensor& pre, Tensor& y) = 0;
   virtual void conv_silu_backward(const Tensor& dy, const Tensor& x, const Tensor& w,
                                   const Tensor& pre, Tensor& dx, Tensor& dw) = 0;
   virtual void conv_silu_step(const Tensor& x, const Tensor& w, Tensor& state, Tensor& y) = 0;
   virtual void l2norm_forward(const Tensor& x, float eps, float scale, Tensor& y,
                               Tensor& rnorm) = 0;
-  virtual void l2norm_backward(const Tensor& dy, const Tensor& x, const Tensor& rnorm,
-                               float scale, Tensor& dx) = 0;
+  virtual void l2norm_backward(const Tensor& dy, const Tensor& x, const Tensor& rnorm, float scale,
+                               Tensor& dx) = 0;
   virtual void gdn_gates_forward(const Tensor& a, const Tensor& b, const Tensor& a_log,
                                  const Tensor& dt_bias, Tensor& g, Tensor& beta) = 0;
   virtual void gdn_gates_backward(const Tensor& dg, const Tensor& dbeta, const Tensor& a,

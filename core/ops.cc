@@ -293,8 +293,8 @@ void sigmoid_gate(const Tensor& x, const Tensor& gate, Tensor& y) {
 
 void sigmoid_gate_backward(const Tensor& dy, const Tensor& x, const Tensor& gate, Tensor& dx,
                            Tensor& dgate) {
-  for (const Tensor* t : {&dy, &x, &gate, static_cast<const Tensor*>(&dx),
-                          static_cast<const Tensor*>(&dgate)})
+  for (const Tensor* t :
+       {&dy, &x, &gate, static_cast<const Tensor*>(&dx), static_cast<const Tensor*>(&dgate)})
     require_f32(*t, "sigmoid_gate_backward", "a tensor");
   MOETRON_CHECK(dy.shape() == x.shape() && dx.shape() == x.shape() &&
                     dgate.shape() == gate.shape() && gate.rows() == x.rows() &&

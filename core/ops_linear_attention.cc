@@ -58,8 +58,8 @@ void gated_delta_backward(const Tensor& dout, const Tensor& q, const Tensor& k, 
                     dq.shape() == q.shape() && dk.shape() == k.shape() && dv.shape() == v.shape() &&
                     dg.shape() == g.shape() && dbeta.shape() == beta.shape(),
                 "gated_delta_backward: shapes");
-  backend_of("gated_delta_backward", {&dout, &q, &k, &v, &g, &beta, &states, &dq, &dk, &dv, &dg,
-                                      &dbeta})
+  backend_of("gated_delta_backward",
+             {&dout, &q, &k, &v, &g, &beta, &states, &dq, &dk, &dv, &dg, &dbeta})
       .gated_delta_backward(dout, q, k, v, g, beta, states, dq, dk, dv, dg, dbeta);
 }
 
@@ -67,8 +67,7 @@ void gated_delta_step(const Tensor& q, const Tensor& k, const Tensor& v, const T
                       const Tensor& beta, Tensor& state, Tensor& out) {
   check_delta(q, k, v, g, beta, 1, "gated_delta_step");
   require_f32({&state, &out}, "gated_delta_step");
-  MOETRON_CHECK(out.shape() == v.shape() &&
-                    state.shape() == Shape({v.dim(1), q.dim(2), v.dim(2)}),
+  MOETRON_CHECK(out.shape() == v.shape() && state.shape() == Shape({v.dim(1), q.dim(2), v.dim(2)}),
                 "gated_delta_step: out ", shape_str(out.shape()), " state ",
                 shape_str(state.shape()), " for q ", shape_str(q.shape()), " v ",
                 shape_str(v.shape()));
@@ -89,9 +88,8 @@ void conv_silu_forward(const Tensor& x, const Tensor& w, Tensor& pre, Tensor& y)
 void conv_silu_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& pre,
                         Tensor& dx, Tensor& dw) {
   require_f32({&dy, &x, &w, &pre, &dx, &dw}, "conv_silu_backward");
-  MOETRON_CHECK(x.ndim() == 3 && w.ndim() == 2 && w.dim(0) == x.dim(2) &&
-                    dy.shape() == x.shape() && pre.shape() == x.shape() &&
-                    dx.shape() == x.shape() && dw.shape() == w.shape(),
+  MOETRON_CHECK(x.ndim() == 3 && w.ndim() == 2 && w.dim(0) == x.dim(2) && dy.shape() == x.shape() &&
+                    pre.shape() == x.shape() && dx.shape() == x.shape() && dw.shape() == w.shape(),
                 "conv_silu_backward: shapes");
   backend_of("conv_silu_backward", {&dy, &x, &w, &pre, &dx, &dw})
       .conv_silu_backward(dy, x, w, pre, dx, dw);
@@ -101,16 +99,16 @@ void conv_silu_step(const Tensor& x, const Tensor& w, Tensor& state, Tensor& y) 
   require_f32({&x, &w, &state, &y}, "conv_silu_step");
   MOETRON_CHECK(x.ndim() == 2 && w.ndim() == 2 && w.dim(0) == x.dim(1) &&
                     state.shape() == Shape({w.dim(1) - 1, x.dim(1)}) && y.shape() == x.shape(),
-                "conv_silu_step: x ", shape_str(x.shape()), " w ", shape_str(w.shape()),
-                " state ", shape_str(state.shape()), " (K - 1, C) y ", shape_str(y.shape()));
+                "conv_silu_step: x ", shape_str(x.shape()), " w ", shape_str(w.shape()), " state ",
+                shape_str(state.shape()), " (K - 1, C) y ", shape_str(y.shape()));
   backend_of("conv_silu_step", {&x, &w, &state, &y}).conv_silu_step(x, w, state, y);
 }
 
 void l2norm_forward(const Tensor& x, float eps, float scale, Tensor& y, Tensor& rnorm) {
   require_f32({&x, &y, &rnorm}, "l2norm_forward");
   MOETRON_CHECK(y.shape() == x.shape() && rnorm.numel() == x.rows() && eps > 0,
-                "l2norm_forward: x ", shape_str(x.shape()), " y ", shape_str(y.shape()),
-                " rnorm ", shape_str(rnorm.shape()), " eps ", eps);
+                "l2norm_forward: x ", shape_str(x.shape()), " y ", shape_str(y.shape()), " rnorm ",
+                shape_str(rnorm.shape()), " eps ", eps);
   backend_of("l2norm_forward", {&x, &y, &rnorm}).l2norm_forward(x, eps, scale, y, rnorm);
 }
 
@@ -122,8 +120,8 @@ void l2norm_backward(const Tensor& dy, const Tensor& x, const Tensor& rnorm, flo
   backend_of("l2norm_backward", {&dy, &x, &rnorm, &dx}).l2norm_backward(dy, x, rnorm, scale, dx);
 }
 
-void gdn_gates_forward(const Tensor& a, const Tensor& b, const Tensor& a_log,
-                       const Tensor& dt_bias, Tensor& g, Tensor& beta) {
+void gdn_gates_forward(const Tensor& a, const Tensor& b, const Tensor& a_log, const Tensor& dt_bias,
+                       Tensor& g, Tensor& beta) {
   require_f32({&a, &b, &a_log, &dt_bias, &g, &beta}, "gdn_gates_forward");
   MOETRON_CHECK(b.shape() == a.shape() && g.shape() == a.shape() && beta.shape() == a.shape() &&
                     a_log.numel() == a.cols() && dt_bias.numel() == a.cols(),
@@ -133,17 +131,16 @@ void gdn_gates_forward(const Tensor& a, const Tensor& b, const Tensor& a_log,
       .gdn_gates_forward(a, b, a_log, dt_bias, g, beta);
 }
 
-void gdn_gates_backward(const Tensor& dg, const Tensor& dbeta, const Tensor& a,
-                        const Tensor& a_log, const Tensor& dt_bias, const Tensor& beta, Tensor& da,
-                        Tensor& db, Tensor& da_log, Tensor& ddt_bias) {
+void gdn_gates_backward(const Tensor& dg, const Tensor& dbeta, const Tensor& a, const Tensor& a_log,
+                        const Tensor& dt_bias, const Tensor& beta, Tensor& da, Tensor& db,
+                        Tensor& da_log, Tensor& ddt_bias) {
   require_f32({&dg, &dbeta, &a, &a_log, &dt_bias, &beta, &da, &db, &da_log, &ddt_bias},
               "gdn_gates_backward");
-  MOETRON_CHECK(dg.shape() == a.shape() && dbeta.shape() == a.shape() &&
-                    beta.shape() == a.shape() && da.shape() == a.shape() &&
-                    db.shape() == a.shape() && a_log.numel() == a.cols() &&
-                    dt_bias.numel() == a.cols() && da_log.numel() == a.cols() &&
-                    ddt_bias.numel() == a.cols(),
-                "gdn_gates_backward: shapes");
+  MOETRON_CHECK(
+      dg.shape() == a.shape() && dbeta.shape() == a.shape() && beta.shape() == a.shape() &&
+          da.shape() == a.shape() && db.shape() == a.shape() && a_log.numel() == a.cols() &&
+          dt_bias.numel() == a.cols() && da_log.numel() == a.cols() && ddt_bias.numel() == a.cols(),
+      "gdn_gates_backward: shapes");
   backend_of("gdn_gates_backward",
              {&dg, &dbeta, &a, &a_log, &dt_bias, &beta, &da, &db, &da_log, &ddt_bias})
       .gdn_gates_backward(dg, dbeta, a, a_log, dt_bias, beta, da, db, da_log, ddt_bias);
@@ -164,8 +161,8 @@ void gated_rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& z, 
                             const Tensor& rstd, Tensor& dx, Tensor& dz, Tensor& dw) {
   require_f32({&dy, &x, &z, &w, &rstd, &dx, &dz, &dw}, "gated_rmsnorm_backward");
   MOETRON_CHECK(dy.shape() == x.shape() && z.shape() == x.shape() && dx.shape() == x.shape() &&
-                    dz.shape() == x.shape() && w.numel() == x.cols() &&
-                    dw.numel() == x.cols() && rstd.numel() == x.rows(),
+                    dz.shape() == x.shape() && w.numel() == x.cols() && dw.numel() == x.cols() &&
+                    rstd.numel() == x.rows(),
                 "gated_rmsnorm_backward: shapes");
   backend_of("gated_rmsnorm_backward", {&dy, &x, &z, &w, &rstd, &dx, &dz, &dw})
       .gated_rmsnorm_backward(dy, x, z, w, rstd, dx, dz, dw);

@@ -47,12 +47,12 @@ void l2norm_backward(const Tensor& dy, const Tensor& x, const Tensor& rnorm, flo
 
 // The gates of [rows, H] projections a and b: g = -exp(a_log) softplus(a + dt_bias) (the log of
 // the decay) and beta = sigmoid(b); a_log, dt_bias [H].
-void gdn_gates_forward(const Tensor& a, const Tensor& b, const Tensor& a_log,
-                       const Tensor& dt_bias, Tensor& g, Tensor& beta);
+void gdn_gates_forward(const Tensor& a, const Tensor& b, const Tensor& a_log, const Tensor& dt_bias,
+                       Tensor& g, Tensor& beta);
 // da, db overwritten; da_log, ddt_bias accumulate.
-void gdn_gates_backward(const Tensor& dg, const Tensor& dbeta, const Tensor& a,
-                        const Tensor& a_log, const Tensor& dt_bias, const Tensor& beta, Tensor& da,
-                        Tensor& db, Tensor& da_log, Tensor& ddt_bias);
+void gdn_gates_backward(const Tensor& dg, const Tensor& dbeta, const Tensor& a, const Tensor& a_log,
+                        const Tensor& dt_bias, const Tensor& beta, Tensor& da, Tensor& db,
+                        Tensor& da_log, Tensor& ddt_bias);
 
 // y = rmsnorm(x) * w * silu(z) over the last dim (the norm first, then the gate); rstd [rows].
 void gated_rmsnorm_forward(const Tensor& x, const Tensor& z, const Tensor& w, float eps, Tensor& y,

@@ -140,8 +140,7 @@ void Attention::decode_forward(const Tensor& x, Tensor& y, const DecodeStep& ste
   ops::store_keys(k.reshape({n, kv_heads_, head_dim_}), start, keys_t);
   Tensor out = decode_out_.rows(n, q_width_);
   Tensor out_heads = out.reshape({n, heads_, head_dim_});
-  ops::attention_decode(q.reshape({n, heads_, head_dim_}), keys_t, step.state[1], start,
-                        out_heads);
+  ops::attention_decode(q.reshape({n, heads_, head_dim_}), keys_t, step.state[1], start, out_heads);
   if (output_gate_) ops::sigmoid_gate(out, gate, out);  // elementwise: in place is safe
   linear_forward(out, o_proj_.value(), y, &step);
 }

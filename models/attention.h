@@ -52,13 +52,13 @@ class Attention final : public TokenMixer {
   float scale_;  // 1 / sqrt(head_dim)
   Communicator* tp_comm_;
   ParamRef q_proj_, k_proj_, v_proj_, o_proj_;
-  std::optional<RMSNorm> q_norm_, k_norm_;  // qk_norm
-  Tensor qkv_, q_raw_, k_raw_, qg_, gate_, q_, k_, v_, out_, gated_, lse_;  // saved activations
-  Tensor row_max_, max_logits_;                                           // QK-clip's measure
+  std::optional<RMSNorm> q_norm_, k_norm_;                                      // qk_norm
+  Tensor qkv_, q_raw_, k_raw_, qg_, gate_, q_, k_, v_, out_, gated_, lse_;      // saved activations
+  Tensor row_max_, max_logits_;                                                 // QK-clip's measure
   Tensor dout_, dgated_, dgate_, dq_, dk_, dv_, dqg_, dq_raw_, dk_raw_, dqkv_;  // gradient scratch
   Tensor tp_norm_grads_;  // tp > 1 with qk_norm: [q_norm | k_norm] gradients, summed over tp
-  RowBuffer decode_qkv_, decode_qg_, decode_qraw_, decode_kraw_, decode_gate_, decode_q_,
-      decode_k_, decode_out_;
+  RowBuffer decode_qkv_, decode_qg_, decode_qraw_, decode_kraw_, decode_gate_, decode_q_, decode_k_,
+      decode_out_;
 };
 
 }  // namespace moetron

@@ -17,9 +17,10 @@ Block::Block(ParamTable& params, const std::string& prefix, const ModelDims& d,
              const RopeTables& rope, MixerKind mixer, bool moe, const Runtime& rt)
     : input_norm_(params, prefix + "input_layernorm.weight", d.hidden, d.eps, rt,
                   d.zero_centered_norms),
-      mixer_(make_mixer(mixer, params,
-                        prefix + (mixer == MixerKind::gated_deltanet ? "linear_attn." : "self_attn."),
-                        d, rope, rt)),
+      mixer_(
+          make_mixer(mixer, params,
+                     prefix + (mixer == MixerKind::gated_deltanet ? "linear_attn." : "self_attn."),
+                     d, rope, rt)),
       post_attn_norm_(params, prefix + "post_attention_layernorm.weight", d.hidden, d.eps, rt,
                       d.zero_centered_norms),
       mlp_(make_mlp(params, prefix + "mlp.", d, moe, rt)),

@@ -21,9 +21,14 @@ ModelDims model_dims(const config::ModelConfig& cfg, int64_t batch, int64_t seq)
   d.rope_theta = cfg.rope_theta();
   for (int64_t l = 0; l < d.layers + d.mtp_depth; ++l) {
     switch (layer_type(cfg, l)) {
-      case config::ModelConfig::MLA: d.mixers.push_back(MixerKind::mla); break;
-      case config::ModelConfig::GATED_DELTANET: d.mixers.push_back(MixerKind::gated_deltanet); break;
-      default: d.mixers.push_back(MixerKind::attention);
+      case config::ModelConfig::MLA:
+        d.mixers.push_back(MixerKind::mla);
+        break;
+      case config::ModelConfig::GATED_DELTANET:
+        d.mixers.push_back(MixerKind::gated_deltanet);
+        break;
+      default:
+        d.mixers.push_back(MixerKind::attention);
     }
   }
   const config::MlaConfig& a = cfg.mla();
@@ -71,8 +76,9 @@ void check_split(const ModelDims& d, const Runtime& rt) {
   for (MixerKind m : d.mixers) {
     MOETRON_CHECK(m != MixerKind::attention || d.kv_heads % tp == 0, "tp ", tp,
                   " does not divide the KV heads");
-    MOETRON_CHECK(m != MixerKind::gated_deltanet || (d.gdn.k_heads % tp == 0 && d.gdn.v_heads % tp == 0),
-                  "tp ", tp, " does not divide the linear attention's heads");
+    MOETRON_CHECK(
+        m != MixerKind::gated_deltanet || (d.gdn.k_heads % tp == 0 && d.gdn.v_heads % tp == 0),
+        "tp ", tp, " does not divide the linear attention's heads");
   }
   if (d.moe.experts > 0)
     MOETRON_CHECK(d.moe.experts % ep == 0 && (d.moe.shared * d.moe.intermediate) % tp == 0 &&

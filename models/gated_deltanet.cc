@@ -103,8 +103,7 @@ void GatedDeltaNet::run(const Tensor& x, Tensor& y, const DecodeStep* step) {
   const int64_t vw = g.v_heads * g.v_dim;
   if (!step) {
     project(x, t_, nullptr);
-    ops::conv_silu_forward(t_.qkv_pre, params_.fused_value(conv_q_, conv_v_), t_.conv_pre,
-                           t_.conv);
+    ops::conv_silu_forward(t_.qkv_pre, params_.fused_value(conv_q_, conv_v_), t_.conv_pre, t_.conv);
     normalize(t_);
     const Shape heads{batch_, seq_, g.v_heads};
     ops::gated_delta_forward(t_.q, t_.k, t_.v, t_.g.reshape(heads), t_.beta.reshape(heads), core_,

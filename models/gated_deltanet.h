@@ -2,9 +2,9 @@
 // and Qwen3.5 use it (docs/model.md has the equations):
 //   [q | k | v], z, b, a = x [W_q; W_k; W_v; W_z; W_b; W_a]^T   (one fused GEMM)
 //   [q | k | v] = silu(causal depthwise conv([q | k | v]))      (conv1d_q, _k, _v: one conv)
-//   q = l2norm(q) / sqrt(dk), k = l2norm(k), beta = sigmoid(b), g = -exp(A_log) softplus(a + dt_bias)
-//   o = the gated delta rule (core/ops_linear_attention.h) over q, k, v, g, beta
-//   y = out_proj(rmsnorm(o) * norm.weight * silu(z))            (per value head)
+//   q = l2norm(q) / sqrt(dk), k = l2norm(k), beta = sigmoid(b), g = -exp(A_log) softplus(a +
+//   dt_bias) o = the gated delta rule (core/ops_linear_attention.h) over q, k, v, g, beta y =
+//   out_proj(rmsnorm(o) * norm.weight * silu(z))            (per value head)
 // Value heads are a multiple of key heads; value head h reads key head h / (Hv / Hk).
 // Parameters keep moetron's split names (in_proj_q, in_proj_k, ...; conv1d_q, ...): the Qwen3.5
 // export concatenates them into in_proj_qkv and conv1d (docs/export.md).
@@ -56,9 +56,9 @@ class GatedDeltaNet final : public TokenMixer {
   ParamRef in_q_, in_a_;  // in_proj_q .. in_proj_a, adjacent: one fused matrix
   ParamRef conv_q_, conv_v_;
   ParamRef a_log_, dt_bias_, norm_, out_proj_;
-  Parts t_;                           // training activations, saved for backward
+  Parts t_;  // training activations, saved for backward
   Tensor core_, states_, normed_, nrstd_;
-  Tensor max_logits_;                 // empty: no softmax
+  Tensor max_logits_;  // empty: no softmax
   // Gradient scratch.
   Tensor dnormed_, dcore_, dz_, dq_, dk_, dv_, dg_, dbeta_, dq_raw_, dk_raw_, dconv_, dqkv_pre_,
       da_, db_, dproj_, dnorm_w_;

@@ -1,7 +1,7 @@
 // The token-mixing slot of a block (attention: GQA and MLA; linear attention: Gated DeltaNet;
-// sparse attention later), beside the FFN slot (models/feed_forward.h). A mixer owns its parameters and their
-// names, its forward and backward for training, and its decoding path with the state it keeps
-// per sequence (a KV cache, a latent cache, a recurrent state), whose shapes it declares. The
+// sparse attention later), beside the FFN slot (models/feed_forward.h). A mixer owns its parameters
+// and their names, its forward and backward for training, and its decoding path with the state it
+// keeps per sequence (a KV cache, a latent cache, a recurrent state), whose shapes it declares. The
 // block's mixer comes from the config's per-layer pattern (model.layer_types, ModelDims::mixers);
 // docs/architecture.md says how to add one.
 //

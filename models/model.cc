@@ -47,7 +47,8 @@ Model::Model(const config::ModelConfig& cfg, int64_t batch, int64_t seq, const R
                                       rope_, dims_.mixer(l), dims_.is_moe_layer(l), rt));
         return blocks;
       }()),
-      final_norm_(params_, "model.norm.weight", dims_.hidden, dims_.eps, rt, dims_.zero_centered_norms),
+      final_norm_(params_, "model.norm.weight", dims_.hidden, dims_.eps, rt,
+                  dims_.zero_centered_norms),
       head_weight_(make_head_weight(params_, dims_, rt, embed_)),
       mtp_([&] {
         std::vector<std::unique_ptr<MtpModule>> mtp;
@@ -296,7 +297,8 @@ double Model::train_flops_per_token() const {
       const GatedDeltaNetDims& g = dims_.gdn;
       const auto f = [](int64_t v) { return static_cast<double>(v); };
       const double kw = f(g.k_heads * g.k_dim), vw = f(g.v_heads * g.v_dim);
-      const double c = f(std::min(dims_.seq, ops::kGatedDeltaChunk)), dk = f(g.k_dim), dv = f(g.v_dim);
+      const double c = f(std::min(dims_.seq, ops::kGatedDeltaChunk)), dk = f(g.k_dim),
+                   dv = f(g.v_dim);
       const double per_head =
           (dk + dv) * (c + 1) / 2 + dk * c / 2 + (dk + dv) * c / 2 + 3 * dk * dv;
       return {d * (2 * kw + 2 * vw + 2 * f(g.v_heads)) + d * vw + f(g.conv_dim() * g.conv), 0, 0,

@@ -43,7 +43,8 @@ MoE::MoE(ParamTable& params, const std::string& prefix, const ModelDims& d, cons
     shared_ =
         std::make_unique<SwiGLU>(params, prefix + "shared_experts.", d, m.shared * inter_, rt);
   if (m.shared_gate) {
-    shared_gate_ = params.add(prefix + "shared_expert_gate.weight", {1, d.hidden}, ParamKind::matrix);
+    shared_gate_ =
+        params.add(prefix + "shared_expert_gate.weight", {1, d.hidden}, ParamKind::matrix);
     shared_out_ = rt.empty({rows, d.hidden}), d_shared_scaled_ = rt.empty({rows, d.hidden});
     shared_logit_ = rt.empty({rows, 1}), d_shared_logit_ = rt.empty({rows, 1});
   }

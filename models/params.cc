@@ -30,11 +30,10 @@ ParamRef ParamTable::add(std::string name, Shape shape, ParamKind kind, ShardSpe
   MOETRON_CHECK(!by_name_.contains(name), "duplicate parameter ", name);
   Shape global = shape;
   if (shard.group == ShardGroup::tensor) {
-    MOETRON_CHECK(
-        ((shape.size() == 2 && (shard.dim == 0 || shard.dim == 1)) ||
-         (shape.size() == 1 && shard.dim == 0)) &&
-            shard.begin < shard.global_size,
-        "bad tensor shard of ", name);
+    MOETRON_CHECK(((shape.size() == 2 && (shard.dim == 0 || shard.dim == 1)) ||
+                   (shape.size() == 1 && shard.dim == 0)) &&
+                      shard.begin < shard.global_size,
+                  "bad tensor shard of ", name);
     global[static_cast<size_t>(shard.dim)] = shard.global_size;
   }
   const int id = static_cast<int>(infos_.size());
@@ -151,9 +150,12 @@ void ParamTable::init(uint64_t seed, float std) {
     std::uniform_real_distribution<float> fan_in(-bound, bound);
     auto draw = [&] {
       switch (init) {
-        case ParamInit::log_uniform_1_16: return std::log(uniform(gen));
-        case ParamInit::fan_in_uniform: return fan_in(gen);
-        default: return normal(gen);
+        case ParamInit::log_uniform_1_16:
+          return std::log(uniform(gen));
+        case ParamInit::fan_in_uniform:
+          return fan_in(gen);
+        default:
+          return normal(gen);
       }
     };
     float* out = v.data<float>();

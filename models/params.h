@@ -61,8 +61,9 @@ struct ParamInfo {
 };
 
 // Whether a parameter is one of the network's hidden matrices: a trained 2-D weight that is
-// neither the embedding nor the output head nor a conv's taps (Moonlight's and Megatron's rule for the parameters
-// Muon updates; the router's weight is one, the norms and the balancing bias are not).
+// neither the embedding nor the output head nor a conv's taps (Moonlight's and Megatron's rule for
+// the parameters Muon updates; the router's weight is one, the norms and the balancing bias are
+// not).
 bool is_hidden_matrix(const std::string& name, ParamKind kind);
 // A rule on parameters by name and kind (an optimizer's parameter group: every rank agrees on
 // it, for the experts it does not hold too).

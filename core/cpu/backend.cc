@@ -190,10 +190,9 @@ class CpuBackend final : public Backend {
                             const Tensor& g, const Tensor& beta, const Tensor& states, Tensor& dq,
                             Tensor& dk, Tensor& dv, Tensor& dg, Tensor& dbeta) override {
     cpu::gated_delta_backward(delta_shape(q, v), dout.data<float>(), q.data<float>(),
-                              k.data<float>(), v.data<float>(), g.data<float>(),
-                              beta.data<float>(), states.data<float>(), dq.data<float>(),
-                              dk.data<float>(), dv.data<float>(), dg.data<float>(),
-                              dbeta.data<float>());
+                              k.data<float>(), v.data<float>(), g.data<float>(), beta.data<float>(),
+                              states.data<float>(), dq.data<float>(), dk.data<float>(),
+                              dv.data<float>(), dg.data<float>(), dbeta.data<float>());
   }
   void gated_delta_step(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g,
                         const Tensor& beta, Tensor& state, Tensor& out) override {
@@ -216,8 +215,8 @@ class CpuBackend final : public Backend {
                         x.dim(0), x.dim(1), w.dim(1));
   }
   void l2norm_forward(const Tensor& x, float eps, float scale, Tensor& y, Tensor& rnorm) override {
-    cpu::l2norm_forward(x.data<float>(), eps, scale, y.data<float>(), rnorm.data<float>(),
-                        x.rows(), x.cols());
+    cpu::l2norm_forward(x.data<float>(), eps, scale, y.data<float>(), rnorm.data<float>(), x.rows(),
+                        x.cols());
   }
   void l2norm_backward(const Tensor& dy, const Tensor& x, const Tensor& rnorm, float scale,
                        Tensor& dx) override {
@@ -245,9 +244,9 @@ class CpuBackend final : public Backend {
   }
   void gated_rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& z, const Tensor& w,
                               const Tensor& rstd, Tensor& dx, Tensor& dz, Tensor& dw) override {
-    cpu::gated_rmsnorm_backward(dy.data<float>(), x.data<float>(), z.data<float>(),
-                                w.data<float>(), rstd.data<float>(), dx.data<float>(),
-                                dz.data<float>(), dw.data<float>(), x.rows(), x.cols());
+    cpu::gated_rmsnorm_backward(dy.data<float>(), x.data<float>(), z.data<float>(), w.data<float>(),
+                                rstd.data<float>(), dx.data<float>(), dz.data<float>(),
+                                dw.data<float>(), x.rows(), x.cols());
   }
   void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out,
                          const ops::VocabShard& s) override {

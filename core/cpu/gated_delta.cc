@@ -40,10 +40,10 @@ void mat_t_vec(const float* s, const float* x, float* y, int64_t m, int64_t n) {
 // One chunk of one value head: the gathered inputs and what both passes derive from them.
 struct Chunk {
   int64_t len = 0, dk = 0, dv = 0;
-  std::vector<float> q, k, v;           // [len, dk], [len, dk], [len, dv]
+  std::vector<float> q, k, v;            // [len, dk], [len, dk], [len, dv]
   std::vector<float> big_g, eg, el, bt;  // [len]: cumsum(g), exp(G), exp(G_last - G), beta
-  std::vector<float> gam, qk, kk, a;    // [len, len] lower: Gam, q.k, k.k, A
-  std::vector<float> u, w, vp;          // [len, dv], [len, dk], [len, dv]
+  std::vector<float> gam, qk, kk, a;     // [len, len] lower: Gam, q.k, k.k, A
+  std::vector<float> u, w, vp;           // [len, dv], [len, dk], [len, dv]
 
   Chunk(int64_t c, int64_t dk_, int64_t dv_)
       : dk(dk_),
@@ -64,7 +64,9 @@ struct Chunk {
         vp(v.size()) {}
 
   float* row(std::vector<float>& m, int64_t i, int64_t width) { return m.data() + i * width; }
-  float& at(std::vector<float>& m, int64_t i, int64_t j) { return m[static_cast<size_t>(i * len + j)]; }
+  float& at(std::vector<float>& m, int64_t i, int64_t j) {
+    return m[static_cast<size_t>(i * len + j)];
+  }
 
   // Gathers positions [t0, t0 + len) of batch b, value head h, and derives A, U, W and V'
   // with the chunk's initial state s0 [dk, dv].
@@ -234,7 +236,8 @@ void gated_delta_backward(const GatedDeltaShape& s, const float* dout, const flo
           dbig_g[len - 1] += ch.eg[len - 1] * dot(ds.data(), s0, dk * dv);
           // dS0 = sum_i e^{G_i} q_i dO_i^T + e^{G_L} dS1 - sum_i W_i dV'_i^T;
           // dW_i = -S0 dV'_i.
-          for (int64_t m = 0; m < dk * dv; ++m) ds0[static_cast<size_t>(m)] = ch.eg[len - 1] * ds[static_cast<size_t>(m)];
+          for (int64_t m = 0; m < dk * dv; ++m)
+            ds0[static_cast<size_t>(m)] = ch.eg[len - 1] * ds[static_cast<size_t>(m)];
           for (int64_t i = 0; i < len; ++i) {
             const float* qi = ch.row(ch.q, i, dk);
             const float* wi = ch.row(ch.w, i, dk);
@@ -313,7 +316,8 @@ void gated_delta_step(const GatedDeltaShape& s, const float* q, const float* k, 
       for (int64_t m = 0; m < dk * dv; ++m) st[m] *= alpha;
       // u = beta (v - S^T k);  S += k u^T;  o = S^T q.
       mat_t_vec(st, kt, u.data(), dk, dv);
-      for (int64_t n = 0; n < dv; ++n) u[static_cast<size_t>(n)] = bt * (vt[n] - u[static_cast<size_t>(n)]);
+      for (int64_t n = 0; n < dv; ++n)
+        u[static_cast<size_t>(n)] = bt * (vt[n] - u[static_cast<size_t>(n)]);
       for (int64_t m = 0; m < dk; ++m) axpy_row(kt[m], u.data(), st + m * dv, dv);
       mat_t_vec(st, qt, out + (t * s.v_heads + h) * dv, dk, dv);
     }

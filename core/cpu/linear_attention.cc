@@ -15,10 +15,14 @@ constexpr int64_t kChannelBlock = 64;
 // Rows per partial weight-gradient sum (as RMSNorm's).
 constexpr int64_t kRowsPerPartial = 64;
 
-float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+float sigmoid(float x) {
+  return 1.0f / (1.0f + std::exp(-x));
+}
 
 // torch.nn.functional.softplus with its default threshold: x itself above 20.
-float softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }
+float softplus(float x) {
+  return x > 20.0f ? x : std::log1p(std::exp(x));
+}
 
 }  // namespace
 

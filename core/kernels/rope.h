@@ -21,8 +21,8 @@ MT_HD void rope_pair(float& xa, float& xb, float c, float s) {
 
 struct RopeShape {
   int64_t seq, heads, head_dim, half;  // half: the rotated pairs per head (head_dim / 2: all)
-  bool interleaved;  // pairs (2j, 2j + 1); else rotate-half, (j, j + half)
-  float sign;        // -1 for the inverse rotation
+  bool interleaved;                    // pairs (2j, 2j + 1); else rotate-half, (j, j + half)
+  float sign;                          // -1 for the inverse rotation
 };
 
 // Pair p of x [batch, seq, heads, head_dim] (p over batch * seq * heads * half); cos and sin are

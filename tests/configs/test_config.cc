@@ -359,8 +359,8 @@ config::RunConfig hybrid(std::initializer_list<std::string> sets) {
 
 TEST(Validate, TheQwenOptionsNameWhatWouldBeValid) {
   EXPECT_NO_THROW(validate_config(hybrid({"model.head_dim=24", "model.partial_rotary_factor=0.25",
-                                          "model.attention_output_gate=true",
-                                          "model.qk_norm=true", "model.zero_centered_norms=true"})));
+                                          "model.attention_output_gate=true", "model.qk_norm=true",
+                                          "model.zero_centered_norms=true"})));
   auto error = [](std::initializer_list<std::string> sets) {
     const config::RunConfig cfg = hybrid(sets);
     return error_of([&] { validate_config(cfg); });

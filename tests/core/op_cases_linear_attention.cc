@@ -13,8 +13,12 @@
 namespace moetron::op_harness {
 namespace {
 
-double dsigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
-double dsoftplus(double x) { return x > 20.0 ? x : std::log1p(std::exp(x)); }
+double dsigmoid(double x) {
+  return 1.0 / (1.0 + std::exp(-x));
+}
+double dsoftplus(double x) {
+  return x > 20.0 ? x : std::log1p(std::exp(x));
+}
 
 // The gated delta rule's test sizes: three chunks, the last partial (a gradient crosses two chunk
 // edges, through a non-zero state); two value heads per key head.
@@ -85,8 +89,8 @@ void add_gated_delta(std::vector<GradCase>& cases) {
                      ops::gated_delta_forward(in[0], in[1], in[2], in[3], in[4], out, states);
                      std::vector<Tensor> d{poisoned(kQ), poisoned(kQ), poisoned(kV), poisoned(kG),
                                            poisoned(kG)};
-                     ops::gated_delta_backward(dy, in[0], in[1], in[2], in[3], in[4], states,
-                                               d[0], d[1], d[2], d[3], d[4]);
+                     ops::gated_delta_backward(dy, in[0], in[1], in[2], in[3], in[4], states, d[0],
+                                               d[1], d[2], d[3], d[4]);
                      return d;
                    }});
   cases.back().reference = [](const std::vector<Values>& in) {
@@ -102,18 +106,19 @@ void add_conv(std::vector<GradCase>& cases) {
     ops::conv_silu_forward(in[0], in[1], pre, y);
     return y;
   };
-  cases.push_back({"conv_silu",
-                   [](std::mt19937& g) {
-                     return std::vector<Tensor>{random_tensor({B, T, C}, g),
-                                                random_tensor({C, K}, g, 0.7f)};
-                   },
-                   fwd, [](const std::vector<Tensor>& in, const Tensor& dy) {
-                     Tensor pre = poisoned(in[0].shape()), y = poisoned(in[0].shape());
-                     ops::conv_silu_forward(in[0], in[1], pre, y);
-                     Tensor dx = poisoned(in[0].shape()), dw = zeros(in[1].shape());
-                     ops::conv_silu_backward(dy, in[0], in[1], pre, dx, dw);
-                     return std::vector<Tensor>{dx, dw};
-                   }});
+  cases.push_back(
+      {"conv_silu",
+       [](std::mt19937& g) {
+         return std::vector<Tensor>{random_tensor({B, T, C}, g), random_tensor({C, K}, g, 0.7f)};
+       },
+       fwd,
+       [](const std::vector<Tensor>& in, const Tensor& dy) {
+         Tensor pre = poisoned(in[0].shape()), y = poisoned(in[0].shape());
+         ops::conv_silu_forward(in[0], in[1], pre, y);
+         Tensor dx = poisoned(in[0].shape()), dw = zeros(in[1].shape());
+         ops::conv_silu_backward(dy, in[0], in[1], pre, dx, dw);
+         return std::vector<Tensor>{dx, dw};
+       }});
   cases.back().reference = [](const std::vector<Values>& in) {
     Values y(static_cast<size_t>(B * T * C));
     for (int64_t b = 0; b < B; ++b)
@@ -132,7 +137,10 @@ void add_conv(std::vector<GradCase>& cases) {
 
 void add_l2norm(std::vector<GradCase>& cases) {
   constexpr float kScale = 0.35f;
-  cases.push_back({"l2norm", [](std::mt19937& g) { return std::vector<Tensor>{random_tensor({6, 8}, g)}; },
+  cases.push_back({"l2norm",
+                   [](std::mt19937& g) {
+                     return std::vector<Tensor>{random_tensor({6, 8}, g)};
+                   },
                    [](const std::vector<Tensor>& in) {
                      Tensor y = poisoned(in[0].shape()), r = poisoned({6});
                      ops::l2norm_forward(in[0], 1e-6f, kScale, y, r);
@@ -150,7 +158,8 @@ void add_l2norm(std::vector<GradCase>& cases) {
     for (int64_t r = 0; r < 6; ++r) {
       double ss = 0;
       for (int64_t c = 0; c < 8; ++c) ss += in[0][r * 8 + c] * in[0][r * 8 + c];
-      for (int64_t c = 0; c < 8; ++c) y[r * 8 + c] = kScale * in[0][r * 8 + c] / std::sqrt(ss + 1e-6);
+      for (int64_t c = 0; c < 8; ++c)
+        y[r * 8 + c] = kScale * in[0][r * 8 + c] / std::sqrt(ss + 1e-6);
     }
     return y;
   };
@@ -163,27 +172,26 @@ void add_gates(std::vector<GradCase>& cases) {
     Tensor g = both.view(0, {R, H}), beta = both.view(R * H, {R, H});
     ops::gdn_gates_forward(in[0], in[1], in[2], in[3], g, beta);
   };
-  cases.push_back({"gdn_gates",
-                   [](std::mt19937& g) {
-                     return std::vector<Tensor>{random_tensor({R, H}, g), random_tensor({R, H}, g),
-                                                random_tensor({H}, g, 0.5f),
-                                                random_tensor({H}, g, 0.5f)};
-                   },
-                   [=](const std::vector<Tensor>& in) {
-                     Tensor both = poisoned({2, R, H});
-                     run(in, both);
-                     return both;
-                   },
-                   [=](const std::vector<Tensor>& in, const Tensor& dy) {
-                     Tensor both = poisoned({2, R, H});
-                     run(in, both);
-                     const Tensor beta = both.view(R * H, {R, H});
-                     Tensor da = poisoned({R, H}), db = poisoned({R, H}), dlog = zeros({H}),
-                            ddt = zeros({H});
-                     ops::gdn_gates_backward(dy.view(0, {R, H}), dy.view(R * H, {R, H}), in[0],
-                                             in[2], in[3], beta, da, db, dlog, ddt);
-                     return std::vector<Tensor>{da, db, dlog, ddt};
-                   }});
+  cases.push_back(
+      {"gdn_gates",
+       [](std::mt19937& g) {
+         return std::vector<Tensor>{random_tensor({R, H}, g), random_tensor({R, H}, g),
+                                    random_tensor({H}, g, 0.5f), random_tensor({H}, g, 0.5f)};
+       },
+       [=](const std::vector<Tensor>& in) {
+         Tensor both = poisoned({2, R, H});
+         run(in, both);
+         return both;
+       },
+       [=](const std::vector<Tensor>& in, const Tensor& dy) {
+         Tensor both = poisoned({2, R, H});
+         run(in, both);
+         const Tensor beta = both.view(R * H, {R, H});
+         Tensor da = poisoned({R, H}), db = poisoned({R, H}), dlog = zeros({H}), ddt = zeros({H});
+         ops::gdn_gates_backward(dy.view(0, {R, H}), dy.view(R * H, {R, H}), in[0], in[2], in[3],
+                                 beta, da, db, dlog, ddt);
+         return std::vector<Tensor>{da, db, dlog, ddt};
+       }});
   cases.back().reference = [](const std::vector<Values>& in) {
     Values y(static_cast<size_t>(2 * R * H));
     for (int64_t r = 0; r < R; ++r)
@@ -203,21 +211,21 @@ void add_gated_rmsnorm(std::vector<GradCase>& cases) {
     ops::gated_rmsnorm_forward(in[0], in[1], in[2], kEps, y, r);
     return y;
   };
-  cases.push_back({"gated_rmsnorm",
-                   [](std::mt19937& g) {
-                     Tensor w = random_tensor({D}, g, 0.3f);
-                     for (float& x : w.span<float>()) x += 1.0f;
-                     return std::vector<Tensor>{random_tensor({R, D}, g), random_tensor({R, D}, g),
-                                                w};
-                   },
-                   fwd, [](const std::vector<Tensor>& in, const Tensor& dy) {
-                     Tensor y = poisoned(in[0].shape()), r = poisoned({R});
-                     ops::gated_rmsnorm_forward(in[0], in[1], in[2], kEps, y, r);
-                     Tensor dx = poisoned(in[0].shape()), dz = poisoned(in[1].shape()),
-                            dw = zeros({D});
-                     ops::gated_rmsnorm_backward(dy, in[0], in[1], in[2], r, dx, dz, dw);
-                     return std::vector<Tensor>{dx, dz, dw};
-                   }});
+  cases.push_back(
+      {"gated_rmsnorm",
+       [](std::mt19937& g) {
+         Tensor w = random_tensor({D}, g, 0.3f);
+         for (float& x : w.span<float>()) x += 1.0f;
+         return std::vector<Tensor>{random_tensor({R, D}, g), random_tensor({R, D}, g), w};
+       },
+       fwd,
+       [](const std::vector<Tensor>& in, const Tensor& dy) {
+         Tensor y = poisoned(in[0].shape()), r = poisoned({R});
+         ops::gated_rmsnorm_forward(in[0], in[1], in[2], kEps, y, r);
+         Tensor dx = poisoned(in[0].shape()), dz = poisoned(in[1].shape()), dw = zeros({D});
+         ops::gated_rmsnorm_backward(dy, in[0], in[1], in[2], r, dx, dz, dw);
+         return std::vector<Tensor>{dx, dz, dw};
+       }});
   cases.back().reference = [](const std::vector<Values>& in) {
     Values y(in[0].size());
     for (int64_t r = 0; r < R; ++r) {
@@ -240,16 +248,17 @@ void add_sigmoid_gate(std::vector<GradCase>& cases) {
       ops::sigmoid_gate(in[0], in[1], y);
       return y;
     };
-    cases.push_back({width == 1 ? "sigmoid_gate_per_row" : "sigmoid_gate",
-                     [=](std::mt19937& g) {
-                       return std::vector<Tensor>{random_tensor({4, 7}, g),
-                                                  random_tensor({4, width}, g)};
-                     },
-                     fwd, [](const std::vector<Tensor>& in, const Tensor& dy) {
-                       Tensor dx = poisoned(in[0].shape()), dg = poisoned(in[1].shape());
-                       ops::sigmoid_gate_backward(dy, in[0], in[1], dx, dg);
-                       return std::vector<Tensor>{dx, dg};
-                     }});
+    cases.push_back(
+        {width == 1 ? "sigmoid_gate_per_row" : "sigmoid_gate",
+         [=](std::mt19937& g) {
+           return std::vector<Tensor>{random_tensor({4, 7}, g), random_tensor({4, width}, g)};
+         },
+         fwd,
+         [](const std::vector<Tensor>& in, const Tensor& dy) {
+           Tensor dx = poisoned(in[0].shape()), dg = poisoned(in[1].shape());
+           ops::sigmoid_gate_backward(dy, in[0], in[1], dx, dg);
+           return std::vector<Tensor>{dx, dg};
+         }});
     cases.back().reference = [=](const std::vector<Values>& in) {
       Values y(in[0].size());
       for (int64_t r = 0; r < 4; ++r)
@@ -264,7 +273,9 @@ void add_sigmoid_gate(std::vector<GradCase>& cases) {
 void add_partial_rope(std::vector<GradCase>& cases) {
   auto tables = [](Tensor& cos, Tensor& sin) { test::plain_rope_tables(4, 10000.0f, cos, sin); };
   cases.push_back({"rope_partial",
-                   [](std::mt19937& g) { return std::vector<Tensor>{random_tensor({2, 5, 3, 8}, g)}; },
+                   [](std::mt19937& g) {
+                     return std::vector<Tensor>{random_tensor({2, 5, 3, 8}, g)};
+                   },
                    [=](const std::vector<Tensor>& in) {
                      Tensor cos = poisoned({5, 2}), sin = poisoned({5, 2});
                      tables(cos, sin);
@@ -320,7 +331,8 @@ namespace {
 TEST(OpForward, GatedDeltaRecurrentFormMatchesTheChunkedForm) {
   constexpr int64_t B = 2, T = 150, Hk = 2, Hv = 4, Dk = 8, Dv = 6, kSplit = 97;
   std::mt19937 gen(5);
-  Tensor q = random_tensor({B, T, Hk, Dk}, gen, 0.3f), k = random_tensor({B, T, Hk, Dk}, gen, 0.35f);
+  Tensor q = random_tensor({B, T, Hk, Dk}, gen, 0.3f),
+         k = random_tensor({B, T, Hk, Dk}, gen, 0.35f);
   Tensor v = random_tensor({B, T, Hv, Dv}, gen), g = Tensor::empty({B, T, Hv}),
          beta = Tensor::empty({B, T, Hv});
   std::uniform_real_distribution<float> decay(0.01f, 0.3f), write(0.1f, 0.9f);
@@ -340,11 +352,12 @@ TEST(OpForward, GatedDeltaRecurrentFormMatchesTheChunkedForm) {
                             g.view((b * T + t0) * Hv, {t1 - t0, Hv}),
                             beta.view((b * T + t0) * Hv, {t1 - t0, Hv}), state, o);
     }
-    EXPECT_TRUE(close(step_out.span<float>(),
-                      to_double(out.view(b * T * Hv * Dv, {T * Hv * Dv})), 1e-5, 1e-6))
+    EXPECT_TRUE(close(step_out.span<float>(), to_double(out.view(b * T * Hv * Dv, {T * Hv * Dv})),
+                      1e-5, 1e-6))
         << "outputs, batch " << b;
     for (int64_t h = 0; h < Hv; ++h) {
-      const Tensor final_state = states.view(((b * Hv + h) * (chunks + 1) + chunks) * Dk * Dv, {Dk * Dv});
+      const Tensor final_state =
+          states.view(((b * Hv + h) * (chunks + 1) + chunks) * Dk * Dv, {Dk * Dv});
       EXPECT_TRUE(close(state.view(h * Dk * Dv, {Dk * Dv}).span<float>(), to_double(final_state),
                         1e-5, 1e-6))
           << "final state, batch " << b << " head " << h;

@@ -29,8 +29,9 @@ inline std::vector<double> to_double(const Tensor& t) {
   return {t.span<float>().begin(), t.span<float>().end()};
 }
 
-inline ::testing::AssertionResult close(std::span<const float> actual, const std::vector<double>& expected,
-                                 double rtol, double atol) {
+inline ::testing::AssertionResult close(std::span<const float> actual,
+                                        const std::vector<double>& expected, double rtol,
+                                        double atol) {
   if (actual.size() != expected.size())
     return ::testing::AssertionFailure() << "size " << actual.size() << " vs " << expected.size();
   size_t bad = 0, worst = 0;

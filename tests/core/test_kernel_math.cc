@@ -95,8 +95,9 @@ TEST(KernelMath, RopeMatchesTheCpuBackendBitwise) {
   for (const bool interleaved : {false, true})
     for (const bool inverse : {false, true}) {
       std::vector<float> x = x0;
-      kernels::host::rope(x.data(), cos.data<float>(), sin.data<float>(), batch,
-                          {seq, heads, head_dim, head_dim / 2, interleaved, inverse ? -1.0f : 1.0f});
+      kernels::host::rope(
+          x.data(), cos.data<float>(), sin.data<float>(), batch,
+          {seq, heads, head_dim, head_dim / 2, interleaved, inverse ? -1.0f : 1.0f});
       Tensor ref = tensor(x0, {batch, seq, heads, head_dim});
       ops::rope(ref, cos, sin,
                 interleaved ? ops::RopeStyle::interleaved : ops::RopeStyle::rotate_half, inverse);

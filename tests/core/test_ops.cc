@@ -25,7 +25,6 @@ namespace {
 
 using namespace op_harness;  // NOLINT(google-build-using-namespace): the harness itself
 
-
 // ---------------------------------------------------------------------------------------------
 // Double references of the gradient cases' forwards (written from the definitions in
 // docs/model.md and core/ops.h, not from the kernels).

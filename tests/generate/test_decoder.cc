@@ -57,7 +57,8 @@ const std::vector<TinyCase> kCases = {
     // Gated DeltaNet decodes with its recurrent form; training runs the chunked one. Truncation
     // restores the saved state and recomputes.
     {"HybridGatedAttentionMoe", config::ModelConfig::ROTATE_HALF, true, true, false, 2, 0, 1},
-    {"GatedDeltaNetEverywhereDense", config::ModelConfig::ROTATE_HALF, false, false, true, 1, 0, 2}};
+    {"GatedDeltaNetEverywhereDense", config::ModelConfig::ROTATE_HALF, false, false, true, 1, 0,
+     2}};
 
 std::vector<TinyCase> mtp_cases() {
   std::vector<TinyCase> out;

@@ -59,7 +59,8 @@ INSTANTIATE_TEST_SUITE_P(
         TinyCase{"MlaMoeD2", config::ModelConfig::INTERLEAVED, true, false, false, 2, 1},
         // Rejected drafts roll a recurrent state back by recomputation (models/decoder.h).
         TinyCase{"HybridMoeD2", config::ModelConfig::ROTATE_HALF, true, true, false, 2, 0, 1},
-        TinyCase{"GatedDeltaNetD2", config::ModelConfig::ROTATE_HALF, false, false, false, 2, 0, 2}),
+        TinyCase{"GatedDeltaNetD2", config::ModelConfig::ROTATE_HALF, false, false, false, 2, 0,
+                 2}),
     [](const ::testing::TestParamInfo<TinyCase>& info) { return std::string(info.param.name); });
 
 TEST(Generate, SpeculativeNeedsMtpModules) {

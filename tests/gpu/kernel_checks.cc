@@ -66,7 +66,8 @@ std::vector<KernelCheck> run_kernel_checks(int scale) {
       }
     double worst = 0;
     for (const bool interleaved : {false, true}) {
-      const kernels::RopeShape r{seq, heads, head_dim, head_dim / 2, interleaved, interleaved ? -1.0f : 1.0f};
+      const kernels::RopeShape r{seq,          heads,       head_dim,
+                                 head_dim / 2, interleaved, interleaved ? -1.0f : 1.0f};
       std::vector<float> x = random_values(batch * seq * heads * head_dim, 12);
       cuda::DeviceFloats dx(x), dcos(cos), dsin(sin);
       kernels::host::rope(x.data(), cos.data(), sin.data(), batch, r);

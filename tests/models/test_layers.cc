@@ -198,7 +198,8 @@ TEST_P(GdnGolden, DecodingFormMatchesReference) {
   params.allocate();
   test::load_params(params, g, "/params");
   const Tensor x = test::tensor_from(g, "/inputs/x", {d.rows(), d.hidden});
-  const std::vector<float> want_y = g.floats("/outputs/y"), want_s = g.floats("/outputs/final_state");
+  const std::vector<float> want_y = g.floats("/outputs/y"),
+                           want_s = g.floats("/outputs/final_state");
   const RopeTables rope = RopeTables::make(d, d.seq);
   TransposedWeights weights;
   const int64_t state_size = d.gdn.v_heads * d.gdn.k_dim * d.gdn.v_dim;

@@ -276,7 +276,8 @@ Block reference_block(const ParamInfo& p, const Model& ref) {
   // A vector (Gated DeltaNet's A_log, dt_bias) is a column: its block is rows.
   const bool vector = p.shape.size() == 1;
   const int64_t rows = p.shape[0], cols = vector ? 1 : p.shape[1];
-  const int64_t full_rows = vector ? full.numel() : full.rows(), full_cols = vector ? 1 : full.cols();
+  const int64_t full_rows = vector ? full.numel() : full.rows(),
+                full_cols = vector ? 1 : full.cols();
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c) {
       const int64_t gr = p.shard.dim == 0 ? p.shard.begin + r : r;
@@ -454,10 +455,8 @@ TEST_F(World4, MlaLayoutsMatchOneRank) {
 
 TEST_F(World4, HybridLayoutsMatchOneRank) {
   MOETRON_REQUIRE_WORLD(4);
-  for (auto [dp, tp, ep, zero1] : {std::tuple{4, 1, 4, true},
-                                   {2, 2, 2, false},
-                                   {1, 4, 4, true},
-                                   {1, 4, 1, false}})
+  for (auto [dp, tp, ep, zero1] :
+       {std::tuple{4, 1, 4, true}, {2, 2, 2, false}, {1, 4, 4, true}, {1, 4, 1, false}})
     expect_matches_reference(hybrid(dp, tp, ep, zero1));
 }
 
