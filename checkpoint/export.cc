@@ -1,7 +1,9 @@
 #include "checkpoint/export.h"
 
 #include <algorithm>
+#include <cmath>
 #include <map>
+#include <set>
 
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/hf_layout.h"
@@ -86,6 +88,36 @@ void copy_tensor(const CheckpointReader& reader, const ExportTensor& t, uint64_t
     if (!ok)
       throw Error(concat(reader.file().path(), ": ", path,
                          " does not match its checksum (the checkpoint is corrupt)"));
+  }
+}
+
+// A layout without a router bias (qwen3_5_moe_text) leaves the checkpoint's biases out: they must
+// be zero, or the export would route otherwise than the model (a bias trained before
+// bias_update_speed was set to 0 is not).
+void check_dropped_biases(const CheckpointReader& reader, const std::vector<ExportTensor>& tensors,
+                          const HfLayout& layout, const ExportOptions& o) {
+  std::set<std::string> exported;
+  for (const ExportTensor& t : tensors) {
+    exported.insert(t.source);
+    exported.insert(t.more_sources.begin(), t.more_sources.end());
+  }
+  for (const ModelTensor& t : model_tensors(reader.config().model())) {
+    if (!t.name.ends_with(".e_score_correction_bias") || exported.contains(t.name)) continue;
+    const std::string path = "/params/" + t.name;
+    float worst = 0.0f;
+    const bool ok =
+        reader.read_rows(path, 1, kMaxChunkBytes, [&](uint64_t, std::span<const float> block) {
+          for (float v : block) worst = std::max(worst, std::abs(v));
+        });
+    if (!ok)
+      throw Error(concat(reader.file().path(), ": ", path,
+                         " does not match its checksum (the checkpoint is corrupt)"));
+    if (worst != 0.0f)
+      throw Error(concat("export: ", o.checkpoint, " cannot be written as ", layout.model_type(),
+                         ": ", t.name, " is not zero (largest |bias| ", worst, "), and ",
+                         layout.model_type(),
+                         " has no router bias: the model chooses experts with it (trained with "
+                         "bias_update_speed > 0?)"));
   }
 }
 
@@ -196,6 +228,7 @@ ExportSummary export_checkpoint(const ExportOptions& o,
   summary.model_type = layout->model_type();
   summary.notes = layout->notes(model);
   const std::vector<ExportTensor> tensors = export_tensors(model, *layout, o.dtype);
+  check_dropped_biases(reader, tensors, *layout, o);
   const std::vector<Shard> shards = plan_shards(tensors, o.shard_size);
   summary.tensors = tensors.size();
   summary.shards = shards.size();

@@ -61,7 +61,8 @@ config::RunConfig glm_run(int mtp_depth) {
 // Every parameter at random so that each one shows in the logits: matrices and the embedding
 // N(0, 0.1), norms 1 + N(0, 0.1), router biases N(0, 0.05) (they change which experts are
 // chosen). With bf16_exact every value is rounded to bf16 first, so a bf16 export is lossless.
-void randomize(ParamTable& params, uint64_t seed, bool bf16_exact) {
+// With zero_biases the router biases stay 0 (a model trained without bias updates).
+void randomize(ParamTable& params, uint64_t seed, bool bf16_exact, bool zero_biases = false) {
   uint64_t h = seed;
   auto uniform = [&] {
     return (static_cast<double>((h = data::splitmix64(h)) >> 11) + 0.5) * 0x1p-53;
@@ -72,7 +73,9 @@ void randomize(ParamTable& params, uint64_t seed, bool bf16_exact) {
     const bool bias = p.name.ends_with("e_score_correction_bias");
     for (int64_t i = 0; i < p.numel(); ++i) {
       const double n = std::sqrt(-2 * std::log(uniform())) * std::cos(2 * M_PI * uniform());
-      float x = static_cast<float>(norm ? 1 + 0.1 * n : bias ? 0.05 * n : 0.1 * n);
+      float x = static_cast<float>(norm   ? 1 + 0.1 * n
+                                   : bias ? (zero_biases ? 0 : 0.05 * n)
+                                          : 0.1 * n);
       if (bf16_exact) x = std::bit_cast<float>(uint32_t{checkpoint::to_bf16(x)} << 16);
       v[i] = x;
     }
@@ -81,9 +84,9 @@ void randomize(ParamTable& params, uint64_t seed, bool bf16_exact) {
 
 // Saves a randomized model of `cfg` as a checkpoint of step 7, weights alone (no moments).
 void make_checkpoint(const config::RunConfig& cfg, const fs::path& file, uint64_t seed,
-                     bool bf16_exact = false) {
+                     bool bf16_exact = false, bool zero_biases = false) {
   Model model(cfg.model(), 1, 8);
-  randomize(model.params(), seed, bf16_exact);
+  randomize(model.params(), seed, bf16_exact, zero_biases);
   const ProcessGroups groups;
   checkpoint::TrainState state;
   state.step = 7;
@@ -475,7 +478,7 @@ config::RunConfig qwen_run(int mtp_depth, bool tied) {
 // the MTP module under Qwen's names; the reference hybrid gives moetron's logits.
 TEST(Export, Qwen35Fp32GivesMoetronsLogitsInTheReferenceModel) {
   TempDir dir;
-  make_checkpoint(qwen_run(1, false), dir / "ckpt.h5", 64);
+  make_checkpoint(qwen_run(1, false), dir / "ckpt.h5", 64, false, /*zero_biases=*/true);
   const ExportOptions o = options(dir / "ckpt.h5", dir / "hf", StDtype::f32);
   const checkpoint::ExportSummary s = checkpoint::export_checkpoint(o);
   EXPECT_EQ(s.model_type, "qwen3_5_moe_text");
@@ -484,7 +487,8 @@ TEST(Export, Qwen35Fp32GivesMoetronsLogitsInTheReferenceModel) {
 
 TEST(Export, Qwen35Bf16OfTiedModelGivesMoetronsLogits) {
   TempDir dir;
-  make_checkpoint(qwen_run(0, true), dir / "ckpt.h5", 65, /*bf16_exact=*/true);
+  make_checkpoint(qwen_run(0, true), dir / "ckpt.h5", 65, /*bf16_exact=*/true,
+                  /*zero_biases=*/true);
   const ExportOptions o = options(dir / "ckpt.h5", dir / "hf", StDtype::bf16);
   EXPECT_EQ(checkpoint::export_checkpoint(o).model_type, "qwen3_5_moe_text");
   check_with_reference(dir.path(), o, 1e-4, 1);
@@ -492,8 +496,8 @@ TEST(Export, Qwen35Bf16OfTiedModelGivesMoetronsLogits) {
 
 TEST(Export, RefusesWhatQwen35CannotExpress) {
   TempDir dir;
-  auto refused = [&](config::RunConfig cfg, const std::string& part) {
-    make_checkpoint(cfg, dir / "q.h5", 66);
+  auto refused = [&](config::RunConfig cfg, const std::string& part, bool zero_biases = true) {
+    make_checkpoint(cfg, dir / "q.h5", 66, false, zero_biases);
     expect_error(
         [&] { checkpoint::export_checkpoint(options(dir / "q.h5", dir / "hf", StDtype::bf16)); },
         part);
@@ -507,6 +511,8 @@ TEST(Export, RefusesWhatQwen35CannotExpress) {
   cfg = qwen_run(1, false);
   cfg.mutable_model()->set_attention_output_gate(false);
   refused(cfg, "model.attention_output_gate is false");
+  // A router bias it would drop must be zero.
+  refused(qwen_run(1, false), "mlp.gate.e_score_correction_bias is not zero", false);
   // And the DeepSeek-style layouts refuse Qwen's options.
   cfg = glm_run(1);
   cfg.mutable_model()->set_qk_norm(true);
