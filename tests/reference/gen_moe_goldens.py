@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gen_goldens as gg  # noqa: E402
 import model as ref  # noqa: E402
 import moe  # noqa: E402
+import qwen35  # noqa: E402
 
 GENERATOR = "tests/reference/gen_moe_goldens.py"
 
@@ -37,6 +38,10 @@ class Writer(gg.Writer):
 def moe_attrs(cfg: moe.MoeConfig) -> dict:
     a = {f: getattr(cfg, f) for f in moe.MoeConfig.__dataclass_fields__}
     a["norm_topk_prob"] = int(bool(cfg.norm_topk_prob))
+    if cfg.shared_expert_gate:
+        a["shared_expert_gate"] = 1
+    else:
+        del a["shared_expert_gate"]  # the files of before the option existed are unchanged
     return a
 
 
@@ -143,6 +148,31 @@ def _dropped(cfg, x, params, o):
     assert o["dropped"] > 0
 
 
+def _matches_qwen35(cfg, x, params, o):
+    """The Qwen case against qwen35.sparse_moe (written from transformers' Qwen3.5 MoE block:
+    softmax over all experts, top k renormalised, shared expert times sigmoid(x w_gate^T)), in
+    float64 and float32, and the routing margins: the smallest gap between the probabilities
+    whose order decides topk_idx (ranks 0..k, each token)."""
+    qcfg = qwen35.Qwen35Config(hidden_size=x.shape[1], num_experts=cfg.n_routed_experts,
+                               num_experts_per_tok=cfg.num_experts_per_tok,
+                               moe_intermediate_size=cfg.moe_intermediate_size,
+                               shared_expert_intermediate_size=cfg.moe_intermediate_size)
+    qp = {k.replace("shared_experts.", "shared_expert."): v for k, v in params.items()}
+    assert torch.equal(o["topk_idx"], moe.order_desc(torch.softmax(x @ params["gate.weight"].t(), -1))
+                       [:, : cfg.num_experts_per_tok])
+    with torch.no_grad():
+        e32 = _rel(o["y"].detach(), qwen35.sparse_moe(x, qp, "", qcfg))
+        e64 = _rel(moe.moe_ffn(x.double(), {k: v.double() for k, v in params.items()}, "", cfg,
+                               seq_len=x.shape[0])["y"],
+                   qwen35.sparse_moe(x.double(), {k: v.double() for k, v in qp.items()}, "", qcfg))
+        p = torch.softmax(x @ params["gate.weight"].t(), -1).sort(-1, descending=True).values
+        gap = (p[:, : cfg.num_experts_per_tok] - p[:, 1 : cfg.num_experts_per_tok + 1]).min()
+        sg = torch.sigmoid(x @ params["shared_expert_gate.weight"].t())
+    assert e32 < 1e-6 and e64 < 1e-12, (e32, e64)
+    print(f"    vs qwen35.sparse_moe: fp32 {e32:.1e}, fp64 {e64:.1e}; smallest routing gap "
+          f"{gap.item():.2e}; shared gate sigmoid in [{sg.min().item():.3f}, {sg.max().item():.3f}]")
+
+
 def layer_cases():
     """(file, seed, MoeConfig, kwargs of gen_layer)."""
     coeffs = dict(seq_aux_loss_alpha=0.01, aux_loss_coeff=0.01, z_loss_coeff=0.001,
@@ -183,6 +213,14 @@ def layer_cases():
                        n_shared_experts=1, routed_scaling_factor=2.5, scoring_func=moe.SIGMOID,
                        norm_topk_prob=True, capacity_factor=0.5, **coeffs),
          dict(bias_fn=lambda g, E: gg.randn(g, E, std=0.05), check=_dropped)),
+        # Qwen3-Next / Qwen3.5's MoE block: softmax over all experts, top k renormalised, no
+        # scaling, no groups, no bias, no balance losses, one shared expert gated by
+        # sigmoid(x . shared_expert_gate.weight).
+        ("moe_qwen_shared_gate.h5", 4008,
+         moe.MoeConfig(n_routed_experts=8, num_experts_per_tok=2, moe_intermediate_size=12,
+                       n_shared_experts=1, routed_scaling_factor=1.0, scoring_func=moe.SOFTMAX,
+                       norm_topk_prob=True, n_group=1, topk_group=1, shared_expert_gate=True),
+         dict(check=_matches_qwen35)),
     ]
 
 

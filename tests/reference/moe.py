@@ -58,6 +58,10 @@ class MoeConfig:
     aux_loss_coeff: float = 0.0
     z_loss_coeff: float = 0.0
     bias_update_speed: float = 0.0
+    # Qwen's gated shared expert: the shared experts' output times sigmoid(x . w) per token,
+    # w = `shared_expert_gate.weight` [1, d] (proto `moe.shared_expert_gate`). Off by default;
+    # the golden attributes carry it only when set.
+    shared_expert_gate: bool = False
 
     def validate(self):
         E, k = self.n_routed_experts, self.num_experts_per_tok
@@ -68,6 +72,7 @@ class MoeConfig:
             assert 1 <= self.topk_group <= self.n_group
             assert k <= self.topk_group * (E // self.n_group), "k larger than the eligible experts"
         assert self.capacity_factor >= 0
+        assert not self.shared_expert_gate or self.n_shared_experts > 0, "a gate needs a shared expert"
 
 
 @dataclass
@@ -88,6 +93,7 @@ class MoeModelConfig(ref.ModelConfig):
     aux_loss_coeff: float = 0.0
     z_loss_coeff: float = 0.0
     capacity_factor: float = 0.0
+    shared_expert_gate: bool = False  # MoeConfig's; to_dict() leaves it out when off
     # The attention of every layer: None = model.py's GQA attention; an mla.MlaConfig = MLA
     # (its hidden_size and heads must be this config's; the block norms keep rms_norm_eps,
     # MLA's latent norms use the MlaConfig's).
@@ -97,6 +103,8 @@ class MoeModelConfig(ref.ModelConfig):
         d = super().to_dict()
         if d["mla"] is None:
             del d["mla"]  # GQA: the fields (and golden attributes) of before the swap existed
+        if not d["shared_expert_gate"]:
+            del d["shared_expert_gate"]  # likewise: model_moe.h5's attributes unchanged
         return d
 
     @property
@@ -202,6 +210,8 @@ def moe_param_shapes(cfg: MoeConfig, d: int) -> dict:
         shapes["shared_experts.gate_proj.weight"] = (Is, d)
         shapes["shared_experts.up_proj.weight"] = (Is, d)
         shapes["shared_experts.down_proj.weight"] = (d, Is)
+        if cfg.shared_expert_gate:
+            shapes["shared_expert_gate.weight"] = (1, d)
     return shapes
 
 
@@ -255,7 +265,10 @@ def moe_ffn(x: torch.Tensor, p: dict, prefix: str, cfg: MoeConfig, seq_len: int,
             out = ref.swiglu(x.index_select(0, t), p, f"{prefix}experts.{e}.")
             y = y.index_add(0, t, out * gates[t, j][:, None])
     if cfg.n_shared_experts > 0:
-        y = ref.swiglu(x, p, prefix + "shared_experts.") + y
+        shared = ref.swiglu(x, p, prefix + "shared_experts.")
+        if cfg.shared_expert_gate:  # Qwen: times sigmoid(x . w) per token, w [1, d]
+            shared = torch.sigmoid(x @ p[prefix + "shared_expert_gate.weight"].t()) * shared
+        y = shared + y
 
     # Auxiliary losses (docs/moe.md). p = sum-normalised scores (= s for softmax).
     pn = s if cfg.scoring_func == SOFTMAX else s / s.sum(dim=-1, keepdim=True)
