@@ -30,6 +30,7 @@ inline MoeDims moe_dims(const Golden& g) {
   m.aux_coeff = static_cast<float>(g.attr_num("aux_loss_coeff"));
   m.z_coeff = static_cast<float>(g.attr_num("z_loss_coeff"));
   m.bias_update_speed = static_cast<float>(g.attr_num("bias_update_speed"));
+  m.shared_gate = g.has_attr("shared_expert_gate") && g.attr_num("shared_expert_gate") != 0;
   return m;
 }
 

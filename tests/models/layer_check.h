@@ -59,10 +59,12 @@ inline void expect_param_grads(const ParamTable& table, const Golden& g, const s
 }
 
 // Central finite differences of L = sum(forward() * dy) with respect to `x`, on up to
-// `samples` coordinates, against the analytic gradient `grad` (already computed).
+// `samples` coordinates, against the analytic gradient `grad` (already computed); the step is
+// `step` times max(1, |x|).
 inline void expect_finite_differences(const std::string& what, Tensor x, const Tensor& grad,
                                       const std::function<Tensor()>& forward, const Tensor& dy,
-                                      int samples = 24, double rtol = 2e-2, double atol = 1e-3) {
+                                      int samples = 24, double rtol = 2e-2, double atol = 1e-3,
+                                      float step = 1e-2f) {
   auto objective = [&] {
     const Tensor y = forward();
     double s = 0;
@@ -77,7 +79,7 @@ inline void expect_finite_differences(const std::string& what, Tensor x, const T
   for (int i = 0; i < samples; ++i) {
     const int64_t j = pick(gen);
     float& xj = x.span<float>()[j];
-    const float orig = xj, h = 1e-2f * std::max(1.0f, std::abs(orig));
+    const float orig = xj, h = step * std::max(1.0f, std::abs(orig));
     xj = orig + h;
     const double up = objective();
     xj = orig - h;

@@ -108,6 +108,28 @@ INSTANTIATE_TEST_SUITE_P(Layers, AttentionGolden,
                          ::testing::Values("attention_mha_rotate_half.h5",
                                            "attention_gqa_interleaved.h5"));
 
+// Qwen3-Next's gated attention (tests/reference/qwen35.py): head_dim apart from hidden / heads,
+// RoPE on the first half of each head, zero-centred q/k norms, the sigmoid output gate.
+TEST(Layers, GatedAttentionMatchesReference) {
+  const Golden g(golden_path("gated_attention.h5"));
+  ModelDims d = dims_from(g);
+  d.rope_dim = static_cast<int64_t>(g.attr_num("rotary_dim"));
+  d.eps = static_cast<float>(g.attr_num("rms_norm_eps"));
+  d.output_gate = d.qk_norm = d.zero_centered_norms = true;
+  const RopeTables rope = RopeTables::make(d, d.seq);
+  EXPECT_TRUE(all_close(rope.cos.span<float>(), g.floats("/outputs/rope_cos"), 1e-6f, 1e-6f));
+  EXPECT_TRUE(all_close(rope.sin.span<float>(), g.floats("/outputs/rope_sin"), 1e-6f, 1e-6f));
+  LayerUnderTest l;
+  Attention attn(l.params, "", d, rope, Runtime{});
+  l.params.allocate();
+  l.x = test::tensor_from(g, "/inputs/x", {d.rows(), d.hidden});
+  l.y = Tensor::empty({d.rows(), d.hidden});
+  l.dx = Tensor::empty({d.rows(), d.hidden});
+  l.forward = [&] { attn.forward(l.x, l.y); };
+  l.backward = [&](const Tensor& dy) { attn.backward(dy, l.x, l.dx); };
+  check_layer(l, g, 1e-4f, 1e-5f);
+}
+
 // MLA (tests/reference/mla.py): its RoPE tables (YaRN included), forward, input and parameter
 // gradients against the PyTorch reference, and finite differences.
 ModelDims mla_dims(const Golden& g) {

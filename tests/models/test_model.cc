@@ -112,5 +112,62 @@ TEST(Model, FiniteDifferencesOfTheWholeLoss) {
   }
 }
 
+// The whole loss of a Gated DeltaNet hybrid (Gated DeltaNet, then gated attention with q/k
+// norms, partial RoPE and an output gate, zero-centred norms, one MTP module; dense FFNs, so
+// that no perturbation flips a routing choice), against finite differences of the parameters
+// only the hybrid has. T = 70: the gated delta rule runs two chunks.
+TEST(Model, FiniteDifferencesOfAHybridsWholeLoss) {
+  config::ModelConfig cfg;
+  cfg.set_vocab_size(40);
+  cfg.set_hidden_size(32);
+  cfg.set_num_hidden_layers(2);
+  cfg.set_num_attention_heads(4);
+  cfg.set_num_key_value_heads(2);
+  cfg.set_head_dim(12);
+  cfg.set_intermediate_size(48);
+  cfg.set_partial_rotary_factor(0.5f);
+  cfg.set_attention_output_gate(true);
+  cfg.set_qk_norm(true);
+  cfg.set_zero_centered_norms(true);
+  cfg.set_num_nextn_predict_layers(1);
+  cfg.add_layer_types(config::ModelConfig::GATED_DELTANET);
+  cfg.add_layer_types(config::ModelConfig::ATTENTION);
+  config::GatedDeltaNetConfig* g = cfg.mutable_linear_attention();
+  g->set_linear_num_key_heads(2);
+  g->set_linear_key_head_dim(8);
+  g->set_linear_num_value_heads(4);
+  g->set_linear_value_head_dim(6);
+  Model model(cfg, 2, 70);
+  model.params().init(3, 0.2f);
+  // The norms' offsets away from 0, so that their gradients are not a special case.
+  for (const ParamInfo& p : model.params().infos())
+    if (p.kind == ParamKind::norm && !p.name.ends_with("A_log") && !p.name.ends_with("dt_bias"))
+      for (float& v : model.params().value(model.params().find(p.name)).span<float>())
+        v += 0.1f * std::sin(static_cast<float>(&v - model.params().flat_values().data<float>()));
+  std::vector<int32_t> tokens(static_cast<size_t>(2 * model.dims().window()));
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int32_t>((i * 7 + i / 5) % 40);
+  ops::fill(model.params().flat_grads(), 0.0f);
+  model.forward_backward(tokens, 0.5f, 1.0f);
+  Tensor one = Tensor::empty({1});
+  one.span<float>()[0] = 1.0f;
+  auto fwd = [&] {
+    Tensor y = Tensor::empty({1});
+    y.span<float>()[0] = static_cast<float>(model.evaluate(tokens, 0.5f).total);
+    return y;
+  };
+  for (const char* name :
+       {"model.layers.0.linear_attn.in_proj_q.weight", "model.layers.0.linear_attn.in_proj_a.weight",
+        "model.layers.0.linear_attn.in_proj_b.weight", "model.layers.0.linear_attn.conv1d_v.weight",
+        "model.layers.0.linear_attn.A_log", "model.layers.0.linear_attn.dt_bias",
+        "model.layers.0.linear_attn.norm.weight", "model.layers.0.input_layernorm.weight",
+        "model.layers.1.self_attn.q_proj.weight", "model.layers.1.self_attn.k_norm.weight",
+        "model.layers.2.self_attn.q_norm.weight", "model.layers.2.hnorm.weight"}) {
+    const int id = model.params().find(name);
+    ASSERT_GE(id, 0) << name;
+    test::expect_finite_differences(name, model.params().value(id), model.params().grad(id), fwd,
+                                    one, 12, 3e-2, 2e-3, 1e-3f);
+  }
+}
+
 }  // namespace
 }  // namespace moetron

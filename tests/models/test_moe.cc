@@ -77,7 +77,9 @@ TEST_P(MoeGolden, MatchesReference) {
 INSTANTIATE_TEST_SUITE_P(Moe, MoeGolden,
                          ::testing::Values("moe_sigmoid_grouped.h5", "moe_softmax.h5",
                                            "moe_unused_expert.h5", "moe_one_expert.h5",
-                                           "moe_k_equals_e.h5", "moe_ties.h5", "moe_capacity.h5"));
+                                           "moe_k_equals_e.h5", "moe_ties.h5", "moe_capacity.h5",
+                                           // Qwen's: softmax, renormalised, gated shared expert
+                                           "moe_qwen_shared_gate.h5"));
 
 TEST(Moe, FiniteDifferencesOfExpertsRouterAndInput) {
   const Golden g(golden_path("moe_sigmoid_grouped.h5"));

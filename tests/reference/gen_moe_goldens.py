@@ -9,7 +9,9 @@ data, int32 integers, no timestamps, byte-reproducible. See the MoE section of R
 --check runs self-checks first: pairwise-rank top-k vs a stable sort, the backward formulas of
 docs/moe.md vs autograd, fp32 vs fp64 gradients (layer cases and a whole MoE model), the
 permutation (fast) path vs the per-expert loop, the bias rule, the ties case, capacity by brute
-force, and the dense reduction (n_routed_experts = 0 is model.py exactly).
+force, and the dense reduction (n_routed_experts = 0 is model.py exactly). Generating
+moe_qwen_shared_gate.h5 (softmax, top k renormalised, gated shared expert) also compares it with
+qwen35.sparse_moe, the Qwen3.5 MoE block written from transformers' code.
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ MoeModelConfig.mla set (an mla.MlaConfig) every layer, dense, MoE and MTP, has M
 self_attn.* parameters and sublayer in place of model.py's GQA; with mla None (the default)
 the model is exactly the one above.
 
+MoeConfig.shared_expert_gate (off by default) is Qwen's gated shared expert: the shared
+experts' output times sigmoid(x . w) per token, w = shared_expert_gate.weight [1, d]; off, the
+FFN, its parameters and the golden attributes are those of before the option.
+
 fp32, plain tensors, autograd for gradients. Routing (groups, top-k, capacity) is computed
 without gradient and written out explicitly: every "top" selection goes through order_desc(),
 a pairwise rank that breaks ties by the lower index, so nothing depends on torch.topk's
