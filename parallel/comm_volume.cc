@@ -36,10 +36,32 @@ std::map<std::string, double> expected_comm_bytes(const ModelDims& d, const Para
   // attention and FFN outputs are summed (all-reduce of n x h); the head gathers 3 statistics per
   // row and depth. Backward: each block's two input gradients and the head's dh per depth are
   // summed; each MoE layer gathers its gates' gradients (n / tp x k).
+  // Besides, in backward, the mixers sum their replicated weights' gradients: MLA its
+  // down-projections and latent norms (without a q LoRA q_proj's rows are split, not
+  // replicated), gated attention its q/k norms, Gated DeltaNet its gated norm; and each MoE
+  // layer with a gated shared expert the gate's logit gradients (n).
   if (l.tp > 1) {
     const double act = n * h * f32;
     const double forward = (1 + depth) * act + 2 * blocks * act + (1 + depth) * n * 3 * f32;
-    const double backward = 2 * blocks * act + (1 + depth) * act + moe_layers * n / l.tp * k * f32;
+    double backward = 2 * blocks * act + (1 + depth) * act + moe_layers * n / l.tp * k * f32;
+    const auto f = [](int64_t v) { return static_cast<double>(v); };
+    for (int64_t i = 0; i < d.layers + d.mtp_depth; ++i) {
+      switch (d.mixer(i)) {
+        case MixerKind::mla: {
+          const MlaDims& a = d.mla;
+          const double latent = f(a.kv_lora + a.rope) * h + f(a.kv_lora);
+          backward += (a.q_lora > 0 ? latent + f(a.q_lora) * h + f(a.q_lora) : latent) * f32;
+          break;
+        }
+        case MixerKind::attention:
+          if (d.qk_norm) backward += 2 * f(d.head_dim) * f32;
+          break;
+        case MixerKind::gated_deltanet:
+          backward += f(d.gdn.v_dim) * f32;
+          break;
+      }
+      if (d.is_moe_layer(i) && d.moe.shared_gate) backward += n * f32;
+    }
     bytes["tp"] = accum * (forward + backward);
   }
 

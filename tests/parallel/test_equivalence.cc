@@ -533,7 +533,10 @@ TEST_F(World4, TheSameLayoutTwiceGivesBitwiseTheSameRun) {
 // (parallel/comm_volume.h), exactly, with the expert-parallel rows at the routing that happened.
 TEST_F(World4, CommunicationVolumeIsTheDocumentedFormula) {
   MOETRON_REQUIRE_WORLD(4);
-  for (bool zero1 : {false, true}) {
+  // GQA; MLA with a q LoRA and without (their replicated gradients); the Gated DeltaNet hybrid.
+  for (const auto& [zero1, mla, hybrid] :
+       {std::tuple{false, 0, false}, {true, 0, false}, {false, 1, false}, {false, 2, false},
+        {true, 0, true}}) {
     Layout layout;
     layout.world = 4;
     layout.dp = 2;
@@ -541,7 +544,7 @@ TEST_F(World4, CommunicationVolumeIsTheDocumentedFormula) {
     layout.ep = 2;
     layout.zero1 = zero1;
     const ProcessGroups groups(layout);
-    const config::RunConfig cfg = test_config();
+    const config::RunConfig cfg = test_config(0, mla, false, 0, 0, hybrid);
     const data::Dataset ds(dataset_dir(), data::Split::train);
     Model model(cfg.model(), cfg.data().micro_batch_size(), cfg.data().seq_len(), groups.runtime());
     model.params().init(cfg.seed(), cfg.model().init_std());
@@ -558,7 +561,8 @@ TEST_F(World4, CommunicationVolumeIsTheDocumentedFormula) {
     const auto expected = expected_comm_bytes(model.dims(), model.params(), layout, 2,
                                               static_cast<double>(off_rank) / sent);
     for (Communicator* c : groups.all()) {
-      SCOPED_TRACE(c->name() + (zero1 ? ", ZeRO-1" : ""));
+      SCOPED_TRACE(c->name() + (zero1 ? ", ZeRO-1" : "") + (mla > 0 ? ", MLA" : "") +
+                   (hybrid ? ", hybrid" : ""));
       if (c->name() == "ep") {  // this rank's rows, as the routing sent them
         EXPECT_GT(off_rank, 0);
         EXPECT_EQ(static_cast<double>(c->stats().bytes),
