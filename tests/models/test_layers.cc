@@ -72,6 +72,19 @@ void check_layer(LayerUnderTest& l, const Golden& g, float rtol, float atol,
                                     fwd, dy, 24, fd_rtol);
 }
 
+// check_layer for a layer of [rows, hidden] in and out (a mixer or a block), its parameters
+// allocated and `layer` built over l.params.
+template <typename Layer>
+void check_hidden_layer(Layer& layer, LayerUnderTest& l, const Golden& g, const ModelDims& d,
+                        double fd_rtol = 2e-2) {
+  l.x = test::tensor_from(g, "/inputs/x", {d.rows(), d.hidden});
+  l.y = Tensor::empty({d.rows(), d.hidden});
+  l.dx = Tensor::empty({d.rows(), d.hidden});
+  l.forward = [&] { layer.forward(l.x, l.y); };
+  l.backward = [&](const Tensor& dy) { layer.backward(dy, l.x, l.dx); };
+  check_layer(l, g, 1e-4f, 1e-5f, fd_rtol);
+}
+
 TEST(Layers, RMSNorm) {
   const Golden g(golden_path("rmsnorm.h5"));
   const auto rows = static_cast<int64_t>(g.attr_num("rows"));
@@ -96,12 +109,7 @@ TEST_P(AttentionGolden, MatchesReference) {
   LayerUnderTest l;
   Attention attn(l.params, "", d, rope, Runtime{});
   l.params.allocate();
-  l.x = test::tensor_from(g, "/inputs/x", {d.rows(), d.hidden});
-  l.y = Tensor::empty({d.rows(), d.hidden});
-  l.dx = Tensor::empty({d.rows(), d.hidden});
-  l.forward = [&] { attn.forward(l.x, l.y); };
-  l.backward = [&](const Tensor& dy) { attn.backward(dy, l.x, l.dx); };
-  check_layer(l, g, 1e-4f, 1e-5f);
+  check_hidden_layer(attn, l, g, d);
 }
 
 INSTANTIATE_TEST_SUITE_P(Layers, AttentionGolden,
@@ -122,12 +130,7 @@ TEST(Layers, GatedAttentionMatchesReference) {
   LayerUnderTest l;
   Attention attn(l.params, "", d, rope, Runtime{});
   l.params.allocate();
-  l.x = test::tensor_from(g, "/inputs/x", {d.rows(), d.hidden});
-  l.y = Tensor::empty({d.rows(), d.hidden});
-  l.dx = Tensor::empty({d.rows(), d.hidden});
-  l.forward = [&] { attn.forward(l.x, l.y); };
-  l.backward = [&](const Tensor& dy) { attn.backward(dy, l.x, l.dx); };
-  check_layer(l, g, 1e-4f, 1e-5f);
+  check_hidden_layer(attn, l, g, d);
 }
 
 // MLA (tests/reference/mla.py): its RoPE tables (YaRN included), forward, input and parameter
@@ -166,12 +169,7 @@ TEST_P(MlaGolden, MatchesReference) {
   LayerUnderTest l;
   Mla mla(l.params, "", d, rope, Runtime{});
   l.params.allocate();
-  l.x = test::tensor_from(g, "/inputs/x", {d.rows(), d.hidden});
-  l.y = Tensor::empty({d.rows(), d.hidden});
-  l.dx = Tensor::empty({d.rows(), d.hidden});
-  l.forward = [&] { mla.forward(l.x, l.y); };
-  l.backward = [&](const Tensor& dy) { mla.backward(dy, l.x, l.dx); };
-  check_layer(l, g, 1e-4f, 1e-5f);
+  check_hidden_layer(mla, l, g, d);
 }
 
 INSTANTIATE_TEST_SUITE_P(Layers, MlaGolden,
@@ -202,14 +200,9 @@ TEST_P(GdnGolden, TrainingFormMatchesReference) {
   LayerUnderTest l;
   GatedDeltaNet gdn(l.params, "", d, Runtime{});
   l.params.allocate();
-  l.x = test::tensor_from(g, "/inputs/x", {d.rows(), d.hidden});
-  l.y = Tensor::empty({d.rows(), d.hidden});
-  l.dx = Tensor::empty({d.rows(), d.hidden});
-  l.forward = [&] { gdn.forward(l.x, l.y); };
-  l.backward = [&](const Tensor& dy) { gdn.backward(dy, l.x, l.dx); };
   // Against the goldens to 1e-4; finite differences within 5e-2: through the conv, SiLU and L2
   // norm a step of 1e-2 on a conv tap (weights N(0, 0.5), gradients near 19) is 2.5% off.
-  check_layer(l, g, 1e-4f, 1e-5f, 5e-2);
+  check_hidden_layer(gdn, l, g, d, 5e-2);
 }
 
 TEST_P(GdnGolden, DecodingFormMatchesReference) {
@@ -309,12 +302,7 @@ TEST(Layers, Block) {
   LayerUnderTest l;
   Block block(l.params, "", d, rope, MixerKind::attention, /*moe=*/false, Runtime{});
   l.params.allocate();
-  l.x = test::tensor_from(g, "/inputs/x", {d.rows(), d.hidden});
-  l.y = Tensor::empty({d.rows(), d.hidden});
-  l.dx = Tensor::empty({d.rows(), d.hidden});
-  l.forward = [&] { block.forward(l.x, l.y); };
-  l.backward = [&](const Tensor& dy) { block.backward(dy, l.x, l.dx); };
-  check_layer(l, g, 1e-4f, 1e-5f);
+  check_hidden_layer(block, l, g, d);
 }
 
 TEST(Layers, HeadCrossEntropy) {
