@@ -619,6 +619,7 @@ void check_logging(const config::LoggingConfig& l) {
   positive("logging.log_interval", l.log_interval());
   non_negative("logging.val_interval", l.val_interval());
   non_negative("logging.val_batches", l.val_batches());
+  non_negative("logging.val_sequences", l.val_sequences());
 }
 
 void validate_impl(const config::RunConfig& cfg) {

@@ -184,6 +184,26 @@ void keep_metrics_up_to(const std::filesystem::path& metrics, int64_t last) {
   data::write_file_atomic(metrics, kept);
 }
 
+// The validation micro-batches of an evaluation, over all data-parallel ranks: val_sequences
+// windows (the first of the split's fixed draw, whatever the layout) in micro-batches of
+// micro_batch_size, or the legacy val_batches. Throws Error when val_sequences does not split
+// into whole rounds of dp micro-batches (other layouts would then see other windows).
+int64_t validation_batches(const config::RunConfig& cfg, int dp) {
+  const config::LoggingConfig& lc = cfg.logging();
+  const int64_t sequences = lc.val_sequences();
+  if (sequences == 0) return lc.val_batches();
+  const int64_t round = int64_t{dp} * cfg.data().micro_batch_size();
+  if (sequences % round != 0) {
+    const int64_t below = sequences / round * round, above = below + round;
+    throw Error(concat("logging.val_sequences = ", sequences, " must be a multiple of dp x ",
+                       "data.micro_batch_size = ", dp, " x ", cfg.data().micro_batch_size(), " = ",
+                       round, ", so that this layout validates on the same ", sequences,
+                       " windows as any other (nearest valid: ",
+                       below > 0 ? concat(below, " or ") : std::string(), above, ")"));
+  }
+  return sequences / cfg.data().micro_batch_size();
+}
+
 // One run, from checked data and the run directory to the last step.
 class Run {
  public:
@@ -193,6 +213,7 @@ class Run {
       : cfg_(cfg),
         groups_(groups),
         val_set_(val_set),
+        val_batches_(validation_batches(cfg, groups.layout().dp)),
         run_dir_(run_dir),
         log_(log),
         options_(options),
@@ -241,6 +262,7 @@ class Run {
   const config::RunConfig& cfg_;
   const ProcessGroups& groups_;
   const std::optional<data::Dataset>& val_set_;
+  int64_t val_batches_;  // micro-batches per evaluation, over all data-parallel ranks
   std::filesystem::path run_dir_;
   Log& log_;
   const TrainOptions& options_;
@@ -321,17 +343,20 @@ void Run::log_header(double peak_gflops, int64_t tokens_per_step) {
   os << compute_threads() << " threads, GEMM peak " << std::fixed << std::setprecision(0)
      << peak_gflops << " GFLOP/s" << (layout.world > 1 ? " per rank" : "") << "; train "
      << train_loader_.dataset().num_tokens() << " tokens, val "
-     << (val_set_ ? val_set_->num_tokens() : 0) << " tokens; run dir " << run_dir_.string();
+     << (val_set_ ? val_set_->num_tokens() : 0) << " tokens ("
+     << val_batches_ * cfg_.data().micro_batch_size() << " windows per evaluation"
+     << (cfg_.logging().val_sequences() > 0 ? "" : ", logging.val_batches: depends on the layout")
+     << "); run dir " << run_dir_.string();
   log_.line(os.str());
   if (const std::string notes = layout_notes(cfg_, layout); !notes.empty())
     log_.line("note: " + notes);
 }
 
 // Validation after `step` steps, with the MTP weight the last of them trained with. The
-// val_batches micro-batches are those one rank alone would draw, shared out over the
-// data-parallel ranks.
+// val_batches_ micro-batches are those one rank alone would draw, shared out over the
+// data-parallel ranks (with val_sequences: windows [0, val_sequences) of the draw, in any
+// layout).
 double Run::evaluate(int64_t step, float lambda) {
-  const config::LoggingConfig& lc = cfg_.logging();
   const int dp = groups_.layout().dp, dp_rank = groups_.dp_rank();
   // The same validation windows every time: a fixed seed and a fresh cursor.
   data::Loader val_loader(*val_set_, window(), cfg_.data().micro_batch_size(),
@@ -339,8 +364,8 @@ double Run::evaluate(int64_t step, float lambda) {
   const size_t depth = static_cast<size_t>(model_.dims().mtp_depth);
   // The batches' sums stay on the device until the end; a batch this rank drops goes to `spare`.
   Tensor sums = model_.new_sums(), spare = model_.new_sums();
-  const int batches = lc.val_batches();
-  for (int draw = 0; draw * dp < batches; ++draw) {
+  const int64_t batches = val_batches_;
+  for (int64_t draw = 0; draw * dp < batches; ++draw) {
     if (stop_requested()) {
       log_.line(concat("val  step ", step, " | cut short by a signal, not recorded"));
       return std::numeric_limits<double>::quiet_NaN();
@@ -357,6 +382,7 @@ double Run::evaluate(int64_t step, float lambda) {
   JsonLine line;
   line.add("kind", std::string("val")).add("step", step).add("val_loss", l.main);
   line.add("val_total_loss", l.total);
+  line.add("val_windows", batches * cfg_.data().micro_batch_size());
   for (size_t k = 0; k < depth; ++k) {
     os << " | mtp" << k + 1 << " " << l.mtp[k];
     line.add("val_mtp_loss_" + std::to_string(k + 1), l.mtp[k]);
@@ -505,7 +531,8 @@ TrainResult train(const config::RunConfig& cfg, std::ostream& console,
   std::optional<std::filesystem::path> resume_from;
   run_collectively(groups.world(), [&] {
     train_set.emplace(dc.dataset_dir(), data::Split::train);
-    if (lc.val_batches() > 0) val_set.emplace(dc.dataset_dir(), data::Split::val);
+    if (validation_batches(cfg, groups.layout().dp) > 0)
+      val_set.emplace(dc.dataset_dir(), data::Split::val);
     if (train_set->vocab_size() > mc.vocab_size())
       throw Error(concat("model.vocab_size = ", mc.vocab_size(), " is smaller than the ",
                          "vocabulary of dataset ", dc.dataset_dir(), " (", train_set->vocab_size(),

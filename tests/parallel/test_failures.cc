@@ -188,6 +188,54 @@ TEST(ParallelFailure, AMissingDatasetOnOneRankStopsEveryRankOnce) {
   EXPECT_EQ(count(out, "is not a prepared dataset"), 1u) << out;
 }
 
+// The validation losses of metrics.jsonl, in order.
+std::vector<double> val_losses(const std::filesystem::path& metrics) {
+  std::vector<double> out;
+  for (const std::string& line : testing::lines_of(metrics)) {
+    const size_t at = line.find("\"val_loss\": ");
+    if (at != std::string::npos) out.push_back(std::stod(line.substr(at + 12)));
+  }
+  return out;
+}
+
+// logging.val_sequences: one rank with micro-batches of 4 and two data-parallel ranks with
+// micro-batches of 2 validate on the same 8 windows (their training agrees to fp32 rounding
+// too: the same global batch), and a layout whose rounds cannot cover them exactly is refused
+// with the valid counts.
+TEST(ParallelTraining, ValidationWindowsDoNotDependOnTheLayout) {
+  TempDir dir;
+  auto run = [&](const std::string& name, int ranks, int micro_batch) {
+    config::RunConfig cfg = testing::small_run(dir / name, 10);
+    cfg.set_threads(1);
+    cfg.mutable_data()->set_micro_batch_size(micro_batch);
+    cfg.mutable_logging()->set_val_interval(5);
+    cfg.mutable_logging()->set_val_sequences(8);
+    const std::filesystem::path config = dir / (name + ".pbtxt");
+    std::ofstream(config) << config_to_text(cfg);
+    const Job job = start_mpirun({"-np", std::to_string(ranks), kMoetron, "train", config.string()},
+                                 dir / (name + ".out"));
+    const int status = wait_for(job, 120s);
+    return std::pair{status, data::testing::read_text(job.output)};
+  };
+  const auto [one_status, one_out] = run("one", 1, 4);
+  const auto [two_status, two_out] = run("two", 2, 2);
+  ASSERT_TRUE(WIFEXITED(one_status) && WEXITSTATUS(one_status) == 0) << one_out;
+  ASSERT_TRUE(WIFEXITED(two_status) && WEXITSTATUS(two_status) == 0) << two_out;
+  EXPECT_NE(one_out.find("(8 windows per evaluation)"), std::string::npos) << one_out;
+  const std::vector<double> one = val_losses(dir / "one" / "metrics.jsonl");
+  const std::vector<double> two = val_losses(dir / "two" / "metrics.jsonl");
+  ASSERT_EQ(one.size(), 2u);
+  ASSERT_EQ(two.size(), 2u);
+  for (size_t i = 0; i < one.size(); ++i) EXPECT_NEAR(two[i], one[i], 1e-5 * one[i]) << i;
+  const auto [bad_status, bad_out] = run("bad", 2, 3);
+  EXPECT_TRUE(WIFEXITED(bad_status) && WEXITSTATUS(bad_status) == 1) << bad_out;
+  EXPECT_NE(bad_out.find("logging.val_sequences = 8 must be a multiple of dp x "
+                         "data.micro_batch_size = 2 x 3 = 6"),
+            std::string::npos)
+      << bad_out;
+  EXPECT_NE(bad_out.find("nearest valid: 6 or 12"), std::string::npos) << bad_out;
+}
+
 // Validation shares val_batches out over the data-parallel ranks; with fewer batches than ranks
 // some have none in the last round, yet the expert all-to-all needs every rank of its group.
 TEST(ParallelTraining, ExpertParallelValidationWithFewerBatchesThanRanksCompletes) {
