@@ -39,6 +39,24 @@ else
        "lower -t, or set MOETRON_OVERSUBSCRIBE=1 to share cores" >&2
   exit 2
 fi
+# Signals go to the ranks, not to mpirun: a SIGTERM that mpirun itself receives (Open MPI 4.1)
+# makes it exit with 1 whatever the ranks did, so a scheduler could not tell a preemption from a
+# failure. Sent to the ranks on this node instead (one is enough: every rank stops after the same
+# step, docs/runs.md), they stop with 143 (130 for SIGINT) and a checkpoint, and mpirun exits
+# with that status; SIGUSR1 (save now) is passed on the same way.
 # shellcheck disable=SC2086
-exec "${MPIRUN:-mpirun}" "${args[@]}" -x OMP_NUM_THREADS="$threads" ${MPIRUN_ARGS:-} \
-  "$binary" train "$@" --set threads="$threads"
+"${MPIRUN:-mpirun}" "${args[@]}" -x OMP_NUM_THREADS="$threads" ${MPIRUN_ARGS:-} \
+  "$binary" train "$@" --set threads="$threads" &
+job=$!
+# shellcheck disable=SC2317  # called from the traps
+forward() { pkill "-$1" -P "$job" || kill "-$1" "$job" 2>/dev/null || true; }
+trap 'forward TERM' TERM
+trap 'forward INT' INT
+trap 'forward USR1' USR1
+# `wait` returns early when a trapped signal arrives: wait again until mpirun has exited.
+status=0
+while :; do
+  wait "$job" && status=0 || status=$?
+  kill -0 "$job" 2>/dev/null || break
+done
+exit "$status"

@@ -231,5 +231,32 @@ TEST(StopSignals, UnderMpirunEveryRankStopsAfterTheSameStepWithACheckpoint) {
   }
 }
 
+// Open MPI's mpirun exits with 1 when it is signalled itself, whatever the ranks did;
+// launch/mpirun.sh passes the signal to the ranks instead, so a preempted job exits with 143
+// (a scheduler tells it from a failure) and still checkpoints; SIGINT gives 130.
+TEST(StopSignals, TheMpirunLauncherExitsWithTheSignalsStatus) {
+  for (const int sig : {SIGTERM, SIGINT}) {
+    SCOPED_TRACE(sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    TempDir dir;
+    config::RunConfig cfg = testing::small_run(dir / "run", 1000000);
+    cfg.mutable_logging()->set_val_interval(0);
+    const std::filesystem::path config = dir / "run.pbtxt";
+    std::ofstream(config) << config_to_text(cfg);
+    const std::string launcher = std::string(MOETRON_SOURCE_DIR) + "/launch/mpirun.sh";
+    const pid_t job = test::spawn({"env", "MOETRON_OVERSUBSCRIBE=1",
+                                   "BUILD_DIR=" + std::string(MOETRON_BINARY_DIR), launcher, "-n",
+                                   "2", "-t", "1", config.string()},
+                                  dir / "out.txt");
+    wait_for_lines(dir / "run" / "metrics.jsonl", 3);
+    ASSERT_EQ(kill(job, sig), 0);  // env has exec'd the script: the job is the launcher
+    const test::Exit e = test::wait_for(job, 60s);
+    const std::string out = data::testing::read_text(dir / "out.txt");
+    ASSERT_FALSE(e.timed_out) << out;
+    EXPECT_TRUE(e.exited) << out;
+    EXPECT_EQ(e.status, 128 + sig) << out;
+    EXPECT_EQ(check_run_files(dir / "run", sig), Phase::training) << out;
+  }
+}
+
 }  // namespace
 }  // namespace moetron
