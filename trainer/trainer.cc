@@ -28,6 +28,7 @@
 #include "trainer/metrics.h"
 #include "trainer/run_dir.h"
 #include "trainer/train_step.h"
+#include "trainer/validation.h"
 
 namespace moetron {
 namespace {
@@ -184,26 +185,6 @@ void keep_metrics_up_to(const std::filesystem::path& metrics, int64_t last) {
   data::write_file_atomic(metrics, kept);
 }
 
-// The validation micro-batches of an evaluation, over all data-parallel ranks: val_sequences
-// windows (the first of the split's fixed draw, whatever the layout) in micro-batches of
-// micro_batch_size, or the legacy val_batches. Throws Error when val_sequences does not split
-// into whole rounds of dp micro-batches (other layouts would then see other windows).
-int64_t validation_batches(const config::RunConfig& cfg, int dp) {
-  const config::LoggingConfig& lc = cfg.logging();
-  const int64_t sequences = lc.val_sequences();
-  if (sequences == 0) return lc.val_batches();
-  const int64_t round = int64_t{dp} * cfg.data().micro_batch_size();
-  if (sequences % round != 0) {
-    const int64_t below = sequences / round * round, above = below + round;
-    throw Error(concat("logging.val_sequences = ", sequences, " must be a multiple of dp x ",
-                       "data.micro_batch_size = ", dp, " x ", cfg.data().micro_batch_size(), " = ",
-                       round, ", so that this layout validates on the same ", sequences,
-                       " windows as any other (nearest valid: ",
-                       below > 0 ? concat(below, " or ") : std::string(), above, ")"));
-  }
-  return sequences / cfg.data().micro_batch_size();
-}
-
 // One run, from checked data and the run directory to the last step.
 class Run {
  public:
@@ -221,7 +202,6 @@ class Run {
         step_(model_, cfg.optimizer(), groups, cfg.data().grad_accum_steps()),
         train_loader_(train_set, window(), cfg.data().micro_batch_size(), cfg.seed(),
                       groups.dp_rank(), groups.layout().dp),
-        tokens_(static_cast<size_t>(model_.dims().batch * model_.dims().window())),
         comm_(groups),
         checkpoints_(cfg, groups) {
     model_.params().init(cfg.seed(), cfg.model().init_std());
@@ -241,7 +221,6 @@ class Run {
   int window() const { return static_cast<int>(model_.dims().window()); }
   // A stop request seen by any rank stops every rank at the same point.
   bool stop_requested() const { return any_rank(groups_.world(), options_.stop.requested() != 0); }
-  static uint64_t val_seed(uint64_t seed) { return seed ^ 0x5eed5eedull; }
   int64_t samples_per_step() const {
     return int64_t{cfg_.data().grad_accum_steps()} * cfg_.data().micro_batch_size() *
            groups_.layout().dp;
@@ -269,7 +248,6 @@ class Run {
   Model model_;
   TrainStep step_;
   data::Loader train_loader_;
-  std::vector<int32_t> tokens_;
   CommMeter comm_;
   Checkpoints checkpoints_;
   std::optional<MetricsWriter> metrics_;
@@ -357,26 +335,15 @@ void Run::log_header(double peak_gflops, int64_t tokens_per_step) {
 // data-parallel ranks (with val_sequences: windows [0, val_sequences) of the draw, in any
 // layout).
 double Run::evaluate(int64_t step, float lambda) {
-  const int dp = groups_.layout().dp, dp_rank = groups_.dp_rank();
-  // The same validation windows every time: a fixed seed and a fresh cursor.
-  data::Loader val_loader(*val_set_, window(), cfg_.data().micro_batch_size(),
-                          val_seed(cfg_.seed()), dp_rank, dp);
   const size_t depth = static_cast<size_t>(model_.dims().mtp_depth);
-  // The batches' sums stay on the device until the end; a batch this rank drops goes to `spare`.
-  Tensor sums = model_.new_sums(), spare = model_.new_sums();
-  const int64_t batches = val_batches_;
-  for (int64_t draw = 0; draw * dp < batches; ++draw) {
-    if (stop_requested()) {
-      log_.line(concat("val  step ", step, " | cut short by a signal, not recorded"));
-      return std::numeric_limits<double>::quiet_NaN();
-    }
-    // The last round may not need every rank. A rank without a batch still runs one and drops
-    // its losses: the MoE layers' all-to-all spans data-parallel ranks when ep > tp.
-    val_loader.next(tokens_);
-    model_.evaluate(tokens_, draw * dp + dp_rank < batches ? sums : spare);
+  const std::optional<Losses> losses = validate(model_, groups_, *val_set_, cfg_, val_batches_,
+                                                lambda, [&] { return stop_requested(); });
+  if (!losses) {
+    log_.line(concat("val  step ", step, " | cut short by a signal, not recorded"));
+    return std::numeric_limits<double>::quiet_NaN();
   }
-  if (groups_.dp()) groups_.dp()->all_reduce(sums);
-  const Losses l = model_.losses(ops::to_host<double>(sums), batches, lambda);
+  const Losses& l = *losses;
+  const int64_t batches = val_batches_;
   std::ostringstream os;
   os << std::fixed << std::setprecision(4) << "val  step " << step << " | loss " << l.main;
   JsonLine line;

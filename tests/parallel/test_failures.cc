@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -234,6 +235,58 @@ TEST(ParallelTraining, ValidationWindowsDoNotDependOnTheLayout) {
             std::string::npos)
       << bad_out;
   EXPECT_NE(bad_out.find("nearest valid: 6 or 12"), std::string::npos) << bad_out;
+}
+
+// A JSON number field of a one-line object.
+double json_number(const std::string& line, const std::string& key) {
+  const size_t at = line.find("\"" + key + "\": ");
+  return at == std::string::npos ? std::nan("") : std::stod(line.substr(at + key.size() + 4));
+}
+
+// `moetron eval` of a run's checkpoint gives the validation loss train reported at that step,
+// in one process (the same digits) and under mpirun in other layouts (fp32 rounding); MTP
+// losses and perplexity come with it.
+TEST(EvalCommand, GivesTrainsValidationInAnyLayout) {
+  TempDir dir;
+  config::RunConfig cfg = testing::small_moe_run(dir / "run", 10);
+  cfg.set_threads(1);
+  cfg.mutable_logging()->set_val_interval(10);
+  cfg.mutable_logging()->set_val_sequences(8);
+  const std::filesystem::path config = dir / "run.pbtxt";
+  std::ofstream(config) << config_to_text(cfg);
+  auto job = [&](const std::vector<std::string>& args, const std::string& name) {
+    const Job j = start_mpirun(args, dir / (name + ".out"));
+    const int status = wait_for(j, 120s);
+    const std::string out = data::testing::read_text(j.output);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+    return out;
+  };
+  job({"-np", "1", kMoetron, "train", config.string()}, "train");
+  const std::vector<double> trained = val_losses(dir / "run" / "metrics.jsonl");
+  ASSERT_EQ(trained.size(), 1u);
+  const std::string run = (dir / "run").string();
+  const std::string one = job({"-np", "1", kMoetron, "eval", run, "--json"}, "one");
+  EXPECT_EQ(json_number(one, "val_loss"), trained[0]) << one;
+  EXPECT_EQ(json_number(one, "windows"), 8) << one;
+  EXPECT_NEAR(json_number(one, "perplexity"), std::exp(trained[0]), 1e-6 * std::exp(trained[0]));
+  EXPECT_GT(json_number(one, "val_mtp_loss_1"), 0) << one;
+  for (const auto& [ranks, sets] :
+       {std::pair<std::string, std::vector<std::string>>{"2", {"data.micro_batch_size=2"}},
+        {"2", {"data.micro_batch_size=4", "parallel.tp=2", "parallel.ep=2"}}}) {
+    std::vector<std::string> args{"-np", ranks, kMoetron, "eval", run, "--json"};
+    for (const std::string& s : sets) args.insert(args.end(), {"--set", s});
+    const std::string out = job(args, "eval" + sets.back());
+    EXPECT_NEAR(json_number(out, "val_loss"), trained[0], 1e-6 * trained[0]) << out;
+  }
+  // Windows the layout cannot split evenly are refused, naming the valid counts.
+  std::string refused;
+  const Job bad = start_mpirun({"-np", "2", kMoetron, "eval", run, "--sequences", "6", "--set",
+                                "data.micro_batch_size=2"},
+                               dir / "bad.out");
+  const int status = wait_for(bad, 120s);
+  refused = data::testing::read_text(bad.output);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << refused;
+  EXPECT_NE(refused.find("nearest valid: 4 or 8"), std::string::npos) << refused;
 }
 
 // Validation shares val_batches out over the data-parallel ranks; with fewer batches than ranks

@@ -25,6 +25,7 @@ int run_train(std::span<const std::string> args, const StopToken& stop = {},
 int run_export(std::span<const std::string> args, const StopToken& stop = {});    // cmd_export.cc
 int run_inspect(std::span<const std::string> args, const StopToken& stop = {});   // cmd_inspect.cc
 int run_generate(std::span<const std::string> args, const StopToken& stop = {});  // cmd_generate.cc
+int run_eval(std::span<const std::string> args, const StopToken& stop = {});      // cmd_eval.cc
 
 // Whether the arguments ask for the usage (-h or --help anywhere).
 bool wants_help(std::span<const std::string> args);

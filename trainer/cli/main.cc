@@ -20,7 +20,8 @@ constexpr const char* kUsage =
     "  prepare [options]                      turn text files into token shards (see --help)\n"
     "  inspect CKPT                           what a checkpoint holds\n"
     "  export CKPT --out DIR [options]        a checkpoint as a Hugging Face model (see --help)\n"
-    "  generate CKPT --prompt TEXT [options]  continue a prompt on the CPU (see --help)\n";
+    "  generate CKPT --prompt TEXT [options]  continue a prompt on the CPU (see --help)\n"
+    "  eval CKPT [options]                    validation loss of a checkpoint (see --help)\n";
 
 }  // namespace
 
@@ -48,6 +49,7 @@ int main(int argc, char** argv) {
       if (command == "export") return moetron::run_export(args, stop);
       if (command == "inspect") return moetron::run_inspect(args, stop);
       if (command == "generate") return moetron::run_generate(args, stop);
+      if (command == "eval") return moetron::run_eval(args, stop);
     } catch (const moetron::Stopped& s) {
       // What was half made is gone: the destructors on the way here removed it.
       std::fflush(stdout);
