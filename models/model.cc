@@ -170,6 +170,7 @@ void Model::run(std::span<const int32_t> windows, float mtp_weight, bool backwar
     acc.rows_sent += st.rows_sent;
     acc.rows_off_rank += st.rows_off_rank;
     acc.rows_received_off_rank += st.rows_received_off_rank;
+    acc.rows_received += st.rows_received;
     ++acc.micro_batches;
   }
   if (!backward) return;

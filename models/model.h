@@ -31,9 +31,9 @@ struct MoeStepStats {
   int64_t dropped = 0;
   double entropy = 0, seq_aux = 0, aux = 0, z = 0;  // sums over micro-batches (from the sums)
   int64_t micro_batches = 0;
-  // This rank's dispatch (not reduced over ranks): rows sent, those that left the rank, and the
-  // rows its experts received from other ranks.
-  int64_t rows_sent = 0, rows_off_rank = 0, rows_received_off_rank = 0;
+  // This rank's dispatch (not reduced over ranks): rows sent, those that left the rank, the
+  // rows its experts received from other ranks, and every row its experts computed.
+  int64_t rows_sent = 0, rows_off_rank = 0, rows_received_off_rank = 0, rows_received = 0;
   // (max load - mean load) / mean load.
   double max_violation() const;
 };

@@ -132,6 +132,7 @@ void MoE::train_forward(const Tensor& x, Tensor& y) {
   stats_.rows_sent = dispatcher_.sent_rows();
   stats_.rows_off_rank = dispatcher_.sent_off_rank();
   stats_.rows_received_off_rank = dispatcher_.received_off_rank();
+  stats_.rows_received = dispatcher_.local_rows();
   const int64_t sent = dispatcher_.sent_rows(), local = dispatcher_.local_rows();
   const Tensor& offsets = dispatcher_.local_offsets();
   x_sent_ = x_sent_buf_.rows(sent, hidden_);

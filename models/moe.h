@@ -35,9 +35,9 @@ namespace moetron {
 struct MoeStats {
   std::vector<int64_t> counts;  // assignments per expert (after top-k, before capacity)
   int64_t dropped = 0;          // assignments dropped by the capacity limit
-  // This rank's dispatch: the rows it sends, those of them that leave the rank, and the rows its
-  // experts receive from other ranks.
-  int64_t rows_sent = 0, rows_off_rank = 0, rows_received_off_rank = 0;
+  // This rank's dispatch: the rows it sends, those of them that leave the rank, the rows its
+  // experts receive from other ranks, and every row its experts compute (its load).
+  int64_t rows_sent = 0, rows_off_rank = 0, rows_received_off_rank = 0, rows_received = 0;
 };
 
 class MoE : public FeedForward {

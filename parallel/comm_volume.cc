@@ -17,7 +17,8 @@ std::map<std::string, double> expected_comm_bytes(const ModelDims& d, const Para
   const double experts = static_cast<double>(d.moe.experts), k = static_cast<double>(d.moe.k);
   std::map<std::string, double> bytes;
 
-  // world: the squared gradient norm (one f64).
+  // world: the squared gradient norm (one f64). (The trainer adds, for its metrics, each MoE
+  // layer's rows per expert-parallel rank: M ep i64 with ep > 1.)
   bytes["world"] = l.world > 1 ? f64 : 0;
 
   // dp: the dense gradients (all-reduce, or with ZeRO-1 this rank's part reduce-scattered and

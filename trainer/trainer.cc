@@ -81,11 +81,33 @@ double mean(const std::vector<double>& v) {
   return v.empty() ? 0.0 : s / static_cast<double>(v.size());
 }
 
-// Per-layer MoE statistics of one step into the metrics record; returns the worst MaxVio.
-double add_moe_metrics(const std::vector<MoeStepStats>& layers, double aux_loss, JsonLine& line) {
+// The rows each expert-parallel rank's experts computed in one step, per MoE layer: [layer][ep
+// rank], summed over the expert-parallel groups (each holds other tokens). A world all-reduce
+// of layers x ep i64 on every rank; empty without expert parallelism.
+std::vector<std::vector<int64_t>> ep_rows_received(const std::vector<MoeStepStats>& layers,
+                                                   const ProcessGroups& groups) {
+  const int ep = groups.layout().ep;
+  if (ep <= 1 || layers.empty()) return {};
+  const auto n = static_cast<int64_t>(layers.size());
+  Tensor t = Tensor::zeros({n, ep}, DType::i64);
+  for (int64_t l = 0; l < n; ++l)
+    t.data<int64_t>()[l * ep + groups.ep_rank()] = layers[static_cast<size_t>(l)].rows_received;
+  groups.world()->all_reduce(t);
+  std::vector<std::vector<int64_t>> out;
+  for (int64_t l = 0; l < n; ++l)
+    out.emplace_back(t.data<int64_t>() + l * ep, t.data<int64_t>() + (l + 1) * ep);
+  return out;
+}
+
+// Per-layer MoE statistics of one step into the metrics record (with `ep_rows`, each
+// expert-parallel rank's load); returns the worst MaxVio.
+double add_moe_metrics(const std::vector<MoeStepStats>& layers, double aux_loss,
+                       const std::vector<std::vector<int64_t>>& ep_rows, JsonLine& line) {
   double worst = 0;
   line.add("aux_loss", aux_loss);
-  for (const MoeStepStats& m : layers) {
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const MoeStepStats& m = layers[i];
+    if (!ep_rows.empty()) line.add("moe." + m.name + ".ep_rows_received", ep_rows[i]);
     const double n = static_cast<double>(std::max<int64_t>(1, m.micro_batches));
     const std::string p = "moe." + m.name + ".";
     line.add(p + "counts", m.counts).add(p + "max_violation", m.max_violation());
@@ -430,7 +452,8 @@ TrainResult Run::run() {
         cfg_.optimizer().muon().qk_clip_tau() > 0)
       line.add("qk_clip.max_logit", r.max_logit).add("qk_clip.clipped_heads", r.clipped_heads);
     const bool moe = !r.moe.empty();
-    const double worst_maxvio = moe ? add_moe_metrics(r.moe, r.losses.aux, line) : 0.0;
+    const double worst_maxvio =
+        moe ? add_moe_metrics(r.moe, r.losses.aux, ep_rows_received(r.moe, groups_), line) : 0.0;
     if (world > 1) {
       window_comm_s += comm_.add_since_mark(line);
       line.add("comm.grad_sync_exposed_seconds", r.exposed_comm_seconds);

@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "data/json.h"
 #include "tests/process.h"
 #include "tests/trainer/train_fixture.h"
 
@@ -287,6 +288,41 @@ TEST(EvalCommand, GivesTrainsValidationInAnyLayout) {
   refused = data::testing::read_text(bad.output);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << refused;
   EXPECT_NE(refused.find("nearest valid: 4 or 8"), std::string::npos) << refused;
+}
+
+// With expert parallelism each step's record holds every expert-parallel rank's load per MoE
+// layer: the rows its experts computed, which (dropless) are the counts of its block of experts.
+TEST(ParallelTraining, MetricsHoldEachExpertParallelRanksLoad) {
+  TempDir dir;
+  config::RunConfig cfg = testing::small_moe_run(dir / "run", 3);
+  cfg.set_threads(1);
+  cfg.mutable_parallel()->set_ep(2);
+  const std::filesystem::path config = dir / "run.pbtxt";
+  std::ofstream(config) << config_to_text(cfg);
+  const Job job = start_mpirun({"-np", "2", kMoetron, "train", config.string()}, dir / "out.txt");
+  const int status = wait_for(job, 120s);
+  const std::string out = data::testing::read_text(job.output);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+  int checked = 0;
+  for (const std::string& line : testing::lines_of(dir / "run" / "metrics.jsonl")) {
+    const data::JsonValue j = data::parse_json(line, "metrics.jsonl");
+    if (j.find("kind") && j.at("kind").as_string() != "train") continue;
+    for (const auto& [key, value] : j.members) {
+      if (!key.ends_with(".ep_rows_received")) continue;
+      const std::string layer = key.substr(0, key.size() - std::string("ep_rows_received").size());
+      const std::vector<data::JsonValue>& ranks = value.as_array();
+      const std::vector<data::JsonValue>& counts = j.at(layer + "counts").as_array();
+      ASSERT_EQ(ranks.size(), 2u) << key;
+      const size_t per_rank = counts.size() / 2;
+      for (size_t r = 0; r < 2; ++r) {
+        uint64_t expected = 0;
+        for (size_t e = r * per_rank; e < (r + 1) * per_rank; ++e) expected += counts[e].as_u64();
+        EXPECT_EQ(ranks[r].as_u64(), expected) << key << " rank " << r;
+      }
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 0) << out;
 }
 
 // Validation shares val_batches out over the data-parallel ranks; with fewer batches than ranks
