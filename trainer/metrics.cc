@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 
 #include "core/check.h"
 
@@ -52,6 +53,28 @@ std::string JsonLine::str() const {
   for (size_t i = 0; i < fields_.size(); ++i)
     s += (i ? ", \"" : "\"") + fields_[i].first + "\": " + fields_[i].second;
   return s + "}";
+}
+
+std::vector<std::pair<std::string, double>> JsonLine::numbers(size_t max_array) const {
+  std::vector<std::pair<std::string, double>> out;
+  for (const auto& [key, text] : fields_) {
+    if (text.empty() || text[0] == '"' || text == "null") continue;
+    if (text[0] != '[') {
+      out.emplace_back(key, std::strtod(text.c_str(), nullptr));
+      continue;
+    }
+    std::vector<double> items;
+    for (const char* p = text.c_str() + 1; *p && *p != ']';) {
+      char* end = nullptr;
+      items.push_back(std::strtod(p, &end));
+      p = end;
+      while (*p == ',' || *p == ' ') ++p;
+    }
+    if (items.size() > max_array) continue;
+    for (size_t i = 0; i < items.size(); ++i)
+      out.emplace_back(key + "/" + std::to_string(i), items[i]);
+  }
+  return out;
 }
 
 MetricsWriter::MetricsWriter(const std::string& path, bool append) : out_(path, append) {}

@@ -19,6 +19,10 @@ class JsonLine {
   JsonLine& add(const std::string& key, const std::string& value);
   JsonLine& add(const std::string& key, std::span<const int64_t> values);
   std::string str() const;
+  // Every number of the line as (key, value), for TensorBoard: the scalars, and each element of
+  // an array of at most `max_array` numbers as (key/index, value); strings and nulls are left
+  // out. The values are those str() prints.
+  std::vector<std::pair<std::string, double>> numbers(size_t max_array) const;
 
  private:
   std::vector<std::pair<std::string, std::string>> fields_;  // key, encoded value

@@ -22,7 +22,7 @@ namespace fs = std::filesystem;
 using detail::concat;
 
 constexpr const char* kLockFile = ".lock";
-constexpr const char* kRunFiles[] = {"config.pbtxt", "train.log", "metrics.jsonl"};
+constexpr const char* kRunFiles[] = {"config.pbtxt", "train.log", "metrics.jsonl", "tensorboard"};
 constexpr const char* kRunField = "logging.run_dir";
 constexpr const char* kCheckpointField = "checkpoint.dir";
 

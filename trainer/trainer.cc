@@ -24,8 +24,10 @@
 #include "parallel/collective.h"
 #include "parallel/process_groups.h"
 #include "trainer/checkpoints.h"
+#include "trainer/event_file.h"
 #include "trainer/lr_schedule.h"
 #include "trainer/metrics.h"
+#include "trainer/png.h"
 #include "trainer/run_dir.h"
 #include "trainer/train_step.h"
 #include "trainer/validation.h"
@@ -118,6 +120,30 @@ double add_moe_metrics(const std::vector<MoeStepStats>& layers, double aux_loss,
   }
   line.add("max_violation", worst);
   return worst;
+}
+
+// The arrays TensorBoard gets element by element (an expert's load, a rank's): up to this many.
+constexpr size_t kTensorBoardArray = 64;
+
+// The expert-load heatmap of one step: a row of cells per MoE layer, a column per expert, each
+// cell's brightness its load over the step's largest (grayscale PNG, cells of `cell` pixels).
+void expert_load_image(const std::vector<MoeStepStats>& layers, int64_t step, EventFile& events) {
+  if (layers.empty() || layers[0].counts.empty()) return;
+  const int experts = static_cast<int>(layers[0].counts.size());
+  const int rows = static_cast<int>(layers.size());
+  const int cell = std::clamp(512 / experts, 1, 16);
+  int64_t largest = 1;
+  for (const MoeStepStats& m : layers)
+    for (int64_t c : m.counts) largest = std::max(largest, c);
+  const int width = experts * cell, height = rows * cell;
+  std::vector<uint8_t> pixels(static_cast<size_t>(width) * height);
+  for (int y = 0; y < height; ++y)
+    for (int x = 0; x < width; ++x)
+      pixels[static_cast<size_t>(y) * width + x] = static_cast<uint8_t>(
+          255 * layers[static_cast<size_t>(y / cell)].counts[static_cast<size_t>(x / cell)] /
+          largest);
+  events.image("moe/expert_load", step, encode_png(pixels, width, height, 1), width, height, 1);
+  events.flush();
 }
 
 // What one progress line shows.
@@ -234,6 +260,7 @@ class Run {
       if (resume_from) keep_metrics_up_to(run_dir / "metrics.jsonl", state_.step);
       data::write_file_atomic(run_dir / "config.pbtxt", config_to_text(cfg));
       metrics_.emplace((run_dir / "metrics.jsonl").string(), resume_from.has_value());
+      if (cfg.logging().tensorboard()) events_.emplace(run_dir / "tensorboard");
     }
   }
 
@@ -256,8 +283,13 @@ class Run {
   void save_checkpoint(const char* why);
   void log_header(double peak_gflops, int64_t tokens_per_step);
   double evaluate(int64_t step, float lambda);
-  void write(const JsonLine& line) {
+  // A record to metrics.jsonl, and its numbers to TensorBoard at `step`.
+  void write(const JsonLine& line, int64_t step) {
     if (metrics_) metrics_->write(line);
+    if (!events_) return;
+    for (const auto& [key, value] : line.numbers(kTensorBoardArray))
+      if (key != "step") events_->scalar(key, step, value);
+    events_->flush();
   }
 
   const config::RunConfig& cfg_;
@@ -273,6 +305,7 @@ class Run {
   CommMeter comm_;
   Checkpoints checkpoints_;
   std::optional<MetricsWriter> metrics_;
+  std::optional<EventFile> events_;  // rank 0, with logging.tensorboard
   checkpoint::TrainState state_;  // steps taken, tokens and windows consumed
   int64_t saved_step_ = -1;       // the step of the last checkpoint written
 };
@@ -377,7 +410,7 @@ double Run::evaluate(int64_t step, float lambda) {
     line.add("val_mtp_loss_" + std::to_string(k + 1), l.mtp[k]);
   }
   log_.line(os.str());
-  write(line);
+  write(line, step);
   return l.main;
 }
 
@@ -476,9 +509,10 @@ TrainResult Run::run() {
       window_steps = 0;
       window_comm_s = 0;
     }
-    write(line);
+    write(line, step);
     if (validate && ((lc.val_interval() > 0 && step % lc.val_interval() == 0) || last)) {
       result.final_val_loss = evaluate(step, lambda);
+      if (events_ && moe) expert_load_image(r.moe, step, *events_);
       // Evaluation time is not training throughput: the window restarts after it.
       window_start = Clock::now();
       window_steps = 0;

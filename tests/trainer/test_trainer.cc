@@ -240,6 +240,43 @@ TEST(Train, MoeRunRecordsExpertLoadAndItsPictureRenders) {
   EXPECT_GT(std::filesystem::file_size(png), 1000u);
 }
 
+// The run's TensorBoard files hold every number of metrics.jsonl at its step and the expert-load
+// heatmap at each validation, as an independent reader of the record format finds them
+// (tests/reference/read_tfevents.py: CRC32C, the protobuf wire format, the PNG); a damaged byte
+// fails its CRC; logging.tensorboard false writes none; a resumed run adds a file.
+TEST(Train, TensorBoardFilesHoldTheMetrics) {
+  TempDir dir;
+  const std::filesystem::path run = dir / "run";
+  config::RunConfig cfg = testing::small_moe_run(run, 12);
+  cfg.mutable_logging()->set_val_interval(6);
+  std::ostringstream log;
+  train(cfg, log);
+  const std::string reader =
+      "/usr/bin/python3 " + std::string(MOETRON_SOURCE_DIR) + "/tests/reference/read_tfevents.py ";
+  EXPECT_EQ(std::system((reader + run.string()).c_str()), 0);
+  // Resumed after more steps: a second file, from the resumed step on.
+  cfg.mutable_schedule()->set_total_steps(16);
+  TrainOptions resume;
+  resume.resume = true;
+  train(cfg, log, resume);
+  std::vector<std::filesystem::path> files;
+  for (const auto& e : std::filesystem::directory_iterator(run / "tensorboard"))
+    files.push_back(e.path());
+  EXPECT_EQ(files.size(), 2u);
+  EXPECT_EQ(std::system((reader + run.string()).c_str()), 0);
+  // One byte changed in the middle of a record: its CRC no longer holds.
+  {
+    std::fstream f(files[0], std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(200);
+    f.put('\x7f');
+  }
+  EXPECT_NE(std::system((reader + run.string() + " > /dev/null").c_str()), 0);
+  config::RunConfig off = testing::small_run(dir / "off", 2);
+  off.mutable_logging()->set_tensorboard(false);
+  train(off, log);
+  EXPECT_FALSE(std::filesystem::exists(dir / "off" / "tensorboard"));
+}
+
 // Runs the real program on a long run, sends `sig` once it has trained a few steps, and
 // checks that it stops cleanly with status 128 + sig and complete logs.
 void expect_clean_stop_on(int sig) {
