@@ -107,6 +107,15 @@ void EventFile::image(const std::string& tag, int64_t step, const std::string& p
   record(e.SerializeAsString());
 }
 
+void EventFile::session_start(int64_t step) {
+  tfevents::Event e;
+  e.set_wall_time(now_seconds());
+  e.set_step(step);
+  e.mutable_session_log()->set_status(tfevents::SessionLog::START);
+  record(e.SerializeAsString());
+  flush();
+}
+
 void EventFile::flush() {
   if (std::fflush(file_) != 0)
     throw Error(concat("cannot write ", path_, ": ", std::strerror(errno)));

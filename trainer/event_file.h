@@ -29,6 +29,9 @@ class EventFile {
   // A PNG of width x height pixels, `channels` 1 (grayscale) or 3 (RGB).
   void image(const std::string& tag, int64_t step, const std::string& png, int width, int height,
              int channels);
+  // A session (re)starting at `step`: TensorBoard drops the earlier files' records from `step`
+  // on (a resumed run's first step).
+  void session_start(int64_t step);
   // Writes what is buffered; throws Error naming the file when the system refuses.
   void flush();
 

@@ -260,7 +260,10 @@ class Run {
       if (resume_from) keep_metrics_up_to(run_dir / "metrics.jsonl", state_.step);
       data::write_file_atomic(run_dir / "config.pbtxt", config_to_text(cfg));
       metrics_.emplace((run_dir / "metrics.jsonl").string(), resume_from.has_value());
-      if (cfg.logging().tensorboard()) events_.emplace(run_dir / "tensorboard");
+      if (cfg.logging().tensorboard()) {
+        events_.emplace(run_dir / "tensorboard");
+        if (resume_from) events_->session_start(state_.step + 1);
+      }
     }
   }
 

@@ -8,7 +8,9 @@ Reads every RUN_DIR/tensorboard/events.out.tfevents.* file: the record framing (
 uint64 length, masked CRC32C of those 8 bytes, the Event, masked CRC32C of it; every CRC
 checked), the Event and Summary messages by their protobuf wire format with TensorFlow's field
 numbers (Event: wall_time 1, step 2, file_version 3, summary 5; Summary.value 1; Value: tag 1,
-simple_value 2, image 4; Image: height 1, width 2, colorspace 3, encoded_image_string 4), and
+simple_value 2, image 4; Image: height 1, width 2, colorspace 3, encoded_image_string 4;
+session_log 7 with status 1, START = 1: what earlier files hold from its step on is dropped,
+as TensorBoard does), and
 each image's PNG (signature, every chunk's CRC-32, the zlib stream through zlib, the size).
 Then it checks the files against RUN_DIR/metrics.jsonl: the first record of each file is
 file_version "brain.Event:2"; every number of every record of metrics.jsonl (arrays of at most
@@ -149,9 +151,17 @@ def read_run(run_dir: str):
                     for vn, _, v in fields(value):
                         if vn == 1:
                             event["summary"].append(dict(fields_of_value(v)))
+                elif number == 7:
+                    event["session_start"] = any(n == 1 and x == 1 for n, _, x in fields(value))
             if first and event.get("file_version") != "brain.Event:2":
                 raise ValueError(f"{path}: the first record is not file_version brain.Event:2")
             first = False
+            if event.get("session_start"):  # a resumed run: later steps start over
+                start = event["step"]
+                for by_step in scalars.values():
+                    for s in [s for s in by_step if s >= start]:
+                        del by_step[s]
+                images = [i for i in images if i[1] < start]
             for v in event["summary"]:
                 if "simple_value" in v:
                     scalars.setdefault(v["tag"], {})[event["step"]] = v["simple_value"]

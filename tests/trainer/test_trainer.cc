@@ -243,21 +243,25 @@ TEST(Train, MoeRunRecordsExpertLoadAndItsPictureRenders) {
 // The run's TensorBoard files hold every number of metrics.jsonl at its step and the expert-load
 // heatmap at each validation, as an independent reader of the record format finds them
 // (tests/reference/read_tfevents.py: CRC32C, the protobuf wire format, the PNG); a damaged byte
-// fails its CRC; logging.tensorboard false writes none; a resumed run adds a file.
+// fails its CRC; logging.tensorboard false writes none; a run resumed from an earlier
+// checkpoint adds a file whose session start drops the steps it repeats.
 TEST(Train, TensorBoardFilesHoldTheMetrics) {
   TempDir dir;
   const std::filesystem::path run = dir / "run";
   config::RunConfig cfg = testing::small_moe_run(run, 12);
   cfg.mutable_logging()->set_val_interval(6);
+  cfg.mutable_checkpoint()->set_interval(6);
   std::ostringstream log;
   train(cfg, log);
   const std::string reader =
       "/usr/bin/python3 " + std::string(MOETRON_SOURCE_DIR) + "/tests/reference/read_tfevents.py ";
   EXPECT_EQ(std::system((reader + run.string()).c_str()), 0);
-  // Resumed after more steps: a second file, from the resumed step on.
-  cfg.mutable_schedule()->set_total_steps(16);
+  // Resumed from step 6 up to step 10: a second file; the first's steps 7-12 are stale (11
+  // and 12 are nowhere in metrics.jsonl any more), dropped by the session start.
+  cfg.mutable_schedule()->set_total_steps(10);
   TrainOptions resume;
   resume.resume = true;
+  resume.resume_from = "6";
   train(cfg, log, resume);
   std::vector<std::filesystem::path> files;
   for (const auto& e : std::filesystem::directory_iterator(run / "tensorboard"))
