@@ -127,8 +127,11 @@ void Attention::decode_forward(const Tensor& x, Tensor& y, const DecodeStep& ste
   Tensor qkv = decode_qkv_.rows(n, q_rows() + 2 * kv_width_);
   linear_forward(x, params_.fused_value(q_proj_, v_proj_), qkv, &step);
   // Values go straight into their cache rows; keys after RoPE, transposed.
-  Tensor qg = decode_qg_.rows(n, q_rows()), q_raw = decode_qraw_.rows(n, q_width_),
-         gate = decode_gate_.rows(n, q_width_), k_raw = decode_kraw_.rows(n, kv_width_);
+  // The gate's and the norms' buffers only where the options are on.
+  Tensor qg = output_gate_ ? decode_qg_.rows(n, q_rows()) : Tensor{};
+  Tensor gate = output_gate_ ? decode_gate_.rows(n, q_width_) : Tensor{};
+  Tensor q_raw = q_norm_ ? decode_qraw_.rows(n, q_width_) : Tensor{};
+  Tensor k_raw = q_norm_ ? decode_kraw_.rows(n, kv_width_) : Tensor{};
   Tensor q = decode_q_.rows(n, q_width_).reshape({1, n, heads_, head_dim_});
   Tensor k = decode_k_.rows(n, kv_width_).reshape({1, n, kv_heads_, head_dim_});
   split_projection(qkv, qg, q_raw, q, gate, k_raw, k, values);

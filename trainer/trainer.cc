@@ -309,8 +309,8 @@ class Run {
   Checkpoints checkpoints_;
   std::optional<MetricsWriter> metrics_;
   std::optional<EventFile> events_;  // rank 0, with logging.tensorboard
-  checkpoint::TrainState state_;  // steps taken, tokens and windows consumed
-  int64_t saved_step_ = -1;       // the step of the last checkpoint written
+  checkpoint::TrainState state_;     // steps taken, tokens and windows consumed
+  int64_t saved_step_ = -1;          // the step of the last checkpoint written
 };
 
 // Continues from `file`: weights, AdamW state and router biases, whatever layout saved them;

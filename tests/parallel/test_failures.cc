@@ -281,9 +281,9 @@ TEST(EvalCommand, GivesTrainsValidationInAnyLayout) {
   }
   // Windows the layout cannot split evenly are refused, naming the valid counts.
   std::string refused;
-  const Job bad = start_mpirun({"-np", "2", kMoetron, "eval", run, "--sequences", "6", "--set",
-                                "data.micro_batch_size=2"},
-                               dir / "bad.out");
+  const Job bad = start_mpirun(
+      {"-np", "2", kMoetron, "eval", run, "--sequences", "6", "--set", "data.micro_batch_size=2"},
+      dir / "bad.out");
   const int status = wait_for(bad, 120s);
   refused = data::testing::read_text(bad.output);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << refused;
