@@ -17,8 +17,8 @@
 # (bench/config_text.py), and the output's "mla" block says which ("source").
 set -euo pipefail
 cd "$(dirname "$0")/.."
-config=${1:-configs/bench-cpu.pbtxt}
-shift || true
+config=configs/bench-cpu.pbtxt
+case "${1:-}" in --*|"") ;; *) config=$1; shift ;; esac
 steps=5 warmup=2
 while [ $# -gt 0 ]; do
   case "$1" in
