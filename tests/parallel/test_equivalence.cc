@@ -534,9 +534,11 @@ TEST_F(World4, TheSameLayoutTwiceGivesBitwiseTheSameRun) {
 TEST_F(World4, CommunicationVolumeIsTheDocumentedFormula) {
   MOETRON_REQUIRE_WORLD(4);
   // GQA; MLA with a q LoRA and without (their replicated gradients); the Gated DeltaNet hybrid.
-  for (const auto& [zero1, mla, hybrid] :
-       {std::tuple{false, 0, false}, {true, 0, false}, {false, 1, false}, {false, 2, false},
-        {true, 0, true}}) {
+  for (const auto& [zero1, mla, hybrid] : {std::tuple{false, 0, false},
+                                           {true, 0, false},
+                                           {false, 1, false},
+                                           {false, 2, false},
+                                           {true, 0, true}}) {
     Layout layout;
     layout.world = 4;
     layout.dp = 2;

@@ -243,10 +243,10 @@ TEST(StopSignals, TheMpirunLauncherExitsWithTheSignalsStatus) {
     const std::filesystem::path config = dir / "run.pbtxt";
     std::ofstream(config) << config_to_text(cfg);
     const std::string launcher = std::string(MOETRON_SOURCE_DIR) + "/launch/mpirun.sh";
-    const pid_t job = test::spawn({"env", "MOETRON_OVERSUBSCRIBE=1",
-                                   "BUILD_DIR=" + std::string(MOETRON_BINARY_DIR), launcher, "-n",
-                                   "2", "-t", "1", config.string()},
-                                  dir / "out.txt");
+    const pid_t job = test::spawn(
+        {"env", "MOETRON_OVERSUBSCRIBE=1", "BUILD_DIR=" + std::string(MOETRON_BINARY_DIR), launcher,
+         "-n", "2", "-t", "1", config.string()},
+        dir / "out.txt");
     wait_for_lines(dir / "run" / "metrics.jsonl", 3);
     ASSERT_EQ(kill(job, sig), 0);  // env has exec'd the script: the job is the launcher
     const test::Exit e = test::wait_for(job, 60s);
