@@ -25,6 +25,7 @@ Registry& registry() {
 Backend& backend(Device device) {
   Registry& r = registry();
   if (device.kind == DeviceKind::cpu) return *r.backends.front();  // no lock on the hot path
+  if (device.kind == DeviceKind::meta) return meta_backend();
   const std::lock_guard<std::mutex> lock(r.mutex);
   for (const auto& b : r.backends)
     if (b->device() == device) return *b;

@@ -31,6 +31,12 @@ struct BalanceConfig;
 struct DispatchPlan;
 }  // namespace ops
 
+// What a backend's tensors hold: bytes allocated now and the most at any time since the last
+// reset_peak() (the caching allocators' max_memory_allocated).
+struct MemoryUse {
+  int64_t live = 0, peak = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -41,6 +47,8 @@ class Backend {
   // Memory of this device; allocate throws Error naming the device and the size when it cannot.
   virtual void* allocate(size_t bytes) = 0;
   virtual void release(void* data, size_t bytes) noexcept = 0;
+  virtual MemoryUse memory_use() const = 0;
+  virtual void reset_peak() = 0;
   // `bytes` from `src` to `dst`, where each is on this device or the host (the CPU).
   virtual void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device,
                           size_t bytes) = 0;
@@ -171,5 +179,9 @@ void register_backend(std::unique_ptr<Backend> backend);
 
 // The CPU backend: today's kernels (core/cpu/).
 std::unique_ptr<Backend> make_cpu_backend();
+// The meta backend (core/meta_backend.cc): memory that is counted, never allocated, and ops that
+// do nothing (reads to the host give zeros). backend() answers it for DeviceKind::meta;
+// backends() leaves it out, as it computes nothing.
+Backend& meta_backend();
 
 }  // namespace moetron

@@ -47,7 +47,15 @@ const char* dtype_name(DType dtype) {
 }
 
 std::string device_name(Device device) {
-  return device.kind == DeviceKind::cpu ? "cpu" : "cuda:" + std::to_string(device.index);
+  switch (device.kind) {
+    case DeviceKind::cpu:
+      return "cpu";
+    case DeviceKind::cuda:
+      return "cuda:" + std::to_string(device.index);
+    case DeviceKind::meta:
+      return "meta";
+  }
+  return "?";
 }
 
 std::string shape_str(const Shape& shape) {

@@ -40,7 +40,9 @@ constexpr DType dtype_of<double>() {
   return DType::f64;
 }
 
-enum class DeviceKind : uint8_t { cpu, cuda };
+// meta: tensors with a shape and no memory, for planning (core/meta_backend.cc): a model built
+// on it counts what it would allocate and runs nothing.
+enum class DeviceKind : uint8_t { cpu, cuda, meta };
 struct Device {
   DeviceKind kind = DeviceKind::cpu;
   int index = 0;

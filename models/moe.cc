@@ -17,7 +17,7 @@ MoE::MoE(ParamTable& params, const std::string& prefix, const ModelDims& d, cons
       slice_end_(rt.tp.share(d.rows()) * (rt.tp.rank + 1)),
       whole_(rt.tp.size == 1),
       tp_comm_(rt.tp.comm),
-      dispatcher_(d.moe.experts, rt.ep.comm) {
+      dispatcher_(d.moe.experts, rt.ep.comm, rt.device) {
   const MoeDims& m = d.moe;
   const int64_t rows = d.rows(), slots = rows * m.k;
   router_ = {m.experts, m.k, m.n_group, m.topk_group, m.scoring, m.norm_topk_prob, m.scaling};
@@ -101,8 +101,10 @@ void MoE::select_slice() {
     }
   std::vector<int32_t> slots(slot_row.size(), -1);
   for (int64_t s = slice_begin_ * k; s < slice_end_ * k; ++s) {
+    // A plan read back from the meta device (zeros: no row kept) names rows that do not exist.
     const int32_t r = slot_row[static_cast<size_t>(s)];
-    if (r >= 0) slots[static_cast<size_t>(s)] = new_row[static_cast<size_t>(r)];
+    if (r >= 0 && static_cast<size_t>(r) < new_row.size())
+      slots[static_cast<size_t>(s)] = new_row[static_cast<size_t>(r)];
   }
   slice_rows_ = static_cast<int64_t>(kept.size());
   Tensor kept_rows = row_token_.view(0, {slice_rows_});

@@ -6,8 +6,11 @@
 
 namespace moetron {
 
-TokenDispatcher::TokenDispatcher(int64_t experts, Communicator* ep_comm)
-    : experts_(experts), ep_comm_(ep_comm && ep_comm->size() > 1 ? ep_comm : nullptr) {
+TokenDispatcher::TokenDispatcher(int64_t experts, Communicator* ep_comm, Device device)
+    : experts_(experts),
+      ep_comm_(ep_comm && ep_comm->size() > 1 ? ep_comm : nullptr),
+      device_(device),
+      buffer_(DType::f32, device) {
   if (ep_comm_) {  // on the host: the counts size the exchange
     counts_send_ = Tensor::empty({experts}, DType::i64);
     counts_recv_ = Tensor::empty({experts}, DType::i64);
@@ -22,7 +25,7 @@ void TokenDispatcher::plan(std::span<const int64_t> counts) {
   if (!ep_comm_) {
     offsets.assign(counts.size() + 1, 0);
     std::partial_sum(counts.begin(), counts.end(), offsets.begin() + 1);
-    local_offsets_ = ops::from_host(std::span<const int64_t>(offsets));
+    local_offsets_ = ops::from_host(std::span<const int64_t>(offsets), device_);
     local_rows_ = sent_rows_;
     sent_off_rank_ = received_off_rank_ = 0;
     return;
@@ -59,9 +62,9 @@ void TokenDispatcher::plan(std::span<const int64_t> counts) {
         to_expert[static_cast<size_t>(row)] = static_cast<int32_t>(received);
         to_source[static_cast<size_t>(received)] = static_cast<int32_t>(row);
       }
-  local_offsets_ = ops::from_host(std::span<const int64_t>(offsets));
-  to_expert_major_ = ops::from_host(std::span<const int32_t>(to_expert));
-  to_source_major_ = ops::from_host(std::span<const int32_t>(to_source));
+  local_offsets_ = ops::from_host(std::span<const int64_t>(offsets), device_);
+  to_expert_major_ = ops::from_host(std::span<const int32_t>(to_expert), device_);
+  to_source_major_ = ops::from_host(std::span<const int32_t>(to_source), device_);
 }
 
 void TokenDispatcher::dispatch(const Tensor& sent, Tensor& local) {

@@ -18,8 +18,9 @@ namespace moetron {
 
 class TokenDispatcher {
  public:
-  // experts: the global count; ep_comm: null for ep = 1.
-  TokenDispatcher(int64_t experts, Communicator* ep_comm);
+  // experts: the global count; ep_comm: null for ep = 1; device: where the rows and the plan's
+  // offsets and permutations live (the counts stay on the host: they size the exchange).
+  TokenDispatcher(int64_t experts, Communicator* ep_comm, Device device = {});
 
   // Exchanges how many rows this rank sends to each global expert (counts [experts]); after
   // it, local_rows() and local_offsets() describe what this rank's experts receive.
@@ -43,6 +44,7 @@ class TokenDispatcher {
  private:
   int64_t experts_;
   Communicator* ep_comm_;
+  Device device_;
   int64_t sent_rows_ = 0, sent_off_rank_ = 0, received_off_rank_ = 0, local_rows_ = 0;
   Tensor local_offsets_;
   std::vector<int64_t> send_rows_, recv_rows_;  // per rank of the group

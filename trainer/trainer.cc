@@ -6,6 +6,7 @@
 #include <charconv>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <iomanip>
 #include <limits>
@@ -14,6 +15,7 @@
 #include <sstream>
 
 #include "configs/config.h"
+#include "core/backend.h"
 #include "core/check.h"
 #include "core/gemm_peak.h"
 #include "core/threads.h"
@@ -27,6 +29,7 @@
 #include "trainer/event_file.h"
 #include "trainer/lr_schedule.h"
 #include "trainer/metrics.h"
+#include "trainer/plan.h"
 #include "trainer/png.h"
 #include "trainer/run_dir.h"
 #include "trainer/train_step.h"
@@ -34,6 +37,14 @@
 
 namespace moetron {
 namespace {
+
+// The ranks sharing this machine's memory: Open MPI's count of them (set by mpirun, and by srun
+// through PMIx), else every rank of the run.
+int ranks_here(const ProcessGroups& groups) {
+  if (const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE"); local && std::atoi(local) > 0)
+    return std::atoi(local);
+  return groups.layout().world;
+}
 
 using Clock = std::chrono::steady_clock;
 using detail::concat;
@@ -238,9 +249,11 @@ class Run {
  public:
   Run(const config::RunConfig& cfg, const ProcessGroups& groups, const data::Dataset& train_set,
       const std::optional<data::Dataset>& val_set, const std::filesystem::path& run_dir, Log& log,
-      const TrainOptions& options, const std::optional<std::filesystem::path>& resume_from)
+      const TrainOptions& options, const std::optional<std::filesystem::path>& resume_from,
+      const RunPlan& plan)
       : cfg_(cfg),
         groups_(groups),
+        plan_(plan),
         val_set_(val_set),
         val_batches_(validation_batches(cfg, groups.layout().dp)),
         run_dir_(run_dir),
@@ -285,6 +298,7 @@ class Run {
   void resume(const std::filesystem::path& file, const data::Dataset& train_set);
   void save_checkpoint(const char* why);
   void log_header(double peak_gflops, int64_t tokens_per_step);
+  void report_memory();
   double evaluate(int64_t step, float lambda);
   // A record to metrics.jsonl, and its numbers to TensorBoard at `step`.
   void write(const JsonLine& line, int64_t step) {
@@ -297,6 +311,7 @@ class Run {
 
   const config::RunConfig& cfg_;
   const ProcessGroups& groups_;
+  const RunPlan& plan_;  // made before the model: its memory line, and the GEMM peak
   const std::optional<data::Dataset>& val_set_;
   int64_t val_batches_;  // micro-batches per evaluation, over all data-parallel ranks
   std::filesystem::path run_dir_;
@@ -384,8 +399,31 @@ void Run::log_header(double peak_gflops, int64_t tokens_per_step) {
      << (cfg_.logging().val_sequences() > 0 ? "" : ", logging.val_batches: depends on the layout")
      << "); run dir " << run_dir_.string();
   log_.line(os.str());
+  log_.line(memory_line(plan_));
   if (const std::string notes = layout_notes(cfg_, layout); !notes.empty())
     log_.line("note: " + notes);
+}
+
+// What the run held at its peak beside the plan: this rank's resident set and tensors, the
+// largest over the ranks.
+void Run::report_memory() {
+  Tensor peaks = Tensor::empty({2}, DType::f64);
+  peaks.data<double>()[0] = peak_resident_bytes();
+  peaks.data<double>()[1] = static_cast<double>(backend(model_.runtime().device).memory_use().peak);
+  if (groups_.world()) groups_.world()->all_reduce(peaks, ReduceOp::max);
+  const double resident = peaks.data<double>()[0], tensors = peaks.data<double>()[1];
+  const double planned = plan_.memory.total();
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(1) << "memory per rank: peak resident " << resident / 1e6
+     << " MB" << (groups_.layout().world > 1 ? " (the largest of the ranks)" : "") << ", tensors "
+     << tensors / 1e6 << " MB; planned " << planned / 1e6 << " MB (" << std::showpos
+     << 100 * (planned - resident) / resident << std::noshowpos << "%)";
+  log_.line(os.str());
+  JsonLine line;
+  line.add("kind", std::string("memory")).add("step", state_.step);
+  line.add("peak_resident_bytes", resident).add("peak_tensor_bytes", tensors);
+  line.add("planned_bytes", planned).add("planned_tensor_bytes", planned - plan_.memory.runtime);
+  write(line, state_.step);
 }
 
 // Validation after `step` steps, with the MTP weight the last of them trained with. The
@@ -423,7 +461,7 @@ TrainResult Run::run() {
   const config::LoggingConfig& lc = cfg_.logging();
   const ModelDims& dims = model_.dims();
   const int world = groups_.layout().world;
-  const double peak_gflops = measure_gemm_gflops(2048, 3);
+  const double peak_gflops = plan_.device.peak_flops / 1e9;
   const double flops_per_token = model_.train_flops_per_token();
   const int64_t tokens_per_step =
       static_cast<int64_t>(dc.grad_accum_steps()) * dims.batch * dims.seq * groups_.layout().dp;
@@ -530,6 +568,7 @@ TrainResult Run::run() {
       window_comm_s = 0;
     }
   }
+  report_memory();
   log_.line(concat("done: ", state_.step, " steps in ", format_duration(seconds_since(run_start)),
                    saved_step_ >= 0
                        ? concat("; the latest checkpoint is step ", saved_step_, " in ",
@@ -569,6 +608,15 @@ TrainResult train(const config::RunConfig& cfg, std::ostream& console,
     data::Loader(*train_set, window, dc.micro_batch_size(), cfg.seed());  // throws if too short
     if (val_set) data::Loader(*val_set, window, dc.micro_batch_size(), cfg.seed());
   });
+  // The plan, before the model: a layout that does not fit stops here, before the run directory
+  // changes. The GEMM probe runs now, its matrices gone before the model's arrive.
+  std::optional<RunPlan> plan;
+  const double peak_flops = measure_gemm_gflops(2048, 3) * 1e9;
+  backend(groups.runtime().device).reset_peak();  // the run's peak, not the probe's
+  run_collectively(groups.world(), [&] {
+    plan.emplace(plan_run(cfg, groups.layout().world, cpu_spec(peak_flops, ranks_here(groups))));
+    if (!plan->fits()) throw Error(does_not_fit(*plan));
+  });
   // The run's directories, every check made before anything in them changes (trainer/run_dir.h).
   const Checkpoints checkpoints(cfg, groups);
   run_collectively(groups.world(), [&] {
@@ -585,7 +633,7 @@ TrainResult train(const config::RunConfig& cfg, std::ostream& console,
   Log log = root ? Log(console, std::filesystem::path(lc.run_dir()) / "train.log", options.resume)
                  : Log();
   try {
-    Run run(cfg, groups, *train_set, val_set, lc.run_dir(), log, options, resume_from);
+    Run run(cfg, groups, *train_set, val_set, lc.run_dir(), log, options, resume_from, *plan);
     return run.run();
   } catch (const std::exception& e) {
     log.error(error_text(e));  // train.log tells the whole story

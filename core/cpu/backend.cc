@@ -9,6 +9,7 @@
 #include "core/cpu/kernels_decode.h"
 #include "core/cpu/kernels_linear_attention.h"
 #include "core/cpu/router.h"
+#include "core/memory_counter.h"
 #include "core/ops.h"
 #include "core/ops_linear_attention.h"
 
@@ -39,9 +40,15 @@ class CpuBackend final : public Backend {
     const size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
     void* p = std::aligned_alloc(kAlignment, rounded == 0 ? kAlignment : rounded);
     if (!p) throw Error("out of memory allocating " + std::to_string(bytes) + " bytes");
+    memory_.allocated(bytes);
     return p;
   }
-  void release(void* data, size_t) noexcept override { std::free(data); }
+  void release(void* data, size_t bytes) noexcept override {
+    std::free(data);
+    memory_.released(bytes);
+  }
+  MemoryUse memory_use() const override { return memory_.use(); }
+  void reset_peak() override { memory_.reset_peak(); }
   void copy_bytes(void* dst, Device, const void* src, Device, size_t bytes) override {
     std::memcpy(dst, src, bytes);
   }
@@ -365,6 +372,9 @@ class CpuBackend final : public Backend {
   void transpose(const Tensor& src, Tensor& dst) override {
     cpu::transpose(src.data<float>(), src.rows(), src.cols(), dst.data<float>());
   }
+
+ private:
+  MemoryCounter memory_;
 };
 
 }  // namespace

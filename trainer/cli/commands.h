@@ -26,6 +26,7 @@ int run_export(std::span<const std::string> args, const StopToken& stop = {});  
 int run_inspect(std::span<const std::string> args, const StopToken& stop = {});   // cmd_inspect.cc
 int run_generate(std::span<const std::string> args, const StopToken& stop = {});  // cmd_generate.cc
 int run_eval(std::span<const std::string> args, const StopToken& stop = {});      // cmd_eval.cc
+int run_plan(std::span<const std::string> args);                                  // cmd_plan.cc
 
 // Whether the arguments ask for the usage (-h or --help anywhere).
 bool wants_help(std::span<const std::string> args);

@@ -21,7 +21,8 @@ constexpr const char* kUsage =
     "  inspect CKPT                           what a checkpoint holds\n"
     "  export CKPT --out DIR [options]        a checkpoint as a Hugging Face model (see --help)\n"
     "  generate CKPT --prompt TEXT [options]  continue a prompt on the CPU (see --help)\n"
-    "  eval CKPT [options]                    validation loss of a checkpoint (see --help)\n";
+    "  eval CKPT [options]                    validation loss of a checkpoint (see --help)\n"
+    "  plan CONFIG [--world N] [--device D]   memory, traffic and step time before a run\n";
 
 }  // namespace
 
@@ -50,6 +51,7 @@ int main(int argc, char** argv) {
       if (command == "inspect") return moetron::run_inspect(args, stop);
       if (command == "generate") return moetron::run_generate(args, stop);
       if (command == "eval") return moetron::run_eval(args, stop);
+      if (command == "plan") return moetron::run_plan(args);
     } catch (const moetron::Stopped& s) {
       // What was half made is gone: the destructors on the way here removed it.
       std::fflush(stdout);
