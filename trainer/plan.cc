@@ -66,7 +66,8 @@ DeviceSpec gpu(std::string name, std::string description, double memory_gb, doub
 // the activation, the output and their gradients), plus the dispatcher's transit rows and
 // permutations.
 double dispatch_bytes(const ModelDims& d, const Layout& l, double factor) {
-  const double sent = static_cast<double>(d.rows() / l.tp * d.moe.k);
+  const int64_t slice = d.rows() / l.tp;  // the tokens this rank routes (tp divides them)
+  const double sent = static_cast<double>(slice * d.moe.k);
   // With ep > 1 the received rows change from step to step, and a buffer that has to grow takes
   // a quarter more than it needs (models/row_buffer.h): the expert side holds that headroom.
   const double local = sent * factor * (l.ep > 1 ? 1.25 : 1.0), h = static_cast<double>(d.hidden),
