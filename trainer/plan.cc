@@ -294,8 +294,8 @@ std::string describe(const RunPlan& p) {
   const MemoryPlan& m = p.memory;
   std::ostringstream os;
   os << std::fixed;
-  os << "layout: " << p.layout.describe() << "; " << p.layout.world << " x "
-     << p.device.description << "\n";
+  os << "layout: " << p.layout.describe() << "; " << p.layout.world << " x " << p.device.description
+     << "\n";
   os << "model: " << std::setprecision(3) << p.params_total / 1e9 << "B parameters, "
      << std::setprecision(2) << p.flops_per_token / 1e9
      << " GFLOP per token (forward + backward, active experts)\n";
