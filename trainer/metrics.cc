@@ -48,6 +48,11 @@ JsonLine& JsonLine::add(const std::string& key, std::span<const int64_t> values)
   return *this;
 }
 
+JsonLine& JsonLine::add_bool(const std::string& key, bool value) {
+  fields_.emplace_back(key, value ? "true" : "false");
+  return *this;
+}
+
 std::string JsonLine::str() const {
   std::string s = "{";
   for (size_t i = 0; i < fields_.size(); ++i)

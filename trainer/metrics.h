@@ -18,6 +18,8 @@ class JsonLine {
   JsonLine& add(const std::string& key, int64_t value);
   JsonLine& add(const std::string& key, const std::string& value);
   JsonLine& add(const std::string& key, std::span<const int64_t> values);
+  // Not an add() overload: a string literal would take it over the std::string one.
+  JsonLine& add_bool(const std::string& key, bool value);
   std::string str() const;
   // Every number of the line as (key, value), for TensorBoard: the scalars, and each element of
   // an array of at most `max_array` numbers as (key/index, value); strings and nulls are left

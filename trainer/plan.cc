@@ -15,6 +15,7 @@
 #include "models/model.h"
 #include "models/rope.h"
 #include "parallel/comm_volume.h"
+#include "trainer/metrics.h"
 
 namespace moetron {
 namespace {
@@ -30,16 +31,21 @@ double proc_kib_field(const char* file, const std::string& field) {
   return 0;
 }
 
-std::string bytes_str(double b) {
+// v with a decimal prefix (k, M, G) and `unit`: "23.1 GB", "7.0 MFLOP".
+std::string scaled(double v, const char* unit) {
   std::ostringstream os;
   os << std::fixed << std::setprecision(1);
-  if (b >= 1e9)
-    os << b / 1e9 << " GB";
-  else if (b >= 1e6)
-    os << b / 1e6 << " MB";
+  if (v >= 1e9)
+    os << v / 1e9 << " G" << unit;
+  else if (v >= 1e6)
+    os << v / 1e6 << " M" << unit;
   else
-    os << b / 1e3 << " kB";
+    os << v / 1e3 << " k" << unit;
   return os.str();
+}
+
+std::string bytes_str(double b) {
+  return scaled(b, "B");
 }
 
 // GPUs: the vendors' data sheets (docs/plan.md): bf16 dense tensor-core peak, NVLink per
@@ -48,16 +54,16 @@ std::string bytes_str(double b) {
 // measurements: moetron has not run on a GPU.
 DeviceSpec gpu(std::string name, std::string description, double memory_gb, double bf16_tflops,
                double nvlink_gbps) {
-  return {std::move(name),
-          std::move(description),
-          memory_gb * 1e9,
-          bf16_tflops * 1e12,
-          nvlink_gbps * 1e9,
-          50e9,
-          8,
-          1e9,
-          0.5,
-          false};
+  return {.name = std::move(name),
+          .description = std::move(description),
+          .memory = memory_gb * 1e9,
+          .peak_flops = bf16_tflops * 1e12,
+          .fast_link = nvlink_gbps * 1e9,
+          .slow_link = 50e9,
+          .per_node = 8,
+          .runtime = 1e9,
+          .efficiency = 0.5,
+          .measured = false};
 }
 
 // What one expert-parallel rank's dispatch buffers hold for one MoE layer (models/moe.cc,
@@ -117,18 +123,18 @@ DeviceSpec cpu_spec(double peak_flops, int ranks_here) {
   // and this process's resident set as the runtime. Ranks talk over shared memory (an
   // allowance).
   const double memory = proc_kib_field("/proc/meminfo", "MemTotal") / ranks_here;
-  return {"cpu",
-          concat("this machine's CPU (fp32", ranks_here > 1 ? ", 1/" : "",
-                 ranks_here > 1 ? std::to_string(ranks_here) : "",
-                 ranks_here > 1 ? " of its memory per rank" : "", ")"),
-          memory,
-          peak_flops,
-          5e9,
-          5e9,
-          1 << 30,
-          resident_bytes(),
-          0.75,
-          true};
+  return {.name = "cpu",
+          .description = ranks_here > 1 ? concat("this machine's CPU (fp32, 1/", ranks_here,
+                                                 " of its memory per rank)")
+                                        : std::string("this machine's CPU (fp32)"),
+          .memory = memory,
+          .peak_flops = peak_flops,
+          .fast_link = 5e9,
+          .slow_link = 5e9,
+          .per_node = 1 << 30,
+          .runtime = resident_bytes(),
+          .efficiency = 0.75,
+          .measured = true};
 }
 
 DeviceSpec device_spec(const std::string& name, int ranks_here) {
@@ -187,20 +193,18 @@ RunPlan plan_run(const config::RunConfig& cfg, int world, const DeviceSpec& devi
     for (int64_t i = 0; i < d.layers + d.mtp_depth; ++i) {
       const auto kind = std::make_pair(d.mixer(i), d.is_moe_layer(i));
       if (!seen.insert(kind).second) continue;
-      const int64_t base = meta.memory_use().live;
-      ParamTable scratch;
-      Block block(scratch, "plan.", d, rope, kind.first, kind.second, rt);
-      scratch.allocate({}, rt.device);
       const Tensor x = rt.empty({d.rows(), d.hidden});
       Tensor y = rt.empty(x.shape()), dx = rt.empty(x.shape());
+      ParamTable scratch;
+      const int64_t base = meta.memory_use().live;
+      Block block(scratch, "plan.", d, rope, kind.first, kind.second, rt);
+      const int64_t built = meta.memory_use().live - base;  // the buffers it is built with
+      scratch.allocate({}, rt.device);
       const int64_t start = meta.memory_use().live;
       meta.reset_peak();
       block.forward(x, y);
       block.backward(y, x, dx);
-      const int64_t run = meta.memory_use().peak - start;
-      // Its buffers: those it was built with (the table's and the three rows aside) and run with.
-      const int64_t built = start - base - static_cast<int64_t>(scratch.numel()) * 8 -
-                            3 * static_cast<int64_t>(x.bytes());
+      const int64_t run = meta.memory_use().peak - start;  // and those a step grows
       m.activations_by_kind.emplace_back(block_kind(kind.first, kind.second),
                                          static_cast<double>(run + built));
     }
@@ -226,8 +230,9 @@ RunPlan plan_run(const config::RunConfig& cfg, int world, const DeviceSpec& devi
   // factor; with ep = 1 a rank's experts receive exactly its rows.
   const double cf = cfg.model().moe().capacity_factor();
   p.dispatch_factor = l.ep > 1 ? (cf > 0 ? cf : options.imbalance) : 1.0;
-  for (int64_t i = 0; i < d.layers + d.mtp_depth; ++i)
-    if (d.is_moe_layer(i)) m.dispatch += dispatch_bytes(d, l, p.dispatch_factor);
+  int64_t moe_layers = 0;
+  for (int64_t i = 0; i < d.layers + d.mtp_depth; ++i) moe_layers += d.is_moe_layer(i) ? 1 : 0;
+  m.dispatch = static_cast<double>(moe_layers) * dispatch_bytes(d, l, p.dispatch_factor);
   m.runtime = device.runtime;
 
   // Logical parameters: each tensor's Hugging Face shape once, each expert once.
@@ -244,8 +249,6 @@ RunPlan plan_run(const config::RunConfig& cfg, int world, const DeviceSpec& devi
   p.tokens_per_step = tokens_per_rank * l.dp;
   p.comm_bytes = expected_comm_bytes(d, params, l, accum, static_cast<double>(l.ep - 1) / l.ep);
   // The trainer's metrics add each MoE layer's rows per expert-parallel rank (i64) to the world.
-  int64_t moe_layers = 0;
-  for (int64_t i = 0; i < d.layers + d.mtp_depth; ++i) moe_layers += d.is_moe_layer(i) ? 1 : 0;
   if (l.ep > 1) p.comm_bytes["world"] += static_cast<double>(moe_layers * l.ep * 8);
   p.compute_seconds = p.flops_per_token * tokens_per_rank / l.tp / device.peak_flops;
   double exposed = 0;
@@ -296,12 +299,13 @@ std::string describe(const RunPlan& p) {
   os << std::fixed;
   os << "layout: " << p.layout.describe() << "; " << p.layout.world << " x " << p.device.description
      << "\n";
-  os << "model: " << std::setprecision(3) << p.params_total / 1e9 << "B parameters, "
-     << std::setprecision(2) << p.flops_per_token / 1e9
-     << " GFLOP per token (forward + backward, active experts)\n";
+  os << "model: " << std::setprecision(2)
+     << (p.params_total >= 1e9 ? p.params_total / 1e9 : p.params_total / 1e6)
+     << (p.params_total >= 1e9 ? "B" : "M") << " parameters, " << scaled(p.flops_per_token, "FLOP")
+     << " per token (forward + backward, active experts)\n";
   os << "memory per rank:\n";
   const auto row = [&](const std::string& what, double b) {
-    os << "  " << std::left << std::setw(34) << what << std::right << std::setw(12) << bytes_str(b)
+    os << "  " << std::left << std::setw(46) << what << std::right << std::setw(10) << bytes_str(b)
        << "\n";
   };
   row("parameters (fp32)", m.params);
@@ -311,7 +315,8 @@ std::string describe(const RunPlan& p) {
   for (const auto& [kind, b] : m.activations_by_kind) row("  of which one " + kind, b);
   if (m.dispatch > 0) {
     std::ostringstream what;
-    what << "MoE dispatch buffers (x" << std::setprecision(2) << p.dispatch_factor << ")";
+    what << "MoE dispatch buffers (x" << std::fixed << std::setprecision(2) << p.dispatch_factor
+         << ")";
     row(what.str(), m.dispatch);
   }
   row(p.device.measured ? "runtime (this process, measured)" : "runtime (allowance)", m.runtime);
@@ -330,7 +335,7 @@ std::string describe(const RunPlan& p) {
   }
   os << "step: " << std::setprecision(0) << p.tokens_per_step << " tokens, compute "
      << std::setprecision(4) << p.compute_seconds << " s at peak (" << std::setprecision(0)
-     << p.device.peak_flops / 1e12 * (p.device.measured ? 1000 : 1)
+     << (p.device.measured ? p.device.peak_flops / 1e9 : p.device.peak_flops / 1e12)
      << (p.device.measured ? " GFLOP/s" : " TFLOP/s") << "), at " << 100 * p.device.efficiency
      << "% of peak " << std::setprecision(4) << p.compute_seconds / p.device.efficiency
      << " s; estimated step " << p.step_seconds << " s, " << std::setprecision(0)
@@ -344,27 +349,24 @@ std::string describe(const RunPlan& p) {
 
 std::string to_json(const RunPlan& p) {
   const MemoryPlan& m = p.memory;
-  std::ostringstream os;
-  os << std::setprecision(17);
-  os << "{\"world\": " << p.layout.world << ", \"dp\": " << p.layout.dp
-     << ", \"tp\": " << p.layout.tp << ", \"ep\": " << p.layout.ep
-     << ", \"zero1\": " << (p.layout.zero1 ? "true" : "false") << ", \"device\": \""
-     << p.device.name << "\", \"device_memory\": " << p.device.memory
-     << ", \"params_total\": " << p.params_total << ", \"memory\": {\"params\": " << m.params
-     << ", \"grads\": " << m.grads << ", \"optimizer\": " << m.optimizer
-     << ", \"activations\": " << m.activations << ", \"dispatch\": " << m.dispatch
-     << ", \"runtime\": " << m.runtime << ", \"total\": " << m.total()
-     << "}, \"fits\": " << (p.fits() ? "true" : "false")
-     << ", \"flops_per_token\": " << p.flops_per_token
-     << ", \"tokens_per_step\": " << p.tokens_per_step << ", \"comm_bytes\": {";
-  bool first = true;
-  for (const auto& [group, bytes] : p.comm_bytes) {
-    os << (first ? "" : ", ") << "\"" << group << "\": " << bytes;
-    first = false;
-  }
-  os << "}, \"compute_seconds\": " << p.compute_seconds << ", \"step_seconds\": " << p.step_seconds
-     << ", \"mfu\": " << p.mfu << "}";
-  return os.str();
+  const auto bytes = [](double b) { return static_cast<int64_t>(std::llround(b)); };
+  JsonLine j;
+  j.add("world", int64_t{p.layout.world}).add("dp", int64_t{p.layout.dp});
+  j.add("tp", int64_t{p.layout.tp})
+      .add("ep", int64_t{p.layout.ep})
+      .add_bool("zero1", p.layout.zero1);
+  j.add("device", p.device.name).add("device_memory", bytes(p.device.memory));
+  j.add("params_total", bytes(p.params_total));
+  j.add("memory.params", bytes(m.params)).add("memory.grads", bytes(m.grads));
+  j.add("memory.optimizer", bytes(m.optimizer)).add("memory.activations", bytes(m.activations));
+  j.add("memory.dispatch", bytes(m.dispatch)).add("memory.runtime", bytes(m.runtime));
+  j.add("memory.total", bytes(m.total())).add_bool("fits", p.fits());
+  j.add("flops_per_token", p.flops_per_token).add("tokens_per_step", bytes(p.tokens_per_step));
+  // Named as metrics.jsonl names what a run moved.
+  for (const auto& [group, b] : p.comm_bytes) j.add("comm." + group + ".bytes", bytes(b));
+  j.add("compute_seconds", p.compute_seconds).add("step_seconds", p.step_seconds);
+  j.add("mfu", p.mfu);
+  return j.str();
 }
 
 }  // namespace moetron

@@ -85,9 +85,11 @@ TEST(MemoryPlan, TheMetaModelAllocatesWhatTheCpuModelDoes) {
                [&](std::span<int32_t> t) { std::copy(tokens.begin(), tokens.end(), t.begin()); });
     }
     const double measured = static_cast<double>(b.memory_use().peak - before);
-    // With ep = 1 the routing changes no size: the tensors are the plan's, to the step's few
-    // small transients.
-    EXPECT_NEAR(plan.memory.total(), measured, 0.005 * measured);
+    // With ep = 1 the routing changes no size: the tensors are the plan's, to a few bytes (the
+    // optimizer's step counter and such; 8 and 120 bytes here).
+    std::printf("%s: planned %.0f, allocated %.0f bytes\n", moe ? "MoE" : "dense",
+                plan.memory.total(), measured);
+    EXPECT_NEAR(plan.memory.total(), measured, 4096);
   }
 }
 
@@ -141,7 +143,7 @@ TEST(MemoryPlan, PeakResidentSetOfRealRunsIsWithinTenPercent) {
     ASSERT_EQ(status, 0) << out;
     EXPECT_NE(out.find("memory per rank (plan):"), std::string::npos) << out;
     double resident = 0, runtime = 0;
-    std::map<std::string, double> moved;  // comm bytes of the last step, per group
+    std::map<std::string, double> moved;  // "comm.<group>.bytes" of the last step
     for (const std::string& line : testing::lines_of(dir / "run" / "metrics.jsonl")) {
       const data::JsonValue j = data::parse_json(line, "metrics.jsonl");
       if (j.at("kind").as_string() == "memory") {
@@ -150,8 +152,7 @@ TEST(MemoryPlan, PeakResidentSetOfRealRunsIsWithinTenPercent) {
       }
       if (j.at("kind").as_string() == "train")
         for (const auto& [key, value] : j.members)
-          if (key.starts_with("comm.") && key.ends_with(".bytes"))
-            moved[key.substr(5, key.size() - 11)] = value.as_double();
+          if (key.starts_with("comm.") && key.ends_with(".bytes")) moved[key] = value.as_double();
     }
     ASSERT_GT(resident, 0) << out;
     // The plan at the imbalance the run had, with the runtime the run measured.
@@ -163,17 +164,22 @@ TEST(MemoryPlan, PeakResidentSetOfRealRunsIsWithinTenPercent) {
     const std::string json = run_text(plan_argv, plan_dir, &status);
     ASSERT_EQ(status, 0) << json;
     const data::JsonValue p = data::parse_json(json, "plan");
-    const data::JsonValue& m = p.at("memory");
-    const double planned = m.at("total").as_double() - m.at("runtime").as_double() + runtime;
+    const double planned =
+        p.at("memory.total").as_double() - p.at("memory.runtime").as_double() + runtime;
     std::printf("%s: planned %.1f MB (imbalance %.2f), peak resident %.1f MB (%+.1f%%)\n", c.name,
                 planned / 1e6, imbalance, resident / 1e6, 100 * (planned - resident) / resident);
     std::fflush(stdout);  // before the next fork copies the buffer
     EXPECT_NEAR(planned, resident, 0.10 * resident);
     // Bytes per group: exact, but for ep, whose rows follow the routing.
-    for (const auto& [group, bytes] : p.at("comm_bytes").members) {
-      if (group == "ep" || bytes.as_double() == 0) continue;
-      ASSERT_TRUE(moved.count(group)) << group;
-      EXPECT_EQ(bytes.as_double(), moved.at(group)) << group;
+    int groups = 0;
+    for (const auto& [key, bytes] : p.members) {
+      if (!key.starts_with("comm.") || key == "comm.ep.bytes" || bytes.as_double() == 0) continue;
+      ASSERT_TRUE(moved.count(key)) << key;
+      EXPECT_EQ(bytes.as_double(), moved.at(key)) << key;
+      ++groups;
+    }
+    if (c.world > 1) {
+      EXPECT_GE(groups, 2) << json;  // world, and dp or tp at least
     }
   }
 }
