@@ -28,6 +28,7 @@
 #include "checkpoint/checkpoint.h"
 #include "configs/config.h"
 #include "core/backend.h"
+#include "core/cpu/kernels.h"
 #include "core/gemm_peak.h"
 #include "core/ops.h"
 #include "core/threads.h"
@@ -155,6 +156,8 @@ int run(std::span<const std::string> args, const MpiRuntime& mpi) {
   set_compute_threads(cfg.threads());
   // The denominator of MFU: the fastest GEMM we link, large and square, on all threads.
   const double peak_gflops = measure_gemm_gflops(4096, 3);
+  // The bf16 GEMM's peak beside it, by the same probe (the ceiling mixed precision would have).
+  const double peak_bf16_gflops = measure_gemm_gflops(4096, 3, DType::bf16);
 
   const auto& mc = cfg.model();
   const int accum = cfg.data().grad_accum_steps();
@@ -203,6 +206,8 @@ int run(std::span<const std::string> args, const MpiRuntime& mpi) {
   JsonLine j;
   j.add("impl", std::string("moetron")).add("tokens_per_s", tok_s);
   j.add("mfu", tok_s * flops / (peak_gflops * 1e9 * ranks)).add("gemm_peak_gflops", peak_gflops);
+  j.add("gemm_peak_bf16_gflops", peak_bf16_gflops)
+      .add("gemm_bf16", std::string(cpu::gemm_bf16_backend()));
   j.add("gemm_backend", backend(Device{}).name());
   j.add("train_flops_per_token", flops).add("achieved_gflops", tok_s * flops * 1e-9);
   j.add("world", static_cast<int64_t>(layout.world)).add("layout", layout.describe());

@@ -31,16 +31,6 @@ uint64_t st_dtype_size(StDtype dtype) {
   return dtype == StDtype::f32 ? 4 : 2;
 }
 
-uint16_t to_bf16(float v) {
-  const uint32_t bits = std::bit_cast<uint32_t>(v);
-  if ((bits & 0x7fffffffu) > 0x7f800000u)  // NaN: keep the sign, force a quiet NaN
-    return static_cast<uint16_t>((bits >> 16) | 0x0040u);
-  // Adding 0x7fff plus the lowest kept bit rounds to nearest with ties to even; a carry into the
-  // exponent is the correct rounding up (to infinity past the largest finite bf16).
-  const uint32_t rounded = bits + 0x7fffu + ((bits >> 16) & 1u);
-  return static_cast<uint16_t>(rounded >> 16);
-}
-
 uint64_t StTensor::bytes() const {
   return numel(shape) * st_dtype_size(dtype);
 }

@@ -14,14 +14,15 @@
 #include <string>
 #include <vector>
 
+#include "core/bf16.h"
+
 namespace moetron::checkpoint {
 
 enum class StDtype : uint8_t { f32, bf16 };
 const char* st_dtype_name(StDtype dtype);  // "F32", "BF16": the names in the header
 uint64_t st_dtype_size(StDtype dtype);
 
-// fp32 -> bf16 with round to nearest, ties to even; NaN stays NaN (quiet), infinities stay.
-uint16_t to_bf16(float v);
+using ::moetron::to_bf16;  // core/bf16.h
 
 struct StTensor {
   std::string name;

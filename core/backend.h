@@ -65,6 +65,7 @@ class Backend {
                                        std::span<const Tensor> weights, const Tensor& offsets,
                                        std::span<Tensor> dweights, Tensor& dx) = 0;
   virtual void fill(Tensor& x, float value) = 0;
+  virtual void cast(const Tensor& src, Tensor& dst) = 0;
   virtual void copy(const Tensor& src, Tensor& dst) = 0;
   virtual void add(const Tensor& a, const Tensor& b, Tensor& out) = 0;
   virtual void axpy(float alpha, const Tensor& x, Tensor& y) = 0;

@@ -32,6 +32,7 @@ class MetaBackend final : public Backend {
   void zero_bytes(void*, size_t) override {}
   void synchronize() override {}
   void fill(Tensor&, float) override {}
+  void cast(const Tensor&, Tensor&) override {}
   void copy(const Tensor&, Tensor&) override {}
   void rope_tables(const Tensor&, float, Tensor&, Tensor&) override {}
   // The CPU's workspace: the size a real run of this shape takes.

@@ -35,8 +35,11 @@ void require_same_numel(const Tensor& a, const Tensor& b, const char* op) {
 
 void matmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c, float alpha,
             float beta) {
-  require_f32(a, "matmul", "a");
-  require_f32(b, "matmul", "b");
+  MOETRON_CHECK(a.defined() && b.defined() && a.dtype() == b.dtype() &&
+                    (a.dtype() == DType::f32 || a.dtype() == DType::bf16),
+                "matmul: a and b must both be f32 or both bf16, got ",
+                a.defined() ? dtype_name(a.dtype()) : "none", " and ",
+                b.defined() ? dtype_name(b.dtype()) : "none");
   require_f32(c, "matmul", "c");
   const int64_t m = trans_a ? a.cols() : a.rows(), k = trans_a ? a.rows() : a.cols();
   const int64_t kb = trans_b ? b.cols() : b.rows(), n = trans_b ? b.rows() : b.cols();
@@ -62,6 +65,17 @@ void matmul_batched(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b
 void fill(Tensor& x, float value) {
   require_f32(x, "fill", "x");
   backend_of("fill", {&x}).fill(x, value);
+}
+
+void cast(const Tensor& src, Tensor& dst) {
+  MOETRON_CHECK(src.defined() && dst.defined() &&
+                    ((src.dtype() == DType::f32 && dst.dtype() == DType::bf16) ||
+                     (src.dtype() == DType::bf16 && dst.dtype() == DType::f32)),
+                "cast: f32 -> bf16 or bf16 -> f32, got ",
+                src.defined() ? dtype_name(src.dtype()) : "none", " -> ",
+                dst.defined() ? dtype_name(dst.dtype()) : "none");
+  require_same_numel(src, dst, "cast");
+  backend_of("cast", {&src, &dst}).cast(src, dst);
 }
 
 void copy(const Tensor& src, Tensor& dst) {

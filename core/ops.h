@@ -14,7 +14,8 @@
 
 namespace moetron::ops {
 
-// c = alpha * op(a) @ op(b) + beta * c, op = transpose when the flag is set.
+// c = alpha * op(a) @ op(b) + beta * c, op = transpose when the flag is set. a and b are both
+// f32, or both bf16 (products accumulated in fp32); c is f32.
 void matmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c,
             float alpha = 1.0f, float beta = 0.0f);
 // The same for `batch` independent problems: a, b, c are [batch, rows, cols].
@@ -23,6 +24,9 @@ void matmul_batched(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b
 
 // Elementwise (f32).
 void fill(Tensor& x, float value);
+// dst = src in dst's dtype, f32 -> bf16 (round to nearest, ties to even) or bf16 -> f32 (exact);
+// the same number of elements.
+void cast(const Tensor& src, Tensor& dst);
 void copy(const Tensor& src, Tensor& dst);
 void add(const Tensor& a, const Tensor& b, Tensor& out);  // out = a + b
 void axpy(float alpha, const Tensor& x, Tensor& y);       // y += alpha * x

@@ -461,7 +461,7 @@ TrainResult Run::run() {
   const config::LoggingConfig& lc = cfg_.logging();
   const ModelDims& dims = model_.dims();
   const int world = groups_.layout().world;
-  const double peak_gflops = plan_.device.peak_flops / 1e9;
+  double peak_gflops = plan_.device.peak_flops / 1e9;
   const double flops_per_token = model_.train_flops_per_token();
   const int64_t tokens_per_step =
       static_cast<int64_t>(dc.grad_accum_steps()) * dims.batch * dims.seq * groups_.layout().dp;
@@ -537,7 +537,17 @@ TrainResult Run::run() {
     if (step == 1 || step % lc.log_interval() == 0 || last) {
       const double elapsed = seconds_since(window_start);
       const double tok_s = static_cast<double>(window_steps * tokens_per_step) / elapsed;
-      const double mfu = tok_s * flops_per_token / (peak_gflops * 1e9 * world);
+      const double achieved = tok_s * flops_per_token / 1e9 / world;  // GFLOP/s per rank
+      if (const double peak =
+              plausible_peak(peak_gflops, achieved, [] { return measure_gemm_gflops(2048, 3); });
+          peak != peak_gflops) {
+        log_.line(concat("note: step ", step, " ran at ", std::llround(achieved),
+                         " GFLOP/s per rank, above the start-up GEMM peak of ",
+                         std::llround(peak_gflops), " (measured on a busy machine?); the peak is ",
+                         std::llround(peak), " GFLOP/s from now on"));
+        peak_gflops = peak;
+      }
+      const double mfu = achieved / peak_gflops;
       const double eta = seconds_since(run_start) / static_cast<double>(step) *
                          static_cast<double>(total_steps - step);
       log_.line(progress_line(

@@ -59,6 +59,12 @@ class CpuBackend final : public Backend {
               float beta) override {
     const int64_t m = ta ? a.cols() : a.rows(), k = ta ? a.rows() : a.cols();
     const int64_t n = tb ? b.rows() : b.cols();
+    if (a.dtype() == DType::bf16) {
+      cpu::gemm_bf16(ta, tb, m, n, k, alpha, static_cast<const uint16_t*>(a.raw_data()), a.cols(),
+                     static_cast<const uint16_t*>(b.raw_data()), b.cols(), beta, c.data<float>(),
+                     c.cols());
+      return;
+    }
     cpu::sgemm(ta, tb, m, n, k, alpha, a.data<float>(), a.cols(), b.data<float>(), b.cols(), beta,
                c.data<float>(), c.cols());
   }
@@ -84,6 +90,12 @@ class CpuBackend final : public Backend {
     }
   }
   void fill(Tensor& x, float value) override { cpu::fill(x.data<float>(), x.numel(), value); }
+  void cast(const Tensor& src, Tensor& dst) override {
+    if (src.dtype() == DType::f32)
+      cpu::to_bf16(src.data<float>(), static_cast<uint16_t*>(dst.raw_data()), src.numel());
+    else
+      cpu::from_bf16(static_cast<const uint16_t*>(src.raw_data()), dst.data<float>(), src.numel());
+  }
   void copy(const Tensor& src, Tensor& dst) override {
     cpu::copy_block(src.data<float>(), 0, dst.data<float>(), 0, 1, src.numel());
   }

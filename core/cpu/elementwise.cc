@@ -5,6 +5,7 @@
 #include <cstring>
 #include <vector>
 
+#include "core/bf16.h"
 #include "core/cpu/fast_math.h"
 #include "core/cpu/kernels.h"
 
@@ -13,6 +14,16 @@ namespace {
 // Below this many elements a parallel region costs more than it saves.
 constexpr int64_t kParallelMin = 1 << 15;
 }  // namespace
+
+void to_bf16(const float* src, uint16_t* dst, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) dst[i] = moetron::to_bf16(src[i]);
+}
+
+void from_bf16(const uint16_t* src, float* dst, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) dst[i] = moetron::from_bf16(src[i]);
+}
 
 void fill(float* x, int64_t n, float value) {
 #pragma omp parallel for simd schedule(static) if (n > kParallelMin)

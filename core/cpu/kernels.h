@@ -15,6 +15,17 @@ void sgemm_openblas(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                     const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
                     int64_t ldc);
 const char* gemm_backend();
+// The same with bf16 A and B (uint16_t bit patterns) and an fp32 C, products accumulated in
+// fp32: oneDNN's bf16 matmul where this CPU has one (AVX-512, fastest with AVX-512 BF16 or AMX);
+// otherwise A and B widened to fp32 and sgemm (the same results, no faster).
+void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+               const uint16_t* a, int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c,
+               int64_t ldc);
+// Which of the two gemm_bf16 uses here.
+const char* gemm_bf16_backend();
+// fp32 -> bf16 (round to nearest, ties to even) and back.
+void to_bf16(const float* src, uint16_t* dst, int64_t n);
+void from_bf16(const uint16_t* src, float* dst, int64_t n);
 
 void fill(float* x, int64_t n, float value);
 void add(const float* a, const float* b, float* out, int64_t n);

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <bit>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -591,6 +592,62 @@ TEST(OpForward, MatmulAllTransposesAndShapes) {
         EXPECT_TRUE(close(c.span<float>(), expect, 1e-4, 1e-4))
             << m << "x" << n << "x" << k << " ta=" << ta << " tb=" << tb;
       }
+}
+
+// bf16 operands: against the double product of the values bf16 holds (what the GEMM was given)
+// to fp32 accumulation, and against the fp32 operands they were rounded from to bf16's 8 bits.
+TEST(OpForward, Bf16MatmulAllTransposesAndShapes) {
+  std::mt19937 gen(3);
+  for (auto [m, n, k] : {std::tuple{1, 1, 1}, {3, 5, 7}, {64, 48, 33}, {129, 65, 257}})
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) {
+        const Tensor a = random_tensor(ta ? Shape{k, m} : Shape{m, k}, gen);
+        const Tensor b = random_tensor(tb ? Shape{n, k} : Shape{k, n}, gen);
+        Tensor a16 = Tensor::empty(a.shape(), DType::bf16),
+               b16 = Tensor::empty(b.shape(), DType::bf16);
+        ops::cast(a, a16);
+        ops::cast(b, b16);
+        Tensor ar = Tensor::empty(a.shape()), br = Tensor::empty(b.shape());
+        ops::cast(a16, ar);
+        ops::cast(b16, br);
+        Tensor c = random_tensor({m, n}, gen);
+        const std::vector<double> c0 = to_double(c);
+        std::vector<double> held = ref_matmul(ar, ta, br, tb, m, n, k);
+        std::vector<double> exact = ref_matmul(a, ta, b, tb, m, n, k);
+        for (size_t i = 0; i < held.size(); ++i) {
+          held[i] = 0.5 * held[i] + 2.0 * c0[i];
+          exact[i] = 0.5 * exact[i] + 2.0 * c0[i];
+        }
+        ops::matmul(a16, ta, b16, tb, c, 0.5f, 2.0f);
+        const std::string what = std::to_string(m) + "x" + std::to_string(n) + "x" +
+                                 std::to_string(k) + (ta ? " ta" : "") + (tb ? " tb" : "");
+        EXPECT_TRUE(close(c.span<float>(), held, 1e-4, 1e-4)) << what;
+        // Each product carries two roundings of 2^-9: about 2^-8 sqrt(k) of the terms' size.
+        EXPECT_TRUE(close(c.span<float>(), exact, 2e-2, 2e-2 * std::sqrt(k))) << what;
+      }
+}
+
+TEST(OpForward, CastRoundsToNearestEvenAndWidensExactly) {
+  const std::vector<float> values{1.0f,
+                                  std::bit_cast<float>(0x3f808000u),  // a tie: even below
+                                  std::bit_cast<float>(0x3f818000u),  // a tie: even above
+                                  std::bit_cast<float>(0x3f808001u),  // just above the tie
+                                  -std::bit_cast<float>(0x3f808001u),
+                                  std::numeric_limits<float>::max(),  // rounds to infinity
+                                  -std::numeric_limits<float>::infinity(),
+                                  std::numeric_limits<float>::denorm_min()};
+  const std::vector<uint16_t> expect{0x3f80, 0x3f80, 0x3f82, 0x3f81, 0xbf81, 0x7f80, 0xff80, 0};
+  const Tensor x = ops::from_host(std::span<const float>(values));
+  Tensor h = Tensor::empty(x.shape(), DType::bf16), back = Tensor::empty(x.shape());
+  ops::cast(x, h);
+  ops::cast(h, back);
+  for (size_t i = 0; i < values.size(); ++i) {
+    const uint16_t got = static_cast<const uint16_t*>(h.raw_data())[i];
+    EXPECT_EQ(got, expect[i]) << i;
+    EXPECT_EQ(std::bit_cast<uint32_t>(back.span<float>()[i]), uint32_t{expect[i]} << 16) << i;
+  }
+  Tensor wrong = Tensor::empty(x.shape(), DType::i32);
+  EXPECT_THROW(ops::cast(x, wrong), Error);
 }
 
 TEST(OpForward, OneDnnAgreesWithOpenBlas) {

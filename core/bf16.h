@@ -1,0 +1,25 @@
+// bf16 <-> fp32 on the host. fp32 -> bf16 rounds to nearest, ties to even, as PyTorch's
+// .to(torch.bfloat16) does; NaN stays NaN (quiet), infinities stay, a value past the largest
+// finite bf16 becomes an infinity. bf16 -> fp32 is exact.
+#pragma once
+
+#include <bit>
+#include <cstdint>
+
+namespace moetron {
+
+inline uint16_t to_bf16(float v) {
+  const uint32_t bits = std::bit_cast<uint32_t>(v);
+  if ((bits & 0x7fffffffu) > 0x7f800000u)  // NaN: keep the sign, force a quiet NaN
+    return static_cast<uint16_t>((bits >> 16) | 0x0040u);
+  // Adding 0x7fff plus the lowest kept bit rounds to nearest with ties to even; a carry into the
+  // exponent is the correct rounding up (to infinity past the largest finite bf16).
+  const uint32_t rounded = bits + 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(rounded >> 16);
+}
+
+inline float from_bf16(uint16_t v) {
+  return std::bit_cast<float>(uint32_t{v} << 16);
+}
+
+}  // namespace moetron
