@@ -161,7 +161,8 @@ int run(std::span<const std::string> args, const MpiRuntime& mpi) {
 
   const auto& mc = cfg.model();
   const int accum = cfg.data().grad_accum_steps();
-  Model model(mc, cfg.data().micro_batch_size(), cfg.data().seq_len(), groups.runtime());
+  const DType compute = compute_dtype(cfg.precision());
+  Model model(mc, cfg.data().micro_batch_size(), cfg.data().seq_len(), groups.runtime({}, compute));
   const ModelDims& d = model.dims();
   model.params().init(cfg.seed(), mc.init_std());
   // Each data-parallel rank its own tokens; tensor-parallel ranks share them.
@@ -205,7 +206,10 @@ int run(std::span<const std::string> args, const MpiRuntime& mpi) {
 
   JsonLine j;
   j.add("impl", std::string("moetron")).add("tokens_per_s", tok_s);
-  j.add("mfu", tok_s * flops / (peak_gflops * 1e9 * ranks)).add("gemm_peak_gflops", peak_gflops);
+  // MFU against the peak of the precision the GEMMs run in.
+  const double peak_used = compute == DType::bf16 ? peak_bf16_gflops : peak_gflops;
+  j.add("precision", std::string(dtype_name(compute)));
+  j.add("mfu", tok_s * flops / (peak_used * 1e9 * ranks)).add("gemm_peak_gflops", peak_gflops);
   j.add("gemm_peak_bf16_gflops", peak_bf16_gflops)
       .add("gemm_bf16", std::string(cpu::gemm_bf16_backend()));
   j.add("gemm_backend", backend(Device{}).name());

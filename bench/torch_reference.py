@@ -31,11 +31,18 @@ widths from --mla-q-lora-rank, --mla-kv-lora-rank, --mla-qk-nope-head-dim,
 --mla-qk-rope-head-dim, --mla-v-head-dim, defaults those of configs/moetron.proto), its
 attention on the same fused causal SDPA (mla.mla(fast=True)); --kv-heads is then unused. The
 training step is the same. The JSON line then also has mla (the five widths).
+
+With --autocast-bf16 the forward and the loss run under torch.autocast(device_type="cpu",
+dtype=torch.bfloat16) (PyTorch's CPU mixed precision: the ops of autocast's lower-precision list,
+the GEMMs among them, on bf16 copies of their operands), backward outside it as PyTorch
+recommends; parameters, gradients and AdamW stay fp32. The JSON line's precision says which
+("bf16-autocast" or "fp32").
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -133,6 +140,8 @@ def main():
     ap.add_argument("--mla-qk-nope-head-dim", type=int, default=32)
     ap.add_argument("--mla-qk-rope-head-dim", type=int, default=16)
     ap.add_argument("--mla-v-head-dim", type=int, default=32)
+    ap.add_argument("--autocast-bf16", action="store_true",
+                    help="forward and loss under torch.autocast(cpu, bf16); fp32 params, AdamW")
     args = ap.parse_args()
     use_mla = args.layer_types == "MLA"
 
@@ -186,11 +195,17 @@ def main():
         train_params = moe.trainable(params)
     window = torch.randint(0, args.vocab, (args.batch, args.seq + 1 + args.mtp_depth), generator=g)
 
+    def forward_context():  # backward runs outside autocast, as PyTorch recommends
+        if args.autocast_bf16:
+            return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def step():
-        if use_moe or use_mla:
-            losses = moe.model_loss(params, cfg, window, fast=True)
-        else:
-            losses = ref.model_loss(params, cfg, window, fast=True)
+        with forward_context():
+            if use_moe or use_mla:
+                losses = moe.model_loss(params, cfg, window, fast=True)
+            else:
+                losses = ref.model_loss(params, cfg, window, fast=True)
         losses["total"].backward()
         if use_moe:  # experts that got no token: zero gradient, as the C++ dense buffers
             for p in train_params.values():
@@ -218,6 +233,7 @@ def main():
     tokens = args.batch * args.seq
     result = {
         "impl": "pytorch",
+        "precision": "bf16-autocast" if args.autocast_bf16 else "fp32",
         "tokens_per_s": tokens * len(times) / sum(times) if times else 0.0,
         "step_s": [round(t, 6) for t in times],
         "torch_version": torch.__version__,

@@ -8,15 +8,18 @@
 namespace moetron {
 
 double measure_gemm_gflops(int64_t n, int reps, DType dtype) {
-  Tensor a32 = Tensor::empty({n, n}), b32 = Tensor::empty({n, n}), c = Tensor::empty({n, n});
-  ops::fill(a32, 0.5f);
-  ops::fill(b32, 0.25f);
-  Tensor a = a32, b = b32;
-  if (dtype == DType::bf16) {
-    a = Tensor::empty({n, n}, DType::bf16), b = Tensor::empty({n, n}, DType::bf16);
-    ops::cast(a32, a);
-    ops::cast(b32, b);
-  }
+  // The operands in `dtype`, filled as fp32 and cast (the fp32 ones gone before the GEMMs, so
+  // the probe's memory, which the process keeps for its tensors, is no larger in bf16).
+  const auto operand = [&](float value) {
+    Tensor t32 = Tensor::empty({n, n});
+    ops::fill(t32, value);
+    if (dtype == DType::f32) return t32;
+    Tensor t = Tensor::empty({n, n}, dtype);
+    ops::cast(t32, t);
+    return t;
+  };
+  const Tensor a = operand(0.5f), b = operand(0.25f);
+  Tensor c = Tensor::empty({n, n});
   ops::matmul(a, false, b, false, c);  // warm-up: page faults, oneDNN's kernel selection
   double best = 1e30;
   for (int r = 0; r < reps; ++r) {

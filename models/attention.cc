@@ -110,14 +110,14 @@ void Attention::split_projection(const Tensor& qkv, Tensor& qg, Tensor& q_raw, T
 }
 
 void Attention::train_forward(const Tensor& x, Tensor& y) {
-  linear_forward(x, params_.fused_value(q_proj_, v_proj_), qkv_);
+  linear_forward(x, params_.fused_weight(q_proj_, v_proj_), qkv_);
   split_projection(qkv_, qg_, q_raw_, q_, gate_, k_raw_, k_, v_);
   ops::rope(q_, rope_.cos, rope_.sin, rope_.style, false);
   ops::rope(k_, rope_.cos, rope_.sin, rope_.style, false);
   ops::attention_forward(q_, k_, v_, scale_, out_, lse_, &row_max_);
   ops::head_max(row_max_, max_logits_);
   if (output_gate_) ops::sigmoid_gate(out_, gate_, gated_);
-  linear_forward((output_gate_ ? gated_ : out_).reshape({rows_, q_width_}), o_proj_.value(), y);
+  linear_forward((output_gate_ ? gated_ : out_).reshape({rows_, q_width_}), o_proj_.weight(), y);
 }
 
 void Attention::decode_forward(const Tensor& x, Tensor& y, const DecodeStep& step) {
@@ -125,7 +125,7 @@ void Attention::decode_forward(const Tensor& x, Tensor& y, const DecodeStep& ste
   Tensor keys_t = step.state[0];
   Tensor values = step.state[1].view(start * kv_width_, {n, kv_width_});
   Tensor qkv = decode_qkv_.rows(n, q_rows() + 2 * kv_width_);
-  linear_forward(x, params_.fused_value(q_proj_, v_proj_), qkv, &step);
+  linear_forward(x, params_.fused_weight(q_proj_, v_proj_), qkv, &step);
   // Values go straight into their cache rows; keys after RoPE, transposed.
   // The gate's and the norms' buffers only where the options are on.
   Tensor qg = output_gate_ ? decode_qg_.rows(n, q_rows()) : Tensor{};
@@ -145,18 +145,18 @@ void Attention::decode_forward(const Tensor& x, Tensor& y, const DecodeStep& ste
   Tensor out_heads = out.reshape({n, heads_, head_dim_});
   ops::attention_decode(q.reshape({n, heads_, head_dim_}), keys_t, step.state[1], start, out_heads);
   if (output_gate_) ops::sigmoid_gate(out, gate, out);  // elementwise: in place is safe
-  linear_forward(out, o_proj_.value(), y, &step);
+  linear_forward(out, o_proj_.weight(), y, &step);
 }
 
 void Attention::backward(const Tensor& dy, const Tensor& x, Tensor& dx) {
   Tensor dwo = o_proj_.grad();
   if (output_gate_) {
     Tensor dgated = dgated_.reshape({rows_, q_width_});
-    linear_backward(dy, gated_.reshape({rows_, q_width_}), o_proj_.value(), dwo, dgated);
+    linear_backward(dy, gated_.reshape({rows_, q_width_}), o_proj_.weight(), dwo, dgated);
     ops::sigmoid_gate_backward(dgated_, out_, gate_, dout_, dgate_);
   } else {
     Tensor dout = dout_.reshape({rows_, q_width_});
-    linear_backward(dy, out_.reshape({rows_, q_width_}), o_proj_.value(), dwo, dout);
+    linear_backward(dy, out_.reshape({rows_, q_width_}), o_proj_.weight(), dwo, dout);
   }
   ops::attention_backward(dout_, q_, k_, v_, scale_, out_, lse_, dq_, dk_, dv_);
   ops::rope(dq_, rope_.cos, rope_.sin, rope_.style, true);
@@ -187,7 +187,7 @@ void Attention::backward(const Tensor& dy, const Tensor& x, Tensor& dx) {
                                     dv_.reshape({rows_, kv_width_})};
   ops::concat_cols(parts, dqkv_);
   Tensor dwqkv = params_.fused_grad(q_proj_, v_proj_);
-  linear_backward(dqkv_, x, params_.fused_value(q_proj_, v_proj_), dwqkv, dx);
+  linear_backward(dqkv_, x, params_.fused_weight(q_proj_, v_proj_), dwqkv, dx);
   if (!q_norm_ || !tp_comm_) return;
   tp_comm_->all_reduce(tp_norm_grads_);
   Tensor gq = q_norm_->weight().grad(), gk = k_norm_->weight().grad();

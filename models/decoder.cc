@@ -28,6 +28,9 @@ Decoder::Decoder(Model& model, int64_t max_len)
           max_len_, model.runtime().device) {
   const ModelDims& d = model.dims();
   const Runtime& rt = model.runtime();
+  // Decoding multiplies by the fp32 weights (generate builds its model in fp32).
+  if (rt.compute != DType::f32)
+    throw Error("decoder: decodes in fp32, and the model was built for bf16 GEMMs");
   if (!rt.alone())
     throw Error(detail::concat("decoder: decodes on one rank, and the model is split over tp ",
                                rt.tp.size, " x ep ", rt.ep.size, " ranks"));

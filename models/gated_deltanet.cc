@@ -80,7 +80,7 @@ std::vector<Shape> GatedDeltaNet::decode_state(int64_t /*max_len*/) const {
 }
 
 void GatedDeltaNet::project(const Tensor& x, Parts& p, const DecodeStep* step) {
-  linear_forward(x, params_.fused_value(in_q_, in_a_), p.proj, step);
+  linear_forward(x, params_.fused_weight(in_q_, in_a_), p.proj, step);
   std::array<Tensor, 4> parts{p.qkv_pre.reshape({x.rows(), dims_.conv_dim()}),
                               p.z.reshape({x.rows(), dims_.v_heads * dims_.v_dim}), p.b, p.a};
   ops::split_cols(p.proj, parts);
@@ -112,7 +112,7 @@ void GatedDeltaNet::run(const Tensor& x, Tensor& y, const DecodeStep* step) {
     ops::gated_rmsnorm_forward(core_.reshape({rows_ * g.v_heads, g.v_dim}),
                                t_.z.reshape({rows_ * g.v_heads, g.v_dim}), norm_.value(), eps_,
                                normed, nrstd_);
-    linear_forward(normed_.reshape({rows_, vw}), out_proj_.value(), y);
+    linear_forward(normed_.reshape({rows_, vw}), out_proj_.weight(), y);
     return;
   }
   // Decoding: the conv and the recurrence carry their state from the previous positions.
@@ -139,7 +139,7 @@ void GatedDeltaNet::run(const Tensor& x, Tensor& y, const DecodeStep* step) {
   ops::gated_rmsnorm_forward(core.reshape({n * g.v_heads, g.v_dim}),
                              p.z.reshape({n * g.v_heads, g.v_dim}), norm_.value(), eps_, normed,
                              nrstd);
-  linear_forward(normed.reshape({n, vw}), out_proj_.value(), y, step);
+  linear_forward(normed.reshape({n, vw}), out_proj_.weight(), y, step);
 }
 
 void GatedDeltaNet::backward(const Tensor& dy, const Tensor& x, Tensor& dx) {
@@ -148,7 +148,7 @@ void GatedDeltaNet::backward(const Tensor& dy, const Tensor& x, Tensor& dx) {
   const int64_t vrows = rows * g.v_heads, krows = rows * g.k_heads;
   Tensor dwo = out_proj_.grad();
   Tensor dnormed = dnormed_.reshape({rows, vw});
-  linear_backward(dy, normed_.reshape({rows, vw}), out_proj_.value(), dwo, dnormed);
+  linear_backward(dy, normed_.reshape({rows, vw}), out_proj_.weight(), dwo, dnormed);
   // The norm's weight is replicated under tp: this rank's heads give a share, summed below.
   Tensor dnorm_w = tp_comm_ ? dnorm_w_ : norm_.grad();
   if (tp_comm_) ops::fill(dnorm_w_, 0.0f);
@@ -179,7 +179,7 @@ void GatedDeltaNet::backward(const Tensor& dy, const Tensor& x, Tensor& dx) {
                                          dz_.reshape({rows, vw}), db_, da_};
   ops::concat_cols(proj_parts, dproj_);
   Tensor dwin = params_.fused_grad(in_q_, in_a_);
-  linear_backward(dproj_, x, params_.fused_value(in_q_, in_a_), dwin, dx);
+  linear_backward(dproj_, x, params_.fused_weight(in_q_, in_a_), dwin, dx);
   if (!tp_comm_) return;
   tp_comm_->all_reduce(dnorm_w_);
   Tensor gn = norm_.grad();

@@ -144,15 +144,15 @@ void Mla::run(const Tensor& x, Tensor& y, const DecodeStep* step) {
 void Mla::train_forward(const Tensor& x, Tensor& y) {
   const MlaDims& a = dims_;
   const int64_t H = heads_, rows = rows_;
-  linear_forward(x, params_.fused_value(q_down_, kv_down_), down_);
+  linear_forward(x, params_.fused_weight(q_down_, kv_down_), down_);
   std::array<Tensor, 3> parts{q_lora() ? cq_ : q_, c_, kr_};
   ops::split_cols(down_, parts);
   if (q_lora()) {
     q_norm_->forward(cq_, cqn_);
-    linear_forward(cqn_, q_b_.value(), q_);
+    linear_forward(cqn_, q_b_.weight(), q_);
   }
   kv_norm_.forward(c_, cn_);
-  linear_forward(cn_, kv_b_.value(), kvb_);
+  linear_forward(cn_, kv_b_.weight(), kvb_);
   // RoPE on the query's rope part of every head and on the one shared key.
   Tensor q_heads = q_.reshape({rows, H, a.qk()});
   ops::split_heads(q_heads, qc_, qr_);
@@ -167,7 +167,7 @@ void Mla::train_forward(const Tensor& x, Tensor& y) {
   ops::concat_heads(kc_, kr_.reshape({rows, 1, a.rope}), kf);
   ops::attention_forward(qf_, kf_, v_, scale_, out_, lse_, &row_max_);
   ops::head_max(row_max_, max_logits_);
-  linear_forward(out_.reshape({rows, H * a.v}), o_proj_.value(), y);
+  linear_forward(out_.reshape({rows, H * a.v}), o_proj_.weight(), y);
 }
 
 void Mla::backward(const Tensor& dy, const Tensor& x, Tensor& dx) {
@@ -189,14 +189,14 @@ void Mla::backward(const Tensor& dy, const Tensor& x, Tensor& dx) {
     d_kvnorm = tp_grads_.view(at, {a.kv_lora});
   }
   Tensor dout = dout_.reshape({rows, H * a.v}), dwo = o_proj_.grad();
-  linear_backward(dy, out_.reshape({rows, H * a.v}), o_proj_.value(), dwo, dout);
+  linear_backward(dy, out_.reshape({rows, H * a.v}), o_proj_.weight(), dwo, dout);
   ops::attention_backward(dout_, qf_, kf_, v_, scale_, out_, lse_, dqf_, dkf_, dv_);
   // Keys: [k_C | k_R] per head; k_R's gradient is the sum over the heads.
   ops::split_heads(dkf_.reshape({rows, H, a.qk()}), dkc_, dkr_);
   Tensor dkvb = dkvb_.reshape({rows, H, a.nope + a.v});
   ops::concat_heads(dkc_, dv_.reshape({rows, H, a.v}), dkvb);
   Tensor dwkvb = kv_b_.grad();
-  linear_backward(dkvb_, cn_, kv_b_.value(), dwkvb, dcn_);
+  linear_backward(dkvb_, cn_, kv_b_.weight(), dwkvb, dcn_);
   kv_norm_.backward(dcn_, c_, dc_, /*accumulate_dx=*/false, tp_comm_ ? &d_kvnorm : nullptr);
   Tensor dkr = dkr_.reshape({batch_, seq_, 1, a.rope});
   ops::rope(dkr, rope_.cos, rope_.sin, rope_.style, true);
@@ -208,12 +208,12 @@ void Mla::backward(const Tensor& dy, const Tensor& x, Tensor& dx) {
   ops::concat_heads(dqc_, dqr_, dq);
   if (q_lora()) {
     Tensor dwqb = q_b_.grad();
-    linear_backward(dq_, cqn_, q_b_.value(), dwqb, dcqn_);
+    linear_backward(dq_, cqn_, q_b_.weight(), dwqb, dcqn_);
     q_norm_->backward(dcqn_, cq_, dcq_, /*accumulate_dx=*/false, tp_comm_ ? &d_qnorm : nullptr);
   }
   const std::array<Tensor, 3> parts{q_lora() ? dcq_ : dq_, dc_, dkr_.reshape({rows, a.rope})};
   ops::concat_cols(parts, ddown_);
-  linear_backward(ddown_, x, params_.fused_value(q_down_, kv_down_), d_down_w, dx);
+  linear_backward(ddown_, x, params_.fused_weight(q_down_, kv_down_), d_down_w, dx);
   if (!tp_comm_) return;
   // Sum the replicated weights' shares over the group: from kv_a_proj_with_mqa on (q_proj's
   // rows, without a q LoRA, are this rank's heads' own), then add them to the gradients.
@@ -234,7 +234,7 @@ void Mla::decode_forward(const Tensor& x, Tensor& y, const DecodeStep& step) {
   const MlaDims& a = dims_;
   const int64_t H = heads_, n = x.rows(), start = step.start, latent = a.kv_lora + a.rope;
   Tensor down = d_down_.rows(n, q_down_width() + latent);
-  linear_forward(x, params_.fused_value(q_down_, kv_down_), down, &step);
+  linear_forward(x, params_.fused_weight(q_down_, kv_down_), down, &step);
   Tensor q = d_q_.rows(n, H * a.qk()), c = d_c_.rows(n, a.kv_lora), kr = d_kr_.rows(n, a.rope);
   Tensor cq = q_lora() ? d_cq_.rows(n, a.q_lora) : q;
   std::array<Tensor, 3> parts{cq, c, kr};
@@ -242,7 +242,7 @@ void Mla::decode_forward(const Tensor& x, Tensor& y, const DecodeStep& step) {
   if (q_lora()) {
     Tensor cqn = d_cqn_.rows(n, a.q_lora);
     q_norm_->forward(cq, cqn);
-    linear_forward(cqn, q_b_.value(), q, &step);
+    linear_forward(cqn, q_b_.weight(), q, &step);
   }
   const Tensor cos = step.rope.cos.slice(start, start + n);
   const Tensor sin = step.rope.sin.slice(start, start + n);
@@ -289,7 +289,7 @@ void Mla::decode_forward(const Tensor& x, Tensor& y, const DecodeStep& step) {
   Tensor o = d_o_.rows(n, H * a.v);
   Tensor o3 = o.reshape({n, H, a.v});
   ops::transpose01(oh.reshape({H, n, a.v}), o3);
-  linear_forward(o, o_proj_.value(), y, &step);
+  linear_forward(o, o_proj_.weight(), y, &step);
 }
 
 }  // namespace moetron

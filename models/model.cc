@@ -57,7 +57,7 @@ Model::Model(const config::ModelConfig& cfg, int64_t batch, int64_t seq, const R
         return mtp;
       }()),
       head_(head_weight_, embed_.shard(), dims_, rt) {
-  params_.allocate([this](const ParamInfo& p) { return unit_of(p); }, rt.device);
+  params_.allocate([this](const ParamInfo& p) { return unit_of(p); }, rt.device, rt.compute);
   for (const auto& b : blocks_)
     if (b->moe()) moe_layers_.push_back(b->moe());
   for (const auto& m : mtp_)
@@ -201,11 +201,13 @@ void Model::forward_backward(std::span<const int32_t> windows, float mtp_weight,
 }
 
 void Model::evaluate(std::span<const int32_t> windows, Tensor& sums) {
+  params_.cast_weights();  // evaluation follows an update
   run(windows, 0.0f, false, 0.0f, sums, {});
 }
 
 Losses Model::forward_backward(std::span<const int32_t> windows, float mtp_weight,
                                float grad_scale) {
+  params_.cast_weights();
   Tensor sums = new_sums();
   forward_backward(windows, mtp_weight, grad_scale, sums);
   return losses(ops::to_host<double>(sums), 1, mtp_weight);
@@ -221,6 +223,7 @@ Tensor Model::logits(std::span<const int32_t> tokens) {
   if (static_cast<int64_t>(tokens.size()) != dims_.rows())
     throw Error(detail::concat("logits: the model takes ", dims_.batch, " x ", dims_.seq,
                                " tokens, got ", tokens.size()));
+  params_.cast_weights();
   ops::copy_from_host(tokens, ids_[0]);
   embed_.forward(ids_[0], x_[0]);
   for (size_t l = 0; l < blocks_.size(); ++l) blocks_[l]->forward(x_[l], x_[l + 1]);
@@ -259,6 +262,7 @@ std::vector<TokenMixer*> Model::mixers() {
 }
 
 void Model::begin_step() {
+  params_.cast_weights();  // the step's weights: once, from the masters the last update left
   for (TokenMixer* m : mixers()) m->reset_max_logits();
   moe_step_.assign(moe_layers_.size(), {});
   for (size_t i = 0; i < moe_layers_.size(); ++i) {

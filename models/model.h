@@ -89,7 +89,8 @@ class Model {
   // only the experts a token is routed to.
   double train_flops_per_token() const;
 
-  // Per optimizer step: begin_step() clears the mixers' largest logits and the MoE statistics
+  // Per optimizer step: begin_step() makes the bf16 copies of the weights (bf16 precision; also
+  // made by evaluate and logits), clears the mixers' largest logits and the MoE statistics
   // that each forward_backward adds to; moe_step_stats() returns them with the balance sums of the
   // step's `sums` (read to the host); update_router_biases() applies the aux-loss-free rule with
   // the step's loads (this rank's, or as the trainer reduced them over the data-parallel group).

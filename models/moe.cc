@@ -65,13 +65,13 @@ MoE::MoE(ParamTable& params, const std::string& prefix, const ModelDims& d, cons
 const std::vector<Tensor>& MoE::expert_gate_up() {
   if (gate_up_views_.empty())
     for (size_t e = 0; e < gate_proj_.size(); ++e)
-      gate_up_views_.push_back(params_.fused_value(gate_proj_[e], up_proj_[e]));
+      gate_up_views_.push_back(params_.fused_weight(gate_proj_[e], up_proj_[e]));
   return gate_up_views_;
 }
 
 const std::vector<Tensor>& MoE::expert_down() {
   if (down_views_.empty())
-    for (const ParamRef& p : down_proj_) down_views_.push_back(p.value());
+    for (const ParamRef& p : down_proj_) down_views_.push_back(p.weight());
   return down_views_;
 }
 
@@ -144,9 +144,9 @@ void MoE::train_forward(const Tensor& x, Tensor& y) {
   gate_up_ = gate_up_buf_.rows(local, 2 * inter_);
   act_ = act_buf_.rows(local, inter_);
   out_local_ = out_local_buf_.rows(local, hidden_);
-  ops::grouped_matmul(x_local_, expert_gate_up(), offsets, gate_up_);
+  experts_forward(x_local_, expert_gate_up(), offsets, gate_up_);
   ops::swiglu_forward(gate_up_, act_);
-  ops::grouped_matmul(act_, expert_down(), offsets, out_local_);
+  experts_forward(act_, expert_down(), offsets, out_local_);
   out_sent_ = dispatcher_.local() ? out_local_ : out_sent_buf_.rows(sent, hidden_);
   if (!dispatcher_.local()) dispatcher_.combine(out_local_, out_sent_);
   if (shared_gate_.id() >= 0) {
@@ -214,9 +214,9 @@ void MoE::backward(const Tensor& dy, const Tensor& x, Tensor& dx) {
   if (!dispatcher_.local()) dispatcher_.dispatch(d_sent, d_local);
   Tensor d_act = d_act_buf_.rows(local, inter_), d_gu = d_gate_up_buf_.rows(local, 2 * inter_);
   Tensor dx_local = dx_local_buf_.rows(local, hidden_);
-  ops::grouped_matmul_backward(d_local, act_, expert_down(), offsets, d_down, d_act);
+  experts_backward(d_local, act_, expert_down(), offsets, d_down, d_act);
   ops::swiglu_backward(d_act, gate_up_, d_gu);
-  ops::grouped_matmul_backward(d_gu, x_local_, expert_gate_up(), offsets, d_gate_up, dx_local);
+  experts_backward(d_gu, x_local_, expert_gate_up(), offsets, d_gate_up, dx_local);
   // d_sent is free again: it takes the input gradients back.
   if (!dispatcher_.local()) dispatcher_.combine(dx_local, d_sent);
   ops::combine_rows(dispatcher_.local() ? dx_local : d_sent, slot_rows(), Tensor(), router_.k, dx,

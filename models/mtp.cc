@@ -38,7 +38,7 @@ void MtpModule::run(const Tensor& emb, const Tensor& h_prev, Tensor& h_k, const 
   hnorm_.forward(h_prev, h_prev_n_);
   const std::array<Tensor, 2> parts{emb_n_, h_prev_n_};  // embedding first, as in V3's weights
   ops::concat_cols(parts, cat_);
-  linear_forward(cat_, eh_proj_.value(), x_, step);
+  linear_forward(cat_, eh_proj_.weight(), x_, step);
   if (step)
     block_.forward(x_, h_, *step);
   else
@@ -54,7 +54,7 @@ void MtpModule::backward(const Tensor& d_head_input, const Tensor& d_output, con
                       /*accumulate_dx=*/false);
   block_.backward(dh_, x_, dx_);
   Tensor dw = eh_proj_.grad();
-  linear_backward(dx_, cat_, eh_proj_.value(), dw, dcat_);
+  linear_backward(dx_, cat_, eh_proj_.weight(), dw, dcat_);
   std::array<Tensor, 2> parts{d_emb_n_, d_h_prev_n_};
   ops::split_cols(dcat_, parts);
   enorm_.backward(d_emb_n_, emb, d_emb, /*accumulate_dx=*/false);

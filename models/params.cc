@@ -23,6 +23,9 @@ Tensor ParamRef::value() const {
 Tensor ParamRef::grad() const {
   return table_->grad(id_);
 }
+Tensor ParamRef::weight() const {
+  return table_->weight(id_);
+}
 
 ParamRef ParamTable::add(std::string name, Shape shape, ParamKind kind, ShardSpec shard,
                          ParamInit init) {
@@ -50,7 +53,8 @@ ParamRef ParamTable::add(std::string name, Shape shape, ParamKind kind, ShardSpe
   return {this, id};
 }
 
-void ParamTable::allocate(const std::function<int(const ParamInfo&)>& unit_of, Device device) {
+void ParamTable::allocate(const std::function<int(const ParamInfo&)>& unit_of, Device device,
+                          DType compute) {
   MOETRON_CHECK(!allocated(), "parameters allocated twice");
   int units = 1;
   for (ParamInfo& p : infos_) {
@@ -89,6 +93,21 @@ void ParamTable::allocate(const std::function<int(const ParamInfo&)>& unit_of, D
   }
   params_ = Tensor::zeros({numel_}, DType::f32, device);
   grads_ = Tensor::zeros({numel_}, DType::f32, device);
+  MOETRON_CHECK(compute == DType::f32 || compute == DType::bf16,
+                "the compute dtype is f32 or bf16, not ", dtype_name(compute));
+  if (compute == DType::f32) return;
+  copy_offset_.assign(infos_.size(), -1);
+  int64_t copied = 0;
+  for (int id : order) {
+    const ParamInfo& p = infos_[static_cast<size_t>(id)];
+    if (!is_hidden_matrix(p.name, p.kind)) continue;
+    if (copies_.empty() || copies_.back().begin + copies_.back().numel != p.offset)
+      copies_.push_back({p.offset, 0, copied});
+    copies_.back().numel += p.numel();
+    copy_offset_[static_cast<size_t>(id)] = copied;
+    copied += p.numel();
+  }
+  weights_ = Tensor::zeros({copied}, DType::bf16, device);
 }
 
 int ParamTable::find(const std::string& name) const {
@@ -126,6 +145,33 @@ Tensor ParamTable::fused_value(const ParamRef& first, const ParamRef& last) cons
 
 Tensor ParamTable::fused_grad(const ParamRef& first, const ParamRef& last) const {
   return fused(grads_, first, last);
+}
+
+Tensor ParamTable::weight(int id) const {
+  if (!weights_.defined()) return value(id);
+  const ParamInfo& p = info(id);
+  const int64_t at = copy_offset_.at(static_cast<size_t>(id));
+  MOETRON_CHECK(at >= 0, p.name, " has no bf16 copy: it is not a hidden matrix");
+  return weights_.view(at, p.shape);
+}
+
+Tensor ParamTable::fused_weight(const ParamRef& first, const ParamRef& last) const {
+  const Tensor values = fused_value(first, last);  // checks that they are adjacent
+  if (!weights_.defined()) return values;
+  // Adjacent values have adjacent copies, when the first and the last have one.
+  const int64_t at = copy_offset_.at(static_cast<size_t>(first.id()));
+  const int64_t last_at = copy_offset_.at(static_cast<size_t>(last.id()));
+  MOETRON_CHECK(at >= 0 && last_at + info(last.id()).numel() == at + values.numel(),
+                "the bf16 copies of ", info(first.id()).name, " .. ", info(last.id()).name,
+                " are not adjacent");
+  return weights_.view(at, values.shape());
+}
+
+void ParamTable::cast_weights() {
+  for (const CopyRange& r : copies_) {
+    Tensor w = weights_.view(r.at, {r.numel});
+    ops::cast(params_.view(r.begin, {r.numel}), w);
+  }
 }
 
 void ParamTable::init(uint64_t seed, float std) {

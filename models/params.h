@@ -12,6 +12,7 @@
 #include <functional>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "core/tensor.h"
@@ -83,6 +84,8 @@ class ParamRef {
   ParamRef(const ParamTable* table, int id) : table_(table), id_(id) {}
   Tensor value() const;
   Tensor grad() const;
+  // The weight a projection's GEMM multiplies by: value(), or its bf16 copy (ParamTable::weight).
+  Tensor weight() const;
   int id() const { return id_; }
 
  private:
@@ -98,8 +101,10 @@ class ParamTable {
   ParamRef add(std::string name, Shape shape, ParamKind kind, ShardSpec shard = {},
                ParamInit init = ParamInit::by_kind);
   // Lays out the segments (unit_of gives each parameter's gradient-ready unit, 0 if absent) and
-  // allocates the flat parameter and gradient buffers on `device` (gradients zeroed).
-  void allocate(const std::function<int(const ParamInfo&)>& unit_of = {}, Device device = {});
+  // allocates the flat parameter and gradient buffers on `device` (gradients zeroed). With
+  // `compute` bf16 it also allocates the bf16 copies of the matrices (weight(), cast_weights()).
+  void allocate(const std::function<int(const ParamInfo&)>& unit_of = {}, Device device = {},
+                DType compute = DType::f32);
   bool allocated() const { return params_.defined(); }
 
   const std::vector<ParamInfo>& infos() const { return infos_; }
@@ -114,6 +119,17 @@ class ParamTable {
   // Parameters first..last (consecutive, same trailing dims) as one [sum of rows, cols] view.
   Tensor fused_value(const ParamRef& first, const ParamRef& last) const;
   Tensor fused_grad(const ParamRef& first, const ParamRef& last) const;
+
+  // Mixed precision (docs/precision.md): the fp32 values are the master weights; with a bf16
+  // compute dtype every hidden matrix (is_hidden_matrix) also has a bf16 copy, which the
+  // projections multiply by. cast_weights() makes the copies from the masters (the caller does it
+  // once per optimizer step, after the update, and before any other forward pass); without
+  // copies it does nothing and weight() is value().
+  DType compute_dtype() const { return weights_.defined() ? DType::bf16 : DType::f32; }
+  int64_t weight_copies_numel() const { return weights_.defined() ? weights_.numel() : 0; }
+  Tensor weight(int id) const;
+  Tensor fused_weight(const ParamRef& first, const ParamRef& last) const;
+  void cast_weights();
 
   Tensor& flat_values() { return params_; }
   Tensor& flat_grads() { return grads_; }
@@ -133,6 +149,14 @@ class ParamTable {
   int64_t numel_ = 0, dense_numel_ = 0;
   std::vector<UnitRanges> units_;
   Tensor params_, grads_;
+  // The bf16 copies back to back (undefined in fp32); each run of adjacent copied parameters is
+  // one range: its offset in the flat values, its length, its offset in weights_.
+  Tensor weights_;
+  struct CopyRange {
+    int64_t begin = 0, numel = 0, at = 0;
+  };
+  std::vector<CopyRange> copies_;
+  std::vector<int64_t> copy_offset_;  // by id: the element offset in weights_, -1 without a copy
 };
 
 }  // namespace moetron

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 
+#include "configs/moetron.pb.h"
 #include "core/communicator.h"
 #include "core/tensor.h"
 #include "models/params.h"
@@ -30,9 +31,17 @@ struct Group {
   }
 };
 
+// The GEMM operands' dtype of a run's precision.
+inline DType compute_dtype(config::RunConfig::Precision precision) {
+  return precision == config::RunConfig::BF16 ? DType::bf16 : DType::f32;
+}
+
 struct Runtime {
   Device device;
   Group tp, ep;
+  // The dtype of the projections' GEMM operands: f32, or bf16 with fp32 master weights
+  // (config precision; docs/precision.md).
+  DType compute = DType::f32;
 
   bool alone() const { return tp.size == 1 && ep.size == 1; }
   Tensor empty(Shape shape, DType dtype = DType::f32) const {

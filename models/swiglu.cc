@@ -24,17 +24,17 @@ SwiGLU::SwiGLU(ParamTable& params, const std::string& prefix, const ModelDims& d
 void SwiGLU::run(const Tensor& x, Tensor& y, const DecodeStep* step) {
   gate_up_ = gate_up_buf_.rows(x.rows(), 2 * local_);
   act_ = act_buf_.rows(x.rows(), local_);
-  linear_forward(x, params_.fused_value(gate_, up_), gate_up_, step);
+  linear_forward(x, params_.fused_weight(gate_, up_), gate_up_, step);
   ops::swiglu_forward(gate_up_, act_);
-  linear_forward(act_, down_.value(), y, step);
+  linear_forward(act_, down_.weight(), y, step);
 }
 
 void SwiGLU::backward(const Tensor& dy, const Tensor& x, Tensor& dx) {
   Tensor ddown = down_.grad();
-  linear_backward(dy, act_, down_.value(), ddown, dact_);
+  linear_backward(dy, act_, down_.weight(), ddown, dact_);
   ops::swiglu_backward(dact_, gate_up_, dgate_up_);
   Tensor dgu = params_.fused_grad(gate_, up_);
-  linear_backward(dgate_up_, x, params_.fused_value(gate_, up_), dgu, dx);
+  linear_backward(dgate_up_, x, params_.fused_weight(gate_, up_), dgu, dx);
 }
 
 }  // namespace moetron

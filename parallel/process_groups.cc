@@ -55,8 +55,8 @@ MPI_Comm ProcessGroups::mpi_world() const {
   return world_ ? world_->comm() : MPI_COMM_NULL;
 }
 
-Runtime ProcessGroups::runtime(Device device) const {
-  return {device, {layout_.tp, tp_rank(), tp()}, {layout_.ep, ep_rank(), ep()}};
+Runtime ProcessGroups::runtime(Device device, DType compute) const {
+  return {device, {layout_.tp, tp_rank(), tp()}, {layout_.ep, ep_rank(), ep()}, compute};
 }
 
 }  // namespace moetron

@@ -41,8 +41,9 @@ class ProcessGroups {
   Communicator* edp() const;
   std::vector<Communicator*> all() const;  // world, dp, tp, ep, edp (those of several ranks)
 
-  // What the model and its layers see of this rank: its device and its tp and ep groups.
-  Runtime runtime(Device device = {}) const;
+  // What the model and its layers see of this rank: its device, its tp and ep groups, and the
+  // GEMMs' dtype.
+  Runtime runtime(Device device = {}, DType compute = DType::f32) const;
   // The MPI communicator of all ranks (for MPI-IO), or MPI_COMM_NULL without MPI.
   MPI_Comm mpi_world() const;
 

@@ -168,6 +168,7 @@ RunPlan plan_run(const config::RunConfig& cfg, int world, const DeviceSpec& devi
   rt.device = Device{DeviceKind::meta, 0};
   rt.tp = {l.tp, 0, l.tp > 1 ? &tp : nullptr};
   rt.ep = {l.ep, 0, l.ep > 1 ? &ep : nullptr};
+  rt.compute = compute_dtype(cfg.precision());
   Backend& meta = meta_backend();
 
   // The model as this rank builds it and as one training step leaves it: parameters, gradients
@@ -185,7 +186,9 @@ RunPlan plan_run(const config::RunConfig& cfg, int world, const DeviceSpec& devi
   MemoryPlan& m = p.memory;
   m.params = static_cast<double>(params.numel()) * 4;
   m.grads = m.params;
-  m.activations = static_cast<double>(meta.memory_use().peak - before) - m.params - m.grads;
+  m.weight_copies = static_cast<double>(params.weight_copies_numel()) * 2;
+  m.activations =
+      static_cast<double>(meta.memory_use().peak - before) - m.params - m.grads - m.weight_copies;
   {
     // One block of each kind, built and run alone, for the breakdown.
     const RopeTables rope = RopeTables::make(d, d.seq, rt.device);
@@ -276,8 +279,9 @@ std::string memory_line(const RunPlan& p) {
   const MemoryPlan& m = p.memory;
   std::ostringstream os;
   os << "memory per rank (plan): params " << bytes_str(m.params) << " + grads "
-     << bytes_str(m.grads) << " + optimizer " << bytes_str(m.optimizer) << " + activations "
-     << bytes_str(m.activations);
+     << bytes_str(m.grads) << " + optimizer " << bytes_str(m.optimizer);
+  if (m.weight_copies > 0) os << " + bf16 weights " << bytes_str(m.weight_copies);
+  os << " + activations " << bytes_str(m.activations);
   if (m.dispatch > 0) os << " + MoE dispatch " << bytes_str(m.dispatch);
   os << " + runtime " << bytes_str(m.runtime) << " = " << bytes_str(m.total()) << " of "
      << bytes_str(p.device.memory) << " (" << p.device.name << ")";
@@ -311,6 +315,7 @@ std::string describe(const RunPlan& p) {
   row("parameters (fp32)", m.params);
   row("gradients (fp32)", m.grads);
   row(p.layout.zero1 ? "optimizer state (ZeRO-1 part)" : "optimizer state", m.optimizer);
+  if (m.weight_copies > 0) row("bf16 copies of the weights", m.weight_copies);
   row("activations and layer buffers", m.activations);
   for (const auto& [kind, b] : m.activations_by_kind) row("  of which one " + kind, b);
   if (m.dispatch > 0) {
@@ -358,7 +363,8 @@ std::string to_json(const RunPlan& p) {
   j.add("device", p.device.name).add("device_memory", bytes(p.device.memory));
   j.add("params_total", bytes(p.params_total));
   j.add("memory.params", bytes(m.params)).add("memory.grads", bytes(m.grads));
-  j.add("memory.optimizer", bytes(m.optimizer)).add("memory.activations", bytes(m.activations));
+  j.add("memory.optimizer", bytes(m.optimizer)).add("memory.weight_copies", bytes(m.weight_copies));
+  j.add("memory.activations", bytes(m.activations));
   j.add("memory.dispatch", bytes(m.dispatch)).add("memory.runtime", bytes(m.runtime));
   j.add("memory.total", bytes(m.total())).add_bool("fits", p.fits());
   j.add("flops_per_token", p.flops_per_token).add("tokens_per_step", bytes(p.tokens_per_step));

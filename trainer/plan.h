@@ -47,12 +47,15 @@ struct PlanOptions {
 // Bytes per rank.
 struct MemoryPlan {
   double params = 0, grads = 0, optimizer = 0;
+  double weight_copies = 0;  // the hidden matrices' bf16 copies (bf16 precision)
   double activations =
       0;  // the buffers the layers allocate for the micro-batch (forward + backward)
   std::vector<std::pair<std::string, double>> activations_by_kind;  // per block of each kind
   double dispatch = 0;  // MoE layers' routed-row buffers (sized by the routing)
   double runtime = 0;   // the process before its tensors
-  double total() const { return params + grads + optimizer + activations + dispatch + runtime; }
+  double total() const {
+    return params + grads + optimizer + weight_copies + activations + dispatch + runtime;
+  }
 };
 
 struct RunPlan {

@@ -259,7 +259,8 @@ class Run {
         run_dir_(run_dir),
         log_(log),
         options_(options),
-        model_(cfg.model(), cfg.data().micro_batch_size(), cfg.data().seq_len(), groups.runtime()),
+        model_(cfg.model(), cfg.data().micro_batch_size(), cfg.data().seq_len(),
+               groups.runtime({}, compute_dtype(cfg.precision()))),
         step_(model_, cfg.optimizer(), groups, cfg.data().grad_accum_steps()),
         train_loader_(train_set, window(), cfg.data().micro_batch_size(), cfg.seed(),
                       groups.dp_rank(), groups.layout().dp),
@@ -391,10 +392,10 @@ void Run::log_header(double peak_gflops, int64_t tokens_per_step) {
   os << ", " << dims.layers << " layers, MTP D=" << dims.mtp_depth << ", " << tokens_per_step
      << " tokens/step, ";
   if (layout.world > 1) os << layout.world << " ranks (" << layout.describe() << ") x ";
-  os << compute_threads() << " threads, GEMM peak " << std::fixed << std::setprecision(0)
-     << peak_gflops << " GFLOP/s" << (layout.world > 1 ? " per rank" : "") << "; train "
-     << train_loader_.dataset().num_tokens() << " tokens, val "
-     << (val_set_ ? val_set_->num_tokens() : 0) << " tokens ("
+  os << compute_threads() << " threads, " << dtype_name(model_.runtime().compute) << " GEMM peak "
+     << std::fixed << std::setprecision(0) << peak_gflops << " GFLOP/s"
+     << (layout.world > 1 ? " per rank" : "") << "; train " << train_loader_.dataset().num_tokens()
+     << " tokens, val " << (val_set_ ? val_set_->num_tokens() : 0) << " tokens ("
      << val_batches_ * cfg_.data().micro_batch_size() << " windows per evaluation"
      << (cfg_.logging().val_sequences() > 0 ? "" : ", logging.val_batches: depends on the layout")
      << "); run dir " << run_dir_.string();
@@ -538,8 +539,9 @@ TrainResult Run::run() {
       const double elapsed = seconds_since(window_start);
       const double tok_s = static_cast<double>(window_steps * tokens_per_step) / elapsed;
       const double achieved = tok_s * flops_per_token / 1e9 / world;  // GFLOP/s per rank
-      if (const double peak =
-              plausible_peak(peak_gflops, achieved, [] { return measure_gemm_gflops(2048, 3); });
+      if (const double peak = plausible_peak(
+              peak_gflops, achieved,
+              [&] { return measure_gemm_gflops(2048, 3, model_.runtime().compute); });
           peak != peak_gflops) {
         log_.line(concat("note: step ", step, " ran at ", std::llround(achieved),
                          " GFLOP/s per rank, above the start-up GEMM peak of ",
@@ -621,7 +623,9 @@ TrainResult train(const config::RunConfig& cfg, std::ostream& console,
   // The plan, before the model: a layout that does not fit stops here, before the run directory
   // changes. The GEMM probe runs now, its matrices gone before the model's arrive.
   std::optional<RunPlan> plan;
-  const double peak_flops = measure_gemm_gflops(2048, 3) * 1e9;
+  // The peak of the precision the GEMMs run in, so the MFU is against what this precision can do.
+  const DType compute = compute_dtype(cfg.precision());
+  const double peak_flops = measure_gemm_gflops(2048, 3, compute) * 1e9;
   backend(groups.runtime().device).reset_peak();  // the run's peak, not the probe's
   run_collectively(groups.world(), [&] {
     plan.emplace(plan_run(cfg, groups.layout().world, cpu_spec(peak_flops, ranks_here(groups))));

@@ -201,6 +201,52 @@ TEST(MoeModel, ThreeAdamWStepsWithBiasUpdatesMatchReference) {
   }
 }
 
+// bf16 precision against the reference's emulation (as Model.Bf16ThreeAdamWSteps...). Routing is
+// fp32, but its inputs carry the bf16 projections' rounding: steps 0 and 1 route as the
+// reference does (counts exact, losses within 1e-4, step-0 gradients within 5e-3 of each
+// tensor's largest; seen: 1e-7 and under 1e-3). By step 2 a near-tie in layer 2's group choice
+// flips under fp32-ulp noise in most reruns of the reference itself, so step 2 is held to a loss
+// within 1e-2 and the final weights are not compared.
+TEST(MoeModel, Bf16StepsMatchTheReferencesEmulationWhileRoutingAgrees) {
+  const Golden g(golden_path("model_moe_bf16.h5"));
+  ASSERT_EQ(g.attr_str("precision"), "bf16");
+  const auto batch = static_cast<int64_t>(g.attr_num("batch"));
+  const auto seq = static_cast<int64_t>(g.attr_num("seq_len"));
+  const auto lambda = static_cast<float>(g.attr_num("mtp_loss_weight"));
+  Runtime rt;
+  rt.compute = DType::bf16;
+  Model model(model_config(g), batch, seq, rt);
+  test::load_params(model.params(), g, "/params");
+  const ProcessGroups alone;
+  TrainStep train(model, optimizer_config(g), alone, 1);
+
+  const std::vector<int32_t> tokens = g.ints("/tokens");
+  const size_t per_step = static_cast<size_t>(batch * model.dims().window());
+  const std::vector<float> total = g.floats("/losses/total"), norms = g.floats("/grad_norm");
+  for (int step = 0; step < 3; ++step) {
+    const StepResult r =
+        train.run(step, g.attr_num("lr"), lambda, test::feed(tokens, step * per_step),
+                  [&](const StepResult&) {
+                    if (step == 0)
+                      test::expect_param_grads(model.params(), g, "/grads0", 0.0f, 0.0f, 5e-3f);
+                  });
+    if (step == 2) {
+      EXPECT_NEAR(r.losses.total, total[step], 1e-2 * total[step]);
+      break;
+    }
+    EXPECT_NEAR(r.losses.total, total[step], 1e-4 * total[step]) << "step " << step;
+    EXPECT_NEAR(r.grad_norm, norms[step], 1e-2 * norms[step]) << "step " << step;
+    for (const MoeStepStats& m : r.moe) {
+      const std::string layer = m.name.substr(0, m.name.find(".mlp"));
+      const std::vector<int32_t> want = g.ints("/counts/" + layer);
+      std::vector<int32_t> got(m.counts.begin(), m.counts.end());
+      EXPECT_EQ(got, std::vector<int32_t>(want.begin() + step * got.size(),
+                                          want.begin() + (step + 1) * got.size()))
+          << layer << " step " << step;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace moetron
 

@@ -123,17 +123,20 @@ TEST(MemoryPlan, PeakResidentSetOfRealRunsIsWithinTenPercent) {
     bool moe;
     int ep, tp;
     bool zero1;
+    bool bf16 = false;
   };
   for (const Case& c :
        {Case{"dense, 1 rank", 1, false, 1, 1, false}, Case{"MoE, 1 rank", 1, true, 1, 1, false},
         Case{"dense, dp 2, ZeRO-1", 2, false, 1, 1, true}, Case{"MoE, ep 2", 2, true, 2, 1, false},
-        Case{"MoE, ep 2, ZeRO-1", 2, true, 2, 1, true}, Case{"MoE, tp 2", 2, true, 1, 2, false}}) {
+        Case{"MoE, ep 2, ZeRO-1", 2, true, 2, 1, true}, Case{"MoE, tp 2", 2, true, 1, 2, false},
+        Case{"MoE, 1 rank, bf16", 1, true, 1, 1, false, true}}) {
     SCOPED_TRACE(c.name);
     TempDir dir;
     config::RunConfig cfg = big_run(dir / "run", c.moe);
     cfg.mutable_parallel()->set_ep(c.ep);
     cfg.mutable_parallel()->set_tp(c.tp);
     cfg.mutable_parallel()->set_zero1(c.zero1);
+    if (c.bf16) cfg.set_precision(config::RunConfig::BF16);
     const std::filesystem::path config = dir / "run.pbtxt";
     std::ofstream(config) << config_to_text(cfg);
     std::vector<std::string> argv = launcher(c.world);

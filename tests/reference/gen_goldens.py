@@ -6,7 +6,9 @@
 Every file has its own torch.Generator with a fixed seed, so the output does not depend on the
 order of generation; all float data is float32, tokens/targets int32. See README.md beside
 this file for the layout. --check also runs self-consistency checks of the reference
-(explicit vs fused attention, RoPE vs complex rotation, fp32 vs fp64 gradients, AdamW by hand).
+(explicit vs fused attention, RoPE vs complex rotation, fp32 vs fp64 gradients, AdamW by hand,
+the bf16 emulation's rounding and GEMM formulas). model_mtp_bf16.h5 is model_mtp.h5's run with
+the emulated bf16 projections (model.proj); every run compares its losses with the fp32 twin's.
 """
 
 from __future__ import annotations
@@ -228,15 +230,17 @@ def gen_head_ce(out):
 # --------------------------------------------------------------------------------------------
 
 
-def train_steps(lib, params: dict, cfg, ocfg: ref.OptimConfig, tokens, after_step=None):
+def train_steps(lib, params: dict, cfg, ocfg: ref.OptimConfig, tokens, after_step=None,
+                bf16=False):
     """The loop of a whole-model golden, for lib = model or moe: per window tokens[s],
-    lib.forward_backward, then lib.optimizer_step (AdamW with clipping), then after_step(result)
-    if given. Returns the per-step results of forward_backward, the pre-clip grad norms and each
-    step's gradients before clipping (of every parameter that has one)."""
+    lib.forward_backward (bf16: emulated bf16 projections), then lib.optimizer_step (AdamW with
+    clipping), then after_step(result) if given. Returns the per-step results of
+    forward_backward, the pre-clip grad norms and each step's gradients before clipping (of
+    every parameter that has one)."""
     opt = lib.make_optimizer(params, ocfg)
     results, norms, grads = [], [], []
     for s in range(len(tokens)):
-        r = lib.forward_backward(params, cfg, tokens[s])
+        r = lib.forward_backward(params, cfg, tokens[s], bf16=bf16)
         grads.append({k: v.grad.detach().clone() for k, v in params.items() if v.grad is not None})
         norms.append(lib.optimizer_step(params, ocfg, opt))
         if after_step is not None:
@@ -253,8 +257,9 @@ def step_losses(results: list, D: int) -> dict:
 
 
 def model_attrs(cfg: ref.ModelConfig, ocfg: ref.OptimConfig, B, T, steps, seed, init_std,
-                norm_noise) -> dict:
-    """Root attributes of a whole-model golden: the model config, the optimizer, the run."""
+                norm_noise, bf16=False) -> dict:
+    """Root attributes of a whole-model golden: the model config, the optimizer, the run;
+    `precision` = "bf16" only for the bf16 emulation (the fp32 files have no such attribute)."""
     attrs = cfg.to_dict()
     attrs.update(lr=ocfg.lr, beta1=ocfg.beta1, beta2=ocfg.beta2, eps=ocfg.eps,
                  weight_decay=ocfg.weight_decay, grad_clip=ocfg.grad_clip,
@@ -262,7 +267,19 @@ def model_attrs(cfg: ref.ModelConfig, ocfg: ref.OptimConfig, B, T, steps, seed, 
                  batch=B, seq_len=T, steps=steps, seed=seed, init_std=init_std,
                  norm_noise=norm_noise, head_dim=cfg.head_dim)
     attrs["num_key_value_heads"] = cfg.kv_heads
+    if bf16:
+        attrs["precision"] = "bf16"
     return attrs
+
+
+def compare_bf16(fname, r32: list, r16: list, bound=3e-2):
+    """Prints the bf16 twin's per-step losses against the fp32 run's (relative differences of
+    total and main) and requires them within bound: bf16 rounding, not a different model."""
+    rel = [abs(b["total"] - a["total"]) / abs(a["total"]) for a, b in zip(r32, r16)]
+    rel_main = [abs(b["main"] - a["main"]) / abs(a["main"]) for a, b in zip(r32, r16)]
+    print(f"    {fname} vs fp32: total rel diff={['%.2e' % v for v in rel]} "
+          f"main={['%.2e' % v for v in rel_main]}")
+    assert max(rel + rel_main) < bound, (fname, rel, rel_main)
 
 
 def write_model_golden(path, attrs: dict, init: dict, tokens, losses: dict, grads: list, norms,
@@ -292,19 +309,22 @@ def write_model_golden(path, attrs: dict, init: dict, tokens, losses: dict, grad
 
 
 def gen_model(out, fname, seed, cfg: ref.ModelConfig, ocfg: ref.OptimConfig, B, T, steps=3,
-              init_std=0.1, norm_noise=0.1):
+              init_std=0.1, norm_noise=0.1, bf16=False):
+    """Writes a whole-model golden (bf16: the emulated bf16 projections); returns the per-step
+    results of forward_backward."""
     g = torch.Generator().manual_seed(seed)
     params = ref.init_params(cfg, g, init_std=init_std, norm_noise=norm_noise)
     D = cfg.num_nextn_predict_layers
     tokens = torch.randint(0, cfg.vocab_size, (steps, B, T + 1 + D), generator=g)
     init = {k: v.detach().clone() for k, v in params.items()}
-    results, norms, grads = train_steps(ref, params, cfg, ocfg, tokens)
+    results, norms, grads = train_steps(ref, params, cfg, ocfg, tokens, bf16=bf16)
     write_model_golden(os.path.join(out, fname),
-                       model_attrs(cfg, ocfg, B, T, steps, seed, init_std, norm_noise),
+                       model_attrs(cfg, ocfg, B, T, steps, seed, init_std, norm_noise, bf16=bf16),
                        init, tokens, step_losses(results, D), grads, norms, params)
     clipped = [n > ocfg.grad_clip for n in norms]
     print(f"  {fname}: total={['%.5f' % r['total'] for r in results]} "
           f"grad_norm={['%.4f' % n for n in norms]} clip={ocfg.grad_clip} clipped={clipped}")
+    return results
 
 
 def gen_models(out):
@@ -316,7 +336,10 @@ def gen_models(out):
     # grad_clip 2.5 sits between the step norms, so some steps clip and some do not.
     mtp_opt = ref.OptimConfig(lr=1e-2, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1,
                               grad_clip=2.5)
-    gen_model(out, "model_mtp.h5", 2001, mtp_cfg, mtp_opt, B=2, T=24)
+    r32 = gen_model(out, "model_mtp.h5", 2001, mtp_cfg, mtp_opt, B=2, T=24)
+    # Its bf16 twin: same seed, so the same init and tokens; emulated bf16 projections.
+    r16 = gen_model(out, "model_mtp_bf16.h5", 2001, mtp_cfg, mtp_opt, B=2, T=24, bf16=True)
+    compare_bf16("model_mtp_bf16.h5", r32, r16)
 
     tied_cfg = ref.ModelConfig(vocab_size=97, hidden_size=32, num_hidden_layers=2,
                                num_attention_heads=4, num_key_value_heads=2, intermediate_size=48,
@@ -390,7 +413,59 @@ def self_check():
         worst = max((mine[k] - params[k].detach()).abs().max().item() for k in mine)
         assert worst < 1e-6, worst
         mine = {k: v.detach().clone() for k, v in params.items()}
+    check_bf16(cfg, g)
     print("  self-checks passed")
+
+
+def _rel(a, b):
+    return ((a.double() - b.double()).abs().max() / (b.double().abs().max() + 1e-30)).item()
+
+
+def check_bf16(cfg: ref.ModelConfig, g):
+    """The bf16 emulation: r() against round-to-nearest-even on the bits, Bf16Linear's forward
+    and backward against the plan's formulas (fp64 sums of the same bf16 operands), and the
+    emulated model in fp32 against the same emulation in fp64."""
+    u = torch.cat([torch.tensor([1 + 2 ** -8, 1 + 3 * 2 ** -8, -(1 + 2 ** -8), 1 + 2 ** -8 + 2 ** -20]),
+                   3 * torch.randn(4092, generator=g)])  # two ties (to even), one just above
+    bits = u.view(torch.int32).long() & 0xFFFFFFFF
+    rne = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    rne = torch.where(rne >= 2 ** 31, rne - 2 ** 32, rne).to(torch.int32).view(torch.float32)
+    assert torch.equal(ref.bf16_round(u), rne)
+    assert ref.bf16_round(u[:4]).tolist() == [1.0, 1 + 2 ** -6, -1.0, 1 + 2 ** -7]
+    x = torch.randn(2, 5, 12, generator=g).requires_grad_(True)
+    W = (0.3 * torch.randn(7, 12, generator=g)).requires_grad_(True)
+    dy = torch.randn(2, 5, 7, generator=g)
+    y = ref.proj(x, W, bf16=True)
+    y.backward(dy)
+
+    def r64(t):
+        return ref.bf16_round(t.detach()).double()
+
+    errs = [_rel(y, r64(x) @ r64(W).t()), _rel(x.grad, r64(dy) @ r64(W)),
+            _rel(W.grad, r64(dy).reshape(-1, 7).t() @ r64(x).reshape(-1, 12))]
+    assert max(errs) < 1e-6, errs
+    # Autograd through bf16_round instead (dx = r(dy r(W)), dW = r(dy^T r(x))): not the plan.
+    x2, W2 = x.detach().clone().requires_grad_(True), W.detach().clone().requires_grad_(True)
+    (ref.bf16_round(x2) @ ref.bf16_round(W2).t()).backward(dy)
+    naive = [_rel(x2.grad, x.grad), _rel(W2.grad, W.grad)]
+    assert min(naive) > 1e-4, naive
+    print(f"  bf16: r() is RNE on the bits; Bf16Linear y/dx/dW vs the formulas in fp64 "
+          f"{errs[0]:.1e}/{errs[1]:.1e}/{errs[2]:.1e} (autograd through r() instead: dx "
+          f"{naive[0]:.1e}, dW {naive[1]:.1e} off)")
+    # fp32 vs fp64 of the emulation (the same r() rule): rounding flips of bf16 operands.
+    p32 = ref.init_params(cfg, torch.Generator().manual_seed(3), init_std=0.1, norm_noise=0.1)
+    p64 = {k: v.detach().double().requires_grad_(True) for k, v in p32.items()}
+    w = torch.randint(0, cfg.vocab_size, (2, 11 + 1 + cfg.num_nextn_predict_layers), generator=g)
+    l32 = ref.model_loss(p32, cfg, w, bf16=True)["total"]
+    l64 = ref.model_loss(p64, cfg, w, bf16=True)["total"]
+    l32.backward()
+    l64.backward()
+    worst = max(_rel(p32[k].grad, p64[k].grad) for k in p32)
+    assert worst < 5e-2 and abs(l32.item() - l64.item()) < 1e-6 * l64.item(), worst
+    lfp32 = ref.model_loss({k: v.detach() for k, v in p32.items()}, cfg, w)["total"].item()
+    print(f"  bf16 emulation fp32 vs fp64: loss {abs(l32.item() - l64.item()) / l64.item():.1e}, "
+          f"grads worst relative (to max) {worst:.2e}; bf16 vs fp32 loss "
+          f"{abs(l32.item() - lfp32) / lfp32:.1e}")
 
 
 def setup(self_check) -> str:

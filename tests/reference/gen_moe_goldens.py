@@ -11,7 +11,9 @@ docs/moe.md vs autograd, fp32 vs fp64 gradients (layer cases and a whole MoE mod
 permutation (fast) path vs the per-expert loop, the bias rule, the ties case, capacity by brute
 force, and the dense reduction (n_routed_experts = 0 is model.py exactly). Generating
 moe_qwen_shared_gate.h5 (softmax, top k renormalised, gated shared expert) also compares it with
-qwen35.sparse_moe, the Qwen3.5 MoE block written from transformers' code.
+qwen35.sparse_moe, the Qwen3.5 MoE block written from transformers' code. model_moe_bf16.h5 is
+model_moe.h5's run with the emulated bf16 projections (model.proj: attention, dense FFN, every
+expert, eh_proj; the router stays fp32); every run compares its losses with the fp32 twin's.
 """
 
 from __future__ import annotations
@@ -244,7 +246,9 @@ def model_moe_config() -> moe.MoeModelConfig:
 
 
 def gen_model_moe(out_dir, fname="model_moe.h5", seed=3001, B=2, T=16, steps=3, init_std=0.1,
-                  norm_noise=0.1):
+                  norm_noise=0.1, bf16=False):
+    """Writes the whole-model MoE golden (bf16: the emulated bf16 projections); returns the
+    per-step results of forward_backward."""
     cfg = model_moe_config()
     cfg.moe.validate()
     ocfg = ref.OptimConfig(lr=1e-2, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, grad_clip=1.0)
@@ -261,12 +265,12 @@ def gen_model_moe(out_dir, fname="model_moe.h5", seed=3001, B=2, T=16, steps=3, 
         for n in bias_names:
             bias_hist[n].append(params[n].clone())
 
-    results, norms, grads = gg.train_steps(moe, params, cfg, ocfg, tokens, after_step)
+    results, norms, grads = gg.train_steps(moe, params, cfg, ocfg, tokens, after_step, bf16=bf16)
     counts_hist = {n: [r["counts"][n[: -len(moe.BIAS_SUFFIX)]] for r in results]
                    for n in bias_names}
     aux = [r["aux"] for r in results]
 
-    attrs = gg.model_attrs(cfg, ocfg, B, T, steps, seed, init_std, norm_noise)
+    attrs = gg.model_attrs(cfg, ocfg, B, T, steps, seed, init_std, norm_noise, bf16=bf16)
     attrs["norm_topk_prob"] = int(bool(cfg.norm_topk_prob))
     losses = gg.step_losses(results, D)
     losses["aux"] = torch.tensor(aux)
@@ -283,7 +287,7 @@ def gen_model_moe(out_dir, fname="model_moe.h5", seed=3001, B=2, T=16, steps=3, 
           f"grad_norm={['%.4f' % n for n in norms]} clip={ocfg.grad_clip} clipped={clipped}")
     for n in bias_names:
         print(f"    {n[:-len(moe.BIAS_SUFFIX)]} counts={[c.tolist() for c in counts_hist[n]]}")
-    return clipped
+    return results
 
 
 # --------------------------------------------------------------------------------------------
@@ -407,6 +411,24 @@ def self_check():
     rf = moe.forward_backward(p32f, cfg, w, fast=True)
     assert abs(rf["total"] - r32["total"]) < 1e-6 * abs(r32["total"])
     assert max(_rel(p32f[k].grad, p32[k].grad) for k in moe.trainable(p32)) < 1e-5
+    # 7. The bf16 emulation (model.proj in every expert): fp32 vs fp64, fast path vs loop.
+    b32 = {k: v.detach().clone().requires_grad_(v.requires_grad) for k, v in p32.items()}
+    b64 = {k: v.detach().clone().requires_grad_(v.requires_grad) for k, v in p64.items()}
+    b32f = {k: v.detach().clone().requires_grad_(v.requires_grad) for k, v in p32.items()}
+    q32 = moe.forward_backward(b32, cfg, w, bf16=True)
+    q64 = moe.forward_backward(b64, cfg, w, bf16=True)
+    qf = moe.forward_backward(b32f, cfg, w, fast=True, bf16=True)
+    for n in q32["counts"]:
+        assert torch.equal(q32["counts"][n], q64["counts"][n])
+        assert torch.equal(q32["counts"][n], qf["counts"][n])
+    worst = max(_rel(b32[k].grad, b64[k].grad) for k in moe.trainable(b32))
+    worst_fast = max(_rel(b32f[k].grad, b32[k].grad) for k in moe.trainable(b32))
+    # fp64 moves bf16 operands across rounding boundaries (steps of 2^-8..2^-7): loose.
+    assert worst < 5e-2 and worst_fast < 1e-5, (worst, worst_fast)
+    assert abs(qf["total"] - q32["total"]) < 1e-6 * abs(q32["total"])
+    print(f"  bf16 emulation: fp32 vs fp64 MoE model grads {worst:.2e} (loss "
+          f"{abs(q32['total'] - q64['total']) / abs(q64['total']):.1e}), fast path vs loop "
+          f"{worst_fast:.1e}; bf16 vs fp32 loss {abs(q32['total'] - r32['total']) / abs(r32['total']):.1e}")
     print("  self-checks passed")
 
 
@@ -416,8 +438,11 @@ def main():
     for fname, seed, cfg, kw in layer_cases():
         gen_layer(out, fname, seed, cfg, **kw)
         names.append(fname)
-    gen_model_moe(out)
-    names.append("model_moe.h5")
+    r32 = gen_model_moe(out)
+    # Its bf16 twin: same seed, so the same init and tokens; emulated bf16 projections.
+    r16 = gen_model_moe(out, "model_moe_bf16.h5", bf16=True)
+    gg.compare_bf16("model_moe_bf16.h5", r32, r16)
+    names += ["model_moe.h5", "model_moe_bf16.h5"]
     gg.print_sizes(out, names)
 
 

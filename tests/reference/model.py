@@ -6,6 +6,11 @@ clarity, not speed, except where `fast=True` is passed (used by bench/torch_refe
 that swaps the explicit causal softmax for PyTorch's fused scaled-dot-product attention,
 which computes the same function.
 
+`bf16=True` emulates the C++ trainer's bf16 mixed precision: every projection GEMM goes
+through proj(), which rounds its operands to bfloat16 (forward: x and W; backward: dy, W and
+x) and accumulates in fp32 (Bf16Linear); everything else stays fp32. bf16=False (the default)
+is the fp32 model exactly, bit for bit.
+
 Layout conventions (same as the C++ code):
   * activations are [B, T, d]; per-head tensors are [B, T, heads, hd];
   * linear weights are [out, in] and y = x W^T, no biases;
@@ -66,6 +71,44 @@ class OptimConfig:
     weight_decay: float = 0.1
     grad_clip: float = 1.0  # <= 0 disables clipping
     decay_norms_and_embeddings: bool = False
+
+
+# --------------------------------------------------------------------------------------------
+# Projections (fp32, or emulated bf16 mixed precision)
+# --------------------------------------------------------------------------------------------
+
+
+def bf16_round(t: torch.Tensor) -> torch.Tensor:
+    """r(t): t rounded to bfloat16 (round to nearest even) and widened back to t's dtype."""
+    return t.to(torch.bfloat16).to(t.dtype)
+
+
+class Bf16Linear(torch.autograd.Function):
+    """y = r(x) r(W)^T; dx = r(dy) r(W); dW = r(dy)^T r(x); fp32 products and sums.
+
+    Written out (not autograd through bf16_round, which would round dx = dy r(W) after the
+    GEMM instead of dy before it). x [..., in], W [out, in]."""
+
+    @staticmethod
+    def forward(ctx, x, w):
+        xr, wr = bf16_round(x), bf16_round(w)
+        ctx.save_for_backward(xr, wr)
+        return xr @ wr.t()
+
+    @staticmethod
+    def backward(ctx, dy):
+        xr, wr = ctx.saved_tensors
+        dyr = bf16_round(dy)
+        dx = dyr @ wr if ctx.needs_input_grad[0] else None
+        dw = None
+        if ctx.needs_input_grad[1]:  # rows of every leading dim summed: [out, N] @ [N, in]
+            dw = dyr.reshape(-1, dyr.shape[-1]).t() @ xr.reshape(-1, xr.shape[-1])
+        return dx, dw
+
+
+def proj(x: torch.Tensor, w: torch.Tensor, bf16: bool = False) -> torch.Tensor:
+    """A projection GEMM y = x W^T: fp32, or with bf16=True the emulated bf16 GEMM."""
+    return Bf16Linear.apply(x, w) if bf16 else x @ w.t()
 
 
 # --------------------------------------------------------------------------------------------
@@ -134,35 +177,36 @@ def attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, fast: bool
 
 
 def attention(x: torch.Tensor, p: dict, prefix: str, heads: int, kv_heads: int,
-              rope_theta: float, rope_style: str, fast: bool = False) -> torch.Tensor:
+              rope_theta: float, rope_style: str, fast: bool = False, bf16: bool = False) -> torch.Tensor:
     """The attention sublayer without norm and residual:
     o_proj(attn(rope(q_proj x), rope(k_proj x), v_proj x)). x [B, T, d]."""
     B, T, d = x.shape
     hd = p[prefix + "q_proj.weight"].shape[0] // heads
-    q = (x @ p[prefix + "q_proj.weight"].t()).view(B, T, heads, hd)
-    k = (x @ p[prefix + "k_proj.weight"].t()).view(B, T, kv_heads, hd)
-    v = (x @ p[prefix + "v_proj.weight"].t()).view(B, T, kv_heads, hd)
+    q = proj(x, p[prefix + "q_proj.weight"], bf16).view(B, T, heads, hd)
+    k = proj(x, p[prefix + "k_proj.weight"], bf16).view(B, T, kv_heads, hd)
+    v = proj(x, p[prefix + "v_proj.weight"], bf16).view(B, T, kv_heads, hd)
     cos, sin = rope_cos_sin(T, hd, rope_theta)
     q = apply_rope(q, cos, sin, rope_style)
     k = apply_rope(k, cos, sin, rope_style)
     o = attention_core(q, k, v, fast=fast).reshape(B, T, heads * hd)
-    return o @ p[prefix + "o_proj.weight"].t()
+    return proj(o, p[prefix + "o_proj.weight"], bf16)
 
 
-def swiglu(x: torch.Tensor, p: dict, prefix: str) -> torch.Tensor:
-    """down(silu(gate(x)) * up(x))."""
-    g = x @ p[prefix + "gate_proj.weight"].t()
-    u = x @ p[prefix + "up_proj.weight"].t()
-    return (F.silu(g) * u) @ p[prefix + "down_proj.weight"].t()
+def swiglu(x: torch.Tensor, p: dict, prefix: str, bf16: bool = False) -> torch.Tensor:
+    """down(silu(gate(x)) * up(x)); the activation is fp32 in either precision."""
+    g = proj(x, p[prefix + "gate_proj.weight"], bf16)
+    u = proj(x, p[prefix + "up_proj.weight"], bf16)
+    return proj(F.silu(g) * u, p[prefix + "down_proj.weight"], bf16)
 
 
-def block(x: torch.Tensor, p: dict, prefix: str, cfg: ModelConfig, fast: bool = False) -> torch.Tensor:
+def block(x: torch.Tensor, p: dict, prefix: str, cfg: ModelConfig, fast: bool = False,
+          bf16: bool = False) -> torch.Tensor:
     """Pre-norm block: h = x + attn(norm1 x); y = h + mlp(norm2 h)."""
     a = rms_norm(x, p[prefix + "input_layernorm.weight"], cfg.rms_norm_eps)
     h = x + attention(a, p, prefix + "self_attn.", cfg.num_attention_heads, cfg.kv_heads,
-                      cfg.rope_theta, cfg.rope_style, fast=fast)
+                      cfg.rope_theta, cfg.rope_style, fast=fast, bf16=bf16)
     m = rms_norm(h, p[prefix + "post_attention_layernorm.weight"], cfg.rms_norm_eps)
-    return h + swiglu(m, p, prefix + "mlp.")
+    return h + swiglu(m, p, prefix + "mlp.", bf16=bf16)
 
 
 def cross_entropy(h: torch.Tensor, head_weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -254,8 +298,9 @@ def head_weight(params: dict, cfg: ModelConfig) -> torch.Tensor:
 
 
 def model_loss(params: dict, cfg: ModelConfig, window: torch.Tensor, fast: bool = False,
-               mtp_loss_weight: float | None = None) -> dict:
-    """window [B, T+1+D] int tokens -> {"total", "main", "mtp": [D] (each CE_k unweighted)}."""
+               mtp_loss_weight: float | None = None, bf16: bool = False) -> dict:
+    """window [B, T+1+D] int tokens -> {"total", "main", "mtp": [D] (each CE_k unweighted)}.
+    bf16: the projections (q/k/v/o, gate/up/down, eh_proj) as emulated bf16 GEMMs (proj)."""
     D = cfg.num_nextn_predict_layers
     L = cfg.num_hidden_layers
     lam = cfg.mtp_loss_weight if mtp_loss_weight is None else mtp_loss_weight
@@ -266,7 +311,7 @@ def model_loss(params: dict, cfg: ModelConfig, window: torch.Tensor, fast: bool 
 
     x = embed[window[:, 0:T]]
     for l in range(L):
-        x = block(x, params, f"model.layers.{l}.", cfg, fast=fast)
+        x = block(x, params, f"model.layers.{l}.", cfg, fast=fast, bf16=bf16)
     h = rms_norm(x, params["model.norm.weight"], cfg.rms_norm_eps)  # h_0: after the final norm
     main = cross_entropy(h, W, window[:, 1 : T + 1])
 
@@ -275,9 +320,10 @@ def model_loss(params: dict, cfg: ModelConfig, window: torch.Tensor, fast: bool 
         pre = f"model.layers.{L + k - 1}."
         e = rms_norm(embed[window[:, k : k + T]], params[pre + "enorm.weight"], cfg.rms_norm_eps)
         hn = rms_norm(h, params[pre + "hnorm.weight"], cfg.rms_norm_eps)
-        xk = torch.cat([e, hn], dim=-1) @ params[pre + "eh_proj.weight"].t()  # embedding first
+        # Embedding first.
+        xk = proj(torch.cat([e, hn], dim=-1), params[pre + "eh_proj.weight"], bf16)
         # h_k = shared_head.norm(block output): the head's input and the next module's h.
-        h = rms_norm(block(xk, params, pre, cfg, fast=fast),
+        h = rms_norm(block(xk, params, pre, cfg, fast=fast, bf16=bf16),
                      params[pre + "shared_head.norm.weight"], cfg.rms_norm_eps)
         mtp.append(cross_entropy(h, W, window[:, k + 1 : k + 1 + T]))
 
@@ -308,19 +354,20 @@ def make_optimizer(params: dict, ocfg: OptimConfig, foreach: bool | None = None)
 
 
 def train_step(params: dict, cfg: ModelConfig, ocfg: OptimConfig, opt: torch.optim.Optimizer,
-               window: torch.Tensor, fast: bool = False) -> dict:
+               window: torch.Tensor, fast: bool = False, bf16: bool = False) -> dict:
     """One step: forward, backward, clip to grad_clip, AdamW step, zero_grad.
 
     Returns the losses (floats) and the pre-clip global grad norm. To inspect gradients, call
     forward_backward() and optimizer_step() separately.
     """
-    out = forward_backward(params, cfg, window, fast=fast)
+    out = forward_backward(params, cfg, window, fast=fast, bf16=bf16)
     out["grad_norm"] = optimizer_step(params, ocfg, opt)
     return out
 
 
-def forward_backward(params: dict, cfg: ModelConfig, window: torch.Tensor, fast: bool = False) -> dict:
-    losses = model_loss(params, cfg, window, fast=fast)
+def forward_backward(params: dict, cfg: ModelConfig, window: torch.Tensor, fast: bool = False,
+                     bf16: bool = False) -> dict:
+    losses = model_loss(params, cfg, window, fast=fast, bf16=bf16)
     losses["total"].backward()
     return {"total": losses["total"].item(), "main": losses["main"].item(),
             "mtp": [v.item() for v in losses["mtp"]]}

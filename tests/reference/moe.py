@@ -11,7 +11,10 @@ MoeConfig.shared_expert_gate (off by default) is Qwen's gated shared expert: the
 experts' output times sigmoid(x . w) per token, w = shared_expert_gate.weight [1, d]; off, the
 FFN, its parameters and the golden attributes are those of before the option.
 
-fp32, plain tensors, autograd for gradients. Routing (groups, top-k, capacity) is computed
+fp32, plain tensors, autograd for gradients; bf16=True (model.py's emulated bf16 mixed
+precision) runs every routed and shared expert's gate/up/down_proj through model.proj, while
+the router (gate.weight), the shared expert gate and all routing and balancing math stay fp32.
+Routing (groups, top-k, capacity) is computed
 without gradient and written out explicitly: every "top" selection goes through order_desc(),
 a pairwise rank that breaks ties by the lower index, so nothing depends on torch.topk's
 (unspecified) tie order.
@@ -224,7 +227,7 @@ def is_bias(name: str) -> bool:
 
 
 def moe_ffn(x: torch.Tensor, p: dict, prefix: str, cfg: MoeConfig, seq_len: int,
-            fast: bool = False) -> dict:
+            fast: bool = False, bf16: bool = False) -> dict:
     """x [N, d] (N = B * seq_len rows, sequence b = rows b*T .. b*T+T-1) -> dict with
     y [N, d]; topk_idx [N, k]; gates [N, k] (normalised and scaled, before dropping);
     kept [N, k]; counts [E] (after top-k, before capacity); dropped (int); the weighted losses
@@ -257,19 +260,19 @@ def moe_ffn(x: torch.Tensor, p: dict, prefix: str, cfg: MoeConfig, seq_len: int,
         outs, off = [], 0
         for e, c in enumerate(torch.bincount(flat_e, minlength=E).tolist()):
             if c:
-                outs.append(ref.swiglu(xs[off : off + c], p, f"{prefix}experts.{e}."))
+                outs.append(ref.swiglu(xs[off : off + c], p, f"{prefix}experts.{e}.", bf16=bf16))
                 off += c
-        if outs:
-            y = y.index_add(0, tok, torch.cat(outs) * gate[:, None])
+        if outs:  # .to: under torch.autocast the experts' outputs are bf16, y is x's fp32
+            y = y.index_add(0, tok, (torch.cat(outs) * gate[:, None]).to(y.dtype))
     else:
         for e in range(E):
             t, j = ((topk_idx == e) & kept.bool()).nonzero(as_tuple=True)
             if t.numel() == 0:
                 continue
-            out = ref.swiglu(x.index_select(0, t), p, f"{prefix}experts.{e}.")
-            y = y.index_add(0, t, out * gates[t, j][:, None])
+            out = ref.swiglu(x.index_select(0, t), p, f"{prefix}experts.{e}.", bf16=bf16)
+            y = y.index_add(0, t, (out * gates[t, j][:, None]).to(y.dtype))
     if cfg.n_shared_experts > 0:
-        shared = ref.swiglu(x, p, prefix + "shared_experts.")
+        shared = ref.swiglu(x, p, prefix + "shared_experts.", bf16=bf16)
         if cfg.shared_expert_gate:  # Qwen: times sigmoid(x . w) per token, w [1, d]
             shared = torch.sigmoid(x @ p[prefix + "shared_expert_gate.weight"].t()) * shared
         y = shared + y
@@ -382,39 +385,43 @@ def biases(params: dict) -> dict:
 
 
 def attention(a: torch.Tensor, p: dict, prefix: str, cfg: MoeModelConfig,
-              fast: bool = False) -> torch.Tensor:
+              fast: bool = False, bf16: bool = False) -> torch.Tensor:
     """The attention sublayer (no norm, no residual) of cfg: model.attention, or mla.mla when
-    cfg.mla is set; fast=True: PyTorch's fused causal attention in either."""
+    cfg.mla is set; fast=True: PyTorch's fused causal attention in either. bf16 (emulated
+    bf16 projections) is for the GQA attention only."""
     if cfg.mla is not None:
+        assert not bf16, "no bf16 emulation of MLA"
         return mla_ref.mla(a, p, prefix, cfg.mla, fast=fast)
     return ref.attention(a, p, prefix, cfg.num_attention_heads, cfg.kv_heads, cfg.rope_theta,
-                         cfg.rope_style, fast=fast)
+                         cfg.rope_style, fast=fast, bf16=bf16)
 
 
 def block(x: torch.Tensor, p: dict, prefix: str, cfg: MoeModelConfig, layer: int, stats: dict,
-          fast: bool = False) -> torch.Tensor:
+          fast: bool = False, bf16: bool = False) -> torch.Tensor:
     """model.block with the MoE FFN on MoE layers and cfg's attention (GQA or MLA);
     stats[prefix + "mlp."] gets moe_ffn's dict."""
     if not cfg.is_moe_layer(layer):
         if cfg.mla is None:
-            return ref.block(x, p, prefix, cfg, fast=fast)
+            return ref.block(x, p, prefix, cfg, fast=fast, bf16=bf16)
         a = ref.rms_norm(x, p[prefix + "input_layernorm.weight"], cfg.rms_norm_eps)
-        h = x + attention(a, p, prefix + "self_attn.", cfg, fast=fast)
+        h = x + attention(a, p, prefix + "self_attn.", cfg, fast=fast, bf16=bf16)
         m = ref.rms_norm(h, p[prefix + "post_attention_layernorm.weight"], cfg.rms_norm_eps)
-        return h + ref.swiglu(m, p, prefix + "mlp.")
+        return h + ref.swiglu(m, p, prefix + "mlp.", bf16=bf16)
     a = ref.rms_norm(x, p[prefix + "input_layernorm.weight"], cfg.rms_norm_eps)
-    h = x + attention(a, p, prefix + "self_attn.", cfg, fast=fast)
+    h = x + attention(a, p, prefix + "self_attn.", cfg, fast=fast, bf16=bf16)
     m = ref.rms_norm(h, p[prefix + "post_attention_layernorm.weight"], cfg.rms_norm_eps)
     B, T, d = m.shape
-    out = moe_ffn(m.reshape(B * T, d), p, prefix + "mlp.", cfg.moe, seq_len=T, fast=fast)
+    out = moe_ffn(m.reshape(B * T, d), p, prefix + "mlp.", cfg.moe, seq_len=T, fast=fast, bf16=bf16)
     stats[prefix + "mlp."] = out
     return h + out["y"].view(B, T, d)
 
 
-def model_loss(params: dict, cfg: MoeModelConfig, window: torch.Tensor, fast: bool = False) -> dict:
+def model_loss(params: dict, cfg: MoeModelConfig, window: torch.Tensor, fast: bool = False,
+               bf16: bool = False) -> dict:
     """window [B, T+1+D] -> {"total", "main", "mtp" [D], "aux" (sum of every MoE layer's weighted
     seq_aux + aux + z), "moe": {layer prefix "model.layers.l.mlp.": moe_ffn dict}}.
-    total = main + (lambda/D) sum_k CE_k + aux."""
+    total = main + (lambda/D) sum_k CE_k + aux. bf16: model.model_loss's emulated bf16
+    projections, the experts' included (the router and the head stay fp32)."""
     D, L = cfg.num_nextn_predict_layers, cfg.num_hidden_layers
     lam = cfg.mtp_loss_weight
     window = window.long()
@@ -425,7 +432,7 @@ def model_loss(params: dict, cfg: MoeModelConfig, window: torch.Tensor, fast: bo
 
     x = embed[window[:, 0:T]]
     for l in range(L):
-        x = block(x, params, f"model.layers.{l}.", cfg, l, stats, fast=fast)
+        x = block(x, params, f"model.layers.{l}.", cfg, l, stats, fast=fast, bf16=bf16)
     h = ref.rms_norm(x, params["model.norm.weight"], cfg.rms_norm_eps)
     main = ref.cross_entropy(h, W, window[:, 1 : T + 1])
 
@@ -434,9 +441,9 @@ def model_loss(params: dict, cfg: MoeModelConfig, window: torch.Tensor, fast: bo
         pre = f"model.layers.{L + k - 1}."
         e = ref.rms_norm(embed[window[:, k : k + T]], params[pre + "enorm.weight"], cfg.rms_norm_eps)
         hn = ref.rms_norm(h, params[pre + "hnorm.weight"], cfg.rms_norm_eps)
-        xk = torch.cat([e, hn], dim=-1) @ params[pre + "eh_proj.weight"].t()
+        xk = ref.proj(torch.cat([e, hn], dim=-1), params[pre + "eh_proj.weight"], bf16)
         # h_k = shared_head.norm(block output): the head's input and the next module's h.
-        h = ref.rms_norm(block(xk, params, pre, cfg, L + k - 1, stats, fast=fast),
+        h = ref.rms_norm(block(xk, params, pre, cfg, L + k - 1, stats, fast=fast, bf16=bf16),
                          params[pre + "shared_head.norm.weight"], cfg.rms_norm_eps)
         mtp.append(ref.cross_entropy(h, W, window[:, k + 1 : k + 1 + T]))
 
@@ -458,8 +465,9 @@ def make_optimizer(params: dict, ocfg: ref.OptimConfig, foreach: bool | None = N
     return ref.make_optimizer(trainable(params), ocfg, foreach=foreach)
 
 
-def forward_backward(params: dict, cfg: MoeModelConfig, window: torch.Tensor, fast: bool = False) -> dict:
-    losses = model_loss(params, cfg, window, fast=fast)
+def forward_backward(params: dict, cfg: MoeModelConfig, window: torch.Tensor, fast: bool = False,
+                     bf16: bool = False) -> dict:
+    losses = model_loss(params, cfg, window, fast=fast, bf16=bf16)
     losses["total"].backward()
     # Experts that got no token have no autograd path: their gradient is zero (as a dense
     # gradient buffer), so AdamW still decays them and advances their moments.
@@ -488,8 +496,8 @@ def update_biases(params: dict, cfg: MoeModelConfig, counts: dict):
 
 
 def train_step(params: dict, cfg: MoeModelConfig, ocfg: ref.OptimConfig, opt, window: torch.Tensor,
-               fast: bool = False) -> dict:
-    out = forward_backward(params, cfg, window, fast=fast)
+               fast: bool = False, bf16: bool = False) -> dict:
+    out = forward_backward(params, cfg, window, fast=fast, bf16=bf16)
     out["grad_norm"] = optimizer_step(params, ocfg, opt)
     update_biases(params, cfg, out["counts"])
     return out

@@ -40,8 +40,8 @@ constexpr const char* kUsage =
     "                    up)\n"
     "  --batches N       N micro-batches of data.micro_batch_size\n"
     "  --set a.b=value   change the checkpoint's config: the layout (parallel.*; default: data\n"
-    "                    parallel over the ranks started), data.micro_batch_size, threads (the\n"
-    "                    model must stay the checkpoint's)\n"
+    "                    parallel over the ranks started), data.micro_batch_size, threads,\n"
+    "                    precision (the model must stay the checkpoint's)\n"
     "  --json            print the result as one JSON object\n"
     "  Under mpirun/srun every rank runs it; the windows must split into whole rounds of\n"
     "  dp x data.micro_batch_size.";
@@ -142,7 +142,8 @@ int run_eval(std::span<const std::string> args, const StopToken& stop) {
       data::Loader(*split, cfg.data().seq_len() + 1 + cfg.model().num_nextn_predict_layers(),
                    cfg.data().micro_batch_size(), cfg.seed());  // throws if too short
     });
-    Model model(cfg.model(), cfg.data().micro_batch_size(), cfg.data().seq_len(), groups.runtime());
+    Model model(cfg.model(), cfg.data().micro_batch_size(), cfg.data().seq_len(),
+                groups.runtime({}, compute_dtype(cfg.precision())));
     const checkpoint::TrainState state =
         checkpoint::load(file, model.params(), nullptr, cfg, groups);
     // The MTP weight the checkpoint's last step trained with, as train's validation uses.
