@@ -156,7 +156,7 @@ Tensor ParamTable::weight(int id) const {
 }
 
 Tensor ParamTable::fused_weight(const ParamRef& first, const ParamRef& last) const {
-  const Tensor values = fused_value(first, last);  // checks that they are adjacent
+  Tensor values = fused_value(first, last);  // checks that they are adjacent
   if (!weights_.defined()) return values;
   // Adjacent values have adjacent copies, when the first and the last have one.
   const int64_t at = copy_offset_.at(static_cast<size_t>(first.id()));

@@ -9,7 +9,9 @@
 
 #include "configs/moetron.pb.h"
 #include "models/dims.h"
+#include "models/model.h"
 #include "tests/golden.h"
+#include "tests/models/layer_check.h"
 
 namespace moetron::test {
 
@@ -70,6 +72,17 @@ inline config::ModelConfig model_config(const Golden& g) {
     e->set_capacity_factor(md.capacity_factor);
   }
   return m;
+}
+
+// A whole-model golden's model (its config, batch and seq_len) with its initial weights, its
+// projections in `compute` precision.
+inline std::unique_ptr<Model> golden_model(const Golden& g, DType compute = DType::f32) {
+  Runtime rt;
+  rt.compute = compute;
+  auto model = std::make_unique<Model>(model_config(g), static_cast<int64_t>(g.attr_num("batch")),
+                                       static_cast<int64_t>(g.attr_num("seq_len")), rt);
+  load_params(model->params(), g, "/params");
+  return model;
 }
 
 // A TrainStep batch source that hands out the golden's tokens from `offset` on.

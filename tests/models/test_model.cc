@@ -69,21 +69,17 @@ INSTANTIATE_TEST_SUITE_P(Model, ModelGolden, ::testing::Values("model_mtp.h5", "
 TEST(Model, Bf16ThreeAdamWStepsMatchTheReferencesEmulation) {
   const Golden g(golden_path("model_mtp_bf16.h5"));
   ASSERT_EQ(g.attr_str("precision"), "bf16");
-  const auto batch = static_cast<int64_t>(g.attr_num("batch"));
-  const auto seq = static_cast<int64_t>(g.attr_num("seq_len"));
   const auto depth = static_cast<int64_t>(g.attr_num("num_nextn_predict_layers"));
   const auto lambda = static_cast<float>(g.attr_num("mtp_loss_weight"));
-  Runtime rt;
-  rt.compute = DType::bf16;
-  Model model(model_config(g), batch, seq, rt);
-  test::load_params(model.params(), g, "/params");
+  const std::unique_ptr<Model> m = test::golden_model(g, DType::bf16);
+  Model& model = *m;
   const ProcessGroups alone;
   TrainStep train(model, optimizer_config(g), alone, 1);
 
   const std::vector<int32_t> tokens = g.ints("/tokens");
   const std::vector<float> total = g.floats("/losses/total"), mtp = g.floats("/losses/mtp"),
                            norms = g.floats("/grad_norm");
-  const size_t per_step = static_cast<size_t>(batch * model.dims().window());
+  const size_t per_step = static_cast<size_t>(model.dims().batch * model.dims().window());
   for (int step = 0; step < 3; ++step) {
     const StepResult r =
         train.run(step, g.attr_num("lr"), lambda, test::feed(tokens, step * per_step),
@@ -103,40 +99,26 @@ TEST(Model, Bf16ThreeAdamWStepsMatchTheReferencesEmulation) {
                       g.floats("/params_final/" + p.name), p.name, g.attr_num("lr"));
 }
 
-TEST(Model, Bf16SameSeedGivesBitwiseSameLossesAndGradients) {
-  const Golden g(golden_path("model_mtp.h5"));
-  auto run = [&] {
-    Runtime rt;
-    rt.compute = DType::bf16;
-    Model model(model_config(g), 2, 24, rt);
-    model.params().init(99, 0.05f);
-    const std::vector<int32_t> tokens = g.ints("/tokens");
-    const Losses l = model.forward_backward(
-        std::span<const int32_t>(tokens).first(static_cast<size_t>(2 * model.dims().window())),
-        0.3f, 1.0f);
-    const auto grads = model.params().flat_grads().span<float>();
-    return std::make_pair(l.total, std::vector<float>(grads.begin(), grads.end()));
-  };
-  const auto a = run(), b = run();
-  EXPECT_EQ(a.first, b.first);
-  EXPECT_EQ(a.second, b.second);
-}
-
+// In fp32 and in bf16 precision.
 TEST(Model, SameSeedGivesBitwiseSameLossesAndGradients) {
   const Golden g(golden_path("model_mtp.h5"));
-  auto run = [&] {
-    Model model(model_config(g), 2, 24);
-    model.params().init(99, 0.05f);
-    const std::vector<int32_t> tokens = g.ints("/tokens");
-    const Losses l = model.forward_backward(
-        std::span<const int32_t>(tokens).first(static_cast<size_t>(2 * model.dims().window())),
-        0.3f, 1.0f);
-    const auto grads = model.params().flat_grads().span<float>();
-    return std::make_pair(l.total, std::vector<float>(grads.begin(), grads.end()));
-  };
-  const auto a = run(), b = run();
-  EXPECT_EQ(a.first, b.first);
-  EXPECT_EQ(a.second, b.second);
+  for (const DType compute : {DType::f32, DType::bf16}) {
+    auto run = [&] {
+      Runtime rt;
+      rt.compute = compute;
+      Model model(model_config(g), 2, 24, rt);
+      model.params().init(99, 0.05f);
+      const std::vector<int32_t> tokens = g.ints("/tokens");
+      const Losses l = model.forward_backward(
+          std::span<const int32_t>(tokens).first(static_cast<size_t>(2 * model.dims().window())),
+          0.3f, 1.0f);
+      const auto grads = model.params().flat_grads().span<float>();
+      return std::make_pair(l.total, std::vector<float>(grads.begin(), grads.end()));
+    };
+    const auto a = run(), b = run();
+    EXPECT_EQ(a.first, b.first) << dtype_name(compute);
+    EXPECT_EQ(a.second, b.second) << dtype_name(compute);
+  }
 }
 
 TEST(Model, ParameterNamesFollowHuggingFaceLayout) {

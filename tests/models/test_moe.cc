@@ -150,6 +150,18 @@ TEST(Moe, BiasUpdateMovesAnImbalancedRouterTowardsBalance) {
   EXPECT_LT(after, 0.5) << "before " << before;
 }
 
+// Each MoE layer's expert loads of `step` against the golden's /counts.
+void expect_counts(const Golden& g, const std::vector<MoeStepStats>& moe, int step) {
+  for (const MoeStepStats& m : moe) {
+    const std::string layer = m.name.substr(0, m.name.find(".mlp"));
+    const std::vector<int32_t> want = g.ints("/counts/" + layer);
+    std::vector<int32_t> got(m.counts.begin(), m.counts.end());
+    EXPECT_EQ(got, std::vector<int32_t>(want.begin() + step * got.size(),
+                                        want.begin() + (step + 1) * got.size()))
+        << layer << " step " << step;
+  }
+}
+
 TEST(MoeModel, ThreeAdamWStepsWithBiasUpdatesMatchReference) {
   const Golden g(golden_path("model_moe.h5"));
   const auto batch = static_cast<int64_t>(g.attr_num("batch"));
@@ -174,14 +186,7 @@ TEST(MoeModel, ThreeAdamWStepsWithBiasUpdatesMatchReference) {
     const Losses& l = r.losses;
     EXPECT_NEAR(l.total, total[step], 2e-5 * total[step]) << "step " << step;
     EXPECT_NEAR(l.aux, aux[step], 1e-6 + 1e-4 * aux[step]) << "step " << step;
-    for (const MoeStepStats& m : r.moe) {
-      const std::string layer = m.name.substr(0, m.name.find(".mlp"));
-      const std::vector<int32_t> want = g.ints("/counts/" + layer);
-      std::vector<int32_t> got(m.counts.begin(), m.counts.end());
-      EXPECT_EQ(got, std::vector<int32_t>(want.begin() + step * got.size(),
-                                          want.begin() + (step + 1) * got.size()))
-          << layer << " step " << step;
-    }
+    expect_counts(g, r.moe, step);
     EXPECT_NEAR(r.grad_norm, norms[step], 1e-4 * norms[step]) << "step " << step;
   }
   const test::AdamCheck adam = test::golden_adam_check(g, 3);
@@ -210,18 +215,14 @@ TEST(MoeModel, ThreeAdamWStepsWithBiasUpdatesMatchReference) {
 TEST(MoeModel, Bf16StepsMatchTheReferencesEmulationWhileRoutingAgrees) {
   const Golden g(golden_path("model_moe_bf16.h5"));
   ASSERT_EQ(g.attr_str("precision"), "bf16");
-  const auto batch = static_cast<int64_t>(g.attr_num("batch"));
-  const auto seq = static_cast<int64_t>(g.attr_num("seq_len"));
   const auto lambda = static_cast<float>(g.attr_num("mtp_loss_weight"));
-  Runtime rt;
-  rt.compute = DType::bf16;
-  Model model(model_config(g), batch, seq, rt);
-  test::load_params(model.params(), g, "/params");
+  const std::unique_ptr<Model> m = test::golden_model(g, DType::bf16);
+  Model& model = *m;
   const ProcessGroups alone;
   TrainStep train(model, optimizer_config(g), alone, 1);
 
   const std::vector<int32_t> tokens = g.ints("/tokens");
-  const size_t per_step = static_cast<size_t>(batch * model.dims().window());
+  const size_t per_step = static_cast<size_t>(model.dims().batch * model.dims().window());
   const std::vector<float> total = g.floats("/losses/total"), norms = g.floats("/grad_norm");
   for (int step = 0; step < 3; ++step) {
     const StepResult r =
@@ -236,14 +237,7 @@ TEST(MoeModel, Bf16StepsMatchTheReferencesEmulationWhileRoutingAgrees) {
     }
     EXPECT_NEAR(r.losses.total, total[step], 1e-4 * total[step]) << "step " << step;
     EXPECT_NEAR(r.grad_norm, norms[step], 1e-2 * norms[step]) << "step " << step;
-    for (const MoeStepStats& m : r.moe) {
-      const std::string layer = m.name.substr(0, m.name.find(".mlp"));
-      const std::vector<int32_t> want = g.ints("/counts/" + layer);
-      std::vector<int32_t> got(m.counts.begin(), m.counts.end());
-      EXPECT_EQ(got, std::vector<int32_t>(want.begin() + step * got.size(),
-                                          want.begin() + (step + 1) * got.size()))
-          << layer << " step " << step;
-    }
+    expect_counts(g, r.moe, step);
   }
 }
 
