@@ -99,19 +99,15 @@ ours, ours_bf16 = json.loads(sys.argv[2]), json.loads(sys.argv[3])
 # Each peak from the moetron_bench run that uses it (both runs measure both).
 peak = {"fp32": ours["gemm_peak_gflops"], "bf16": ours_bf16["gemm_peak_bf16_gflops"]}
 flops = ours["train_flops_per_token"]
-if ours_bf16.get("precision", "bf16") != "bf16" or ours.get("precision", "f32") != "f32":
+if ours_bf16["precision"] != "bf16" or ours["precision"] != "f32":
     sys.exit("run_bench.sh: moetron_bench ran in %s and %s, not f32 and bf16"
              % (ours.get("precision"), ours_bf16.get("precision")))
 if ours_bf16["train_flops_per_token"] != flops or ours_bf16["params"] != ours["params"]:
     sys.exit("run_bench.sh: the fp32 and bf16 moetron_bench runs built different models")
 
-def moetron(j, precision):
-    block = {k: j[k] for k in ("tokens_per_s", "mfu", "achieved_gflops", "gemm_backend",
-                               "comm_bytes", "params", "loss_first", "loss_last")}
-    block["precision"] = j.get("precision", precision)
-    if "precision" not in j:  # a moetron_bench from before "precision": MFU against fp32's peak
-        block["mfu"] = j["tokens_per_s"] * flops / (peak[precision.replace("f32", "fp32")] * 1e9)
-    return block
+def moetron(j):  # its mfu is against the peak of its precision
+    return {k: j[k] for k in ("tokens_per_s", "mfu", "precision", "achieved_gflops",
+                              "gemm_backend", "comm_bytes", "params", "loss_first", "loss_last")}
 
 def peer(raw, python, ours_block):
     t = json.loads(raw)
@@ -131,8 +127,8 @@ out = {
     "gemm_peak_bf16_gflops": round(peak["bf16"], 1),
     "gemm_bf16": ours_bf16.get("gemm_bf16"),
     "train_flops_per_token": flops,
-    "moetron": moetron(ours, "f32"),
-    "moetron_bf16": moetron(ours_bf16, "bf16"),
+    "moetron": moetron(ours),
+    "moetron_bf16": moetron(ours_bf16),
 }
 out["pytorch_debian"] = peer(sys.argv[4], "/usr/bin/python3", out["moetron"])
 out["pytorch_debian_bf16"] = peer(sys.argv[5], "/usr/bin/python3", out["moetron_bf16"])

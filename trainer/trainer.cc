@@ -541,7 +541,8 @@ TrainResult Run::run() {
       const double achieved = tok_s * flops_per_token / 1e9 / world;  // GFLOP/s per rank
       if (const double peak = plausible_peak(
               peak_gflops, achieved,
-              [&] { return measure_gemm_gflops(2048, 3, model_.runtime().compute); });
+              // Smaller than the start-up probe: its matrices (12 MB) join the model's memory.
+              [&] { return measure_gemm_gflops(1024, 5, model_.runtime().compute); });
           peak != peak_gflops) {
         log_.line(concat("note: step ", step, " ran at ", std::llround(achieved),
                          " GFLOP/s per rank, above the start-up GEMM peak of ",

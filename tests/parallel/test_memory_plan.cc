@@ -64,10 +64,11 @@ std::vector<std::string> launcher(int world) {
 }
 
 TEST(MemoryPlan, TheMetaModelAllocatesWhatTheCpuModelDoes) {
-  for (const bool moe : {false, true}) {
-    SCOPED_TRACE(moe ? "MoE" : "dense");
+  for (const auto& [moe, bf16] : {std::pair{false, false}, {true, false}, {true, true}}) {
+    SCOPED_TRACE(std::string(moe ? "MoE" : "dense") + (bf16 ? ", bf16" : ""));
     TempDir dir;
-    const config::RunConfig cfg = big_run(dir / "run", moe);
+    config::RunConfig cfg = big_run(dir / "run", moe);
+    if (bf16) cfg.set_precision(config::RunConfig::BF16);  // the weight copies, the casts
     DeviceSpec cpu = cpu_spec(1e11, 1);
     cpu.runtime = 0;
     const RunPlan plan = plan_run(cfg, 1, cpu);
@@ -76,7 +77,8 @@ TEST(MemoryPlan, TheMetaModelAllocatesWhatTheCpuModelDoes) {
     b.reset_peak();
     {
       const ProcessGroups alone;
-      Model model(cfg.model(), cfg.data().micro_batch_size(), cfg.data().seq_len());
+      Model model(cfg.model(), cfg.data().micro_batch_size(), cfg.data().seq_len(),
+                  alone.runtime({}, compute_dtype(cfg.precision())));
       model.params().init(cfg.seed(), cfg.model().init_std());
       TrainStep step(model, cfg.optimizer(), alone, 1);
       std::vector<int32_t> tokens(static_cast<size_t>(model.dims().batch * model.dims().window()));
@@ -87,8 +89,8 @@ TEST(MemoryPlan, TheMetaModelAllocatesWhatTheCpuModelDoes) {
     const double measured = static_cast<double>(b.memory_use().peak - before);
     // With ep = 1 the routing changes no size: the tensors are the plan's, to a few bytes (the
     // optimizer's step counter and such; 8 and 120 bytes here).
-    std::printf("%s: planned %.0f, allocated %.0f bytes\n", moe ? "MoE" : "dense",
-                plan.memory.total(), measured);
+    std::printf("%s%s: planned %.0f, allocated %.0f bytes\n", moe ? "MoE" : "dense",
+                bf16 ? ", bf16" : "", plan.memory.total(), measured);
     EXPECT_NEAR(plan.memory.total(), measured, 4096);
   }
 }
