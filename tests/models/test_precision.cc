@@ -10,7 +10,9 @@
 #include "core/bf16.h"
 #include "core/check.h"
 #include "core/ops.h"
+#include "models/decoder.h"
 #include "models/linear.h"
+#include "models/model.h"
 #include "models/params.h"
 #include "tests/random_values.h"
 
@@ -184,6 +186,27 @@ TEST(Precision, TheTableKeepsBf16CopiesOfTheHiddenMatricesOnly) {
   EXPECT_EQ(first(q.weight()), moetron::to_bf16(qv.span<float>()[0] / 2.0f));
   bf16.cast_weights();
   EXPECT_EQ(first(q.weight()), moetron::to_bf16(qv.span<float>()[0]));
+}
+
+// Decoding multiplies by the fp32 masters (generate builds its model in fp32): a model built for
+// bf16 GEMMs is refused, not decoded with copies nothing refreshes.
+TEST(Precision, TheDecoderRefusesAModelBuiltForBf16) {
+  config::ModelConfig cfg;
+  cfg.set_vocab_size(32);
+  cfg.set_hidden_size(16);
+  cfg.set_num_hidden_layers(1);
+  cfg.set_num_attention_heads(2);
+  cfg.set_intermediate_size(32);
+  Runtime rt;
+  rt.compute = DType::bf16;
+  Model bf16(cfg, 1, 1, rt), fp32(cfg, 1, 1);
+  try {
+    Decoder d(bf16, 8);
+    ADD_FAILURE() << "a bf16 model was decoded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("decodes in fp32"), std::string::npos) << e.what();
+  }
+  EXPECT_NO_THROW(Decoder(fp32, 8));
 }
 
 }  // namespace
