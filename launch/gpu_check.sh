@@ -4,7 +4,10 @@
 # useful alone if time runs out:
 #   1. the GPU, driver and tool versions;
 #   2. the CUDA-only build for sm_90 (-DMOETRON_CUDA_ONLY=ON), ptxas register and spill report;
-#   3. every CUDA kernel against the host launchers of the same math (moetron_gpu_check);
+#   3. every CUDA kernel against the host launchers of the same math, and cuDNN's fused attention
+#      against a double reference (moetron_gpu_check); the attention needs cuDNN (the toolkit's,
+#      or PyTorch's nvidia-cudnn wheel) and the frontend's headers in .deps/ (carried from a
+#      machine where launch/fetch_cudnn_frontend.sh ran: the GPU machine has no network);
 #   4. compute-sanitizer memcheck and racecheck on small sizes;
 #   5. a summary table; with $OUT set, everything under $OUT (gpu_check.json, kernels.json, logs).
 # Still to come with the CUDA backend (issue 12): the 100-step training run against the CPU's
@@ -51,15 +54,22 @@ echo "== versions"
 
 generator=""
 command -v ninja >/dev/null && generator="-G Ninja"
+# cuDNN: the toolkit's, else the one PyTorch's wheels bring (nvidia/cudnn/{include,lib}).
+cudnn_root=""
+if [[ ! -f /usr/local/cuda/include/cudnn.h ]] && command -v python3 >/dev/null; then
+  cudnn_root=$(python3 -c "import nvidia.cudnn, os; print(os.path.dirname(nvidia.cudnn.__file__))" \
+    2>/dev/null || true)
+fi
+echo "cuDNN: ${cudnn_root:-in the toolkit}" | tee -a "$out/versions.txt"
 run_step "build (sm_$arch)" build.log bash -c "
   cmake -S . -B '$build' $generator -DMOETRON_CUDA_ONLY=ON -DCMAKE_BUILD_TYPE=Release \
-    -DCMAKE_CUDA_ARCHITECTURES=$arch &&
+    -DCMAKE_CUDA_ARCHITECTURES=$arch ${cudnn_root:+-DCUDNN_ROOT=$cudnn_root} &&
   cmake --build '$build' -j \"\$(nproc)\""
 grep -E "Compiling entry|registers|spill" "$out/build.log" > "$out/ptxas.txt" || true
 
 check=$build/moetron_gpu_check
 start=$SECONDS
-echo "== kernels against the host math"
+echo "== kernels against the host math, cuDNN attention against a double reference"
 if [[ ! -x $check ]]; then
   record kernels "skipped: not built" 0
 else
@@ -78,7 +88,9 @@ for tool in memcheck racecheck; do
     record "sanitizer $tool" "skipped: no compute-sanitizer" 0
   elif [[ ! -x $check ]] || ! "$check" --small >/dev/null 2>&1; then
     record "sanitizer $tool" "skipped: no GPU or kernels failed" 0
-  elif compute-sanitizer --tool "$tool" --error-exitcode 3 "$check" --small 2>&1 |
+  # racecheck leaves cuDNN's attention kernels out (library kernels, slow under the tool).
+  elif compute-sanitizer --tool "$tool" --error-exitcode 3 "$check" --small \
+      $([[ $tool == racecheck ]] && echo --no-attention) 2>&1 |
       tee "$out/sanitizer-$tool.log"; then
     record "sanitizer $tool" pass $((SECONDS - start))
   else

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs every Debian 12 package moetron needs to build, test, prepare data and benchmark.
-# Idempotent and non-interactive: when everything is present it changes nothing.
+# Idempotent and non-interactive: when everything is present it changes nothing. Where the CUDA
+# toolkit has cuDNN, also the cuDNN frontend's headers (launch/fetch_cudnn_frontend.sh).
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 packages=(
   build-essential cmake pkg-config
@@ -23,11 +25,12 @@ for p in "${packages[@]}"; do
 done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup: all ${#packages[@]} packages present"
-  exit 0
+else
+  echo "setup: installing ${missing[*]}"
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo_cmd[@]}" apt-get update -qq
+  "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-echo "setup: installing ${missing[*]}"
-sudo_cmd=()
-[ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
-export DEBIAN_FRONTEND=noninteractive
-"${sudo_cmd[@]}" apt-get update -qq
-"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+launch/fetch_cudnn_frontend.sh

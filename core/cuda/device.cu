@@ -82,5 +82,7 @@ std::vector<T> DeviceArray<T>::to_host() const {
 
 template class DeviceArray<float>;
 template class DeviceArray<int32_t>;
+template class DeviceArray<uint16_t>;  // bf16 words
+template class DeviceArray<uint8_t>;   // workspaces
 
 }  // namespace moetron::cuda

@@ -5,6 +5,9 @@
 
 #include "core/cuda/device.h"
 #include "tests/gpu/kernel_checks.h"
+#if MOETRON_HAVE_CUDNN
+#include "tests/gpu/attention_checks.h"
+#endif
 
 namespace moetron {
 namespace {
@@ -32,6 +35,16 @@ TEST(Cuda, KernelsMatchTheHostMath) {
   for (const gpu::KernelCheck& c : gpu::run_kernel_checks())
     EXPECT_TRUE(c.passed()) << c.name << ": " << c.max_relative << " relative, bound " << c.bound;
 }
+
+#if MOETRON_HAVE_CUDNN
+// cuDNN's fused attention, forward and backward, against a double reference that
+// CudnnAttention.TheGpuChecksReferenceMatchesTheCpuBackend checks on every CI run.
+TEST(Cuda, CudnnAttentionMatchesTheDoubleReference) {
+  MOETRON_REQUIRE_GPU();
+  for (const gpu::KernelCheck& c : gpu::run_attention_checks())
+    EXPECT_TRUE(c.passed()) << c.name << ": " << c.max_relative << " relative, bound " << c.bound;
+}
+#endif
 
 }  // namespace
 }  // namespace moetron

@@ -2,28 +2,38 @@
 // of the same math, a table on stdout and, with --json FILE, the results as JSON. Built by the
 // CUDA-only build mode (-DMOETRON_CUDA_ONLY=ON), which needs nothing but the CUDA toolkit, CMake
 // and a compiler. Exit 0: every check passed; 1: one failed; 2: no GPU, or a usage error.
-//   moetron_gpu_check [--small] [--json FILE]
+//   moetron_gpu_check [--small] [--no-attention] [--json FILE]
+// --no-attention leaves cuDNN's attention out (racecheck: its kernels are the library's, and
+// their shared-memory traffic makes the tool slow).
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <exception>
 #include <fstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "core/cuda/device.h"
 #include "tests/gpu/kernel_checks.h"
+#if MOETRON_HAVE_CUDNN
+#include "tests/gpu/attention_checks.h"
+#endif
 
 int main(int argc, char** argv) {
   using namespace moetron;
   int scale = 1;
   std::string json;
+  bool attention = true;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--small") == 0) {
       scale = 10;  // for compute-sanitizer, which runs kernels far slower
+    } else if (std::strcmp(argv[i], "--no-attention") == 0) {
+      attention = false;
     } else if (std::strcmp(argv[i], "--json") == 0 && i + 1 < argc) {
       json = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: %s [--small] [--json FILE]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--small] [--no-attention] [--json FILE]\n", argv[0]);
       return 2;
     }
   }
@@ -37,7 +47,20 @@ int main(int argc, char** argv) {
                 "bound");
     bool all = true;
     std::string rows;
-    for (const gpu::KernelCheck& c : gpu::run_kernel_checks(scale)) {
+    std::vector<gpu::KernelCheck> checks = gpu::run_kernel_checks(scale);
+#if MOETRON_HAVE_CUDNN
+    try {  // a graph cuDNN cannot build fails its check, not the whole run
+      if (attention)
+        for (gpu::KernelCheck& c : gpu::run_attention_checks(scale)) checks.push_back(std::move(c));
+    } catch (const std::exception& e) {
+      std::printf("cuDNN attention: %s\n", e.what());
+      checks.push_back({"attention (cuDNN error above)", INFINITY, 0});
+    }
+#else
+    (void)attention;
+    std::printf("cuDNN attention: not built (no cuDNN or no frontend headers)\n");
+#endif
+    for (const gpu::KernelCheck& c : checks) {
       all = all && c.passed();
       std::printf("%-26s %14.3g %10.3g  %s\n", c.name.c_str(), c.max_relative, c.bound,
                   c.passed() ? "pass" : "FAIL");

@@ -3,9 +3,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <memory>
+#include <utility>
 
+#include "core/bf16.h"
+#include "core/cuda/blas_lt.h"
 #include "core/cuda/device.h"
 #include "core/cuda/kernels.h"
+#include "core/kernels/gemm_plan.h"
 #include "core/kernels/host.h"
 #include "tests/compare.h"
 #include "tests/random_values.h"
@@ -21,10 +26,91 @@ double max_relative(const std::vector<float>& got, const std::vector<float>& wan
   return test::max_relative(got, want, floor);
 }
 
+// max |got - want| over max |want|: for GEMMs, whose entries near zero carry the whole sum's
+// rounding.
+double relative_to_largest(const std::vector<float>& got, const std::vector<float>& want) {
+  double diff = 0, largest = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    diff = std::max(diff, std::isfinite(got[i]) ? std::abs(double{got[i]} - want[i]) : INFINITY);
+    largest = std::max(largest, std::abs(double{want[i]}));
+  }
+  return diff / std::max(largest, 1e-30);
+}
+
+// Values on the bf16 grid, and their 16-bit words.
+std::vector<float> on_bf16_grid(std::vector<float> v) {
+  for (float& x : v) x = from_bf16(to_bf16(x));
+  return v;
+}
+std::vector<uint16_t> bf16_words(const std::vector<float>& v) {
+  std::vector<uint16_t> out(v.size());
+  std::transform(v.begin(), v.end(), out.begin(), to_bf16);
+  return out;
+}
+
+// cuBLASLt run from the plans of core/kernels/gemm_plan.h against the host GEMM of the same
+// plans (double accumulation; GemmPlan.* holds that to the CPU backend's matmul): every
+// transpose pair, alpha and beta, fp32 and bf16 operands (on the bf16 grid, so both sides
+// multiply the same numbers and only the fp32 accumulation differs), and the grouped expert
+// GEMM with an expert that has no rows.
+void gemm_checks(std::vector<KernelCheck>& out) {
+  const cuda::BlasLt blas;
+  const int64_t M = 37, N = 53, K = 71;
+  double worst[2] = {0, 0};
+  uint32_t seed = 30;
+  for (const bool ta : {false, true})
+    for (const bool tb : {false, true})
+      for (const auto& [alpha, beta] : {std::pair{1.0f, 0.0f}, std::pair{0.5f, 1.5f}})
+        for (const cuda::GemmOperands ops : {cuda::GemmOperands::f32, cuda::GemmOperands::bf16}) {
+          const bool bf16 = ops == cuda::GemmOperands::bf16;
+          const int64_t a_rows = ta ? K : M, a_cols = ta ? M : K;
+          const int64_t b_rows = tb ? N : K, b_cols = tb ? K : N;
+          std::vector<float> a = random_values(a_rows * a_cols, ++seed);
+          std::vector<float> b = random_values(b_rows * b_cols, ++seed);
+          if (bf16) a = on_bf16_grid(a), b = on_bf16_grid(b);
+          std::vector<float> c = random_values(M * N, ++seed);
+          const kernels::GemmPlan p =
+              kernels::plan_matmul(a_rows, a_cols, ta, b_rows, b_cols, tb, alpha, beta);
+          cuda::DeviceFloats d_c(c);
+          kernels::host_gemm(p, b.data(), a.data(), c.data());
+          if (bf16) {
+            cuda::DeviceArray<uint16_t> d_a(bf16_words(a)), d_b(bf16_words(b));
+            blas.gemm(p, ops, d_b.get(), d_a.get(), d_c.get());
+          } else {
+            cuda::DeviceFloats d_a(a), d_b(b);
+            blas.gemm(p, ops, d_b.get(), d_a.get(), d_c.get());
+          }
+          worst[bf16] = std::max(worst[bf16], relative_to_largest(d_c.to_host(), c));
+        }
+  out.push_back({"cublaslt gemm fp32", worst[0], 1e-5});
+  out.push_back({"cublaslt gemm bf16", worst[1], 1e-5});
+
+  const std::vector<int64_t> offsets{0, 5, 5, 17, 40};  // expert 1 has no rows
+  const int64_t in = 24, width = 40, rows = offsets.back();
+  const kernels::GroupedGemm g = kernels::plan_grouped(offsets, in, width);
+  const std::vector<float> x = random_values(rows * in, ++seed);
+  std::vector<float> y(rows * width, 0.0f);
+  std::vector<std::vector<float>> w;
+  std::vector<std::unique_ptr<cuda::DeviceFloats>> d_w;
+  std::vector<const void*> w_ptrs;
+  for (size_t e = 0; e + 1 < offsets.size(); ++e) {
+    w.push_back(random_values(width * in, ++seed));
+    d_w.push_back(std::make_unique<cuda::DeviceFloats>(std::span<const float>(w.back())));
+    w_ptrs.push_back(d_w.back()->get());
+  }
+  for (size_t i = 0; i < g.plans.size(); ++i)
+    kernels::host_gemm(g.plans[i], w[g.experts[i]].data(), x.data() + g.x_offsets[i],
+                       y.data() + g.y_offsets[i]);
+  cuda::DeviceFloats d_x(x), d_y(y.size());
+  blas.grouped(g, cuda::GemmOperands::f32, d_x.get(), w_ptrs.data(), d_y.get());
+  out.push_back({"cublaslt grouped fp32", relative_to_largest(d_y.to_host(), y), 1e-5});
+}
+
 }  // namespace
 
 std::vector<KernelCheck> run_kernel_checks(int scale) {
   std::vector<KernelCheck> out;
+  gemm_checks(out);
   {
     const int64_t rows = 301 / scale + 1, width = 77;
     const std::vector<float> gu = random_values(rows * 2 * width, 1, 3.0f);

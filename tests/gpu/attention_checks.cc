@@ -1,0 +1,98 @@
+#include "tests/gpu/attention_checks.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <type_traits>
+
+#include "core/bf16.h"
+#include "core/cuda/attention_graph.h"
+#include "core/cuda/device.h"
+#include "tests/gpu/attention_reference.h"
+#include "tests/random_values.h"
+
+namespace moetron::gpu {
+namespace {
+
+// Random values already on the bf16 grid, so device and reference read the same inputs.
+std::vector<float> bf16_values(size_t n, uint32_t seed) {
+  std::vector<float> v = test::random_values(n, seed);
+  for (float& x : v) x = from_bf16(to_bf16(x));
+  return v;
+}
+
+std::vector<uint16_t> bits(const std::vector<float>& v) {
+  std::vector<uint16_t> out(v.size());
+  std::transform(v.begin(), v.end(), out.begin(), to_bf16);
+  return out;
+}
+
+// max |got - want| over max |want|: bf16 outputs carry 2^-9 relative rounding per element, so an
+// element-wise relative bound would be set by values near zero.
+template <typename Got>
+double norm_relative(const std::vector<Got>& got, const std::vector<double>& want) {
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    double g = 0;
+    if constexpr (std::is_same_v<Got, uint16_t>)
+      g = from_bf16(got[i]);
+    else
+      g = got[i];
+    diff = std::max(diff, std::isfinite(g) ? std::abs(g - want[i]) : INFINITY);
+    scale = std::max(scale, std::abs(want[i]));
+  }
+  return diff / std::max(scale, 1e-30);
+}
+
+struct Case {
+  const char* name;
+  cuda::AttentionShape shape;
+};
+
+}  // namespace
+
+std::vector<KernelCheck> run_attention_checks(int scale) {
+  const int64_t seq = std::max<int64_t>(128 / scale, 16);
+  const Case cases[] = {
+      {"gqa 8/2 d64", {2, seq, 8, 2, 64, 64, 0.125f, false}},
+      {"mla 4 heads 192/128 row_max", {1, seq, 4, 4, 192, 128, 1.0f / std::sqrt(192.0f), true}},
+  };
+  const cuda::CudnnHandle handle;
+  std::vector<KernelCheck> out;
+  for (const Case& c : cases) {
+    const cuda::AttentionShape& s = c.shape;
+    const size_t nq = s.batch * s.seq * s.heads * s.head_dim;
+    const size_t nk = s.batch * s.seq * s.kv_heads * s.head_dim;
+    const size_t nv = s.batch * s.seq * s.kv_heads * s.value_dim;
+    const size_t no = s.batch * s.seq * s.heads * s.value_dim;
+    const size_t nstat = s.batch * s.heads * s.seq;
+    const std::vector<float> q = bf16_values(nq, 21), k = bf16_values(nk, 22),
+                             v = bf16_values(nv, 23), dout = bf16_values(no, 24);
+    const AttentionResult want = attention_reference(s, q, k, v);
+    const AttentionGrads grads = attention_reference_backward(s, q, k, v, dout);
+
+    const cuda::AttentionGraphs graphs(handle, s);
+    cuda::DeviceArray<uint16_t> d_q(bits(q)), d_k(bits(k)), d_v(bits(v)), d_dout(bits(dout));
+    cuda::DeviceArray<uint16_t> d_out(no), d_dq(nq), d_dk(nk), d_dv(nv);
+    cuda::DeviceFloats d_lse(nstat), d_max(nstat);
+    cuda::DeviceArray<uint8_t> workspace(std::max<size_t>(graphs.workspace_bytes(), 1));
+    graphs.forward(d_q.get(), d_k.get(), d_v.get(), d_out.get(), d_lse.get(),
+                   s.row_max ? d_max.get() : nullptr, workspace.get());
+    graphs.backward(d_q.get(), d_k.get(), d_v.get(), d_out.get(), d_dout.get(), d_lse.get(),
+                    d_dq.get(), d_dk.get(), d_dv.get(), workspace.get());
+    const std::string name = std::string("attention ") + c.name;
+    // Bounds: bf16 outputs (2^-9 per element) from fp32 accumulation over bf16 probabilities;
+    // the fp32 statistics only see the bf16 inputs' products. First guesses until a GPU run.
+    out.push_back({name + " out", norm_relative(d_out.to_host(), want.out), 1e-2});
+    out.push_back({name + " lse", norm_relative(d_lse.to_host(), want.lse), 1e-4});
+    if (s.row_max)
+      out.push_back({name + " row_max", norm_relative(d_max.to_host(), want.row_max), 1e-4});
+    out.push_back({name + " dq", norm_relative(d_dq.to_host(), grads.dq), 2e-2});
+    out.push_back({name + " dk", norm_relative(d_dk.to_host(), grads.dk), 2e-2});
+    out.push_back({name + " dv", norm_relative(d_dv.to_host(), grads.dv), 2e-2});
+  }
+  return out;
+}
+
+}  // namespace moetron::gpu
