@@ -10,6 +10,7 @@
 #include "core/kernels/rmsnorm.h"
 #include "core/kernels/rope.h"
 #include "core/kernels/router.h"
+#include "core/kernels/rows.h"
 
 namespace moetron::cuda {
 namespace {
@@ -105,7 +106,99 @@ __global__ void router_forward_kernel(kernels::RouterShape r, int64_t tokens, co
                        gates + t * r.k, w);
 }
 
+__global__ void gather_rows_kernel(const float* src, const int32_t* row_token, int64_t n,
+                                   int64_t dim, float* dst) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) kernels::gather_rows_at(src, row_token, dim, dst, i);
+}
+
+__global__ void combine_rows_kernel(const float* src, const int32_t* slot_row, const float* weights,
+                                    int64_t n, int64_t k, int64_t dim, float* dst,
+                                    bool accumulate) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) kernels::combine_rows_at(src, slot_row, weights, k, dim, dst, accumulate, i);
+}
+
+// One slot per warp.
+__global__ void combine_rows_backward_kernel(const float* dy, const float* src,
+                                             const int32_t* slot_row, const float* weights,
+                                             int64_t slots, int64_t k, int64_t dim, float* dsrc,
+                                             float* dweights) {
+  const int64_t slot =
+      (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / kernels::kWarp;
+  const int lane = static_cast<int>(threadIdx.x % kernels::kWarp);
+  if (slot >= slots) return;  // whole warps leave together
+  const float dot = warp_sum(
+      kernels::combine_backward_lane(dy, src, slot_row, weights, k, dim, dsrc, slot, lane));
+  if (lane == 0) dweights[slot] = dot;
+}
+
+__global__ void embedding_forward_kernel(const int32_t* ids, int64_t elems, const float* table,
+                                         int64_t first, int64_t rows, int64_t dim, float* out) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < elems) kernels::embedding_forward_at(ids, table, first, rows, dim, out, i);
+}
+
+__global__ void to_bf16_kernel(const float* src, uint16_t* dst, int64_t n) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) kernels::to_bf16_at(src, dst, i);
+}
+
+__global__ void from_bf16_kernel(const uint16_t* src, float* dst, int64_t n) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) kernels::from_bf16_at(src, dst, i);
+}
+
 }  // namespace
+
+void gather_rows(const float* src, const int32_t* row_token, int64_t rows, int64_t dim,
+                 float* dst) {
+  const int64_t n = rows * dim;
+  if (n == 0) return;
+  gather_rows_kernel<<<blocks_for(n, kThreads), kThreads>>>(src, row_token, n, dim, dst);
+  check_launch("gather_rows");
+}
+
+void combine_rows(const float* src, const int32_t* slot_row, const float* weights, int64_t tokens,
+                  int64_t k, int64_t dim, float* dst, bool accumulate) {
+  const int64_t n = tokens * dim;
+  if (n == 0) return;
+  combine_rows_kernel<<<blocks_for(n, kThreads), kThreads>>>(src, slot_row, weights, n, k, dim, dst,
+                                                             accumulate);
+  check_launch("combine_rows");
+}
+
+void combine_rows_backward(const float* dy, const float* src, const int32_t* slot_row,
+                           const float* weights, int64_t tokens, int64_t k, int64_t dim,
+                           float* dsrc, float* dweights) {
+  const int64_t slots = tokens * k;
+  if (slots == 0) return;
+  const int slots_per_block = kThreads / kernels::kWarp;
+  combine_rows_backward_kernel<<<blocks_for(slots, slots_per_block), kThreads>>>(
+      dy, src, slot_row, weights, slots, k, dim, dsrc, dweights);
+  check_launch("combine_rows_backward");
+}
+
+void embedding_forward(const int32_t* ids, int64_t n, const float* table, int64_t first,
+                       int64_t rows, int64_t dim, float* out) {
+  const int64_t elems = n * dim;
+  if (elems == 0) return;
+  embedding_forward_kernel<<<blocks_for(elems, kThreads), kThreads>>>(ids, elems, table, first,
+                                                                      rows, dim, out);
+  check_launch("embedding_forward");
+}
+
+void to_bf16(const float* src, uint16_t* dst, int64_t n) {
+  if (n == 0) return;
+  to_bf16_kernel<<<blocks_for(n, kThreads), kThreads>>>(src, dst, n);
+  check_launch("to_bf16");
+}
+
+void from_bf16(const uint16_t* src, float* dst, int64_t n) {
+  if (n == 0) return;
+  from_bf16_kernel<<<blocks_for(n, kThreads), kThreads>>>(src, dst, n);
+  check_launch("from_bf16");
+}
 
 size_t router_scratch_bytes(const kernels::RouterShape& r, int64_t tokens) {
   const int64_t best_n = r.topk_group > 2 ? r.topk_group : 2;

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "core/kernels/rmsnorm.h"
+#include "core/kernels/rows.h"
 
 namespace moetron::kernels::host {
 
@@ -79,6 +80,48 @@ void rmsnorm_forward(const float* x, const float* w, float eps, float* y, float*
     rstd[r] = rs;
     for (int lane = 0; lane < kWarp; ++lane) rmsnorm_write(x, w, rs, y, cols, r, lane);
   }
+}
+
+void gather_rows(const float* src, const int32_t* row_token, int64_t rows, int64_t dim,
+                 float* dst) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < rows * dim; ++i) gather_rows_at(src, row_token, dim, dst, i);
+}
+
+void combine_rows(const float* src, const int32_t* slot_row, const float* weights, int64_t tokens,
+                  int64_t k, int64_t dim, float* dst, bool accumulate) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < tokens * dim; ++i)
+    combine_rows_at(src, slot_row, weights, k, dim, dst, accumulate, i);
+}
+
+void combine_rows_backward(const float* dy, const float* src, const int32_t* slot_row,
+                           const float* weights, int64_t tokens, int64_t k, int64_t dim,
+                           float* dsrc, float* dweights) {
+#pragma omp parallel for schedule(static)
+  for (int64_t slot = 0; slot < tokens * k; ++slot) {
+    float lanes[kWarp];
+    for (int lane = 0; lane < kWarp; ++lane)
+      lanes[lane] = combine_backward_lane(dy, src, slot_row, weights, k, dim, dsrc, slot, lane);
+    host_butterfly(lanes, Sum{});
+    dweights[slot] = lanes[0];
+  }
+}
+
+void embedding_forward(const int32_t* ids, int64_t n, const float* table, int64_t first,
+                       int64_t rows, int64_t dim, float* out) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n * dim; ++i) embedding_forward_at(ids, table, first, rows, dim, out, i);
+}
+
+void to_bf16(const float* src, uint16_t* dst, int64_t n) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) to_bf16_at(src, dst, i);
+}
+
+void from_bf16(const uint16_t* src, float* dst, int64_t n) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) from_bf16_at(src, dst, i);
 }
 
 }  // namespace moetron::kernels::host

@@ -11,6 +11,7 @@
 #include "core/kernels/elementwise.h"
 #include "core/kernels/rope.h"
 #include "core/kernels/router.h"
+#include "core/kernels/rows.h"
 
 namespace moetron::kernels::host {
 
@@ -31,5 +32,19 @@ void ce_shard_backward(float* logits, const int32_t* targets, int64_t rows, cons
                        const float* lse, float grad_scale);
 void rmsnorm_forward(const float* x, const float* w, float eps, float* y, float* rstd, int64_t rows,
                      int64_t cols);
+
+// core/kernels/rows.h: the dispatch's row moves (src [R, dim], row_token [rows]; slot_row and
+// weights [tokens, k]), the embedding's forward for the block [first, first + rows) of the
+// vocabulary, and the bf16 casts.
+void gather_rows(const float* src, const int32_t* row_token, int64_t rows, int64_t dim, float* dst);
+void combine_rows(const float* src, const int32_t* slot_row, const float* weights, int64_t tokens,
+                  int64_t k, int64_t dim, float* dst, bool accumulate);
+void combine_rows_backward(const float* dy, const float* src, const int32_t* slot_row,
+                           const float* weights, int64_t tokens, int64_t k, int64_t dim,
+                           float* dsrc, float* dweights);
+void embedding_forward(const int32_t* ids, int64_t n, const float* table, int64_t first,
+                       int64_t rows, int64_t dim, float* out);
+void to_bf16(const float* src, uint16_t* dst, int64_t n);
+void from_bf16(const uint16_t* src, float* dst, int64_t n);
 
 }  // namespace moetron::kernels::host

@@ -4,6 +4,7 @@
 // the device where one is visible). Float reductions and exp within stated tolerances.
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
 #include <vector>
 
@@ -118,6 +119,98 @@ TEST(KernelMath, RmsnormMatchesTheCpuBackend) {
     EXPECT_LT(max_relative(rstd, rstd_ref.span<float>(), 0), 1e-6) << cols << " columns";
     EXPECT_LT(max_relative(y, y_ref.span<float>(), 1e-6), 1e-5) << cols << " columns";
   }
+}
+
+Tensor ints(const std::vector<int32_t>& v) {
+  Tensor t = Tensor::empty({static_cast<int64_t>(v.size())}, DType::i32);
+  std::copy(v.begin(), v.end(), t.span<int32_t>().begin());
+  return t;
+}
+
+std::vector<float> values_of(const Tensor& t) {
+  return {t.span<float>().begin(), t.span<float>().end()};
+}
+
+// The MoE dispatch's row moves: slots with and without a row, weights and none, accumulate or
+// not. Index paths exactly; the combine's fmaf is what the CPU's vectorised a += w * s contracts
+// to, so it is exact too (on a machine with FMA, as -march=native builds for); the backward's
+// dot is a butterfly against the CPU's vector reduction.
+TEST(KernelMath, DispatchRowMovesMatchTheCpuBackend) {
+  constexpr int64_t tokens = 23, k = 3, dim = 45, rows = 50;
+  const std::vector<float> src = random_values(rows * dim, 20),
+                           dy = random_values(tokens * dim, 21);
+  const std::vector<float> weights = random_values(tokens * k, 22),
+                           acc = random_values(tokens * dim, 23);
+  std::vector<int32_t> slot_row(tokens * k), row_token(rows);
+  for (int64_t i = 0; i < tokens * k; ++i)  // every seventh slot dropped, rows in a scrambled order
+    slot_row[i] = i % 7 == 3 ? -1 : static_cast<int32_t>((i * 17) % rows);
+  for (int64_t r = 0; r < rows; ++r) row_token[r] = static_cast<int32_t>((r * 5) % tokens);
+
+  std::vector<float> gathered(rows * dim, NAN);
+  kernels::host::gather_rows(src.data(), row_token.data(), rows, dim, gathered.data());
+  Tensor g_ref = Tensor::empty({rows, dim});
+  ops::gather_rows(tensor(src, {rows, dim}), ints(row_token), g_ref);
+  EXPECT_EQ(gathered, values_of(g_ref));
+
+  for (const bool weighted : {false, true})
+    for (const bool accumulate : {false, true}) {
+      std::vector<float> combined = accumulate ? acc : std::vector<float>(tokens * dim, NAN);
+      kernels::host::combine_rows(src.data(), slot_row.data(), weighted ? weights.data() : nullptr,
+                                  tokens, k, dim, combined.data(), accumulate);
+      Tensor c_ref = accumulate ? tensor(acc, {tokens, dim}) : Tensor::empty({tokens, dim});
+      ops::combine_rows(tensor(src, {rows, dim}), ints(slot_row),
+                        weighted ? tensor(weights, {tokens * k}) : Tensor(), k, c_ref, accumulate);
+      EXPECT_EQ(combined, values_of(c_ref))
+          << "weighted " << weighted << ", accumulate " << accumulate;
+    }
+
+  // Rows no slot reads keep what they held: start both from the same values.
+  std::vector<float> dsrc = acc, dweights(tokens * k, NAN);
+  dsrc.resize(rows * dim, 0.5f);
+  kernels::host::combine_rows_backward(dy.data(), src.data(), slot_row.data(), weights.data(),
+                                       tokens, k, dim, dsrc.data(), dweights.data());
+  std::vector<float> dsrc0 = acc;
+  dsrc0.resize(rows * dim, 0.5f);
+  Tensor ds_ref = tensor(dsrc0, {rows, dim}), dw_ref = Tensor::empty({tokens * k});
+  ops::combine_rows_backward(tensor(dy, {tokens, dim}), tensor(src, {rows, dim}), ints(slot_row),
+                             tensor(weights, {tokens * k}), k, ds_ref, dw_ref);
+  EXPECT_EQ(dsrc, values_of(ds_ref));
+  EXPECT_LT(max_relative(dweights, dw_ref.span<float>(), 1e-3), 1e-5);
+}
+
+TEST(KernelMath, EmbeddingRowsAndBf16CastsMatchTheCpuBackendBitwise) {
+  // This rank's block [40, 70) of a 100-token vocabulary; ids inside and outside it.
+  constexpr int64_t n = 31, dim = 19;
+  const ops::VocabShard shard{40, 30, 100};
+  std::vector<int32_t> ids(n);
+  for (int64_t i = 0; i < n; ++i) ids[i] = static_cast<int32_t>((i * 13) % 100);
+  const std::vector<float> table = random_values(shard.valid * dim, 24);
+  std::vector<float> out(n * dim, NAN);
+  kernels::host::embedding_forward(ids.data(), n, table.data(), shard.first, shard.valid, dim,
+                                   out.data());
+  Tensor ref = Tensor::empty({n, dim});
+  ops::embedding_forward(ints(ids), tensor(table, {shard.valid, dim}), ref, shard);
+  EXPECT_EQ(out, values_of(ref));
+
+  // Ties to even, the largest finite values, infinities, NaN and denormals among the values.
+  std::vector<float> x = random_values(999, 25, 100.0f);
+  for (const uint32_t bits : {0x3f808000u, 0x3f818000u, 0x7f7fffffu, 0xff7fffffu, 0x7f800000u,
+                              0xff800000u, 0x7fc00001u, 0xffa00000u, 0x00000001u, 0x807fffffu})
+    x.push_back(std::bit_cast<float>(bits));
+  const auto nx = static_cast<int64_t>(x.size());
+  std::vector<uint16_t> words(x.size());
+  kernels::host::to_bf16(x.data(), words.data(), nx);
+  Tensor w_ref = Tensor::empty({nx}, DType::bf16);
+  ops::cast(tensor(x, {nx}), w_ref);
+  const auto* ref_words = static_cast<const uint16_t*>(w_ref.raw_data());
+  EXPECT_EQ(words, std::vector<uint16_t>(ref_words, ref_words + nx));
+  std::vector<float> back(x.size());
+  kernels::host::from_bf16(words.data(), back.data(), nx);
+  Tensor back_ref = Tensor::empty({nx});
+  ops::cast(w_ref, back_ref);
+  for (int64_t i = 0; i < nx; ++i)
+    EXPECT_EQ(std::bit_cast<uint32_t>(back[i]), std::bit_cast<uint32_t>(back_ref.span<float>()[i]))
+        << i;
 }
 
 // The column-major GEMM plans the CUDA backend hands to cuBLAS(Lt), executed by the host

@@ -1,6 +1,7 @@
 #include "tests/gpu/kernel_checks.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <memory>
@@ -202,6 +203,69 @@ std::vector<KernelCheck> run_kernel_checks(int scale) {
                    std::max({off, max_relative(d_scores.to_host(), scores),
                              max_relative(d_gates.to_host(), gates)}),
                    1e-6});
+  }
+  {
+    // The dispatch's row moves and the embedding: index paths and fmaf alike, so bit for bit.
+    const int64_t tokens = 2053 / scale + 1, k = 6, dim = 96, rows = tokens * k / 2;
+    const std::vector<float> src = random_values(rows * dim, 14),
+                             dy = random_values(tokens * dim, 15);
+    const std::vector<float> weights = random_values(tokens * k, 16);
+    std::vector<int32_t> slot_row(tokens * k), row_token(rows);
+    for (int64_t i = 0; i < tokens * k; ++i)
+      slot_row[i] = i % 7 == 3 ? -1 : static_cast<int32_t>((i * 17) % rows);
+    for (int64_t r = 0; r < rows; ++r) row_token[r] = static_cast<int32_t>((r * 5) % tokens);
+    std::vector<float> gathered(rows * dim), combined(tokens * dim), dsrc(rows * dim, 0.0f),
+        dweights(tokens * k);
+    kernels::host::gather_rows(src.data(), row_token.data(), rows, dim, gathered.data());
+    kernels::host::combine_rows(src.data(), slot_row.data(), weights.data(), tokens, k, dim,
+                                combined.data(), false);
+    kernels::host::combine_rows_backward(dy.data(), src.data(), slot_row.data(), weights.data(),
+                                         tokens, k, dim, dsrc.data(), dweights.data());
+    cuda::DeviceFloats d_src(src), d_dy(dy), d_w(weights), d_g(gathered.size()),
+        d_c(combined.size()), d_ds(dsrc), d_dw(dweights.size());
+    cuda::DeviceArray<int32_t> d_slot(slot_row), d_rt(row_token);
+    cuda::gather_rows(d_src.get(), d_rt.get(), rows, dim, d_g.get());
+    cuda::combine_rows(d_src.get(), d_slot.get(), d_w.get(), tokens, k, dim, d_c.get(), false);
+    cuda::combine_rows_backward(d_dy.get(), d_src.get(), d_slot.get(), d_w.get(), tokens, k, dim,
+                                d_ds.get(), d_dw.get());
+    out.push_back({"gather_rows", max_relative(d_g.to_host(), gathered), 0});
+    out.push_back({"combine_rows", max_relative(d_c.to_host(), combined), 0});
+    out.push_back(
+        {"combine_rows_backward",
+         std::max(max_relative(d_ds.to_host(), dsrc), max_relative(d_dw.to_host(), dweights)), 0});
+
+    const int64_t first = 1000, block = 997;  // ids inside and outside this block
+    std::vector<int32_t> ids(tokens);
+    for (int64_t i = 0; i < tokens; ++i) ids[i] = static_cast<int32_t>((i * 37) % 4000);
+    const std::vector<float> table = random_values(block * dim, 17);
+    std::vector<float> emb(tokens * dim);
+    kernels::host::embedding_forward(ids.data(), tokens, table.data(), first, block, dim,
+                                     emb.data());
+    cuda::DeviceArray<int32_t> d_ids(ids);
+    cuda::DeviceFloats d_table(table), d_emb(emb.size());
+    cuda::embedding_forward(d_ids.get(), tokens, d_table.get(), first, block, dim, d_emb.get());
+    out.push_back({"embedding_forward", max_relative(d_emb.to_host(), emb), 0});
+
+    // Casts: the values above at a wide range, plus ties, infinities, NaNs and denormals.
+    std::vector<float> x = random_values(100003 / scale, 18, 1000.0f);
+    for (const uint32_t bits : {0x3f808000u, 0x3f818000u, 0x7f7fffffu, 0x7f800000u, 0xff800000u,
+                                0x7fc00001u, 0xffa00000u, 0x00000001u, 0x807fffffu})
+      x.push_back(std::bit_cast<float>(bits));
+    const auto n = static_cast<int64_t>(x.size());
+    std::vector<uint16_t> words(x.size());
+    std::vector<float> back(x.size());
+    kernels::host::to_bf16(x.data(), words.data(), n);
+    kernels::host::from_bf16(words.data(), back.data(), n);
+    cuda::DeviceFloats d_x(x), d_back(back.size());
+    cuda::DeviceArray<uint16_t> d_words(words.size());
+    cuda::to_bf16(d_x.get(), d_words.get(), n);
+    cuda::from_bf16(d_words.get(), d_back.get(), n);
+    const std::vector<float> got_back = d_back.to_host();
+    const bool same = d_words.to_host() == words &&
+                      std::equal(back.begin(), back.end(), got_back.begin(), [](float a, float b) {
+                        return std::bit_cast<uint32_t>(a) == std::bit_cast<uint32_t>(b);
+                      });
+    out.push_back({"bf16 casts", same ? 0.0 : INFINITY, 0});
   }
   for (const int64_t cols : {int64_t{1}, int64_t{31}, int64_t{257}, int64_t{4096}}) {
     const int64_t rows = 1003 / scale + 1;

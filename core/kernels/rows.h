@@ -1,0 +1,73 @@
+// Per-element and per-row math of the MoE dispatch's row kernels (core/ops.h gather_rows,
+// combine_rows, combine_rows_backward), the token embedding's forward and the bf16 casts, host
+// and device alike. Index paths are exact on both; the combine's multiply-adds are explicit
+// fmaf, as the CPU backend's vectorised a += w * s contracts to on an FMA machine.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "core/bf16.h"
+#include "core/kernels/hd.h"
+#include "core/kernels/warp.h"
+
+namespace moetron::kernels {
+
+// dst [rows, dim] row r = src row row_token[r]: element i.
+MT_HD void gather_rows_at(const float* src, const int32_t* row_token, int64_t dim, float* dst,
+                          int64_t i) {
+  const int64_t r = i / dim, c = i % dim;
+  dst[i] = src[static_cast<int64_t>(row_token[r]) * dim + c];
+}
+
+// dst [tokens, dim] element i = (accumulate ? dst : 0) + sum over the token's k slots with a
+// row (slot_row >= 0) of weight * src[row], slots in order; weights may be null (all 1).
+MT_HD void combine_rows_at(const float* src, const int32_t* slot_row, const float* weights,
+                           int64_t k, int64_t dim, float* dst, bool accumulate, int64_t i) {
+  const int64_t t = i / dim, c = i % dim;
+  float d = accumulate ? dst[i] : 0.0f;
+  for (int64_t j = 0; j < k; ++j) {
+    const int32_t row = slot_row[t * k + j];
+    if (row < 0) continue;
+    const float w = weights != nullptr ? weights[t * k + j] : 1.0f;
+    d = fmaf(w, src[static_cast<int64_t>(row) * dim + c], d);
+  }
+  dst[i] = d;
+}
+
+// combine_rows_backward, one warp per slot (t, j) = slot: lane `lane` writes its columns of
+// dsrc[row] = weight * dy[t] and returns its partial dy[t] . src[row]; the butterfly's sum is
+// the slot's dweight (0 for a slot without a row, where the lanes return 0 and write nothing).
+MT_HD float combine_backward_lane(const float* dy, const float* src, const int32_t* slot_row,
+                                  const float* weights, int64_t k, int64_t dim, float* dsrc,
+                                  int64_t slot, int lane) {
+  const int32_t row = slot_row[slot];
+  if (row < 0) return 0.0f;
+  const float w = weights[slot];
+  const float* g = dy + (slot / k) * dim;
+  const float* s = src + static_cast<int64_t>(row) * dim;
+  float* ds = dsrc + static_cast<int64_t>(row) * dim;
+  float dot = 0.0f;
+  for (int64_t c = lane; c < dim; c += kWarp) {
+    ds[c] = w * g[c];
+    dot = fmaf(g[c], s[c], dot);
+  }
+  return dot;
+}
+
+// The embedding's rows for this rank's block [first, first + rows) of the vocabulary: element i
+// of out [n, dim] is its token's row, 0 for a token of another block. Ids are checked before.
+MT_HD void embedding_forward_at(const int32_t* ids, const float* table, int64_t first, int64_t rows,
+                                int64_t dim, float* out, int64_t i) {
+  const int64_t row = ids[i / dim] - first, c = i % dim;
+  out[i] = row >= 0 && row < rows ? table[row * dim + c] : 0.0f;
+}
+
+MT_HD void to_bf16_at(const float* src, uint16_t* dst, int64_t i) {
+  dst[i] = to_bf16(src[i]);
+}
+MT_HD void from_bf16_at(const uint16_t* src, float* dst, int64_t i) {
+  dst[i] = from_bf16(src[i]);
+}
+
+}  // namespace moetron::kernels
