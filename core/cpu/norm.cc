@@ -4,11 +4,13 @@
 #include <vector>
 
 #include "core/cpu/kernels.h"
+#include "core/kernels/rmsnorm.h"
 
 namespace moetron::cpu {
 namespace {
-// Rows per partial weight-gradient sum: a fixed split, so dw does not depend on thread count.
-constexpr int64_t kRowsPerPartial = 64;
+// Rows per partial weight-gradient sum: a fixed split, so dw depends on neither the thread count
+// nor the device (the CUDA kernel's split, core/kernels/rmsnorm.h).
+constexpr int64_t kRowsPerPartial = kernels::kRmsnormRowsPerPart;
 }  // namespace
 
 void rmsnorm_forward(const float* x, const float* w, float eps, float* y, float* rstd, int64_t rows,

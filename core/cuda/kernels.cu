@@ -2,6 +2,8 @@
 // core/kernels/host.cc run the same functions on the CPU). Device pointers; launches on the
 // default stream (the backend's stream replaces it when the CUDA backend lands).
 #include <cuda_runtime.h>
+#include <thrust/execution_policy.h>
+#include <thrust/sort.h>
 
 #include "core/cuda/check.cuh"
 #include "core/cuda/kernels.h"
@@ -139,6 +141,44 @@ __global__ void embedding_forward_kernel(const int32_t* ids, int64_t elems, cons
   if (i < elems) kernels::embedding_forward_at(ids, table, first, rows, dim, out, i);
 }
 
+// Backward dx, one row per warp.
+__global__ void rmsnorm_backward_dx_kernel(const float* dy, const float* x, const float* w,
+                                           const float* rstd, float* dx, bool accumulate,
+                                           int64_t rows, int64_t cols) {
+  const int64_t r = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / kernels::kWarp;
+  const int lane = static_cast<int>(threadIdx.x % kernels::kWarp);
+  if (r >= rows) return;  // whole warps leave together
+  const float sum = warp_sum(kernels::rmsnorm_backward_partial(dy, x, w, cols, r, lane));
+  kernels::rmsnorm_backward_dx(dy, x, w, rstd[r], sum, dx, accumulate, cols, r, lane);
+}
+
+__global__ void rmsnorm_dw_part_kernel(const float* dy, const float* x, const float* rstd,
+                                       int64_t rows, int64_t cols, float* part, int64_t n) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) kernels::rmsnorm_dw_part_at(dy, x, rstd, rows, cols, part, i);
+}
+
+__global__ void rmsnorm_dw_sum_kernel(const float* part, int64_t parts, int64_t cols, float* dw) {
+  const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (c < cols) kernels::rmsnorm_dw_sum_at(part, parts, cols, dw, c);
+}
+
+__global__ void embedding_keys_kernel(const int32_t* ids, int64_t n, int64_t first, int64_t rows,
+                                      int32_t* keys, int32_t* order) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  keys[i] = kernels::embedding_row_key(ids, first, rows, i);
+  order[i] = static_cast<int32_t>(i);
+}
+
+__global__ void embedding_backward_kernel(const int32_t* sorted_rows, const int32_t* order,
+                                          int64_t n, const float* dout, int64_t rows, int64_t dim,
+                                          float* dtable) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n * dim)
+    kernels::embedding_backward_at(sorted_rows, order, n, dout, rows, dim, dtable, i);
+}
+
 __global__ void to_bf16_kernel(const float* src, uint16_t* dst, int64_t n) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i < n) kernels::to_bf16_at(src, dst, i);
@@ -186,6 +226,44 @@ void embedding_forward(const int32_t* ids, int64_t n, const float* table, int64_
   embedding_forward_kernel<<<blocks_for(elems, kThreads), kThreads>>>(ids, elems, table, first,
                                                                       rows, dim, out);
   check_launch("embedding_forward");
+}
+
+size_t rmsnorm_backward_scratch_bytes(int64_t rows, int64_t cols) {
+  return static_cast<size_t>(kernels::rmsnorm_parts(rows) * cols) * sizeof(float);
+}
+
+void rmsnorm_backward(const float* dy, const float* x, const float* w, const float* rstd, float* dx,
+                      float* dw, bool accumulate_dx, int64_t rows, int64_t cols, void* scratch) {
+  if (rows == 0 || cols == 0) return;
+  const int rows_per_block = kThreads / kernels::kWarp;
+  rmsnorm_backward_dx_kernel<<<blocks_for(rows, rows_per_block), kThreads>>>(
+      dy, x, w, rstd, dx, accumulate_dx, rows, cols);
+  check_launch("rmsnorm_backward dx");
+  const int64_t parts = kernels::rmsnorm_parts(rows), n = parts * cols;
+  auto* part = static_cast<float*>(scratch);
+  rmsnorm_dw_part_kernel<<<blocks_for(n, kThreads), kThreads>>>(dy, x, rstd, rows, cols, part, n);
+  check_launch("rmsnorm_backward dw parts");
+  rmsnorm_dw_sum_kernel<<<blocks_for(cols, kThreads), kThreads>>>(part, parts, cols, dw);
+  check_launch("rmsnorm_backward dw");
+}
+
+size_t embedding_backward_scratch_bytes(int64_t n) {
+  return static_cast<size_t>(2 * n) * sizeof(int32_t);
+}
+
+void embedding_backward(const int32_t* ids, int64_t n, const float* dout, int64_t dim,
+                        float* dtable, int64_t first, int64_t rows, void* scratch) {
+  if (n == 0 || dim == 0) return;
+  auto* keys = static_cast<int32_t*>(scratch);
+  int32_t* order = keys + n;
+  embedding_keys_kernel<<<blocks_for(n, kThreads), kThreads>>>(ids, n, first, rows, keys, order);
+  check_launch("embedding_backward keys");
+  // Stable, so equal rows keep token order: the sum's order is the CPU's.
+  thrust::stable_sort_by_key(thrust::device, keys, keys + n, order);
+  check_launch("embedding_backward sort");
+  embedding_backward_kernel<<<blocks_for(n * dim, kThreads), kThreads>>>(keys, order, n, dout, rows,
+                                                                         dim, dtable);
+  check_launch("embedding_backward");
 }
 
 void to_bf16(const float* src, uint16_t* dst, int64_t n) {

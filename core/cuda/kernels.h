@@ -44,6 +44,16 @@ void combine_rows_backward(const float* dy, const float* src, const int32_t* slo
                            float* dsrc, float* dweights);
 void embedding_forward(const int32_t* ids, int64_t n, const float* table, int64_t first,
                        int64_t rows, int64_t dim, float* out);
+// RMSNorm's backward; scratch: rmsnorm_backward_scratch_bytes of device memory (4-byte
+// aligned) for the weight gradient's parts.
+size_t rmsnorm_backward_scratch_bytes(int64_t rows, int64_t cols);
+void rmsnorm_backward(const float* dy, const float* x, const float* w, const float* rstd, float* dx,
+                      float* dw, bool accumulate_dx, int64_t rows, int64_t cols, void* scratch);
+// The embedding's gradient; scratch: embedding_backward_scratch_bytes (the sorted keys and
+// order). The stable sort is Thrust's, which allocates its own temporary memory for now.
+size_t embedding_backward_scratch_bytes(int64_t n);
+void embedding_backward(const int32_t* ids, int64_t n, const float* dout, int64_t dim,
+                        float* dtable, int64_t first, int64_t rows, void* scratch);
 void to_bf16(const float* src, uint16_t* dst, int64_t n);
 void from_bf16(const uint16_t* src, float* dst, int64_t n);
 

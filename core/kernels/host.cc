@@ -114,6 +114,41 @@ void embedding_forward(const int32_t* ids, int64_t n, const float* table, int64_
   for (int64_t i = 0; i < n * dim; ++i) embedding_forward_at(ids, table, first, rows, dim, out, i);
 }
 
+void rmsnorm_backward(const float* dy, const float* x, const float* w, const float* rstd, float* dx,
+                      float* dw, bool accumulate_dx, int64_t rows, int64_t cols) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    float sums[kWarp];
+    for (int lane = 0; lane < kWarp; ++lane)
+      sums[lane] = rmsnorm_backward_partial(dy, x, w, cols, r, lane);
+    host_butterfly(sums, Sum{});
+    for (int lane = 0; lane < kWarp; ++lane)
+      rmsnorm_backward_dx(dy, x, w, rstd[r], sums[0], dx, accumulate_dx, cols, r, lane);
+  }
+  const int64_t parts = rmsnorm_parts(rows);
+  std::vector<float> part(static_cast<size_t>(parts * cols));
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < parts * cols; ++i)
+    rmsnorm_dw_part_at(dy, x, rstd, rows, cols, part.data(), i);
+  for (int64_t c = 0; c < cols; ++c) rmsnorm_dw_sum_at(part.data(), parts, cols, dw, c);
+}
+
+void embedding_backward(const int32_t* ids, int64_t n, const float* dout, int64_t dim,
+                        float* dtable, int64_t first, int64_t rows) {
+  std::vector<int32_t> keys(static_cast<size_t>(n)), order(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    keys[i] = embedding_row_key(ids, first, rows, i);
+    order[i] = static_cast<int32_t>(i);
+  }
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int32_t a, int32_t b) { return keys[a] < keys[b]; });
+  std::vector<int32_t> sorted(static_cast<size_t>(n));
+  for (int64_t p = 0; p < n; ++p) sorted[p] = keys[order[p]];
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n * dim; ++i)
+    embedding_backward_at(sorted.data(), order.data(), n, dout, rows, dim, dtable, i);
+}
+
 void to_bf16(const float* src, uint16_t* dst, int64_t n) {
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) to_bf16_at(src, dst, i);

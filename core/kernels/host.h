@@ -44,6 +44,13 @@ void combine_rows_backward(const float* dy, const float* src, const int32_t* slo
                            float* dsrc, float* dweights);
 void embedding_forward(const int32_t* ids, int64_t n, const float* table, int64_t first,
                        int64_t rows, int64_t dim, float* out);
+// RMSNorm's backward: dx overwritten or added, dw added to (dw [cols]).
+void rmsnorm_backward(const float* dy, const float* x, const float* w, const float* rstd, float* dx,
+                      float* dw, bool accumulate_dx, int64_t rows, int64_t cols);
+// The embedding's gradient added into dtable [rows, dim], this rank's block [first, first +
+// rows) of the vocabulary (core/kernels/rows.h: sorted, deterministic).
+void embedding_backward(const int32_t* ids, int64_t n, const float* dout, int64_t dim,
+                        float* dtable, int64_t first, int64_t rows);
 void to_bf16(const float* src, uint16_t* dst, int64_t n);
 void from_bf16(const uint16_t* src, float* dst, int64_t n);
 

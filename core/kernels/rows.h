@@ -1,5 +1,5 @@
 // Per-element and per-row math of the MoE dispatch's row kernels (core/ops.h gather_rows,
-// combine_rows, combine_rows_backward), the token embedding's forward and the bf16 casts, host
+// combine_rows, combine_rows_backward), the token embedding and the bf16 casts, host
 // and device alike. Index paths are exact on both; the combine's multiply-adds are explicit
 // fmaf, as the CPU backend's vectorised a += w * s contracts to on an FMA machine.
 #pragma once
@@ -61,6 +61,26 @@ MT_HD void embedding_forward_at(const int32_t* ids, const float* table, int64_t 
                                 int64_t dim, float* out, int64_t i) {
   const int64_t row = ids[i / dim] - first, c = i % dim;
   out[i] = row >= 0 && row < rows ? table[row * dim + c] : 0.0f;
+}
+
+// The embedding's gradient, deterministic without atomics: the tokens sorted by their row of
+// this block, stably (a token of another block is keyed `rows`, after every row), then element i
+// = (p, c) of [n, dim] with p the first position of a row adds that row's dout rows to dtable in
+// token order, as the CPU backend does; every other element does nothing.
+MT_HD int32_t embedding_row_key(const int32_t* ids, int64_t first, int64_t rows, int64_t i) {
+  const int64_t row = ids[i] - first;
+  return static_cast<int32_t>(row >= 0 && row < rows ? row : rows);
+}
+MT_HD void embedding_backward_at(const int32_t* sorted_rows, const int32_t* order, int64_t n,
+                                 const float* dout, int64_t rows, int64_t dim, float* dtable,
+                                 int64_t i) {
+  const int64_t p = i / dim, c = i % dim;
+  const int32_t r = sorted_rows[p];
+  if (r >= rows || (p > 0 && sorted_rows[p - 1] == r)) return;
+  float s = dtable[r * dim + c];
+  for (int64_t q = p; q < n && sorted_rows[q] == r; ++q)
+    s += dout[static_cast<int64_t>(order[q]) * dim + c];
+  dtable[r * dim + c] = s;
 }
 
 MT_HD void to_bf16_at(const float* src, uint16_t* dst, int64_t i) {

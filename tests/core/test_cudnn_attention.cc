@@ -16,6 +16,7 @@
 #include "core/cuda/attention_graph.h"
 #include "core/ops.h"
 #include "models/dims.h"
+#include "tests/compare.h"
 #include "tests/gpu/attention_reference.h"
 #include "tests/random_values.h"
 
@@ -117,14 +118,7 @@ TEST(CudnnAttention, TheGpuChecksReferenceMatchesTheCpuBackend) {
 
     const auto expect_near = [](const Tensor& got, const std::vector<double>& want,
                                 const char* what) {
-      const std::span<const float> g = got.span<float>();
-      ASSERT_EQ(g.size(), want.size()) << what;
-      double worst = 0, scale = 0;
-      for (size_t i = 0; i < want.size(); ++i) {
-        worst = std::max(worst, std::abs(double{g[i]} - want[i]));
-        scale = std::max(scale, std::abs(want[i]));
-      }
-      EXPECT_LE(worst / scale, 2e-6) << what;
+      EXPECT_LE(test::relative_to_largest(got.span<float>(), want), 2e-6) << what;
     };
     expect_near(out, want.out, "out");
     expect_near(lse, want.lse, "lse");

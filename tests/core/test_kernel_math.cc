@@ -131,19 +131,59 @@ std::vector<float> values_of(const Tensor& t) {
   return {t.span<float>().begin(), t.span<float>().end()};
 }
 
+TEST(KernelMath, RmsnormBackwardMatchesTheCpuBackend) {
+  // Three parts of the weight gradient's sum (64 rows each), the last one short.
+  for (const int64_t cols : {int64_t{1}, int64_t{33}, int64_t{257}})
+    for (const bool accumulate : {false, true}) {
+      constexpr int64_t rows = 150;
+      const std::vector<float> x = random_values(rows * cols, 26, 2.0f),
+                               w = random_values(cols, 27);
+      const std::vector<float> dy = random_values(rows * cols, 28);
+      const std::vector<float> dx0 = random_values(rows * cols, 29), dw0 = random_values(cols, 30);
+      std::vector<float> y(rows * cols), rstd(rows);
+      kernels::host::rmsnorm_forward(x.data(), w.data(), 1e-6f, y.data(), rstd.data(), rows, cols);
+      std::vector<float> dx = accumulate ? dx0 : std::vector<float>(rows * cols, NAN), dw = dw0;
+      kernels::host::rmsnorm_backward(dy.data(), x.data(), w.data(), rstd.data(), dx.data(),
+                                      dw.data(), accumulate, rows, cols);
+      Tensor dx_ref = accumulate ? tensor(dx0, {rows, cols}) : Tensor::empty({rows, cols});
+      Tensor dw_ref = tensor(dw0, {cols});
+      ops::rmsnorm_backward(tensor(dy, {rows, cols}), tensor(x, {rows, cols}), tensor(w, {cols}),
+                            tensor(rstd, {rows}), dx_ref, dw_ref, accumulate);
+      // dx: the butterfly's sum against the CPU's vector reduction, in a difference that cancels
+      // (so against the largest entry). dw: the same parts, summed in the same order with the
+      // same fmaf, so bit for bit.
+      EXPECT_LT(test::relative_to_largest(dx, dx_ref.span<float>()), 1e-6) << cols << " columns";
+      EXPECT_EQ(dw, values_of(dw_ref)) << cols << " columns";
+    }
+}
+
+TEST(KernelMath, EmbeddingBackwardMatchesTheCpuBackendBitwise) {
+  // Repeated ids (the sum's order matters), ids of other blocks, this block [40, 70) of 100.
+  constexpr int64_t n = 301, dim = 21;
+  const ops::VocabShard shard{40, 30, 100};
+  std::vector<int32_t> ids(n);
+  for (int64_t i = 0; i < n; ++i) ids[i] = static_cast<int32_t>((i * i * 7 + 3) % 100);
+  const std::vector<float> dout = random_values(n * dim, 31), table0 = random_values(30 * dim, 32);
+  std::vector<float> dtable = table0;
+  kernels::host::embedding_backward(ids.data(), n, dout.data(), dim, dtable.data(), shard.first,
+                                    shard.valid);
+  Tensor ref = tensor(table0, {shard.valid, dim});
+  ops::embedding_backward(ints(ids), tensor(dout, {n, dim}), ref, shard);
+  EXPECT_EQ(dtable, values_of(ref));
+}
+
 // The MoE dispatch's row moves: slots with and without a row, weights and none, accumulate or
 // not. Index paths exactly; the combine's fmaf is what the CPU's vectorised a += w * s contracts
 // to, so it is exact too (on a machine with FMA, as -march=native builds for); the backward's
 // dot is a butterfly against the CPU's vector reduction.
 TEST(KernelMath, DispatchRowMovesMatchTheCpuBackend) {
-  constexpr int64_t tokens = 23, k = 3, dim = 45, rows = 50;
+  constexpr int64_t tokens = 23, k = 3, dim = 45, rows = tokens * k;
   const std::vector<float> src = random_values(rows * dim, 20),
                            dy = random_values(tokens * dim, 21);
   const std::vector<float> weights = random_values(tokens * k, 22),
                            acc = random_values(tokens * dim, 23);
-  std::vector<int32_t> slot_row(tokens * k), row_token(rows);
-  for (int64_t i = 0; i < tokens * k; ++i)  // every seventh slot dropped, rows in a scrambled order
-    slot_row[i] = i % 7 == 3 ? -1 : static_cast<int32_t>((i * 17) % rows);
+  const std::vector<int32_t> slot_row = test::scrambled_slots(tokens * k, 40);
+  std::vector<int32_t> row_token(rows);
   for (int64_t r = 0; r < rows; ++r) row_token[r] = static_cast<int32_t>((r * 5) % tokens);
 
   std::vector<float> gathered(rows * dim, NAN);
@@ -175,7 +215,7 @@ TEST(KernelMath, DispatchRowMovesMatchTheCpuBackend) {
   ops::combine_rows_backward(tensor(dy, {tokens, dim}), tensor(src, {rows, dim}), ints(slot_row),
                              tensor(weights, {tokens * k}), k, ds_ref, dw_ref);
   EXPECT_EQ(dsrc, values_of(ds_ref));
-  EXPECT_LT(max_relative(dweights, dw_ref.span<float>(), 1e-3), 1e-5);
+  EXPECT_LT(test::relative_to_largest(dweights, dw_ref.span<float>()), 1e-6);
 }
 
 TEST(KernelMath, EmbeddingRowsAndBf16CastsMatchTheCpuBackendBitwise) {

@@ -4,11 +4,11 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
-#include <type_traits>
 
 #include "core/bf16.h"
 #include "core/cuda/attention_graph.h"
 #include "core/cuda/device.h"
+#include "tests/compare.h"
 #include "tests/gpu/attention_reference.h"
 #include "tests/random_values.h"
 
@@ -28,21 +28,13 @@ std::vector<uint16_t> bits(const std::vector<float>& v) {
   return out;
 }
 
-// max |got - want| over max |want|: bf16 outputs carry 2^-9 relative rounding per element, so an
-// element-wise relative bound would be set by values near zero.
-template <typename Got>
-double norm_relative(const std::vector<Got>& got, const std::vector<double>& want) {
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    double g = 0;
-    if constexpr (std::is_same_v<Got, uint16_t>)
-      g = from_bf16(got[i]);
-    else
-      g = got[i];
-    diff = std::max(diff, std::isfinite(g) ? std::abs(g - want[i]) : INFINITY);
-    scale = std::max(scale, std::abs(want[i]));
-  }
-  return diff / std::max(scale, 1e-30);
+// A device result as floats (bf16 words widened) for test::relative_to_largest: bf16 outputs
+// carry 2^-9 relative rounding per element, so an element-wise bound would be set by values
+// near zero.
+std::vector<float> widened(const std::vector<uint16_t>& words) {
+  std::vector<float> out(words.size());
+  std::transform(words.begin(), words.end(), out.begin(), from_bf16);
+  return out;
 }
 
 struct Case {
@@ -84,13 +76,18 @@ std::vector<KernelCheck> run_attention_checks(int scale) {
     const std::string name = std::string("attention ") + c.name;
     // Bounds: bf16 outputs (2^-9 per element) from fp32 accumulation over bf16 probabilities;
     // the fp32 statistics only see the bf16 inputs' products. First guesses until a GPU run.
-    out.push_back({name + " out", norm_relative(d_out.to_host(), want.out), 1e-2});
-    out.push_back({name + " lse", norm_relative(d_lse.to_host(), want.lse), 1e-4});
+    out.push_back(
+        {name + " out", test::relative_to_largest(widened(d_out.to_host()), want.out), 1e-2});
+    out.push_back({name + " lse", test::relative_to_largest(d_lse.to_host(), want.lse), 1e-4});
     if (s.row_max)
-      out.push_back({name + " row_max", norm_relative(d_max.to_host(), want.row_max), 1e-4});
-    out.push_back({name + " dq", norm_relative(d_dq.to_host(), grads.dq), 2e-2});
-    out.push_back({name + " dk", norm_relative(d_dk.to_host(), grads.dk), 2e-2});
-    out.push_back({name + " dv", norm_relative(d_dv.to_host(), grads.dv), 2e-2});
+      out.push_back(
+          {name + " row_max", test::relative_to_largest(d_max.to_host(), want.row_max), 1e-4});
+    out.push_back(
+        {name + " dq", test::relative_to_largest(widened(d_dq.to_host()), grads.dq), 2e-2});
+    out.push_back(
+        {name + " dk", test::relative_to_largest(widened(d_dk.to_host()), grads.dk), 2e-2});
+    out.push_back(
+        {name + " dv", test::relative_to_largest(widened(d_dv.to_host()), grads.dv), 2e-2});
   }
   return out;
 }

@@ -27,17 +27,6 @@ double max_relative(const std::vector<float>& got, const std::vector<float>& wan
   return test::max_relative(got, want, floor);
 }
 
-// max |got - want| over max |want|: for GEMMs, whose entries near zero carry the whole sum's
-// rounding.
-double relative_to_largest(const std::vector<float>& got, const std::vector<float>& want) {
-  double diff = 0, largest = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    diff = std::max(diff, std::isfinite(got[i]) ? std::abs(double{got[i]} - want[i]) : INFINITY);
-    largest = std::max(largest, std::abs(double{want[i]}));
-  }
-  return diff / std::max(largest, 1e-30);
-}
-
 // Values on the bf16 grid, and their 16-bit words.
 std::vector<float> on_bf16_grid(std::vector<float> v) {
   for (float& x : v) x = from_bf16(to_bf16(x));
@@ -81,7 +70,7 @@ void gemm_checks(std::vector<KernelCheck>& out) {
             cuda::DeviceFloats d_a(a), d_b(b);
             blas.gemm(p, ops, d_b.get(), d_a.get(), d_c.get());
           }
-          worst[bf16] = std::max(worst[bf16], relative_to_largest(d_c.to_host(), c));
+          worst[bf16] = std::max(worst[bf16], test::relative_to_largest(d_c.to_host(), c));
         }
   out.push_back({"cublaslt gemm fp32", worst[0], 1e-5});
   out.push_back({"cublaslt gemm bf16", worst[1], 1e-5});
@@ -104,7 +93,7 @@ void gemm_checks(std::vector<KernelCheck>& out) {
                        y.data() + g.y_offsets[i]);
   cuda::DeviceFloats d_x(x), d_y(y.size());
   blas.grouped(g, cuda::GemmOperands::f32, d_x.get(), w_ptrs.data(), d_y.get());
-  out.push_back({"cublaslt grouped fp32", relative_to_largest(d_y.to_host(), y), 1e-5});
+  out.push_back({"cublaslt grouped fp32", test::relative_to_largest(d_y.to_host(), y), 1e-5});
 }
 
 }  // namespace
@@ -206,13 +195,12 @@ std::vector<KernelCheck> run_kernel_checks(int scale) {
   }
   {
     // The dispatch's row moves and the embedding: index paths and fmaf alike, so bit for bit.
-    const int64_t tokens = 2053 / scale + 1, k = 6, dim = 96, rows = tokens * k / 2;
+    const int64_t tokens = 2053 / scale + 1, k = 6, dim = 96, rows = tokens * k;
     const std::vector<float> src = random_values(rows * dim, 14),
                              dy = random_values(tokens * dim, 15);
     const std::vector<float> weights = random_values(tokens * k, 16);
-    std::vector<int32_t> slot_row(tokens * k), row_token(rows);
-    for (int64_t i = 0; i < tokens * k; ++i)
-      slot_row[i] = i % 7 == 3 ? -1 : static_cast<int32_t>((i * 17) % rows);
+    const std::vector<int32_t> slot_row = test::scrambled_slots(tokens * k, 40);
+    std::vector<int32_t> row_token(rows);
     for (int64_t r = 0; r < rows; ++r) row_token[r] = static_cast<int32_t>((r * 5) % tokens);
     std::vector<float> gathered(rows * dim), combined(tokens * dim), dsrc(rows * dim, 0.0f),
         dweights(tokens * k);
@@ -266,6 +254,37 @@ std::vector<KernelCheck> run_kernel_checks(int scale) {
                         return std::bit_cast<uint32_t>(a) == std::bit_cast<uint32_t>(b);
                       });
     out.push_back({"bf16 casts", same ? 0.0 : INFINITY, 0});
+  }
+  for (const int64_t cols : {int64_t{1}, int64_t{31}, int64_t{257}, int64_t{4096}}) {
+    // RMSNorm's backward: the same butterfly, fmaf and parts on both, so bit for bit.
+    const int64_t rows = 1003 / scale + 1;
+    const std::vector<float> x = random_values(rows * cols, 33, 2.0f), w = random_values(cols, 34);
+    const std::vector<float> dy = random_values(rows * cols, 35), rstd = random_values(rows, 36);
+    std::vector<float> dx(rows * cols), dw = random_values(cols, 37);
+    cuda::DeviceFloats d_x(x), d_w(w), d_dy(dy), d_rstd(rstd), d_dx(dx.size()), d_dw(dw);
+    cuda::DeviceFloats scratch((cuda::rmsnorm_backward_scratch_bytes(rows, cols) + 3) / 4);
+    kernels::host::rmsnorm_backward(dy.data(), x.data(), w.data(), rstd.data(), dx.data(),
+                                    dw.data(), false, rows, cols);
+    cuda::rmsnorm_backward(d_dy.get(), d_x.get(), d_w.get(), d_rstd.get(), d_dx.get(), d_dw.get(),
+                           false, rows, cols, scratch.get());
+    out.push_back({"rmsnorm_backward cols " + std::to_string(cols),
+                   std::max(max_relative(d_dx.to_host(), dx), max_relative(d_dw.to_host(), dw)),
+                   0});
+  }
+  {
+    // The embedding's gradient: repeated ids and other blocks' ids; the sorted sums bit for bit.
+    const int64_t n = 4099 / scale + 1, dim = 64, first = 500, rows = 700;
+    std::vector<int32_t> ids(n);
+    for (int64_t i = 0; i < n; ++i) ids[i] = static_cast<int32_t>((i * i * 7 + 3) % 2000);
+    const std::vector<float> dout = random_values(n * dim, 38);
+    std::vector<float> dtable = random_values(rows * dim, 39);
+    cuda::DeviceArray<int32_t> d_ids(ids);
+    cuda::DeviceFloats d_dout(dout), d_table(dtable);
+    cuda::DeviceFloats scratch((cuda::embedding_backward_scratch_bytes(n) + 3) / 4);
+    kernels::host::embedding_backward(ids.data(), n, dout.data(), dim, dtable.data(), first, rows);
+    cuda::embedding_backward(d_ids.get(), n, d_dout.get(), dim, d_table.get(), first, rows,
+                             scratch.get());
+    out.push_back({"embedding_backward", max_relative(d_table.to_host(), dtable), 0});
   }
   for (const int64_t cols : {int64_t{1}, int64_t{31}, int64_t{257}, int64_t{4096}}) {
     const int64_t rows = 1003 / scale + 1;
