@@ -4,8 +4,9 @@
 # useful alone if time runs out:
 #   1. the GPU, driver and tool versions;
 #   2. the CUDA-only build for sm_90 (-DMOETRON_CUDA_ONLY=ON), ptxas register and spill report;
-#   3. every CUDA kernel against the host launchers of the same math, and cuDNN's fused attention
-#      against a double reference (moetron_gpu_check); the attention needs cuDNN (the toolkit's,
+#   3. every CUDA kernel against the host launchers of the same math, cuBLASLt against the host
+#      GEMM, cuDNN's fused attention against a double reference and NCCL with one rank
+#      (moetron_gpu_check); the attention needs cuDNN (the toolkit's,
 #      or PyTorch's nvidia-cudnn wheel) and the frontend's headers in .deps/ (carried from a
 #      machine where launch/fetch_cudnn_frontend.sh ran: the GPU machine has no network);
 #   4. compute-sanitizer memcheck and racecheck on small sizes;
@@ -54,16 +55,19 @@ echo "== versions"
 
 generator=""
 command -v ninja >/dev/null && generator="-G Ninja"
-# cuDNN: the toolkit's, else the one PyTorch's wheels bring (nvidia/cudnn/{include,lib}).
-cudnn_root=""
-if [[ ! -f /usr/local/cuda/include/cudnn.h ]] && command -v python3 >/dev/null; then
-  cudnn_root=$(python3 -c "import nvidia.cudnn, os; print(os.path.dirname(nvidia.cudnn.__file__))" \
-    2>/dev/null || true)
-fi
-echo "cuDNN: ${cudnn_root:-in the toolkit}" | tee -a "$out/versions.txt"
+# cuDNN and NCCL: the toolkit's, else those PyTorch's wheels bring (nvidia/{cudnn,nccl}).
+wheel_root() {  # the directory of Python package nvidia.$1, or nothing
+  python3 -c "import nvidia.$1, os; print(os.path.dirname(nvidia.$1.__file__))" 2>/dev/null || true
+}
+cudnn_root="" nccl_root=""
+[[ -f /usr/local/cuda/include/cudnn.h ]] || cudnn_root=$(wheel_root cudnn)
+[[ -f /usr/local/cuda/include/nccl.h ]] || nccl_root=$(wheel_root nccl)
+echo "cuDNN: ${cudnn_root:-in the toolkit}; NCCL: ${nccl_root:-in the toolkit}" |
+  tee -a "$out/versions.txt"
 run_step "build (sm_$arch)" build.log bash -c "
   cmake -S . -B '$build' $generator -DMOETRON_CUDA_ONLY=ON -DCMAKE_BUILD_TYPE=Release \
-    -DCMAKE_CUDA_ARCHITECTURES=$arch ${cudnn_root:+-DCUDNN_ROOT=$cudnn_root} &&
+    -DCMAKE_CUDA_ARCHITECTURES=$arch ${cudnn_root:+-DCUDNN_ROOT=$cudnn_root} \
+    ${nccl_root:+-DNCCL_ROOT=$nccl_root} &&
   cmake --build '$build' -j \"\$(nproc)\""
 grep -E "Compiling entry|registers|spill" "$out/build.log" > "$out/ptxas.txt" || true
 
@@ -88,9 +92,9 @@ for tool in memcheck racecheck; do
     record "sanitizer $tool" "skipped: no compute-sanitizer" 0
   elif [[ ! -x $check ]] || ! "$check" --small >/dev/null 2>&1; then
     record "sanitizer $tool" "skipped: no GPU or kernels failed" 0
-  # racecheck leaves cuDNN's attention kernels out (library kernels, slow under the tool).
+  # racecheck leaves the libraries' kernels out (cuBLASLt, cuDNN, NCCL: slow under the tool).
   elif compute-sanitizer --tool "$tool" --error-exitcode 3 "$check" --small \
-      $([[ $tool == racecheck ]] && echo --no-attention) 2>&1 |
+      $([[ $tool == racecheck ]] && echo --kernels-only) 2>&1 |
       tee "$out/sanitizer-$tool.log"; then
     record "sanitizer $tool" pass $((SECONDS - start))
   else

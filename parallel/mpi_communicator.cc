@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/check.h"
+#include "core/comm_parts.h"
 
 namespace moetron {
 namespace {
@@ -105,18 +106,18 @@ class MpiRequest final : public CommRequest {
 };
 // NOLINTEND(clang-analyzer-optin.mpi.MPI-Checker)
 
-// Element offsets of consecutive parts.
-std::vector<int> displacements(std::span<const int64_t> counts, std::vector<int>& as_int) {
-  std::vector<int> displs(counts.size());
-  as_int.resize(counts.size());
-  int64_t at = 0;
-  for (size_t i = 0; i < counts.size(); ++i) {
-    displs[i] = as_count(at);
-    as_int[i] = as_count(counts[i]);
-    at += counts[i];
+// MPI's int counts and displacements of `parts`; the last displacement plus its count must fit.
+struct MpiParts {
+  std::vector<int> counts, displs;
+};
+MpiParts mpi_parts(const CommParts& parts) {
+  MpiParts m;
+  for (size_t i = 0; i < parts.counts.size(); ++i) {
+    m.counts.push_back(as_count(parts.counts[i]));
+    m.displs.push_back(as_count(parts.offsets[i]));
   }
-  as_count(at);  // the last displacement plus its count must fit too
-  return displs;
+  as_count(parts.total);
+  return m;
 }
 
 }  // namespace
@@ -178,27 +179,19 @@ void MpiCommunicator::all_to_all_v(const Tensor& send, std::span<const int64_t> 
                 recv_rows.size(), " receive counts for ", size_, " ranks, ",
                 shape_str(send.shape()), " -> ", shape_str(recv.shape()));
   const int64_t cols = send.cols();
-  std::vector<int64_t> send_n(send_rows.size()), recv_n(recv_rows.size());
-  int64_t sent_elsewhere = 0, total_send = 0, total_recv = 0;
-  for (int i = 0; i < size_; ++i) {
-    send_n[i] = send_rows[i] * cols;
-    recv_n[i] = recv_rows[i] * cols;
-    total_send += send_rows[i];
-    total_recv += recv_rows[i];
-    if (i != rank_) sent_elsewhere += send_n[i];
-  }
-  MOETRON_CHECK(total_send <= send.rows() && total_recv <= recv.rows(),
-                "all_to_all_v: ", total_send, " rows from ", shape_str(send.shape()), ", ",
-                total_recv, " rows into ", shape_str(recv.shape()));
-  std::vector<int> sc, rc;
-  const std::vector<int> sd = displacements(send_n, sc), rd = displacements(recv_n, rc);
+  const CommParts sent = comm_parts(send_rows, cols), received = comm_parts(recv_rows, cols);
+  MOETRON_CHECK(sent.total <= send.numel() && received.total <= recv.numel(),
+                "all_to_all_v: ", sent.total, " elements from ", shape_str(send.shape()), ", ",
+                received.total, " into ", shape_str(recv.shape()));
+  const MpiParts s = mpi_parts(sent), r = mpi_parts(received);
+  const int64_t sent_elsewhere = sent.total - sent.counts[static_cast<size_t>(rank_)];
   const Timed t(stats_, sent_elsewhere * static_cast<int64_t>(dtype_size(send.dtype())));
   // A zero-row tensor may have no storage: MPI is given a valid dummy address.
   char dummy = 0;
-  void* sp = total_send > 0 ? data_of(send) : &dummy;
-  void* rp = total_recv > 0 ? data_of(recv) : &dummy;
-  check_mpi(MPI_Alltoallv(sp, sc.data(), sd.data(), mpi_type(send.dtype()), rp, rc.data(),
-                          rd.data(), mpi_type(send.dtype()), comm_),
+  void* sp = sent.total > 0 ? data_of(send) : &dummy;
+  void* rp = received.total > 0 ? data_of(recv) : &dummy;
+  check_mpi(MPI_Alltoallv(sp, s.counts.data(), s.displs.data(), mpi_type(send.dtype()), rp,
+                          r.counts.data(), r.displs.data(), mpi_type(send.dtype()), comm_),
             "MPI_Alltoallv");
 }
 
@@ -228,23 +221,22 @@ std::unique_ptr<CommRequest> MpiCommunicator::reduce_scatter_async(
     Tensor& x, std::span<const int64_t> counts) {
   MOETRON_CHECK(static_cast<int>(counts.size()) == size_ && x.dtype() == DType::f32,
                 "reduce_scatter: ", counts.size(), " parts for ", size_, " ranks");
-  std::vector<int> as_int;
-  const std::vector<int> displs = displacements(counts, as_int);
-  const int64_t covered = int64_t{displs.back()} + as_int.back();
-  MOETRON_CHECK(covered == x.numel(), "reduce_scatter over ", name(), ": parts cover ", covered,
-                " of ", x.numel(), " elements");
+  const CommParts parts = comm_parts(counts);
+  MOETRON_CHECK(parts.total == x.numel(), "reduce_scatter over ", name(), ": parts cover ",
+                parts.total, " of ", x.numel(), " elements");
+  auto m = std::make_shared<MpiParts>(mpi_parts(parts));
   ++stats_.calls;
   stats_.bytes += counts[static_cast<size_t>(rank_)] * 4;
   MPI_Request r = MPI_REQUEST_NULL;
   // In place, MPI leaves this rank's reduced part at the start of the buffer: move it home.
   float* base = x.data<float>();
-  auto counts_int = std::make_shared<std::vector<int>>(std::move(as_int));
   check_mpi(
-      MPI_Ireduce_scatter(MPI_IN_PLACE, base, counts_int->data(), MPI_FLOAT, MPI_SUM, comm_, &r),
+      MPI_Ireduce_scatter(MPI_IN_PLACE, base, m->counts.data(), MPI_FLOAT, MPI_SUM, comm_, &r),
       "MPI_Ireduce_scatter");
-  const int mine = displs[static_cast<size_t>(rank_)];
-  const int n = (*counts_int)[static_cast<size_t>(rank_)];
-  return std::make_unique<MpiRequest>(r, stats_, [base, mine, n, counts_int] {
+  const int mine = m->displs[static_cast<size_t>(rank_)];
+  const int n = m->counts[static_cast<size_t>(rank_)];
+  // The count array must outlive the operation: the request keeps it.
+  return std::make_unique<MpiRequest>(r, stats_, [base, mine, n, m] {
     if (mine != 0 && n > 0) std::memmove(base + mine, base, static_cast<size_t>(n) * 4);
   });
 }
@@ -253,19 +245,18 @@ std::unique_ptr<CommRequest> MpiCommunicator::all_gather_async(Tensor& x,
                                                                std::span<const int64_t> counts) {
   MOETRON_CHECK(static_cast<int>(counts.size()) == size_ && x.dtype() == DType::f32,
                 "all_gather: ", counts.size(), " parts for ", size_, " ranks");
-  auto as_int = std::make_shared<std::vector<int>>();
-  auto displs = std::make_shared<std::vector<int>>(displacements(counts, *as_int));
-  const int64_t covered = int64_t{displs->back()} + as_int->back();
-  MOETRON_CHECK(covered == x.numel(), "all_gather over ", name(), ": parts cover ", covered, " of ",
-                x.numel(), " elements");
+  const CommParts parts = comm_parts(counts);
+  MOETRON_CHECK(parts.total == x.numel(), "all_gather over ", name(), ": parts cover ", parts.total,
+                " of ", x.numel(), " elements");
+  auto m = std::make_shared<MpiParts>(mpi_parts(parts));
   ++stats_.calls;
   stats_.bytes += counts[static_cast<size_t>(rank_)] * 4;
   MPI_Request r = MPI_REQUEST_NULL;
-  check_mpi(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x.data<float>(), as_int->data(),
-                            displs->data(), MPI_FLOAT, comm_, &r),
+  check_mpi(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x.data<float>(), m->counts.data(),
+                            m->displs.data(), MPI_FLOAT, comm_, &r),
             "MPI_Iallgatherv");
   // The count arrays must outlive the operation: the request keeps them.
-  return std::make_unique<MpiRequest>(r, stats_, [as_int, displs] {});
+  return std::make_unique<MpiRequest>(r, stats_, [m] {});
 }
 
 // NOLINTEND(clang-analyzer-optin.mpi.MPI-Checker)

@@ -8,6 +8,9 @@
 #if MOETRON_HAVE_CUDNN
 #include "tests/gpu/attention_checks.h"
 #endif
+#if MOETRON_HAVE_NCCL
+#include "tests/gpu/nccl_checks.h"
+#endif
 
 namespace moetron {
 namespace {
@@ -42,6 +45,15 @@ TEST(Cuda, KernelsMatchTheHostMath) {
 TEST(Cuda, CudnnAttentionMatchesTheDoubleReference) {
   MOETRON_REQUIRE_GPU();
   for (const gpu::KernelCheck& c : gpu::run_attention_checks())
+    EXPECT_TRUE(c.passed()) << c.name << ": " << c.max_relative << " relative, bound " << c.bound;
+}
+#endif
+
+#if MOETRON_HAVE_NCCL
+// NCCL's collectives over device memory with the one rank one GPU gives (tests/gpu/nccl_checks.h).
+TEST(Cuda, NcclCollectivesOfOneRankLeaveTheirInput) {
+  MOETRON_REQUIRE_GPU();
+  for (const gpu::KernelCheck& c : gpu::run_nccl_checks())
     EXPECT_TRUE(c.passed()) << c.name << ": " << c.max_relative << " relative, bound " << c.bound;
 }
 #endif

@@ -1,10 +1,11 @@
 // The GPU check's kernel step (launch/gpu_check.sh): the CUDA kernels against the host launchers
-// of the same math, a table on stdout and, with --json FILE, the results as JSON. Built by the
+// of the same math, cuBLASLt against the host GEMM, cuDNN's attention against a double reference
+// and NCCL with one rank (where built), a table on stdout and, with --json FILE, the results as JSON. Built by the
 // CUDA-only build mode (-DMOETRON_CUDA_ONLY=ON), which needs nothing but the CUDA toolkit, CMake
 // and a compiler. Exit 0: every check passed; 1: one failed; 2: no GPU, or a usage error.
-//   moetron_gpu_check [--small] [--no-attention] [--json FILE]
-// --no-attention leaves cuDNN's attention out (racecheck: its kernels are the library's, and
-// their shared-memory traffic makes the tool slow).
+//   moetron_gpu_check [--small] [--kernels-only] [--json FILE]
+// --kernels-only leaves the libraries' checks out (cuBLASLt, cuDNN, NCCL) for racecheck: their
+// kernels are the libraries' own, and their shared-memory traffic makes the tool slow.
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -19,21 +20,24 @@
 #if MOETRON_HAVE_CUDNN
 #include "tests/gpu/attention_checks.h"
 #endif
+#if MOETRON_HAVE_NCCL
+#include "tests/gpu/nccl_checks.h"
+#endif
 
 int main(int argc, char** argv) {
   using namespace moetron;
   int scale = 1;
   std::string json;
-  bool attention = true;
+  bool libraries = true;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--small") == 0) {
       scale = 10;  // for compute-sanitizer, which runs kernels far slower
-    } else if (std::strcmp(argv[i], "--no-attention") == 0) {
-      attention = false;
+    } else if (std::strcmp(argv[i], "--kernels-only") == 0) {
+      libraries = false;
     } else if (std::strcmp(argv[i], "--json") == 0 && i + 1 < argc) {
       json = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: %s [--small] [--no-attention] [--json FILE]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--small] [--kernels-only] [--json FILE]\n", argv[0]);
       return 2;
     }
   }
@@ -47,18 +51,28 @@ int main(int argc, char** argv) {
                 "bound");
     bool all = true;
     std::string rows;
-    std::vector<gpu::KernelCheck> checks = gpu::run_kernel_checks(scale);
+    std::vector<gpu::KernelCheck> checks = gpu::run_kernel_checks(scale, libraries);
 #if MOETRON_HAVE_CUDNN
     try {  // a graph cuDNN cannot build fails its check, not the whole run
-      if (attention)
+      if (libraries)
         for (gpu::KernelCheck& c : gpu::run_attention_checks(scale)) checks.push_back(std::move(c));
     } catch (const std::exception& e) {
       std::printf("cuDNN attention: %s\n", e.what());
       checks.push_back({"attention (cuDNN error above)", INFINITY, 0});
     }
 #else
-    (void)attention;
     std::printf("cuDNN attention: not built (no cuDNN or no frontend headers)\n");
+#endif
+#if MOETRON_HAVE_NCCL
+    try {
+      if (libraries)
+        for (gpu::KernelCheck& c : gpu::run_nccl_checks()) checks.push_back(std::move(c));
+    } catch (const std::exception& e) {
+      std::printf("NCCL: %s\n", e.what());
+      checks.push_back({"nccl (error above)", INFINITY, 0});
+    }
+#else
+    std::printf("NCCL: not built (no NCCL found)\n");
 #endif
     for (const gpu::KernelCheck& c : checks) {
       all = all && c.passed();

@@ -15,7 +15,8 @@ struct KernelCheck {
   bool passed() const { return max_relative <= bound; }
 };
 
-// scale: 1 for the full sizes, smaller for runs under compute-sanitizer.
-std::vector<KernelCheck> run_kernel_checks(int scale = 1);
+// scale: 1 for the full sizes, larger for smaller runs (compute-sanitizer); gemms: the cuBLASLt
+// checks too.
+std::vector<KernelCheck> run_kernel_checks(int scale = 1, bool gemms = true);
 
 }  // namespace moetron::gpu
