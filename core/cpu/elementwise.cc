@@ -8,6 +8,7 @@
 #include "core/bf16.h"
 #include "core/cpu/fast_math.h"
 #include "core/cpu/kernels.h"
+#include "core/kernels/reduce.h"
 
 namespace moetron::cpu {
 namespace {
@@ -46,20 +47,12 @@ void scale(float* x, int64_t n, float s) {
 }
 
 double sum_squares(const float* x, int64_t n) {
-  // Fixed-size blocks summed in order: the result is independent of the thread count.
-  constexpr int64_t kBlock = 4096;
-  const int64_t blocks = (n + kBlock - 1) / kBlock;
-  double total = 0.0;
+  // The shared blocks (core/kernels/reduce.h): the CUDA kernel's sum, bit for bit.
+  const int64_t blocks = kernels::sum_squares_blocks(n);
   std::vector<double> partial(static_cast<size_t>(blocks));
 #pragma omp parallel for schedule(static) if (n > kParallelMin)
-  for (int64_t b = 0; b < blocks; ++b) {
-    double s = 0.0;
-    const int64_t end = std::min(n, (b + 1) * kBlock);
-    for (int64_t i = b * kBlock; i < end; ++i) s += static_cast<double>(x[i]) * x[i];
-    partial[b] = s;
-  }
-  for (double s : partial) total += s;
-  return total;
+  for (int64_t b = 0; b < blocks; ++b) partial[b] = kernels::sum_squares_block(x, n, b);
+  return kernels::sum_squares_total(partial.data(), blocks);
 }
 
 void copy_block(const float* src, int64_t ld_src, float* dst, int64_t ld_dst, int64_t rows,

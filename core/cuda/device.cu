@@ -84,5 +84,6 @@ template class DeviceArray<float>;
 template class DeviceArray<int32_t>;
 template class DeviceArray<uint16_t>;  // bf16 words
 template class DeviceArray<uint8_t>;   // workspaces
+template class DeviceArray<double>;
 
 }  // namespace moetron::cuda

@@ -9,6 +9,7 @@
 #include "core/cuda/kernels.h"
 #include "core/kernels/cross_entropy.h"
 #include "core/kernels/elementwise.h"
+#include "core/kernels/reduce.h"
 #include "core/kernels/rmsnorm.h"
 #include "core/kernels/rope.h"
 #include "core/kernels/router.h"
@@ -179,6 +180,24 @@ __global__ void embedding_backward_kernel(const int32_t* sorted_rows, const int3
     kernels::embedding_backward_at(sorted_rows, order, n, dout, rows, dim, dtable, i);
 }
 
+// A token per thread.
+__global__ void router_backward_kernel(kernels::RouterShape r, int64_t tokens, const float* dgates,
+                                       const float* scores, const int32_t* topk_idx, float* dscores,
+                                       float* dlogits) {
+  const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (t < tokens) kernels::router_backward_token(r, dgates, scores, topk_idx, dscores, dlogits, t);
+}
+
+// A block of kSumSquaresBlock elements per thread, then one thread over the blocks' sums.
+__global__ void sum_squares_blocks_kernel(const float* x, int64_t n, int64_t blocks,
+                                          double* partial) {
+  const int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (b < blocks) partial[b] = kernels::sum_squares_block(x, n, b);
+}
+__global__ void sum_squares_total_kernel(const double* partial, int64_t blocks, double* sum) {
+  if (blockIdx.x == 0 && threadIdx.x == 0) *sum += kernels::sum_squares_total(partial, blocks);
+}
+
 __global__ void to_bf16_kernel(const float* src, uint16_t* dst, int64_t n) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i < n) kernels::to_bf16_at(src, dst, i);
@@ -264,6 +283,29 @@ void embedding_backward(const int32_t* ids, int64_t n, const float* dout, int64_
   embedding_backward_kernel<<<blocks_for(n * dim, kThreads), kThreads>>>(keys, order, n, dout, rows,
                                                                          dim, dtable);
   check_launch("embedding_backward");
+}
+
+void router_backward(const kernels::RouterShape& r, int64_t tokens, const float* dgates,
+                     const float* scores, const int32_t* topk_idx, float* dscores, float* dlogits) {
+  if (tokens == 0) return;
+  constexpr int threads = 128;
+  router_backward_kernel<<<blocks_for(tokens, threads), threads>>>(r, tokens, dgates, scores,
+                                                                   topk_idx, dscores, dlogits);
+  check_launch("router_backward");
+}
+
+size_t sum_squares_scratch_bytes(int64_t n) {
+  return static_cast<size_t>(kernels::sum_squares_blocks(n)) * sizeof(double);
+}
+
+void sum_squares(const float* x, int64_t n, double* sum, void* scratch) {
+  if (n == 0) return;
+  const int64_t blocks = kernels::sum_squares_blocks(n);
+  auto* partial = static_cast<double*>(scratch);
+  sum_squares_blocks_kernel<<<blocks_for(blocks, kThreads), kThreads>>>(x, n, blocks, partial);
+  check_launch("sum_squares blocks");
+  sum_squares_total_kernel<<<1, 1>>>(partial, blocks, sum);
+  check_launch("sum_squares total");
 }
 
 void to_bf16(const float* src, uint16_t* dst, int64_t n) {

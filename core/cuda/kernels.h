@@ -7,6 +7,7 @@
 
 #include "core/kernels/cross_entropy.h"
 #include "core/kernels/elementwise.h"
+#include "core/kernels/reduce.h"
 #include "core/kernels/rope.h"
 #include "core/kernels/router.h"
 #include "core/kernels/rows.h"
@@ -54,6 +55,13 @@ void rmsnorm_backward(const float* dy, const float* x, const float* w, const flo
 size_t embedding_backward_scratch_bytes(int64_t n);
 void embedding_backward(const int32_t* ids, int64_t n, const float* dout, int64_t dim,
                         float* dtable, int64_t first, int64_t rows, void* scratch);
+// The router's backward, a token per thread (dscores and dlogits [tokens, experts] added to).
+void router_backward(const kernels::RouterShape& r, int64_t tokens, const float* dgates,
+                     const float* scores, const int32_t* topk_idx, float* dscores, float* dlogits);
+// sum[0] += the sum of squares of x [n] in double (core/kernels/reduce.h), sum on the device;
+// scratch: sum_squares_scratch_bytes (8-byte aligned) for the blocks' sums.
+size_t sum_squares_scratch_bytes(int64_t n);
+void sum_squares(const float* x, int64_t n, double* sum, void* scratch);
 void to_bf16(const float* src, uint16_t* dst, int64_t n);
 void from_bf16(const uint16_t* src, float* dst, int64_t n);
 

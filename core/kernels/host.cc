@@ -149,6 +149,21 @@ void embedding_backward(const int32_t* ids, int64_t n, const float* dout, int64_
     embedding_backward_at(sorted.data(), order.data(), n, dout, rows, dim, dtable, i);
 }
 
+void router_backward(const RouterShape& r, int64_t tokens, const float* dgates, const float* scores,
+                     const int32_t* topk_idx, float* dscores, float* dlogits) {
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < tokens; ++t)
+    router_backward_token(r, dgates, scores, topk_idx, dscores, dlogits, t);
+}
+
+void sum_squares(const float* x, int64_t n, double* sum) {
+  const int64_t blocks = sum_squares_blocks(n);
+  std::vector<double> partial(static_cast<size_t>(blocks));
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < blocks; ++b) partial[b] = sum_squares_block(x, n, b);
+  *sum += sum_squares_total(partial.data(), blocks);
+}
+
 void to_bf16(const float* src, uint16_t* dst, int64_t n) {
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) to_bf16_at(src, dst, i);

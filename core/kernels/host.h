@@ -9,6 +9,7 @@
 
 #include "core/kernels/cross_entropy.h"
 #include "core/kernels/elementwise.h"
+#include "core/kernels/reduce.h"
 #include "core/kernels/rope.h"
 #include "core/kernels/router.h"
 #include "core/kernels/rows.h"
@@ -51,6 +52,11 @@ void rmsnorm_backward(const float* dy, const float* x, const float* w, const flo
 // rows) of the vocabulary (core/kernels/rows.h: sorted, deterministic).
 void embedding_backward(const int32_t* ids, int64_t n, const float* dout, int64_t dim,
                         float* dtable, int64_t first, int64_t rows);
+// The router's backward, a token per iteration (dscores and dlogits [tokens, experts] added to).
+void router_backward(const RouterShape& r, int64_t tokens, const float* dgates, const float* scores,
+                     const int32_t* topk_idx, float* dscores, float* dlogits);
+// sum[0] += the sum of squares of x [n] in double (core/kernels/reduce.h).
+void sum_squares(const float* x, int64_t n, double* sum);
 void to_bf16(const float* src, uint16_t* dst, int64_t n);
 void from_bf16(const uint16_t* src, float* dst, int64_t n);
 

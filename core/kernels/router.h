@@ -88,4 +88,36 @@ MT_HD void route_token(const RouterShape& r, const float* u, const float* bias, 
   for (int64_t j = 0; j < r.k; ++j) g[j] *= norm;
 }
 
+// The router's backward for token t (the CPU backend's router_backward, its multiply-adds
+// explicit fmaf): dscores [experts] += the gates' gradient through the normalisation and
+// scaling, then dlogits [experts] += it through the sigmoid or the softmax.
+MT_HD void router_backward_token(const RouterShape& r, const float* dgates, const float* scores,
+                                 const int32_t* topk_idx, float* dscores, float* dlogits,
+                                 int64_t t) {
+  const int64_t E = r.experts;
+  const float* s = scores + t * E;
+  const int32_t* idx = topk_idx + t * r.k;
+  const float* dg = dgates + t * r.k;
+  float* ds = dscores + t * E;
+  if (r.norm_topk_prob) {
+    // g_j = c s_j / S with S = sum_i s_i + 1e-20 over the chosen experts.
+    float sum = 0.0f, dot = 0.0f;
+    for (int64_t j = 0; j < r.k; ++j) sum += s[idx[j]];
+    sum += 1e-20f;
+    for (int64_t j = 0; j < r.k; ++j) dot = fmaf(dg[j], s[idx[j]], dot);
+    for (int64_t j = 0; j < r.k; ++j)
+      ds[idx[j]] = fmaf(r.scaling, dg[j] / sum - dot / (sum * sum), ds[idx[j]]);
+  } else {
+    for (int64_t j = 0; j < r.k; ++j) ds[idx[j]] = fmaf(r.scaling, dg[j], ds[idx[j]]);
+  }
+  float* du = dlogits + t * E;
+  if (r.softmax) {
+    float dot = 0.0f;
+    for (int64_t e = 0; e < E; ++e) dot = fmaf(ds[e], s[e], dot);
+    for (int64_t e = 0; e < E; ++e) du[e] = fmaf(s[e], ds[e] - dot, du[e]);
+  } else {
+    for (int64_t e = 0; e < E; ++e) du[e] = fmaf(ds[e] * s[e], 1.0f - s[e], du[e]);
+  }
+}
+
 }  // namespace moetron::kernels

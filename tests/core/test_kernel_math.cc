@@ -157,6 +157,49 @@ TEST(KernelMath, RmsnormBackwardMatchesTheCpuBackend) {
     }
 }
 
+// The router's backward, sigmoid and softmax, normalised gates or not, on a forward's real
+// choices: the shared math's explicit fmaf is what g++ contracts the CPU's loops to.
+TEST(KernelMath, RouterBackwardMatchesTheCpuBackend) {
+  constexpr int64_t tokens = 37, experts = 16;
+  for (const bool softmax : {false, true})
+    for (const bool norm : {false, true}) {
+      const kernels::RouterShape r{experts, 4, 4, 2, softmax, norm, 2.5f};
+      const ops::RouterConfig cfg{
+          experts, 4, 4, 2, softmax ? ops::Scoring::softmax : ops::Scoring::sigmoid, norm, 2.5f};
+      const std::vector<float> logits = random_values(tokens * experts, 42, 2.0f);
+      const std::vector<float> bias = random_values(experts, 43, 0.1f);
+      std::vector<float> scores(tokens * experts), gates(tokens * r.k);
+      std::vector<int32_t> idx(tokens * r.k);
+      kernels::host::router_forward(r, tokens, logits.data(), bias.data(), scores.data(),
+                                    idx.data(), gates.data());
+      const std::vector<float> dgates = random_values(tokens * r.k, 44);
+      const std::vector<float> ds0 = random_values(tokens * experts, 45),
+                               du0 = random_values(tokens * experts, 46);
+      std::vector<float> ds = ds0, du = du0;
+      kernels::host::router_backward(r, tokens, dgates.data(), scores.data(), idx.data(), ds.data(),
+                                     du.data());
+      Tensor ds_ref = tensor(ds0, {tokens, experts}), du_ref = tensor(du0, {tokens, experts});
+      ops::router_backward(tensor(dgates, {tokens, r.k}), tensor(scores, {tokens, experts}),
+                           ints(idx).reshape({tokens, r.k}), cfg, ds_ref, du_ref);
+      EXPECT_LT(test::relative_to_largest(ds, ds_ref.span<float>()), 1e-6)
+          << "softmax " << softmax << ", norm " << norm;
+      EXPECT_LT(test::relative_to_largest(du, du_ref.span<float>()), 1e-6)
+          << "softmax " << softmax << ", norm " << norm;
+    }
+}
+
+TEST(KernelMath, SumOfSquaresIsTheCpuBackendsBitwise) {
+  for (const int64_t n : {int64_t{1}, int64_t{4096}, int64_t{3 * 4096 + 17}}) {
+    const std::vector<float> x = random_values(n, 47, 3.0f);
+    double sum = 0.5;
+    kernels::host::sum_squares(x.data(), n, &sum);
+    Tensor ref = Tensor::zeros({1}, DType::f64);
+    ref.data<double>()[0] = 0.5;
+    ops::sum_squares(tensor(x, {n}), ref);
+    EXPECT_EQ(sum, ref.data<double>()[0]) << n;
+  }
+}
+
 TEST(KernelMath, EmbeddingBackwardMatchesTheCpuBackendBitwise) {
   // Repeated ids (the sum's order matters), ids of other blocks, this block [40, 70) of 100.
   constexpr int64_t n = 301, dim = 21;

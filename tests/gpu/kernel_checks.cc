@@ -192,6 +192,17 @@ std::vector<KernelCheck> run_kernel_checks(int scale, bool gemms) {
                    std::max({off, max_relative(d_scores.to_host(), scores),
                              max_relative(d_gates.to_host(), gates)}),
                    1e-6});
+    // The backward on the host's choices: explicit fmaf and IEEE division on both, bit for bit.
+    const std::vector<float> dgates = random_values(tokens * r.k, 48);
+    std::vector<float> ds = random_values(tokens * r.experts, 49), du = ds;
+    cuda::DeviceFloats d_dg(dgates), d_s(scores), d_ds(ds), d_du(du);
+    cuda::DeviceArray<int32_t> d_i(idx);
+    kernels::host::router_backward(r, tokens, dgates.data(), scores.data(), idx.data(), ds.data(),
+                                   du.data());
+    cuda::router_backward(r, tokens, d_dg.get(), d_s.get(), d_i.get(), d_ds.get(), d_du.get());
+    out.push_back({std::string("router_backward ") + (softmax ? "softmax" : "sigmoid"),
+                   std::max(max_relative(d_ds.to_host(), ds), max_relative(d_du.to_host(), du)),
+                   0});
   }
   {
     // The dispatch's row moves and the embedding: index paths and fmaf alike, so bit for bit.
@@ -270,6 +281,19 @@ std::vector<KernelCheck> run_kernel_checks(int scale, bool gemms) {
     out.push_back({"rmsnorm_backward cols " + std::to_string(cols),
                    std::max(max_relative(d_dx.to_host(), dx), max_relative(d_dw.to_host(), dw)),
                    0});
+  }
+  {
+    // The gradient norm's sum of squares: the same blocks in the same order, so bit for bit.
+    const int64_t n = 1000003 / scale;
+    const std::vector<float> x = random_values(n, 50, 3.0f);
+    double sum = 0.25;
+    kernels::host::sum_squares(x.data(), n, &sum);
+    cuda::DeviceFloats d_x(x);
+    cuda::DeviceArray<uint8_t> scratch(cuda::sum_squares_scratch_bytes(n));
+    const std::vector<double> start{0.25};
+    cuda::DeviceArray<double> d_sum(start);
+    cuda::sum_squares(d_x.get(), n, d_sum.get(), scratch.get());
+    out.push_back({"sum_squares", d_sum.to_host()[0] == sum ? 0.0 : INFINITY, 0});
   }
   {
     // The embedding's gradient: repeated ids and other blocks' ids; the sorted sums bit for bit.
