@@ -85,5 +85,6 @@ template class DeviceArray<int32_t>;
 template class DeviceArray<uint16_t>;  // bf16 words
 template class DeviceArray<uint8_t>;   // workspaces
 template class DeviceArray<double>;
+template class DeviceArray<int64_t>;
 
 }  // namespace moetron::cuda

@@ -19,8 +19,8 @@ std::string device_description(int index);
 void add(std::span<const float> a, std::span<const float> b, std::span<float> out);
 
 // Device memory for n values on device 0 (RAII), for the kernel checks: filled from the host
-// or left uninitialised, read back whole. T: float, double, int32_t, uint16_t (bf16
-// words) or uint8_t.
+// or left uninitialised, read back whole. T: float, double, int32_t, int64_t,
+// uint16_t (bf16 words) or uint8_t.
 template <typename T>
 class DeviceArray {
  public:

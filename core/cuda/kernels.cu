@@ -3,11 +3,13 @@
 // default stream (the backend's stream replaces it when the CUDA backend lands).
 #include <cuda_runtime.h>
 #include <thrust/execution_policy.h>
+#include <thrust/functional.h>
 #include <thrust/sort.h>
 
 #include "core/cuda/check.cuh"
 #include "core/cuda/kernels.h"
 #include "core/kernels/cross_entropy.h"
+#include "core/kernels/dispatch.h"
 #include "core/kernels/elementwise.h"
 #include "core/kernels/reduce.h"
 #include "core/kernels/rmsnorm.h"
@@ -198,6 +200,50 @@ __global__ void sum_squares_total_kernel(const double* partial, int64_t blocks, 
   if (blockIdx.x == 0 && threadIdx.x == 0) *sum += kernels::sum_squares_total(partial, blocks);
 }
 
+// The dispatch plan's steps (core/kernels/dispatch.h), a slot or an expert per thread.
+__global__ void dispatch_start_kernel(const int32_t* idx, const float* scores, int64_t slots,
+                                      int64_t k, int64_t experts, bool by_score, float* score,
+                                      int32_t* order) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= slots) return;
+  order[i] = static_cast<int32_t>(i);
+  if (by_score) score[i] = kernels::dispatch_score(idx, scores, k, experts, i);
+}
+__global__ void dispatch_gather_experts_kernel(const int32_t* idx, const int32_t* order,
+                                               int64_t slots, int32_t* by_expert) {
+  const int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (p < slots) by_expert[p] = idx[order[p]];
+}
+__global__ void dispatch_keep_kernel(const int32_t* by_expert, const int32_t* order, int64_t slots,
+                                     int64_t capacity, uint8_t* kept) {
+  const int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (p < slots) kernels::dispatch_keep_at(by_expert, order, slots, capacity, kept, p);
+}
+__global__ void dispatch_row_keys_kernel(const int32_t* idx, const uint8_t* kept, int64_t slots,
+                                         int64_t experts, int32_t* key, int32_t* row_order) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= slots) return;
+  key[i] = kernels::dispatch_row_key(idx, kept, experts, i);
+  row_order[i] = static_cast<int32_t>(i);
+}
+__global__ void dispatch_offsets_kernel(const int32_t* by_expert, const int32_t* row_key,
+                                        int64_t slots, int64_t experts, int64_t* counts,
+                                        int64_t* offsets, int64_t* rows_dropped) {
+  const int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (e > experts) return;
+  kernels::dispatch_offsets_at(by_expert, row_key, slots, experts, counts, offsets, e);
+  if (e == experts) {
+    rows_dropped[0] = offsets[experts];
+    rows_dropped[1] = slots - offsets[experts];
+  }
+}
+__global__ void dispatch_rows_kernel(const int32_t* row_order, const int64_t* offsets,
+                                     int64_t slots, int64_t experts, int64_t k, int32_t* row_token,
+                                     int32_t* slot_row) {
+  const int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (p < slots) kernels::dispatch_rows_at(row_order, offsets, experts, k, row_token, slot_row, p);
+}
+
 __global__ void to_bf16_kernel(const float* src, uint16_t* dst, int64_t n) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i < n) kernels::to_bf16_at(src, dst, i);
@@ -306,6 +352,46 @@ void sum_squares(const float* x, int64_t n, double* sum, void* scratch) {
   check_launch("sum_squares blocks");
   sum_squares_total_kernel<<<1, 1>>>(partial, blocks, sum);
   check_launch("sum_squares total");
+}
+
+size_t plan_dispatch_scratch_bytes(int64_t slots) {
+  // order, by_expert, key, row_order (i32), score (f32), kept (u8)
+  return static_cast<size_t>(slots) * (5 * sizeof(int32_t) + 1);
+}
+
+void plan_dispatch(const int32_t* idx, const float* scores, int64_t n, int64_t k, int64_t experts,
+                   int64_t capacity, int64_t* counts, int64_t* offsets, int32_t* row_token,
+                   int32_t* slot_row, int64_t* rows_dropped, void* scratch) {
+  const int64_t slots = n * k;
+  auto* order = static_cast<int32_t*>(scratch);
+  int32_t* by_expert = order + slots;
+  int32_t* key = by_expert + slots;
+  int32_t* row_order = key + slots;
+  auto* score = reinterpret_cast<float*>(row_order + slots);
+  auto* kept = reinterpret_cast<uint8_t*>(score + slots);
+  const unsigned slot_blocks = blocks_for(slots > 0 ? slots : 1, kThreads);
+  if (slots > 0) {
+    dispatch_start_kernel<<<slot_blocks, kThreads>>>(idx, scores, slots, k, experts, capacity > 0,
+                                                     score, order);
+    check_launch("plan_dispatch start");
+    if (capacity > 0)  // step 1: best first; stable, so ties keep slot order
+      thrust::stable_sort_by_key(thrust::device, score, score + slots, order,
+                                 thrust::greater<float>());
+    dispatch_gather_experts_kernel<<<slot_blocks, kThreads>>>(idx, order, slots, by_expert);
+    thrust::stable_sort_by_key(thrust::device, by_expert, by_expert + slots, order);  // step 2
+    dispatch_keep_kernel<<<slot_blocks, kThreads>>>(by_expert, order, slots, capacity, kept);
+    dispatch_row_keys_kernel<<<slot_blocks, kThreads>>>(idx, kept, slots, experts, key, row_order);
+    thrust::stable_sort_by_key(thrust::device, key, key + slots, row_order);  // step 3
+    check_launch("plan_dispatch sorts");
+  }
+  dispatch_offsets_kernel<<<blocks_for(experts + 1, kThreads), kThreads>>>(
+      by_expert, key, slots, experts, counts, offsets, rows_dropped);
+  check_launch("plan_dispatch offsets");
+  if (slots > 0) {
+    dispatch_rows_kernel<<<slot_blocks, kThreads>>>(row_order, offsets, slots, experts, k,
+                                                    row_token, slot_row);
+    check_launch("plan_dispatch rows");
+  }
 }
 
 void to_bf16(const float* src, uint16_t* dst, int64_t n) {

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "core/kernels/cross_entropy.h"
+#include "core/kernels/dispatch.h"
 #include "core/kernels/elementwise.h"
 #include "core/kernels/reduce.h"
 #include "core/kernels/rope.h"
@@ -62,6 +63,14 @@ void router_backward(const kernels::RouterShape& r, int64_t tokens, const float*
 // scratch: sum_squares_scratch_bytes (8-byte aligned) for the blocks' sums.
 size_t sum_squares_scratch_bytes(int64_t n);
 void sum_squares(const float* x, int64_t n, double* sum, void* scratch);
+// The dispatch plan (core/kernels/dispatch.h), every array on the device, rows_dropped [2]
+// (kept rows, dropped slots) too: the backend copies those two to the host, the one
+// device-to-host copy of a MoE layer. scratch: plan_dispatch_scratch_bytes (4-byte aligned).
+// The stable sorts are Thrust's, which allocate their own temporary memory for now.
+size_t plan_dispatch_scratch_bytes(int64_t slots);
+void plan_dispatch(const int32_t* idx, const float* scores, int64_t n, int64_t k, int64_t experts,
+                   int64_t capacity, int64_t* counts, int64_t* offsets, int32_t* row_token,
+                   int32_t* slot_row, int64_t* rows_dropped, void* scratch);
 void to_bf16(const float* src, uint16_t* dst, int64_t n);
 void from_bf16(const uint16_t* src, float* dst, int64_t n);
 

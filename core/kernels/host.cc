@@ -1,8 +1,10 @@
 #include "core/kernels/host.h"
 
 #include <algorithm>
+#include <numeric>
 #include <vector>
 
+#include "core/kernels/dispatch.h"
 #include "core/kernels/rmsnorm.h"
 #include "core/kernels/rows.h"
 
@@ -162,6 +164,42 @@ void sum_squares(const float* x, int64_t n, double* sum) {
 #pragma omp parallel for schedule(static)
   for (int64_t b = 0; b < blocks; ++b) partial[b] = sum_squares_block(x, n, b);
   *sum += sum_squares_total(partial.data(), blocks);
+}
+
+void plan_dispatch(const int32_t* idx, const float* scores, int64_t n, int64_t k, int64_t experts,
+                   int64_t capacity, int64_t* counts, int64_t* offsets, int32_t* row_token,
+                   int32_t* slot_row, int64_t* rows, int64_t* dropped) {
+  const int64_t slots = n * k;
+  const auto sorted_by = [](std::vector<int32_t>& order, const auto& before) {
+    std::stable_sort(order.begin(), order.end(), before);
+  };
+  std::vector<int32_t> order(static_cast<size_t>(slots));
+  std::iota(order.begin(), order.end(), 0);
+  if (capacity > 0) {  // step 1
+    std::vector<float> score(static_cast<size_t>(slots));
+    for (int64_t i = 0; i < slots; ++i) score[i] = dispatch_score(idx, scores, k, experts, i);
+    sorted_by(order, [&](int32_t a, int32_t b) { return score[a] > score[b]; });
+  }
+  sorted_by(order, [&](int32_t a, int32_t b) { return idx[a] < idx[b]; });  // step 2
+  std::vector<int32_t> by_expert(static_cast<size_t>(slots));
+  for (int64_t p = 0; p < slots; ++p) by_expert[p] = idx[order[p]];
+  std::vector<uint8_t> kept(static_cast<size_t>(slots));
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < slots; ++p)
+    dispatch_keep_at(by_expert.data(), order.data(), slots, capacity, kept.data(), p);
+  std::vector<int32_t> key(static_cast<size_t>(slots)), row_order(static_cast<size_t>(slots));
+  for (int64_t i = 0; i < slots; ++i) key[i] = dispatch_row_key(idx, kept.data(), experts, i);
+  std::iota(row_order.begin(), row_order.end(), 0);
+  sorted_by(row_order, [&](int32_t a, int32_t b) { return key[a] < key[b]; });  // step 3
+  std::vector<int32_t> row_key(static_cast<size_t>(slots));
+  for (int64_t p = 0; p < slots; ++p) row_key[p] = key[row_order[p]];
+  for (int64_t e = 0; e <= experts; ++e)
+    dispatch_offsets_at(by_expert.data(), row_key.data(), slots, experts, counts, offsets, e);
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < slots; ++p)
+    dispatch_rows_at(row_order.data(), offsets, experts, k, row_token, slot_row, p);
+  *rows = offsets[experts];
+  *dropped = slots - *rows;
 }
 
 void to_bf16(const float* src, uint16_t* dst, int64_t n) {

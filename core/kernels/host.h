@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "core/kernels/cross_entropy.h"
+#include "core/kernels/dispatch.h"
 #include "core/kernels/elementwise.h"
 #include "core/kernels/reduce.h"
 #include "core/kernels/rope.h"
@@ -57,6 +58,12 @@ void router_backward(const RouterShape& r, int64_t tokens, const float* dgates, 
                      const int32_t* topk_idx, float* dscores, float* dlogits);
 // sum[0] += the sum of squares of x [n] in double (core/kernels/reduce.h).
 void sum_squares(const float* x, int64_t n, double* sum);
+// The dispatch plan (core/kernels/dispatch.h) of topk_idx [n, k] with scores [n, experts]:
+// counts [experts], offsets [experts + 1], row_token [n k] (the first *rows meant), slot_row
+// [n k]; *rows kept, *dropped by the capacity (0: none).
+void plan_dispatch(const int32_t* idx, const float* scores, int64_t n, int64_t k, int64_t experts,
+                   int64_t capacity, int64_t* counts, int64_t* offsets, int32_t* row_token,
+                   int32_t* slot_row, int64_t* rows, int64_t* dropped);
 void to_bf16(const float* src, uint16_t* dst, int64_t n);
 void from_bf16(const uint16_t* src, float* dst, int64_t n);
 

@@ -188,6 +188,49 @@ TEST(KernelMath, RouterBackwardMatchesTheCpuBackend) {
     }
 }
 
+// The dispatch plan by sorts (core/kernels/dispatch.h) against the CPU backend's counting: the
+// same permutation exactly, without a capacity and with one that drops, scores quantised so
+// that ties decide between tokens.
+TEST(KernelMath, DispatchPlanMatchesTheCpuBackendExactly) {
+  constexpr int64_t tokens = 61, k = 3, experts = 8;
+  const kernels::RouterShape r{experts, k, 1, 1, false, true, 1.0f};
+  std::vector<float> logits = random_values(tokens * experts, 51);
+  for (float& x : logits) x = std::round(x * 4.0f) / 4.0f;  // ties among the scores
+  const std::vector<float> bias(experts, 0.0f);
+  std::vector<float> scores(tokens * experts), gates(tokens * k);
+  std::vector<int32_t> idx(tokens * k);
+  kernels::host::router_forward(r, tokens, logits.data(), bias.data(), scores.data(), idx.data(),
+                                gates.data());
+  for (const int64_t capacity : {int64_t{0}, int64_t{30}, int64_t{12}}) {
+    std::vector<int64_t> counts(experts), offsets(experts + 1);
+    std::vector<int32_t> row_token(tokens * k, -7), slot_row(tokens * k);
+    int64_t rows = -1, dropped = -1;
+    kernels::host::plan_dispatch(idx.data(), scores.data(), tokens, k, experts, capacity,
+                                 counts.data(), offsets.data(), row_token.data(), slot_row.data(),
+                                 &rows, &dropped);
+    ops::DispatchPlan plan = ops::make_dispatch_plan(tokens, k, experts);
+    ops::plan_dispatch(ints(idx).reshape({tokens, k}), tensor(scores, {tokens, experts}), capacity,
+                       plan);
+    const auto i64 = [](const Tensor& t) {
+      return std::vector<int64_t>(t.span<int64_t>().begin(), t.span<int64_t>().end());
+    };
+    const auto i32 = [](const Tensor& t) {
+      return std::vector<int32_t>(t.span<int32_t>().begin(), t.span<int32_t>().end());
+    };
+    EXPECT_EQ(counts, i64(plan.counts)) << "capacity " << capacity;
+    EXPECT_EQ(offsets, i64(plan.offsets)) << "capacity " << capacity;
+    EXPECT_EQ(slot_row, i32(plan.slot_row)) << "capacity " << capacity;
+    EXPECT_EQ(std::vector<int32_t>(row_token.begin(), row_token.begin() + rows),
+              i32(plan.row_tokens()))
+        << "capacity " << capacity;
+    EXPECT_EQ(rows, plan.rows) << "capacity " << capacity;
+    EXPECT_EQ(dropped, plan.dropped) << "capacity " << capacity;
+    if (capacity == 12) {
+      EXPECT_GT(dropped, 0);  // the capacity did drop
+    }
+  }
+}
+
 TEST(KernelMath, SumOfSquaresIsTheCpuBackendsBitwise) {
   for (const int64_t n : {int64_t{1}, int64_t{4096}, int64_t{3 * 4096 + 17}}) {
     const std::vector<float> x = random_values(n, 47, 3.0f);

@@ -283,6 +283,41 @@ std::vector<KernelCheck> run_kernel_checks(int scale, bool gemms) {
                    0});
   }
   {
+    // The dispatch plan: Thrust's stable sorts against std::stable_sort, the same permutation
+    // exactly, without a capacity and with one that drops; scores quantised for ties.
+    const int64_t tokens = 4099 / scale + 1, k = 6, experts = 64;
+    const kernels::RouterShape r{experts, k, 8, 3, false, true, 2.5f};
+    std::vector<float> logits = random_values(tokens * experts, 52, 2.0f);
+    for (float& x : logits) x = std::round(x * 8.0f) / 8.0f;
+    const std::vector<float> bias(experts, 0.0f);
+    std::vector<float> scores(tokens * experts), gates(tokens * k);
+    std::vector<int32_t> idx(tokens * k);
+    kernels::host::router_forward(r, tokens, logits.data(), bias.data(), scores.data(), idx.data(),
+                                  gates.data());
+    cuda::DeviceArray<int32_t> d_idx(idx);
+    cuda::DeviceFloats d_scores(scores);
+    for (const int64_t capacity : {int64_t{0}, tokens * k / experts}) {
+      std::vector<int64_t> counts(experts), offsets(experts + 1);
+      std::vector<int32_t> row_token(tokens * k, -1), slot_row(tokens * k);
+      int64_t rows = 0, dropped = 0;
+      kernels::host::plan_dispatch(idx.data(), scores.data(), tokens, k, experts, capacity,
+                                   counts.data(), offsets.data(), row_token.data(), slot_row.data(),
+                                   &rows, &dropped);
+      cuda::DeviceArray<int64_t> d_counts(counts.size()), d_offsets(offsets.size()),
+          d_rows_dropped(2);
+      cuda::DeviceArray<int32_t> d_row_token(row_token), d_slot_row(slot_row.size());
+      cuda::DeviceArray<uint8_t> scratch(cuda::plan_dispatch_scratch_bytes(tokens * k));
+      cuda::plan_dispatch(d_idx.get(), d_scores.get(), tokens, k, experts, capacity, d_counts.get(),
+                          d_offsets.get(), d_row_token.get(), d_slot_row.get(),
+                          d_rows_dropped.get(), scratch.get());
+      const bool same = d_counts.to_host() == counts && d_offsets.to_host() == offsets &&
+                        d_row_token.to_host() == row_token && d_slot_row.to_host() == slot_row &&
+                        d_rows_dropped.to_host() == std::vector<int64_t>{rows, dropped};
+      out.push_back(
+          {"plan_dispatch capacity " + std::to_string(capacity), same ? 0.0 : INFINITY, 0});
+    }
+  }
+  {
     // The gradient norm's sum of squares: the same blocks in the same order, so bit for bit.
     const int64_t n = 1000003 / scale;
     const std::vector<float> x = random_values(n, 50, 3.0f);
