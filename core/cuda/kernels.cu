@@ -8,6 +8,7 @@
 
 #include "core/cuda/check.cuh"
 #include "core/cuda/kernels.h"
+#include "core/kernels/copies.h"
 #include "core/kernels/cross_entropy.h"
 #include "core/kernels/dispatch.h"
 #include "core/kernels/elementwise.h"
@@ -254,7 +255,25 @@ __global__ void from_bf16_kernel(const uint16_t* src, float* dst, int64_t n) {
   if (i < n) kernels::from_bf16_at(src, dst, i);
 }
 
+// f(i) for i in [0, n), a thread per i (f a __device__ lambda, nvcc's --extended-lambda).
+template <typename F>
+__global__ void each_kernel(int64_t n, F f) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) f(i);
+}
+template <typename F>
+void each(int64_t n, F f, const char* what) {
+  if (n <= 0) return;
+  each_kernel<<<blocks_for(n, kThreads), kThreads>>>(n, f);
+  check_launch(what);
+}
+
 }  // namespace
+
+using namespace kernels;  // the shared math's names, as the host launchers call them
+
+#define MT_LAMBDA __device__
+#include "core/kernels/copies_launchers.inc"
 
 void gather_rows(const float* src, const int32_t* row_token, int64_t rows, int64_t dim,
                  float* dst) {

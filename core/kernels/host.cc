@@ -4,11 +4,25 @@
 #include <numeric>
 #include <vector>
 
+#include "core/kernels/copies.h"
 #include "core/kernels/dispatch.h"
 #include "core/kernels/rmsnorm.h"
 #include "core/kernels/rows.h"
 
 namespace moetron::kernels::host {
+namespace {
+
+// f(i) for i in [0, n), OpenMP over fixed static chunks (each i writes only its own outputs).
+// `what` names the launch in the device's errors.
+template <typename F>
+void each(int64_t n, F f, const char* /*what*/) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) f(i);
+}
+
+}  // namespace
+
+#define MT_LAMBDA
 
 void swiglu_forward(const float* gate_up, float* out, int64_t rows, int64_t width) {
 #pragma omp parallel for schedule(static)
@@ -201,6 +215,9 @@ void plan_dispatch(const int32_t* idx, const float* scores, int64_t n, int64_t k
   *rows = offsets[experts];
   *dropped = slots - *rows;
 }
+
+// The copies' launchers, shared with core/cuda/kernels.cu.
+#include "core/kernels/copies_launchers.inc"
 
 void to_bf16(const float* src, uint16_t* dst, int64_t n) {
 #pragma omp parallel for schedule(static)

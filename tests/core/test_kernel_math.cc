@@ -231,6 +231,87 @@ TEST(KernelMath, DispatchPlanMatchesTheCpuBackendExactly) {
   }
 }
 
+// The elementwise and copy ops, the head maximum and the bias update: exact index paths, and
+// axpy's fmaf as the CPU's vectorised y += a * x.
+TEST(KernelMath, CopiesMatchTheCpuBackendBitwise) {
+  constexpr int64_t n = 7, heads = 3, da = 5, db = 4;
+  const std::vector<float> a = random_values(n * heads * da, 53), x = random_values(n * 11, 54);
+  const std::vector<float> y0 = random_values(n * 11, 55);
+  {
+    std::vector<float> f(x.size()), sum(x.size()), y = y0, sc = x;
+    kernels::host::fill(f.data(), n * 11, 0.375f);
+    kernels::host::add(x.data(), y0.data(), sum.data(), n * 11);
+    kernels::host::axpy(-0.3f, x.data(), y.data(), n * 11);
+    kernels::host::scale(sc.data(), n * 11, 1.7f);
+    Tensor f_ref = Tensor::empty({n, 11}), sum_ref = Tensor::empty({n, 11});
+    Tensor y_ref = tensor(y0, {n, 11}), sc_ref = tensor(x, {n, 11});
+    ops::fill(f_ref, 0.375f);
+    ops::add(tensor(x, {n, 11}), tensor(y0, {n, 11}), sum_ref);
+    ops::axpy(-0.3f, tensor(x, {n, 11}), y_ref);
+    ops::scale(sc_ref, 1.7f);
+    EXPECT_EQ(f, values_of(f_ref));
+    EXPECT_EQ(sum, values_of(sum_ref));
+    EXPECT_EQ(y, values_of(y_ref));
+    EXPECT_EQ(sc, values_of(sc_ref));
+  }
+  {
+    // concat_cols of [n, 4] and [n, 7] as two block copies into [n, 11], and back.
+    std::vector<float> cat(n * 11, NAN), left(n * 4), right(n * 7);
+    kernels::host::copy_block(x.data(), 4, cat.data(), 11, n, 4);
+    kernels::host::copy_block(y0.data(), 7, cat.data() + 4, 11, n, 7);
+    kernels::host::copy_block(cat.data(), 11, left.data(), 4, n, 4);
+    kernels::host::copy_block(cat.data() + 4, 11, right.data(), 7, n, 7);
+    const Tensor srcs[] = {tensor(std::vector<float>(x.begin(), x.begin() + n * 4), {n, 4}),
+                           tensor(std::vector<float>(y0.begin(), y0.begin() + n * 7), {n, 7})};
+    Tensor cat_ref = Tensor::empty({n, 11});
+    ops::concat_cols(srcs, cat_ref);
+    EXPECT_EQ(cat, values_of(cat_ref));
+    Tensor parts[] = {Tensor::empty({n, 4}), Tensor::empty({n, 7})};
+    ops::split_cols(cat_ref, parts);
+    EXPECT_EQ(left, values_of(parts[0]));
+    EXPECT_EQ(right, values_of(parts[1]));
+  }
+  for (const bool broadcast : {false, true}) {
+    const int64_t b_heads = broadcast ? 1 : heads;
+    const std::vector<float> b = random_values(n * b_heads * db, 56);
+    std::vector<float> cat(n * heads * (da + db)), a2(a.size(), NAN), b2(b.size(), NAN);
+    kernels::host::concat_heads(a.data(), b.data(), cat.data(), n, heads, da, db, broadcast);
+    const std::vector<float> grad = random_values(cat.size(), 57);
+    kernels::host::split_heads(grad.data(), a2.data(), b2.data(), n, heads, da, db, broadcast);
+    Tensor cat_ref = Tensor::empty({n, heads, da + db});
+    ops::concat_heads(tensor(a, {n, heads, da}), tensor(b, {n, b_heads, db}), cat_ref);
+    EXPECT_EQ(cat, values_of(cat_ref)) << "broadcast " << broadcast;
+    Tensor a_ref = Tensor::empty({n, heads, da}), b_ref = Tensor::empty({n, b_heads, db});
+    ops::split_heads(tensor(grad, {n, heads, da + db}), a_ref, b_ref);
+    EXPECT_EQ(a2, values_of(a_ref)) << "broadcast " << broadcast;
+    EXPECT_EQ(b2, values_of(b_ref)) << "broadcast " << broadcast;
+  }
+  {
+    std::vector<float> t(a.size());
+    kernels::host::transpose01(a.data(), n, heads, da, t.data());
+    Tensor t_ref = Tensor::empty({heads, n, da});
+    ops::transpose01(tensor(a, {n, heads, da}), t_ref);
+    EXPECT_EQ(t, values_of(t_ref));
+  }
+  {
+    const std::vector<float> row_max = random_values(2 * heads * 9, 58, 5.0f);
+    std::vector<float> acc{0.5f, 9.0f, -1.0f};  // one head's earlier maximum stays
+    Tensor acc_ref = tensor(acc, {heads});
+    kernels::host::head_max(row_max.data(), 2, heads, 9, acc.data());
+    ops::head_max(tensor(row_max, {2, heads, 9}), acc_ref);
+    EXPECT_EQ(acc, values_of(acc_ref));
+  }
+  {
+    const std::vector<int64_t> counts{5, 9, 7, 7, 0, 14};  // mean 7: below, above and equal
+    std::vector<float> bias = random_values(6, 59);
+    Tensor bias_ref = tensor(bias, {6}), counts_t = Tensor::empty({6}, DType::i64);
+    std::copy(counts.begin(), counts.end(), counts_t.span<int64_t>().begin());
+    kernels::host::balance_bias_update(bias.data(), counts.data(), 6, 1e-3f);
+    ops::balance_bias_update(bias_ref, counts_t, 1e-3f);
+    EXPECT_EQ(bias, values_of(bias_ref));
+  }
+}
+
 TEST(KernelMath, SumOfSquaresIsTheCpuBackendsBitwise) {
   for (const int64_t n : {int64_t{1}, int64_t{4096}, int64_t{3 * 4096 + 17}}) {
     const std::vector<float> x = random_values(n, 47, 3.0f);

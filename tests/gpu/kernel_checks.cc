@@ -215,13 +215,15 @@ std::vector<KernelCheck> run_kernel_checks(int scale, bool gemms) {
     for (int64_t r = 0; r < rows; ++r) row_token[r] = static_cast<int32_t>((r * 5) % tokens);
     std::vector<float> gathered(rows * dim), combined(tokens * dim), dsrc(rows * dim, 0.0f),
         dweights(tokens * k);
+    // Rows of dropped slots are not written: both sides start from the same zeros.
+    cuda::DeviceFloats d_ds(dsrc);
     kernels::host::gather_rows(src.data(), row_token.data(), rows, dim, gathered.data());
     kernels::host::combine_rows(src.data(), slot_row.data(), weights.data(), tokens, k, dim,
                                 combined.data(), false);
     kernels::host::combine_rows_backward(dy.data(), src.data(), slot_row.data(), weights.data(),
                                          tokens, k, dim, dsrc.data(), dweights.data());
     cuda::DeviceFloats d_src(src), d_dy(dy), d_w(weights), d_g(gathered.size()),
-        d_c(combined.size()), d_ds(dsrc), d_dw(dweights.size());
+        d_c(combined.size()), d_dw(dweights.size());
     cuda::DeviceArray<int32_t> d_slot(slot_row), d_rt(row_token);
     cuda::gather_rows(d_src.get(), d_rt.get(), rows, dim, d_g.get());
     cuda::combine_rows(d_src.get(), d_slot.get(), d_w.get(), tokens, k, dim, d_c.get(), false);
@@ -300,12 +302,13 @@ std::vector<KernelCheck> run_kernel_checks(int scale, bool gemms) {
       std::vector<int64_t> counts(experts), offsets(experts + 1);
       std::vector<int32_t> row_token(tokens * k, -1), slot_row(tokens * k);
       int64_t rows = 0, dropped = 0;
+      cuda::DeviceArray<int32_t> d_row_token(row_token);  // rows past the kept ones stay -1
       kernels::host::plan_dispatch(idx.data(), scores.data(), tokens, k, experts, capacity,
                                    counts.data(), offsets.data(), row_token.data(), slot_row.data(),
                                    &rows, &dropped);
       cuda::DeviceArray<int64_t> d_counts(counts.size()), d_offsets(offsets.size()),
           d_rows_dropped(2);
-      cuda::DeviceArray<int32_t> d_row_token(row_token), d_slot_row(slot_row.size());
+      cuda::DeviceArray<int32_t> d_slot_row(slot_row.size());
       cuda::DeviceArray<uint8_t> scratch(cuda::plan_dispatch_scratch_bytes(tokens * k));
       cuda::plan_dispatch(d_idx.get(), d_scores.get(), tokens, k, experts, capacity, d_counts.get(),
                           d_offsets.get(), d_row_token.get(), d_slot_row.get(),
@@ -316,6 +319,60 @@ std::vector<KernelCheck> run_kernel_checks(int scale, bool gemms) {
       out.push_back(
           {"plan_dispatch capacity " + std::to_string(capacity), same ? 0.0 : INFINITY, 0});
     }
+  }
+  {
+    // The elementwise and copy ops, the head maximum and the bias update: bit for bit.
+    const int64_t n = 1031 / scale + 1, heads = 8, da = 128, db = 64;
+    const std::vector<float> a = random_values(n * heads * da, 60),
+                             b = random_values(n * heads * db, 61);
+    const std::vector<float> x = random_values(n * heads * da, 62);
+    std::vector<float> y = random_values(x.size(), 63), sum(x.size());
+    cuda::DeviceFloats d_a(a), d_b(b), d_x(x), d_y(y), d_sum(sum.size());
+    kernels::host::add(a.data(), x.data(), sum.data(), n * heads * da);
+    kernels::host::axpy(0.3f, x.data(), y.data(), n * heads * da);
+    kernels::host::scale(y.data(), n * heads * da, -1.5f);
+    cuda::add(d_a.get(), d_x.get(), d_sum.get(), n * heads * da);
+    cuda::axpy(0.3f, d_x.get(), d_y.get(), n * heads * da);
+    cuda::scale(d_y.get(), n * heads * da, -1.5f);
+    out.push_back({"add, axpy, scale",
+                   std::max(max_relative(d_sum.to_host(), sum), max_relative(d_y.to_host(), y)),
+                   0});
+    for (const bool broadcast : {false, true}) {
+      // a2 and b2 are larger than what split_heads writes: both sides start from zeros.
+      std::vector<float> cat(n * heads * (da + db)), a2(a.size()), b2(b.size());
+      cuda::DeviceFloats d_cat(cat.size()), d_a2(a2), d_b2(b2);
+      kernels::host::concat_heads(a.data(), b.data(), cat.data(), n, heads, da, db, broadcast);
+      kernels::host::split_heads(x.data(), a2.data(), b2.data(), n, heads - 4, da + db - 96, 96,
+                                 broadcast);
+      cuda::concat_heads(d_a.get(), d_b.get(), d_cat.get(), n, heads, da, db, broadcast);
+      cuda::split_heads(d_x.get(), d_a2.get(), d_b2.get(), n, heads - 4, da + db - 96, 96,
+                        broadcast);
+      out.push_back({std::string("concat_heads, split_heads") + (broadcast ? " broadcast" : ""),
+                     std::max({max_relative(d_cat.to_host(), cat), max_relative(d_a2.to_host(), a2),
+                               max_relative(d_b2.to_host(), b2)}),
+                     0});
+    }
+    std::vector<float> t(a.size()), block(n * 100, 0.0f),
+        acc{0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 100.0f};
+    cuda::DeviceFloats d_t(t.size()), d_block(block), d_acc(acc);  // before the host's writes
+    kernels::host::transpose01(a.data(), n, heads, da, t.data());
+    kernels::host::copy_block(a.data(), heads * da, block.data(), 100, n, 77);
+    kernels::host::head_max(a.data(), n, heads, da, acc.data());
+    cuda::transpose01(d_a.get(), n, heads, da, d_t.get());
+    cuda::copy_block(d_a.get(), heads * da, d_block.get(), 100, n, 77);
+    cuda::head_max(d_a.get(), n, heads, da, d_acc.get());
+    out.push_back({"transpose01, copy_block, head_max",
+                   std::max({max_relative(d_t.to_host(), t), max_relative(d_block.to_host(), block),
+                             max_relative(d_acc.to_host(), acc)}),
+                   0});
+    std::vector<int64_t> counts(256);
+    for (int64_t e = 0; e < 256; ++e) counts[e] = (e * 37) % 101;
+    std::vector<float> bias = random_values(256, 64);
+    cuda::DeviceArray<int64_t> d_counts(counts);
+    cuda::DeviceFloats d_bias(bias);
+    kernels::host::balance_bias_update(bias.data(), counts.data(), 256, 1e-3f);
+    cuda::balance_bias_update(d_bias.get(), d_counts.get(), 256, 1e-3f);
+    out.push_back({"balance_bias_update", max_relative(d_bias.to_host(), bias), 0});
   }
   {
     // The gradient norm's sum of squares: the same blocks in the same order, so bit for bit.
