@@ -273,7 +273,7 @@ void each(int64_t n, F f, const char* what) {
 using namespace kernels;  // the shared math's names, as the host launchers call them
 
 #define MT_LAMBDA __device__
-#include "core/kernels/copies_launchers.inc"
+#include "core/kernels/each_launchers.inc"
 
 void gather_rows(const float* src, const int32_t* row_token, int64_t rows, int64_t dim,
                  float* dst) {

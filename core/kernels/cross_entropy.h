@@ -1,7 +1,8 @@
 // The vocabulary-parallel cross-entropy's per-row pieces (core/ops.h: ce_shard_stats,
 // ce_shard_backward), host and device alike. Stats: a warp per row (core/kernels/warp.h): the
 // lanes' maxima, butterfly max; the lanes' sums of exp(z - max), butterfly sum; lane 0 writes
-// (max, sum, the target's logit or 0). Backward: a thread per element.
+// (max, sum, the target's logit or 0). Combine: a thread per row, then the rows' losses summed
+// in order. Backward: a thread per element.
 #pragma once
 
 #include <cmath>
@@ -48,6 +49,26 @@ MT_HD void ce_backward_at(float* logits, const int32_t* targets, const VocabBloc
   float g = expf(logits[i] - lse[r]) * grad_scale;
   if (c == targets[r] - v.first) g -= grad_scale;
   logits[i] = g;
+}
+
+// The shards' stats all_stats [parts, rows, 3] of row r combined: lse[r], and the row's loss
+// lse - the target's logit, in double (a shard with no columns, sum 0, is left out).
+MT_HD double ce_combine_row(const float* all_stats, int64_t parts, int64_t rows, float* lse,
+                            int64_t r) {
+  float mx = -INFINITY;
+  for (int64_t p = 0; p < parts; ++p) {
+    const float* s = all_stats + (p * rows + r) * 3;
+    if (s[1] > 0.0f && s[0] > mx) mx = s[0];
+  }
+  double sum = 0.0, target = 0.0;
+  for (int64_t p = 0; p < parts; ++p) {
+    const float* s = all_stats + (p * rows + r) * 3;
+    if (s[1] > 0.0f) sum += static_cast<double>(s[1]) * exp(static_cast<double>(s[0] - mx));
+    target += s[2];
+  }
+  const double l = log(sum) + mx;
+  lse[r] = static_cast<float>(l);
+  return l - target;
 }
 
 }  // namespace moetron::kernels

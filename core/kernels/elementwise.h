@@ -1,4 +1,5 @@
-// Per-element math of the elementwise kernels (SwiGLU, AdamW), host and device alike.
+// Per-element math of the elementwise kernels (SwiGLU, the sigmoid gates, AdamW), host and
+// device alike.
 #pragma once
 
 #include <cmath>
@@ -26,6 +27,33 @@ MT_HD void swiglu_backward(const float* dout, const float* gate_up, float* dgate
   const float s = sigmoid(g), d = dout[i];
   dgate_up[r * 2 * width + width + c] = d * g * s;
   dgate_up[r * 2 * width + c] = d * u * s * fmaf(g, 1.0f - s, 1.0f);
+}
+
+// y = x * sigmoid(gate), gate [rows, width] with width cols (per element) or 1 (per row: Qwen's
+// shared-expert gate, gated attention's per-head gate): element i of y [rows, cols].
+MT_HD void sigmoid_gate_at(const float* x, const float* gate, float* y, int64_t cols, int64_t width,
+                           int64_t i) {
+  const int64_t r = i / cols, c = i % cols;
+  y[i] = x[i] * sigmoid(gate[r * width + (width == 1 ? 0 : c)]);
+}
+// The backward of element i: dx, and dgate when the gate is per element.
+MT_HD void sigmoid_gate_backward_at(const float* dy, const float* x, const float* gate, float* dx,
+                                    float* dgate, int64_t cols, int64_t width, int64_t i) {
+  const int64_t r = i / cols, c = i % cols;
+  const float s = sigmoid(gate[r * width + (width == 1 ? 0 : c)]);
+  dx[i] = dy[i] * s;
+  if (width != 1) dgate[i] = dy[i] * x[i] * s * (1.0f - s);
+}
+// A per-row gate's gradient: the row's dg summed in column order (row r).
+MT_HD void sigmoid_gate_row_grad(const float* dy, const float* x, const float* gate, float* dgate,
+                                 int64_t cols, int64_t r) {
+  const float s = sigmoid(gate[r]);
+  float sum = 0.0f;
+  for (int64_t c = 0; c < cols; ++c) {
+    const int64_t i = r * cols + c;
+    sum = fmaf(dy[i] * x[i] * s, 1.0f - s, sum);
+  }
+  dgate[r] = sum;
 }
 
 // torch.optim.AdamW's step (decay, then the bias-corrected update), its per-step scalars

@@ -216,8 +216,8 @@ void plan_dispatch(const int32_t* idx, const float* scores, int64_t n, int64_t k
   *dropped = slots - *rows;
 }
 
-// The copies' launchers, shared with core/cuda/kernels.cu.
-#include "core/kernels/copies_launchers.inc"
+// The launchers of one thread per item, shared with core/cuda/kernels.cu.
+#include "core/kernels/each_launchers.inc"
 
 void to_bf16(const float* src, uint16_t* dst, int64_t n) {
 #pragma omp parallel for schedule(static)

@@ -79,6 +79,14 @@ void split_heads(const float* src, float* a, float* b, int64_t n, int64_t heads,
 void transpose01(const float* src, int64_t d0, int64_t d1, int64_t d2, float* dst);
 void head_max(const float* row_max, int64_t batch, int64_t heads, int64_t seq, float* acc);
 void balance_bias_update(float* bias, const int64_t* counts, int64_t experts, float speed);
+void sigmoid_gate(const float* x, const float* gate, float* y, int64_t rows, int64_t cols,
+                  int64_t width);
+void sigmoid_gate_backward(const float* dy, const float* x, const float* gate, float* dx,
+                           float* dgate, int64_t rows, int64_t cols, int64_t width);
+// all_stats [parts, rows, 3] -> lse [rows]; *loss_sum += the rows' losses in order (row_loss
+// [rows] of scratch, in the launcher's memory).
+void ce_combine_stats(const float* all_stats, int64_t parts, int64_t rows, float* lse,
+                      double* loss_sum, double* row_loss);
 void to_bf16(const float* src, uint16_t* dst, int64_t n);
 void from_bf16(const uint16_t* src, float* dst, int64_t n);
 

@@ -312,6 +312,48 @@ TEST(KernelMath, CopiesMatchTheCpuBackendBitwise) {
   }
 }
 
+// The sigmoid gates, per element and per row (the CPU's sigmoid is its own fast exp: a few ulp),
+// and the cross-entropy's combine of the shards' stats (the same double ops in the same order).
+TEST(KernelMath, SigmoidGatesAndTheCrossEntropyCombineMatchTheCpuBackend) {
+  constexpr int64_t rows = 13, cols = 21;
+  for (const int64_t width : {cols, int64_t{1}}) {
+    const std::vector<float> x = random_values(rows * cols, 65),
+                             g = random_values(rows * width, 66);
+    const std::vector<float> dy = random_values(rows * cols, 67);
+    std::vector<float> y(rows * cols), dx(rows * cols), dg(rows * width);
+    kernels::host::sigmoid_gate(x.data(), g.data(), y.data(), rows, cols, width);
+    kernels::host::sigmoid_gate_backward(dy.data(), x.data(), g.data(), dx.data(), dg.data(), rows,
+                                         cols, width);
+    Tensor y_ref = Tensor::empty({rows, cols}), dx_ref = Tensor::empty({rows, cols}),
+           dg_ref = Tensor::empty({rows, width});
+    ops::sigmoid_gate(tensor(x, {rows, cols}), tensor(g, {rows, width}), y_ref);
+    ops::sigmoid_gate_backward(tensor(dy, {rows, cols}), tensor(x, {rows, cols}),
+                               tensor(g, {rows, width}), dx_ref, dg_ref);
+    EXPECT_LT(max_relative(y, y_ref.span<float>(), 1e-6), 1e-5) << "width " << width;
+    EXPECT_LT(max_relative(dx, dx_ref.span<float>(), 1e-6), 1e-5) << "width " << width;
+    EXPECT_LT(test::relative_to_largest(dg, dg_ref.span<float>()), 1e-5) << "width " << width;
+  }
+  // Three shards of 11 rows; one shard of row 4 has no columns (sum 0).
+  constexpr int64_t parts = 3, n = 11;
+  std::vector<float> stats(parts * n * 3);
+  const std::vector<float> v = random_values(stats.size(), 68, 3.0f);
+  for (int64_t i = 0; i < parts * n; ++i) {
+    stats[i * 3] = v[i * 3];
+    stats[i * 3 + 1] = std::abs(v[i * 3 + 1]) + 0.5f;
+    stats[i * 3 + 2] = i % 3 == 0 ? v[i * 3 + 2] : 0.0f;
+  }
+  stats[(1 * n + 4) * 3 + 1] = 0.0f;
+  std::vector<float> lse(n);
+  std::vector<double> row_loss(n);
+  double loss = 0.25;
+  kernels::host::ce_combine_stats(stats.data(), parts, n, lse.data(), &loss, row_loss.data());
+  Tensor lse_ref = Tensor::empty({n}), loss_ref = Tensor::zeros({1}, DType::f64);
+  loss_ref.data<double>()[0] = 0.25;
+  ops::ce_combine_stats(tensor(stats, {parts * n * 3}), lse_ref, loss_ref);
+  EXPECT_EQ(lse, values_of(lse_ref));
+  EXPECT_EQ(loss, loss_ref.data<double>()[0]);
+}
+
 TEST(KernelMath, SumOfSquaresIsTheCpuBackendsBitwise) {
   for (const int64_t n : {int64_t{1}, int64_t{4096}, int64_t{3 * 4096 + 17}}) {
     const std::vector<float> x = random_values(n, 47, 3.0f);

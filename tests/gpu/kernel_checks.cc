@@ -375,6 +375,42 @@ std::vector<KernelCheck> run_kernel_checks(int scale, bool gemms) {
     out.push_back({"balance_bias_update", max_relative(d_bias.to_host(), bias), 0});
   }
   {
+    // The sigmoid gates (the device's expf: an ulp or two) and the cross-entropy's combine (the
+    // device's double exp and log against glibc's).
+    const int64_t rows = 1031 / scale + 1, cols = 96;
+    double worst = 0;
+    for (const int64_t width : {cols, int64_t{1}}) {
+      const std::vector<float> x = random_values(rows * cols, 69),
+                               g = random_values(rows * width, 70);
+      const std::vector<float> dy = random_values(rows * cols, 71);
+      std::vector<float> y(x.size()), dx(x.size()), dg(g.size());
+      kernels::host::sigmoid_gate(x.data(), g.data(), y.data(), rows, cols, width);
+      kernels::host::sigmoid_gate_backward(dy.data(), x.data(), g.data(), dx.data(), dg.data(),
+                                           rows, cols, width);
+      cuda::DeviceFloats d_x(x), d_g(g), d_dy(dy), d_y(y.size()), d_dx(dx.size()), d_dg(dg.size());
+      cuda::sigmoid_gate(d_x.get(), d_g.get(), d_y.get(), rows, cols, width);
+      cuda::sigmoid_gate_backward(d_dy.get(), d_x.get(), d_g.get(), d_dx.get(), d_dg.get(), rows,
+                                  cols, width);
+      worst = std::max({worst, max_relative(d_y.to_host(), y), max_relative(d_dx.to_host(), dx),
+                        test::relative_to_largest(d_dg.to_host(), dg)});
+    }
+    out.push_back({"sigmoid_gate forward, backward", worst, 1e-6});
+    const int64_t parts = 4;
+    std::vector<float> stats = random_values(parts * rows * 3, 72, 3.0f);
+    for (int64_t i = 0; i < parts * rows; ++i) stats[i * 3 + 1] = std::abs(stats[i * 3 + 1]) + 0.5f;
+    std::vector<float> lse(rows);
+    std::vector<double> row_loss(rows);
+    double loss = 0.0;
+    kernels::host::ce_combine_stats(stats.data(), parts, rows, lse.data(), &loss, row_loss.data());
+    cuda::DeviceFloats d_stats(stats), d_lse(lse.size());
+    cuda::DeviceArray<double> d_row_loss(row_loss.size()), d_loss(std::vector<double>{0.0});
+    cuda::ce_combine_stats(d_stats.get(), parts, rows, d_lse.get(), d_loss.get(), d_row_loss.get());
+    out.push_back({"ce_combine_stats",
+                   std::max(max_relative(d_lse.to_host(), lse),
+                            std::abs(d_loss.to_host()[0] - loss) / std::abs(loss)),
+                   1e-6});
+  }
+  {
     // The gradient norm's sum of squares: the same blocks in the same order, so bit for bit.
     const int64_t n = 1000003 / scale;
     const std::vector<float> x = random_values(n, 50, 3.0f);
