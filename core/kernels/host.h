@@ -65,28 +65,9 @@ void sum_squares(const float* x, int64_t n, double* sum);
 void plan_dispatch(const int32_t* idx, const float* scores, int64_t n, int64_t k, int64_t experts,
                    int64_t capacity, int64_t* counts, int64_t* offsets, int32_t* row_token,
                    int32_t* slot_row, int64_t* rows, int64_t* dropped);
-// core/kernels/copies.h: the elementwise and copy ops with the CPU backend's arguments.
-void fill(float* x, int64_t n, float value);
-void add(const float* a, const float* b, float* out, int64_t n);
-void axpy(float alpha, const float* x, float* y, int64_t n);
-void scale(float* x, int64_t n, float s);
-void copy_block(const float* src, int64_t ld_src, float* dst, int64_t ld_dst, int64_t rows,
-                int64_t cols);
-void concat_heads(const float* a, const float* b, float* dst, int64_t n, int64_t heads, int64_t da,
-                  int64_t db, bool broadcast);
-void split_heads(const float* src, float* a, float* b, int64_t n, int64_t heads, int64_t da,
-                 int64_t db, bool broadcast);
-void transpose01(const float* src, int64_t d0, int64_t d1, int64_t d2, float* dst);
-void head_max(const float* row_max, int64_t batch, int64_t heads, int64_t seq, float* acc);
-void balance_bias_update(float* bias, const int64_t* counts, int64_t experts, float speed);
-void sigmoid_gate(const float* x, const float* gate, float* y, int64_t rows, int64_t cols,
-                  int64_t width);
-void sigmoid_gate_backward(const float* dy, const float* x, const float* gate, float* dx,
-                           float* dgate, int64_t rows, int64_t cols, int64_t width);
-// all_stats [parts, rows, 3] -> lse [rows]; *loss_sum += the rows' losses in order (row_loss
-// [rows] of scratch, in the launcher's memory).
-void ce_combine_stats(const float* all_stats, int64_t parts, int64_t rows, float* lse,
-                      double* loss_sum, double* row_loss);
+// The launchers of core/kernels/each_launchers.inc (elementwise and copy ops, sigmoid gates,
+// the cross-entropy's combine), declared alike on both sides.
+#include "core/kernels/each_launchers.h.inc"
 void to_bf16(const float* src, uint16_t* dst, int64_t n);
 void from_bf16(const uint16_t* src, float* dst, int64_t n);
 

@@ -5,9 +5,9 @@
 #include <cstdint>
 #include <string>
 
-#include "core/bf16.h"
 #include "core/cuda/attention_graph.h"
 #include "core/cuda/device.h"
+#include "tests/bf16_values.h"
 #include "tests/compare.h"
 #include "tests/gpu/attention_reference.h"
 #include "tests/random_values.h"
@@ -17,24 +17,7 @@ namespace {
 
 // Random values already on the bf16 grid, so device and reference read the same inputs.
 std::vector<float> bf16_values(size_t n, uint32_t seed) {
-  std::vector<float> v = test::random_values(n, seed);
-  for (float& x : v) x = from_bf16(to_bf16(x));
-  return v;
-}
-
-std::vector<uint16_t> bits(const std::vector<float>& v) {
-  std::vector<uint16_t> out(v.size());
-  std::transform(v.begin(), v.end(), out.begin(), to_bf16);
-  return out;
-}
-
-// A device result as floats (bf16 words widened) for test::relative_to_largest: bf16 outputs
-// carry 2^-9 relative rounding per element, so an element-wise bound would be set by values
-// near zero.
-std::vector<float> widened(const std::vector<uint16_t>& words) {
-  std::vector<float> out(words.size());
-  std::transform(words.begin(), words.end(), out.begin(), from_bf16);
-  return out;
+  return test::on_bf16_grid(test::random_values(n, seed));
 }
 
 struct Case {
@@ -65,7 +48,8 @@ std::vector<KernelCheck> run_attention_checks(int scale) {
     const AttentionGrads grads = attention_reference_backward(s, q, k, v, dout);
 
     const cuda::AttentionGraphs graphs(handle, s);
-    cuda::DeviceArray<uint16_t> d_q(bits(q)), d_k(bits(k)), d_v(bits(v)), d_dout(bits(dout));
+    cuda::DeviceArray<uint16_t> d_q(test::bf16_words(q)), d_k(test::bf16_words(k)),
+        d_v(test::bf16_words(v)), d_dout(test::bf16_words(dout));
     cuda::DeviceArray<uint16_t> d_out(no), d_dq(nq), d_dk(nk), d_dv(nv);
     cuda::DeviceFloats d_lse(nstat), d_max(nstat);
     cuda::DeviceArray<uint8_t> workspace(std::max<size_t>(graphs.workspace_bytes(), 1));
@@ -77,17 +61,17 @@ std::vector<KernelCheck> run_attention_checks(int scale) {
     // Bounds: bf16 outputs (2^-9 per element) from fp32 accumulation over bf16 probabilities;
     // the fp32 statistics only see the bf16 inputs' products. First guesses until a GPU run.
     out.push_back(
-        {name + " out", test::relative_to_largest(widened(d_out.to_host()), want.out), 1e-2});
+        {name + " out", test::relative_to_largest(test::widened(d_out.to_host()), want.out), 1e-2});
     out.push_back({name + " lse", test::relative_to_largest(d_lse.to_host(), want.lse), 1e-4});
     if (s.row_max)
       out.push_back(
           {name + " row_max", test::relative_to_largest(d_max.to_host(), want.row_max), 1e-4});
     out.push_back(
-        {name + " dq", test::relative_to_largest(widened(d_dq.to_host()), grads.dq), 2e-2});
+        {name + " dq", test::relative_to_largest(test::widened(d_dq.to_host()), grads.dq), 2e-2});
     out.push_back(
-        {name + " dk", test::relative_to_largest(widened(d_dk.to_host()), grads.dk), 2e-2});
+        {name + " dk", test::relative_to_largest(test::widened(d_dk.to_host()), grads.dk), 2e-2});
     out.push_back(
-        {name + " dv", test::relative_to_largest(widened(d_dv.to_host()), grads.dv), 2e-2});
+        {name + " dv", test::relative_to_largest(test::widened(d_dv.to_host()), grads.dv), 2e-2});
   }
   return out;
 }

@@ -1,8 +1,9 @@
 // The GPU check's kernel step (launch/gpu_check.sh): the CUDA kernels against the host launchers
 // of the same math, cuBLASLt against the host GEMM, cuDNN's attention against a double reference
-// and NCCL with one rank (where built), a table on stdout and, with --json FILE, the results as JSON. Built by the
-// CUDA-only build mode (-DMOETRON_CUDA_ONLY=ON), which needs nothing but the CUDA toolkit, CMake
-// and a compiler. Exit 0: every check passed; 1: one failed; 2: no GPU, or a usage error.
+// and NCCL with one rank (where built), a table on stdout and, with --json FILE, the results as
+// JSON. Built by the CUDA-only build mode (-DMOETRON_CUDA_ONLY=ON), which needs nothing but the
+// CUDA toolkit, CMake and a compiler. Exit 0: every check passed; 1: one failed; 2: no GPU, or a
+// usage error.
 //   moetron_gpu_check [--small] [--kernels-only] [--json FILE]
 // --kernels-only leaves the libraries' checks out (cuBLASLt, cuDNN, NCCL) for racecheck: their
 // kernels are the libraries' own, and their shared-memory traffic makes the tool slow.

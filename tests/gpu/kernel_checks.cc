@@ -7,12 +7,12 @@
 #include <memory>
 #include <utility>
 
-#include "core/bf16.h"
 #include "core/cuda/blas_lt.h"
 #include "core/cuda/device.h"
 #include "core/cuda/kernels.h"
 #include "core/kernels/gemm_plan.h"
 #include "core/kernels/host.h"
+#include "tests/bf16_values.h"
 #include "tests/compare.h"
 #include "tests/random_values.h"
 
@@ -25,17 +25,6 @@ using test::random_values;
 double max_relative(const std::vector<float>& got, const std::vector<float>& want,
                     double floor = 1e-30) {
   return test::max_relative(got, want, floor);
-}
-
-// Values on the bf16 grid, and their 16-bit words.
-std::vector<float> on_bf16_grid(std::vector<float> v) {
-  for (float& x : v) x = from_bf16(to_bf16(x));
-  return v;
-}
-std::vector<uint16_t> bf16_words(const std::vector<float>& v) {
-  std::vector<uint16_t> out(v.size());
-  std::transform(v.begin(), v.end(), out.begin(), to_bf16);
-  return out;
 }
 
 // cuBLASLt run from the plans of core/kernels/gemm_plan.h against the host GEMM of the same
@@ -57,14 +46,14 @@ void gemm_checks(std::vector<KernelCheck>& out) {
           const int64_t b_rows = tb ? N : K, b_cols = tb ? K : N;
           std::vector<float> a = random_values(a_rows * a_cols, ++seed);
           std::vector<float> b = random_values(b_rows * b_cols, ++seed);
-          if (bf16) a = on_bf16_grid(a), b = on_bf16_grid(b);
+          if (bf16) a = test::on_bf16_grid(a), b = test::on_bf16_grid(b);
           std::vector<float> c = random_values(M * N, ++seed);
           const kernels::GemmPlan p =
               kernels::plan_matmul(a_rows, a_cols, ta, b_rows, b_cols, tb, alpha, beta);
           cuda::DeviceFloats d_c(c);
           kernels::host_gemm(p, b.data(), a.data(), c.data());
           if (bf16) {
-            cuda::DeviceArray<uint16_t> d_a(bf16_words(a)), d_b(bf16_words(b));
+            cuda::DeviceArray<uint16_t> d_a(test::bf16_words(a)), d_b(test::bf16_words(b));
             blas.gemm(p, ops, d_b.get(), d_a.get(), d_c.get());
           } else {
             cuda::DeviceFloats d_a(a), d_b(b);
