@@ -8,6 +8,7 @@
 
 #include "core/cuda/check.cuh"
 #include "core/cuda/kernels.h"
+#include "core/kernels/balance.h"
 #include "core/kernels/copies.h"
 #include "core/kernels/cross_entropy.h"
 #include "core/kernels/dispatch.h"

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "core/kernels/balance.h"
 #include "core/kernels/copies.h"
 #include "core/kernels/cross_entropy.h"
 #include "core/kernels/dispatch.h"

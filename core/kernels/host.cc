@@ -4,6 +4,7 @@
 #include <numeric>
 #include <vector>
 
+#include "core/kernels/balance.h"
 #include "core/kernels/copies.h"
 #include "core/kernels/dispatch.h"
 #include "core/kernels/rmsnorm.h"

@@ -354,6 +354,43 @@ TEST(KernelMath, SigmoidGatesAndTheCrossEntropyCombineMatchTheCpuBackend) {
   EXPECT_EQ(loss, loss_ref.data<double>()[0]);
 }
 
+// The balancing losses in phases (core/kernels/balance.h) against the CPU backend's serial loop:
+// sigmoid and softmax scores, every loss on, gradients and sums.
+TEST(KernelMath, BalanceLossesMatchTheCpuBackend) {
+  constexpr int64_t batch = 3, seq = 17, tokens = batch * seq, experts = 12, k = 3;
+  for (const bool softmax : {false, true}) {
+    const kernels::RouterShape r{experts, k, 4, 2, softmax, true, 1.0f};
+    const std::vector<float> logits = random_values(tokens * experts, 73, 2.0f);
+    const std::vector<float> bias = random_values(experts, 74, 0.1f);
+    std::vector<float> scores(tokens * experts), gates(tokens * k);
+    std::vector<int32_t> idx(tokens * k);
+    kernels::host::router_forward(r, tokens, logits.data(), bias.data(), scores.data(), idx.data(),
+                                  gates.data());
+    std::vector<int64_t> counts(experts, 0);
+    for (const int32_t e : idx) ++counts[e];
+    const kernels::BalanceShape b{tokens, experts, k, batch, seq, 1e-3f, 1e-2f, 1e-3f};
+    std::vector<float> ds(tokens * experts, NAN), du(tokens * experts, NAN);
+    std::vector<uint8_t> scratch(kernels::balance_scratch_bytes(b));
+    double sums[4];
+    kernels::host::balance_losses(b, logits.data(), scores.data(), counts.data(), 0.5f, ds.data(),
+                                  du.data(), sums, scratch.data());
+    const ops::RouterConfig rc{
+        experts, k, 4, 2, softmax ? ops::Scoring::softmax : ops::Scoring::sigmoid, true, 1.0f};
+    const ops::BalanceConfig bc{1e-3f, 1e-2f, 1e-3f, batch, seq};
+    Tensor counts_t = Tensor::empty({experts}, DType::i64);
+    std::copy(counts.begin(), counts.end(), counts_t.span<int64_t>().begin());
+    Tensor ds_ref = Tensor::empty({tokens, experts}), du_ref = Tensor::empty({tokens, experts});
+    Tensor sums_ref = Tensor::zeros({ops::kBalanceSums}, DType::f64);
+    ops::balance_losses(tensor(logits, {tokens, experts}), tensor(scores, {tokens, experts}),
+                        counts_t, rc, bc, 0.5f, &ds_ref, &du_ref, &sums_ref);
+    EXPECT_LT(test::relative_to_largest(ds, ds_ref.span<float>()), 1e-6) << softmax;
+    EXPECT_LT(test::relative_to_largest(du, du_ref.span<float>()), 1e-6) << softmax;
+    for (int64_t i = 0; i < ops::kBalanceSums; ++i)
+      EXPECT_NEAR(sums[i], sums_ref.data<double>()[i], 1e-12 * std::abs(sums_ref.data<double>()[i]))
+          << "sum " << i << ", softmax " << softmax;
+  }
+}
+
 TEST(KernelMath, SumOfSquaresIsTheCpuBackendsBitwise) {
   for (const int64_t n : {int64_t{1}, int64_t{4096}, int64_t{3 * 4096 + 17}}) {
     const std::vector<float> x = random_values(n, 47, 3.0f);

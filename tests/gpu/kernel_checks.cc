@@ -400,6 +400,38 @@ std::vector<KernelCheck> run_kernel_checks(int scale, bool gemms) {
                    1e-6});
   }
   {
+    // The balancing losses: the same phases and fma on both; the device's double exp and log
+    // against glibc's.
+    const int64_t batch = 4, seq = 1031 / scale + 1, tokens = batch * seq, experts = 64, k = 6;
+    const kernels::RouterShape r{experts, k, 8, 3, false, true, 2.5f};
+    const std::vector<float> logits = random_values(tokens * experts, 75, 2.0f);
+    const std::vector<float> bias(experts, 0.0f);
+    std::vector<float> scores(tokens * experts), gates(tokens * k);
+    std::vector<int32_t> idx(tokens * k);
+    kernels::host::router_forward(r, tokens, logits.data(), bias.data(), scores.data(), idx.data(),
+                                  gates.data());
+    std::vector<int64_t> counts(experts, 0);
+    for (const int32_t e : idx) ++counts[e];
+    const kernels::BalanceShape b{tokens, experts, k, batch, seq, 1e-3f, 1e-2f, 1e-3f};
+    std::vector<float> ds(tokens * experts), du(tokens * experts);
+    std::vector<uint8_t> host_scratch(kernels::balance_scratch_bytes(b));
+    std::vector<double> sums(4);
+    kernels::host::balance_losses(b, logits.data(), scores.data(), counts.data(), 0.5f, ds.data(),
+                                  du.data(), sums.data(), host_scratch.data());
+    cuda::DeviceFloats d_logits(logits), d_scores(scores), d_ds(ds.size()), d_du(du.size());
+    cuda::DeviceArray<int64_t> d_counts(counts);
+    cuda::DeviceArray<double> d_sums(4);
+    cuda::DeviceArray<uint8_t> scratch(kernels::balance_scratch_bytes(b));
+    cuda::balance_losses(b, d_logits.get(), d_scores.get(), d_counts.get(), 0.5f, d_ds.get(),
+                         d_du.get(), d_sums.get(), scratch.get());
+    double worst = std::max(test::relative_to_largest(d_ds.to_host(), ds),
+                            test::relative_to_largest(d_du.to_host(), du));
+    const std::vector<double> got = d_sums.to_host();
+    for (size_t i = 0; i < 4; ++i)
+      worst = std::max(worst, std::abs(got[i] - sums[i]) / std::max(std::abs(sums[i]), 1e-300));
+    out.push_back({"balance_losses", worst, 1e-6});
+  }
+  {
     // The gradient norm's sum of squares: the same blocks in the same order, so bit for bit.
     const int64_t n = 1000003 / scale;
     const std::vector<float> x = random_values(n, 50, 3.0f);
