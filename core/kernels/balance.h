@@ -97,7 +97,8 @@ MT_HD void balance_grads_at(const BalanceShape& b, const float* logits, const fl
   const double* st = stats + t * kBalanceStats;
   const double* fs = f_seq + (t / b.seq) * E;
   double dot = 0;
-  for (int64_t e = 0; e < E; ++e) dot = fma(balance_dp(b, fs, f_batch, e), p[t * E + e], dot);
+  for (int64_t e = 0; e < E; ++e)
+    dot = fma(balance_dp(b, fs, f_batch, e), static_cast<double>(p[t * E + e]), dot);
   const auto mx = static_cast<float>(st[kLogitMax]);
   const double z_scale =
       static_cast<double>(grad_scale * b.z_coeff / static_cast<float>(b.tokens)) * 2.0;
