@@ -113,19 +113,6 @@ __global__ void router_forward_kernel(kernels::RouterShape r, int64_t tokens, co
                        gates + t * r.k, w);
 }
 
-__global__ void gather_rows_kernel(const float* src, const int32_t* row_token, int64_t n,
-                                   int64_t dim, float* dst) {
-  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i < n) kernels::gather_rows_at(src, row_token, dim, dst, i);
-}
-
-__global__ void combine_rows_kernel(const float* src, const int32_t* slot_row, const float* weights,
-                                    int64_t n, int64_t k, int64_t dim, float* dst,
-                                    bool accumulate) {
-  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i < n) kernels::combine_rows_at(src, slot_row, weights, k, dim, dst, accumulate, i);
-}
-
 // One slot per warp.
 __global__ void combine_rows_backward_kernel(const float* dy, const float* src,
                                              const int32_t* slot_row, const float* weights,
@@ -138,12 +125,6 @@ __global__ void combine_rows_backward_kernel(const float* dy, const float* src,
   const float dot = warp_sum(
       kernels::combine_backward_lane(dy, src, slot_row, weights, k, dim, dsrc, slot, lane));
   if (lane == 0) dweights[slot] = dot;
-}
-
-__global__ void embedding_forward_kernel(const int32_t* ids, int64_t elems, const float* table,
-                                         int64_t first, int64_t rows, int64_t dim, float* out) {
-  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i < elems) kernels::embedding_forward_at(ids, table, first, rows, dim, out, i);
 }
 
 // Backward dx, one row per warp.
@@ -182,14 +163,6 @@ __global__ void embedding_backward_kernel(const int32_t* sorted_rows, const int3
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i < n * dim)
     kernels::embedding_backward_at(sorted_rows, order, n, dout, rows, dim, dtable, i);
-}
-
-// A token per thread.
-__global__ void router_backward_kernel(kernels::RouterShape r, int64_t tokens, const float* dgates,
-                                       const float* scores, const int32_t* topk_idx, float* dscores,
-                                       float* dlogits) {
-  const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (t < tokens) kernels::router_backward_token(r, dgates, scores, topk_idx, dscores, dlogits, t);
 }
 
 // A block of kSumSquaresBlock elements per thread, then one thread over the blocks' sums.
@@ -246,16 +219,6 @@ __global__ void dispatch_rows_kernel(const int32_t* row_order, const int64_t* of
   if (p < slots) kernels::dispatch_rows_at(row_order, offsets, experts, k, row_token, slot_row, p);
 }
 
-__global__ void to_bf16_kernel(const float* src, uint16_t* dst, int64_t n) {
-  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i < n) kernels::to_bf16_at(src, dst, i);
-}
-
-__global__ void from_bf16_kernel(const uint16_t* src, float* dst, int64_t n) {
-  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i < n) kernels::from_bf16_at(src, dst, i);
-}
-
 // f(i) for i in [0, n), a thread per i (f a __device__ lambda, nvcc's --extended-lambda).
 template <typename F>
 __global__ void each_kernel(int64_t n, F f) {
@@ -276,23 +239,6 @@ using namespace kernels;  // the shared math's names, as the host launchers call
 #define MT_LAMBDA __device__
 #include "core/kernels/each_launchers.inc"
 
-void gather_rows(const float* src, const int32_t* row_token, int64_t rows, int64_t dim,
-                 float* dst) {
-  const int64_t n = rows * dim;
-  if (n == 0) return;
-  gather_rows_kernel<<<blocks_for(n, kThreads), kThreads>>>(src, row_token, n, dim, dst);
-  check_launch("gather_rows");
-}
-
-void combine_rows(const float* src, const int32_t* slot_row, const float* weights, int64_t tokens,
-                  int64_t k, int64_t dim, float* dst, bool accumulate) {
-  const int64_t n = tokens * dim;
-  if (n == 0) return;
-  combine_rows_kernel<<<blocks_for(n, kThreads), kThreads>>>(src, slot_row, weights, n, k, dim, dst,
-                                                             accumulate);
-  check_launch("combine_rows");
-}
-
 void combine_rows_backward(const float* dy, const float* src, const int32_t* slot_row,
                            const float* weights, int64_t tokens, int64_t k, int64_t dim,
                            float* dsrc, float* dweights) {
@@ -302,15 +248,6 @@ void combine_rows_backward(const float* dy, const float* src, const int32_t* slo
   combine_rows_backward_kernel<<<blocks_for(slots, slots_per_block), kThreads>>>(
       dy, src, slot_row, weights, slots, k, dim, dsrc, dweights);
   check_launch("combine_rows_backward");
-}
-
-void embedding_forward(const int32_t* ids, int64_t n, const float* table, int64_t first,
-                       int64_t rows, int64_t dim, float* out) {
-  const int64_t elems = n * dim;
-  if (elems == 0) return;
-  embedding_forward_kernel<<<blocks_for(elems, kThreads), kThreads>>>(ids, elems, table, first,
-                                                                      rows, dim, out);
-  check_launch("embedding_forward");
 }
 
 size_t rmsnorm_backward_scratch_bytes(int64_t rows, int64_t cols) {
@@ -349,15 +286,6 @@ void embedding_backward(const int32_t* ids, int64_t n, const float* dout, int64_
   embedding_backward_kernel<<<blocks_for(n * dim, kThreads), kThreads>>>(keys, order, n, dout, rows,
                                                                          dim, dtable);
   check_launch("embedding_backward");
-}
-
-void router_backward(const kernels::RouterShape& r, int64_t tokens, const float* dgates,
-                     const float* scores, const int32_t* topk_idx, float* dscores, float* dlogits) {
-  if (tokens == 0) return;
-  constexpr int threads = 128;
-  router_backward_kernel<<<blocks_for(tokens, threads), threads>>>(r, tokens, dgates, scores,
-                                                                   topk_idx, dscores, dlogits);
-  check_launch("router_backward");
 }
 
 size_t sum_squares_scratch_bytes(int64_t n) {
@@ -412,18 +340,6 @@ void plan_dispatch(const int32_t* idx, const float* scores, int64_t n, int64_t k
                                                     row_token, slot_row);
     check_launch("plan_dispatch rows");
   }
-}
-
-void to_bf16(const float* src, uint16_t* dst, int64_t n) {
-  if (n == 0) return;
-  to_bf16_kernel<<<blocks_for(n, kThreads), kThreads>>>(src, dst, n);
-  check_launch("to_bf16");
-}
-
-void from_bf16(const uint16_t* src, float* dst, int64_t n) {
-  if (n == 0) return;
-  from_bf16_kernel<<<blocks_for(n, kThreads), kThreads>>>(src, dst, n);
-  check_launch("from_bf16");
 }
 
 size_t router_scratch_bytes(const kernels::RouterShape& r, int64_t tokens) {

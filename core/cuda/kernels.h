@@ -37,17 +37,11 @@ void router_forward(const kernels::RouterShape& r, int64_t tokens, const float* 
 void rmsnorm_forward(const float* x, const float* w, float eps, float* y, float* rstd, int64_t rows,
                      int64_t cols);
 
-// core/kernels/rows.h: the dispatch's row moves (src [R, dim], row_token [rows]; slot_row and
-// weights [tokens, k]), the embedding's forward for the block [first, first + rows) of the
-// vocabulary, and the bf16 casts.
-void gather_rows(const float* src, const int32_t* row_token, int64_t rows, int64_t dim, float* dst);
-void combine_rows(const float* src, const int32_t* slot_row, const float* weights, int64_t tokens,
-                  int64_t k, int64_t dim, float* dst, bool accumulate);
+// core/kernels/rows.h: the combine's backward (src [R, dim], dy [tokens, dim]; slot_row and
+// weights [tokens, k]).
 void combine_rows_backward(const float* dy, const float* src, const int32_t* slot_row,
                            const float* weights, int64_t tokens, int64_t k, int64_t dim,
                            float* dsrc, float* dweights);
-void embedding_forward(const int32_t* ids, int64_t n, const float* table, int64_t first,
-                       int64_t rows, int64_t dim, float* out);
 // RMSNorm's backward; scratch: rmsnorm_backward_scratch_bytes of device memory (4-byte
 // aligned) for the weight gradient's parts.
 size_t rmsnorm_backward_scratch_bytes(int64_t rows, int64_t cols);
@@ -58,9 +52,6 @@ void rmsnorm_backward(const float* dy, const float* x, const float* w, const flo
 size_t embedding_backward_scratch_bytes(int64_t n);
 void embedding_backward(const int32_t* ids, int64_t n, const float* dout, int64_t dim,
                         float* dtable, int64_t first, int64_t rows, void* scratch);
-// The router's backward, a token per thread (dscores and dlogits [tokens, experts] added to).
-void router_backward(const kernels::RouterShape& r, int64_t tokens, const float* dgates,
-                     const float* scores, const int32_t* topk_idx, float* dscores, float* dlogits);
 // sum[0] += the sum of squares of x [n] in double (core/kernels/reduce.h), sum on the device;
 // scratch: sum_squares_scratch_bytes (8-byte aligned) for the blocks' sums.
 size_t sum_squares_scratch_bytes(int64_t n);
@@ -73,10 +64,8 @@ size_t plan_dispatch_scratch_bytes(int64_t slots);
 void plan_dispatch(const int32_t* idx, const float* scores, int64_t n, int64_t k, int64_t experts,
                    int64_t capacity, int64_t* counts, int64_t* offsets, int32_t* row_token,
                    int32_t* slot_row, int64_t* rows_dropped, void* scratch);
-// The launchers of core/kernels/each_launchers.inc (elementwise and copy ops, sigmoid gates,
-// the cross-entropy's combine), declared alike on both sides.
+// The launchers of core/kernels/each_launchers.inc (a thread per item), declared alike on both
+// sides.
 #include "core/kernels/each_launchers.h.inc"
-void to_bf16(const float* src, uint16_t* dst, int64_t n);
-void from_bf16(const uint16_t* src, float* dst, int64_t n);
 
 }  // namespace moetron::cuda

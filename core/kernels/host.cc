@@ -99,19 +99,6 @@ void rmsnorm_forward(const float* x, const float* w, float eps, float* y, float*
   }
 }
 
-void gather_rows(const float* src, const int32_t* row_token, int64_t rows, int64_t dim,
-                 float* dst) {
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < rows * dim; ++i) gather_rows_at(src, row_token, dim, dst, i);
-}
-
-void combine_rows(const float* src, const int32_t* slot_row, const float* weights, int64_t tokens,
-                  int64_t k, int64_t dim, float* dst, bool accumulate) {
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < tokens * dim; ++i)
-    combine_rows_at(src, slot_row, weights, k, dim, dst, accumulate, i);
-}
-
 void combine_rows_backward(const float* dy, const float* src, const int32_t* slot_row,
                            const float* weights, int64_t tokens, int64_t k, int64_t dim,
                            float* dsrc, float* dweights) {
@@ -123,12 +110,6 @@ void combine_rows_backward(const float* dy, const float* src, const int32_t* slo
     host_butterfly(lanes, Sum{});
     dweights[slot] = lanes[0];
   }
-}
-
-void embedding_forward(const int32_t* ids, int64_t n, const float* table, int64_t first,
-                       int64_t rows, int64_t dim, float* out) {
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n * dim; ++i) embedding_forward_at(ids, table, first, rows, dim, out, i);
 }
 
 void rmsnorm_backward(const float* dy, const float* x, const float* w, const float* rstd, float* dx,
@@ -164,13 +145,6 @@ void embedding_backward(const int32_t* ids, int64_t n, const float* dout, int64_
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n * dim; ++i)
     embedding_backward_at(sorted.data(), order.data(), n, dout, rows, dim, dtable, i);
-}
-
-void router_backward(const RouterShape& r, int64_t tokens, const float* dgates, const float* scores,
-                     const int32_t* topk_idx, float* dscores, float* dlogits) {
-#pragma omp parallel for schedule(static)
-  for (int64_t t = 0; t < tokens; ++t)
-    router_backward_token(r, dgates, scores, topk_idx, dscores, dlogits, t);
 }
 
 void sum_squares(const float* x, int64_t n, double* sum) {
@@ -219,15 +193,5 @@ void plan_dispatch(const int32_t* idx, const float* scores, int64_t n, int64_t k
 
 // The launchers of one thread per item, shared with core/cuda/kernels.cu.
 #include "core/kernels/each_launchers.inc"
-
-void to_bf16(const float* src, uint16_t* dst, int64_t n) {
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) to_bf16_at(src, dst, i);
-}
-
-void from_bf16(const uint16_t* src, float* dst, int64_t n) {
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) from_bf16_at(src, dst, i);
-}
 
 }  // namespace moetron::kernels::host

@@ -37,17 +37,11 @@ void ce_shard_backward(float* logits, const int32_t* targets, int64_t rows, cons
 void rmsnorm_forward(const float* x, const float* w, float eps, float* y, float* rstd, int64_t rows,
                      int64_t cols);
 
-// core/kernels/rows.h: the dispatch's row moves (src [R, dim], row_token [rows]; slot_row and
-// weights [tokens, k]), the embedding's forward for the block [first, first + rows) of the
-// vocabulary, and the bf16 casts.
-void gather_rows(const float* src, const int32_t* row_token, int64_t rows, int64_t dim, float* dst);
-void combine_rows(const float* src, const int32_t* slot_row, const float* weights, int64_t tokens,
-                  int64_t k, int64_t dim, float* dst, bool accumulate);
+// core/kernels/rows.h: the combine's backward (src [R, dim], dy [tokens, dim]; slot_row and
+// weights [tokens, k]).
 void combine_rows_backward(const float* dy, const float* src, const int32_t* slot_row,
                            const float* weights, int64_t tokens, int64_t k, int64_t dim,
                            float* dsrc, float* dweights);
-void embedding_forward(const int32_t* ids, int64_t n, const float* table, int64_t first,
-                       int64_t rows, int64_t dim, float* out);
 // RMSNorm's backward: dx overwritten or added, dw added to (dw [cols]).
 void rmsnorm_backward(const float* dy, const float* x, const float* w, const float* rstd, float* dx,
                       float* dw, bool accumulate_dx, int64_t rows, int64_t cols);
@@ -55,9 +49,6 @@ void rmsnorm_backward(const float* dy, const float* x, const float* w, const flo
 // rows) of the vocabulary (core/kernels/rows.h: sorted, deterministic).
 void embedding_backward(const int32_t* ids, int64_t n, const float* dout, int64_t dim,
                         float* dtable, int64_t first, int64_t rows);
-// The router's backward, a token per iteration (dscores and dlogits [tokens, experts] added to).
-void router_backward(const RouterShape& r, int64_t tokens, const float* dgates, const float* scores,
-                     const int32_t* topk_idx, float* dscores, float* dlogits);
 // sum[0] += the sum of squares of x [n] in double (core/kernels/reduce.h).
 void sum_squares(const float* x, int64_t n, double* sum);
 // The dispatch plan (core/kernels/dispatch.h) of topk_idx [n, k] with scores [n, experts]:
@@ -66,10 +57,8 @@ void sum_squares(const float* x, int64_t n, double* sum);
 void plan_dispatch(const int32_t* idx, const float* scores, int64_t n, int64_t k, int64_t experts,
                    int64_t capacity, int64_t* counts, int64_t* offsets, int32_t* row_token,
                    int32_t* slot_row, int64_t* rows, int64_t* dropped);
-// The launchers of core/kernels/each_launchers.inc (elementwise and copy ops, sigmoid gates,
-// the cross-entropy's combine), declared alike on both sides.
+// The launchers of core/kernels/each_launchers.inc (a thread per item), declared alike on both
+// sides.
 #include "core/kernels/each_launchers.h.inc"
-void to_bf16(const float* src, uint16_t* dst, int64_t n);
-void from_bf16(const uint16_t* src, float* dst, int64_t n);
 
 }  // namespace moetron::kernels::host
