@@ -14,6 +14,7 @@
 #include "tests/compare.h"
 #include "tests/random_values.h"
 #include "tests/rope_tables.h"
+#include "tests/routed.h"
 
 namespace moetron {
 namespace {
@@ -168,10 +169,7 @@ TEST(KernelMath, RouterBackwardMatchesTheCpuBackend) {
           experts, 4, 4, 2, softmax ? ops::Scoring::softmax : ops::Scoring::sigmoid, norm, 2.5f};
       const std::vector<float> logits = random_values(tokens * experts, 42, 2.0f);
       const std::vector<float> bias = random_values(experts, 43, 0.1f);
-      std::vector<float> scores(tokens * experts), gates(tokens * r.k);
-      std::vector<int32_t> idx(tokens * r.k);
-      kernels::host::router_forward(r, tokens, logits.data(), bias.data(), scores.data(),
-                                    idx.data(), gates.data());
+      const auto [scores, gates, idx, counts] = test::route_on_host(r, tokens, logits, bias);
       const std::vector<float> dgates = random_values(tokens * r.k, 44);
       const std::vector<float> ds0 = random_values(tokens * experts, 45),
                                du0 = random_values(tokens * experts, 46);
@@ -197,10 +195,9 @@ TEST(KernelMath, DispatchPlanMatchesTheCpuBackendExactly) {
   std::vector<float> logits = random_values(tokens * experts, 51);
   for (float& x : logits) x = std::round(x * 4.0f) / 4.0f;  // ties among the scores
   const std::vector<float> bias(experts, 0.0f);
-  std::vector<float> scores(tokens * experts), gates(tokens * k);
-  std::vector<int32_t> idx(tokens * k);
-  kernels::host::router_forward(r, tokens, logits.data(), bias.data(), scores.data(), idx.data(),
-                                gates.data());
+  const test::Routed routed = test::route_on_host(r, tokens, logits, bias);
+  const std::vector<float>& scores = routed.scores;
+  const std::vector<int32_t>& idx = routed.idx;
   for (const int64_t capacity : {int64_t{0}, int64_t{30}, int64_t{12}}) {
     std::vector<int64_t> counts(experts), offsets(experts + 1);
     std::vector<int32_t> row_token(tokens * k, -7), slot_row(tokens * k);
@@ -362,12 +359,7 @@ TEST(KernelMath, BalanceLossesMatchTheCpuBackend) {
     const kernels::RouterShape r{experts, k, 4, 2, softmax, true, 1.0f};
     const std::vector<float> logits = random_values(tokens * experts, 73, 2.0f);
     const std::vector<float> bias = random_values(experts, 74, 0.1f);
-    std::vector<float> scores(tokens * experts), gates(tokens * k);
-    std::vector<int32_t> idx(tokens * k);
-    kernels::host::router_forward(r, tokens, logits.data(), bias.data(), scores.data(), idx.data(),
-                                  gates.data());
-    std::vector<int64_t> counts(experts, 0);
-    for (const int32_t e : idx) ++counts[e];
+    const auto [scores, gates, idx, counts] = test::route_on_host(r, tokens, logits, bias);
     const kernels::BalanceShape b{tokens, experts, k, batch, seq, 1e-3f, 1e-2f, 1e-3f};
     std::vector<float> ds(tokens * experts, NAN), du(tokens * experts, NAN);
     std::vector<uint8_t> scratch(kernels::balance_scratch_bytes(b));

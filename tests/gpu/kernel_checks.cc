@@ -15,6 +15,7 @@
 #include "tests/bf16_values.h"
 #include "tests/compare.h"
 #include "tests/random_values.h"
+#include "tests/routed.h"
 
 namespace moetron::gpu {
 namespace {
@@ -281,10 +282,9 @@ std::vector<KernelCheck> run_kernel_checks(int scale, bool gemms) {
     std::vector<float> logits = random_values(tokens * experts, 52, 2.0f);
     for (float& x : logits) x = std::round(x * 8.0f) / 8.0f;
     const std::vector<float> bias(experts, 0.0f);
-    std::vector<float> scores(tokens * experts), gates(tokens * k);
-    std::vector<int32_t> idx(tokens * k);
-    kernels::host::router_forward(r, tokens, logits.data(), bias.data(), scores.data(), idx.data(),
-                                  gates.data());
+    const test::Routed routed = test::route_on_host(r, tokens, logits, bias);
+    const std::vector<float>& scores = routed.scores;
+    const std::vector<int32_t>& idx = routed.idx;
     cuda::DeviceArray<int32_t> d_idx(idx);
     cuda::DeviceFloats d_scores(scores);
     for (const int64_t capacity : {int64_t{0}, tokens * k / experts}) {
@@ -406,12 +406,7 @@ std::vector<KernelCheck> run_kernel_checks(int scale, bool gemms) {
     const kernels::RouterShape r{experts, k, 8, 3, false, true, 2.5f};
     const std::vector<float> logits = random_values(tokens * experts, 75, 2.0f);
     const std::vector<float> bias(experts, 0.0f);
-    std::vector<float> scores(tokens * experts), gates(tokens * k);
-    std::vector<int32_t> idx(tokens * k);
-    kernels::host::router_forward(r, tokens, logits.data(), bias.data(), scores.data(), idx.data(),
-                                  gates.data());
-    std::vector<int64_t> counts(experts, 0);
-    for (const int32_t e : idx) ++counts[e];
+    const auto [scores, gates, idx, counts] = test::route_on_host(r, tokens, logits, bias);
     const kernels::BalanceShape b{tokens, experts, k, batch, seq, 1e-3f, 1e-2f, 1e-3f};
     std::vector<float> ds(tokens * experts), du(tokens * experts);
     std::vector<uint8_t> host_scratch(kernels::balance_scratch_bytes(b));
