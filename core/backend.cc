@@ -3,6 +3,9 @@
 #include <mutex>
 
 #include "core/check.h"
+#if MOETRON_HAVE_CUDA
+#include "core/cuda/device.h"
+#endif
 
 namespace moetron {
 namespace {
@@ -12,7 +15,12 @@ namespace {
 struct Registry {
   std::mutex mutex;
   std::vector<std::unique_ptr<Backend>> backends;
-  Registry() { backends.push_back(make_cpu_backend()); }
+  Registry() {
+    backends.push_back(make_cpu_backend());
+#if MOETRON_HAVE_CUDA
+    if (cuda::device_count() > 0) backends.push_back(make_cuda_backend());
+#endif
+  }
 };
 
 Registry& registry() {
@@ -24,7 +32,7 @@ Registry& registry() {
 
 Backend& backend(Device device) {
   Registry& r = registry();
-  if (device.kind == DeviceKind::cpu) return *r.backends.front();  // no lock on the hot path
+  if (device == Device{}) return *r.backends.front();  // no lock on the hot path
   if (device.kind == DeviceKind::meta) return meta_backend();
   const std::lock_guard<std::mutex> lock(r.mutex);
   for (const auto& b : r.backends)

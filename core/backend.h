@@ -180,6 +180,13 @@ void register_backend(std::unique_ptr<Backend> backend);
 
 // The CPU backend: today's kernels (core/cpu/).
 std::unique_ptr<Backend> make_cpu_backend();
+// The device backend's code (core/kernels/device_backend.inc) on the host launchers of the
+// shared kernels, as device cpu:1: what the op harness runs in CI in place of a GPU. Not
+// registered by default; a test registers it.
+std::unique_ptr<Backend> make_host_kernels_backend();
+// The CUDA backend of device 0 (core/cuda/backend.cc; builds with CUDA only). Registered by the
+// registry itself where the build has CUDA and the machine a GPU.
+std::unique_ptr<Backend> make_cuda_backend();
 // The meta backend (core/meta_backend.cc): memory that is counted, never allocated, and ops that
 // do nothing (reads to the host give zeros). backend() answers it for DeviceKind::meta;
 // backends() leaves it out, as it computes nothing.

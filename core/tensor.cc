@@ -48,8 +48,8 @@ const char* dtype_name(DType dtype) {
 
 std::string device_name(Device device) {
   switch (device.kind) {
-    case DeviceKind::cpu:
-      return "cpu";
+    case DeviceKind::cpu:  // cpu:1 is the device backend's code on the host (core/backend.h)
+      return device.index == 0 ? "cpu" : "cpu:" + std::to_string(device.index);
     case DeviceKind::cuda:
       return "cuda:" + std::to_string(device.index);
     case DeviceKind::meta:

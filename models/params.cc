@@ -4,7 +4,9 @@
 #include <cmath>
 #include <numeric>
 #include <random>
+#include <span>
 #include <utility>
+#include <vector>
 
 #include "core/ops.h"
 
@@ -204,9 +206,12 @@ void ParamTable::init(uint64_t seed, float std) {
           return normal(gen);
       }
     };
-    float* out = v.data<float>();
+    // Drawn on the host, then copied to the parameter's device.
+    std::vector<float> host(static_cast<size_t>(p.numel()), 0.0f);
+    float* out = host.data();
     if (p.shard.group != ShardGroup::tensor) {
       for (int64_t i = 0; i < p.numel(); ++i) out[i] = draw();
+      ops::copy_from_host(std::span<const float>(host), v);
       continue;
     }
     // Draw the logical tensor in order and keep this rank's block (padding stays zero).
@@ -219,6 +224,7 @@ void ParamTable::init(uint64_t seed, float std) {
         if (p.shard.dim == 0 && r >= b && r < b + local) out[(r - b) * cols + c] = x;
         if (p.shard.dim == 1 && c >= b && c < b + local) out[r * cols + (c - b)] = x;
       }
+    ops::copy_from_host(std::span<const float>(host), v);
   }
 }
 

@@ -8,9 +8,11 @@
 
 #include "core/cuda/check.cuh"
 #include "core/cuda/kernels.h"
+#include "core/kernels/attention.h"
 #include "core/kernels/balance.h"
 #include "core/kernels/copies.h"
 #include "core/kernels/cross_entropy.h"
+#include "core/kernels/decode.h"
 #include "core/kernels/dispatch.h"
 #include "core/kernels/elementwise.h"
 #include "core/kernels/reduce.h"

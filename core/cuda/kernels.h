@@ -5,9 +5,11 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "core/kernels/attention.h"
 #include "core/kernels/balance.h"
 #include "core/kernels/copies.h"
 #include "core/kernels/cross_entropy.h"
+#include "core/kernels/decode.h"
 #include "core/kernels/dispatch.h"
 #include "core/kernels/elementwise.h"
 #include "core/kernels/reduce.h"

@@ -5,11 +5,14 @@
 // Plain host pointers; sizes as the CPU backend's kernels take them.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
+#include "core/kernels/attention.h"
 #include "core/kernels/balance.h"
 #include "core/kernels/copies.h"
 #include "core/kernels/cross_entropy.h"
+#include "core/kernels/decode.h"
 #include "core/kernels/dispatch.h"
 #include "core/kernels/elementwise.h"
 #include "core/kernels/reduce.h"
@@ -60,5 +63,49 @@ void plan_dispatch(const int32_t* idx, const float* scores, int64_t n, int64_t k
 // The launchers of core/kernels/each_launchers.inc (a thread per item), declared alike on both
 // sides.
 #include "core/kernels/each_launchers.h.inc"
+
+// The CUDA launchers' signatures (core/cuda/kernels.h) for the launchers above that take device
+// scratch, so that one backend text drives both sides (core/kernels/device_backend.inc). The
+// host needs no scratch: it asks for none and ignores what it is given.
+inline size_t router_scratch_bytes(const RouterShape&, int64_t) {
+  return 0;
+}
+inline void router_forward(const RouterShape& r, int64_t tokens, const float* logits,
+                           const float* bias, float* scores, int32_t* topk_idx, float* gates,
+                           void* /*scratch*/) {
+  router_forward(r, tokens, logits, bias, scores, topk_idx, gates);
+}
+inline size_t rmsnorm_backward_scratch_bytes(int64_t, int64_t) {
+  return 0;
+}
+inline void rmsnorm_backward(const float* dy, const float* x, const float* w, const float* rstd,
+                             float* dx, float* dw, bool accumulate_dx, int64_t rows, int64_t cols,
+                             void* /*scratch*/) {
+  rmsnorm_backward(dy, x, w, rstd, dx, dw, accumulate_dx, rows, cols);
+}
+inline size_t embedding_backward_scratch_bytes(int64_t) {
+  return 0;
+}
+inline void embedding_backward(const int32_t* ids, int64_t n, const float* dout, int64_t dim,
+                               float* dtable, int64_t first, int64_t rows, void* /*scratch*/) {
+  embedding_backward(ids, n, dout, dim, dtable, first, rows);
+}
+inline size_t sum_squares_scratch_bytes(int64_t) {
+  return 0;
+}
+inline void sum_squares(const float* x, int64_t n, double* sum, void* /*scratch*/) {
+  sum_squares(x, n, sum);
+}
+inline size_t plan_dispatch_scratch_bytes(int64_t) {
+  return 0;
+}
+// rows_dropped [2]: the kept rows and the dropped slots, as the device writes them.
+inline void plan_dispatch(const int32_t* idx, const float* scores, int64_t n, int64_t k,
+                          int64_t experts, int64_t capacity, int64_t* counts, int64_t* offsets,
+                          int32_t* row_token, int32_t* slot_row, int64_t* rows_dropped,
+                          void* /*scratch*/) {
+  plan_dispatch(idx, scores, n, k, experts, capacity, counts, offsets, row_token, slot_row,
+                rows_dropped, rows_dropped + 1);
+}
 
 }  // namespace moetron::kernels::host

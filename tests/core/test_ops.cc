@@ -19,6 +19,7 @@
 #include "core/ops_decode.h"
 #include "core/threads.h"
 #include "tests/core/op_harness.h"
+#include "tests/host_kernels.h"
 #include "tests/rope_tables.h"
 
 namespace moetron {
@@ -525,12 +526,18 @@ TEST_P(OpGradient, BackwardMatchesTheDoubleReference) {
 INSTANTIATE_TEST_SUITE_P(Ops, OpGradient, ::testing::ValuesIn(grad_cases()),
                          [](const auto& info) { return info.param.name; });
 
-// The backend axis: every case on every backend this process has (backends(): the CPU's, and a
-// device's where the build and the machine have one), forward and backward, against the same
-// case on the CPU, which the tests above hold to the double references. On the CPU itself the
-// results must be bitwise the CPU's (the same kernels; the path through the backend table and
-// the device copies is what is under test); on another device within 1e-4 relative plus 1e-5
-// of the largest element.
+// The backend axis: every case on every backend this process has (backends(): the CPU's, the
+// CUDA backend where the build and the machine have a GPU, and cpu:1, the CUDA backend's code on
+// the host launchers, registered here), forward and backward, against the same case on the
+// CPU, which the tests above hold to the double references. On the CPU itself the results must
+// be bitwise the CPU's (the same kernels; the path through the backend table and the device
+// copies is what is under test); on another backend within 1e-4 relative plus 1e-5 of the
+// largest element.
+std::vector<Backend*> harness_backends() {
+  test::host_kernels_device();
+  return backends();
+}
+
 class OpBackends : public ::testing::TestWithParam<GradCase> {};
 
 TEST_P(OpBackends, EveryCaseOnEveryBackendMatchesTheCpu) {
@@ -540,7 +547,11 @@ TEST_P(OpBackends, EveryCaseOnEveryBackendMatchesTheCpu) {
   const Tensor y = c.forward(in);
   const Tensor dy = random_tensor(y.shape(), gen);
   const std::vector<Tensor> grads = c.backward(in, dy);
-  for (Backend* b : backends()) {
+  const std::vector<Backend*> all = harness_backends();
+  ASSERT_TRUE(std::any_of(all.begin(), all.end(), [](Backend* b) {
+    return b->device() == Device{DeviceKind::cpu, 1};
+  }));
+  for (Backend* b : all) {
     const Device device = b->device();
     SCOPED_TRACE(c.name + " on " + b->name());
     const OnDevice on(device);
@@ -554,7 +565,7 @@ TEST_P(OpBackends, EveryCaseOnEveryBackendMatchesTheCpu) {
                               const std::string& what) {
       ASSERT_EQ(got_device.device(), device) << what << " left the device";
       const Tensor got = ops::to_device(got_device, Device{});
-      if (device.kind == DeviceKind::cpu) {
+      if (device == Device{}) {
         EXPECT_TRUE(std::equal(got.span<float>().begin(), got.span<float>().end(),
                                want.span<float>().begin()))
             << what << " differs from the CPU's";

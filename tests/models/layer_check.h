@@ -35,7 +35,8 @@ inline void load_params(ParamTable& table, const Golden& g, const std::string& g
     std::vector<size_t> shape = g.shape(path);
     ASSERT_EQ(Shape(shape.begin(), shape.end()), p.shape) << path;
     const std::vector<float> v = g.floats(path);
-    std::copy(v.begin(), v.end(), table.value(id).span<float>().begin());
+    Tensor value = table.value(id);
+    ops::copy_from_host(std::span<const float>(v), value);  // on the table's device
   }
 }
 

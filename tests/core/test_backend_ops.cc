@@ -1,0 +1,223 @@
+// The ops the gradient cases of test_ops.cc do not reach, on every backend against the CPU: the
+// optimizer step, reductions and casts, the bf16 GEMM, column moves, the RoPE tables, routing
+// and its backward, the dispatch plan and its row moves, the balancing losses, the expert GEMMs,
+// the bias update and the decoding ops. Each backend (backends(), with cpu:1, the CUDA backend's
+// code on the host launchers) runs the same script from the same inputs; index outputs (the
+// experts chosen, the plan) must be the CPU's exactly, values within 1e-5 relative plus 1e-6
+// of the largest, f64 sums within 1e-12 relative.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cmath>
+#include <limits>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/backend.h"
+#include "core/ops.h"
+#include "core/ops_decode.h"
+#include "tests/host_kernels.h"
+
+namespace moetron {
+namespace {
+
+using Outputs = std::vector<std::pair<std::string, Tensor>>;  // on the host
+
+Outputs run_script(Device d) {
+  std::mt19937 gen(7);
+  auto in = [&](Shape s, float scale = 1.0f) {
+    Tensor t = Tensor::empty(std::move(s));
+    std::normal_distribution<float> normal(0.0f, scale);
+    for (float& x : t.span<float>()) x = normal(gen);
+    return ops::to_device(t, d);
+  };
+  auto out = [&](Shape s) {
+    Tensor t = Tensor::empty(std::move(s), DType::f32, d);
+    ops::fill(t, std::numeric_limits<float>::quiet_NaN());
+    return t;
+  };
+  auto zeros = [&](Shape s, DType dt = DType::f32) { return Tensor::zeros(std::move(s), dt, d); };
+  Outputs r;
+  auto keep = [&](const std::string& name, const Tensor& t) {
+    r.emplace_back(name, ops::to_device(t, Device{}));
+  };
+
+  // Elementwise, reductions, casts, columns.
+  const Tensor a = in({37}), b = in({37});
+  Tensor c = out({37});
+  ops::add(a, b, c);
+  keep("add", c);
+  ops::axpy(0.3f, a, c);
+  keep("axpy", c);
+  ops::scale(c, -1.5f);
+  keep("scale", c);
+  Tensor sum = zeros({1}, DType::f64);
+  ops::sum_squares(a, sum);
+  ops::sum_squares(in({5000}), sum);  // more than one block
+  keep("sum_squares", sum);
+  Tensor words = Tensor::empty({37}, DType::bf16, d), wide = out({37});
+  ops::cast(a, words);
+  ops::cast(words, wide);
+  keep("bf16 round trip", wide);
+  const Tensor m1 = in({6, 9}), m2 = in({5, 9});
+  Tensor w1 = Tensor::empty({6, 9}, DType::bf16, d), w2 = Tensor::empty({5, 9}, DType::bf16, d);
+  ops::cast(m1, w1);
+  ops::cast(m2, w2);
+  Tensor prod = out({6, 5});
+  ops::matmul(w1, false, w2, true, prod);
+  keep("bf16 matmul", prod);
+  Tensor cols = out({6, 14});
+  const std::array<Tensor, 2> srcs{m1, in({6, 5})};
+  ops::concat_cols(srcs, cols);
+  keep("concat_cols", cols);
+  std::array<Tensor, 2> parts{out({6, 4}), out({6, 10})};
+  ops::split_cols(cols, parts);
+  keep("split_cols 0", parts[0]);
+  keep("split_cols 1", parts[1]);
+  Tensor p = in({50}), m = zeros({50}), v = zeros({50});
+  const Tensor g = in({50});
+  for (int64_t step = 1; step <= 3; ++step)
+    ops::adamw(p, g, m, v, {1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, step});
+  keep("adamw p", p);
+  keep("adamw m", m);
+  keep("adamw v", v);
+  const std::vector<float> freqs{1.0f, 0.1f, 0.01f, 0.001f};
+  Tensor cos = out({6, 4}), sin = out({6, 4});
+  ops::rope_tables(ops::from_host(std::span<const float>(freqs), d), 1.2f, cos, sin);
+  keep("rope cos", cos);
+  keep("rope sin", sin);
+
+  // Routing: 12 tokens, 8 experts in 4 groups, top-2 of the best 2 groups.
+  const int64_t N = 12, E = 8, K = 2;
+  const ops::RouterConfig rc{E, K, 4, 2, ops::Scoring::sigmoid, true, 2.5f};
+  const Tensor logits = in({N, E}), bias = in({E}, 0.1f);
+  Tensor scores = out({N, E}), gates = out({N, K});
+  Tensor idx = Tensor::empty({N, K}, DType::i32, d);
+  ops::router_forward(logits, bias, rc, scores, idx, gates);
+  keep("router scores", scores);
+  keep("router experts", idx);
+  keep("router gates", gates);
+  Tensor dscores = zeros({N, E}), dlogits = zeros({N, E});
+  ops::router_backward(in({N, K}), scores, idx, rc, dscores, dlogits);
+  keep("router dscores", dscores);
+  keep("router dlogits", dlogits);
+  ops::DispatchPlan plan = ops::make_dispatch_plan(N, K, E, d);
+  ops::plan_dispatch(idx, scores, 3, plan);  // capacity 3: some slots dropped
+  keep("plan counts", plan.counts);
+  keep("plan offsets", plan.offsets);
+  keep("plan rows", plan.row_tokens());
+  keep("plan slot_row", plan.slot_row);
+  const std::vector<float> sizes{static_cast<float>(plan.rows), static_cast<float>(plan.dropped)};
+  keep("plan rows and dropped", ops::from_host(std::span<const float>(sizes)));
+  const Tensor x = in({N, 6});
+  Tensor rows = out({plan.rows, 6});
+  ops::gather_rows(x, plan.row_tokens(), rows);
+  keep("gather_rows", rows);
+  Tensor combined = out({N, 6});
+  ops::combine_rows(rows, plan.slot_row, gates, K, combined, false);
+  keep("combine_rows", combined);
+  Tensor drows = out({plan.rows, 6}), dgates = out({N, K});
+  ops::combine_rows_backward(in({N, 6}), rows, plan.slot_row, gates, K, drows, dgates);
+  keep("combine_rows_backward rows", drows);
+  keep("combine_rows_backward gates", dgates);
+  const ops::BalanceConfig bc{0.01f, 0.001f, 0.0001f, 3, 4};
+  Tensor sums = zeros({ops::kBalanceSums}, DType::f64), bds = out({N, E}), bdl = out({N, E});
+  ops::balance_losses(logits, scores, plan.counts, rc, bc, 0.5f, &bds, &bdl, &sums);
+  keep("balance sums", sums);
+  keep("balance dscores", bds);
+  keep("balance dlogits", bdl);
+  std::vector<Tensor> experts, dexperts;
+  for (int64_t e = 0; e < E; ++e) {
+    experts.push_back(in({4, 6}));
+    dexperts.push_back(zeros({4, 6}));
+  }
+  Tensor y = out({plan.rows, 4}), dx = out({plan.rows, 6});
+  ops::grouped_matmul(rows, experts, plan.offsets, y);
+  keep("grouped_matmul", y);
+  ops::grouped_matmul_backward(in({plan.rows, 4}), rows, experts, plan.offsets, dexperts, dx);
+  keep("grouped_matmul dx", dx);
+  for (int64_t e = 0; e < E; ++e) keep("grouped_matmul dw " + std::to_string(e), dexperts[e]);
+  Tensor expert_bias = in({E});
+  ops::balance_bias_update(expert_bias, plan.counts, 0.01f);
+  keep("balance_bias_update", expert_bias);
+
+  // Decoding: rows by transposed weights, a KV cache filled by store_keys, a latent cache.
+  const Tensor xr = in({3, 10}), w = in({7, 10});
+  Tensor wt = out({10, 7}), yr = out({3, 7});
+  ops::transpose(w, wt);
+  keep("transpose", wt);
+  ops::linear_rows(xr, wt, yr);
+  keep("linear_rows", yr);
+  const int64_t T = 9, H = 4, KV = 2, hd = 8;
+  Tensor keys_t = out({KV, hd, T});
+  const Tensor values = in({T, KV, hd}), keys = in({T, KV, hd}), q = in({T, H, hd});
+  ops::store_keys(keys.slice(0, 5), 0, keys_t);
+  ops::store_keys(keys.slice(5, T), 5, keys_t);
+  keep("store_keys", keys_t);
+  Tensor att = out({4, H, hd});
+  ops::attention_decode(q.slice(5, T), keys_t, values, 5, att);
+  keep("attention_decode", att);
+  const Tensor cache = in({T, 10}), ql = in({3, 4, 10});
+  Tensor latent = out({3, 4, 6});
+  ops::attention_decode_latent(ql, cache, 5, 0.3f, latent);
+  keep("attention_decode_latent", latent);
+  return r;
+}
+
+::testing::AssertionResult matches(const Tensor& got, const Tensor& want) {
+  if (got.dtype() != want.dtype() || got.numel() != want.numel())
+    return ::testing::AssertionFailure() << "dtype or size differs";
+  const int64_t n = want.numel();
+  switch (want.dtype()) {
+    case DType::i32:
+      for (int64_t i = 0; i < n; ++i)
+        if (got.data<int32_t>()[i] != want.data<int32_t>()[i])
+          return ::testing::AssertionFailure()
+                 << "[" << i << "] " << got.data<int32_t>()[i] << " vs " << want.data<int32_t>()[i];
+      return ::testing::AssertionSuccess();
+    case DType::i64:
+      for (int64_t i = 0; i < n; ++i)
+        if (got.data<int64_t>()[i] != want.data<int64_t>()[i])
+          return ::testing::AssertionFailure()
+                 << "[" << i << "] " << got.data<int64_t>()[i] << " vs " << want.data<int64_t>()[i];
+      return ::testing::AssertionSuccess();
+    case DType::f64:
+      for (int64_t i = 0; i < n; ++i) {
+        const double g = got.data<double>()[i], w = want.data<double>()[i];
+        if (!(std::abs(g - w) <= 1e-12 * std::abs(w) + 1e-300))
+          return ::testing::AssertionFailure() << "[" << i << "] " << g << " vs " << w;
+      }
+      return ::testing::AssertionSuccess();
+    default: {
+      double largest = 0;
+      for (float w : want.span<float>()) largest = std::max(largest, std::abs(double{w}));
+      for (int64_t i = 0; i < n; ++i) {
+        const double g = got.data<float>()[i], w = want.data<float>()[i];
+        if (!(std::abs(g - w) <= 1e-5 * std::abs(w) + 1e-6 * largest))
+          return ::testing::AssertionFailure() << "[" << i << "] " << g << " vs " << w;
+      }
+      return ::testing::AssertionSuccess();
+    }
+  }
+}
+
+TEST(OpBackends, StepRoutingAndDecodingOpsMatchTheCpu) {
+  test::host_kernels_device();
+  const Outputs want = run_script(Device{});
+  int others = 0;
+  for (Backend* b : backends()) {
+    if (b->device() == Device{}) continue;
+    ++others;
+    SCOPED_TRACE(b->name());
+    const Outputs got = run_script(b->device());
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < want.size(); ++i)
+      EXPECT_TRUE(matches(got[i].second, want[i].second)) << want[i].first;
+  }
+  EXPECT_GE(others, 1) << "cpu:1 is always there";
+}
+
+}  // namespace
+}  // namespace moetron
