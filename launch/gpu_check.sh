@@ -9,10 +9,13 @@
 #      (moetron_gpu_check); the attention needs cuDNN (the toolkit's,
 #      or PyTorch's nvidia-cudnn wheel) and the frontend's headers in .deps/ (carried from a
 #      machine where launch/fetch_cudnn_frontend.sh ran: the GPU machine has no network);
-#   4. compute-sanitizer memcheck and racecheck on small sizes;
-#   5. a summary table; with $OUT set, everything under $OUT (gpu_check.json, kernels.json, logs).
-# Still to come with the CUDA backend (issue 12): the 100-step training run against the CPU's
-# losses and the MFU benchmark. Exit status: 0 when every step that ran passed.
+#   4. the op harness (moetron_backend_tests): every gradient case and the step, routing and
+#      decoding ops on the CUDA backend against the CPU backend, where GoogleTest's sources are
+#      in .deps/ (launch/fetch_googletest.sh, carried like the cuDNN frontend);
+#   5. compute-sanitizer memcheck and racecheck on small sizes;
+#   6. a summary table; with $OUT set, everything under $OUT (gpu_check.json, kernels.json, logs).
+# Still to come (issue 12): the 100-step training run against the CPU's losses and the MFU
+# benchmark. Exit status: 0 when every step that ran passed.
 #   launch/gpu_check.sh            GPU_BUILD_DIR=build-gpu by default; CUDA_ARCH=90
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
@@ -72,6 +75,7 @@ run_step "build (sm_$arch)" build.log bash -c "
 grep -E "Compiling entry|registers|spill" "$out/build.log" > "$out/ptxas.txt" || true
 
 check=$build/moetron_gpu_check
+gpu=yes  # until the kernel check finds none
 start=$SECONDS
 echo "== kernels against the host math, cuDNN attention against a double reference"
 if [[ ! -x $check ]]; then
@@ -80,9 +84,29 @@ else
   "$check" --json "$out/kernels.json" 2>&1 | tee "$out/kernels.log"
   case ${PIPESTATUS[0]} in
     0) record kernels pass $((SECONDS - start)) ;;
-    2) record kernels "skipped: no GPU" $((SECONDS - start)) ;;
+    2)
+      record kernels "skipped: no GPU" $((SECONDS - start))
+      gpu=no
+      ;;
     *) record kernels "FAIL (see kernels.log)" $((SECONDS - start)) ;;
   esac
+fi
+
+start=$SECONDS
+echo "== the op harness: every op on every backend (the CUDA backend among them) against the CPU"
+harness=$build/moetron_backend_tests
+if [[ ! -x $harness ]]; then
+  record "ops on the backends" "skipped: not built (no .deps/googletest)" 0
+else
+  "$harness" --gtest_brief=1 --gtest_output="json:$out/backend_tests.json" 2>&1 |
+    tee "$out/backend_tests.log"
+  if [[ ${PIPESTATUS[0]} -ne 0 ]]; then
+    record "ops on the backends" "FAIL (see backend_tests.log)" $((SECONDS - start))
+  elif [[ $gpu == no ]]; then
+    record "ops on the backends" "skipped: no GPU (cpu and cpu:1 passed)" $((SECONDS - start))
+  else
+    record "ops on the backends" pass $((SECONDS - start))
+  fi
 fi
 
 for tool in memcheck racecheck; do
@@ -101,8 +125,8 @@ for tool in memcheck racecheck; do
     record "sanitizer $tool" "FAIL (see sanitizer-$tool.log)" $((SECONDS - start))
   fi
 done
-record "100-step training vs CPU" "skipped: not built yet (CUDA backend, issue 12)" 0
-record "MFU benchmark" "skipped: not built yet (CUDA backend, issue 12)" 0
+record "100-step training vs CPU" "skipped: not built yet (issue 12)" 0
+record "MFU benchmark" "skipped: not built yet (issue 12)" 0
 
 echo
 echo "== summary"

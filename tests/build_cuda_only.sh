@@ -6,8 +6,10 @@
 set -euo pipefail
 src=$1 build=$2
 # Without cuDNN's attention: the main build compiles those sources already, and here they would
-# add 40 s to every CI run (launch/gpu_check.sh builds them on the GPU machine).
-cmake -S "$src" -B "$build" -DMOETRON_CUDA_ONLY=ON -DMOETRON_CUDNN=OFF -DCMAKE_BUILD_TYPE=Release \
+# add 40 s to every CI run (launch/gpu_check.sh builds them on the GPU machine). Unoptimised host
+# code (build type None: 52 s against Release's 69 s on 2 cores): what this test checks is that
+# the mode configures, compiles and links; the device code is optimised by nvcc either way.
+cmake -S "$src" -B "$build" -DMOETRON_CUDA_ONLY=ON -DMOETRON_CUDNN=OFF -DCMAKE_BUILD_TYPE=None \
   > "$build.configure.log"
 cmake --build "$build" -j 2 > "$build.build.log"
 status=0

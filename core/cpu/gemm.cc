@@ -1,6 +1,9 @@
 // GEMMs: oneDNN's sgemm (about twice OpenBLAS here) and bf16 matmul, OpenBLAS when oneDNN is
-// absent.
+// absent, and plain loops when both are (the CUDA-only build, where the CPU is only the GPU
+// check's oracle).
+#if MOETRON_HAVE_OPENBLAS
 #include <cblas.h>
+#endif
 
 #include <vector>
 
@@ -14,6 +17,7 @@
 
 namespace moetron::cpu {
 
+#if MOETRON_HAVE_OPENBLAS
 void sgemm_openblas(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                     const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
                     int64_t ldc) {
@@ -22,6 +26,24 @@ void sgemm_openblas(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
               static_cast<int>(k), alpha, a, static_cast<int>(lda), b, static_cast<int>(ldb), beta,
               c, static_cast<int>(ldc));
 }
+#else
+namespace {
+// Row by row over the threads, each element one sum over k in order.
+void sgemm_loops(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                 const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+                 int64_t ldc) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      float acc = 0.0f;
+      for (int64_t p = 0; p < k; ++p)
+        acc += (trans_a ? a[p * lda + i] : a[i * lda + p]) *
+               (trans_b ? b[j * ldb + p] : b[p * ldb + j]);
+      c[i * ldc + j] = alpha * acc + (beta == 0.0f ? 0.0f : beta * c[i * ldc + j]);
+    }
+}
+}  // namespace
+#endif
 
 void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
            int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
@@ -32,8 +54,10 @@ void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float al
                                       lda, b, ldb, beta, c, ldc);
   MOETRON_CHECK(st == dnnl_success, "dnnl_sgemm failed with status ", static_cast<int>(st), " for ",
                 m, "x", n, "x", k);
-#else
+#elif MOETRON_HAVE_OPENBLAS
   sgemm_openblas(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+#else
+  sgemm_loops(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 #endif
 }
 
@@ -132,8 +156,10 @@ const char* gemm_bf16_backend() {
 const char* gemm_backend() {
 #ifdef MOETRON_HAVE_DNNL
   return "onednn";
-#else
+#elif MOETRON_HAVE_OPENBLAS
   return "openblas";
+#else
+  return "plain loops";
 #endif
 }
 

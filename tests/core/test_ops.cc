@@ -661,6 +661,7 @@ TEST(OpForward, CastRoundsToNearestEvenAndWidensExactly) {
   EXPECT_THROW(ops::cast(x, wrong), Error);
 }
 
+#if MOETRON_HAVE_OPENBLAS  // not in the CUDA-only build
 TEST(OpForward, OneDnnAgreesWithOpenBlas) {
   std::mt19937 gen(2);
   const Tensor a = random_tensor({100, 70}, gen), b = random_tensor({70, 90}, gen);
@@ -671,6 +672,7 @@ TEST(OpForward, OneDnnAgreesWithOpenBlas) {
                       0.0f, c2.data<float>(), 90);
   EXPECT_TRUE(close(c1.span<float>(), to_double(c2), 1e-5, 1e-5)) << cpu::gemm_backend();
 }
+#endif
 
 TEST(OpForward, MatmulBatched) {
   std::mt19937 gen(3);
