@@ -1,10 +1,10 @@
 // The ops the gradient cases of test_ops.cc do not reach, on every backend against the CPU: the
 // optimizer step, reductions and casts, the bf16 GEMM, column moves, the RoPE tables, routing
 // and its backward, the dispatch plan and its row moves, the balancing losses, the expert GEMMs,
-// the bias update and the decoding ops. Each backend (backends(), with cpu:1, the CUDA backend's
-// code on the host launchers) runs the same script from the same inputs; index outputs (the
-// experts chosen, the plan) must be the CPU's exactly, values within 1e-5 relative plus 1e-6
-// of the largest, f64 sums within 1e-12 relative.
+// the bias update and the decoding ops, Gated DeltaNet's among them. Each backend (backends(), with
+// cpu:1, the CUDA backend's code on the host launchers) runs the same script from the same inputs;
+// index outputs (the experts chosen, the plan) must be the CPU's exactly, values within 1e-5
+// relative plus 1e-6 of the largest, f64 sums within 1e-12 relative.
 #include <gtest/gtest.h>
 
 #include <array>
@@ -18,6 +18,7 @@
 #include "core/backend.h"
 #include "core/ops.h"
 #include "core/ops_decode.h"
+#include "core/ops_linear_attention.h"
 #include "tests/host_kernels.h"
 
 namespace moetron {
@@ -163,6 +164,19 @@ Outputs run_script(Device d) {
   Tensor latent = out({3, 4, 6});
   ops::attention_decode_latent(ql, cache, 5, 0.3f, latent);
   keep("attention_decode_latent", latent);
+  // Gated DeltaNet's decoding steps: the conv window and the delta rule's state in place.
+  const Tensor conv_w = in({6, 4}, 0.5f);
+  Tensor conv_state = in({3, 6}), conv_y = out({5, 6});
+  ops::conv_silu_step(in({5, 6}), conv_w, conv_state, conv_y);
+  keep("conv_silu_step y", conv_y);
+  keep("conv_silu_step state", conv_state);
+  Tensor delta_state = in({2, 4, 4}, 0.1f), delta_out = out({3, 2, 4});
+  Tensor decay = in({3, 2}, 0.1f), write = in({3, 2}, 0.1f);
+  ops::scale(decay, -1.0f);
+  ops::gated_delta_step(in({3, 2, 4}, 0.5f), in({3, 2, 4}, 0.5f), in({3, 2, 4}), decay, write,
+                        delta_state, delta_out);
+  keep("gated_delta_step out", delta_out);
+  keep("gated_delta_step state", delta_state);
   return r;
 }
 
