@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -28,20 +29,14 @@ namespace {
 
 namespace launch = ::moetron::cuda;
 
+// CUDA is touched only when the backend is first used (registering it on a machine with a GPU
+// creates no context, so CPU-only runs there cost nothing).
 class Side {
  public:
-  Side() : blas_(std::make_unique<BlasLt>()) {
-    // Freed blocks stay in the pool rather than going back to the driver at each
-    // synchronisation: the pool is then a caching allocator, as PyTorch's is.
-    cudaMemPool_t pool = nullptr;
-    check(cudaDeviceGetDefaultMemPool(&pool, 0), "cudaDeviceGetDefaultMemPool");
-    uint64_t keep = UINT64_MAX;
-    check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep),
-          "cudaMemPoolSetAttribute");
-  }
   Device device() const { return {DeviceKind::cuda, 0}; }
   std::string name() const { return "cuda:0 " + device_description(0) + " (cuBLASLt)"; }
   void* allocate(size_t bytes) {
+    start();
     void* p = nullptr;
     const cudaError_t err = cudaMallocAsync(&p, std::max<size_t>(bytes, 1), nullptr);
     if (err != cudaSuccess) {
@@ -61,10 +56,25 @@ class Side {
   void synchronize() { check(cudaDeviceSynchronize(), "cudaDeviceSynchronize"); }
   void gemm(const kernels::GemmPlan& p, bool bf16, const void* first, const void* second,
             float* c) {
+    start();
     blas_->gemm(p, bf16 ? GemmOperands::bf16 : GemmOperands::f32, first, second, c);
   }
 
  private:
+  void start() {
+    std::call_once(*started_, [this] {
+      // Freed blocks stay in the pool rather than going back to the driver at each
+      // synchronisation: the pool is then a caching allocator, as PyTorch's is.
+      cudaMemPool_t pool = nullptr;
+      check(cudaDeviceGetDefaultMemPool(&pool, 0), "cudaDeviceGetDefaultMemPool");
+      uint64_t keep = UINT64_MAX;
+      check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep),
+            "cudaMemPoolSetAttribute");
+      blas_ = std::make_unique<BlasLt>();
+    });
+  }
+
+  std::unique_ptr<std::once_flag> started_ = std::make_unique<std::once_flag>();
   std::unique_ptr<BlasLt> blas_;
 };
 
