@@ -38,12 +38,16 @@ void run_collectively(Communicator* world, const std::function<void()>& step) {
   throw CollectiveError(source == 0 ? message : detail::concat("rank ", source, ": ", message));
 }
 
-bool any_rank(Communicator* world, bool flag) {
-  if (world == nullptr || world->size() == 1) return flag;
+int max_over_ranks(Communicator* world, int value) {
+  if (world == nullptr || world->size() == 1) return value;
   Tensor t = Tensor::empty({1}, DType::i32);
-  t.data<int32_t>()[0] = flag ? 1 : 0;
+  t.data<int32_t>()[0] = value;
   world->all_reduce(t, ReduceOp::max);
-  return t.data<int32_t>()[0] != 0;
+  return t.data<int32_t>()[0];
+}
+
+bool any_rank(Communicator* world, bool flag) {
+  return max_over_ranks(world, flag ? 1 : 0) != 0;
 }
 
 }  // namespace moetron

@@ -13,7 +13,11 @@ namespace moetron {
 // world: null for a single process (then `step` just runs).
 void run_collectively(Communicator* world, const std::function<void()>& step);
 
-// Whether any rank of `world` has `flag` set (a stop request seen by one rank stops them all).
+// The largest `value` of any rank of `world`: every rank gets the same answer (a stop signal
+// seen by one rank stops them all, and all of them name it).
+int max_over_ranks(Communicator* world, int value);
+
+// Whether any rank of `world` has `flag` set.
 bool any_rank(Communicator* world, bool flag);
 
 }  // namespace moetron

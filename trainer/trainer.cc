@@ -285,8 +285,11 @@ class Run {
 
  private:
   int window() const { return static_cast<int>(model_.dims().window()); }
-  // A stop request seen by any rank stops every rank at the same point.
-  bool stop_requested() const { return any_rank(groups_.world(), options_.stop.requested() != 0); }
+  // The stop signal any rank has seen (0 if none): every rank stops at the same point, and
+  // names the same signal, whichever of them it reached first.
+  int agreed_stop_signal() const {
+    return max_over_ranks(groups_.world(), options_.stop.requested());
+  }
   int64_t samples_per_step() const {
     return int64_t{cfg_.data().grad_accum_steps()} * cfg_.data().micro_batch_size() *
            groups_.layout().dp;
@@ -434,7 +437,7 @@ void Run::report_memory() {
 double Run::evaluate(int64_t step, float lambda) {
   const size_t depth = static_cast<size_t>(model_.dims().mtp_depth);
   const std::optional<Losses> losses = validate(model_, groups_, *val_set_, cfg_, val_batches_,
-                                                lambda, [&] { return stop_requested(); });
+                                                lambda, [&] { return agreed_stop_signal() != 0; });
   if (!losses) {
     log_.line(concat("val  step ", step, " | cut short by a signal, not recorded"));
     return std::numeric_limits<double>::quiet_NaN();
@@ -483,8 +486,8 @@ TrainResult Run::run() {
 
   // `step` counts from 1: the step being taken now.
   for (int64_t step = state_.step + 1; step <= total_steps; ++step) {
-    if (stop_requested()) {
-      result.stop_signal = options_.stop.requested() != 0 ? options_.stop.requested() : SIGTERM;
+    if (const int sig = agreed_stop_signal(); sig != 0) {
+      result.stop_signal = sig;
       log_.line(concat("stopping on signal ", result.stop_signal,
                        step > 1 ? concat(" after step ", step - 1, " of ", total_steps)
                                 : std::string(" before the first step"),

@@ -6,10 +6,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <random>
 #include <thread>
+#include <vector>
 
 #include "configs/config.h"
 #include "core/check.h"
@@ -197,11 +199,33 @@ TEST(StopSignals, ASecondSignalEndsTheRunAtOnce) {
             std::string::npos);
 }
 
-// Under mpirun: a SIGTERM to one rank, or to mpirun (which passes it to every rank), stops every
-// rank after the same step with a checkpoint of it, the metrics complete up to there.
+// The pid of `rank` among mpirun's children (Open MPI names it in each rank's environment).
+pid_t rank_pid(pid_t mpirun, int rank) {
+  FILE* p =
+      popen(("pgrep -P " + std::to_string(mpirun) + " -f 'trainer/moetron train'").c_str(), "r");
+  std::vector<long> children;
+  for (long pid = 0; p && fscanf(p, "%ld", &pid) == 1;) children.push_back(pid);
+  if (p) pclose(p);
+  const std::string wanted = "OMPI_COMM_WORLD_RANK=" + std::to_string(rank);
+  for (const long pid : children) {
+    const std::string environ =
+        data::testing::read_text("/proc/" + std::to_string(pid) + "/environ");
+    for (size_t at = 0; at < environ.size();) {
+      const size_t end = std::min(environ.find('\0', at), environ.size());
+      if (environ.compare(at, end - at, wanted) == 0) return static_cast<pid_t>(pid);
+      at = end + 1;
+    }
+  }
+  return 0;
+}
+
+// Under mpirun: a signal to one rank, or to mpirun (which passes it to every rank), stops every
+// rank after the same step with a checkpoint of it, the metrics complete up to there. A SIGINT
+// to rank 1 alone is named by rank 0's log, and every rank exits with 130, so mpirun does too.
 TEST(StopSignals, UnderMpirunEveryRankStopsAfterTheSameStepWithACheckpoint) {
   for (const bool to_launcher : {false, true}) {
-    SCOPED_TRACE(to_launcher ? "SIGTERM to mpirun" : "SIGTERM to one rank");
+    SCOPED_TRACE(to_launcher ? "SIGTERM to mpirun" : "SIGINT to rank 1");
+    const int sig = to_launcher ? SIGTERM : SIGINT;
     TempDir dir;
     config::RunConfig cfg = testing::small_run(dir / "run", 1000000);
     cfg.mutable_parallel()->set_tp(2);
@@ -213,21 +237,17 @@ TEST(StopSignals, UnderMpirunEveryRankStopsAfterTheSameStepWithACheckpoint) {
                                    test::moetron_binary(), "train", config.string()},
                                   dir / "out.txt");
     wait_for_lines(dir / "run" / "metrics.jsonl", 3);
-    pid_t target = job;
-    if (!to_launcher) {
-      FILE* p =
-          popen(("pgrep -P " + std::to_string(job) + " -f 'trainer/moetron train'").c_str(), "r");
-      long rank = 0;
-      const bool found = p && fscanf(p, "%ld", &rank) == 1;
-      if (p) pclose(p);
-      ASSERT_TRUE(found) << "no rank among mpirun's children";
-      target = static_cast<pid_t>(rank);
-    }
-    ASSERT_EQ(kill(target, SIGTERM), 0);
+    const pid_t target = to_launcher ? job : rank_pid(job, 1);
+    ASSERT_NE(target, 0) << "no rank 1 among mpirun's children";
+    ASSERT_EQ(kill(target, sig), 0);
     const test::Exit e = test::wait_for(job, 60s);
     const std::string out = data::testing::read_text(dir / "out.txt");
     ASSERT_FALSE(e.timed_out) << out;
-    EXPECT_EQ(check_run_files(dir / "run", SIGTERM), Phase::training) << out;
+    EXPECT_EQ(check_run_files(dir / "run", sig), Phase::training) << out;
+    if (!to_launcher) {  // mpirun itself exits with 1 when it is signalled (see below)
+      EXPECT_TRUE(e.exited) << out;
+      EXPECT_EQ(e.status, 128 + sig) << out;
+    }
   }
 }
 

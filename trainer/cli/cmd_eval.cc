@@ -2,7 +2,6 @@
 // the validation loss, perplexity and MTP losses of a checkpoint, in any layout (one process, or
 // every rank of an MPI job), by the validation pass `train` runs (trainer/validation.h).
 #include <cmath>
-#include <csignal>
 #include <cstdio>
 #include <optional>
 
@@ -148,10 +147,12 @@ int run_eval(std::span<const std::string> args, const StopToken& stop) {
         checkpoint::load(file, model.params(), nullptr, cfg, groups);
     // The MTP weight the checkpoint's last step trained with, as train's validation uses.
     const float lambda = mtp_loss_weight(cfg.schedule(), std::max<int64_t>(state.step, 1) - 1);
+    int stop_signal = 0;  // the signal any rank saw: every rank exits with the same status
     const std::optional<Losses> l = validate(model, groups, *split, cfg, batches, lambda, [&] {
-      return any_rank(groups.world(), stop.requested() != 0);
+      stop_signal = max_over_ranks(groups.world(), stop.requested());
+      return stop_signal != 0;
     });
-    if (!l) return 128 + (stop.requested() != 0 ? stop.requested() : SIGTERM);
+    if (!l) return 128 + stop_signal;
     if (groups.rank() != 0) return 0;
     const int64_t windows = batches * cfg.data().micro_batch_size();
     if (o.json) {
