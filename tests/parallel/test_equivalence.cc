@@ -222,6 +222,11 @@ Record train(const Variant& v, const ProcessGroups& groups, std::unique_ptr<Mode
 // (3% of a step's update), the losses 1.1e-6; the same layout with ns_steps 1 agrees within the
 // AdamW bounds (1e-4), so the difference is the iteration's amplification, not the distributed
 // path.
+// The Gated DeltaNet hybrid: a rounding-decided AdamW update in one layer moves the weights of
+// others through the activations it changes (seen: 0.0014 lr after 5 steps in a routed expert
+// that had no such update of its own, tp 2 on AVX-512); 0.002 lr per step after the model's
+// first such update (tests/adam_check.h).
+constexpr double kHybridModelRate = 0.002;
 constexpr double kMuonWeightAtol = 0.05 * 3e-3 * 0.2 * 9.8;  // lr, rms_scale, sqrt(96)
 
 struct Reference {
@@ -239,7 +244,8 @@ const Reference& reference(const Variant& parallel, int accum) {
        parallel.qk_clip, parallel.ns_steps, parallel.hybrid, parallel.bf16},
       Reference{{},
                 nullptr,
-                test::AdamCheck(kSteps, parallel.wide_bounds() ? kMuonWeightAtol : 1e-5, 1e-4)});
+                test::AdamCheck(kSteps, parallel.wide_bounds() ? kMuonWeightAtol : 1e-5, 1e-4,
+                                1e-5f, parallel.hybrid ? kHybridModelRate : 0.0)});
   Reference& ref = it->second;
   if (fresh) {
     const ProcessGroups alone;

@@ -202,12 +202,14 @@ void kill_during_saves(int ranks, int kills, uint64_t seed) {
       << "the final weights or AdamW moments differ from the run never killed";
 }
 
+// Alone, about 3 kills in 20 land in a save; under mpirun about half do, and each kill costs
+// mpirun's start-up, so 10 there (20 were 100 s of CI's test time) still land several.
 TEST(CheckpointKill, KillNineDuringSavesAlone) {
   kill_during_saves(1, 20, 11);
 }
 
 TEST(CheckpointKill, KillNineOfOneRankDuringSavesUnderMpirun) {
-  kill_during_saves(2, 20, 12);
+  kill_during_saves(2, 10, 12);
 }
 
 }  // namespace
