@@ -33,6 +33,7 @@
 #include "core/ops.h"
 #include "core/threads.h"
 #include "models/model.h"
+#include "models/model_config.h"
 #include "parallel/comm_volume.h"
 #include "parallel/every_rank.h"
 #include "parallel/layout.h"

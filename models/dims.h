@@ -1,10 +1,10 @@
-// The sizes every layer is built from, derived once from the model config and the batch shape.
+// The sizes every layer is built from, derived once from the model config and the batch shape
+// (models/model_config.h: the only part of models/ that knows the Protobuf config).
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
-#include "configs/moetron.pb.h"
 #include "core/ops.h"
 #include "models/runtime.h"
 
@@ -70,8 +70,6 @@ struct ModelDims {
   MixerKind mixer(int64_t index) const { return mixers.at(static_cast<size_t>(index)); }
 };
 
-// The sizes of `cfg` at this micro-batch shape.
-ModelDims model_dims(const config::ModelConfig& cfg, int64_t batch, int64_t seq);
 // That `rt`'s groups split `d` as the layers need (docs/parallelism.md): tp divides the heads,
 // KV heads, FFN widths and, in MoE layers, the tokens; ep the routed experts. The layout must
 // have been validated (parallel/layout.h): a size that does not divide is an internal error.

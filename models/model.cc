@@ -18,11 +18,9 @@ ParamRef make_head_weight(ParamTable& params, const ModelDims& d, const Runtime&
                     rt.tp.shard(0, local, d.vocab));
 }
 
-ModelDims split_dims(const config::ModelConfig& cfg, int64_t batch, int64_t seq,
-                     const Runtime& rt) {
-  ModelDims d = model_dims(cfg, batch, seq);
-  check_split(d, rt);
-  return d;
+ModelDims split_dims(const ModelDims& dims, const Runtime& rt) {
+  check_split(dims, rt);
+  return dims;
 }
 
 // The layer index N of a "model.layers.N." name, or -1.
@@ -34,9 +32,9 @@ int64_t layer_of(const std::string& name) {
 
 }  // namespace
 
-Model::Model(const config::ModelConfig& cfg, int64_t batch, int64_t seq, const Runtime& rt)
+Model::Model(const ModelDims& dims, const Runtime& rt)
     : rt_(rt),
-      dims_(split_dims(cfg, batch, seq, rt)),
+      dims_(split_dims(dims, rt)),
       rope_(RopeTables::make(dims_, dims_.seq, rt.device)),
       embed_(params_, dims_, rt),
       blocks_([&] {

@@ -8,7 +8,6 @@
 #include <string>
 #include <vector>
 
-#include "configs/moetron.pb.h"
 #include "models/block.h"
 #include "models/dims.h"
 #include "models/embedding.h"
@@ -16,6 +15,9 @@
 #include "models/mtp.h"
 
 namespace moetron {
+namespace config {
+class ModelConfig;
+}
 
 struct Losses {
   double total = 0.0;       // main + lambda / D * sum(mtp) + aux
@@ -40,8 +42,12 @@ struct MoeStepStats {
 
 class Model {
  public:
-  // rt: the device and this rank's place in a parallel job (the default: the CPU, one rank
-  // alone).
+  // dims: the model's sizes at its micro-batch shape; rt: the device and this rank's place in a
+  // parallel job (the default: the CPU, one rank alone).
+  explicit Model(const ModelDims& dims, const Runtime& rt = {});
+  // The model of a config at this micro-batch shape: Model(model_dims(cfg, batch, seq), rt),
+  // defined in models/model_config.cc (library moetron_models; the CUDA-only build, which has
+  // no Protobuf, builds the layers alone: moetron_layers).
   Model(const config::ModelConfig& cfg, int64_t batch, int64_t seq, const Runtime& rt = {});
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;

@@ -9,7 +9,6 @@
 
 #include <cstdint>
 
-#include "configs/moetron.pb.h"
 #include "core/communicator.h"
 #include "core/tensor.h"
 #include "models/params.h"
@@ -30,11 +29,6 @@ struct Group {
     return ShardSpec::tensor(dim, local * rank, global);
   }
 };
-
-// The GEMM operands' dtype of a run's precision.
-inline DType compute_dtype(config::RunConfig::Precision precision) {
-  return precision == config::RunConfig::BF16 ? DType::bf16 : DType::f32;
-}
 
 struct Runtime {
   Device device;

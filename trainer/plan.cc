@@ -13,6 +13,7 @@
 #include "core/meta_communicator.h"
 #include "models/block.h"
 #include "models/model.h"
+#include "models/model_config.h"
 #include "models/rope.h"
 #include "parallel/comm_volume.h"
 #include "trainer/metrics.h"

@@ -23,6 +23,7 @@
 #include "data/loader.h"
 #include "data/manifest.h"
 #include "models/model.h"
+#include "models/model_config.h"
 #include "parallel/collective.h"
 #include "parallel/process_groups.h"
 #include "trainer/checkpoints.h"

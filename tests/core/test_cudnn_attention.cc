@@ -16,6 +16,7 @@
 #include "core/cuda/attention_graph.h"
 #include "core/ops.h"
 #include "models/dims.h"
+#include "models/model_config.h"
 #include "tests/compare.h"
 #include "tests/gpu/attention_reference.h"
 #include "tests/random_values.h"

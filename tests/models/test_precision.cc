@@ -7,6 +7,7 @@
 #include <cstring>
 #include <vector>
 
+#include "configs/moetron.pb.h"
 #include "core/bf16.h"
 #include "core/check.h"
 #include "core/ops.h"

@@ -40,8 +40,8 @@ TEST_F(World2CheckpointFailure, AWriteFailingOnOneRankStopsEveryRankWithItsMessa
   const ProcessGroups groups(layout);
   Model model(cfg.model(), 1, 8, groups.runtime());
   model.params().init(1, 0.02f);
-  AdamW adam(model.params(), cfg.optimizer());
-  const checkpoint::OptimizerState opt{adam.slots(), 0};
+  AdamW adam(model.params(), adamw_settings(cfg.optimizer()));
+  const checkpoint::OptimizerState opt{adamw_slots(adam), 0};
   // One directory for both ranks: rank 0's temporary path, as every rank sees it on this node.
   const fs::path dir = fs::temp_directory_path() / "moetron_ckpt_failure";
   if (world().rank() == 0) {

@@ -15,6 +15,7 @@
 #include "core/backend.h"
 #include "data/json.h"
 #include "models/model.h"
+#include "models/model_config.h"
 #include "parallel/process_groups.h"
 #include "tests/process.h"
 #include "tests/trainer/train_fixture.h"

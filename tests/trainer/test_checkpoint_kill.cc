@@ -42,8 +42,8 @@ std::string load_problem(const fs::path& file) {
   try {
     const config::RunConfig cfg = checkpoint::saved_config(file);
     Model model(cfg.model(), cfg.data().micro_batch_size(), cfg.data().seq_len());
-    AdamW adam(model.params(), cfg.optimizer());
-    checkpoint::OptimizerState opt{adam.slots(), 0};
+    AdamW adam(model.params(), adamw_settings(cfg.optimizer()));
+    checkpoint::OptimizerState opt{adamw_slots(adam), 0};
     const ProcessGroups alone;
     checkpoint::load(file, model.params(), &opt, cfg, alone);
     return "";

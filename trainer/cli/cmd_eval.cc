@@ -10,6 +10,7 @@
 #include "core/check.h"
 #include "core/threads.h"
 #include "data/loader.h"
+#include "models/model_config.h"
 #include "parallel/collective.h"
 #include "parallel/every_rank.h"
 #include "parallel/layout.h"
