@@ -13,6 +13,7 @@
 #include "checkpoint/h5.h"
 #include "checkpoint/reader.h"
 #include "core/check.h"
+#include "core/ops.h"
 #include "data/file_io.h"
 #include "parallel/collective.h"
 
@@ -168,19 +169,52 @@ std::vector<Entry> global_entries(const ParamTable& params, const ProcessGroups&
 }
 
 // A contiguous run of this rank's memory and where it lies in the logical tensor. Checkpoints
-// are written from and read into the parameter and moment buffers directly: no copies, so a
-// save needs no memory beyond the model's own.
+// are written from and read into the parameter and moment buffers directly on the CPU: no
+// copies, so a save needs no memory beyond the model's own. A model on another device is
+// staged through host copies of its buffers (Staged below).
 struct Piece {
   std::vector<Rect> rects;
   std::span<float> values;
 };
 
+// The flat values and the optimizer's slots in host memory: the model's own buffers on the CPU,
+// copies of them for a model on a device (a save or load then needs host memory of the model's
+// size and its moments, for as long as it runs).
+struct Staged {
+  Tensor values;
+  OptimizerState opt;
+  bool copied = false;
+};
+
+// Host views or copies of `values` and `opt`'s slots; `read`: copy their contents (a save; a
+// load fills them itself).
+Staged stage(const Tensor& values, const OptimizerState& opt, bool read) {
+  Staged s{values, opt};
+  if (values.device() == Device{}) return s;
+  s.copied = true;
+  const auto host = [&](const Tensor& t) {
+    return read ? ops::to_device(t, Device{}) : Tensor::zeros(t.shape(), t.dtype());
+  };
+  s.values = host(values);
+  for (StateSlot& slot : s.opt.slots) slot.values = host(slot.values);
+  return s;
+}
+
+// After a load into a staged copy: the values back on the device.
+void unstage(const Staged& s, Tensor& values, OptimizerState& opt) {
+  if (!s.copied) return;
+  ops::copy_from_host(std::span<const float>(s.values.span<float>()), values);
+  for (size_t i = 0; i < opt.slots.size(); ++i)
+    ops::copy_from_host(std::span<const float>(s.opt.slots[i].values.span<float>()),
+                        opt.slots[i].values);
+}
+
 // p's values: the whole local block (its valid rows).
-std::vector<Piece> value_pieces(const ParamInfo& p, const ParamTable& params) {
+std::vector<Piece> value_pieces(const ParamInfo& p, const Tensor& values) {
   int64_t end = p.numel();
   Piece piece;
   piece.rects = rects_of(p, 0, end);
-  piece.values = {params.flat_values().data<float>() + p.offset, static_cast<size_t>(end)};
+  piece.values = {values.data<float>() + p.offset, static_cast<size_t>(end)};
   return {std::move(piece)};
 }
 
@@ -204,11 +238,10 @@ std::vector<Piece> state_pieces(const ParamInfo& p, const StateSlot& slot) {
   return out;
 }
 
-// Pieces of group k (0 values, k >= 1 slot k - 1) of p.
-std::vector<Piece> pieces(int k, const ParamInfo& p, const ParamTable& params,
-                          const OptimizerState& opt) {
-  if (k == 0) return value_pieces(p, params);
-  return state_pieces(p, opt.slots.at(static_cast<size_t>(k - 1)));
+// Pieces of group k (0 values, k >= 1 slot k - 1) of p, in the staged buffers.
+std::vector<Piece> pieces(int k, const ParamInfo& p, const Staged& host) {
+  if (k == 0) return value_pieces(p, host.values);
+  return state_pieces(p, host.opt.slots.at(static_cast<size_t>(k - 1)));
 }
 
 uint64_t checksum(const std::vector<Piece>& pieces, uint64_t cols) {
@@ -258,6 +291,7 @@ std::string model_difference(const config::ModelConfig& a, const config::ModelCo
 void save(const fs::path& path, const ParamTable& params, const OptimizerState& opt,
           const TrainState& state, const std::string& config_text, const ProcessGroups& g) {
   const std::vector<Entry> entries = global_entries(params, g);
+  const Staged host = stage(params.flat_values(), opt, true);
   // Groups per tensor: its values, then the optimizer's slots (none: the weights alone).
   const int groups = 1 + static_cast<int>(opt.slots.size());
   // What this rank writes, and every tensor's checksum (XOR over the ranks that write it).
@@ -276,7 +310,7 @@ void save(const fs::path& path, const ParamTable& params, const OptimizerState& 
       if (!(k == 0 ? writes_values(p, g)
                    : writes_state(p, opt.slots[static_cast<size_t>(k - 1)], g)))
         continue;
-      written[i][static_cast<size_t>(k)] = pieces(k, p, params, opt);
+      written[i][static_cast<size_t>(k)] = pieces(k, p, host);
       sum_at(i, k) =
           static_cast<int64_t>(checksum(written[i][static_cast<size_t>(k)], columns(entries[i])));
     }
@@ -384,6 +418,7 @@ TrainState load(const fs::path& path, ParamTable& params, OptimizerState* optimi
     if (optimizer) opt.step = m.optimizer_step;
   });
   H5File& file = reader->file();
+  Staged host = stage(params.flat_values(), opt, false);
   // This rank's blocks: shapes, dtypes, then the data.
   Tensor sums = Tensor::zeros({static_cast<int64_t>(groups * entries.size())}, DType::i64);
   auto sum_at = [&](size_t i, int k) -> int64_t& {
@@ -399,10 +434,10 @@ TrainState load(const fs::path& path, ParamTable& params, OptimizerState* optimi
         const std::string name = dataset_path(k, entries[i].name, opt);
         MOETRON_CHECK(file.shape(name) == entries[i].shape, name, ": the reader checked it");
         if (k == 0) {  // padding rows (past the vocabulary) are zero
-          float* v = params.flat_values().data<float>() + p.offset;
+          float* v = host.values.data<float>() + p.offset;
           std::fill(v, v + p.numel(), 0.0f);
         }
-        const std::vector<Piece> read = pieces(k, p, params, opt);
+        const std::vector<Piece> read = pieces(k, p, host);
         for (const Piece& piece : read) file.read(name, piece.rects, piece.values);
         // Every element is counted by the one rank that would write it in this layout.
         if (k == 0 ? writes_values(p, g)
@@ -423,6 +458,7 @@ TrainState load(const fs::path& path, ParamTable& params, OptimizerState* optimi
       }
     file.close();
   });
+  unstage(host, params.flat_values(), opt);
   return state;
 }
 

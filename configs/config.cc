@@ -17,6 +17,7 @@
 #include <utility>
 
 #include "core/check.h"
+#include "core/tensor.h"
 #include "core/threads.h"
 #include "data/file_io.h"
 
@@ -636,6 +637,11 @@ void validate_impl(const config::RunConfig& cfg) {
   check_logging(cfg.logging());
   in_range("threads", cfg.threads(), 0, kMaxThreads,
            concat("[0, ", kMaxThreads, "] (0 = one per core)"));
+  try {
+    parse_device(cfg.device());
+  } catch (const Error&) {
+    fail("device", concat("\"", cfg.device(), "\""), "must be cpu, cuda or cuda:N (docs/gpu.md)");
+  }
 }
 
 // Where the field at `path` ("a.b[2].c") was written in the parsed file, as "FILE:L:C", or

@@ -2,8 +2,10 @@
 
 #include "core/backend.h"
 
+#include <charconv>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <sstream>
 
 namespace moetron {
@@ -56,6 +58,22 @@ std::string device_name(Device device) {
       return "meta";
   }
   return "?";
+}
+
+Device parse_device(std::string_view name) {
+  const auto indexed = [&](std::string_view kind, DeviceKind k) -> std::optional<Device> {
+    if (name == kind) return Device{k, 0};
+    if (!name.starts_with(kind) || name.size() <= kind.size() + 1 || name[kind.size()] != ':')
+      return std::nullopt;
+    int index = 0;
+    const char* first = name.data() + kind.size() + 1;
+    const auto [end, ec] = std::from_chars(first, name.data() + name.size(), index);
+    if (ec != std::errc() || end != name.data() + name.size() || index < 0) return std::nullopt;
+    return Device{k, index};
+  };
+  if (const auto d = indexed("cpu", DeviceKind::cpu)) return *d;
+  if (const auto d = indexed("cuda", DeviceKind::cuda)) return *d;
+  throw Error(detail::concat("device \"", name, "\" (valid: cpu, cuda, cuda:N)"));
 }
 
 std::string shape_str(const Shape& shape) {

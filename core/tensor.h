@@ -7,6 +7,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/check.h"
@@ -49,6 +50,10 @@ struct Device {
   bool operator==(const Device&) const = default;
 };
 std::string device_name(Device device);
+// The device a name gives: "cpu", "cuda" (= "cuda:0"), "cuda:N", "cpu:N" (cpu:1 is the device
+// backend's code on the host, core/backend.h); throws Error naming `name` and what is valid.
+// Whether this build and machine have its backend is backend()'s to say.
+Device parse_device(std::string_view name);
 
 using Shape = std::vector<int64_t>;
 std::string shape_str(const Shape& shape);

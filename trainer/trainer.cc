@@ -261,7 +261,7 @@ class Run {
         log_(log),
         options_(options),
         model_(cfg.model(), cfg.data().micro_batch_size(), cfg.data().seq_len(),
-               groups.runtime({}, compute_dtype(cfg.precision()))),
+               groups.runtime(parse_device(cfg.device()), compute_dtype(cfg.precision()))),
         step_(model_, cfg.optimizer(), groups, cfg.data().grad_accum_steps()),
         train_loader_(train_set, window(), cfg.data().micro_batch_size(), cfg.seed(),
                       groups.dp_rank(), groups.layout().dp),
@@ -396,10 +396,12 @@ void Run::log_header(double peak_gflops, int64_t tokens_per_step) {
   os << ", " << dims.layers << " layers, MTP D=" << dims.mtp_depth << ", " << tokens_per_step
      << " tokens/step, ";
   if (layout.world > 1) os << layout.world << " ranks (" << layout.describe() << ") x ";
-  os << compute_threads() << " threads, " << dtype_name(model_.runtime().compute) << " GEMM peak "
-     << std::fixed << std::setprecision(0) << peak_gflops << " GFLOP/s"
-     << (layout.world > 1 ? " per rank" : "") << "; train " << train_loader_.dataset().num_tokens()
-     << " tokens, val " << (val_set_ ? val_set_->num_tokens() : 0) << " tokens ("
+  os << compute_threads() << " threads";
+  if (model_.runtime().device != Device{}) os << " on " << device_name(model_.runtime().device);
+  os << ", " << dtype_name(model_.runtime().compute) << " GEMM peak " << std::fixed
+     << std::setprecision(0) << peak_gflops << " GFLOP/s" << (layout.world > 1 ? " per rank" : "")
+     << "; train " << train_loader_.dataset().num_tokens() << " tokens, val "
+     << (val_set_ ? val_set_->num_tokens() : 0) << " tokens ("
      << val_batches_ * cfg_.data().micro_batch_size() << " windows per evaluation"
      << (cfg_.logging().val_sequences() > 0 ? "" : ", logging.val_batches: depends on the layout")
      << "); run dir " << run_dir_.string();
@@ -606,6 +608,21 @@ TrainResult train(const config::RunConfig& cfg, std::ostream& console,
   const auto& dc = cfg.data();
   const auto& lc = cfg.logging();
 
+  // The device first: one this build or machine lacks, or one a parallel job cannot use yet,
+  // stops before anything is read or allocated.
+  const Device device = parse_device(cfg.device());  // validated: a valid name
+  run_collectively(groups.world(), [&] {
+    if (device != Device{} && groups.layout().world > 1)
+      throw Error(concat("device = \"", cfg.device(), "\" with ", groups.layout().world,
+                         " ranks: a device runs one process for now (the trainer's NCCL ",
+                         "communicator is not wired yet; docs/gpu.md); run one process, or ",
+                         "device \"cpu\""));
+    try {
+      backend(device);
+    } catch (const Error& e) {
+      throw Error(concat("device = \"", cfg.device(), "\": ", e.what()));
+    }
+  });
   // Data first: a bad dataset, or a window longer than a split, fails before any large
   // allocation and before the run directory is touched. Every rank checks; rank 0 takes the
   // run's directories; a failure anywhere stops every rank with the same message.
@@ -629,11 +646,16 @@ TrainResult train(const config::RunConfig& cfg, std::ostream& console,
   // changes. The GEMM probe runs now, its matrices gone before the model's arrive.
   std::optional<RunPlan> plan;
   // The peak of the precision the GEMMs run in, so the MFU is against what this precision can do.
+  // On a GPU: the H200's, the GPU this project checks on (moetron plan's device table; the CPU
+  // probe would measure the wrong chip).
   const DType compute = compute_dtype(cfg.precision());
-  const double peak_flops = measure_gemm_gflops(2048, 3, compute) * 1e9;
-  backend(groups.runtime().device).reset_peak();  // the run's peak, not the probe's
+  const DeviceSpec spec =
+      device.kind == DeviceKind::cuda
+          ? device_spec("h200")
+          : cpu_spec(measure_gemm_gflops(2048, 3, compute) * 1e9, ranks_here(groups));
+  backend(device).reset_peak();  // the run's peak, not the probe's
   run_collectively(groups.world(), [&] {
-    plan.emplace(plan_run(cfg, groups.layout().world, cpu_spec(peak_flops, ranks_here(groups))));
+    plan.emplace(plan_run(cfg, groups.layout().world, spec));
     if (!plan->fits()) throw Error(does_not_fit(*plan));
   });
   // The run's directories, every check made before anything in them changes (trainer/run_dir.h).
