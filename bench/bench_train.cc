@@ -163,7 +163,7 @@ int run(std::span<const std::string> args, const MpiRuntime& mpi) {
   const auto& mc = cfg.model();
   const int accum = cfg.data().grad_accum_steps();
   const DType compute = compute_dtype(cfg.precision());
-  Model model(mc, cfg.data().micro_batch_size(), cfg.data().seq_len(), groups.runtime({}, compute));
+  Model model(mc, cfg.data().micro_batch_size(), cfg.data().seq_len(), groups.runtime(compute));
   const ModelDims& d = model.dims();
   model.params().init(cfg.seed(), mc.init_std());
   // Each data-parallel rank its own tokens; tensor-parallel ranks share them.

@@ -9,11 +9,14 @@
 // docs/parallelism.md relates the counts to each layout's analytic volume.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 
+#include "core/comm_parts.h"
 #include "core/tensor.h"
 
 namespace moetron {
@@ -70,6 +73,32 @@ class Communicator {
 
  protected:
   explicit Communicator(std::string name) : name_(std::move(name)) {}
+
+  // Counts one call of `bytes` payload into the stats and adds the seconds until it goes out of
+  // scope.
+  class Timed {
+   public:
+    Timed(CommStats& stats, int64_t bytes);
+    ~Timed();
+    Timed(const Timed&) = delete;
+    Timed& operator=(const Timed&) = delete;
+
+   private:
+    CommStats& stats_;
+    std::chrono::steady_clock::time_point start_;
+  };
+
+  // The arguments' checks every implementation makes (Error naming the group and the shapes),
+  // returning where the parts lie: all_gather's sizes; all_to_all's block; all_to_all_v's sent
+  // and received parts; the reduce-scatter's and all-gather's parts of a flat f32 x.
+  void check_all_gather(const Tensor& in, const Tensor& out) const;
+  int64_t all_to_all_block(const Tensor& send, const Tensor& recv) const;
+  std::pair<CommParts, CommParts> all_to_all_v_parts(const Tensor& send,
+                                                     std::span<const int64_t> send_rows,
+                                                     const Tensor& recv,
+                                                     std::span<const int64_t> recv_rows) const;
+  CommParts flat_parts(const Tensor& x, std::span<const int64_t> counts, const char* what) const;
+
   CommStats stats_;
 
  private:

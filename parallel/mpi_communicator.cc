@@ -3,69 +3,20 @@
 #include <chrono>
 #include <cstring>
 #include <functional>
-#include <limits>
 #include <vector>
 
 #include "core/check.h"
 #include "core/comm_parts.h"
+#include "parallel/mpi_calls.h"
 
 namespace moetron {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-MPI_Datatype mpi_type(DType dtype) {
-  switch (dtype) {
-    case DType::f32:
-      return MPI_FLOAT;
-    case DType::f64:
-      return MPI_DOUBLE;
-    case DType::i32:
-      return MPI_INT32_T;
-    case DType::i64:
-      return MPI_INT64_T;
-    case DType::u8:
-      return MPI_UINT8_T;
-    default:
-      MOETRON_CHECK(false, "no MPI type for ", dtype_name(dtype));
-  }
-  return MPI_DATATYPE_NULL;
-}
-
-void check_mpi(int code, const char* call) {
-  if (code == MPI_SUCCESS) return;
-  char text[MPI_MAX_ERROR_STRING];
-  int len = 0;
-  MPI_Error_string(code, text, &len);
-  throw Error(detail::concat(call, " failed: ", std::string(text, static_cast<size_t>(len))));
-}
-
 void* data_of(const Tensor& t) {
   return t.defined() ? t.raw_data() : nullptr;
 }
-
-// MPI counts are int: every message here must fit.
-int as_count(int64_t n) {
-  MOETRON_CHECK(n >= 0 && n <= std::numeric_limits<int>::max(), "MPI count ", n,
-                " does not fit an int (one call takes at most 2^31 - 1 elements)");
-  return static_cast<int>(n);
-}
-
-// Times a blocking call into the stats.
-class Timed {
- public:
-  Timed(CommStats& stats, int64_t bytes) : stats_(stats), start_(Clock::now()) {
-    ++stats_.calls;
-    stats_.bytes += bytes;
-  }
-  ~Timed() { stats_.seconds += std::chrono::duration<double>(Clock::now() - start_).count(); }
-  Timed(const Timed&) = delete;
-  Timed& operator=(const Timed&) = delete;
-
- private:
-  CommStats& stats_;
-  Clock::time_point start_;
-};
 
 // The requests are started in the *_async calls and waited here; clang's MPI checker cannot
 // follow a request into an object, hence the NOLINT blocks around both ends.
@@ -106,20 +57,6 @@ class MpiRequest final : public CommRequest {
 };
 // NOLINTEND(clang-analyzer-optin.mpi.MPI-Checker)
 
-// MPI's int counts and displacements of `parts`; the last displacement plus its count must fit.
-struct MpiParts {
-  std::vector<int> counts, displs;
-};
-MpiParts mpi_parts(const CommParts& parts) {
-  MpiParts m;
-  for (size_t i = 0; i < parts.counts.size(); ++i) {
-    m.counts.push_back(as_count(parts.counts[i]));
-    m.displs.push_back(as_count(parts.offsets[i]));
-  }
-  as_count(parts.total);
-  return m;
-}
-
 }  // namespace
 
 MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::string name)
@@ -150,9 +87,7 @@ void MpiCommunicator::all_reduce(Tensor& x, ReduceOp op) {
 }
 
 void MpiCommunicator::all_gather(const Tensor& in, Tensor& out) {
-  MOETRON_CHECK(out.numel() == in.numel() * size_ && out.dtype() == in.dtype(),
-                "all_gather: ", shape_str(in.shape()), " x ", size_, " into ",
-                shape_str(out.shape()));
+  check_all_gather(in, out);
   const Timed t(stats_, static_cast<int64_t>(in.bytes()));
   check_mpi(MPI_Allgather(data_of(in), as_count(in.numel()), mpi_type(in.dtype()), data_of(out),
                           as_count(in.numel()), mpi_type(in.dtype()), comm_),
@@ -160,10 +95,7 @@ void MpiCommunicator::all_gather(const Tensor& in, Tensor& out) {
 }
 
 void MpiCommunicator::all_to_all(const Tensor& send, Tensor& recv) {
-  MOETRON_CHECK(
-      send.numel() == recv.numel() && send.numel() % size_ == 0 && send.dtype() == recv.dtype(),
-      "all_to_all: ", shape_str(send.shape()), " -> ", shape_str(recv.shape()));
-  const int64_t block = send.numel() / size_;
+  const int64_t block = all_to_all_block(send, recv);
   const Timed t(stats_, (size_ - 1) * block * static_cast<int64_t>(dtype_size(send.dtype())));
   check_mpi(MPI_Alltoall(data_of(send), as_count(block), mpi_type(send.dtype()), data_of(recv),
                          as_count(block), mpi_type(send.dtype()), comm_),
@@ -172,17 +104,7 @@ void MpiCommunicator::all_to_all(const Tensor& send, Tensor& recv) {
 
 void MpiCommunicator::all_to_all_v(const Tensor& send, std::span<const int64_t> send_rows,
                                    Tensor& recv, std::span<const int64_t> recv_rows) {
-  MOETRON_CHECK(static_cast<int>(send_rows.size()) == size_ &&
-                    static_cast<int>(recv_rows.size()) == size_ && send.cols() == recv.cols() &&
-                    send.dtype() == recv.dtype(),
-                "all_to_all_v over ", name(), ": ", send_rows.size(), " send and ",
-                recv_rows.size(), " receive counts for ", size_, " ranks, ",
-                shape_str(send.shape()), " -> ", shape_str(recv.shape()));
-  const int64_t cols = send.cols();
-  const CommParts sent = comm_parts(send_rows, cols), received = comm_parts(recv_rows, cols);
-  MOETRON_CHECK(sent.total <= send.numel() && received.total <= recv.numel(),
-                "all_to_all_v: ", sent.total, " elements from ", shape_str(send.shape()), ", ",
-                received.total, " into ", shape_str(recv.shape()));
+  const auto [sent, received] = all_to_all_v_parts(send, send_rows, recv, recv_rows);
   const MpiParts s = mpi_parts(sent), r = mpi_parts(received);
   const int64_t sent_elsewhere = sent.total - sent.counts[static_cast<size_t>(rank_)];
   const Timed t(stats_, sent_elsewhere * static_cast<int64_t>(dtype_size(send.dtype())));
@@ -219,11 +141,7 @@ std::unique_ptr<CommRequest> MpiCommunicator::all_reduce_async(Tensor& x) {
 
 std::unique_ptr<CommRequest> MpiCommunicator::reduce_scatter_async(
     Tensor& x, std::span<const int64_t> counts) {
-  MOETRON_CHECK(static_cast<int>(counts.size()) == size_ && x.dtype() == DType::f32,
-                "reduce_scatter: ", counts.size(), " parts for ", size_, " ranks");
-  const CommParts parts = comm_parts(counts);
-  MOETRON_CHECK(parts.total == x.numel(), "reduce_scatter over ", name(), ": parts cover ",
-                parts.total, " of ", x.numel(), " elements");
+  const CommParts parts = flat_parts(x, counts, "reduce_scatter");
   auto m = std::make_shared<MpiParts>(mpi_parts(parts));
   ++stats_.calls;
   stats_.bytes += counts[static_cast<size_t>(rank_)] * 4;
@@ -243,11 +161,7 @@ std::unique_ptr<CommRequest> MpiCommunicator::reduce_scatter_async(
 
 std::unique_ptr<CommRequest> MpiCommunicator::all_gather_async(Tensor& x,
                                                                std::span<const int64_t> counts) {
-  MOETRON_CHECK(static_cast<int>(counts.size()) == size_ && x.dtype() == DType::f32,
-                "all_gather: ", counts.size(), " parts for ", size_, " ranks");
-  const CommParts parts = comm_parts(counts);
-  MOETRON_CHECK(parts.total == x.numel(), "all_gather over ", name(), ": parts cover ", parts.total,
-                " of ", x.numel(), " elements");
+  const CommParts parts = flat_parts(x, counts, "all_gather");
   auto m = std::make_shared<MpiParts>(mpi_parts(parts));
   ++stats_.calls;
   stats_.bytes += counts[static_cast<size_t>(rank_)] * 4;

@@ -261,7 +261,7 @@ class Run {
         log_(log),
         options_(options),
         model_(cfg.model(), cfg.data().micro_batch_size(), cfg.data().seq_len(),
-               groups.runtime(parse_device(cfg.device()), compute_dtype(cfg.precision()))),
+               groups.runtime(compute_dtype(cfg.precision()))),
         step_(model_, cfg.optimizer(), groups, cfg.data().grad_accum_steps()),
         train_loader_(train_set, window(), cfg.data().micro_batch_size(), cfg.seed(),
                       groups.dp_rank(), groups.layout().dp),
@@ -600,23 +600,19 @@ TrainResult Run::run() {
 
 TrainResult train(const config::RunConfig& cfg, std::ostream& console,
                   const TrainOptions& options) {
-  const ProcessGroups alone;
+  // The device first: one this build or machine lacks stops before anything is read or
+  // allocated (a parallel job's groups checked it already, on every rank).
+  const Device device = parse_device(cfg.device());  // validated: a valid name
+  const ProcessGroups alone(device);
   const ProcessGroups& groups = options.groups ? *options.groups : alone;
+  MOETRON_CHECK(groups.device() == device, "the process groups are for ",
+                device_name(groups.device()), ", the config's device is ", cfg.device());
   const bool root = groups.rank() == 0;
   set_compute_threads(cfg.threads());
   const auto& mc = cfg.model();
   const auto& dc = cfg.data();
   const auto& lc = cfg.logging();
-
-  // The device first: one this build or machine lacks, or one a parallel job cannot use yet,
-  // stops before anything is read or allocated.
-  const Device device = parse_device(cfg.device());  // validated: a valid name
   run_collectively(groups.world(), [&] {
-    if (device != Device{} && groups.layout().world > 1)
-      throw Error(concat("device = \"", cfg.device(), "\" with ", groups.layout().world,
-                         " ranks: a device runs one process for now (the trainer's NCCL ",
-                         "communicator is not wired yet; docs/gpu.md); run one process, or ",
-                         "device \"cpu\""));
     try {
       backend(device);
     } catch (const Error& e) {

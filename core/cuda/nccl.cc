@@ -17,25 +17,21 @@ void ok(ncclResult_t r, const char* what, int rank) {
     throw Error(detail::concat("NCCL ", what, " (rank ", rank, "): ", ncclGetErrorString(r)));
 }
 
-ncclDataType_t nccl_type(NcclType t) {
+ncclDataType_t nccl_type(CommType t) {
   switch (t) {
-    case NcclType::f32:
+    case CommType::f32:
       return ncclFloat32;
-    case NcclType::f64:
+    case CommType::f64:
       return ncclFloat64;
-    case NcclType::i32:
+    case CommType::i32:
       return ncclInt32;
-    case NcclType::i64:
+    case CommType::i64:
       return ncclInt64;
-    case NcclType::bf16:
+    case CommType::bf16:
       return ncclBfloat16;
   }
   MOETRON_CHECK(false, "NCCL type ", static_cast<int>(t));
   return ncclFloat32;
-}
-
-size_t type_bytes(NcclType t) {
-  return t == NcclType::bf16 ? 2 : (t == NcclType::f32 || t == NcclType::i32 ? 4 : 8);
 }
 
 ncclComm_t raw(void* comm) {
@@ -83,13 +79,13 @@ NcclComm::~NcclComm() {
   ncclCommDestroy(raw(comm_));
 }
 
-void NcclComm::all_reduce(void* x, int64_t n, NcclType type, bool max) const {
+void NcclComm::all_reduce(void* x, int64_t n, CommType type, bool max) {
   ok(ncclAllReduce(x, x, static_cast<size_t>(n), nccl_type(type), max ? ncclMax : ncclSum,
                    raw(comm_), nullptr),
      "ncclAllReduce", rank_);
 }
 
-void NcclComm::reduce_scatter(float* x, const CommParts& parts) const {
+void NcclComm::reduce_scatter(float* x, const CommParts& parts) {
   check_parts(parts, size_, "reduce_scatter");
   if (parts.equal()) {  // in place: this rank's part is where NCCL's receive buffer must be
     const auto n = static_cast<size_t>(parts.counts.front());
@@ -107,7 +103,7 @@ void NcclComm::reduce_scatter(float* x, const CommParts& parts) const {
   });
 }
 
-void NcclComm::all_gather(float* x, const CommParts& parts) const {
+void NcclComm::all_gather(float* x, const CommParts& parts) {
   check_parts(parts, size_, "all_gather");
   if (parts.equal()) {
     const auto n = static_cast<size_t>(parts.counts.front());
@@ -126,10 +122,10 @@ void NcclComm::all_gather(float* x, const CommParts& parts) const {
 }
 
 void NcclComm::all_to_all_v(const void* send, const CommParts& sent, void* recv,
-                            const CommParts& received, NcclType type) const {
+                            const CommParts& received, CommType type) {
   check_parts(sent, size_, "all_to_all_v send");
   check_parts(received, size_, "all_to_all_v receive");
-  const size_t bytes = type_bytes(type);
+  const size_t bytes = comm_type_bytes(type);
   grouped(rank_, [&] {
     for (int j = 0; j < size_; ++j) {
       if (sent.counts[j] > 0)
@@ -145,7 +141,12 @@ void NcclComm::all_to_all_v(const void* send, const CommParts& sent, void* recv,
   });
 }
 
-void NcclComm::broadcast(void* x, int64_t n, NcclType type, int root) const {
+void NcclComm::all_gather(const void* in, void* out, int64_t n, CommType type) {
+  ok(ncclAllGather(in, out, static_cast<size_t>(n), nccl_type(type), raw(comm_), nullptr),
+     "ncclAllGather", rank_);
+}
+
+void NcclComm::broadcast(void* x, int64_t n, CommType type, int root) {
   ok(ncclBroadcast(x, x, static_cast<size_t>(n), nccl_type(type), root, raw(comm_), nullptr),
      "ncclBroadcast", rank_);
 }

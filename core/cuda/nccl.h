@@ -1,7 +1,8 @@
-// NCCL over device buffers: the collectives of core/communicator.h for device memory, their parts
-// placed by CommParts (core/comm_parts.h) exactly as the MPI communicator places host ones, so
-// the MPI equivalence suites cover that placement. Even reduce-scatters and all-gathers are
-// NCCL's own; uneven ones (ZeRO-1's shards) are a grouped ncclReduce / ncclBroadcast per part;
+// NCCL over device buffers: DeviceCollectives (core/device_collectives.h) for CUDA, which
+// parallel/device_communicator.h turns the collectives of core/communicator.h into for device
+// tensors. Parts are placed by CommParts (core/comm_parts.h) as the MPI communicator places host
+// ones, so the MPI equivalence suites cover that placement. Even reduce-scatters and all-gathers
+// are NCCL's own; uneven ones (ZeRO-1's shards) are a grouped ncclReduce / ncclBroadcast per part;
 // all_to_all_v is a grouped ncclSend / ncclRecv per peer. Calls are enqueued on the default
 // stream, ordered with the kernels, and return without waiting. One device per rank: NCCL
 // refuses two ranks on one GPU.
@@ -11,6 +12,7 @@
 #include <cstdint>
 
 #include "core/comm_parts.h"
+#include "core/device_collectives.h"
 
 namespace moetron::cuda {
 
@@ -20,30 +22,24 @@ struct NcclId {
 };
 NcclId nccl_unique_id();
 
-enum class NcclType : uint8_t { f32, f64, i32, i64, bf16 };
-
-class NcclComm {
+class NcclComm final : public DeviceCollectives {
  public:
   // ncclCommInitRank on the current device; throws Error naming the rank and NCCL's reason.
   NcclComm(const NcclId& id, int ranks, int rank);
-  ~NcclComm();
+  ~NcclComm() override;
   NcclComm(const NcclComm&) = delete;
   NcclComm& operator=(const NcclComm&) = delete;
 
-  int rank() const { return rank_; }
-  int size() const { return size_; }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
 
-  // x [n] reduced over the group in place (sum, or max).
-  void all_reduce(void* x, int64_t n, NcclType type, bool max = false) const;
-  // x holds size() parts; afterwards this rank's part holds the group's sum of it (the other
-  // parts are left as they were or hold partial sums).
-  void reduce_scatter(float* x, const CommParts& parts) const;
-  // The inverse: afterwards every part of x holds what its rank had in it.
-  void all_gather(float* x, const CommParts& parts) const;
-  // Part j of `send` goes to rank j; part i of `recv` comes from rank i.
+  void all_reduce(void* x, int64_t n, CommType type, bool max) override;
+  void all_gather(const void* in, void* out, int64_t n, CommType type) override;
+  void reduce_scatter(float* x, const CommParts& parts) override;
+  void all_gather(float* x, const CommParts& parts) override;
   void all_to_all_v(const void* send, const CommParts& sent, void* recv, const CommParts& received,
-                    NcclType type) const;
-  void broadcast(void* x, int64_t n, NcclType type, int root) const;
+                    CommType type) override;
+  void broadcast(void* x, int64_t n, CommType type, int root) override;
 
  private:
   void* comm_ = nullptr;  // an ncclComm_t

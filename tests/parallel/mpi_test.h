@@ -5,12 +5,17 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
+
 #include "parallel/mpi_communicator.h"
 
 namespace moetron::test {
 
 // The world of the running test program (MPI_COMM_WORLD).
 MpiCommunicator& world();
+
+// A path every rank can use: rank 0's `mine`, broadcast.
+std::string shared_path(const std::string& mine);
 
 class MpiTest : public ::testing::Test {
  protected:

@@ -1,4 +1,5 @@
 // main() of the MPI test programs (see mpi_test.h).
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 
@@ -29,6 +30,17 @@ class FailurePrinter : public ::testing::EmptyTestEventListener {
 
 MpiCommunicator& world() {
   return *g_world;
+}
+
+std::string shared_path(const std::string& mine) {
+  Tensor n = Tensor::zeros({1}, DType::i64);
+  n.data<int64_t>()[0] = static_cast<int64_t>(mine.size());
+  world().broadcast(n, 0);
+  Tensor text = Tensor::zeros({std::max<int64_t>(n.data<int64_t>()[0], 1)}, DType::u8);
+  if (world().rank() == 0) std::copy(mine.begin(), mine.end(), text.data<uint8_t>());
+  world().broadcast(text, 0);
+  return {reinterpret_cast<const char*>(text.data<uint8_t>()),
+          static_cast<size_t>(n.data<int64_t>()[0])};
 }
 
 void MpiTest::TearDown() {

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "configs/config.h"
+#include "core/ops.h"
 #include "data/loader.h"
 #include "data/prepare.h"
 #include "models/model.h"
@@ -29,6 +30,7 @@
 #include "parallel/process_groups.h"
 #include "tests/adam_check.h"
 #include "tests/data/test_util.h"
+#include "tests/host_kernels.h"
 #include "tests/parallel/mpi_test.h"
 #include "trainer/train_step.h"
 
@@ -129,6 +131,7 @@ struct Variant {
   int ns_steps = 0;           // its Newton-Schulz iterations (0: the default)
   bool hybrid = false;        // test_config's
   bool bf16 = false;          // precision BF16
+  Device device = {};         // cpu:1: the device backend and communicator (vs the CPU's rank)
   // Muon's amplified rounding needs the wider bounds (Reference below); with one iteration the
   // layouts meet AdamW's.
   bool wide_bounds() const { return muon && ns_steps != 1; }
@@ -140,7 +143,8 @@ struct Variant {
            (mla > 0 ? mla == 1 ? ", MLA q LoRA" : ", MLA q_proj" : "") + (muon ? ", Muon" : "") +
            (qk_clip > 0 ? ", QK-clip " + std::to_string(qk_clip) : "") +
            (ns_steps > 0 ? ", NS steps " + std::to_string(ns_steps) : "") +
-           (hybrid ? ", Gated DeltaNet hybrid" : "") + (bf16 ? ", bf16" : "") + ")";
+           (hybrid ? ", Gated DeltaNet hybrid" : "") + (bf16 ? ", bf16" : "") +
+           (device != Device{} ? ", on " + device_name(device) : "") + ")";
   }
 };
 
@@ -153,7 +157,7 @@ std::vector<float> router_biases(const ParamTable& params) {
   std::vector<float> out;
   for (const ParamInfo& p : params.infos())
     if (p.kind == ParamKind::buffer) {
-      const auto v = params.value(params.find(p.name)).span<float>();
+      const std::vector<float> v = ops::to_host<float>(params.value(params.find(p.name)));
       out.insert(out.end(), v.begin(), v.end());
     }
   return out;
@@ -168,7 +172,7 @@ Record train(const Variant& v, const ProcessGroups& groups, std::unique_ptr<Mode
       test_config(v.capacity_factor, v.mla, v.muon, v.qk_clip, v.ns_steps, v.hybrid);
   const data::Dataset ds(dataset_dir(), data::Split::train);
   model = std::make_unique<Model>(cfg.model(), cfg.data().micro_batch_size(), cfg.data().seq_len(),
-                                  groups.runtime({}, v.bf16 ? DType::bf16 : DType::f32));
+                                  groups.runtime(v.bf16 ? DType::bf16 : DType::f32));
   model->params().init(cfg.seed(), cfg.model().init_std());
   if (v.one_expert)
     for (const ParamInfo& p : model->params().infos())
@@ -306,7 +310,7 @@ void expect_matches_reference(const Variant& v) {
   layout.ep = v.ep;
   layout.zero1 = v.zero1;
   ASSERT_EQ(v.dp * v.tp, world().size());
-  const ProcessGroups groups(layout);
+  const ProcessGroups groups(layout, MPI_COMM_WORLD, v.device);
   std::unique_ptr<Model> model;
   const Record got = train(v, groups, model, v.accum);
   const Reference& ref = reference(v, v.dp * v.accum);
@@ -351,7 +355,8 @@ void expect_matches_reference(const Variant& v) {
   if (v.bf16) return;
   for (const ParamInfo& p : model->params().infos()) {
     const Block want = reference_block(p, *ref.model);
-    const auto got = model->params().value(model->params().find(p.name)).span<float>();
+    const std::vector<float> got =
+        ops::to_host<float>(model->params().value(model->params().find(p.name)));
     ref.weights.expect_close(got, want.values, p.name, lr, want.index);
   }
 }
@@ -426,6 +431,18 @@ TEST_F(World2, Bf16LayoutsMatchOneRank) {
   for (auto [dp, tp, ep, zero1] : {std::tuple{2, 1, 2, true}, {1, 2, 2, false}, {1, 2, 1, false}}) {
     Variant v{dp, tp, ep, zero1};
     v.bf16 = true;
+    expect_matches_reference(v);
+  }
+}
+
+// A run on a device (cpu:1, the CUDA backend's code on the host) with its device communicator
+// (parallel/device_communicator.h: device tensors over the device's collectives, MPI standing in
+// for NCCL) against the CPU's single rank, with the CPU layouts' bounds.
+TEST_F(World2, DeviceLayoutsMatchOneRank) {
+  MOETRON_REQUIRE_WORLD(2);
+  for (auto [dp, tp, ep, zero1] : {std::tuple{2, 1, 2, true}, {1, 2, 2, false}, {2, 1, 1, false}}) {
+    Variant v{dp, tp, ep, zero1};
+    v.device = test::host_kernels_device();
     expect_matches_reference(v);
   }
 }
@@ -519,6 +536,13 @@ TEST_F(World4, MuonLayoutsMatchOneRank) {
     v.qk_clip = 1e-3f;
     expect_matches_reference(v);
   }
+}
+
+TEST_F(World4, DeviceLayoutsMatchOneRank) {
+  MOETRON_REQUIRE_WORLD(4);
+  Variant v{2, 2, 2, true};
+  v.device = test::host_kernels_device();
+  expect_matches_reference(v);
 }
 
 TEST_F(World4, CapacityDroppingMatchesOneRank) {

@@ -79,7 +79,7 @@ TEST(MemoryPlan, TheMetaModelAllocatesWhatTheCpuModelDoes) {
     {
       const ProcessGroups alone;
       Model model(cfg.model(), cfg.data().micro_batch_size(), cfg.data().seq_len(),
-                  alone.runtime({}, compute_dtype(cfg.precision())));
+                  alone.runtime(compute_dtype(cfg.precision())));
       model.params().init(cfg.seed(), cfg.model().init_std());
       TrainStep step(model, cfg.optimizer(), alone, 1);
       std::vector<int32_t> tokens(static_cast<size_t>(model.dims().batch * model.dims().window()));

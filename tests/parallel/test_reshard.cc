@@ -26,18 +26,6 @@ namespace {
 namespace fs = std::filesystem;
 using test::world;
 
-// A path every rank can use: rank 0's, broadcast.
-std::string shared_path(const std::string& mine) {
-  Tensor n = Tensor::zeros({1}, DType::i64);
-  n.data<int64_t>()[0] = static_cast<int64_t>(mine.size());
-  world().broadcast(n, 0);
-  Tensor text = Tensor::zeros({std::max<int64_t>(n.data<int64_t>()[0], 1)}, DType::u8);
-  if (world().rank() == 0) std::copy(mine.begin(), mine.end(), text.data<uint8_t>());
-  world().broadcast(text, 0);
-  return {reinterpret_cast<const char*>(text.data<uint8_t>()),
-          static_cast<size_t>(n.data<int64_t>()[0])};
-}
-
 class World4Reshard : public test::MpiTest {
  protected:
   void SetUp() override {
@@ -48,7 +36,7 @@ class World4Reshard : public test::MpiTest {
       o.output = dir_ / "prepared";
       data::prepare_dataset(o);
     }
-    root_ = shared_path(dir_.path().string());
+    root_ = test::shared_path(dir_.path().string());
   }
 
   config::RunConfig cfg() const {

@@ -143,7 +143,7 @@ int run_eval(std::span<const std::string> args, const StopToken& stop) {
                    cfg.data().micro_batch_size(), cfg.seed());  // throws if too short
     });
     Model model(cfg.model(), cfg.data().micro_batch_size(), cfg.data().seq_len(),
-                groups.runtime({}, compute_dtype(cfg.precision())));
+                groups.runtime(compute_dtype(cfg.precision())));
     const checkpoint::TrainState state =
         checkpoint::load(file, model.params(), nullptr, cfg, groups);
     // The MTP weight the checkpoint's last step trained with, as train's validation uses.

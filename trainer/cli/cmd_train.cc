@@ -110,8 +110,11 @@ int run_train(std::span<const std::string> args, const StopToken& stop,
     p->set_dp(layout.dp);
     p->set_tp(layout.tp);
     p->set_ep(layout.ep);
+    // A run on a device gets the device's collectives for its device tensors (NCCL on CUDA).
     const std::optional<ProcessGroups> groups =
-        mpi.active() ? std::optional<ProcessGroups>(std::in_place, layout) : std::nullopt;
+        mpi.active() ? std::optional<ProcessGroups>(std::in_place, layout, MPI_COMM_WORLD,
+                                                    parse_device(cfg.device()))
+                     : std::nullopt;
     options.stop = stop;
     options.save_request = save_request;
     options.groups = groups ? &*groups : nullptr;
