@@ -15,6 +15,7 @@
 #include "core/kernels/decode.h"
 #include "core/kernels/dispatch.h"
 #include "core/kernels/elementwise.h"
+#include "core/kernels/gated_delta.h"
 #include "core/kernels/linear_attention.h"
 #include "core/kernels/reduce.h"
 #include "core/kernels/rmsnorm.h"

@@ -152,19 +152,8 @@ void kill_during_saves(int ranks, int kills, uint64_t seed) {
       EXPECT_NE(log.find(want), std::string::npos) << "run " << i << ": no \"" << want << "\"\n"
                                                    << log;
     }
-    if (i % 2 == 1) {
-      // Aimed: wait for the next save to start writing, then kill inside it.
-      const auto until = std::chrono::steady_clock::now() + 30s;
-      while (!has_partial(checkpoints) && std::chrono::steady_clock::now() < until)
-        std::this_thread::sleep_for(1ms);
-      std::this_thread::sleep_for(
-          std::chrono::microseconds(std::uniform_int_distribution<int>(0, 20'000)(gen)));
-    } else {  // at random
-      std::this_thread::sleep_for(
-          std::chrono::microseconds(std::uniform_int_distribution<int>(0, 300'000)(gen)));
-    }
     pid_t victim = pid;
-    if (ranks > 1) {  // a rank, not the launcher
+    if (ranks > 1) {  // a rank, not the launcher: found before the aim, which must be quick
       FILE* p =
           popen(("pgrep -P " + std::to_string(pid) + " -f 'trainer/moetron train'").c_str(), "r");
       long rank_pid = 0;
@@ -173,6 +162,20 @@ void kill_during_saves(int ranks, int kills, uint64_t seed) {
       ASSERT_TRUE(found) << "run " << i << ": no rank among mpirun's children to kill";
       victim = static_cast<pid_t>(rank_pid);
     }
+    if (i % 2 == 1) {
+      // Aimed: wait for the next save to start writing, then kill inside it.
+      const auto until = std::chrono::steady_clock::now() + 30s;
+      while (!has_partial(checkpoints) && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(1ms);
+      std::this_thread::sleep_for(
+          std::chrono::microseconds(std::uniform_int_distribution<int>(0, 5'000)(gen)));
+    } else {  // at random
+      std::this_thread::sleep_for(
+          std::chrono::microseconds(std::uniform_int_distribution<int>(0, 300'000)(gen)));
+    }
+    // In a save when its partial file is there as the kill lands (a failing job's rank 0 may
+    // remove it afterwards).
+    if (has_partial(checkpoints)) ++during_save;
     kill(victim, SIGKILL);
     if (ranks > 1) {
       const test::Exit e = test::wait_for(pid, 60s);  // kills what is left of the job then
@@ -181,7 +184,6 @@ void kill_during_saves(int ranks, int kills, uint64_t seed) {
       int status = 0;
       waitpid(pid, &status, 0);
     }
-    if (has_partial(checkpoints)) ++during_save;
     const std::string name = latest_name(checkpoints);
     ASSERT_FALSE(name.empty()) << "kill " << i << ": no latest";
     EXPECT_FALSE(name.ends_with(".partial")) << name;
