@@ -49,14 +49,9 @@ ProcessGroups::ProcessGroups(const Layout& layout, MPI_Comm base, Device device)
   rank_ = world_mpi->rank();
   MOETRON_CHECK(world_mpi->size() == layout.world, "layout for ", layout.world, " ranks, world of ",
                 world_mpi->size());
-  if (device_ != Device{})  // the device's collectives need its backend on every rank
-    run_collectively(world_mpi.get(), [&] {
-      try {
-        backend(device_);
-      } catch (const Error& e) {
-        throw Error(detail::concat("device ", device_name(device_), ": ", e.what()));
-      }
-    });
+  // The device's collectives need its backend on every rank ("device cuda:7 has no backend in
+  // this process ..." otherwise, on every rank alike).
+  if (device_ != Device{}) run_collectively(world_mpi.get(), [&] { backend(device_); });
   // Same color, one group; ordered by world rank.
   auto dp = world_mpi->split(tp_rank(), rank_, "dp");
   auto tp = world_mpi->split(dp_rank(), rank_, "tp");
