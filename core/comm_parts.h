@@ -24,6 +24,12 @@ struct CommParts {
   }
 };
 
+// A collective's parts must be one per rank of the group.
+inline void check_part_count(const CommParts& p, int size, const char* what) {
+  MOETRON_CHECK(static_cast<int>(p.counts.size()) == size, what, ": ", p.counts.size(),
+                " parts for ", size, " ranks");
+}
+
 inline CommParts comm_parts(std::span<const int64_t> counts, int64_t width = 1) {
   CommParts p;
   p.counts.reserve(counts.size());

@@ -4,14 +4,6 @@
 #include "parallel/mpi_calls.h"
 
 namespace moetron {
-namespace {
-
-void check_parts(const CommParts& p, int size, const char* what) {
-  MOETRON_CHECK(static_cast<int>(p.counts.size()) == size, what, ": ", p.counts.size(),
-                " parts for ", size, " ranks");
-}
-
-}  // namespace
 
 MpiCollectives::MpiCollectives(MPI_Comm comm) : comm_(comm) {
   MPI_Comm_rank(comm_, &rank_);
@@ -31,7 +23,7 @@ void MpiCollectives::all_gather(const void* in, void* out, int64_t n, CommType t
 
 // A reduce per part to its rank, as NCCL's uneven path does.
 void MpiCollectives::reduce_scatter(float* x, const CommParts& parts) {
-  check_parts(parts, size_, "reduce_scatter");
+  check_part_count(parts, size_, "reduce_scatter");
   for (int j = 0; j < size_; ++j) {
     float* part = x + parts.offsets[static_cast<size_t>(j)];
     const int n = as_count(parts.counts[static_cast<size_t>(j)]);
@@ -41,7 +33,7 @@ void MpiCollectives::reduce_scatter(float* x, const CommParts& parts) {
 }
 
 void MpiCollectives::all_gather(float* x, const CommParts& parts) {
-  check_parts(parts, size_, "all_gather");
+  check_part_count(parts, size_, "all_gather");
   const MpiParts m = mpi_parts(parts);
   check_mpi(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x, m.counts.data(), m.displs.data(),
                            MPI_FLOAT, comm_),
@@ -50,8 +42,8 @@ void MpiCollectives::all_gather(float* x, const CommParts& parts) {
 
 void MpiCollectives::all_to_all_v(const void* send, const CommParts& sent, void* recv,
                                   const CommParts& received, CommType type) {
-  check_parts(sent, size_, "all_to_all_v send");
-  check_parts(received, size_, "all_to_all_v receive");
+  check_part_count(sent, size_, "all_to_all_v send");
+  check_part_count(received, size_, "all_to_all_v receive");
   const MpiParts s = mpi_parts(sent), r = mpi_parts(received);
   // A buffer of no rows may have no storage: MPI is given a valid dummy address.
   char dummy = 0;

@@ -52,11 +52,6 @@ void grouped(int rank, Calls&& calls) {
   ok(ncclGroupEnd(), "ncclGroupEnd", rank);
 }
 
-void check_parts(const CommParts& p, int size, const char* what) {
-  MOETRON_CHECK(static_cast<int>(p.counts.size()) == size, what, ": ", p.counts.size(),
-                " parts for ", size, " ranks");
-}
-
 }  // namespace
 
 NcclId nccl_unique_id() {
@@ -86,7 +81,7 @@ void NcclComm::all_reduce(void* x, int64_t n, CommType type, bool max) {
 }
 
 void NcclComm::reduce_scatter(float* x, const CommParts& parts) {
-  check_parts(parts, size_, "reduce_scatter");
+  check_part_count(parts, size_, "reduce_scatter");
   if (parts.equal()) {  // in place: this rank's part is where NCCL's receive buffer must be
     const auto n = static_cast<size_t>(parts.counts.front());
     ok(ncclReduceScatter(x, x + parts.offsets[rank_], n, ncclFloat32, ncclSum, raw(comm_), nullptr),
@@ -104,7 +99,7 @@ void NcclComm::reduce_scatter(float* x, const CommParts& parts) {
 }
 
 void NcclComm::all_gather(float* x, const CommParts& parts) {
-  check_parts(parts, size_, "all_gather");
+  check_part_count(parts, size_, "all_gather");
   if (parts.equal()) {
     const auto n = static_cast<size_t>(parts.counts.front());
     ok(ncclAllGather(x + parts.offsets[rank_], x, n, ncclFloat32, raw(comm_), nullptr),
@@ -123,8 +118,8 @@ void NcclComm::all_gather(float* x, const CommParts& parts) {
 
 void NcclComm::all_to_all_v(const void* send, const CommParts& sent, void* recv,
                             const CommParts& received, CommType type) {
-  check_parts(sent, size_, "all_to_all_v send");
-  check_parts(received, size_, "all_to_all_v receive");
+  check_part_count(sent, size_, "all_to_all_v send");
+  check_part_count(received, size_, "all_to_all_v receive");
   const size_t bytes = comm_type_bytes(type);
   grouped(rank_, [&] {
     for (int j = 0; j < size_; ++j) {
