@@ -27,7 +27,13 @@ std::unique_ptr<DeviceCollectives> device_collectives(Device device, const MpiCo
     check_mpi(
         MPI_Bcast(id.bytes.data(), static_cast<int>(id.bytes.size()), MPI_CHAR, 0, mpi.comm()),
         "MPI_Bcast");
-    return std::make_unique<cuda::NcclComm>(id, mpi.size(), mpi.rank());
+    try {
+      return std::make_unique<cuda::NcclComm>(id, mpi.size(), mpi.rank());
+    } catch (const Error& e) {  // most often two ranks on one GPU
+      throw Error(detail::concat(e.what(), " (group ", mpi.name(),
+                                 "; each rank needs a GPU of its own: start the ranks through "
+                                 "launch/gpu_per_rank.sh)"));
+    }
   }
 #endif
   throw Error(
