@@ -12,6 +12,7 @@
 // (a stream of the collectives' own, ordered by events) is not done yet.
 #pragma once
 
+#include <initializer_list>
 #include <memory>
 
 #include "core/communicator.h"
