@@ -1,5 +1,7 @@
 #include "parallel/device_communicator.h"
 
+#include <type_traits>
+
 #include "core/check.h"
 
 namespace moetron {
@@ -70,13 +72,22 @@ bool DeviceCommunicator::on_device(const char* what,
 }
 
 template <typename Call>
-void DeviceCommunicator::on_host(Call&& call) {
+auto DeviceCommunicator::on_host(Call&& call) {
   const CommStats before = host_.stats();
-  call();
-  const CommStats& after = host_.stats();
-  stats_.calls += after.calls - before.calls;
-  stats_.bytes += after.bytes - before.bytes;
-  stats_.seconds += after.seconds - before.seconds;
+  const auto add = [&] {
+    const CommStats& after = host_.stats();
+    stats_.calls += after.calls - before.calls;
+    stats_.bytes += after.bytes - before.bytes;
+    stats_.seconds += after.seconds - before.seconds;
+  };
+  if constexpr (std::is_void_v<decltype(call())>) {
+    call();
+    add();
+  } else {
+    auto result = call();
+    add();
+    return result;
+  }
 }
 
 void DeviceCommunicator::all_reduce(Tensor& x, ReduceOp op) {
@@ -130,22 +141,15 @@ void DeviceCommunicator::barrier() {
 }
 
 std::unique_ptr<CommRequest> DeviceCommunicator::all_reduce_async(Tensor& x) {
-  if (!on_device("all_reduce", {&x})) {
-    std::unique_ptr<CommRequest> r;
-    on_host([&] { r = host_.all_reduce_async(x); });
-    return r;
-  }
+  if (!on_device("all_reduce", {&x})) return on_host([&] { return host_.all_reduce_async(x); });
   all_reduce(x, ReduceOp::sum);
   return std::make_unique<Enqueued>();
 }
 
 std::unique_ptr<CommRequest> DeviceCommunicator::reduce_scatter_async(
     Tensor& x, std::span<const int64_t> counts) {
-  if (!on_device("reduce_scatter", {&x})) {
-    std::unique_ptr<CommRequest> r;
-    on_host([&] { r = host_.reduce_scatter_async(x, counts); });
-    return r;
-  }
+  if (!on_device("reduce_scatter", {&x}))
+    return on_host([&] { return host_.reduce_scatter_async(x, counts); });
   const CommParts parts = flat_parts(x, counts, "reduce_scatter");
   const Timed t(stats_, counts[static_cast<size_t>(rank())] * 4);
   collectives_->reduce_scatter(x.data<float>(), parts);
@@ -154,11 +158,8 @@ std::unique_ptr<CommRequest> DeviceCommunicator::reduce_scatter_async(
 
 std::unique_ptr<CommRequest> DeviceCommunicator::all_gather_async(Tensor& x,
                                                                   std::span<const int64_t> counts) {
-  if (!on_device("all_gather", {&x})) {
-    std::unique_ptr<CommRequest> r;
-    on_host([&] { r = host_.all_gather_async(x, counts); });
-    return r;
-  }
+  if (!on_device("all_gather", {&x}))
+    return on_host([&] { return host_.all_gather_async(x, counts); });
   const CommParts parts = flat_parts(x, counts, "all_gather");
   const Timed t(stats_, counts[static_cast<size_t>(rank())] * 4);
   collectives_->all_gather(x.data<float>(), parts);

@@ -49,9 +49,10 @@ class DeviceCommunicator final : public Communicator {
   // True when the tensors are the device's, false when the host's; an Error otherwise. Tensors
   // without storage (no elements) go either way.
   bool on_device(const char* what, std::initializer_list<const Tensor*> tensors) const;
-  // Runs `call` on the host communicator and adds what it counted to this one's stats.
+  // Runs `call` on the host communicator, adds what it counted to this one's stats and returns
+  // what `call` returns.
   template <typename Call>
-  void on_host(Call&& call);
+  auto on_host(Call&& call);
 
   Communicator& host_;
   Device device_;
