@@ -86,11 +86,12 @@ class Backend {
   virtual void rope(Tensor& x, const Tensor& cos, const Tensor& sin, ops::RopeStyle style,
                     bool inverse) = 0;
   virtual void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
-                                 Tensor& out, Tensor& lse, Tensor* row_max) = 0;
+                                 Tensor& out, Tensor& lse, Tensor* row_max, DType operands) = 0;
   virtual void head_max(const Tensor& row_max, Tensor& acc) = 0;
   virtual void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
                                   const Tensor& v, float scale, const Tensor& out,
-                                  const Tensor& lse, Tensor& dq, Tensor& dk, Tensor& dv) = 0;
+                                  const Tensor& lse, Tensor& dq, Tensor& dk, Tensor& dv,
+                                  DType operands) = 0;
   virtual void swiglu_forward(const Tensor& gate_up, Tensor& out) = 0;
   virtual void swiglu_backward(const Tensor& dout, const Tensor& gate_up, Tensor& dgate_up) = 0;
   virtual void sigmoid_gate(const Tensor& x, const Tensor& gate, Tensor& y) = 0;

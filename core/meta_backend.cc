@@ -58,10 +58,11 @@ class MetaBackend final : public Backend {
   void transpose01(const Tensor&, Tensor&) override {}
   void rope(Tensor&, const Tensor&, const Tensor&, ops::RopeStyle, bool) override {}
   void attention_forward(const Tensor&, const Tensor&, const Tensor&, float, Tensor&, Tensor&,
-                         Tensor*) override {}
+                         Tensor*, DType) override {}
   void head_max(const Tensor&, Tensor&) override {}
   void attention_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, float,
-                          const Tensor&, const Tensor&, Tensor&, Tensor&, Tensor&) override {}
+                          const Tensor&, const Tensor&, Tensor&, Tensor&, Tensor&, DType) override {
+  }
   void swiglu_forward(const Tensor&, Tensor&) override {}
   void swiglu_backward(const Tensor&, const Tensor&, Tensor&) override {}
   void sigmoid_gate(const Tensor&, const Tensor&, Tensor&) override {}

@@ -218,7 +218,10 @@ void rope(Tensor& x, const Tensor& cos, const Tensor& sin, RopeStyle style, bool
 }
 
 namespace {
-void check_attention(const Tensor& q, const Tensor& k, const Tensor& v, float scale) {
+void check_attention(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
+                     DType operands) {
+  MOETRON_CHECK(operands == DType::f32 || operands == DType::bf16,
+                "attention: operands must be f32 or bf16, not ", dtype_name(operands));
   require_f32(q, "attention", "q");
   require_f32(k, "attention", "k");
   require_f32(v, "attention", "v");
@@ -236,8 +239,8 @@ Shape out_shape(const Tensor& q, const Tensor& v) {
 }  // namespace
 
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale, Tensor& out,
-                       Tensor& lse, Tensor* row_max) {
-  check_attention(q, k, v, scale);
+                       Tensor& lse, Tensor* row_max, DType operands) {
+  check_attention(q, k, v, scale, operands);
   require_f32(out, "attention", "out");
   require_f32(lse, "attention", "lse");
   MOETRON_CHECK(out.shape() == out_shape(q, v) && lse.numel() == q.dim(0) * q.dim(2) * q.dim(1),
@@ -249,7 +252,7 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float 
   }
   const Tensor none;
   backend_of("attention", {&q, &k, &v, &out, &lse, row_max ? row_max : &none})
-      .attention_forward(q, k, v, scale, out, lse, row_max);
+      .attention_forward(q, k, v, scale, out, lse, row_max, operands);
 }
 
 void head_max(const Tensor& row_max, Tensor& acc) {
@@ -262,8 +265,8 @@ void head_max(const Tensor& row_max, Tensor& acc) {
 
 void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                         float scale, const Tensor& out, const Tensor& lse, Tensor& dq, Tensor& dk,
-                        Tensor& dv) {
-  check_attention(q, k, v, scale);
+                        Tensor& dv, DType operands) {
+  check_attention(q, k, v, scale, operands);
   for (const Tensor* t : {&dout, &out, &lse, static_cast<const Tensor*>(&dq),
                           static_cast<const Tensor*>(&dk), static_cast<const Tensor*>(&dv)})
     require_f32(*t, "attention_backward", "a tensor");
@@ -272,7 +275,7 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
                     lse.numel() == q.dim(0) * q.dim(2) * q.dim(1),
                 "attention_backward: shapes");
   backend_of("attention_backward", {&dout, &q, &k, &v, &out, &lse, &dq, &dk, &dv})
-      .attention_backward(dout, q, k, v, scale, out, lse, dq, dk, dv);
+      .attention_backward(dout, q, k, v, scale, out, lse, dq, dk, dv, operands);
 }
 
 void swiglu_forward(const Tensor& gate_up, Tensor& out) {

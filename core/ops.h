@@ -67,13 +67,19 @@ void rope(Tensor& x, const Tensor& cos, const Tensor& sin, RopeStyle style, bool
 // H, dv], lse [B, H, T] (log-sum-exp saved for backward). Computed in query blocks: no T x T
 // score matrix is ever held per head. row_max (optional, [B, H, T]): each query's largest
 // scaled score, the pre-softmax logit QK-clip measures.
+//
+// `operands` is the dtype the attention's matrices are rounded to (docs/precision.md): f32, or
+// bf16 (a bf16 run's, as cuDNN's fused attention takes them): q, k, v (and backward's dout) are
+// rounded to bf16 on entry and out (backward: dq, dk, dv) on exit, while the scores, the softmax,
+// lse, row_max and every sum stay fp32. All tensors are f32; backward reads `out` as the forward
+// wrote it (rowsum(dout * out) is the softmax's correction term).
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale, Tensor& out,
-                       Tensor& lse, Tensor* row_max = nullptr);
+                       Tensor& lse, Tensor* row_max = nullptr, DType operands = DType::f32);
 // acc [H] = max(acc, the largest of row_max [B, H, T] per head).
 void head_max(const Tensor& row_max, Tensor& acc);
 void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                         float scale, const Tensor& out, const Tensor& lse, Tensor& dq, Tensor& dk,
-                        Tensor& dv);
+                        Tensor& dv, DType operands = DType::f32);
 
 // SwiGLU gate on the fused projection gate_up = [gate | up] ([rows, 2I]):
 // out = silu(gate) * up ([rows, I]); backward writes dgate_up in the same fused layout.

@@ -22,6 +22,7 @@ Attention::Attention(ParamTable& params, const std::string& prefix, const ModelD
       kv_width_(kv_heads_ * d.head_dim),
       output_gate_(d.output_gate),
       scale_(1.0f / std::sqrt(static_cast<float>(d.head_dim))),
+      operands_(rt.compute),
       tp_comm_(rt.tp.comm),
       decode_qkv_(DType::f32, rt.device),
       decode_qg_(DType::f32, rt.device),
@@ -114,7 +115,7 @@ void Attention::train_forward(const Tensor& x, Tensor& y) {
   split_projection(qkv_, qg_, q_raw_, q_, gate_, k_raw_, k_, v_);
   ops::rope(q_, rope_.cos, rope_.sin, rope_.style, false);
   ops::rope(k_, rope_.cos, rope_.sin, rope_.style, false);
-  ops::attention_forward(q_, k_, v_, scale_, out_, lse_, &row_max_);
+  ops::attention_forward(q_, k_, v_, scale_, out_, lse_, &row_max_, operands_);
   ops::head_max(row_max_, max_logits_);
   if (output_gate_) ops::sigmoid_gate(out_, gate_, gated_);
   linear_forward((output_gate_ ? gated_ : out_).reshape({rows_, q_width_}), o_proj_.weight(), y);
@@ -158,7 +159,7 @@ void Attention::backward(const Tensor& dy, const Tensor& x, Tensor& dx) {
     Tensor dout = dout_.reshape({rows_, q_width_});
     linear_backward(dy, out_.reshape({rows_, q_width_}), o_proj_.weight(), dwo, dout);
   }
-  ops::attention_backward(dout_, q_, k_, v_, scale_, out_, lse_, dq_, dk_, dv_);
+  ops::attention_backward(dout_, q_, k_, v_, scale_, out_, lse_, dq_, dk_, dv_, operands_);
   ops::rope(dq_, rope_.cos, rope_.sin, rope_.style, true);
   ops::rope(dk_, rope_.cos, rope_.sin, rope_.style, true);
   Tensor dq_pre = dq_, dk_pre = dk_;

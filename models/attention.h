@@ -49,7 +49,8 @@ class Attention final : public TokenMixer {
   const RopeTables& rope_;
   int64_t rows_, heads_, kv_heads_, head_dim_, q_width_, kv_width_;
   bool output_gate_;
-  float scale_;  // 1 / sqrt(head_dim)
+  float scale_;     // 1 / sqrt(head_dim)
+  DType operands_;  // of the attention itself: the run's compute dtype (docs/precision.md)
   Communicator* tp_comm_;
   ParamRef q_proj_, k_proj_, v_proj_, o_proj_;
   std::optional<RMSNorm> q_norm_, k_norm_;                                      // qk_norm

@@ -36,6 +36,7 @@ Mla::Mla(ParamTable& params, const std::string& prefix, const ModelDims& d, cons
       rows_(d.rows()),
       heads_(rt.tp.share(d.heads)),
       scale_(1.0f / std::sqrt(static_cast<float>(d.mla.qk())) * yarn_softmax_factor(d.yarn)),
+      operands_(rt.compute),
       tp_comm_(rt.tp.comm),
       kv_norm_(params, prefix + "kv_a_layernorm.weight", d.mla.kv_lora, kLatentEps, rt),
       d_down_(DType::f32, rt.device),
@@ -165,7 +166,7 @@ void Mla::train_forward(const Tensor& x, Tensor& y) {
   Tensor v = v_.reshape({rows, H, a.v});
   ops::split_heads(kvb_.reshape({rows, H, a.nope + a.v}), kc_, v);
   ops::concat_heads(kc_, kr_.reshape({rows, 1, a.rope}), kf);
-  ops::attention_forward(qf_, kf_, v_, scale_, out_, lse_, &row_max_);
+  ops::attention_forward(qf_, kf_, v_, scale_, out_, lse_, &row_max_, operands_);
   ops::head_max(row_max_, max_logits_);
   linear_forward(out_.reshape({rows, H * a.v}), o_proj_.weight(), y);
 }
@@ -190,7 +191,7 @@ void Mla::backward(const Tensor& dy, const Tensor& x, Tensor& dx) {
   }
   Tensor dout = dout_.reshape({rows, H * a.v}), dwo = o_proj_.grad();
   linear_backward(dy, out_.reshape({rows, H * a.v}), o_proj_.weight(), dwo, dout);
-  ops::attention_backward(dout_, qf_, kf_, v_, scale_, out_, lse_, dqf_, dkf_, dv_);
+  ops::attention_backward(dout_, qf_, kf_, v_, scale_, out_, lse_, dqf_, dkf_, dv_, operands_);
   // Keys: [k_C | k_R] per head; k_R's gradient is the sum over the heads.
   ops::split_heads(dkf_.reshape({rows, H, a.qk()}), dkc_, dkr_);
   Tensor dkvb = dkvb_.reshape({rows, H, a.nope + a.v});

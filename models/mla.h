@@ -52,6 +52,7 @@ class Mla final : public TokenMixer {
   MlaDims dims_;
   int64_t batch_, seq_, rows_, heads_;
   float scale_;
+  DType operands_;  // of the attention itself: the run's compute dtype (docs/precision.md)
   Communicator* tp_comm_;
   ParamRef q_down_, kv_down_;      // adjacent: one fused [q_down_width + kv_lora + rope, hidden]
   std::optional<RMSNorm> q_norm_;  // with a q LoRA only

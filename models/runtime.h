@@ -33,8 +33,8 @@ struct Group {
 struct Runtime {
   Device device;
   Group tp, ep;
-  // The dtype of the projections' GEMM operands: f32, or bf16 with fp32 master weights
-  // (config precision; docs/precision.md).
+  // The dtype of the projections' GEMM operands and of the attention's matrices: f32, or bf16
+  // with fp32 master weights (config precision; docs/precision.md).
   DType compute = DType::f32;
 
   bool alone() const { return tp.size == 1 && ep.size == 1; }

@@ -160,11 +160,29 @@ class CpuBackend final : public Backend {
                                       float scale) {
     return {q.dim(0), q.dim(1), q.dim(2), k.dim(2), q.dim(3), v.dim(3), scale};
   }
+  // bf16 operands (ops::attention_forward): the fp32 kernels on rounded copies of the inputs,
+  // their results rounded in place.
+  static std::vector<float> rounded(const Tensor& t) {
+    std::vector<float> r(static_cast<size_t>(t.numel()));
+    cpu::round_bf16(t.data<float>(), r.data(), t.numel());
+    return r;
+  }
+  static void round_in_place(Tensor& t) {
+    cpu::round_bf16(t.data<float>(), t.data<float>(), t.numel());
+  }
   void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
-                         Tensor& out, Tensor& lse, Tensor* row_max) override {
-    cpu::attention_forward(shape_of(q, k, v, scale), q.data<float>(), k.data<float>(),
-                           v.data<float>(), out.data<float>(), lse.data<float>(),
-                           row_max ? row_max->data<float>() : nullptr);
+                         Tensor& out, Tensor& lse, Tensor* row_max, DType operands) override {
+    const cpu::AttentionShape s = shape_of(q, k, v, scale);
+    float* rm = row_max ? row_max->data<float>() : nullptr;
+    if (operands == DType::f32) {
+      cpu::attention_forward(s, q.data<float>(), k.data<float>(), v.data<float>(),
+                             out.data<float>(), lse.data<float>(), rm);
+      return;
+    }
+    const std::vector<float> rq = rounded(q), rk = rounded(k), rv = rounded(v);
+    cpu::attention_forward(s, rq.data(), rk.data(), rv.data(), out.data<float>(), lse.data<float>(),
+                           rm);
+    round_in_place(out);
   }
   void head_max(const Tensor& row_max, Tensor& acc) override {
     cpu::head_max(row_max.data<float>(), row_max.dim(0), row_max.dim(1), row_max.dim(2),
@@ -172,10 +190,22 @@ class CpuBackend final : public Backend {
   }
   void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                           float scale, const Tensor& out, const Tensor& lse, Tensor& dq, Tensor& dk,
-                          Tensor& dv) override {
-    cpu::attention_backward(shape_of(q, k, v, scale), dout.data<float>(), q.data<float>(),
-                            k.data<float>(), v.data<float>(), out.data<float>(), lse.data<float>(),
-                            dq.data<float>(), dk.data<float>(), dv.data<float>());
+                          Tensor& dv, DType operands) override {
+    const cpu::AttentionShape s = shape_of(q, k, v, scale);
+    if (operands == DType::f32) {
+      cpu::attention_backward(s, dout.data<float>(), q.data<float>(), k.data<float>(),
+                              v.data<float>(), out.data<float>(), lse.data<float>(),
+                              dq.data<float>(), dk.data<float>(), dv.data<float>());
+      return;
+    }
+    const std::vector<float> rdout = rounded(dout), rq = rounded(q), rk = rounded(k),
+                             rv = rounded(v);
+    cpu::attention_backward(s, rdout.data(), rq.data(), rk.data(), rv.data(), out.data<float>(),
+                            lse.data<float>(), dq.data<float>(), dk.data<float>(),
+                            dv.data<float>());
+    round_in_place(dq);
+    round_in_place(dk);
+    round_in_place(dv);
   }
   void swiglu_forward(const Tensor& gate_up, Tensor& out) override {
     cpu::swiglu_forward(gate_up.data<float>(), out.data<float>(), out.rows(), out.cols());

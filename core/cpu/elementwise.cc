@@ -26,6 +26,11 @@ void from_bf16(const uint16_t* src, float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = moetron::from_bf16(src[i]);
 }
 
+void round_bf16(const float* src, float* dst, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) dst[i] = moetron::from_bf16(moetron::to_bf16(src[i]));
+}
+
 void fill(float* x, int64_t n, float value) {
 #pragma omp parallel for simd schedule(static) if (n > kParallelMin)
   for (int64_t i = 0; i < n; ++i) x[i] = value;

@@ -26,6 +26,8 @@ const char* gemm_bf16_backend();
 // fp32 -> bf16 (round to nearest, ties to even) and back.
 void to_bf16(const float* src, uint16_t* dst, int64_t n);
 void from_bf16(const uint16_t* src, float* dst, int64_t n);
+// dst = src rounded to bf16 and widened back (exact); in place allowed.
+void round_bf16(const float* src, float* dst, int64_t n);
 
 void fill(float* x, int64_t n, float value);
 void add(const float* a, const float* b, float* out, int64_t n);

@@ -4,6 +4,7 @@
 #include <cudnn_frontend.h>
 
 #include <algorithm>
+#include <iostream>
 #include <unordered_map>
 
 #include "core/check.h"
@@ -218,6 +219,36 @@ void AttentionGraphs::backward(const uint16_t* q, const uint16_t* k, const uint1
                                             {g.dk, dk},
                                             {g.dv, dv}};
   run(*g.graph, impl_->handle, pack, workspace, impl_->shape, "backward execute");
+}
+
+AttentionGraphCache::AttentionGraphCache() = default;
+AttentionGraphCache::~AttentionGraphCache() = default;
+
+const AttentionGraphs* AttentionGraphCache::forward(const AttentionShape& shape) {
+  return find_or_build(shape, false);
+}
+
+const AttentionGraphs* AttentionGraphCache::backward(const AttentionShape& shape) {
+  return find_or_build(shape, true);
+}
+
+const AttentionGraphs* AttentionGraphCache::find_or_build(const AttentionShape& shape,
+                                                          bool any_row_max) {
+  for (const Entry& e : entries_) {
+    AttentionShape have = e.shape;
+    if (any_row_max) have.row_max = shape.row_max;
+    if (have == shape) return e.graphs.get();
+  }
+  if (!handle_) handle_ = std::make_unique<CudnnHandle>();
+  Entry e{shape, nullptr};
+  try {
+    e.graphs = std::make_unique<AttentionGraphs>(*handle_, shape);
+  } catch (const Error& err) {
+    std::cerr << "moetron: cuDNN's fused attention cannot run " << describe(shape) << " ("
+              << err.what() << "): this shape's bf16 attention runs moetron's own kernel\n";
+  }
+  entries_.push_back(std::move(e));
+  return entries_.back().graphs.get();
 }
 
 }  // namespace moetron::cuda

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace moetron::cuda {
 
@@ -21,6 +22,7 @@ struct AttentionShape {
   int64_t batch = 0, seq = 0, heads = 0, kv_heads = 0, head_dim = 0, value_dim = 0;
   float scale = 1.0f;    // scores = scale * q.k
   bool row_max = false;  // forward also writes each query's largest scaled score (QK-clip)
+  bool operator==(const AttentionShape&) const = default;
 };
 
 // "heads 8, kv_heads 2, head_dim 192, value_dim 128, seq 64, batch 2": for errors.
@@ -67,6 +69,33 @@ class AttentionGraphs {
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
+};
+
+// The graphs of every shape a run asks for, built on first use on the current device (the CUDA
+// backend's bf16 attention). A shape cuDNN cannot build is remembered with cuDNN's reason and
+// answers nullptr, so the caller runs its own kernel instead; each such shape is reported once on
+// stderr, as it costs speed, not correctness.
+class AttentionGraphCache {
+ public:
+  AttentionGraphCache();
+  ~AttentionGraphCache();
+  AttentionGraphCache(const AttentionGraphCache&) = delete;
+  AttentionGraphCache& operator=(const AttentionGraphCache&) = delete;
+
+  // Graphs whose forward writes row_max exactly when `shape` asks for it.
+  const AttentionGraphs* forward(const AttentionShape& shape);
+  // Graphs of `shape`'s dimensions, whatever their forward's row_max (backward reads none).
+  const AttentionGraphs* backward(const AttentionShape& shape);
+
+ private:
+  struct Entry {
+    AttentionShape shape;
+    std::unique_ptr<AttentionGraphs> graphs;  // null: cuDNN refused the shape
+  };
+  const AttentionGraphs* find_or_build(const AttentionShape& shape, bool any_row_max);
+
+  std::unique_ptr<CudnnHandle> handle_;  // made with the first graphs
+  std::vector<Entry> entries_;
 };
 
 }  // namespace moetron::cuda

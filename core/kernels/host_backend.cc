@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -57,6 +58,16 @@ class Side {
     const std::vector<float> f = widen(first, operand_size(p.ld_first, p.m, p.k, p.trans_first));
     const std::vector<float> s = widen(second, operand_size(p.ld_second, p.k, p.n, p.trans_second));
     host_gemm(p, f.data(), s.data(), c);
+  }
+  // No fused attention on the host: the backend's own kernels run on rounded copies.
+  bool fused_attention_forward(const AttentionDims&, const float*, const float*, const float*,
+                               float*, float*, float*, const std::function<void*(size_t)>&) {
+    return false;
+  }
+  bool fused_attention_backward(const AttentionDims&, const float*, const float*, const float*,
+                                const float*, const float*, const float*, float*, float*, float*,
+                                const std::function<void*(size_t)>&) {
+    return false;
   }
 };
 

@@ -89,5 +89,9 @@ MT_HD void to_bf16_at(const float* src, uint16_t* dst, int64_t i) {
 MT_HD void from_bf16_at(const uint16_t* src, float* dst, int64_t i) {
   dst[i] = from_bf16(src[i]);
 }
+// src rounded to bf16, held in fp32 (in place allowed): a bf16 operand in an fp32 kernel.
+MT_HD void round_bf16_at(const float* src, float* dst, int64_t i) {
+  dst[i] = from_bf16(to_bf16(src[i]));
+}
 
 }  // namespace moetron::kernels

@@ -35,14 +35,15 @@ namespace {
 // difference (AdamW's sign-like updates of elements whose gradients are at rounding level go
 // either way). Seen on cpu:1 against the CPU, 2026-12-02, over the first 10 steps and then to
 // step 100: fp32 losses 2.2e-6 then 5.4e-3, norms 1.6e-4 then 1.8e-2; bf16 (every GEMM operand
-// rounded, so an order's noise flips operands by a whole bf16 step near a boundary) losses
-// 1.8e-3 then 9.3e-3, norms 1.8e-2 then 5.2e-2. The bounds leave 4x or more.
+// and the attention's operands and results rounded, so an order's noise flips values by a whole
+// bf16 step near a boundary) losses 9.5e-4 then 1.1e-2, norms 4.0e-2 then 4.4e-2. The bounds
+// leave 4x or more.
 constexpr int64_t kEarlySteps = 10;
 struct Bounds {
   double early_loss, early_norm, loss, norm;
 };
 constexpr Bounds kF32{1e-4, 2e-3, 2e-2, 1e-1};
-constexpr Bounds kBf16{1e-2, 1e-1, 5e-2, 2e-1};
+constexpr Bounds kBf16{1e-2, 2e-1, 5e-2, 2e-1};
 
 struct Options {
   std::string mode, file, device = "cuda", precision = "f32", json;

@@ -18,6 +18,7 @@
 #include "models/model.h"
 #include "parallel/process_groups.h"
 #include "tests/host_kernels.h"
+#include "tests/models/bf16_bounds.h"
 #include "tests/models/golden_config.h"
 #include "tests/models/layer_check.h"
 #include "trainer/train_step.h"
@@ -99,23 +100,30 @@ TEST_P(DeviceBackendModel, ThreeAdamWStepsMatchTheReferenceAndTheCpu) {
 INSTANTIATE_TEST_SUITE_P(Models, DeviceBackendModel,
                          ::testing::Values("model_mtp.h5", "model_moe.h5"));
 
-// bf16 precision on cpu:1 (the bf16 copies cast on the device, the GEMMs of bf16 operands)
-// against the reference's emulation of the plan, with the tolerances the CPU's bf16 run is held
-// to (Model.Bf16ThreeAdamWStepsMatchTheReferencesEmulation): losses 1e-4, norms 1e-3.
+// bf16 precision on cpu:1 (the bf16 copies cast on the device, the GEMMs of bf16 operands, the
+// attention on rounded copies) against the reference's emulation of the plan, to the bounds the
+// CPU's bf16 run is held to (tests/models/bf16_bounds.h, as
+// Model.Bf16ThreeAdamWStepsMatchTheReferencesEmulation).
 TEST(DeviceBackendModelBf16, ThreeAdamWStepsMatchTheReferencesEmulation) {
   const Golden g(golden_path("model_mtp_bf16.h5"));
   const TrainedRun dev = train_on(g, test::host_kernels_device(), DType::bf16);
   const std::vector<float> total = g.floats("/losses/total"), norms = g.floats("/grad_norm");
   for (size_t step = 0; step < 3; ++step) {
-    EXPECT_NEAR(dev.total[step], total[step], 1e-4 * total[step]) << "step " << step;
-    EXPECT_NEAR(dev.norms[step], norms[step], 1e-3 * norms[step]) << "step " << step;
+    const double loss_rtol =
+        step == 0 ? test::bf16_bounds::kLossStep0 : test::bf16_bounds::kLossLater;
+    const double norm_rtol =
+        step == 0 ? test::bf16_bounds::kNormStep0 : test::bf16_bounds::kNormLater;
+    EXPECT_NEAR(dev.total[step], total[step], loss_rtol * total[step]) << "step " << step;
+    EXPECT_NEAR(dev.norms[step], norms[step], norm_rtol * norms[step]) << "step " << step;
   }
-  const test::AdamCheck adam = test::golden_adam_check(g, 3, 1e-3f);
+  const double lr = g.attr_num("lr");
   const Model layout(test::model_config(g), 1, 8);
   for (int id = 0; id < static_cast<int>(layout.params().infos().size()); ++id) {
     const ParamInfo& p = layout.params().info(id);
-    adam.expect_close(dev.params[static_cast<size_t>(id)], g.floats("/params_final/" + p.name),
-                      p.name, g.attr_num("lr"));
+    EXPECT_LT(test::bf16_bounds::rms_difference(dev.params[static_cast<size_t>(id)],
+                                                g.floats("/params_final/" + p.name)),
+              test::bf16_bounds::kWeightsRmsInLr * lr)
+        << p.name;
   }
 }
 

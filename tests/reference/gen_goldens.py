@@ -452,6 +452,23 @@ def check_bf16(cfg: ref.ModelConfig, g):
     print(f"  bf16: r() is RNE on the bits; Bf16Linear y/dx/dW vs the formulas in fp64 "
           f"{errs[0]:.1e}/{errs[1]:.1e}/{errs[2]:.1e} (autograd through r() instead: dx "
           f"{naive[0]:.1e}, dW {naive[1]:.1e} off)")
+    # Bf16Attention: its forward is r(attn(r(q), r(k), r(v))) bit for bit; its written-out
+    # backward is the fp64 autograd gradient of the rounded operands within bf16's rounding of
+    # out and of the gradients (GQA: 4 query heads over 2 kv heads).
+    q = torch.randn(2, 9, 4, 8, generator=g).requires_grad_(True)
+    k = torch.randn(2, 9, 2, 8, generator=g).requires_grad_(True)
+    v = torch.randn(2, 9, 2, 8, generator=g).requires_grad_(True)
+    dout = torch.randn(2, 9, 4, 8, generator=g)
+    out = ref.Bf16Attention.apply(q, k, v)
+    out.backward(dout)
+    assert torch.equal(out, ref.bf16_round(ref.attention_core(*(ref.bf16_round(t.detach())
+                                                                  for t in (q, k, v)))))
+    exact = [r64(t).requires_grad_(True) for t in (q, k, v)]
+    ref.attention_core(*exact).backward(r64(dout))
+    att = [_rel(t.grad, e.grad) for t, e in zip((q, k, v), exact)]
+    assert max(att) < 2e-2, att
+    print(f"  bf16 attention dq/dk/dv vs fp64 autograd of the rounded operands "
+          f"{att[0]:.1e}/{att[1]:.1e}/{att[2]:.1e} (bf16 rounding of out and the gradients)")
     # fp32 vs fp64 of the emulation (the same r() rule): rounding flips of bf16 operands.
     p32 = ref.init_params(cfg, torch.Generator().manual_seed(3), init_std=0.1, norm_noise=0.1)
     p64 = {k: v.detach().double().requires_grad_(True) for k, v in p32.items()}

@@ -8,8 +8,10 @@ which computes the same function.
 
 `bf16=True` emulates the C++ trainer's bf16 mixed precision: every projection GEMM goes
 through proj(), which rounds its operands to bfloat16 (forward: x and W; backward: dy, W and
-x) and accumulates in fp32 (Bf16Linear); everything else stays fp32. bf16=False (the default)
-is the fp32 model exactly, bit for bit.
+x) and accumulates in fp32 (Bf16Linear); the causal attention rounds q, k, v and its output
+(backward: dout and dq, dk, dv) to bfloat16 around an fp32 softmax (Bf16Attention), as cuDNN's
+fused attention does; everything else stays fp32. bf16=False (the default) is the fp32 model
+exactly, bit for bit.
 
 Layout conventions (same as the C++ code):
   * activations are [B, T, d]; per-head tensors are [B, T, heads, hd];
@@ -176,6 +178,46 @@ def attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, fast: bool
     return out.transpose(1, 2)  # [B, T, H, hd]
 
 
+class Bf16Attention(torch.autograd.Function):
+    """Causal attention with bf16 operands and fp32 inside (docs/precision.md):
+    out = r(attn(r(q), r(k), r(v))); backward, with dO = r(dout) and O = out (the rounded
+    output, as cuDNN's backward reads its own bf16 output), P the probabilities of the rounded
+    operands and D = rowsum(dO * O):
+        dS = P (dO V^T - D),  dq = r(scale dS K),  dk = r(scale dS^T Q),  dv = r(P^T dO),
+    dk and dv summed over a kv head's query heads before their rounding. Written out rather than
+    autograd, which would take D from the unrounded output. q [B, T, H, hd], k [B, T, KV, hd],
+    v [B, T, KV, dv], scale 1/sqrt(hd)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v):
+        qr, kr, vr = bf16_round(q), bf16_round(k), bf16_round(v)
+        out = bf16_round(attention_core(qr, kr, vr))
+        ctx.save_for_backward(qr, kr, vr, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        qr, kr, vr, out = ctx.saved_tensors
+        B, T, H, hd = qr.shape
+        KV = kr.shape[2]
+        group = H // KV
+        scale = 1.0 / math.sqrt(hd)
+        q = qr.transpose(1, 2)  # [B, H, T, hd]
+        k = kr.transpose(1, 2).repeat_interleave(group, dim=1)
+        v = vr.transpose(1, 2).repeat_interleave(group, dim=1)
+        o = out.transpose(1, 2)
+        do = bf16_round(dout).transpose(1, 2)
+        scores = q @ k.transpose(-1, -2) * scale
+        future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
+        probs = scores.masked_fill(future, float("-inf")).softmax(dim=-1)
+        dsum = (do * o).sum(dim=-1, keepdim=True)
+        ds = probs * (do @ v.transpose(-1, -2) - dsum)
+        dq = ds @ k * scale
+        dk = (ds.transpose(-1, -2) @ q * scale).view(B, KV, group, T, hd).sum(dim=2)
+        dv = (probs.transpose(-1, -2) @ do).view(B, KV, group, T, -1).sum(dim=2)
+        return tuple(bf16_round(g.transpose(1, 2)) for g in (dq, dk, dv))
+
+
 def attention(x: torch.Tensor, p: dict, prefix: str, heads: int, kv_heads: int,
               rope_theta: float, rope_style: str, fast: bool = False, bf16: bool = False) -> torch.Tensor:
     """The attention sublayer without norm and residual:
@@ -188,7 +230,8 @@ def attention(x: torch.Tensor, p: dict, prefix: str, heads: int, kv_heads: int,
     cos, sin = rope_cos_sin(T, hd, rope_theta)
     q = apply_rope(q, cos, sin, rope_style)
     k = apply_rope(k, cos, sin, rope_style)
-    o = attention_core(q, k, v, fast=fast).reshape(B, T, heads * hd)
+    o = (Bf16Attention.apply(q, k, v) if bf16 else attention_core(q, k, v, fast=fast))
+    o = o.reshape(B, T, heads * hd)
     return proj(o, p[prefix + "o_proj.weight"], bf16)
 
 
