@@ -1,10 +1,12 @@
 // The CUDA kernels over the shared math of core/kernels/*.h (the host launchers of
 // core/kernels/host.cc run the same functions on the CPU). Device pointers; launches on the
-// default stream (the backend's stream replaces it when the CUDA backend lands).
+// default stream, on which the CUDA backend (core/cuda/backend.cc) orders all its work.
 #include <cuda_runtime.h>
 #include <thrust/execution_policy.h>
 #include <thrust/functional.h>
 #include <thrust/sort.h>
+
+#include <cstddef>
 
 #include "core/cuda/check.cuh"
 #include "core/cuda/kernels.h"
@@ -34,6 +36,28 @@ unsigned blocks_for(int64_t n, int per_block) {
 
 void check_launch(const char* what) {
   check(cudaGetLastError(), what);
+}
+
+// Thrust's temporary storage from the stream-ordered pool the backend allocates from (CUDA's
+// default pool, which keeps freed blocks) instead of a cudaMalloc and a cudaFree per sort, which
+// synchronise the device; and no wait at the end of each sort (par_nosync): the sorts are ordered
+// on the default stream with the kernels around them, as every other launch is.
+class PoolAllocator {
+ public:
+  using value_type = char;
+  char* allocate(std::ptrdiff_t bytes) {
+    void* p = nullptr;
+    check(cudaMallocAsync(&p, static_cast<size_t>(bytes), nullptr), "sort's temporary storage");
+    return static_cast<char*>(p);
+  }
+  void deallocate(char* p, size_t) noexcept { cudaFreeAsync(p, nullptr); }
+};
+
+// thrust::stable_sort_by_key(args...) on the pool.
+template <typename... Args>
+void sort_pairs(Args... args) {
+  PoolAllocator pool;
+  thrust::stable_sort_by_key(thrust::cuda::par_nosync(pool), args...);
 }
 
 __global__ void swiglu_forward_kernel(const float* gate_up, float* out, int64_t n, int64_t width) {
@@ -285,7 +309,7 @@ void embedding_backward(const int32_t* ids, int64_t n, const float* dout, int64_
   embedding_keys_kernel<<<blocks_for(n, kThreads), kThreads>>>(ids, n, first, rows, keys, order);
   check_launch("embedding_backward keys");
   // Stable, so equal rows keep token order: the sum's order is the CPU's.
-  thrust::stable_sort_by_key(thrust::device, keys, keys + n, order);
+  sort_pairs(keys, keys + n, order);
   check_launch("embedding_backward sort");
   embedding_backward_kernel<<<blocks_for(n * dim, kThreads), kThreads>>>(keys, order, n, dout, rows,
                                                                          dim, dtable);
@@ -327,13 +351,12 @@ void plan_dispatch(const int32_t* idx, const float* scores, int64_t n, int64_t k
                                                      score, order);
     check_launch("plan_dispatch start");
     if (capacity > 0)  // step 1: best first; stable, so ties keep slot order
-      thrust::stable_sort_by_key(thrust::device, score, score + slots, order,
-                                 thrust::greater<float>());
+      sort_pairs(score, score + slots, order, thrust::greater<float>());
     dispatch_gather_experts_kernel<<<slot_blocks, kThreads>>>(idx, order, slots, by_expert);
-    thrust::stable_sort_by_key(thrust::device, by_expert, by_expert + slots, order);  // step 2
+    sort_pairs(by_expert, by_expert + slots, order);  // step 2
     dispatch_keep_kernel<<<slot_blocks, kThreads>>>(by_expert, order, slots, capacity, kept);
     dispatch_row_keys_kernel<<<slot_blocks, kThreads>>>(idx, kept, slots, experts, key, row_order);
-    thrust::stable_sort_by_key(thrust::device, key, key + slots, row_order);  // step 3
+    sort_pairs(key, key + slots, row_order);  // step 3
     check_launch("plan_dispatch sorts");
   }
   dispatch_offsets_kernel<<<blocks_for(experts + 1, kThreads), kThreads>>>(
