@@ -9,6 +9,7 @@
 #include <cmath>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/backend.h"
@@ -93,6 +94,16 @@ Reference reference(const Dims& d, const Values& q, const Values& k, const Value
   return r;
 }
 
+// q, k, v and an upstream gradient, N(0, 1).
+std::pair<std::vector<Tensor>, Tensor> inputs(const Dims& d, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::vector<Tensor> in{random_tensor({d.batch, d.seq, d.heads, d.head_dim}, gen),
+                         random_tensor({d.batch, d.seq, d.kv_heads, d.head_dim}, gen),
+                         random_tensor({d.batch, d.seq, d.kv_heads, d.value_dim}, gen)};
+  Tensor dout = random_tensor({d.batch, d.seq, d.heads, d.value_dim}, gen);
+  return {std::move(in), std::move(dout)};
+}
+
 struct Results {
   Tensor out, lse, dq, dk, dv;
 };
@@ -126,11 +137,7 @@ void expect_bf16_of(const Tensor& got, const Values& exact, const char* what) {
 TEST(Bf16Attention, TheCpuIsThePlanInDouble) {
   for (const Dims& d : kDims) {
     SCOPED_TRACE(d.name);
-    std::mt19937 gen(7);
-    const std::vector<Tensor> in{random_tensor({d.batch, d.seq, d.heads, d.head_dim}, gen),
-                                 random_tensor({d.batch, d.seq, d.kv_heads, d.head_dim}, gen),
-                                 random_tensor({d.batch, d.seq, d.kv_heads, d.value_dim}, gen)};
-    const Tensor dout = random_tensor({d.batch, d.seq, d.heads, d.value_dim}, gen);
+    const auto [in, dout] = inputs(d, 7);
     const Results got = run(d, in, dout, DType::bf16, Device{});
     const Reference want = reference(d, rounded(in[0]), rounded(in[1]), rounded(in[2]),
                                      rounded(dout), to_double(got.out));
@@ -156,11 +163,7 @@ TEST(Bf16Attention, EveryBackendMatchesTheCpu) {
   ASSERT_TRUE(
       std::any_of(all.begin(), all.end(), [&](Backend* b) { return b->device() == host_kernels; }));
   for (const Dims& d : kDims) {
-    std::mt19937 gen(11);
-    const std::vector<Tensor> in{random_tensor({d.batch, d.seq, d.heads, d.head_dim}, gen),
-                                 random_tensor({d.batch, d.seq, d.kv_heads, d.head_dim}, gen),
-                                 random_tensor({d.batch, d.seq, d.kv_heads, d.value_dim}, gen)};
-    const Tensor dout = random_tensor({d.batch, d.seq, d.heads, d.value_dim}, gen);
+    const auto [in, dout] = inputs(d, 11);
     const Results cpu = run(d, in, dout, DType::bf16, Device{});
     for (Backend* b : all) {
       if (b->device() == Device{}) continue;
