@@ -55,6 +55,9 @@ class Backend {
   virtual void zero_bytes(void* data, size_t bytes) = 0;
   // Waits for the work given to the device so far.
   virtual void synchronize() = 0;
+  // Copies from this device to the host so far: each waits for the device's work before it, so
+  // on a GPU they are what a step's host reads cost (docs/gpu.md). None on the CPU's own.
+  virtual int64_t host_reads() const { return 0; }
 
   // The op set of core/ops.h and core/ops_decode.h, with the same meaning, arguments checked.
   virtual void matmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c,

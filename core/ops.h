@@ -175,15 +175,18 @@ void balance_losses(const Tensor& logits, const Tensor& scores, const Tensor& co
 // Which permuted row carries which (token, slot): assignments sorted by expert, stable in
 // token order, with per-expert capacity (0 = dropless; lowest-score overflow dropped). Tensors
 // on the routing's device, made once for N tokens of k slots over E experts
-// (make_dispatch_plan) and refilled by each plan_dispatch; the kept row count and the dropped
-// count come back to the host with it (the sizes of the next buffers; on a device, the one copy
-// to the host per MoE layer).
+// (make_dispatch_plan) and refilled by each plan_dispatch; the kept row count, the dropped
+// count and (where host_counts and host_offsets are defined) the counts and offsets come back to
+// the host with it, in one transfer: the sizes of the next buffers, the loads the bias update
+// reads and the experts' row ranges (on a device, the one copy to the host per MoE layer).
 struct DispatchPlan {
   Tensor counts;     // [E] i64 assignments routed to each expert (before capacity)
   Tensor offsets;    // [E + 1] i64 kept rows of expert e: [offsets[e], offsets[e+1])
   Tensor row_token;  // [N * k] i32 token of each permuted row; the first `rows` are meant
   Tensor slot_row;   // [N * k] i32 permuted row of each slot, -1 when dropped
   int64_t rows = 0, dropped = 0;
+  // counts and offsets again, on the host (optional: undefined or both defined; zeros on meta).
+  Tensor host_counts, host_offsets;
   // The token of each kept permuted row: [rows] i32.
   Tensor row_tokens() const { return row_token.view(0, {rows}); }
 };
@@ -207,7 +210,8 @@ void balance_bias_update(Tensor& bias, const Tensor& counts, float speed);
 
 // Grouped GEMM over experts: rows [offsets[e], offsets[e+1]) of x times weights[e]^T into the
 // same rows of y ([R, out]); and its weight gradient dweights[e] += dy_e^T x_e. offsets [E + 1]
-// i64.
+// i64, on x's device or on the host: a device backend loops over the experts on the host, so
+// host offsets save it a copy back.
 void grouped_matmul(const Tensor& x, std::span<const Tensor> weights, const Tensor& offsets,
                     Tensor& y);
 void grouped_matmul_backward(const Tensor& dy, const Tensor& x, std::span<const Tensor> weights,

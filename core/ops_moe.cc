@@ -77,6 +77,8 @@ DispatchPlan make_dispatch_plan(int64_t tokens, int64_t k, int64_t experts, Devi
   plan.offsets = Tensor::empty({experts + 1}, DType::i64, device);
   plan.slot_row = Tensor::empty({tokens * k}, DType::i32, device);
   plan.row_token = Tensor::empty({tokens * k}, DType::i32, device);
+  plan.host_counts = Tensor::zeros({experts}, DType::i64);
+  plan.host_offsets = Tensor::zeros({experts + 1}, DType::i64);
   return plan;
 }
 
@@ -89,6 +91,15 @@ void plan_dispatch(const Tensor& topk_idx, const Tensor& scores, int64_t capacit
   require_vector(plan.offsets, experts + 1, DType::i64, "plan_dispatch offsets");
   require_vector(plan.slot_row, n * k, DType::i32, "plan_dispatch slot_row");
   require_vector(plan.row_token, n * k, DType::i32, "plan_dispatch row_token");
+  MOETRON_CHECK(plan.host_counts.defined() == plan.host_offsets.defined(),
+                "plan_dispatch: host_counts and host_offsets go together");
+  if (plan.host_offsets.defined()) {
+    require_vector(plan.host_counts, experts, DType::i64, "plan_dispatch host_counts");
+    require_vector(plan.host_offsets, experts + 1, DType::i64, "plan_dispatch host_offsets");
+    MOETRON_CHECK(plan.host_counts.device() == Device{} && plan.host_offsets.device() == Device{},
+                  "plan_dispatch: host_counts and host_offsets must be on the host, not on ",
+                  device_name(plan.host_offsets.device()));
+  }
   backend_of("plan_dispatch",
              {&topk_idx, &scores, &plan.counts, &plan.offsets, &plan.slot_row, &plan.row_token})
       .plan_dispatch(topk_idx, scores, capacity, plan);
@@ -133,12 +144,18 @@ namespace {
 void check_grouped(std::span<const Tensor> weights, const Tensor& offsets, const char* op) {
   require_vector(offsets, static_cast<int64_t>(weights.size()) + 1, DType::i64, op);
 }
+// The offsets among the tensors that choose the backend, unless they are on the host (allowed
+// whatever x's device: grouped_matmul's contract).
+const Tensor* offsets_on(const Tensor& x, const Tensor& offsets) {
+  return offsets.device() == Device{} ? &x : &offsets;
+}
 }  // namespace
 
 void grouped_matmul(const Tensor& x, std::span<const Tensor> weights, const Tensor& offsets,
                     Tensor& y) {
   check_grouped(weights, offsets, "grouped_matmul offsets");
-  backend_of("grouped_matmul", {&x, &offsets, &y}).grouped_matmul(x, weights, offsets, y);
+  backend_of("grouped_matmul", {&x, offsets_on(x, offsets), &y})
+      .grouped_matmul(x, weights, offsets, y);
 }
 
 void grouped_matmul_backward(const Tensor& dy, const Tensor& x, std::span<const Tensor> weights,
@@ -146,7 +163,7 @@ void grouped_matmul_backward(const Tensor& dy, const Tensor& x, std::span<const 
   check_grouped(weights, offsets, "grouped_matmul_backward offsets");
   MOETRON_CHECK(dweights.size() == weights.size(), "grouped_matmul_backward: ", dweights.size(),
                 " weight gradients for ", weights.size(), " weights");
-  backend_of("grouped_matmul_backward", {&dy, &x, &offsets, &dx})
+  backend_of("grouped_matmul_backward", {&dy, &x, offsets_on(x, offsets), &dx})
       .grouped_matmul_backward(dy, x, weights, offsets, dweights, dx);
 }
 

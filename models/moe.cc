@@ -77,9 +77,9 @@ const std::vector<Tensor>& MoE::expert_down() {
 
 void MoE::select_slice() {
   const int64_t experts = router_.experts, k = router_.k;
-  // The plan on the host: the slice's counts decide the dispatch (on a device, this is the one
-  // copy to the host per MoE layer).
-  const std::vector<int64_t> offsets = ops::to_host<int64_t>(plan_.offsets);
+  // The plan's offsets on the host (plan_dispatch brought them with its counts, in the one copy
+  // to the host per MoE layer): the slice's counts decide the dispatch.
+  const std::span<const int64_t> offsets = plan_.host_offsets.span<int64_t>();
   if (whole_) {
     for (int64_t e = 0; e < experts; ++e)
       send_counts_[static_cast<size_t>(e)] = offsets[e + 1] - offsets[e];
@@ -123,7 +123,8 @@ void MoE::train_forward(const Tensor& x, Tensor& y) {
   linear_forward(x, gate_.value(), logits_);
   ops::router_forward(logits_, bias_.value(), router_, scores_, topk_idx_, gates_);
   ops::plan_dispatch(topk_idx_, scores_, capacity_, plan_);
-  stats_.counts = ops::to_host<int64_t>(plan_.counts);
+  stats_.counts.assign(plan_.host_counts.span<int64_t>().begin(),
+                       plan_.host_counts.span<int64_t>().end());
   stats_.dropped = plan_.dropped;
   if (balance_sums_.defined())
     ops::balance_losses(logits_, scores_, plan_.counts, router_, balance_, 0.0f, nullptr, nullptr,
@@ -175,17 +176,22 @@ void MoE::decode(const Tensor& x, Tensor& y, const DecodeStep& step) {
   // The plan's buffers, grown to the most tokens seen; this call's plan views n * k of them.
   if (!decode_plan_.slot_row.defined() || decode_plan_.slot_row.numel() < n * k)
     decode_plan_ = ops::make_dispatch_plan(n + n / 4, k, experts, device_);
-  ops::DispatchPlan plan{decode_plan_.counts, decode_plan_.offsets,
+  ops::DispatchPlan plan{decode_plan_.counts,
+                         decode_plan_.offsets,
                          decode_plan_.row_token.view(0, {n * k}),
-                         decode_plan_.slot_row.view(0, {n * k})};
+                         decode_plan_.slot_row.view(0, {n * k}),
+                         0,
+                         0,
+                         decode_plan_.host_counts,
+                         decode_plan_.host_offsets};
   ops::plan_dispatch(topk, scores, /*capacity=*/0, plan);
   Tensor in = x_sent_buf_.rows(plan.rows, hidden_), out = out_local_buf_.rows(plan.rows, hidden_);
   Tensor gate_up = gate_up_buf_.rows(plan.rows, 2 * inter_);
   Tensor act = act_buf_.rows(plan.rows, inter_);
   ops::gather_rows(x, plan.row_tokens(), in);
-  grouped_forward(in, expert_gate_up(), plan.offsets, gate_up, &step);
+  grouped_forward(in, expert_gate_up(), plan.host_offsets, gate_up, &step);
   ops::swiglu_forward(gate_up, act);
-  grouped_forward(act, expert_down(), plan.offsets, out, &step);
+  grouped_forward(act, expert_down(), plan.host_offsets, out, &step);
   if (shared_gate_.id() >= 0) {
     Tensor shared = decode_shared_.rows(n, hidden_), logit = decode_shared_logit_.rows(n, 1);
     shared_->forward(x, shared, step);

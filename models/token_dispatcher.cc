@@ -25,7 +25,7 @@ void TokenDispatcher::plan(std::span<const int64_t> counts) {
   if (!ep_comm_) {
     offsets.assign(counts.size() + 1, 0);
     std::partial_sum(counts.begin(), counts.end(), offsets.begin() + 1);
-    local_offsets_ = ops::from_host(std::span<const int64_t>(offsets), device_);
+    local_offsets_ = ops::from_host(std::span<const int64_t>(offsets));
     local_rows_ = sent_rows_;
     sent_off_rank_ = received_off_rank_ = 0;
     return;
@@ -62,7 +62,7 @@ void TokenDispatcher::plan(std::span<const int64_t> counts) {
         to_expert[static_cast<size_t>(row)] = static_cast<int32_t>(received);
         to_source[static_cast<size_t>(received)] = static_cast<int32_t>(row);
       }
-  local_offsets_ = ops::from_host(std::span<const int64_t>(offsets), device_);
+  local_offsets_ = ops::from_host(std::span<const int64_t>(offsets));
   to_expert_major_ = ops::from_host(std::span<const int32_t>(to_expert), device_);
   to_source_major_ = ops::from_host(std::span<const int32_t>(to_source), device_);
 }

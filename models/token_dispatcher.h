@@ -19,7 +19,8 @@ namespace moetron {
 class TokenDispatcher {
  public:
   // experts: the global count; ep_comm: null for ep = 1; device: where the rows and the plan's
-  // offsets and permutations live (the counts stay on the host: they size the exchange).
+  // permutations live (the counts and the offsets stay on the host: they size the exchange, and
+  // the experts' GEMMs read their row ranges there).
   TokenDispatcher(int64_t experts, Communicator* ep_comm, Device device = {});
 
   // Exchanges how many rows this rank sends to each global expert (counts [experts]); after
@@ -32,7 +33,7 @@ class TokenDispatcher {
   // The rows this rank's experts receive from other ranks.
   int64_t received_off_rank() const { return received_off_rank_; }
   int64_t local_rows() const { return local_rows_; }
-  // [local experts + 1] i64: rows of local expert e are [offsets[e], offsets[e + 1]).
+  // [local experts + 1] i64 on the host: rows of local expert e are [offsets[e], offsets[e + 1]).
   const Tensor& local_offsets() const { return local_offsets_; }
 
   // Sent rows (grouped by global expert) -> this rank's experts' rows (grouped by local expert).

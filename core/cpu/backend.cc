@@ -1,6 +1,7 @@
 // The CPU backend: host memory and the kernels of core/cpu/, behind core/backend.h. Arguments
 // arrive checked by core/ops*.cc; what is left here is taking pointers and the checks only the
 // data can answer (token ids and expert indices in range).
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -371,6 +372,10 @@ class CpuBackend final : public Backend {
                        topk_idx.cols(), experts, capacity, plan.counts.data<int64_t>(),
                        plan.offsets.data<int64_t>(), plan.row_token.data<int32_t>(),
                        plan.slot_row.data<int32_t>(), &plan.rows, &plan.dropped);
+    if (plan.host_offsets.defined()) {
+      std::ranges::copy(plan.counts.span<int64_t>(), plan.host_counts.data<int64_t>());
+      std::ranges::copy(plan.offsets.span<int64_t>(), plan.host_offsets.data<int64_t>());
+    }
   }
   void gather_rows(const Tensor& src, const Tensor& row_token, Tensor& dst) override {
     cpu::gather_rows(src.data<float>(), row_token.data<int32_t>(), row_token.numel(), src.cols(),

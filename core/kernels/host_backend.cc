@@ -3,6 +3,7 @@
 // harness runs every case on it (tests/core/test_ops.cc), so the CUDA backend's code is tested in
 // CI apart from the CUDA launches themselves, which the GPU check holds to these launchers.
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <functional>

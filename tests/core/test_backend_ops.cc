@@ -108,6 +108,9 @@ Outputs run_script(Device d) {
   ops::plan_dispatch(idx, scores, 3, plan);  // capacity 3: some slots dropped
   keep("plan counts", plan.counts);
   keep("plan offsets", plan.offsets);
+  EXPECT_EQ(plan.host_offsets.device(), Device{});
+  EXPECT_EQ(plan.host_offsets.span<int64_t>().back(), plan.rows);
+  keep("plan host_offsets", plan.host_offsets);
   keep("plan rows", plan.row_tokens());
   keep("plan slot_row", plan.slot_row);
   const std::vector<float> sizes{static_cast<float>(plan.rows), static_cast<float>(plan.dropped)};
@@ -140,6 +143,11 @@ Outputs run_script(Device d) {
   ops::grouped_matmul_backward(in({plan.rows, 4}), rows, experts, plan.offsets, dexperts, dx);
   keep("grouped_matmul dx", dx);
   for (int64_t e = 0; e < E; ++e) keep("grouped_matmul dw " + std::to_string(e), dexperts[e]);
+  // The same GEMM over the plan's host copy of the offsets (what the MoE layer passes): the same
+  // rows, no copy back.
+  Tensor y_host = out({plan.rows, 4});
+  ops::grouped_matmul(rows, experts, plan.host_offsets, y_host);
+  EXPECT_EQ(ops::to_host<float>(y_host), ops::to_host<float>(y)) << "host offsets";
   Tensor expert_bias = in({E});
   ops::balance_bias_update(expert_bias, plan.counts, 0.01f);
   keep("balance_bias_update", expert_bias);

@@ -16,6 +16,7 @@
 #include "core/backend.h"
 #include "core/ops.h"
 #include "models/model.h"
+#include "models/moe.h"
 #include "parallel/process_groups.h"
 #include "tests/host_kernels.h"
 #include "tests/models/bf16_bounds.h"
@@ -125,6 +126,44 @@ TEST(DeviceBackendModelBf16, ThreeAdamWStepsMatchTheReferencesEmulation) {
               test::bf16_bounds::kWeightsRmsInLr * lr)
         << p.name;
   }
+}
+
+// A MoE layer's training forward and backward on cpu:1 read the device back once: plan_dispatch
+// brings the kept and dropped counts, the loads and the experts' row ranges in one copy, and
+// the expert GEMMs loop over the dispatcher's offsets, which are on the host (docs/gpu.md, "Host
+// copies a step makes"). The same layer's output is the CPU's.
+TEST(DeviceBackendMoe, ATrainingStepReadsTheDeviceBackOncePerLayer) {
+  const Golden g(golden_path("moe_sigmoid_grouped.h5"));
+  ModelDims d;
+  d.batch = static_cast<int64_t>(g.attr_num("batch"));
+  d.seq = static_cast<int64_t>(g.attr_num("seq_len"));
+  d.hidden = static_cast<int64_t>(g.attr_num("hidden_size"));
+  d.moe = test::moe_dims(g);
+  std::vector<std::vector<float>> outputs;
+  for (const Device device : {Device{}, test::host_kernels_device()}) {
+    SCOPED_TRACE(device_name(device));
+    Runtime rt;
+    rt.device = device;
+    ParamTable params;
+    MoE moe(params, "", d, rt);
+    params.allocate({}, device);
+    test::load_params(params, g, "/params");
+    const Tensor x =
+        ops::to_device(test::tensor_from(g, "/inputs/x", {d.rows(), d.hidden}), device);
+    const Tensor dy =
+        ops::to_device(test::tensor_from(g, "/inputs/dy", {d.rows(), d.hidden}), device);
+    Tensor y = Tensor::empty({d.rows(), d.hidden}, DType::f32, device);
+    Tensor dx = Tensor::empty({d.rows(), d.hidden}, DType::f32, device);
+    moe.set_balance_sums(Tensor::zeros({ops::kBalanceSums}, DType::f64, device));
+    const int64_t before = backend(device).host_reads();
+    moe.forward(x, y);
+    moe.backward(dy, x, dx);
+    if (device != Device{}) {
+      EXPECT_EQ(backend(device).host_reads() - before, 1);
+    }
+    outputs.push_back(ops::to_host<float>(y));
+  }
+  EXPECT_TRUE(test::all_close(outputs[1], outputs[0], 1e-5f, 1e-6f));
 }
 
 // The shipped architectures the goldens above do not cover, on cpu:1 against the CPU: one
