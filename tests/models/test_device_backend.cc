@@ -34,6 +34,8 @@ struct TrainedRun {
   std::vector<double> total, norms;
   std::vector<std::vector<int64_t>> counts;  // per step, every MoE layer's in order
   std::vector<std::vector<float>> params;    // after the steps, per parameter, on the host
+  std::vector<int64_t> host_reads;           // per step: the device's copies to the host
+  int64_t moe_layers = 0;
 };
 
 TrainedRun train_on(const Golden& g, Device device, DType compute = DType::f32) {
@@ -51,14 +53,17 @@ TrainedRun train_on(const Golden& g, Device device, DType compute = DType::f32) 
   const size_t per_step = static_cast<size_t>(batch * model.dims().window());
   TrainedRun out;
   for (int step = 0; step < 3; ++step) {
+    const int64_t reads = backend(device).host_reads();
     const StepResult r =
         train.run(step, g.attr_num("lr"), lambda, test::feed(tokens, step * per_step));
+    out.host_reads.push_back(backend(device).host_reads() - reads);
     out.total.push_back(r.losses.total);
     out.norms.push_back(r.grad_norm);
     std::vector<int64_t> counts;
     for (const MoeStepStats& m : r.moe)
       counts.insert(counts.end(), m.counts.begin(), m.counts.end());
     out.counts.push_back(counts);
+    out.moe_layers = static_cast<int64_t>(r.moe.size());
   }
   for (int id = 0; id < static_cast<int>(model.params().infos().size()); ++id)
     out.params.push_back(ops::to_host<float>(model.params().value(id)));
@@ -74,12 +79,17 @@ TEST_P(DeviceBackendModel, ThreeAdamWStepsMatchTheReferenceAndTheCpu) {
   const TrainedRun cpu = train_on(g, Device{});
   const TrainedRun dev = train_on(g, test::host_kernels_device());
   const std::vector<float> total = g.floats("/losses/total"), norms = g.floats("/grad_norm");
+  const auto depth = static_cast<int64_t>(g.attr_num("num_nextn_predict_layers"));
   for (size_t step = 0; step < 3; ++step) {
     EXPECT_NEAR(dev.total[step], total[step], 2e-5 * total[step]) << "step " << step;
     EXPECT_NEAR(dev.total[step], cpu.total[step], 1e-5 * cpu.total[step]) << "step " << step;
     EXPECT_NEAR(dev.norms[step], norms[step], 1e-4 * norms[step]) << "step " << step;
     EXPECT_NEAR(dev.norms[step], cpu.norms[step], 1e-5 * cpu.norms[step]) << "step " << step;
     EXPECT_EQ(dev.counts[step], cpu.counts[step]) << "step " << step;
+    // What a step reads back (docs/gpu.md, "Host copies a step makes"): each head's targets
+    // and each embedding's ids, forward and backward, are checked on the host; each MoE layer
+    // reads its plan once; the step reads its losses and norm once.
+    EXPECT_EQ(dev.host_reads[step], 3 * (1 + depth) + dev.moe_layers + 1) << "step " << step;
   }
   const test::AdamCheck adam = test::golden_adam_check(g, 3);
   const Model layout(test::model_config(g), 1, 8);  // the parameters' names and kinds
