@@ -128,21 +128,22 @@ class Backend {
   virtual void gated_rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& z,
                                       const Tensor& w, const Tensor& rstd, Tensor& dx, Tensor& dz,
                                       Tensor& dw) = 0;
-  // Ids outside [0, shard.vocab) are an Error naming the id.
+  // Ids outside [0, shard.vocab): an Error naming the id, or counted into `outside` when that is
+  // set (ops::embedding_forward).
   virtual void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out,
-                                 const ops::VocabShard& shard) = 0;
+                                 const ops::VocabShard& shard, Tensor* outside) = 0;
   virtual void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable,
                                   const ops::VocabShard& shard) = 0;
   virtual int64_t ce_workspace_size(int64_t rows, int64_t vocab) = 0;
   virtual void ce_shard_stats(const Tensor& logits, const Tensor& targets,
-                              const ops::VocabShard& shard, Tensor& stats) = 0;
+                              const ops::VocabShard& shard, Tensor& stats, Tensor* outside) = 0;
   virtual void ce_combine_stats(const Tensor& all_stats, Tensor& lse, Tensor& loss_sum) = 0;
   virtual void ce_shard_backward(Tensor& logits, const Tensor& targets,
                                  const ops::VocabShard& shard, const Tensor& lse,
                                  float grad_scale) = 0;
   virtual void head_cross_entropy(const Tensor& h, const Tensor& w, const Tensor& targets,
                                   float grad_scale, Tensor* dh, Tensor* dw, Tensor& workspace,
-                                  Tensor& loss_sum) = 0;
+                                  Tensor& loss_sum, Tensor* outside) = 0;
   virtual void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
                      const ops::AdamWStep& s) = 0;
   virtual void router_forward(const Tensor& logits, const Tensor& bias,

@@ -89,14 +89,16 @@ class MetaBackend final : public Backend {
                              Tensor&) override {}
   void gated_rmsnorm_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                               const Tensor&, Tensor&, Tensor&, Tensor&) override {}
-  void embedding_forward(const Tensor&, const Tensor&, Tensor&, const ops::VocabShard&) override {}
+  void embedding_forward(const Tensor&, const Tensor&, Tensor&, const ops::VocabShard&,
+                         Tensor*) override {}
   void embedding_backward(const Tensor&, const Tensor&, Tensor&, const ops::VocabShard&) override {}
-  void ce_shard_stats(const Tensor&, const Tensor&, const ops::VocabShard&, Tensor&) override {}
+  void ce_shard_stats(const Tensor&, const Tensor&, const ops::VocabShard&, Tensor&,
+                      Tensor*) override {}
   void ce_combine_stats(const Tensor&, Tensor&, Tensor&) override {}
   void ce_shard_backward(Tensor&, const Tensor&, const ops::VocabShard&, const Tensor&,
                          float) override {}
   void head_cross_entropy(const Tensor&, const Tensor&, const Tensor&, float, Tensor*, Tensor*,
-                          Tensor&, Tensor&) override {}
+                          Tensor&, Tensor&, Tensor*) override {}
   void adamw(Tensor&, const Tensor&, Tensor&, Tensor&, const ops::AdamWStep&) override {}
   void router_forward(const Tensor&, const Tensor&, const ops::RouterConfig&, Tensor&, Tensor&,
                       Tensor&) override {}

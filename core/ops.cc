@@ -336,15 +336,17 @@ VocabShard resolve(const VocabShard& s, int64_t rows) {
 
 }  // namespace
 
-void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out,
-                       const VocabShard& shard) {
+void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out, const VocabShard& shard,
+                       Tensor* outside) {
   require(ids, DType::i32, "embedding", "ids");
   require_f32(table, "embedding", "table");
   require_f32(out, "embedding", "out");
   MOETRON_CHECK(out.rows() == ids.numel() && out.cols() == table.cols(), "embedding: ", ids.numel(),
                 " ids into ", shape_str(out.shape()));
-  backend_of("embedding", {&ids, &table, &out})
-      .embedding_forward(ids, table, out, resolve(shard, table.rows()));
+  if (outside) require_scalar_sum(*outside, "embedding");
+  const Tensor none;
+  backend_of("embedding", {&ids, &table, &out, outside ? outside : &none})
+      .embedding_forward(ids, table, out, resolve(shard, table.rows()), outside);
 }
 
 void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable,
@@ -359,15 +361,17 @@ void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable,
 }
 
 void ce_shard_stats(const Tensor& logits, const Tensor& targets, const VocabShard& shard,
-                    Tensor& stats) {
+                    Tensor& stats, Tensor* outside) {
   require_f32(logits, "ce_shard_stats", "logits");
   require(targets, DType::i32, "ce_shard_stats", "targets");
   require_f32(stats, "ce_shard_stats", "stats");
   MOETRON_CHECK(targets.numel() == logits.rows() && stats.numel() == logits.rows() * 3,
                 "ce_shard_stats: ", targets.numel(), " targets, logits ", shape_str(logits.shape()),
                 ", stats ", shape_str(stats.shape()));
-  backend_of("ce_shard_stats", {&logits, &targets, &stats})
-      .ce_shard_stats(logits, targets, resolve(shard, logits.cols()), stats);
+  if (outside) require_scalar_sum(*outside, "ce_shard_stats");
+  const Tensor none;
+  backend_of("ce_shard_stats", {&logits, &targets, &stats, outside ? outside : &none})
+      .ce_shard_stats(logits, targets, resolve(shard, logits.cols()), stats, outside);
 }
 
 void ce_combine_stats(const Tensor& all_stats, Tensor& lse, Tensor& loss_sum) {
@@ -397,8 +401,10 @@ int64_t ce_workspace_size(int64_t rows, int64_t vocab, Device device) {
 }
 
 void head_cross_entropy(const Tensor& h, const Tensor& w, const Tensor& targets, float grad_scale,
-                        Tensor* dh, Tensor* dw, Tensor& workspace, Tensor& loss_sum) {
+                        Tensor* dh, Tensor* dw, Tensor& workspace, Tensor& loss_sum,
+                        Tensor* outside) {
   require_scalar_sum(loss_sum, "head_cross_entropy");
+  if (outside) require_scalar_sum(*outside, "head_cross_entropy");
   require_f32(h, "head_cross_entropy", "h");
   require_f32(w, "head_cross_entropy", "w");
   require(targets, DType::i32, "head_cross_entropy", "targets");
@@ -416,9 +422,9 @@ void head_cross_entropy(const Tensor& h, const Tensor& w, const Tensor& targets,
     MOETRON_CHECK(dh->numel() == h.numel() && dw->numel() == w.numel(),
                   "head_cross_entropy: grads");
   }
-  backend_of("head_cross_entropy",
-             {&h, &w, &targets, &workspace, &loss_sum, dh ? dh : &none, dw ? dw : &none})
-      .head_cross_entropy(h, w, targets, grad_scale, dh, dw, workspace, loss_sum);
+  backend_of("head_cross_entropy", {&h, &w, &targets, &workspace, &loss_sum, dh ? dh : &none,
+                                    dw ? dw : &none, outside ? outside : &none})
+      .head_cross_entropy(h, w, targets, grad_scale, dh, dw, workspace, loss_sum, outside);
 }
 
 void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWStep& s) {

@@ -101,9 +101,14 @@ struct VocabShard {
 };
 
 // Embedding rows: out[i] = table[ids[i]] (ids [n] i32; zero for ids of another rank's block);
-// backward accumulates into dtable. Ids outside [0, vocab) are an Error.
+// backward accumulates into dtable.
+// Ids outside [0, vocab), here and in the cross-entropy's targets: with `outside` null, an Error
+// naming the id (a device reads the ids back for it); with `outside` ([1] f64 on the ids'
+// device), their number is added to it and they read no row, so that a caller checks all its
+// ops' ids with the one read it makes anyway (Model: the step's sums). The backward takes the
+// forward's ids: the CPU checks them again, a device does not (ids outside add nothing).
 void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out,
-                       const VocabShard& shard = {});
+                       const VocabShard& shard = {}, Tensor* outside = nullptr);
 void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable,
                         const VocabShard& shard = {});
 
@@ -115,14 +120,15 @@ void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable,
 // tensor of at least ce_workspace_size(rows, vocab) elements (on the same device).
 int64_t ce_workspace_size(int64_t rows, int64_t vocab, Device device = {});
 void head_cross_entropy(const Tensor& h, const Tensor& w, const Tensor& targets, float grad_scale,
-                        Tensor* dh, Tensor* dw, Tensor& workspace, Tensor& loss_sum);
+                        Tensor* dh, Tensor* dw, Tensor& workspace, Tensor& loss_sum,
+                        Tensor* outside = nullptr);
 
 // Vocabulary-parallel cross-entropy in three pieces, for logits [rows, cols] of this rank's
 // vocabulary block (no rank ever holds all logits; docs/parallelism.md):
 // stats [rows, 3] = this block's (max logit, sum exp(logit - max), the target's logit or 0)
 // (targets [rows] i32);
 void ce_shard_stats(const Tensor& logits, const Tensor& targets, const VocabShard& shard,
-                    Tensor& stats);
+                    Tensor& stats, Tensor* outside = nullptr);
 // every block's stats [parts, rows, 3] -> lse [rows]; adds the sum over rows of lse - target
 // into loss_sum ([1] f64);
 void ce_combine_stats(const Tensor& all_stats, Tensor& lse, Tensor& loss_sum);

@@ -15,8 +15,8 @@ Embedding::Embedding(ParamTable& params, const ModelDims& d, const Runtime& rt)
   shard_ = {first, std::clamp<int64_t>(d.vocab - first, 0, local), d.vocab};
 }
 
-void Embedding::forward(const Tensor& ids, Tensor& out) const {
-  ops::embedding_forward(ids, table_.value(), out, shard_);
+void Embedding::forward(const Tensor& ids, Tensor& out, Tensor* outside) const {
+  ops::embedding_forward(ids, table_.value(), out, shard_, outside);
   if (tp_comm_) tp_comm_->all_reduce(out);  // each id's row comes from exactly one rank
 }
 

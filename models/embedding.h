@@ -10,8 +10,9 @@ namespace moetron {
 class Embedding {
  public:
   Embedding(ParamTable& params, const ModelDims& dims, const Runtime& rt);
-  // ids [rows] i32.
-  void forward(const Tensor& ids, Tensor& out) const;
+  // ids [rows] i32. Ids outside the vocabulary: counted into `outside` ([1] f64) when set, else
+  // an Error (ops::embedding_forward).
+  void forward(const Tensor& ids, Tensor& out, Tensor* outside = nullptr) const;
   // The table's gradient accumulates (dout is the full gradient on every rank).
   void backward(const Tensor& ids, const Tensor& dout) const;
   const ParamRef& table() const { return table_; }

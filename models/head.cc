@@ -22,19 +22,19 @@ OutputHead::OutputHead(ParamRef weight, const ops::VocabShard& shard, const Mode
 }
 
 void OutputHead::loss(const Tensor& h, const Tensor& targets, float grad_weight, Tensor* dh,
-                      Tensor& loss_sum) {
+                      Tensor& loss_sum, Tensor* outside) {
   const float grad_scale = grad_weight / static_cast<float>(h.rows());
   if (tp_comm_) {
-    sharded_loss(h, targets, grad_scale, dh, loss_sum);
+    sharded_loss(h, targets, grad_scale, dh, loss_sum, outside);
     return;
   }
   Tensor dw = weight_.grad();
   ops::head_cross_entropy(h, weight_.value(), targets, grad_scale, dh, dh ? &dw : nullptr,
-                          workspace_, loss_sum);
+                          workspace_, loss_sum, outside);
 }
 
 void OutputHead::sharded_loss(const Tensor& h, const Tensor& targets, float grad_scale, Tensor* dh,
-                              Tensor& loss_sum) {
+                              Tensor& loss_sum, Tensor* outside) {
   const Tensor w = weight_.value();
   Tensor dw = weight_.grad();
   for (int64_t r0 = 0; r0 < h.rows(); r0 += chunk_rows_) {
@@ -43,7 +43,7 @@ void OutputHead::sharded_loss(const Tensor& h, const Tensor& targets, float grad
     const Tensor tc = targets.slice(r0, r0 + n);
     Tensor logits = workspace_.slice(0, n), stats = stats_.slice(0, n), lse = lse_.slice(0, n);
     ops::matmul(hc, false, w, true, logits);
-    ops::ce_shard_stats(logits, tc, shard_, stats);
+    ops::ce_shard_stats(logits, tc, shard_, stats, outside);
     Tensor all = all_stats_.view(0, {all_stats_.dim(0), n, 3});
     tp_comm_->all_gather(stats, all);
     ops::ce_combine_stats(all, lse, loss_sum);

@@ -17,13 +17,14 @@ class OutputHead {
   // Adds the CE summed over the rows of h [rows, hidden] (targets [rows] i32) into loss_sum
   // ([1] f64 on the device; the same on every tensor-parallel rank). With dh non-null, dh =
   // grad_weight * dmean/dh for the mean over the rows (the full gradient on every rank) and the
-  // weight's gradient accumulates grad_weight * dmean/dW.
-  void loss(const Tensor& h, const Tensor& targets, float grad_weight, Tensor* dh,
-            Tensor& loss_sum);
+  // weight's gradient accumulates grad_weight * dmean/dW. Targets outside the vocabulary:
+  // counted into `outside` ([1] f64) when set, else an Error (ops::embedding_forward).
+  void loss(const Tensor& h, const Tensor& targets, float grad_weight, Tensor* dh, Tensor& loss_sum,
+            Tensor* outside = nullptr);
 
  private:
   void sharded_loss(const Tensor& h, const Tensor& targets, float grad_scale, Tensor* dh,
-                    Tensor& loss_sum);
+                    Tensor& loss_sum, Tensor* outside);
 
   ParamRef weight_;
   ops::VocabShard shard_;

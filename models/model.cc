@@ -110,12 +110,19 @@ Tensor Model::new_sums() const {
 }
 
 int64_t Model::sums_size() const {
-  return moe_sums(moe_layers_.size());
+  return outside_sum() + 1;
 }
 
 Losses Model::losses(std::span<const double> sums, int64_t passes, float mtp_weight) const {
   MOETRON_CHECK(static_cast<int64_t>(sums.size()) == sums_size() && passes > 0, sums.size(),
                 " sums of ", passes, " passes for a model of ", sums_size());
+  if (const double outside = sums[static_cast<size_t>(outside_sum())]; outside != 0)
+    throw Error(detail::concat(
+        "the batch holds token ids outside the vocabulary [0, ", dims_.vocab, ") of the model (",
+        outside,
+        " reads of them, counted once per head that reads the token as input or "
+        "target): the data was tokenized for a larger vocabulary than model.vocab_size = ",
+        dims_.vocab));
   const int64_t depth = dims_.mtp_depth;
   const double rows = static_cast<double>(dims_.rows() * passes);
   Losses l;
@@ -146,17 +153,19 @@ void Model::run(std::span<const int32_t> windows, float mtp_weight, bool backwar
     moe_layers_[i]->set_balance_sums(sums.view(moe_sums(i), {ops::kBalanceSums}));
   }
 
-  embed_.forward(ids_[0], x_[0]);
+  // Ids outside the vocabulary are counted into the sums, which the caller reads anyway.
+  Tensor outside = sums.view(outside_sum(), {1});
+  embed_.forward(ids_[0], x_[0], &outside);
   for (size_t l = 0; l < blocks_.size(); ++l) blocks_[l]->forward(x_[l], x_[l + 1]);
   final_norm_.forward(x_.back(), h0_);
   Tensor main_sum = sums.view(0, {1});
-  head_.loss(h0_, targets_[0], grad_scale, backward ? &dh0_ : nullptr, main_sum);
+  head_.loss(h0_, targets_[0], grad_scale, backward ? &dh0_ : nullptr, main_sum, &outside);
   for (int64_t k = 0; k < depth; ++k) {
-    embed_.forward(ids_[k + 1], emb_[k]);
+    embed_.forward(ids_[k + 1], emb_[k], &outside);
     mtp_[k]->forward(emb_[k], k == 0 ? h0_ : mtp_[k - 1]->output());
     Tensor mtp_sum = sums.view(1 + k, {1});
     head_.loss(mtp_[k]->output(), targets_[k + 1], grad_scale * mtp_scale,
-               backward ? &d_head_in_[k] : nullptr, mtp_sum);
+               backward ? &d_head_in_[k] : nullptr, mtp_sum, &outside);
   }
   for (size_t i = 0; i < moe_layers_.size(); ++i) {
     moe_layers_[i]->set_balance_sums({});  // a later forward for logits adds nothing here

@@ -60,10 +60,13 @@ class Model {
   // The scalars of forward passes stay on the device, in a sums tensor (new_sums(): [sums_size()]
   // f64), until the caller reads them, once per step: each head's cross-entropy summed over
   // the rows (main head, then MTP modules 1..D), then each MoE layer's balance losses and
-  // routing entropy (ops::BalanceSum order). Every pass adds to them.
+  // routing entropy (ops::BalanceSum order), then how many token and target ids the passes
+  // found outside the vocabulary (counted on the device, so checking them costs no read of its
+  // own; losses() raises on any). Every pass adds to them.
   Tensor new_sums() const;
   int64_t sums_size() const;
-  // The mean losses of `passes` passes from their sums (read to the host), lambda = mtp_weight.
+  // The mean losses of `passes` passes from their sums (read to the host), lambda = mtp_weight;
+  // an Error if the passes met ids outside the vocabulary.
   Losses losses(std::span<const double> sums, int64_t passes, float mtp_weight) const;
 
   // windows: [batch, window()] token ids. Adds grad_scale * d(total)/d(param) into the gradient
@@ -112,6 +115,8 @@ class Model {
   int64_t moe_sums(size_t i) const {
     return 1 + dims_.mtp_depth + ops::kBalanceSums * static_cast<int64_t>(i);
   }
+  // Where the count of ids outside the vocabulary is, after the MoE layers' sums.
+  int64_t outside_sum() const { return moe_sums(moe_layers_.size()); }
   // Gradient-ready units, in the order backward finishes them: the MTP modules (last first),
   // the final norm with the head, the blocks (last first), the embedding.
   int unit_of(const ParamInfo& p) const;

@@ -22,13 +22,13 @@ std::map<std::string, double> expected_comm_bytes(const ModelDims& d, const Para
   bytes["world"] = l.world > 1 ? f64 : 0;
 
   // dp: the dense gradients (all-reduce, or with ZeRO-1 this rank's part reduce-scattered and
-  // gathered back), the model's sums (one cross-entropy per head and four balance sums per MoE
-  // layer, f64; Model::new_sums) and each MoE layer's loads (experts + dropped + micro-batches
-  // as i64).
+  // gathered back), the model's sums (one cross-entropy per head, four balance sums per MoE
+  // layer and the count of ids outside the vocabulary, f64; Model::new_sums) and each MoE
+  // layer's loads (experts + dropped + micro-batches as i64).
   const double dense = static_cast<double>(params.dense_numel());
   const double expert = static_cast<double>(params.numel() - params.dense_numel());
   if (l.dp > 1)
-    bytes["dp"] = (l.zero1 ? 2.0 * dense / l.dp : dense) * f32 + (1 + depth) * f64 +
+    bytes["dp"] = (l.zero1 ? 2.0 * dense / l.dp : dense) * f32 + (2 + depth) * f64 +
                   moe_layers * ((experts + 2) * i64 + 4 * f64);
   // edp: the expert gradients, likewise.
   if (l.edp() > 1) bytes["edp"] = (l.zero1 ? 2.0 * expert / l.edp() : expert) * f32;

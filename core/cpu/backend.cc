@@ -26,6 +26,15 @@ void check_ids(const Tensor& ids, int64_t vocab, const char* what) {
       throw Error(detail::concat(what, " id ", id, " is outside the vocabulary [0, ", vocab, ")"));
 }
 
+// Checks the ids, or with `outside` set adds their number outside [0, vocab) to it
+// (ops::embedding_forward); the kernels read no row for those.
+void check_ids(const Tensor& ids, int64_t vocab, const char* what, Tensor* outside) {
+  if (outside == nullptr) return check_ids(ids, vocab, what);
+  const std::span<const int32_t> s = ids.span<int32_t>();
+  outside->data<double>()[0] += static_cast<double>(
+      std::count_if(s.begin(), s.end(), [&](int32_t id) { return id < 0 || id >= vocab; }));
+}
+
 cpu::Router router_of(const Tensor& logits, const ops::RouterConfig& c) {
   return {logits.rows(),    c.experts,    c.k,
           c.n_group,        c.topk_group, c.scoring == ops::Scoring::softmax,
@@ -299,8 +308,8 @@ class CpuBackend final : public Backend {
                                 dw.data<float>(), x.rows(), x.cols());
   }
   void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out,
-                         const ops::VocabShard& s) override {
-    check_ids(ids, s.vocab, "token");
+                         const ops::VocabShard& s, Tensor* outside) override {
+    check_ids(ids, s.vocab, "token", outside);
     cpu::embedding_forward(ids.data<int32_t>(), ids.numel(), table.data<float>(), s.first, s.valid,
                            table.cols(), out.data<float>());
   }
@@ -314,8 +323,8 @@ class CpuBackend final : public Backend {
     return cpu::ce_chunk_rows(rows, vocab) * vocab;
   }
   void ce_shard_stats(const Tensor& logits, const Tensor& targets, const ops::VocabShard& s,
-                      Tensor& stats) override {
-    check_ids(targets, s.vocab, "target");
+                      Tensor& stats, Tensor* outside) override {
+    check_ids(targets, s.vocab, "target", outside);
     cpu::ce_shard_stats(logits.data<float>(), targets.data<int32_t>(), logits.rows(), logits.cols(),
                         s.first, s.valid, stats.data<float>());
   }
@@ -330,8 +339,9 @@ class CpuBackend final : public Backend {
                            logits.cols(), s.first, s.valid, lse.data<float>(), grad_scale);
   }
   void head_cross_entropy(const Tensor& h, const Tensor& w, const Tensor& targets, float grad_scale,
-                          Tensor* dh, Tensor* dw, Tensor& workspace, Tensor& loss_sum) override {
-    check_ids(targets, w.rows(), "target");
+                          Tensor* dh, Tensor* dw, Tensor& workspace, Tensor& loss_sum,
+                          Tensor* outside) override {
+    check_ids(targets, w.rows(), "target", outside);
     loss_sum.data<double>()[0] +=
         cpu::head_cross_entropy(h.data<float>(), w.data<float>(), targets.data<int32_t>(), h.rows(),
                                 h.cols(), w.rows(), grad_scale, dh ? dh->data<float>() : nullptr,

@@ -34,13 +34,15 @@ double head_cross_entropy(const float* h, const float* w, const int32_t* targets
       float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
       for (int64_t c = 0; c < vocab; ++c) sum += fast_exp(z[c] - mx);
+      // A target outside the vocabulary (counted by the caller) has no logit: it adds lse.
       const int32_t t = targets[r0 + r];
-      row_loss[r0 + r] = std::log(static_cast<double>(sum)) + mx - z[t];
+      const bool inside = t >= 0 && t < vocab;
+      row_loss[r0 + r] = std::log(static_cast<double>(sum)) + mx - (inside ? z[t] : 0.0f);
       if (dh) {
         const float k = grad_scale / sum;
 #pragma omp simd
         for (int64_t c = 0; c < vocab; ++c) z[c] = fast_exp(z[c] - mx) * k;
-        z[t] -= grad_scale;
+        if (inside) z[t] -= grad_scale;
       }
     }
     if (dh) {

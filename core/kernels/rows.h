@@ -55,8 +55,22 @@ MT_HD float combine_backward_lane(const float* dy, const float* src, const int32
   return dot;
 }
 
+// Ids outside [0, vocab), counted without atomics: block b of kIdBlock ids per thread, then one
+// thread over the blocks (count_outside). The count lands in a device scalar that the step reads
+// with its losses, so checking ids costs no copy back.
+constexpr int64_t kIdBlock = 1024;
+MT_HD int64_t id_blocks(int64_t n) {
+  return (n + kIdBlock - 1) / kIdBlock;
+}
+MT_HD int64_t outside_in_block(const int32_t* ids, int64_t n, int64_t vocab, int64_t b) {
+  const int64_t end = b * kIdBlock + kIdBlock < n ? b * kIdBlock + kIdBlock : n;
+  int64_t count = 0;
+  for (int64_t i = b * kIdBlock; i < end; ++i) count += ids[i] < 0 || ids[i] >= vocab ? 1 : 0;
+  return count;
+}
+
 // The embedding's rows for this rank's block [first, first + rows) of the vocabulary: element i
-// of out [n, dim] is its token's row, 0 for a token of another block. Ids are checked before.
+// of out [n, dim] is its token's row, 0 for a token of another block or outside the vocabulary.
 MT_HD void embedding_forward_at(const int32_t* ids, const float* table, int64_t first, int64_t rows,
                                 int64_t dim, float* out, int64_t i) {
   const int64_t row = ids[i / dim] - first, c = i % dim;

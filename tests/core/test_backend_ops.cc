@@ -242,5 +242,54 @@ TEST(OpBackends, StepRoutingAndDecodingOpsMatchTheCpu) {
   EXPECT_GE(others, 1) << "cpu:1 is always there";
 }
 
+// Ids outside the vocabulary on every backend: with a count to add to, the embedding and both
+// cross-entropies count them (zero rows, no logit read) and read nothing back; without one they
+// raise, naming the id.
+TEST(OpBackends, IdsOutsideTheVocabularyAreCountedWhereAskedAndRaisedOtherwise) {
+  test::host_kernels_device();
+  constexpr int64_t kVocab = 10, kDim = 4;
+  const std::vector<int32_t> host_ids{3, 10, -1, 5, 9, 2047};  // three outside [0, 10)
+  for (Backend* b : backends()) {
+    SCOPED_TRACE(b->name());
+    const Device d = b->device();
+    Tensor ids = Tensor::empty({6}, DType::i32, d);
+    ops::copy_from_host(std::span<const int32_t>(host_ids), ids);
+    auto full = [&](Shape s, float v) {
+      Tensor t = Tensor::empty(std::move(s), DType::f32, d);
+      ops::fill(t, v);
+      return t;
+    };
+    const Tensor table = full({kVocab, kDim}, 1.0f), h = full({6, kDim}, 0.5f);
+    Tensor out = Tensor::empty({6, kDim}, DType::f32, d);
+    Tensor outside = Tensor::zeros({1}, DType::f64, d), loss = Tensor::zeros({1}, DType::f64, d);
+    Tensor ws = Tensor::empty({ops::ce_workspace_size(6, kVocab, d)}, DType::f32, d);
+    Tensor stats = Tensor::empty({6, 3}, DType::f32, d);
+    const int64_t reads = b->host_reads();
+    ops::embedding_forward(ids, table, out, {}, &outside);
+    ops::head_cross_entropy(h, table, ids, 1.0f, nullptr, nullptr, ws, loss, &outside);
+    Tensor logits = Tensor::empty({6, kVocab}, DType::f32, d);
+    ops::matmul(h, false, table, true, logits);
+    ops::ce_shard_stats(logits, ids, {}, stats, &outside);
+    EXPECT_EQ(b->host_reads(), reads) << "counting reads nothing back";
+    EXPECT_EQ(ops::to_host<double>(outside)[0], 9.0);
+    const std::vector<float> rows = ops::to_host<float>(out);
+    for (size_t i = 0; i < host_ids.size(); ++i)
+      EXPECT_EQ(rows[i * kDim], host_ids[i] >= 0 && host_ids[i] < kVocab ? 1.0f : 0.0f) << i;
+    // Each row's lse is ln(10) + 2 (every logit is 2); a row whose target is outside has no
+    // target logit to subtract.
+    EXPECT_NEAR(ops::to_host<double>(loss)[0], 6 * (std::log(10.0) + 2.0) - 3 * 2.0, 1e-5);
+    try {
+      ops::embedding_forward(ids, table, out);
+      ADD_FAILURE() << "expected an error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("token id 10 is outside the vocabulary [0, 10)"),
+                std::string::npos)
+          << e.what();
+    }
+    EXPECT_THROW(ops::head_cross_entropy(h, table, ids, 1.0f, nullptr, nullptr, ws, loss), Error);
+    EXPECT_THROW(ops::ce_shard_stats(logits, ids, {}, stats), Error);
+  }
+}
+
 }  // namespace
 }  // namespace moetron
