@@ -106,7 +106,8 @@ struct VocabShard {
 // naming the id (a device reads the ids back for it); with `outside` ([1] f64 on the ids'
 // device), their number is added to it and they read no row, so that a caller checks all its
 // ops' ids with the one read it makes anyway (Model: the step's sums). The backward takes the
-// forward's ids: the CPU checks them again, a device does not (ids outside add nothing).
+// forward's ids and does not check them again (ids outside add nothing), so a step that counts
+// them raises at its read on every backend, not inside the backward.
 void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out,
                        const VocabShard& shard = {}, Tensor* outside = nullptr);
 void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable,

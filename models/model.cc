@@ -121,8 +121,8 @@ Losses Model::losses(std::span<const double> sums, int64_t passes, float mtp_wei
         "the batch holds token ids outside the vocabulary [0, ", dims_.vocab, ") of the model (",
         outside,
         " reads of them, counted once per head that reads the token as input or "
-        "target): the data was tokenized for a larger vocabulary than model.vocab_size = ",
-        dims_.vocab));
+        "target): the data holds ids that model.vocab_size = ",
+        dims_.vocab, " does not cover (tokenized for a larger vocabulary, or corrupt)"));
   const int64_t depth = dims_.mtp_depth;
   const double rows = static_cast<double>(dims_.rows() * passes);
   Losses l;

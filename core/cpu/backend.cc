@@ -20,19 +20,18 @@ namespace {
 // 64-byte alignment: one cache line, and what AVX-512 loads like best.
 constexpr size_t kAlignment = 64;
 
-void check_ids(const Tensor& ids, int64_t vocab, const char* what) {
-  for (int32_t id : ids.span<int32_t>())
-    if (id < 0 || id >= vocab)
-      throw Error(detail::concat(what, " id ", id, " is outside the vocabulary [0, ", vocab, ")"));
-}
-
-// Checks the ids, or with `outside` set adds their number outside [0, vocab) to it
+// The first id outside [0, vocab) is an Error, or with `outside` set their number is added to it
 // (ops::embedding_forward); the kernels read no row for those.
 void check_ids(const Tensor& ids, int64_t vocab, const char* what, Tensor* outside) {
-  if (outside == nullptr) return check_ids(ids, vocab, what);
   const std::span<const int32_t> s = ids.span<int32_t>();
-  outside->data<double>()[0] += static_cast<double>(
-      std::count_if(s.begin(), s.end(), [&](int32_t id) { return id < 0 || id >= vocab; }));
+  auto is_outside = [vocab](int32_t id) { return id < 0 || id >= vocab; };
+  if (outside != nullptr) {
+    outside->data<double>()[0] +=
+        static_cast<double>(std::count_if(s.begin(), s.end(), is_outside));
+    return;
+  }
+  if (const auto it = std::find_if(s.begin(), s.end(), is_outside); it != s.end())
+    throw Error(detail::concat(what, " id ", *it, " is outside the vocabulary [0, ", vocab, ")"));
 }
 
 cpu::Router router_of(const Tensor& logits, const ops::RouterConfig& c) {
@@ -315,7 +314,7 @@ class CpuBackend final : public Backend {
   }
   void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable,
                           const ops::VocabShard& s) override {
-    check_ids(ids, s.vocab, "token");
+    // The forward's ids, checked or counted there; ids outside this block add nothing.
     cpu::embedding_backward(ids.data<int32_t>(), ids.numel(), dout.data<float>(), dout.cols(),
                             dtable.data<float>(), s.first, s.valid);
   }
