@@ -29,6 +29,7 @@ struct AdamWStep;
 struct RouterConfig;
 struct BalanceConfig;
 struct DispatchPlan;
+struct PlanSlice;
 }  // namespace ops
 
 // What a backend's tensors hold: bytes allocated now and the most at any time since the last
@@ -155,7 +156,7 @@ class Backend {
                               const ops::RouterConfig& rc, const ops::BalanceConfig& bc,
                               float grad_scale, Tensor* dscores, Tensor* dlogits, Tensor* sums) = 0;
   virtual void plan_dispatch(const Tensor& topk_idx, const Tensor& scores, int64_t capacity,
-                             ops::DispatchPlan& plan) = 0;
+                             ops::DispatchPlan& plan, ops::PlanSlice* slice) = 0;
   virtual void gather_rows(const Tensor& src, const Tensor& row_token, Tensor& dst) = 0;
   virtual void combine_rows(const Tensor& src, const Tensor& slot_row, const Tensor& weights,
                             int64_t k, Tensor& dst, bool accumulate) = 0;

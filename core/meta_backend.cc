@@ -106,7 +106,8 @@ class MetaBackend final : public Backend {
                        Tensor&, Tensor&) override {}
   void balance_losses(const Tensor&, const Tensor&, const Tensor&, const ops::RouterConfig&,
                       const ops::BalanceConfig&, float, Tensor*, Tensor*, Tensor*) override {}
-  void plan_dispatch(const Tensor&, const Tensor&, int64_t, ops::DispatchPlan&) override {}
+  void plan_dispatch(const Tensor&, const Tensor&, int64_t, ops::DispatchPlan&,
+                     ops::PlanSlice*) override {}
   void gather_rows(const Tensor&, const Tensor&, Tensor&) override {}
   void combine_rows(const Tensor&, const Tensor&, const Tensor&, int64_t, Tensor&, bool) override {}
   void combine_rows_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, int64_t,

@@ -198,8 +198,23 @@ struct DispatchPlan {
   Tensor row_tokens() const { return row_token.view(0, {rows}); }
 };
 DispatchPlan make_dispatch_plan(int64_t tokens, int64_t k, int64_t experts, Device device = {});
+// A tensor-parallel rank's share of a plan: the kept rows of the tokens [begin, end), in plan
+// order (grouped by expert, tokens in order within one), renumbered from 0.
+struct PlanSlice {
+  int64_t begin = 0, end = 0;
+  Tensor row_token;    // [N * k] i32: the first `rows` are the slice's rows' tokens
+  Tensor slot_row;     // [N * k] i32: each slot's row of the slice, -1 when dropped or outside
+  Tensor host_counts;  // [E] i64 on the host: the slice's rows of each expert
+  int64_t rows = 0;
+  Tensor row_tokens() const { return row_token.view(0, {rows}); }
+};
+PlanSlice make_plan_slice(int64_t tokens, int64_t k, int64_t experts, int64_t begin, int64_t end,
+                          Device device = {});
+// The plan of topk_idx [N, k] (scores [N, E] rank the slots when capacity > 0 drops some), and
+// with `slice` that slice of it too. A device backend brings the plan's sizes and host tensors
+// (the slice's counts included) in one device-to-host copy.
 void plan_dispatch(const Tensor& topk_idx, const Tensor& scores, int64_t capacity,
-                   DispatchPlan& plan);
+                   DispatchPlan& plan, PlanSlice* slice = nullptr);
 
 // dst[r] = src[row_token[r]] for the first row_token.numel() rows of dst (row_token i32).
 void gather_rows(const Tensor& src, const Tensor& row_token, Tensor& dst);

@@ -82,8 +82,19 @@ DispatchPlan make_dispatch_plan(int64_t tokens, int64_t k, int64_t experts, Devi
   return plan;
 }
 
+PlanSlice make_plan_slice(int64_t tokens, int64_t k, int64_t experts, int64_t begin, int64_t end,
+                          Device device) {
+  PlanSlice slice;
+  slice.begin = begin;
+  slice.end = end;
+  slice.row_token = Tensor::empty({tokens * k}, DType::i32, device);
+  slice.slot_row = Tensor::empty({tokens * k}, DType::i32, device);
+  slice.host_counts = Tensor::zeros({experts}, DType::i64);
+  return slice;
+}
+
 void plan_dispatch(const Tensor& topk_idx, const Tensor& scores, int64_t capacity,
-                   DispatchPlan& plan) {
+                   DispatchPlan& plan, PlanSlice* slice) {
   const int64_t n = topk_idx.rows(), k = topk_idx.cols(), experts = scores.cols();
   MOETRON_CHECK(topk_idx.dtype() == DType::i32, "plan_dispatch: topk_idx must be i32");
   require_rows(scores, n, experts, DType::f32, "plan_dispatch scores");
@@ -100,9 +111,22 @@ void plan_dispatch(const Tensor& topk_idx, const Tensor& scores, int64_t capacit
                   "plan_dispatch: host_counts and host_offsets must be on the host, not on ",
                   device_name(plan.host_offsets.device()));
   }
+  if (slice) {
+    MOETRON_CHECK(0 <= slice->begin && slice->begin <= slice->end && slice->end <= n,
+                  "plan_dispatch: the slice's tokens [", slice->begin, ", ", slice->end,
+                  ") must lie within the plan's [0, ", n, ")");
+    require_vector(slice->row_token, n * k, DType::i32, "plan_dispatch slice row_token");
+    require_vector(slice->slot_row, n * k, DType::i32, "plan_dispatch slice slot_row");
+    require_vector(slice->host_counts, experts, DType::i64, "plan_dispatch slice host_counts");
+    MOETRON_CHECK(slice->host_counts.device() == Device{},
+                  "plan_dispatch: the slice's host_counts must be on the host, not on ",
+                  device_name(slice->host_counts.device()));
+  }
+  const Tensor none;
   backend_of("plan_dispatch",
-             {&topk_idx, &scores, &plan.counts, &plan.offsets, &plan.slot_row, &plan.row_token})
-      .plan_dispatch(topk_idx, scores, capacity, plan);
+             {&topk_idx, &scores, &plan.counts, &plan.offsets, &plan.slot_row, &plan.row_token,
+              slice ? &slice->row_token : &none, slice ? &slice->slot_row : &none})
+      .plan_dispatch(topk_idx, scores, capacity, plan, slice);
 }
 
 void gather_rows(const Tensor& src, const Tensor& row_token, Tensor& dst) {

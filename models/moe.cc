@@ -56,10 +56,8 @@ MoE::MoE(ParamTable& params, const std::string& prefix, const ModelDims& d, cons
   if (shared_) d_shared_ = rt.empty({rows, d.hidden});
   send_counts_.assign(static_cast<size_t>(m.experts), 0);
   plan_ = ops::make_dispatch_plan(rows, m.k, m.experts, rt.device);
-  if (!whole_) {
-    row_token_ = rt.empty({slots}, DType::i32);
-    slot_row_ = rt.empty({slots}, DType::i32);
-  }
+  if (!whole_)
+    slice_ = ops::make_plan_slice(rows, m.k, m.experts, slice_begin_, slice_end_, rt.device);
 }
 
 const std::vector<Tensor>& MoE::expert_gate_up() {
@@ -75,41 +73,13 @@ const std::vector<Tensor>& MoE::expert_down() {
   return down_views_;
 }
 
-void MoE::select_slice() {
-  const int64_t experts = router_.experts, k = router_.k;
+std::span<const int64_t> MoE::send_counts() {
+  if (!whole_) return slice_.host_counts.span<int64_t>();
   // The plan's offsets on the host (plan_dispatch brought them with its counts, in the one copy
-  // to the host per MoE layer): the slice's counts decide the dispatch.
+  // to the host per MoE layer).
   const std::span<const int64_t> offsets = plan_.host_offsets.span<int64_t>();
-  if (whole_) {
-    for (int64_t e = 0; e < experts; ++e)
-      send_counts_[static_cast<size_t>(e)] = offsets[e + 1] - offsets[e];
-    return;
-  }
-  // The plan's rows are grouped by expert and in token order within an expert, so keeping the
-  // rows of this slice keeps both orders.
-  const std::vector<int32_t> row_token = ops::to_host<int32_t>(plan_.row_tokens());
-  const std::vector<int32_t> slot_row = ops::to_host<int32_t>(plan_.slot_row);
-  std::fill(send_counts_.begin(), send_counts_.end(), 0);
-  std::vector<int32_t> kept, new_row(row_token.size(), -1);
-  for (int64_t e = 0; e < experts; ++e)
-    for (int64_t r = offsets[e]; r < offsets[e + 1]; ++r) {
-      const int32_t t = row_token[static_cast<size_t>(r)];
-      if (t < slice_begin_ || t >= slice_end_) continue;
-      new_row[static_cast<size_t>(r)] = static_cast<int32_t>(kept.size());
-      kept.push_back(t);
-      ++send_counts_[static_cast<size_t>(e)];
-    }
-  std::vector<int32_t> slots(slot_row.size(), -1);
-  for (int64_t s = slice_begin_ * k; s < slice_end_ * k; ++s) {
-    // A plan read back from the meta device (zeros: no row kept) names rows that do not exist.
-    const int32_t r = slot_row[static_cast<size_t>(s)];
-    if (r >= 0 && static_cast<size_t>(r) < new_row.size())
-      slots[static_cast<size_t>(s)] = new_row[static_cast<size_t>(r)];
-  }
-  slice_rows_ = static_cast<int64_t>(kept.size());
-  Tensor kept_rows = row_token_.view(0, {slice_rows_});
-  ops::copy_from_host(std::span<const int32_t>(kept), kept_rows);
-  ops::copy_from_host(std::span<const int32_t>(slots), slot_row_);
+  for (size_t e = 0; e < send_counts_.size(); ++e) send_counts_[e] = offsets[e + 1] - offsets[e];
+  return send_counts_;
 }
 
 void MoE::run(const Tensor& x, Tensor& y, const DecodeStep* step) {
@@ -122,7 +92,7 @@ void MoE::run(const Tensor& x, Tensor& y, const DecodeStep* step) {
 void MoE::train_forward(const Tensor& x, Tensor& y) {
   linear_forward(x, gate_.value(), logits_);
   ops::router_forward(logits_, bias_.value(), router_, scores_, topk_idx_, gates_);
-  ops::plan_dispatch(topk_idx_, scores_, capacity_, plan_);
+  ops::plan_dispatch(topk_idx_, scores_, capacity_, plan_, whole_ ? nullptr : &slice_);
   stats_.counts.assign(plan_.host_counts.span<int64_t>().begin(),
                        plan_.host_counts.span<int64_t>().end());
   stats_.dropped = plan_.dropped;
@@ -130,8 +100,7 @@ void MoE::train_forward(const Tensor& x, Tensor& y) {
     ops::balance_losses(logits_, scores_, plan_.counts, router_, balance_, 0.0f, nullptr, nullptr,
                         &balance_sums_);
 
-  select_slice();
-  dispatcher_.plan(send_counts_);
+  dispatcher_.plan(send_counts());
   stats_.rows_sent = dispatcher_.sent_rows();
   stats_.rows_off_rank = dispatcher_.sent_off_rank();
   stats_.rows_received_off_rank = dispatcher_.received_off_rank();

@@ -69,12 +69,11 @@ class MoE : public FeedForward {
  private:
   void train_forward(const Tensor& x, Tensor& y);
   void decode(const Tensor& x, Tensor& y, const DecodeStep& step);
-  // This rank's share of the plan: the kept rows of its token slice, in plan order.
-  void select_slice();
-  Tensor slot_rows() const { return whole_ ? plan_.slot_row : slot_row_; }
-  Tensor row_tokens() const {
-    return whole_ ? plan_.row_tokens() : row_token_.view(0, {slice_rows_});
-  }
+  // This rank's share of the plan (tp > 1: its slice of the tokens): the rows it sends per
+  // expert, their tokens, and each slot's row among them.
+  std::span<const int64_t> send_counts();
+  Tensor row_tokens() const { return whole_ ? plan_.row_tokens() : slice_.row_tokens(); }
+  Tensor slot_rows() const { return whole_ ? plan_.slot_row : slice_.slot_row; }
   // Views of this rank's expert weights (gate|up fused), made on first use: the parameters are
   // allocated after the layers register them, and never move.
   const std::vector<Tensor>& expert_gate_up();
@@ -107,10 +106,8 @@ class MoE : public FeedForward {
   Tensor balance_sums_;
   MoeStats stats_;
   ops::DispatchPlan plan_;
-  std::vector<int64_t> send_counts_;  // [experts] rows of the slice per expert
-  // tp > 1: the slice's rows (the first slice_rows_ of row_token_) and slots.
-  Tensor row_token_, slot_row_;
-  int64_t slice_rows_ = 0;
+  std::vector<int64_t> send_counts_;  // [experts] tp = 1: the plan's kept rows per expert
+  ops::PlanSlice slice_;              // tp > 1: this rank's slice of the plan
   // Router tensors over all tokens, saved for backward.
   Tensor logits_, scores_, topk_idx_, gates_;
   Tensor dlogits_, dscores_, dgates_, dgates_slice_, d_shared_;

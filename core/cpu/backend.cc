@@ -10,6 +10,7 @@
 #include "core/cpu/kernels_decode.h"
 #include "core/cpu/kernels_linear_attention.h"
 #include "core/cpu/router.h"
+#include "core/kernels/host.h"
 #include "core/memory_counter.h"
 #include "core/ops.h"
 #include "core/ops_linear_attention.h"
@@ -373,7 +374,7 @@ class CpuBackend final : public Backend {
       for (int64_t i = 0; i < ops::kBalanceSums; ++i) sums->data<double>()[i] += out[i];
   }
   void plan_dispatch(const Tensor& topk_idx, const Tensor& scores, int64_t capacity,
-                     ops::DispatchPlan& plan) override {
+                     ops::DispatchPlan& plan, ops::PlanSlice* slice) override {
     const int64_t experts = scores.cols();
     for (int32_t e : topk_idx.span<int32_t>())
       MOETRON_CHECK(e >= 0 && e < experts, "plan_dispatch: expert ", e, " of ", experts);
@@ -384,6 +385,16 @@ class CpuBackend final : public Backend {
     if (plan.host_offsets.defined()) {
       std::ranges::copy(plan.counts.span<int64_t>(), plan.host_counts.data<int64_t>());
       std::ranges::copy(plan.offsets.span<int64_t>(), plan.host_offsets.data<int64_t>());
+    }
+    if (slice) {
+      std::vector<int64_t> scratch(static_cast<size_t>(2 * experts + 1));
+      int64_t* counts = slice->host_counts.data<int64_t>();
+      kernels::host::plan_slice(plan.row_token.data<int32_t>(), plan.slot_row.data<int32_t>(),
+                                plan.offsets.data<int64_t>(), topk_idx.numel(), topk_idx.cols(),
+                                experts, slice->begin, slice->end, counts,
+                                slice->row_token.data<int32_t>(), slice->slot_row.data<int32_t>(),
+                                scratch.data());
+      slice->rows = scratch.back();  // the slice's offsets end with its rows
     }
   }
   void gather_rows(const Tensor& src, const Tensor& row_token, Tensor& dst) override {

@@ -23,12 +23,13 @@ MT_HD float dispatch_score(const int32_t* idx, const float* scores, int64_t k, i
   return scores[(i / k) * experts + idx[i]];
 }
 
-// The first position of key e in sorted[0, n) (n when none is as large): a lower bound.
-MT_HD int64_t first_of(const int32_t* sorted, int64_t n, int64_t e) {
+// The first position of a key >= e in sorted[0, n) (n when none is as large): a lower bound.
+template <typename T>
+MT_HD int64_t first_of(const T* sorted, int64_t n, int64_t e) {
   int64_t lo = 0, hi = n;
   while (lo < hi) {
     const int64_t mid = lo + (hi - lo) / 2;
-    if (sorted[mid] < e)
+    if (static_cast<int64_t>(sorted[mid]) < e)
       lo = mid + 1;
     else
       hi = mid;
@@ -64,6 +65,41 @@ MT_HD void dispatch_rows_at(const int32_t* row_order, const int64_t* offsets, in
   const bool kept = p < offsets[experts];
   slot_row[slot] = kept ? static_cast<int32_t>(p) : -1;
   if (kept) row_token[p] = static_cast<int32_t>(slot / k);
+}
+
+// A tensor-parallel rank's share of a plan (core/ops.h PlanSlice): the kept rows of the tokens
+// [begin, end), in plan order. Expert e's rows hold ascending tokens, so its rows of the slice
+// are one run [first[e], first[e] + counts[e]) of the plan's, found by two binary searches.
+MT_HD void slice_run_at(const int32_t* row_token, const int64_t* offsets, int64_t begin,
+                        int64_t end, int64_t* first, int64_t* counts, int64_t e) {
+  const int32_t* run = row_token + offsets[e];
+  const int64_t n = offsets[e + 1] - offsets[e];
+  first[e] = offsets[e] + first_of(run, n, begin);
+  counts[e] = offsets[e] + first_of(run, n, end) - first[e];
+}
+
+// Where each expert's rows start in the slice: offsets [experts + 1] (one thread; experts are
+// few).
+MT_HD void slice_offsets_of(const int64_t* counts, int64_t experts, int64_t* offsets) {
+  offsets[0] = 0;
+  for (int64_t e = 0; e < experts; ++e) offsets[e + 1] = offsets[e] + counts[e];
+}
+
+// Slot s of the plan: its row of the slice (-1 when dropped or its token lies outside), and
+// that row's token (each kept slot of the slice is the one slot of its row).
+MT_HD void slice_slot_at(const int32_t* slot_row, const int64_t* offsets, int64_t experts,
+                         int64_t k, int64_t begin, int64_t end, const int64_t* first,
+                         const int64_t* slice_offsets, int32_t* slice_row_token,
+                         int32_t* slice_slot_row, int64_t s) {
+  const int64_t t = s / k, r = slot_row[s];
+  if (t < begin || t >= end || r < 0) {
+    slice_slot_row[s] = -1;
+    return;
+  }
+  const int64_t e = first_of(offsets + 1, experts, r + 1);  // the expert whose run holds row r
+  const int64_t row = slice_offsets[e] + r - first[e];
+  slice_slot_row[s] = static_cast<int32_t>(row);
+  slice_row_token[row] = static_cast<int32_t>(t);
 }
 
 }  // namespace moetron::kernels

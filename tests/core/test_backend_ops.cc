@@ -1,10 +1,10 @@
 // The ops the gradient cases of test_ops.cc do not reach, on every backend against the CPU: the
 // optimizer step, reductions and casts, the bf16 GEMM, column moves, the RoPE tables, routing
-// and its backward, the dispatch plan and its row moves, the balancing losses, the expert GEMMs,
-// the bias update and the decoding ops, Gated DeltaNet's among them. Each backend (backends(), with
-// cpu:1, the CUDA backend's code on the host launchers) runs the same script from the same inputs;
-// index outputs (the experts chosen, the plan) must be the CPU's exactly, values within 1e-5
-// relative plus 1e-6 of the largest, f64 sums within 1e-12 relative.
+// and its backward, the dispatch plan, its slice and its row moves, the balancing losses, the
+// expert GEMMs, the bias update and the decoding ops, Gated DeltaNet's among them. Each backend
+// (backends(), with cpu:1, the CUDA backend's code on the host launchers) runs the same script from
+// the same inputs; index outputs (the experts chosen, the plan) must be the CPU's exactly, values
+// within 1e-5 relative plus 1e-6 of the largest, f64 sums within 1e-12 relative.
 #include <gtest/gtest.h>
 
 #include <array>
@@ -25,6 +25,33 @@ namespace moetron {
 namespace {
 
 using Outputs = std::vector<std::pair<std::string, Tensor>>;  // on the host
+
+// A plan's slice against the plan (on the host): the plan's kept rows whose token lies in the
+// slice, in plan order, and each slot of those tokens pointing at its row among them.
+void expect_slice_of(const ops::DispatchPlan& plan, const ops::PlanSlice& slice, int64_t k) {
+  const std::vector<int64_t> offsets = ops::to_host<int64_t>(plan.offsets);
+  const std::vector<int32_t> row_token = ops::to_host<int32_t>(plan.row_tokens());
+  const std::vector<int32_t> slot_row = ops::to_host<int32_t>(plan.slot_row);
+  const auto experts = static_cast<int64_t>(offsets.size()) - 1;
+  std::vector<int32_t> tokens, new_row(row_token.size(), -1);
+  std::vector<int64_t> counts(static_cast<size_t>(experts), 0);
+  for (int64_t e = 0; e < experts; ++e)
+    for (int64_t r = offsets[e]; r < offsets[e + 1]; ++r)
+      if (const int32_t t = row_token[r]; t >= slice.begin && t < slice.end) {
+        new_row[r] = static_cast<int32_t>(tokens.size());
+        tokens.push_back(t);
+        ++counts[e];
+      }
+  std::vector<int32_t> slots(slot_row.size(), -1);
+  for (int64_t s = slice.begin * k; s < slice.end * k; ++s)
+    if (slot_row[s] >= 0) slots[s] = new_row[slot_row[s]];
+  ASSERT_EQ(slice.rows, static_cast<int64_t>(tokens.size()));
+  EXPECT_GT(slice.rows, 0);
+  EXPECT_LT(slice.rows, plan.rows);
+  EXPECT_EQ(ops::to_host<int32_t>(slice.row_tokens()), tokens);
+  EXPECT_EQ(ops::to_host<int32_t>(slice.slot_row), slots);
+  EXPECT_EQ(ops::to_host<int64_t>(slice.host_counts), counts);
+}
 
 Outputs run_script(Device d) {
   std::mt19937 gen(7);
@@ -115,6 +142,17 @@ Outputs run_script(Device d) {
   keep("plan slot_row", plan.slot_row);
   const std::vector<float> sizes{static_cast<float>(plan.rows), static_cast<float>(plan.dropped)};
   keep("plan rows and dropped", ops::from_host(std::span<const float>(sizes)));
+  // Tokens [4, 9) of it: a tensor-parallel rank's slice, made with the plan in the same call.
+  ops::PlanSlice slice = ops::make_plan_slice(N, K, E, 4, 9, d);
+  ops::DispatchPlan again = ops::make_dispatch_plan(N, K, E, d);
+  const int64_t reads = backend(d).host_reads();
+  ops::plan_dispatch(idx, scores, 3, again, &slice);
+  EXPECT_EQ(backend(d).host_reads() - reads, d == Device{} ? 0 : 1)
+      << "the slice's counts come back with the plan's";
+  expect_slice_of(again, slice, K);
+  keep("plan slice rows", slice.row_tokens());
+  keep("plan slice slot_row", slice.slot_row);
+  keep("plan slice counts", slice.host_counts);
   const Tensor x = in({N, 6});
   Tensor rows = out({plan.rows, 6});
   ops::gather_rows(x, plan.row_tokens(), rows);

@@ -194,6 +194,7 @@ Record train(const Variant& v, const ProcessGroups& groups, std::unique_ptr<Mode
                       cfg.seed(), groups.dp_rank(), groups.layout().dp);
   Record r;
   for (int s = 0; s < kSteps; ++s) {
+    const int64_t reads = backend(v.device).host_reads();
     const StepResult out = step.run(
         s, cfg.optimizer().lr(), 0.3f, [&](std::span<int32_t> t) { loader.next(t); },
         [&](const StepResult&) {
@@ -204,6 +205,12 @@ Record train(const Variant& v, const ProcessGroups& groups, std::unique_ptr<Mode
               gradients->add_gradient(p.name, s, params.grad(params.find(p.name)).span<float>());
         });
     EXPECT_TRUE(out.finite) << "step " << s;
+    // A device step reads back once per MoE layer (its plan, the tp slice's counts included)
+    // and once for its sums, whatever the layout (docs/gpu.md, "Host copies a step makes").
+    if (v.device != Device{} && gradients == nullptr) {
+      EXPECT_EQ(backend(v.device).host_reads() - reads, static_cast<int64_t>(out.moe.size()) + 1)
+          << "step " << s;
+    }
     if (v.qk_clip > 0) {
       EXPECT_GT(out.clipped_heads, 0) << "QK-clip clipped nothing at step " << s;
     }
