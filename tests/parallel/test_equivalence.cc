@@ -214,6 +214,11 @@ Record train(const Variant& v, const ProcessGroups& groups, std::unique_ptr<Mode
     if (v.qk_clip > 0) {
       EXPECT_GT(out.clipped_heads, 0) << "QK-clip clipped nothing at step " << s;
     }
+    if (v.capacity_factor > 0) {
+      int64_t dropped = 0;
+      for (const MoeStepStats& m : out.moe) dropped += m.dropped;
+      EXPECT_GT(dropped, 0) << "the capacity dropped nothing at step " << s;
+    }
     r.losses.push_back(out.losses.total);
     r.main.push_back(out.losses.main);
     r.norms.push_back(out.grad_norm);
@@ -465,10 +470,16 @@ TEST_F(World2, GradientAccumulationMatchesOneRank) {
 
 // Capacity dropping keeps its single-process meaning: each micro-batch's experts keep their
 // highest-score assignments, whichever ranks the tokens were dispatched from.
+// On cpu:1 too, where the tp slice of a plan that drops slots is the device's.
 TEST_F(World2, CapacityDroppingMatchesOneRank) {
   MOETRON_REQUIRE_WORLD(2);
   for (auto [dp, tp, ep] : {std::tuple{2, 1, 2}, {1, 2, 2}, {1, 2, 1}})
     expect_matches_reference({dp, tp, ep, false, 1, false, /*capacity_factor=*/1.0f});
+  for (auto [dp, tp, ep] : {std::tuple{1, 2, 2}, {1, 2, 1}}) {
+    Variant v{dp, tp, ep, false, 1, false, /*capacity_factor=*/1.0f};
+    v.device = test::host_kernels_device();
+    expect_matches_reference(v);
+  }
 }
 
 // Every (dp, tp, ep) of `world` ranks that the model allows (tp dividing the heads and KV
