@@ -216,13 +216,36 @@ Outputs run_script(Device d) {
   ops::conv_silu_step(in({5, 6}), conv_w, conv_state, conv_y);
   keep("conv_silu_step y", conv_y);
   keep("conv_silu_step state", conv_state);
-  Tensor delta_state = in({2, 4, 4}, 0.1f), delta_out = out({3, 2, 4});
-  Tensor decay = in({3, 2}, 0.1f), write = in({3, 2}, 0.1f);
+  // Two key heads of 4, each read by two value heads of 3.
+  Tensor delta_state = in({4, 4, 3}, 0.1f), delta_out = out({3, 4, 3});
+  Tensor decay = in({3, 4}, 0.1f), write = in({3, 4}, 0.1f);
   ops::scale(decay, -1.0f);
-  ops::gated_delta_step(in({3, 2, 4}, 0.5f), in({3, 2, 4}, 0.5f), in({3, 2, 4}), decay, write,
+  ops::gated_delta_step(in({3, 2, 4}, 0.5f), in({3, 2, 4}, 0.5f), in({3, 4, 3}), decay, write,
                         delta_state, delta_out);
   keep("gated_delta_step out", delta_out);
   keep("gated_delta_step state", delta_state);
+  // The chunked rule over two chunks (70 positions) with the same heads, forward and backward:
+  // the device's phases split the work by head, chunk and value column (the op cases have one
+  // key head).
+  const int64_t DB = 2, DT = 70, chunks = (DT + ops::kGatedDeltaChunk - 1) / ops::kGatedDeltaChunk;
+  const Tensor dq_in = in({DB, DT, 2, 4}, 0.5f), dk_in = in({DB, DT, 2, 4}, 0.5f);
+  const Tensor dv_in = in({DB, DT, 4, 3});
+  Tensor dg_in = in({DB, DT, 4}, 0.05f);
+  ops::scale(dg_in, -1.0f);
+  const Tensor dbeta_in = in({DB, DT, 4}, 0.3f);
+  Tensor delta_seq = out({DB, DT, 4, 3}), states = out({DB, 4, chunks + 1, 4, 3});
+  ops::gated_delta_forward(dq_in, dk_in, dv_in, dg_in, dbeta_in, delta_seq, states);
+  keep("gated_delta_forward out", delta_seq);
+  keep("gated_delta_forward states", states);
+  Tensor gq = out({DB, DT, 2, 4}), gk = out({DB, DT, 2, 4}), gv = out({DB, DT, 4, 3});
+  Tensor gg = out({DB, DT, 4}), gb = out({DB, DT, 4});
+  ops::gated_delta_backward(in({DB, DT, 4, 3}), dq_in, dk_in, dv_in, dg_in, dbeta_in, states, gq,
+                            gk, gv, gg, gb);
+  keep("gated_delta_backward dq", gq);
+  keep("gated_delta_backward dk", gk);
+  keep("gated_delta_backward dv", gv);
+  keep("gated_delta_backward dg", gg);
+  keep("gated_delta_backward dbeta", gb);
   return r;
 }
 
