@@ -32,8 +32,9 @@ struct DispatchPlan;
 struct PlanSlice;
 }  // namespace ops
 
-// What a backend's tensors hold: bytes allocated now and the most at any time since the last
-// reset_peak() (the caching allocators' max_memory_allocated).
+// What a backend's tensors (and a device backend's kernel scratch) hold: bytes allocated now and
+// the most at any time since the last reset_peak() (the caching allocators'
+// max_memory_allocated).
 struct MemoryUse {
   int64_t live = 0, peak = 0;
 };

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "core/backend.h"
+#include "core/kernels/gated_delta.h"
 #include "core/ops.h"
 #include "core/ops_decode.h"
 #include "core/ops_linear_attention.h"
@@ -350,6 +351,23 @@ TEST(OpBackends, IdsOutsideTheVocabularyAreCountedWhereAskedAndRaisedOtherwise) 
     EXPECT_THROW(ops::head_cross_entropy(h, table, ids, 1.0f, nullptr, nullptr, ws, loss), Error);
     EXPECT_THROW(ops::ce_shard_stats(logits, ids, {}, stats), Error);
   }
+}
+
+// A device backend's kernel scratch is its memory too: memory_use counts it with the tensors
+// (the gated delta rule's backward takes the most, docs/gpu.md).
+TEST(OpBackends, TheDevicesScratchIsCountedInItsMemoryUse) {
+  const Device d = test::host_kernels_device();
+  const kernels::GatedDeltaDims s{1, 1024, 2, 4, 64, 64, ops::kGatedDeltaChunk};
+  auto zeros = [&](Shape shape) { return Tensor::zeros(std::move(shape), DType::f32, d); };
+  const Tensor q = zeros({1, 1024, 2, 64}), v = zeros({1, 1024, 4, 64}), g = zeros({1, 1024, 4});
+  const Tensor states = zeros({1, 4, s.chunks() + 1, 64, 64});
+  Tensor dq = zeros(q.shape()), dk = zeros(q.shape()), dv = zeros(v.shape());
+  Tensor dg = zeros(g.shape()), dbeta = zeros(g.shape());
+  ops::gated_delta_backward(v, q, q, v, g, g, states, dq, dk, dv, dg, dbeta);
+  const int64_t tensors = 2 * v.bytes() + 3 * q.bytes() + 3 * g.bytes() + states.bytes();
+  const auto work = kernels::gd_work_floats(s, true) * static_cast<int64_t>(sizeof(float));
+  EXPECT_GT(work, 10'000'000);  // far above what else lives on the device here
+  EXPECT_GE(backend(d).memory_use().live, tensors + work);
 }
 
 }  // namespace
