@@ -205,7 +205,7 @@ struct PlanSlice {
   Tensor row_token;    // [N * k] i32: the first `rows` are the slice's rows' tokens
   Tensor slot_row;     // [N * k] i32: each slot's row of the slice, -1 when dropped or outside
   Tensor host_counts;  // [E] i64 on the host: the slice's rows of each expert
-  int64_t rows = 0;
+  int64_t rows = 0;    // the sum of host_counts
   Tensor row_tokens() const { return row_token.view(0, {rows}); }
 };
 PlanSlice make_plan_slice(int64_t tokens, int64_t k, int64_t experts, int64_t begin, int64_t end,

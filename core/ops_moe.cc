@@ -1,5 +1,9 @@
 // The MoE ops of core/ops.h: shape, dtype and device checks, then the backend.
 
+#include <cstdint>
+#include <numeric>
+#include <span>
+
 #include "core/backend.h"
 #include "core/ops.h"
 
@@ -127,6 +131,10 @@ void plan_dispatch(const Tensor& topk_idx, const Tensor& scores, int64_t capacit
              {&topk_idx, &scores, &plan.counts, &plan.offsets, &plan.slot_row, &plan.row_token,
               slice ? &slice->row_token : &none, slice ? &slice->slot_row : &none})
       .plan_dispatch(topk_idx, scores, capacity, plan, slice);
+  if (slice) {
+    const std::span<const int64_t> counts = slice->host_counts.span<int64_t>();
+    slice->rows = std::accumulate(counts.begin(), counts.end(), int64_t{0});
+  }
 }
 
 void gather_rows(const Tensor& src, const Tensor& row_token, Tensor& dst) {

@@ -394,7 +394,6 @@ class CpuBackend final : public Backend {
                                 experts, slice->begin, slice->end, counts,
                                 slice->row_token.data<int32_t>(), slice->slot_row.data<int32_t>(),
                                 scratch.data());
-      slice->rows = scratch.back();  // the slice's offsets end with its rows
     }
   }
   void gather_rows(const Tensor& src, const Tensor& row_token, Tensor& dst) override {

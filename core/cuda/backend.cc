@@ -13,7 +13,6 @@
 #include <initializer_list>
 #include <memory>
 #include <mutex>
-#include <numeric>
 #include <string>
 #include <utility>
 #include <vector>

@@ -229,18 +229,18 @@ Outputs run_script(Device d) {
   // the device's phases split the work by head, chunk and value column (the op cases have one
   // key head).
   const int64_t DB = 2, DT = 70, chunks = (DT + ops::kGatedDeltaChunk - 1) / ops::kGatedDeltaChunk;
-  const Tensor dq_in = in({DB, DT, 2, 4}, 0.5f), dk_in = in({DB, DT, 2, 4}, 0.5f);
-  const Tensor dv_in = in({DB, DT, 4, 3});
-  Tensor dg_in = in({DB, DT, 4}, 0.05f);
-  ops::scale(dg_in, -1.0f);
-  const Tensor dbeta_in = in({DB, DT, 4}, 0.3f);
+  const Tensor q_seq = in({DB, DT, 2, 4}, 0.5f), k_seq = in({DB, DT, 2, 4}, 0.5f);
+  const Tensor v_seq = in({DB, DT, 4, 3});
+  Tensor g_seq = in({DB, DT, 4}, 0.05f);
+  ops::scale(g_seq, -1.0f);
+  const Tensor beta_seq = in({DB, DT, 4}, 0.3f);
   Tensor delta_seq = out({DB, DT, 4, 3}), states = out({DB, 4, chunks + 1, 4, 3});
-  ops::gated_delta_forward(dq_in, dk_in, dv_in, dg_in, dbeta_in, delta_seq, states);
+  ops::gated_delta_forward(q_seq, k_seq, v_seq, g_seq, beta_seq, delta_seq, states);
   keep("gated_delta_forward out", delta_seq);
   keep("gated_delta_forward states", states);
   Tensor gq = out({DB, DT, 2, 4}), gk = out({DB, DT, 2, 4}), gv = out({DB, DT, 4, 3});
   Tensor gg = out({DB, DT, 4}), gb = out({DB, DT, 4});
-  ops::gated_delta_backward(in({DB, DT, 4, 3}), dq_in, dk_in, dv_in, dg_in, dbeta_in, states, gq,
+  ops::gated_delta_backward(in({DB, DT, 4, 3}), q_seq, k_seq, v_seq, g_seq, beta_seq, states, gq,
                             gk, gv, gg, gb);
   keep("gated_delta_backward dq", gq);
   keep("gated_delta_backward dk", gk);

@@ -206,7 +206,8 @@ Record train(const Variant& v, const ProcessGroups& groups, std::unique_ptr<Mode
         });
     EXPECT_TRUE(out.finite) << "step " << s;
     // A device step reads back once per MoE layer (its plan, the tp slice's counts included)
-    // and once for its sums, whatever the layout (docs/gpu.md, "Host copies a step makes").
+    // and once for its sums, whatever the layout (docs/gpu.md, "Host copies a step makes"); the
+    // gradient hook's own copies to the host would count too.
     if (v.device != Device{} && gradients == nullptr) {
       EXPECT_EQ(backend(v.device).host_reads() - reads, static_cast<int64_t>(out.moe.size()) + 1)
           << "step " << s;
