@@ -48,35 +48,39 @@ MT_HD int64_t gd_state_offset(const GatedDeltaDims& s, int64_t b, int64_t h, int
   return ((b * s.v_heads + h) * (s.chunks() + 1) + c) * s.dk * s.dv;
 }
 
-// One chunk of one value head in a slab: the gathered inputs and what both passes derive.
+// One chunk of one value head in phase 3 of the backward: q, k and v read in place (rows `ldk`
+// and `ldv` apart), U and W from phase 1's work, the rest derived again in the task's slab.
 struct GdChunk {
-  int64_t len, dk, dv;
-  float *q, *k, *v;             // [len, dk], [len, dk], [len, dv]
+  int64_t len, dk, dv, ldk, ldv;
+  const float *q, *k, *v;       // [len, dk], [len, dk], [len, dv] (strided)
+  const float *u, *w;           // [len, dv], [len, dk]
   float *big_g, *eg, *el, *bt;  // [len]: cumsum(g), exp(G), exp(G_last - G), beta
   float *gam, *qk, *kk, *a;     // [len, len] lower: Gam, q.k, k.k, A
-  float *u, *w, *vp;            // [len, dv], [len, dk], [len, dv]
+  float* vp;                    // [len, dv]
 
   MT_HD float& at(float* m, int64_t i, int64_t j) const { return m[i * len + j]; }
+  MT_HD const float* qi(int64_t i) const { return q + i * ldk; }
+  MT_HD const float* ki(int64_t i) const { return k + i * ldk; }
+  MT_HD const float* vi(int64_t i) const { return v + i * ldv; }
 };
 
 MT_HD int64_t gd_chunk_floats(const GatedDeltaDims& s) {
   const int64_t c = s.chunk;
-  return 3 * c * s.dk + 3 * c * s.dv + 4 * c + 4 * c * c;
+  return c * s.dv + 4 * c + 4 * c * c;
 }
 MT_HD GdChunk gd_chunk_in(const GatedDeltaDims& s, float* slab) {
   const int64_t c = s.chunk;
   GdChunk ch{};
   ch.dk = s.dk;
   ch.dv = s.dv;
+  ch.ldk = s.k_heads * s.dk;
+  ch.ldv = s.v_heads * s.dv;
   float* p = slab;
   const auto take = [&p](int64_t n) {
     float* r = p;
     p += n;
     return r;
   };
-  ch.q = take(c * s.dk);
-  ch.k = take(c * s.dk);
-  ch.v = take(c * s.dv);
   ch.big_g = take(c);
   ch.eg = take(c);
   ch.el = take(c);
@@ -85,27 +89,27 @@ MT_HD GdChunk gd_chunk_in(const GatedDeltaDims& s, float* slab) {
   ch.qk = take(c * c);
   ch.kk = take(c * c);
   ch.a = take(c * c);
-  ch.u = take(c * s.dv);
-  ch.w = take(c * s.dk);
   ch.vp = take(c * s.dv);
   return ch;
 }
 
-// Gathers positions [t0, t0 + n) of batch b, value head h, and derives A, U, W and V' with the
-// chunk's initial state s0 [dk, dv].
+// Points ch at positions [t0, t0 + n) of batch b, value head h, and derives A and, with the
+// chunk's initial state s0 [dk, dv], V' = U - W S0 (U [n, dv] and W [n, dk] from phase 1).
 MT_HD void gd_chunk_load(GdChunk& ch, const GatedDeltaDims& s, const float* qs, const float* ks,
-                         const float* vs, const float* gs, const float* betas, int64_t b, int64_t h,
-                         int64_t t0, int64_t n, const float* s0) {
+                         const float* vs, const float* gs, const float* betas, const float* u,
+                         const float* w, int64_t b, int64_t h, int64_t t0, int64_t n,
+                         const float* s0) {
   const int64_t dk = ch.dk, dv = ch.dv, hk = h / (s.v_heads / s.k_heads);
+  const int64_t first = b * s.seq + t0;
   ch.len = n;
+  ch.q = qs + (first * s.k_heads + hk) * dk;
+  ch.k = ks + (first * s.k_heads + hk) * dk;
+  ch.v = vs + (first * s.v_heads + h) * dv;
+  ch.u = u;
+  ch.w = w;
   float cum = 0.0f;
   for (int64_t i = 0; i < n; ++i) {
-    const int64_t t = b * s.seq + t0 + i;
-    for (int64_t m = 0; m < dk; ++m) {
-      ch.q[i * dk + m] = qs[(t * s.k_heads + hk) * dk + m];
-      ch.k[i * dk + m] = ks[(t * s.k_heads + hk) * dk + m];
-    }
-    for (int64_t m = 0; m < dv; ++m) ch.v[i * dv + m] = vs[(t * s.v_heads + h) * dv + m];
+    const int64_t t = first + i;
     cum += gs[t * s.v_heads + h];
     ch.big_g[i] = cum;
     ch.eg[i] = expf(cum);
@@ -115,24 +119,15 @@ MT_HD void gd_chunk_load(GdChunk& ch, const GatedDeltaDims& s, const float* qs, 
     ch.el[i] = expf(ch.big_g[n - 1] - ch.big_g[i]);
     for (int64_t j = 0; j <= i; ++j) {
       ch.at(ch.gam, i, j) = expf(ch.big_g[i] - ch.big_g[j]);
-      ch.at(ch.qk, i, j) = gd_dot(ch.q + i * dk, ch.k + j * dk, dk);
-      ch.at(ch.kk, i, j) = j < i ? gd_dot(ch.k + i * dk, ch.k + j * dk, dk) : 0.0f;
+      ch.at(ch.qk, i, j) = gd_dot(ch.qi(i), ch.ki(j), dk);
+      ch.at(ch.kk, i, j) = j < i ? gd_dot(ch.ki(i), ch.ki(j), dk) : 0.0f;
       ch.at(ch.a, i, j) = j < i ? ch.bt[i] * ch.at(ch.kk, i, j) * ch.at(ch.gam, i, j) : 0.0f;
     }
   }
-  // (I + A) U = beta o V and (I + A) W = beta o e^G o K, by forward substitution; V' = U - W S0.
   for (int64_t i = 0; i < n; ++i) {
-    float* ui = ch.u + i * dv;
-    float* wi = ch.w + i * dk;
-    for (int64_t c = 0; c < dv; ++c) ui[c] = ch.bt[i] * ch.v[i * dv + c];
-    for (int64_t c = 0; c < dk; ++c) wi[c] = ch.bt[i] * ch.eg[i] * ch.k[i * dk + c];
-    for (int64_t j = 0; j < i; ++j) {
-      gd_axpy(-ch.at(ch.a, i, j), ch.u + j * dv, ui, dv);
-      gd_axpy(-ch.at(ch.a, i, j), ch.w + j * dk, wi, dk);
-    }
     float* vpi = ch.vp + i * dv;
-    gd_mat_t_vec(s0, wi, vpi, dk, dv);
-    for (int64_t c = 0; c < dv; ++c) vpi[c] = ui[c] - vpi[c];
+    gd_mat_t_vec(s0, ch.w + i * dk, vpi, dk, dv);
+    for (int64_t c = 0; c < dv; ++c) vpi[c] = ch.u[i * dv + c] - vpi[c];
   }
 }
 
@@ -147,7 +142,7 @@ struct GdWork {
 // Phase 3 of the backward's scratch per (batch, key head, chunk).
 MT_HD int64_t gd_backward_slab_floats(const GatedDeltaDims& s) {
   const int64_t c = s.chunk;
-  return gd_chunk_floats(s) + c * s.dv + c * c + 4 * c * s.dk + 2 * c;
+  return gd_chunk_floats(s) + c * s.dv + c * c + 3 * c * s.dk + 2 * c;
 }
 
 MT_HD int64_t gd_work_floats(const GatedDeltaDims& s, bool backward) {
@@ -348,7 +343,6 @@ MT_HD void gd_chunk_backward(const GatedDeltaDims& s, const float* dout, const f
   float* dvb = take(cmax * dv);
   float* dp = take(cmax * cmax);
   float* ddk = take(cmax * dk);
-  float* dwk = take(cmax * dk);
   float* dkb = take(cmax * dk);
   float* dqc = take(cmax * dk);
   float* dbig_g = take(cmax);
@@ -357,8 +351,9 @@ MT_HD void gd_chunk_backward(const GatedDeltaDims& s, const float* dout, const f
     const int64_t ph = b * s.v_heads + h;
     const float* s0 = states + gd_state_offset(s, b, h, c);
     const float* ds = wk.ds + (ph * chunks + c) * dk * dv;
-    const float* dvp = wk.vp + (ph * s.seq + t0) * dv;
-    gd_chunk_load(ch, s, q, k, v, g, beta, b, h, t0, len, s0);
+    const int64_t row = ph * s.seq + t0;  // the chunk's first row in phase 1's and 2's work
+    const float* dvp = wk.vp + row * dv;
+    gd_chunk_load(ch, s, q, k, v, g, beta, wk.u + row * dv, wk.w + row * dk, b, h, t0, len, s0);
     const auto dout_row = [&](int64_t i) {
       return dout + ((b * s.seq + t0 + i) * s.v_heads + h) * dv;
     };
@@ -375,11 +370,11 @@ MT_HD void gd_chunk_backward(const GatedDeltaDims& s, const float* dout, const f
       float* dqi = dqc + i * dk;
       const float* doi = dout_row(i);
       for (int64_t m = 0; m < dk; ++m) dqi[m] = ch.eg[i] * gd_dot(s0 + m * dv, doi, dv);
-      dbig_g[i] += gd_dot(dqi, ch.q + i * dk, dk);
+      dbig_g[i] += gd_dot(dqi, ch.qi(i), dk);
       for (int64_t j = 0; j <= i; ++j) {
         const float pg = dp[i * len + j] * ch.at(ch.gam, i, j);
-        gd_axpy(pg, ch.k + j * dk, dqi, dk);
-        gd_axpy(pg, ch.q + i * dk, ddk + j * dk, dk);
+        gd_axpy(pg, ch.ki(j), dqi, dk);
+        gd_axpy(pg, ch.qi(i), ddk + j * dk, dk);
         if (j < i) {
           const float sgrad = pg * ch.at(ch.qk, i, j);
           dbig_g[i] += sgrad;
@@ -393,19 +388,16 @@ MT_HD void gd_chunk_backward(const GatedDeltaDims& s, const float* dout, const f
       for (int64_t m = 0; m < dk; ++m) {
         const float dkd = gd_dot(ds + m * dv, ch.vp + j * dv, dv);  // (dS1 V'_j)_m
         ddk[j * dk + m] += ch.el[j] * dkd;
-        rj += ch.el[j] * ch.k[j * dk + m] * dkd;
+        rj += ch.el[j] * ch.ki(j)[m] * dkd;
       }
       dbig_g[j] -= rj;
       dbig_g[len - 1] += rj;
     }
     dbig_g[len - 1] += ch.eg[len - 1] * gd_dot(ds, s0, dk * dv);
-    // dW_i = -S0 dV'_i.
-    for (int64_t i = 0; i < len; ++i)
-      for (int64_t m = 0; m < dk; ++m) dwk[i * dk + m] = -gd_dot(s0 + m * dv, dvp + i * dv, dv);
-    // (I + A)^T dVb = dU (= dV') and (I + A)^T dKb = dW, by back substitution.
+    // (I + A)^T dVb = dU (= dV') and (I + A)^T dKb = dW (= -S0 dV'), by back substitution.
     for (int64_t i = len - 1; i >= 0; --i) {
       for (int64_t n = 0; n < dv; ++n) dvb[i * dv + n] = dvp[i * dv + n];
-      for (int64_t m = 0; m < dk; ++m) dkb[i * dk + m] = dwk[i * dk + m];
+      for (int64_t m = 0; m < dk; ++m) dkb[i * dk + m] = -gd_dot(s0 + m * dv, dvp + i * dv, dv);
       for (int64_t j = i + 1; j < len; ++j) {
         gd_axpy(-ch.at(ch.a, j, i), dvb + j * dv, dvb + i * dv, dv);
         gd_axpy(-ch.at(ch.a, j, i), dkb + j * dk, dkb + i * dk, dk);
@@ -418,8 +410,8 @@ MT_HD void gd_chunk_backward(const GatedDeltaDims& s, const float* dout, const f
             -(gd_dot(dvb + i * dv, ch.u + j * dv, dv) + gd_dot(dkb + i * dk, ch.w + j * dk, dk));
         dbt[i] += da * ch.at(ch.kk, i, j) * ch.at(ch.gam, i, j);
         const float mij = da * ch.bt[i] * ch.at(ch.gam, i, j);
-        gd_axpy(mij, ch.k + j * dk, ddk + i * dk, dk);
-        gd_axpy(mij, ch.k + i * dk, ddk + j * dk, dk);
+        gd_axpy(mij, ch.ki(j), ddk + i * dk, dk);
+        gd_axpy(mij, ch.ki(i), ddk + j * dk, dk);
         const float sgrad = da * ch.at(ch.a, i, j);
         dbig_g[i] += sgrad;
         dbig_g[j] -= sgrad;
@@ -429,8 +421,8 @@ MT_HD void gd_chunk_backward(const GatedDeltaDims& s, const float* dout, const f
       const int64_t t = b * s.seq + t0 + i;
       float* dvo = dv_out + (t * s.v_heads + h) * dv;
       for (int64_t n = 0; n < dv; ++n) dvo[n] = ch.bt[i] * dvb[i * dv + n];
-      dbt[i] += gd_dot(dvb + i * dv, ch.v + i * dv, dv);
-      const float kdot = ch.eg[i] * gd_dot(dkb + i * dk, ch.k + i * dk, dk);
+      dbt[i] += gd_dot(dvb + i * dv, ch.vi(i), dv);
+      const float kdot = ch.eg[i] * gd_dot(dkb + i * dk, ch.ki(i), dk);
       dbt[i] += kdot;
       dbig_g[i] += ch.bt[i] * kdot;
       gd_axpy(ch.bt[i] * ch.eg[i], dkb + i * dk, ddk + i * dk, dk);
