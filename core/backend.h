@@ -34,9 +34,13 @@ struct PlanSlice;
 
 // What a backend's tensors (and a device backend's kernel scratch) hold: bytes allocated now and
 // the most at any time since the last reset_peak() (the caching allocators'
-// max_memory_allocated).
+// max_memory_allocated). `kernel_scratch`: of those, the one buffer a device backend's kernels
+// share, as large as the largest any op has asked for; the meta backend allocates none and
+// states what the device backend would hold for the same ops since the last reset_peak() (its
+// gated delta rule's work: the largest by far), for `moetron plan` on a GPU.
 struct MemoryUse {
   int64_t live = 0, peak = 0;
+  int64_t kernel_scratch = 0;
 };
 
 class Backend {

@@ -4,10 +4,12 @@
 // Every op does nothing, so a model can also run a training step on it and its layers allocate
 // the buffers a step needs, at the step's shapes; what the host reads back is zeros (an MoE
 // layer's routing then sends no rows: the plan sizes those buffers itself).
+#include <algorithm>
 #include <cstring>
 #include <string>
 
 #include "core/backend.h"
+#include "core/kernels/gated_delta_work.h"
 #include "core/memory_counter.h"
 
 namespace moetron {
@@ -24,8 +26,15 @@ class MetaBackend final : public Backend {
     return nullptr;
   }
   void release(void*, size_t bytes) noexcept override { memory_.released(bytes); }
-  MemoryUse memory_use() const override { return memory_.use(); }
-  void reset_peak() override { memory_.reset_peak(); }
+  MemoryUse memory_use() const override {
+    MemoryUse use = memory_.use();
+    use.kernel_scratch = kernel_scratch_;
+    return use;
+  }
+  void reset_peak() override {
+    memory_.reset_peak();
+    kernel_scratch_ = 0;
+  }
   void copy_bytes(void* dst, Device dst_device, const void*, Device, size_t bytes) override {
     if (dst_device.kind != DeviceKind::meta) std::memset(dst, 0, bytes);
   }
@@ -68,11 +77,15 @@ class MetaBackend final : public Backend {
   void sigmoid_gate(const Tensor&, const Tensor&, Tensor&) override {}
   void sigmoid_gate_backward(const Tensor&, const Tensor&, const Tensor&, Tensor&,
                              Tensor&) override {}
-  void gated_delta_forward(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                           const Tensor&, Tensor&, Tensor&) override {}
-  void gated_delta_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+  void gated_delta_forward(const Tensor& q, const Tensor&, const Tensor& v, const Tensor&,
+                           const Tensor&, Tensor&, Tensor&) override {
+    device_scratch(kernels::gated_delta_work_bytes(kernels::gated_delta_dims(q, v), false));
+  }
+  void gated_delta_backward(const Tensor&, const Tensor& q, const Tensor&, const Tensor& v,
                             const Tensor&, const Tensor&, const Tensor&, Tensor&, Tensor&, Tensor&,
-                            Tensor&, Tensor&) override {}
+                            Tensor&, Tensor&) override {
+    device_scratch(kernels::gated_delta_work_bytes(kernels::gated_delta_dims(q, v), true));
+  }
   void gated_delta_step(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                         Tensor&, Tensor&) override {}
   void conv_silu_forward(const Tensor&, const Tensor&, Tensor&, Tensor&) override {}
@@ -120,7 +133,13 @@ class MetaBackend final : public Backend {
   void transpose(const Tensor&, Tensor&) override {}
 
  private:
+  // The device backend's kernel scratch grows to the largest request (MemoryUse).
+  void device_scratch(size_t bytes) {
+    kernel_scratch_ = std::max(kernel_scratch_, static_cast<int64_t>(bytes));
+  }
+
   MemoryCounter memory_;
+  int64_t kernel_scratch_ = 0;
 };
 
 }  // namespace

@@ -64,7 +64,8 @@ DeviceSpec gpu(std::string name, std::string description, double memory_gb, doub
           .per_node = 8,
           .runtime = 1e9,
           .efficiency = 0.5,
-          .measured = false};
+          .measured = false,
+          .cuda = true};
 }
 
 // What one expert-parallel rank's dispatch buffers hold for one MoE layer (models/moe.cc,
@@ -190,6 +191,7 @@ RunPlan plan_run(const config::RunConfig& cfg, int world, const DeviceSpec& devi
   m.weight_copies = static_cast<double>(params.weight_copies_numel()) * 2;
   m.activations =
       static_cast<double>(meta.memory_use().peak - before) - m.params - m.grads - m.weight_copies;
+  if (device.cuda) m.kernel_scratch = static_cast<double>(meta.memory_use().kernel_scratch);
   {
     // One block of each kind, built and run alone, for the breakdown.
     const RopeTables rope = RopeTables::make(d, d.seq, rt.device);
@@ -284,6 +286,7 @@ std::string memory_line(const RunPlan& p) {
   if (m.weight_copies > 0) os << " + bf16 weights " << bytes_str(m.weight_copies);
   os << " + activations " << bytes_str(m.activations);
   if (m.dispatch > 0) os << " + MoE dispatch " << bytes_str(m.dispatch);
+  if (m.kernel_scratch > 0) os << " + kernel scratch " << bytes_str(m.kernel_scratch);
   os << " + runtime " << bytes_str(m.runtime) << " = " << bytes_str(m.total()) << " of "
      << bytes_str(p.device.memory) << " (" << p.device.name << ")";
   return os.str();
@@ -325,6 +328,7 @@ std::string describe(const RunPlan& p) {
          << ")";
     row(what.str(), m.dispatch);
   }
+  if (m.kernel_scratch > 0) row("kernel scratch (the gated delta rule's)", m.kernel_scratch);
   row(p.device.measured ? "runtime (this process, measured)" : "runtime (allowance)", m.runtime);
   row("total", m.total());
   os << "  device memory " << bytes_str(p.device.memory) << ": "
@@ -366,7 +370,8 @@ std::string to_json(const RunPlan& p) {
   j.add("memory.params", bytes(m.params)).add("memory.grads", bytes(m.grads));
   j.add("memory.optimizer", bytes(m.optimizer)).add("memory.weight_copies", bytes(m.weight_copies));
   j.add("memory.activations", bytes(m.activations));
-  j.add("memory.dispatch", bytes(m.dispatch)).add("memory.runtime", bytes(m.runtime));
+  j.add("memory.dispatch", bytes(m.dispatch)).add("memory.kernel_scratch", bytes(m.kernel_scratch));
+  j.add("memory.runtime", bytes(m.runtime));
   j.add("memory.total", bytes(m.total())).add_bool("fits", p.fits());
   j.add("flops_per_token", p.flops_per_token).add("tokens_per_step", bytes(p.tokens_per_step));
   // Named as metrics.jsonl names what a run moved.

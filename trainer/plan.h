@@ -27,6 +27,7 @@ struct DeviceSpec {
   double runtime = 0;       // bytes a process holds before its tensors (libraries, contexts)
   double efficiency = 0;    // the share of peak_flops the step's GEMMs are assumed to reach
   bool measured = false;    // the figures are this machine's (cpu), not a data sheet's
+  bool cuda = false;        // the CUDA backend runs there, its kernels' scratch with the tensors
 };
 
 // The devices `plan` knows: cpu (this machine: its memory, a GEMM probe, this process's
@@ -52,9 +53,13 @@ struct MemoryPlan {
       0;  // the buffers the layers allocate for the micro-batch (forward + backward)
   std::vector<std::pair<std::string, double>> activations_by_kind;  // per block of each kind
   double dispatch = 0;  // MoE layers' routed-row buffers (sized by the routing)
-  double runtime = 0;   // the process before its tensors
+  // The CUDA backend's kernel scratch (the gated delta rule's phases, the largest it asks for;
+  // the other kernels' few MB are in `runtime`'s allowance). None on the CPU.
+  double kernel_scratch = 0;
+  double runtime = 0;  // the process before its tensors
   double total() const {
-    return params + grads + optimizer + weight_copies + activations + dispatch + runtime;
+    return params + grads + optimizer + weight_copies + activations + dispatch + kernel_scratch +
+           runtime;
   }
 };
 

@@ -25,6 +25,7 @@
 #include "core/cuda/check.cuh"
 #include "core/cuda/device.h"
 #include "core/cuda/kernels.h"
+#include "core/kernels/gated_delta_work.h"
 #include "core/kernels/gemm_plan.h"
 #include "core/memory_counter.h"
 #include "core/ops.h"

@@ -13,6 +13,7 @@
 
 #include "core/backend.h"
 #include "core/bf16.h"
+#include "core/kernels/gated_delta_work.h"
 #include "core/kernels/gemm_plan.h"
 #include "core/kernels/host.h"
 #include "core/memory_counter.h"

@@ -12,11 +12,14 @@
 #include <string>
 #include <vector>
 
+#include "configs/config.h"
 #include "core/backend.h"
 #include "data/json.h"
 #include "models/model.h"
 #include "models/model_config.h"
+#include "models/runtime.h"
 #include "parallel/process_groups.h"
+#include "tests/host_kernels.h"
 #include "tests/process.h"
 #include "tests/trainer/train_fixture.h"
 #include "trainer/plan.h"
@@ -188,6 +191,37 @@ TEST(MemoryPlan, PeakResidentSetOfRealRunsIsWithinTenPercent) {
       EXPECT_GE(groups, 2) << json;  // world, and dp or tp at least
     }
   }
+}
+
+// On a GPU the plan counts the CUDA backend's kernel scratch: what the device backend's own code
+// (cpu:1) holds after a forward and backward of the same model, the gated delta rule's work of
+// the Gated DeltaNet hybrid at a sequence of 4 chunks. On the CPU there is none.
+TEST(MemoryPlan, AGpuPlanCountsTheKernelScratchTheDeviceBackendHolds) {
+  config::RunConfig cfg =
+      load_config(std::string(MOETRON_SOURCE_DIR) + "/configs/qwen3.5-tiny.pbtxt", {});
+  cfg.mutable_data()->set_seq_len(256);
+  cfg.mutable_data()->set_micro_batch_size(2);
+  validate_config(cfg);
+  const RunPlan gpu = plan_run(cfg, 1, device_spec("h200"));
+  const RunPlan cpu = plan_run(cfg, 1, cpu_spec(1e11, 1));
+  EXPECT_EQ(cpu.memory.kernel_scratch, 0);
+  EXPECT_EQ(gpu.memory.total() - gpu.memory.kernel_scratch - gpu.memory.runtime,
+            cpu.memory.total() - cpu.memory.runtime);
+
+  const Device device = test::host_kernels_device();
+  Runtime rt;
+  rt.device = device;
+  Model model(cfg.model(), cfg.data().micro_batch_size(), cfg.data().seq_len(), rt);
+  model.params().init(5, 0.05f);
+  const std::vector<int32_t> tokens(static_cast<size_t>(model.dims().batch * model.dims().window()),
+                                    3);
+  model.forward_backward(tokens, 0.3f, 1.0f);
+  const int64_t held = backend(device).memory_use().kernel_scratch;
+  std::printf("kernel scratch: planned %.0f, held %ld bytes\n", gpu.memory.kernel_scratch,
+              static_cast<long>(held));
+  EXPECT_GT(held, 0);
+  EXPECT_EQ(gpu.memory.kernel_scratch, static_cast<double>(held));
+  EXPECT_NE(describe(gpu).find("kernel scratch (the gated delta rule's)"), std::string::npos);
 }
 
 TEST(MemoryPlan, ALayoutThatDoesNotFitIsRefusedWithTheNumbers) {
