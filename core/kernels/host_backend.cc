@@ -46,6 +46,9 @@ class Side {
     const size_t rounded = std::max(kAlignment, (bytes + kAlignment - 1) / kAlignment * kAlignment);
     void* p = std::aligned_alloc(kAlignment, rounded);
     if (!p) throw Error(detail::concat("cpu:1: out of memory allocating ", bytes, " bytes"));
+    // A device's pool hands back what an earlier buffer left, never zeros: all bits set (NaN as
+    // a float or a double, -1 as an integer), so a read of memory no op has written fails here.
+    std::memset(p, 0xFF, rounded);
     return p;
   }
   void release(void* p) noexcept { std::free(p); }
