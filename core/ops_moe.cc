@@ -173,8 +173,15 @@ void balance_bias_update(Tensor& bias, const Tensor& counts, float speed) {
 }
 
 namespace {
-void check_grouped(std::span<const Tensor> weights, const Tensor& offsets, const char* op) {
-  require_vector(offsets, static_cast<int64_t>(weights.size()) + 1, DType::i64, op);
+// The offsets' shape, and each weight on x's device: the backend reads them in place (a host
+// weight beside device rows would pass on cpu:1, both host memory, and fault on a GPU).
+void check_grouped(const Tensor& x, std::span<const Tensor> weights, const Tensor& offsets,
+                   const char* op) {
+  require_vector(offsets, static_cast<int64_t>(weights.size()) + 1, DType::i64,
+                 detail::concat(op, " offsets").c_str());
+  for (size_t e = 0; e < weights.size(); ++e)
+    MOETRON_CHECK(weights[e].device() == x.device(), op, ": weight ", e, " on ",
+                  device_name(weights[e].device()), " beside x on ", device_name(x.device()));
 }
 // The offsets among the tensors that choose the backend, unless they are on the host (allowed
 // whatever x's device: grouped_matmul's contract).
@@ -185,16 +192,20 @@ const Tensor* offsets_on(const Tensor& x, const Tensor& offsets) {
 
 void grouped_matmul(const Tensor& x, std::span<const Tensor> weights, const Tensor& offsets,
                     Tensor& y) {
-  check_grouped(weights, offsets, "grouped_matmul offsets");
+  check_grouped(x, weights, offsets, "grouped_matmul");
   backend_of("grouped_matmul", {&x, offsets_on(x, offsets), &y})
       .grouped_matmul(x, weights, offsets, y);
 }
 
 void grouped_matmul_backward(const Tensor& dy, const Tensor& x, std::span<const Tensor> weights,
                              const Tensor& offsets, std::span<Tensor> dweights, Tensor& dx) {
-  check_grouped(weights, offsets, "grouped_matmul_backward offsets");
+  check_grouped(x, weights, offsets, "grouped_matmul_backward");
   MOETRON_CHECK(dweights.size() == weights.size(), "grouped_matmul_backward: ", dweights.size(),
                 " weight gradients for ", weights.size(), " weights");
+  for (size_t e = 0; e < dweights.size(); ++e)
+    MOETRON_CHECK(!dweights[e].defined() || dweights[e].device() == x.device(),
+                  "grouped_matmul_backward: weight gradient ", e, " on ",
+                  device_name(dweights[e].device()), " beside x on ", device_name(x.device()));
   backend_of("grouped_matmul_backward", {&dy, &x, offsets_on(x, offsets), &dx})
       .grouped_matmul_backward(dy, x, weights, offsets, dweights, dx);
 }

@@ -4,6 +4,7 @@
 #include <cudnn_frontend.h>
 
 #include <algorithm>
+#include <exception>
 #include <iostream>
 #include <unordered_map>
 
@@ -239,13 +240,21 @@ const AttentionGraphs* AttentionGraphCache::find_or_build(const AttentionShape& 
     if (any_row_max) have.row_max = shape.row_max;
     if (have == shape) return e.graphs.get();
   }
-  if (!handle_) handle_ = std::make_unique<CudnnHandle>();
   Entry e{shape, nullptr};
+  if (no_cudnn_) {
+    entries_.push_back(std::move(e));
+    return nullptr;
+  }
+  // Any failure, cuDNN's, the frontend's (which throws its own exceptions) or the handle's (a
+  // sub-library that does not load), leaves the shape to moetron's kernel rather than the run.
   try {
+    if (!handle_) handle_ = std::make_unique<CudnnHandle>();
     e.graphs = std::make_unique<AttentionGraphs>(*handle_, shape);
-  } catch (const Error& err) {
+  } catch (const std::exception& err) {
+    no_cudnn_ = !handle_;
     std::cerr << "moetron: cuDNN's fused attention cannot run " << describe(shape) << " ("
-              << err.what() << "): this shape's bf16 attention runs moetron's own kernel\n";
+              << err.what() << "): " << (no_cudnn_ ? "every shape's" : "this shape's")
+              << " bf16 attention runs moetron's own kernel\n";
   }
   entries_.push_back(std::move(e));
   return entries_.back().graphs.get();

@@ -74,7 +74,9 @@ class AttentionGraphs {
 // The graphs of every shape a run asks for, built on first use on the current device (the CUDA
 // backend's bf16 attention). A shape cuDNN cannot build is remembered with cuDNN's reason and
 // answers nullptr, so the caller runs its own kernel instead; each such shape is reported once on
-// stderr, as it costs speed, not correctness.
+// stderr, as it costs speed, not correctness. When cuDNN's handle cannot be made at all (a
+// library that does not load), every shape answers nullptr. A graph that was built but fails
+// to execute is an Error: that is a fault to see, not a shape to route around.
 class AttentionGraphCache {
  public:
   AttentionGraphCache();
@@ -95,6 +97,7 @@ class AttentionGraphCache {
   const AttentionGraphs* find_or_build(const AttentionShape& shape, bool any_row_max);
 
   std::unique_ptr<CudnnHandle> handle_;  // made with the first graphs
+  bool no_cudnn_ = false;                // the handle could not be made: no shape tries again
   std::vector<Entry> entries_;
 };
 

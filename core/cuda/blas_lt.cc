@@ -3,7 +3,9 @@
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <string>
+#include <utility>
 
 #include "core/check.h"
 #include "core/cuda/check.cuh"
@@ -37,6 +39,16 @@ struct Call {
     if (desc) cublasLtMatmulDescDestroy(desc);
   }
 };
+
+// The largest power of two up to 256 that divides the address. cuBLASLt's heuristic assumes
+// 256-byte operands unless told otherwise, and a row slice (an expert's rows of x, a block of
+// the vocabulary) need not be: a kernel chosen for more would fault on a misaligned address.
+uint32_t alignment_of(const void* p) {
+  const auto address = reinterpret_cast<uintptr_t>(p);
+  uint32_t align = 256;
+  while (align > 1 && address % align != 0) align /= 2;
+  return align;
+}
 
 // 32 MiB: what cuBLAS asks for on Hopper.
 constexpr size_t kWorkspace = size_t{32} << 20;
@@ -83,6 +95,15 @@ void BlasLt::gemm(const kernels::GemmPlan& p, GemmOperands operands, const void*
   ok(cublasLtMatmulPreferenceSetAttribute(call.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                           &workspace_bytes_, sizeof(workspace_bytes_)),
      "workspace preference", p);
+  const uint32_t align_first = alignment_of(first), align_second = alignment_of(second),
+                 align_c = alignment_of(c);
+  for (const auto& [attribute, align] :
+       {std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_first},
+        std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_second},
+        std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c},
+        std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c}})
+    ok(cublasLtMatmulPreferenceSetAttribute(call.pref, attribute, align, sizeof(*align)),
+       "alignment preference", p);
   const auto handle = static_cast<cublasLtHandle_t>(handle_);
   cublasLtMatmulHeuristicResult_t best{};
   int found = 0;

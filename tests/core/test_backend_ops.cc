@@ -370,5 +370,27 @@ TEST(OpBackends, TheDevicesScratchIsCountedInItsMemoryUse) {
   EXPECT_GE(backend(d).memory_use().live, tensors + work);
 }
 
+// The experts' weights are read in place, so a weight on another device than the rows is an
+// Error naming it (on cpu:1 both are host memory, so nothing else would stop it; a GPU faults).
+TEST(OpBackends, AnExpertWeightOffTheRowsDeviceIsRefusedWithItsIndex) {
+  const Device d = test::host_kernels_device();
+  const Tensor x = Tensor::zeros({4, 3}, DType::f32, d);
+  const std::vector<Tensor> weights = {Tensor::zeros({3, 2}, DType::f32, d),
+                                       Tensor::zeros({3, 2}, DType::f32, Device{})};
+  Tensor offsets = Tensor::zeros({3}, DType::i64, Device{});
+  offsets.data<int64_t>()[1] = 2;
+  offsets.data<int64_t>()[2] = 4;
+  Tensor y = Tensor::zeros({4, 2}, DType::f32, d);
+  try {
+    ops::grouped_matmul(x, weights, offsets, y);
+    ADD_FAILURE() << "a host weight beside rows on " << device_name(d) << " accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(
+        std::string(e.what()).find("grouped_matmul: weight 1 on cpu beside x on " + device_name(d)),
+        std::string::npos)
+        << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace moetron

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <random>
 #include <utility>
 
 #include "core/cuda/blas_lt.h"
@@ -161,12 +162,22 @@ std::vector<KernelCheck> run_kernel_checks(int scale, bool gemms) {
     out.push_back({"ce_shard_backward", max_relative(d_z.to_host(), dz), 4e-7});
   }
   // Routing: the chosen experts exactly (an index differing is reported as infinitely off),
-  // scores and gates within the device's expf.
+  // scores and gates within the device's expf. The device's expf may differ from the host's by
+  // an ulp, which flips a choice between two near-equal scores: so each token's logits are the
+  // 64 points of a grid 1/8 apart in a random order and the bias lies on a grid of 1/32, which
+  // keeps the scores the choices compare far more than an ulp apart.
   for (const bool softmax : {false, true}) {
     const kernels::RouterShape r{64, 6, 8, 3, softmax, true, 2.5f};
     const int64_t tokens = 4099 / scale + 1;
-    const std::vector<float> logits = random_values(tokens * r.experts, 9, 2.0f);
-    const std::vector<float> bias = random_values(r.experts, 10, 0.1f);
+    std::vector<float> logits(static_cast<size_t>(tokens * r.experts));
+    std::mt19937 order(9);
+    for (int64_t t = 0; t < tokens; ++t) {
+      float* row = logits.data() + t * r.experts;
+      for (int64_t e = 0; e < r.experts; ++e) row[e] = -4.0f + 0.125f * static_cast<float>(e);
+      std::shuffle(row, row + r.experts, order);
+    }
+    std::vector<float> bias = random_values(r.experts, 10, 0.1f);
+    for (float& b : bias) b = std::round(b * 32.0f) / 32.0f;
     std::vector<float> scores(tokens * r.experts), gates(tokens * r.k);
     std::vector<int32_t> idx(tokens * r.k);
     kernels::host::router_forward(r, tokens, logits.data(), bias.data(), scores.data(), idx.data(),
