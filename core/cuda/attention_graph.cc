@@ -140,6 +140,10 @@ void run(const Graph& g, cudnnHandle_t h, std::unordered_map<TensorRef, void*>& 
 
 }  // namespace
 
+size_t cudnn_version() {
+  return cudnnGetVersion();
+}
+
 std::string describe(const AttentionShape& s) {
   return detail::concat("heads ", s.heads, ", kv_heads ", s.kv_heads, ", head_dim ", s.head_dim,
                         ", value_dim ", s.value_dim, ", seq ", s.seq, ", batch ", s.batch);

@@ -25,6 +25,10 @@ struct AttentionShape {
   bool operator==(const AttentionShape&) const = default;
 };
 
+// The cuDNN library loaded (cudnnGetVersion: 91900 for 9.19.0), for logs: a wheel's cuDNN can
+// differ from the headers the build saw.
+size_t cudnn_version();
+
 // "heads 8, kv_heads 2, head_dim 192, value_dim 128, seq 64, batch 2": for errors.
 std::string describe(const AttentionShape& s);
 

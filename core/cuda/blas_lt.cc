@@ -55,6 +55,10 @@ constexpr size_t kWorkspace = size_t{32} << 20;
 
 }  // namespace
 
+size_t blas_lt_version() {
+  return cublasLtGetVersion();
+}
+
 BlasLt::BlasLt() : workspace_bytes_(kWorkspace) {
   cublasLtHandle_t h = nullptr;
   const cublasStatus_t status = cublasLtCreate(&h);

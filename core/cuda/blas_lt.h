@@ -17,6 +17,9 @@ enum class GemmOperands { f32, bf16 };
 
 // A cuBLASLt handle and its workspace on the current device (RAII); GEMMs on the default
 // stream, ordered with the kernels of core/cuda/kernels.h.
+// The cuBLASLt library loaded (cublasLtGetVersion: 130100 for 13.1.0), for logs.
+size_t blas_lt_version();
+
 class BlasLt {
  public:
   BlasLt();

@@ -62,6 +62,12 @@ NcclId nccl_unique_id() {
   return out;
 }
 
+int nccl_version() {
+  int v = 0;
+  ok(ncclGetVersion(&v), "ncclGetVersion", 0);
+  return v;
+}
+
 NcclComm::NcclComm(const NcclId& id, int ranks, int rank) : rank_(rank), size_(ranks) {
   ncclUniqueId uid;
   std::memcpy(&uid, id.bytes.data(), sizeof(uid));

@@ -21,6 +21,8 @@ struct NcclId {
   std::array<char, 128> bytes{};
 };
 NcclId nccl_unique_id();
+// The NCCL library loaded (ncclGetVersion: 22809 for 2.28.9), for logs.
+int nccl_version();
 
 class NcclComm final : public DeviceCollectives {
  public:

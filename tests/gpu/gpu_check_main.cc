@@ -16,12 +16,15 @@
 #include <utility>
 #include <vector>
 
+#include "core/cuda/blas_lt.h"
 #include "core/cuda/device.h"
 #include "tests/gpu/kernel_checks.h"
 #if MOETRON_HAVE_CUDNN
+#include "core/cuda/attention_graph.h"
 #include "tests/gpu/attention_checks.h"
 #endif
 #if MOETRON_HAVE_NCCL
+#include "core/cuda/nccl.h"
 #include "tests/gpu/nccl_checks.h"
 #endif
 
@@ -48,8 +51,19 @@ int main(int argc, char** argv) {
       return 2;
     }
     const std::string device = cuda::device_description(0);
-    std::printf("device: %s\n%-26s %14s %10s  result\n", device.c_str(), "kernel", "max relative",
-                "bound");
+    // The libraries this process loaded, as the wheels' can differ from the toolkit's headers.
+    std::printf("device: %s\nlibraries: cuBLASLt %zu", device.c_str(), cuda::blas_lt_version());
+#if MOETRON_HAVE_CUDNN
+    std::printf(", cuDNN %zu", cuda::cudnn_version());
+#else
+    std::printf(", cuDNN not built");
+#endif
+#if MOETRON_HAVE_NCCL
+    std::printf(", NCCL %d", cuda::nccl_version());
+#else
+    std::printf(", NCCL not built");
+#endif
+    std::printf("\n%-26s %14s %10s  result\n", "kernel", "max relative", "bound");
     bool all = true;
     std::string rows;
     std::vector<gpu::KernelCheck> checks = gpu::run_kernel_checks(scale, libraries);
