@@ -64,6 +64,9 @@ class Backend {
   // Copies from this device to the host so far: each waits for the device's work before it, so
   // on a GPU they are what a step's host reads cost (docs/gpu.md). None on the CPU's own.
   virtual int64_t host_reads() const { return 0; }
+  // Copies from the host to this device so far. From pageable memory CUDA waits for the device's
+  // work before each (cudaMemcpy's rules), so on a GPU they cost what a read does.
+  virtual int64_t host_writes() const { return 0; }
 
   // The op set of core/ops.h and core/ops_decode.h, with the same meaning, arguments checked.
   virtual void matmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c,

@@ -35,7 +35,9 @@ struct TrainedRun {
   std::vector<std::vector<int64_t>> counts;  // per step, every MoE layer's in order
   std::vector<std::vector<float>> params;    // after the steps, per parameter, on the host
   std::vector<int64_t> host_reads;           // per step: the device's copies to the host
+  std::vector<int64_t> host_writes;          // per step: the host's copies to the device
   int64_t moe_layers = 0;
+  int64_t uploads = 0;  // what a step should copy to the device (below)
 };
 
 TrainedRun train_on(const Golden& g, Device device, DType compute = DType::f32) {
@@ -54,9 +56,11 @@ TrainedRun train_on(const Golden& g, Device device, DType compute = DType::f32) 
   TrainedRun out;
   for (int step = 0; step < 3; ++step) {
     const int64_t reads = backend(device).host_reads();
+    const int64_t writes = backend(device).host_writes();
     const StepResult r =
         train.run(step, g.attr_num("lr"), lambda, test::feed(tokens, step * per_step));
     out.host_reads.push_back(backend(device).host_reads() - reads);
+    out.host_writes.push_back(backend(device).host_writes() - writes);
     out.total.push_back(r.losses.total);
     out.norms.push_back(r.grad_norm);
     std::vector<int64_t> counts;
@@ -65,6 +69,10 @@ TrainedRun train_on(const Golden& g, Device device, DType compute = DType::f32) 
     out.counts.push_back(counts);
     out.moe_layers = static_cast<int64_t>(r.moe.size());
   }
+  // Each head's ids and targets at the step's start, and with bias updates each MoE layer's
+  // expert counts after the step's read.
+  const ModelDims& d = model.dims();
+  out.uploads = 2 * (d.mtp_depth + 1) + (d.moe.bias_update_speed > 0 ? out.moe_layers : 0);
   for (int id = 0; id < static_cast<int>(model.params().infos().size()); ++id)
     out.params.push_back(ops::to_host<float>(model.params().value(id)));
   // The run's tensors were that device's (an op given tensors of two devices throws).
@@ -89,6 +97,9 @@ TEST_P(DeviceBackendModel, ThreeAdamWStepsMatchTheReferenceAndTheCpu) {
     // once, the step its losses and norm once; the ids and targets are counted on the device
     // into the sums, so no head reads anything back.
     EXPECT_EQ(dev.host_reads[step], dev.moe_layers + 1) << "step " << step;
+    // And what it copies to the device, each a wait for the device's work before it on a GPU
+    // (from pageable memory): none inside the forward or backward.
+    EXPECT_EQ(dev.host_writes[step], dev.uploads) << "step " << step;
   }
   const test::AdamCheck adam = test::golden_adam_check(g, 3);
   const Model layout(test::model_config(g), 1, 8);  // the parameters' names and kinds
