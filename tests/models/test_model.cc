@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/threads.h"
 #include "models/model.h"
 #include "parallel/process_groups.h"
 #include "tests/models/bf16_bounds.h"
@@ -133,6 +134,24 @@ TEST(Model, SameSeedGivesBitwiseSameLossesAndGradients) {
     EXPECT_EQ(a.first, b.first) << dtype_name(compute);
     EXPECT_EQ(a.second, b.second) << dtype_name(compute);
   }
+}
+
+// The parameters are drawn in parallel, each from its own generator: one thread or four give
+// the same bits (and a draw on the order of threads would differ here, as four threads take the
+// parameters in no fixed order).
+TEST(Model, InitDrawsTheSameValuesOnAnyThreadCount) {
+  const Golden g(golden_path("model_moe.h5"));
+  const int before = compute_threads();
+  std::vector<std::vector<float>> values;
+  for (const int threads : {1, 4}) {
+    set_compute_threads(threads);
+    Model model(model_config(g), 1, 8);
+    model.params().init(99, 0.05f);
+    const auto v = model.params().flat_values().span<float>();
+    values.emplace_back(v.begin(), v.end());
+  }
+  set_compute_threads(before);
+  EXPECT_EQ(values[0], values[1]);
 }
 
 TEST(Model, ParameterNamesFollowHuggingFaceLayout) {
