@@ -68,7 +68,7 @@ class Parser {
           std::string key = parse_string();
           expect(':');
           JsonValue member = parse_value(path + "." + key);
-          v.members.emplace_back(std::move(key), std::move(member));
+          v.members.push_back({std::move(key), std::move(member)});
         } while (consume(','));
         expect('}');
       }

@@ -6,10 +6,11 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
-#include <utility>
 #include <vector>
 
 namespace moetron::data {
+
+struct JsonMember;
 
 class JsonValue {
  public:
@@ -19,7 +20,8 @@ class JsonValue {
   bool boolean = false;
   std::string text;  // a string's value, or a number's literal
   std::vector<JsonValue> items;
-  std::vector<std::pair<std::string, JsonValue>> members;
+  std::vector<JsonMember> members;  // an object's, in order (a struct, not a std::pair, as a
+                                    // pair of this incomplete class fails clang's libstdc++)
 
   // Typed access; throw Error("<origin>: <path>: expected ...") on a mismatch or missing key.
   const JsonValue& at(std::string_view key) const;
@@ -31,6 +33,11 @@ class JsonValue {
   const std::vector<JsonValue>& as_array() const;
 
   std::string origin;  // "<file>: <path>" used in error messages
+};
+
+struct JsonMember {
+  std::string key;
+  JsonValue value;
 };
 
 // Throws Error("<origin>:<line>:<col>: ...") on malformed input.
