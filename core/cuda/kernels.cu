@@ -353,9 +353,12 @@ void plan_dispatch(const int32_t* idx, const float* scores, int64_t n, int64_t k
     if (capacity > 0)  // step 1: best first; stable, so ties keep slot order
       sort_pairs(score, score + slots, order, thrust::greater<float>());
     dispatch_gather_experts_kernel<<<slot_blocks, kThreads>>>(idx, order, slots, by_expert);
+    check_launch("plan_dispatch gather experts");
     sort_pairs(by_expert, by_expert + slots, order);  // step 2
     dispatch_keep_kernel<<<slot_blocks, kThreads>>>(by_expert, order, slots, capacity, kept);
+    check_launch("plan_dispatch keep");
     dispatch_row_keys_kernel<<<slot_blocks, kThreads>>>(idx, kept, slots, experts, key, row_order);
+    check_launch("plan_dispatch row keys");
     sort_pairs(key, key + slots, row_order);  // step 3
     check_launch("plan_dispatch sorts");
   }
